@@ -1,0 +1,36 @@
+# flagedge — two commands: `make run` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: run test test-fast lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## Start the proxy with a local redis-server seeded with config/flags.json.
+run: $(STAMP)
+	$(PY) -m proxy.devrun
+
+## Everything: unit, integration, chaos, conformance and browser tests.
+test: $(STAMP)
+	$(PY) -m pytest -q -ra
+
+## Unit tests only (the inner loop, under a minute).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not integration and not slow and not conformance"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check proxy tests bench
+
+bench: $(STAMP)
+	$(PY) bench/evaluator.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,150 @@
+"""Typed, immutable values shared by every layer: flags, flag sets and evaluation results.
+
+Nothing here knows about Redis, HTTP or JsonLogic; the evaluation package produces these
+objects and the API serialises them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, TypeAlias
+
+JSON: TypeAlias = Any
+Scalar: TypeAlias = str | int | float | bool
+#: A compiled targeting rule: takes the rule data (request context plus ``$flagd``) and returns
+#: the raw JsonLogic result (a variant name, a bool, ``None``...). It may raise on bad runtime
+#: input; the engine turns that into a GENERAL error.
+Rule: TypeAlias = Callable[[Mapping[str, Any]], Any]
+
+
+class FlagState(StrEnum):
+    ENABLED = "ENABLED"
+    DISABLED = "DISABLED"
+
+
+class Reason(StrEnum):
+    STATIC = "STATIC"
+    TARGETING_MATCH = "TARGETING_MATCH"
+    DEFAULT = "DEFAULT"
+    DISABLED = "DISABLED"
+    ERROR = "ERROR"
+
+
+class ErrorCode(StrEnum):
+    FLAG_NOT_FOUND = "FLAG_NOT_FOUND"
+    PARSE_ERROR = "PARSE_ERROR"
+    TYPE_MISMATCH = "TYPE_MISMATCH"
+    TARGETING_KEY_MISSING = "TARGETING_KEY_MISSING"
+    INVALID_CONTEXT = "INVALID_CONTEXT"
+    GENERAL = "GENERAL"
+
+
+class VariantType(StrEnum):
+    BOOLEAN = "boolean"
+    STRING = "string"
+    NUMBER = "number"
+    OBJECT = "object"
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluationResult:
+    """The outcome of evaluating one flag for one context.
+
+    A value exists exactly when ``variant`` is not None and there is no error: DISABLED flags
+    and flags without a usable default carry no value, so the client falls back to its code
+    default.
+    """
+
+    key: str
+    reason: Reason
+    variant: str | None = None
+    value: JSON = None
+    metadata: Mapping[str, Scalar] = field(default_factory=dict)
+    error_code: ErrorCode | None = None
+    error_details: str | None = None
+
+    @property
+    def has_value(self) -> bool:
+        return self.variant is not None and self.error_code is None
+
+    def to_ofrep(self) -> dict[str, Any]:
+        """OFREP success or inline-failure body. ``value`` is omitted, never null, when there
+        is none; ``variant`` is always present on success (the Python provider reads it)."""
+        if self.error_code is not None:
+            return {
+                "key": self.key,
+                "errorCode": self.error_code.value,
+                "errorDetails": self.error_details or "",
+            }
+        body: dict[str, Any] = {"key": self.key, "reason": self.reason.value, "variant": self.variant}
+        if self.variant is not None:
+            body["value"] = self.value
+        body["metadata"] = dict(self.metadata)
+        return body
+
+
+def error_result(key: str, code: ErrorCode, details: str) -> EvaluationResult:
+    return EvaluationResult(key=key, reason=Reason.ERROR, error_code=code, error_details=details)
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """One compiled flag. ``raw`` is the flag's JSON exactly as written (export, diff, the
+    rules stream); the rest is derived from it once, at compile time."""
+
+    key: str
+    state: FlagState
+    variants: Mapping[str, JSON]
+    variant_type: VariantType
+    default_variant: str | None
+    metadata: Mapping[str, Scalar]  # flag-set metadata merged under the flag's own
+    raw: Mapping[str, JSON]
+    rule: Rule | None = None  # None: no targeting, the result is static
+    static_result: EvaluationResult | None = None  # precomputed for static and disabled flags
+    uses_timestamp: bool = False  # reads $flagd.timestamp: never serve it from a result cache
+    refs: frozenset[str] = frozenset()  # $evaluators names used (recompile when they change)
+
+
+@dataclass(frozen=True, slots=True)
+class FlagSet:
+    """An immutable snapshot of one environment's rules. Readers hold a reference; writers
+    build a new one and swap it in, so nobody sees half a change."""
+
+    flags: Mapping[str, Flag]
+    evaluators: Mapping[str, JSON] = field(default_factory=dict)
+    metadata: Mapping[str, Scalar] = field(default_factory=dict)
+    version: int = 0
+    epoch: str = ""
+    updated_at: float = 0.0  # Unix seconds of the write that produced this version
+    uses_timestamp: bool = False  # any flag reads $flagd.timestamp
+
+    def to_document(self) -> dict[str, JSON]:
+        """The flagd flag-definition document for these rules (as written, key-sorted)."""
+        doc: dict[str, JSON] = {"flags": {k: dict(self.flags[k].raw) for k in sorted(self.flags)}}
+        if self.evaluators:
+            doc["$evaluators"] = {k: self.evaluators[k] for k in sorted(self.evaluators)}
+        if self.metadata:
+            doc["metadata"] = dict(self.metadata)
+        return doc
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One validation problem, located by a JSON path such as
+    ``flags.checkout.targeting.if[0].fractional[2]``."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class InvalidDocument(ValueError):
+    """Raised when rules cannot be served; carries every problem found, not just the first."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("; ".join(str(p) for p in problems[:5]) + (" ..." if len(problems) > 5 else ""))

@@ -1,0 +1,140 @@
+"""In-memory, versioned, per-environment rule store.
+
+Sources (Redis, file) build a new immutable :class:`FlagSet` and call :meth:`Store.publish`;
+services (OFREP, streams, metrics) read :meth:`Store.get` on the hot path and subscribe to
+changes. The store knows nothing about where rules come from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from proxy.model import FlagSet
+
+log = logging.getLogger("flagedge.store")
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What one publish changed in one environment."""
+
+    env: str
+    version: int
+    upserted: frozenset[str] = frozenset()  # flag keys added or changed
+    deleted: frozenset[str] = frozenset()  # flag keys removed
+    evaluators_changed: bool = False
+    metadata_changed: bool = False
+    reset: bool = False  # whole set replaced (load, resync, new epoch): recompute everything
+    written_at: float | None = None  # Unix seconds of the source write, for propagation metrics
+    applied_at: float = field(default_factory=time.time)
+
+
+Subscriber = Callable[[Change, FlagSet], None]
+
+
+@dataclass(slots=True)
+class SourceStatus:
+    """Health of the source feeding one environment (or all of them, under env ``*``)."""
+
+    connected: bool = False
+    degraded_reason: str | None = None  # set while stale rules are served
+    last_error: str | None = None
+    since: float = field(default_factory=time.time)
+
+
+class Store:
+    def __init__(self) -> None:
+        self._sets: dict[str, FlagSet] = {}
+        self._subscribers: list[Subscriber] = []
+        self._waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
+        self.status: dict[str, SourceStatus] = {}
+        self.rejected_total = 0  # flags or documents refused by validation
+
+    # -- read side (hot path: plain dict lookups, no locks) --------------------------------
+    def get(self, env: str) -> FlagSet | None:
+        return self._sets.get(env)
+
+    def envs(self) -> list[str]:
+        return sorted(self._sets)
+
+    @property
+    def ready(self) -> bool:
+        return bool(self._sets)
+
+    def degraded(self) -> dict[str, str]:
+        """Environment (or ``*``) -> reason, for every source serving stale rules."""
+        return {env: st.degraded_reason for env, st in self.status.items() if st.degraded_reason}
+
+    # -- write side (sources) --------------------------------------------------------------
+    def publish(self, env: str, flag_set: FlagSet, change: Change) -> None:
+        """Swap in a new snapshot and tell every subscriber. Subscribers run synchronously and
+        must not block: they enqueue work of their own."""
+        self._sets[env] = flag_set
+        for subscriber in list(self._subscribers):
+            try:
+                subscriber(change, flag_set)
+            except Exception:  # one broken subscriber must not stop the others
+                log.exception("store subscriber failed", extra={"env": env})
+        self._wake(env, flag_set.version)
+
+    def remove(self, env: str) -> None:
+        """Forget an environment (``flagedge envs delete``)."""
+        old = self._sets.pop(env, None)
+        self.status.pop(env, None)
+        if old is not None:
+            change = Change(env=env, version=old.version + 1, deleted=frozenset(old.flags), reset=True)
+            empty = FlagSet(flags={}, version=change.version, epoch=old.epoch)
+            for subscriber in list(self._subscribers):
+                try:
+                    subscriber(change, empty)
+                except Exception:
+                    log.exception("store subscriber failed", extra={"env": env})
+
+    def set_status(self, env: str, *, connected: bool, degraded_reason: str | None = None,
+                   error: str | None = None) -> None:
+        st = self.status.setdefault(env, SourceStatus())
+        if st.connected != connected or st.degraded_reason != degraded_reason:
+            st.since = time.time()
+        st.connected, st.degraded_reason = connected, degraded_reason
+        if error is not None:
+            st.last_error = error
+
+    # -- subscriptions ---------------------------------------------------------------------
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+        """Register a change callback; returns a function that unregisters it."""
+        self._subscribers.append(subscriber)
+
+        def unsubscribe() -> None:
+            if subscriber in self._subscribers:
+                self._subscribers.remove(subscriber)
+
+        return unsubscribe
+
+    async def wait_for_version(self, env: str, version: int, timeout: float) -> bool:
+        """Wait until ``env`` reaches ``version`` (OFREP flagConfigEtag catch-up)."""
+        current = self._sets.get(env)
+        if current is not None and current.version >= version:
+            return True
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters = self._waiters.setdefault(env, [])
+        waiters.append((version, fut))
+        try:
+            await asyncio.wait_for(fut, timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            if (version, fut) in waiters:
+                waiters.remove((version, fut))
+
+    def _wake(self, env: str, version: int) -> None:
+        for wanted, fut in list(self._waiters.get(env, ())):
+            if wanted <= version and not fut.done():
+                fut.set_result(None)
+
+    def versions(self) -> Iterable[tuple[str, int]]:
+        return ((env, fs.version) for env, fs in self._sets.items())
