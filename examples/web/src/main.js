@@ -1,0 +1,173 @@
+// flagedge demo page: the OpenFeature web SDK with the OFREP web provider.
+//
+// The provider fetches every flag in one bulk POST, then follows the `eventStreams` URL of the
+// response (a signed SSE URL, no API key in it) and re-fetches when flagedge announces a
+// change. The page re-renders on CONFIGURATION_CHANGED; it never reloads and never polls.
+//
+// Settings come from (later wins): the defaults below, the JSON the server injects into
+// <script id="flagedge-config">, and the page's query string. Query parameters:
+//   key      client API key (sent as `Authorization: Bearer`; omitted when empty: --no-auth)
+//   user     targetingKey of the evaluation context (default: a random id kept per tab)
+//   baseUrl  the proxy's URL (default: this page's origin)
+//   ctx.NAME extra context attributes, e.g. ctx.country=DE
+//   cache    the provider's cacheMode (local-cache-first | network-first | disabled)
+import { OFREPWebProvider } from '@openfeature/ofrep-web-provider';
+import { OpenFeature, ProviderEvents } from '@openfeature/web-sdk';
+
+// Which flags the page shows, by role. The keys are those of config/flags.json; the server
+// (or the query string: banner=, color=, extra=) may point a role at another flag.
+const DEFAULT_FLAGS = {
+  banner: { key: 'promo-banner', type: 'boolean', fallback: false },
+  color: { key: 'button-color', type: 'string', fallback: 'grey' },
+  extra: { key: 'max-items', type: 'number', fallback: 0 },
+};
+
+function readConfig() {
+  let injected = {};
+  const el = document.getElementById('flagedge-config');
+  if (el && el.textContent.trim()) {
+    try {
+      injected = JSON.parse(el.textContent);
+    } catch (err) {
+      console.warn('flagedge demo: ignoring bad injected config', err);
+    }
+  }
+  const q = new URLSearchParams(window.location.search);
+  const flags = structuredClone(DEFAULT_FLAGS);
+  for (const [role, spec] of Object.entries(injected.flags || {})) {
+    flags[role] = { ...flags[role], ...spec };
+  }
+  for (const role of Object.keys(flags)) {
+    if (q.get(role)) flags[role].key = q.get(role);
+  }
+  const context = { ...(injected.context || {}) };
+  for (const [name, value] of q.entries()) {
+    if (name.startsWith('ctx.')) context[name.slice(4)] = value;
+  }
+  return {
+    baseUrl: (q.get('baseUrl') || injected.baseUrl || window.location.origin).replace(/\/+$/, ''),
+    key: q.get('key') ?? injected.key ?? '',
+    user: q.get('user') || injected.user || tabUserId(),
+    cacheMode: q.get('cache') || injected.cacheMode || 'local-cache-first',
+    context,
+    flags,
+  };
+}
+
+// A stable anonymous id per browser tab, so a reload keeps the user's bucket.
+function tabUserId() {
+  const name = 'flagedge-demo-user';
+  let id = sessionStorage.getItem(name);
+  if (!id) {
+    id = 'anon-' + Math.random().toString(36).slice(2, 10);
+    sessionStorage.setItem(name, id);
+  }
+  return id;
+}
+
+// The key should not linger in the address bar (screenshots, shared links, history).
+function hideKeyFromAddressBar() {
+  const url = new URL(window.location.href);
+  if (url.searchParams.has('key')) {
+    url.searchParams.delete('key');
+    window.history.replaceState(null, '', url);
+  }
+}
+
+const GETTERS = {
+  boolean: (client, key, fb) => client.getBooleanDetails(key, fb),
+  string: (client, key, fb) => client.getStringDetails(key, fb),
+  number: (client, key, fb) => client.getNumberDetails(key, fb),
+  object: (client, key, fb) => client.getObjectDetails(key, fb),
+};
+
+const $ = (id) => document.querySelector(`[data-testid="${id}"]`);
+
+const state = { renders: 0, changes: 0, status: 'NOT_READY', lastChanged: [], values: {} };
+window.flagedgeDemo = state; // read by the end-to-end tests and handy in the console
+
+function setStatus(status, message) {
+  state.status = status;
+  const el = $('provider-status');
+  el.textContent = status;
+  el.dataset.status = status;
+  el.title = message || '';
+}
+
+function render(client, cfg) {
+  const values = {};
+  const rows = [];
+  for (const [role, spec] of Object.entries(cfg.flags)) {
+    const d = GETTERS[spec.type](client, spec.key, spec.fallback);
+    values[role] = d;
+    const shown = typeof d.value === 'object' ? JSON.stringify(d.value) : String(d.value);
+    const row = $(`flag-${role}`);
+    row.dataset.flagKey = spec.key;
+    row.dataset.value = shown;
+    row.dataset.variant = d.variant ?? '';
+    row.dataset.reason = d.reason ?? '';
+    row.querySelector('.key').textContent = spec.key;
+    row.querySelector('.value').textContent = shown;
+    row.querySelector('.variant').textContent = d.variant ?? '—';
+    row.querySelector('.reason').textContent = d.errorCode ? `${d.reason} (${d.errorCode})` : d.reason;
+    rows.push(`${spec.key}=${shown}`);
+  }
+
+  // The kill switch shows or hides the banner.
+  const banner = $('banner');
+  banner.hidden = values.banner.value !== true;
+  banner.dataset.on = String(values.banner.value === true);
+
+  // The experiment's colour paints the button.
+  const button = $('cta-button');
+  button.style.backgroundColor = String(values.color.value);
+  button.dataset.color = String(values.color.value);
+  $('color-value').textContent = String(values.color.value);
+
+  $('extra-value').textContent = typeof values.extra.value === 'object'
+    ? JSON.stringify(values.extra.value) : String(values.extra.value);
+
+  state.renders += 1;
+  state.values = Object.fromEntries(Object.entries(values).map(([r, d]) => [r, d.value]));
+  $('render-count').textContent = String(state.renders);
+  $('summary').textContent = rows.join(' ');
+}
+
+async function main() {
+  const cfg = readConfig();
+  hideKeyFromAddressBar();
+  $('user').textContent = cfg.user;
+  $('base-url').textContent = cfg.baseUrl;
+
+  const provider = new OFREPWebProvider({
+    baseUrl: cfg.baseUrl,
+    headers: cfg.key ? [['Authorization', `Bearer ${cfg.key}`]] : [],
+    changeDetection: 'sse',
+    cacheMode: cfg.cacheMode,
+  }, console);
+  const client = OpenFeature.getClient();
+
+  client.addHandler(ProviderEvents.Ready, () => { setStatus('READY'); render(client, cfg); });
+  client.addHandler(ProviderEvents.ConfigurationChanged, (details) => {
+    state.changes += 1;
+    state.lastChanged = details?.flagsChanged ?? [];
+    $('change-count').textContent = String(state.changes);
+    setStatus('READY');
+    render(client, cfg);
+  });
+  client.addHandler(ProviderEvents.Stale, (d) => setStatus('STALE', d?.message));
+  client.addHandler(ProviderEvents.Error, (d) => setStatus('ERROR', d?.message));
+
+  await OpenFeature.setContext({ targetingKey: cfg.user, ...cfg.context });
+  try {
+    await OpenFeature.setProviderAndWait(provider);
+  } catch (err) {
+    setStatus('ERROR', String(err));
+  }
+  render(client, cfg);
+}
+
+main().catch((err) => {
+  console.error('flagedge demo failed', err);
+  setStatus('ERROR', String(err));
+});
