@@ -1,0 +1,380 @@
+"""In-process OpenFeature provider for Python backend services.
+
+It follows ``GET /v1/stream/rules`` (server key) in a background thread running an asyncio
+loop, keeps the compiled rules in memory and evaluates with the proxy's own engine, so a flag
+evaluation costs no network round trip. Install with ``pip install 'flagedge[provider]'``::
+
+    from openfeature import api
+    from proxy.provider import FlagedgeProvider
+
+    api.set_provider_and_wait(FlagedgeProvider("http://flagedge:8080", api_key="srv_..."))
+
+Events (OpenFeature spec, section 5): READY when the first rules arrive (emitted by the SDK
+when ``initialize`` returns, by us after a reconnect), CONFIGURATION_CHANGED with the changed
+flag keys, STALE as soon as the stream drops (the last rules keep being served), ERROR when
+it stays down longer than ``error_grace_period`` or the server rejects the key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import httpx
+from httpx_sse import SSEError, aconnect_sse
+from openfeature.evaluation_context import EvaluationContext
+from openfeature.event import ProviderEventDetails
+from openfeature.exception import ErrorCode as OFErrorCode
+from openfeature.exception import GeneralError, ProviderFatalError
+from openfeature.flag_evaluation import FlagResolutionDetails
+from openfeature.flag_evaluation import Reason as OFReason
+from openfeature.provider import AbstractProvider, Metadata, ProviderStatus
+
+from proxy.evaluation.engine import evaluate
+from proxy.model import EvaluationResult, FlagSet, VariantType
+from proxy.provider_rules import RulesState, StreamPayloadError
+
+log = logging.getLogger("flagedge.provider")
+
+__all__ = ["FlagedgeProvider"]
+
+RULES_PATH = "/v1/stream/rules"
+
+
+class _Unauthorized(Exception):
+    """401/403 from the stream: retrying with the same key cannot help."""
+
+
+class FlagedgeProvider(AbstractProvider):
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        init_timeout: float = 10.0,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        read_timeout: float = 45.0,  # three missed 15 s heartbeats: the connection is dead
+        connect_timeout: float = 5.0,
+        error_grace_period: float = 30.0,
+    ) -> None:
+        super().__init__()
+        self._url = base_url.rstrip("/") + RULES_PATH
+        self._api_key = api_key
+        self._init_timeout = init_timeout
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._timeout = httpx.Timeout(connect_timeout, read=read_timeout)
+        self._error_grace_period = error_grace_period
+        self._rules = RulesState()
+        self._lock = threading.Lock()
+        self._status = ProviderStatus.NOT_READY
+        self._first_rules = threading.Event()
+        self._init_returned = False
+        self._fatal: str | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def get_metadata(self) -> Metadata:
+        return Metadata(name="flagedge")
+
+    @property
+    def status(self) -> ProviderStatus:
+        """The provider's own view (the SDK keeps its own copy, driven by our events)."""
+        return self._status
+
+    @property
+    def flag_set(self) -> FlagSet | None:
+        """The rules currently served (an immutable snapshot)."""
+        return self._rules.flag_set
+
+    def initialize(self, evaluation_context: EvaluationContext) -> None:
+        """Start following the stream and block until the first rules arrive."""
+        with self._lock:
+            self._init_returned = False
+            self._fatal = None
+            self._first_rules.clear()
+        self._thread = threading.Thread(target=self._thread_main, name="flagedge-provider",
+                                        daemon=True)
+        self._thread.start()
+        arrived = self._first_rules.wait(self._init_timeout)
+        with self._lock:
+            self._init_returned = True
+            if self._fatal is not None:
+                self._status = ProviderStatus.FATAL
+                raise ProviderFatalError(self._fatal)
+            if self._rules.flag_set is None:
+                self._status = ProviderStatus.ERROR
+                raise GeneralError(
+                    f"no rules from {self._url} within {self._init_timeout}s; still trying"
+                )
+            self._status = ProviderStatus.READY
+        assert arrived or self._rules.flag_set is not None
+
+    def shutdown(self) -> None:
+        """Stop the stream and forget the rules; ``initialize`` may be called again."""
+        loop, task, thread = self._loop, self._task, self._thread
+        if loop is not None and task is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # loop finished in the meantime
+                loop.call_soon_threadsafe(task.cancel)
+        if thread is not None:
+            thread.join(timeout=10)
+        with self._lock:
+            self._thread = self._loop = self._task = None
+            self._status = ProviderStatus.NOT_READY
+            self._rules = RulesState()
+
+    # -- evaluation (caller threads; reads one immutable snapshot, no locks) ----------------
+    def resolve_boolean_details(self, flag_key: str, default_value: bool,
+                                evaluation_context: EvaluationContext | None = None
+                                ) -> FlagResolutionDetails[bool]:
+        return self._resolve(flag_key, default_value, evaluation_context, _BOOLEAN)
+
+    def resolve_string_details(self, flag_key: str, default_value: str,
+                               evaluation_context: EvaluationContext | None = None
+                               ) -> FlagResolutionDetails[str]:
+        return self._resolve(flag_key, default_value, evaluation_context, _STRING)
+
+    def resolve_integer_details(self, flag_key: str, default_value: int,
+                                evaluation_context: EvaluationContext | None = None
+                                ) -> FlagResolutionDetails[int]:
+        return self._resolve(flag_key, default_value, evaluation_context, _INTEGER)
+
+    def resolve_float_details(self, flag_key: str, default_value: float,
+                              evaluation_context: EvaluationContext | None = None
+                              ) -> FlagResolutionDetails[float]:
+        return self._resolve(flag_key, default_value, evaluation_context, _FLOAT)
+
+    def resolve_object_details(self, flag_key: str,
+                               default_value: Sequence[Any] | Mapping[str, Any],
+                               evaluation_context: EvaluationContext | None = None
+                               ) -> FlagResolutionDetails[Sequence[Any] | Mapping[str, Any]]:
+        return self._resolve(flag_key, default_value, evaluation_context, _OBJECT)
+
+    def _resolve(self, key: str, default: Any, ctx: EvaluationContext | None,
+                 expected: _Expected) -> FlagResolutionDetails[Any]:
+        flag_set = self._rules.flag_set
+        if flag_set is None:
+            return _error(default, OFErrorCode.PROVIDER_NOT_READY, "no rules received yet")
+        flag = flag_set.flags.get(key)
+        if flag is not None and flag.variant_type not in expected.variant_types:
+            return _error(default, OFErrorCode.TYPE_MISMATCH,
+                          f"flag {key!r} is of type {flag.variant_type.value}, "
+                          f"not {expected.name}")
+        result = evaluate(flag_set, key, to_context(ctx))
+        return to_resolution(result, default, expected)
+
+    # -- the stream (background thread) ----------------------------------------------------
+    def _thread_main(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            self._task = loop.create_task(self._follow())
+            with contextlib.suppress(asyncio.CancelledError):
+                loop.run_until_complete(self._task)
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _follow(self) -> None:
+        attempt = 0
+        down_since: float | None = None  # first failure of the current outage
+        auth = {"Authorization": f"Bearer {self._api_key}"}
+        async with httpx.AsyncClient(timeout=self._timeout, headers=auth) as client:
+            while True:
+                connected_at: float | None = None
+                got_event = False
+                reason = "stream closed by the server"
+                try:
+                    headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+                    if self._rules.last_event_id is not None:
+                        headers["Last-Event-ID"] = self._rules.last_event_id
+                    async with aconnect_sse(client, "GET", self._url, headers=headers) as src:
+                        status = src.response.status_code
+                        if status in (401, 403):
+                            raise _Unauthorized(f"{status} from {self._url}: check the server key")
+                        src.response.raise_for_status()
+                        connected_at, down_since = time.monotonic(), None
+                        self._on_connected()
+                        async for sse in src.aiter_sse():
+                            got_event = got_event or sse.event in ("put", "patch", "delete")
+                            self._on_rules_event(sse.event, sse.data, sse.id or None)
+                except _Unauthorized as exc:
+                    reason = str(exc)
+                    if self._on_unauthorized(reason):
+                        return
+                except StreamPayloadError as exc:
+                    # Our copy may now differ from the server's: start over with a full put.
+                    reason = f"bad {exc.event} event: {exc}"
+                    log.error("rules stream: %s; resyncing", reason)
+                    self._rules.last_event_id = None
+                except (httpx.HTTPError, SSEError, OSError) as exc:
+                    reason = f"{type(exc).__name__}: {exc}"
+                now = time.monotonic()
+                if got_event or (connected_at is not None and now - connected_at > 10):
+                    attempt = 0  # it worked for a while: start the backoff over
+                down_since = down_since or now
+                self._on_disconnected(reason, now - down_since)
+                await asyncio.sleep(self._backoff(attempt))
+                attempt += 1
+
+    def _backoff(self, attempt: int) -> float:
+        """Capped exponential backoff with equal jitter, so a fleet does not reconnect in
+        lock-step after a proxy restart."""
+        ceiling = min(self._backoff_max, self._backoff_initial * 2 ** min(attempt, 30))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    # -- state transitions and events ------------------------------------------------------
+    def _on_connected(self) -> None:
+        with self._lock:
+            recovering = self._status in (ProviderStatus.STALE, ProviderStatus.ERROR)
+            if recovering and self._rules.flag_set is not None and self._init_returned:
+                self._status = ProviderStatus.READY
+            else:
+                recovering = False
+        log.info("rules stream connected")
+        if recovering:
+            self.emit_provider_ready(ProviderEventDetails(message="rules stream reconnected"))
+
+    def _on_rules_event(self, event: str, data: str, event_id: str | None) -> None:
+        applied = self._rules.apply(event, data, event_id)
+        if applied is None:
+            return
+        with self._lock:
+            announce_ready = (applied.first and self._init_returned
+                              and self._status != ProviderStatus.READY)
+            if announce_ready:
+                self._status = ProviderStatus.READY
+        self._first_rules.set()
+        log.info("rules %s applied: version %s, %d flags changed", event, applied.version,
+                 len(applied.flags_changed))
+        meta: dict[str, bool | str | int | float] = {"version": applied.version}
+        if announce_ready:
+            self.emit_provider_ready(ProviderEventDetails(message="rules received",
+                                                          metadata=meta))
+        elif not applied.first and applied.flags_changed:
+            self.emit_provider_configuration_changed(ProviderEventDetails(
+                flags_changed=list(applied.flags_changed), metadata=meta))
+
+    def _on_disconnected(self, reason: str, down_for: float) -> None:
+        event: Callable[[ProviderEventDetails], None] | None = None
+        with self._lock:
+            if self._status == ProviderStatus.READY:
+                self._status, event = ProviderStatus.STALE, self.emit_provider_stale
+            elif (self._status == ProviderStatus.STALE and down_for >= self._error_grace_period):
+                self._status, event = ProviderStatus.ERROR, self.emit_provider_error
+        log.warning("rules stream down (%s); serving the last rules", reason)
+        if event is not None:
+            event(ProviderEventDetails(message=f"rules stream down: {reason}",
+                                       error_code=OFErrorCode.GENERAL
+                                       if event == self.emit_provider_error else None))
+
+    def _on_unauthorized(self, reason: str) -> bool:
+        """Before the first rules: fatal, stop. Later: ERROR, keep serving and retrying (the
+        key may be restored). Returns True when the stream should stop."""
+        log.error("rules stream refused: %s", reason)
+        with self._lock:
+            if self._rules.flag_set is None:
+                self._fatal = reason
+                fatal_now = self._init_returned
+            else:
+                fatal_now = False
+            if fatal_now:
+                self._status = ProviderStatus.FATAL
+            emit_error = self._rules.flag_set is not None and self._status != ProviderStatus.ERROR
+            if emit_error:
+                self._status = ProviderStatus.ERROR
+        if fatal_now:
+            self.emit_provider_error(ProviderEventDetails(
+                message=reason, error_code=OFErrorCode.PROVIDER_FATAL))
+        elif emit_error:
+            self.emit_provider_error(ProviderEventDetails(message=reason,
+                                                          error_code=OFErrorCode.GENERAL))
+        if self._fatal is not None:
+            self._first_rules.set()  # wake initialize() so it raises at once
+            return True
+        return False
+
+
+# -- mapping engine results to OpenFeature ---------------------------------------------------
+class _Expected:
+    def __init__(self, name: str, variant_types: frozenset[VariantType],
+                 convert: Callable[[Any], Any | None]):
+        self.name, self.variant_types, self.convert = name, variant_types, convert
+
+
+def _as_int(v: Any) -> int | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float) and v.is_integer():  # JSON 3.0 is the integer 3
+        return int(v)
+    return None
+
+
+_BOOLEAN = _Expected("boolean", frozenset({VariantType.BOOLEAN}),
+                     lambda v: v if isinstance(v, bool) else None)
+_STRING = _Expected("string", frozenset({VariantType.STRING}),
+                    lambda v: v if isinstance(v, str) else None)
+_INTEGER = _Expected("integer", frozenset({VariantType.NUMBER}), _as_int)
+_FLOAT = _Expected("float", frozenset({VariantType.NUMBER}),
+                   lambda v: float(v) if isinstance(v, int | float) and not isinstance(v, bool)
+                   else None)
+_OBJECT = _Expected("object", frozenset({VariantType.OBJECT}),
+                    lambda v: v if isinstance(v, dict | list) else None)
+
+
+def _error(default: Any, code: OFErrorCode, message: str,
+           metadata: Mapping[str, Any] | None = None) -> FlagResolutionDetails[Any]:
+    return FlagResolutionDetails(value=default, error_code=code, error_message=message,
+                                 reason=OFReason.ERROR, flag_metadata=dict(metadata or {}))
+
+
+def to_resolution(result: EvaluationResult, default: Any,
+                  expected: _Expected) -> FlagResolutionDetails[Any]:
+    """Engine result -> OpenFeature resolution. No value (DISABLED, no default variant) means
+    the caller's default, with the engine's reason and a null variant."""
+    if result.error_code is not None:
+        return _error(default, OFErrorCode(result.error_code.value),
+                      result.error_details or result.error_code.value, result.metadata)
+    metadata = dict(result.metadata)
+    if not result.has_value:
+        return FlagResolutionDetails(value=default, reason=OFReason(result.reason.value),
+                                     variant=None, flag_metadata=metadata)
+    value = expected.convert(result.value)
+    if value is None:
+        return _error(default, OFErrorCode.TYPE_MISMATCH,
+                      f"flag {result.key!r} value is not a {expected.name}", metadata)
+    return FlagResolutionDetails(value=value, reason=OFReason(result.reason.value),
+                                 variant=result.variant, flag_metadata=metadata)
+
+
+def to_context(ctx: EvaluationContext | None) -> dict[str, Any]:
+    """OpenFeature context -> the JSON-like context the engine sees (as OFREP would send it:
+    attributes plus ``targetingKey``; datetimes as ISO 8601 strings)."""
+    if ctx is None:
+        return {}
+    out = {k: _jsonable(v) for k, v in ctx.attributes.items()}
+    if ctx.targeting_key:
+        out["targetingKey"] = ctx.targeting_key
+    return out
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, datetime):
+        return v.isoformat()
+    if isinstance(v, Mapping):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_jsonable(x) for x in v]
+    return v
