@@ -13,6 +13,7 @@ import sys
 
 # Order is the order `flagedge --help` lists them in.
 COMMANDS = [
+    "serve",
     "validate",
 ]
 

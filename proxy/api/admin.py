@@ -1,0 +1,88 @@
+"""Operator endpoints: ``POST /v1/explain/{key}`` ("why did this user get this variant":
+the evaluation plus the rule path taken) and ``GET /v1/envs`` (what this replica serves)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from proxy.api import errors
+from proxy.api.context import BadContext, check_context, parse_request, read_body
+from proxy.api.ofrep import ofrep_item
+from proxy.auth import Authenticator
+from proxy.config import Settings
+from proxy.evaluation.engine import explain
+from proxy.model import ErrorCode
+from proxy.store import Store
+
+try:
+    VERSION = version("flagedge")
+except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+    VERSION = "0+unknown"
+
+
+class AdminApi:
+    def __init__(self, settings: Settings, store: Store, auth: Authenticator,
+                 source_ready: Callable[[], bool]):
+        self.settings, self.store, self.auth, self.source_ready = settings, store, auth, source_ready
+
+    def routes(self) -> list[Route]:
+        return [Route("/v1/explain/{key:path}", self.explain, methods=["POST"]),
+                Route("/v1/envs", self.envs, methods=["GET"])]
+
+    async def explain(self, request: Request) -> Response:
+        key = request.path_params["key"]
+        principal = self.auth.authorize(request, "server")
+        if isinstance(principal, Response):
+            return principal
+        body = await read_body(request, self.settings.body_limit)
+        if isinstance(body, Response):
+            return body
+        try:
+            context = parse_request(body, request.headers.get("content-type"))
+            check_context(context, self.settings.max_context_depth, self.settings.max_context_items)
+        except BadContext as exc:
+            return errors.ofrep_error(400, exc.code, exc.details, key=key)
+        flag_set = self.store.get(principal.env)
+        if flag_set is None:
+            if not self.source_ready():
+                return errors.unavailable("no rules loaded yet")
+            return errors.ofrep_error(404, ErrorCode.FLAG_NOT_FOUND, f"flag {key!r} not found",
+                                      key=key)
+        result, path = explain(flag_set, key, context)
+        if result.error_code is ErrorCode.FLAG_NOT_FOUND:
+            return errors.ofrep_error(404, ErrorCode.FLAG_NOT_FOUND,
+                                      result.error_details or "flag not found", key=key)
+        flag = flag_set.flags.get(key)
+        body_out: dict[str, Any] = {
+            "env": principal.env,
+            "version": flag_set.version,
+            "result": ofrep_item(result, flag),
+            "path": list(path),
+            "context": context,
+        }
+        if flag is not None:
+            body_out["flag"] = dict(flag.raw)
+        return errors.json_response(body_out)
+
+    async def envs(self, request: Request) -> Response:
+        principal = self.auth.authorize(request, "server")
+        if isinstance(principal, Response):
+            return principal
+        names = self.store.envs() if principal.kind == "admin" else [principal.env]
+        out: dict[str, Any] = {}
+        for env in names:
+            fs = self.store.get(env)
+            if fs is None:
+                continue
+            status = self.store.status.get(env) or self.store.status.get("*")
+            out[env] = {"version": fs.version, "epoch": fs.epoch, "updatedAt": fs.updated_at,
+                        "flags": len(fs.flags),
+                        "connected": bool(status and status.connected),
+                        "degraded": status.degraded_reason if status else None}
+        return errors.json_response({"flagedge": VERSION, "envs": out})

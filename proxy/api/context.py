@@ -1,0 +1,93 @@
+"""Request bodies and evaluation contexts: size limit, content type, JSON shape, depth.
+
+Shared by the OFREP, admin and stream endpoints so that every surface rejects the same
+inputs with the same OFREP error codes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from proxy.api import errors
+from proxy.model import ErrorCode
+
+
+class BadContext(ValueError):
+    def __init__(self, code: ErrorCode, details: str):
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+async def read_body(request: Request, limit: int) -> bytes | Response:
+    """The request body, or a 413 once it exceeds ``limit`` bytes (checked on the declared
+    length first, then while streaming, so a lying or chunked client cannot push more)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                return errors.payload_too_large(limit)
+        except ValueError:
+            return errors.ofrep_error(400, ErrorCode.PARSE_ERROR, "bad Content-Length")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return errors.payload_too_large(limit)
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _json_content_type(value: str | None) -> bool:
+    if value is None:
+        return True  # curl -d without -H, and bodiless calls: accept, the JSON check decides
+    media = value.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+def parse_request(body: bytes, content_type: str | None) -> dict[str, Any]:
+    """``{"context": {...}}`` -> the context dict. Raises BadContext."""
+    if not body.strip():
+        return {}
+    if not _json_content_type(content_type):
+        raise BadContext(ErrorCode.PARSE_ERROR,
+                         f"unsupported content type {content_type!r}; send application/json")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadContext(ErrorCode.PARSE_ERROR, f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadContext(ErrorCode.PARSE_ERROR, "request body must be a JSON object")
+    context = data.get("context")
+    if context is None:
+        return {}
+    if not isinstance(context, dict):
+        raise BadContext(ErrorCode.INVALID_CONTEXT, "context must be a JSON object")
+    return context
+
+
+def check_context(context: dict[str, Any], max_depth: int, max_items: int) -> None:
+    """Shape limits and the one typed field. Raises BadContext(INVALID_CONTEXT)."""
+    tk = context.get("targetingKey")
+    if tk is not None and not isinstance(tk, str):
+        raise BadContext(ErrorCode.INVALID_CONTEXT, "targetingKey must be a string")
+    items = 0
+    stack: list[tuple[Any, int]] = [(context, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > max_depth:
+            raise BadContext(ErrorCode.INVALID_CONTEXT,
+                             f"context nests deeper than {max_depth} levels")
+        children = value.values() if isinstance(value, dict) else value
+        for child in children:
+            items += 1
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+        if items > max_items:
+            raise BadContext(ErrorCode.INVALID_CONTEXT,
+                             f"context has more than {max_items} values")

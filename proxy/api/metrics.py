@@ -1,0 +1,280 @@
+"""Prometheus metrics (DESIGN §7), counted cheaply on the hot path.
+
+Hot counters are plain dicts (a dict increment per request, no locks, no label lookups);
+a custom collector turns them into metric families at scrape time. With several uvicorn
+workers (``metrics_dir`` set) each worker also writes its cumulative counters to a JSON
+snapshot in that directory every second, and a scrape served by any worker sums every
+worker's snapshot (its own taken live), so counts survive which worker answers.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from proxy.store import Change, Store
+
+DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    5.0, 10.0)
+PROPAGATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+LIVE_SNAPSHOT_S = 10.0  # gauges from worker snapshots older than this are ignored (dead worker)
+
+
+class Histogram:
+    """Bucket counts in a list; cumulative only when scraped."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]):
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def to_json(self) -> list[Any]:
+        return [self.counts, self.sum]
+
+
+class HotMetrics:
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, int], int] = {}
+        self.durations: dict[str, Histogram] = {}
+        self.exposures: dict[tuple[str, str, str, str], int] = {}
+        self.propagation = Histogram(PROPAGATION_BUCKETS)
+        self.cache_hits = 0
+        self.cache_misses = 0
+        self.cache_bypassed = 0
+        # For the streams module: current connections per stream, events sent/coalesced.
+        self.sse_connections: dict[str, int] = {}
+        self.sse_events: dict[tuple[str, str], int] = {}  # (stream, outcome) -> count
+
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        key = (route, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        hist = self.durations.get(route)
+        if hist is None:
+            hist = self.durations[route] = Histogram(DURATION_BUCKETS)
+        hist.observe(seconds)
+
+    def count_exposures(self, env: str, exposures: tuple[tuple[str, str | None, str], ...]) -> None:
+        counts = self.exposures
+        for flag, variant, reason in exposures:
+            key = (env, flag, variant or "", reason)
+            counts[key] = counts.get(key, 0) + 1
+
+    def on_change(self, change: Change, _flag_set: Any) -> None:
+        if change.written_at:
+            self.propagation.observe(max(0.0, change.applied_at - change.written_at))
+
+    # -- multiprocess snapshots ----------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "at": time.time(),
+            "requests": [[r, s, n] for (r, s), n in self.requests.items()],
+            "durations": {r: h.to_json() for r, h in self.durations.items()},
+            "exposures": [[*k, n] for k, n in self.exposures.items()],
+            "propagation": self.propagation.to_json(),
+            "cache": [self.cache_hits, self.cache_misses, self.cache_bypassed],
+            "sse_connections": self.sse_connections,
+            "sse_events": [[s, o, n] for (s, o), n in self.sse_events.items()],
+        }
+
+    def write_snapshot(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / f".worker-{os.getpid()}.tmp"
+        tmp.write_bytes(orjson.dumps(self.snapshot()))
+        tmp.replace(directory / f"worker-{os.getpid()}.json")
+
+
+def _merged(hot: HotMetrics, directory: Path | None) -> dict[str, Any]:
+    """This worker's live counters plus every other worker's last snapshot."""
+    snaps = [hot.snapshot()]
+    if directory is not None and directory.is_dir():
+        own = f"worker-{os.getpid()}.json"
+        for path in directory.glob("worker-*.json"):
+            if path.name != own:
+                with contextlib.suppress(OSError, orjson.JSONDecodeError):
+                    snaps.append(orjson.loads(path.read_bytes()))
+    now = time.time()
+    out: dict[str, Any] = {"requests": {}, "durations": {}, "exposures": {}, "cache": [0, 0, 0],
+                           "propagation": None, "sse_connections": {}, "sse_events": {}}
+    for snap in snaps:
+        for r, s, n in snap["requests"]:
+            out["requests"][(r, s)] = out["requests"].get((r, s), 0) + n
+        for r, (counts, total) in snap["durations"].items():
+            acc = out["durations"].setdefault(r, [[0] * len(counts), 0.0])
+            acc[0] = [a + b for a, b in zip(acc[0], counts, strict=True)]
+            acc[1] += total
+        for *k, n in snap["exposures"]:
+            out["exposures"][tuple(k)] = out["exposures"].get(tuple(k), 0) + n
+        counts, total = snap["propagation"]
+        if out["propagation"] is None:
+            out["propagation"] = [list(counts), total]
+        else:
+            out["propagation"][0] = [a + b for a, b in zip(out["propagation"][0], counts, strict=True)]
+            out["propagation"][1] += total
+        out["cache"] = [a + b for a, b in zip(out["cache"], snap["cache"], strict=True)]
+        for s, o, n in snap["sse_events"]:
+            out["sse_events"][(s, o)] = out["sse_events"].get((s, o), 0) + n
+        if now - snap["at"] <= LIVE_SNAPSHOT_S:
+            for s, n in snap["sse_connections"].items():
+                out["sse_connections"][s] = out["sse_connections"].get(s, 0) + n
+    return out
+
+
+def _hist_family(name: str, doc: str, labels: list[str]) -> HistogramMetricFamily:
+    return HistogramMetricFamily(name, doc, labels=labels)
+
+
+def _buckets(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str, float]]:
+    out, running = [], 0
+    for bound, n in zip((*bounds, float("inf")), counts, strict=True):
+        running += n
+        out.append(("+Inf" if bound == float("inf") else repr(bound), running))
+    return out
+
+
+class FlagedgeCollector:
+    def __init__(self, hot: HotMetrics, store: Store, directory: Path | None = None,
+                 extra: Callable[[], Iterator[Metric]] | None = None):
+        self.hot, self.store, self.directory, self.extra = hot, store, directory, extra
+
+    def describe(self) -> list[Metric]:
+        return []  # unchecked collector: families are only known at scrape time
+
+    def collect(self) -> Iterator[Metric]:
+        m = _merged(self.hot, self.directory)
+        req = CounterMetricFamily("flagedge_http_requests", "HTTP requests by route and status",
+                                  labels=["route", "status"])
+        for (route, status), n in sorted(m["requests"].items()):
+            req.add_metric([route, str(status)], n)
+        yield req
+        dur = _hist_family("flagedge_http_request_duration_seconds", "HTTP request duration",
+                           ["route"])
+        for route, (counts, total) in sorted(m["durations"].items()):
+            dur.add_metric([route], _buckets(DURATION_BUCKETS, counts), total)
+        yield dur
+        ev = CounterMetricFamily("flagedge_evaluations",
+                                 "Flag evaluations served (exposures) by env, flag, variant, reason",
+                                 labels=["env", "flag", "variant", "reason"])
+        for key, n in sorted(m["exposures"].items()):
+            ev.add_metric(list(key), n)
+        yield ev
+        hits, misses, bypassed = m["cache"]
+        cache = CounterMetricFamily("flagedge_result_cache_lookups", "Bulk result cache lookups",
+                                    labels=["outcome"])
+        cache.add_metric(["hit"], hits)
+        cache.add_metric(["miss"], misses)
+        cache.add_metric(["bypass"], bypassed)
+        yield cache
+        yield GaugeMetricFamily("flagedge_result_cache_hit_ratio",
+                                "Share of cacheable bulk lookups answered from the result cache",
+                                value=hits / (hits + misses) if hits + misses else 0.0)
+        prop = _hist_family("flagedge_change_propagation_seconds",
+                            "Time from the Redis write to the change being served", [])
+        counts, total = m["propagation"]
+        prop.add_metric([], _buckets(PROPAGATION_BUCKETS, counts), total)
+        yield prop
+        conns = GaugeMetricFamily("flagedge_sse_connections", "Open SSE connections",
+                                  labels=["stream"])
+        for stream, n in sorted(m["sse_connections"].items()):
+            conns.add_metric([stream], n)
+        yield conns
+        events = CounterMetricFamily("flagedge_sse_events", "SSE events by stream and outcome",
+                                     labels=["stream", "outcome"])
+        for (stream, outcome), n in sorted(m["sse_events"].items()):
+            events.add_metric([stream, outcome], n)
+        yield events
+        yield from self._store_metrics()
+        if self.extra is not None:
+            yield from self.extra()
+
+    def _store_metrics(self) -> Iterator[Metric]:
+        now = time.time()
+        version = GaugeMetricFamily("flagedge_ruleset_version", "Rules version served",
+                                    labels=["env"])
+        age = GaugeMetricFamily("flagedge_ruleset_age_seconds",
+                                "Seconds since the served rules were written", labels=["env"])
+        for env in self.store.envs():
+            fs = self.store.get(env)
+            if fs is None:
+                continue
+            version.add_metric([env], fs.version)
+            if fs.updated_at:
+                age.add_metric([env], max(0.0, now - fs.updated_at))
+        yield version
+        yield age
+        connected = GaugeMetricFamily("flagedge_source_connected",
+                                      "1 while the rules source is connected", labels=["env"])
+        degraded = GaugeMetricFamily("flagedge_source_degraded",
+                                     "1 while stale rules are served", labels=["env"])
+        for env, st in sorted(self.store.status.items()):
+            connected.add_metric([env], 1.0 if st.connected else 0.0)
+            degraded.add_metric([env], 1.0 if st.degraded_reason else 0.0)
+        yield connected
+        yield degraded
+        rejected = CounterMetricFamily("flagedge_rules_rejected",
+                                       "Flags or documents refused by validation")
+        rejected.add_metric([], self.store.rejected_total)
+        yield rejected
+
+
+class Metrics:
+    """The app's metrics: hot counters, a registry to scrape, the ASGI timing middleware."""
+
+    def __init__(self, store: Store, directory: Path | None = None):
+        self.hot = HotMetrics()
+        self.directory = directory
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(FlagedgeCollector(self.hot, store, directory))  # type: ignore[arg-type]
+        store.subscribe(self.hot.on_change)
+
+    async def endpoint(self, _request: Request) -> Response:
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+    def middleware(self, app: ASGIApp) -> ASGIApp:
+        hot = self.hot
+        clock = time.perf_counter
+
+        async def timed(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            start = clock()
+            status = 500
+
+            async def send_status(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                await send(message)
+
+            try:
+                await app(scope, receive, send_status)
+            finally:
+                route = scope.get("route")
+                path = getattr(route, "path", None) or "unmatched"
+                hot.observe_request(path, status, clock() - start)
+
+        return timed

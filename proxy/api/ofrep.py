@@ -1,0 +1,223 @@
+"""OFREP evaluation endpoints: single flag and bulk (ETag/304, result cache, eventStreams).
+
+Hot path (DESIGN §6): read body -> orjson parse -> store.get -> cache lookup, or run the
+compiled closures -> serialize once. No Redis round trip and no locks.
+
+Numbers: JSON has one number type but the Python OFREP provider checks
+``isinstance(value, float)`` for ``get_float_value``. A number flag with any non-integer
+variant is a float flag, so all its values are sent as floats (``1`` -> ``1.0``); a flag
+whose variants are all integers is sent as integers (so ``get_integer_value`` works), and a
+variant written as ``2.0`` in the document stays ``2.0``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from proxy.api import errors
+from proxy.api.cache import CachedResult, ResultCache
+from proxy.api.context import BadContext, check_context, parse_request, read_body
+from proxy.api.metrics import HotMetrics
+from proxy.api.tokens import StreamTokens
+from proxy.auth import Authenticator, Principal
+from proxy.config import Settings
+from proxy.evaluation.engine import evaluate, evaluate_all
+from proxy.model import ErrorCode, EvaluationResult, Flag, FlagSet, VariantType
+from proxy.store import Store
+
+EVENTS_PATH = "/ofrep/v1/events"
+CATCH_UP_TIMEOUT = 0.5  # flagConfigEtag newer than us: wait this long for the store
+_SORT = orjson.OPT_SORT_KEYS
+_NO_RULES = "no rules loaded yet: the rules source is not reachable (retry shortly)"
+
+
+def _is_float_flag(flag: Flag | None) -> bool:
+    return (flag is not None and flag.variant_type is VariantType.NUMBER
+            and any(type(v) is float for v in flag.variants.values()))
+
+
+def ofrep_item(result: EvaluationResult, flag: Flag | None) -> dict[str, Any]:
+    item = result.to_ofrep()
+    value = item.get("value")
+    if type(value) is int and _is_float_flag(flag):
+        item["value"] = float(value)
+    return item
+
+
+def exposure(result: EvaluationResult) -> tuple[str, str | None, str]:
+    if result.error_code is not None:
+        return (result.key, None, "ERROR")
+    return (result.key, result.variant, result.reason.value)
+
+
+def _version_param(text: str | None) -> int | None:
+    """``flagConfigEtag`` is our version number, possibly quoted or weak-prefixed."""
+    if not text:
+        return None
+    text = text.strip().removeprefix("W/").strip('"')
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _float_param(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    if header == etag:
+        return True
+    for candidate in header.split(","):
+        candidate = candidate.strip()
+        if candidate == "*" or candidate.removeprefix("W/") == etag:
+            return True
+    return False
+
+
+class OfrepApi:
+    def __init__(self, settings: Settings, store: Store, auth: Authenticator, tokens: StreamTokens,
+                 metrics: HotMetrics, cache: ResultCache, source_ready: Callable[[], bool]):
+        self.settings = settings
+        self.store = store
+        self.auth = auth
+        self.tokens = tokens
+        self.hot = metrics
+        self.cache = cache
+        self.source_ready = source_ready
+        store.subscribe(lambda change, _fs: cache.drop_env(change.env))
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/ofrep/v1/evaluate/flags", self.bulk, methods=["POST"]),
+            Route("/ofrep/v1/evaluate/flags/{key:path}", self.single, methods=["POST"]),
+        ]
+
+    # -- shared steps ----------------------------------------------------------------------
+    async def _begin(self, request: Request, key: str | None
+                     ) -> tuple[Principal, FlagSet, dict[str, Any]] | Response:
+        principal = self.auth.authorize(request, "client")
+        if isinstance(principal, Response):
+            return principal
+        body = await read_body(request, self.settings.body_limit)
+        if isinstance(body, Response):
+            return body
+        try:
+            context = parse_request(body, request.headers.get("content-type"))
+        except BadContext as exc:
+            return errors.ofrep_error(400, exc.code, exc.details, key=key)
+        flag_set = self.store.get(principal.env)
+        if flag_set is None:
+            if not self.source_ready():
+                return errors.unavailable(_NO_RULES)
+            flag_set = FlagSet(flags={})  # a known environment with nothing published yet
+        return principal, flag_set, context
+
+    def _check(self, context: dict[str, Any], key: str | None) -> Response | None:
+        try:
+            check_context(context, self.settings.max_context_depth, self.settings.max_context_items)
+        except BadContext as exc:
+            return errors.ofrep_error(400, exc.code, exc.details, key=key)
+        return None
+
+    # -- POST /ofrep/v1/evaluate/flags/{key} ---------------------------------------------
+    async def single(self, request: Request) -> Response:
+        key = request.path_params["key"]
+        begun = await self._begin(request, key)
+        if isinstance(begun, Response):
+            return begun
+        principal, flag_set, context = begun
+        bad = self._check(context, key)
+        if bad is not None:
+            return bad
+        result = evaluate(flag_set, key, context)
+        if result.error_code is not None:
+            status = 404 if result.error_code is ErrorCode.FLAG_NOT_FOUND else 400
+            code = result.error_code
+            if code not in (ErrorCode.FLAG_NOT_FOUND, ErrorCode.PARSE_ERROR,
+                            ErrorCode.INVALID_CONTEXT):
+                code = ErrorCode.GENERAL  # OFREP's 400 codes; the rest are rule failures
+            return errors.ofrep_error(status, code, result.error_details or code.value, key=key)
+        self.hot.count_exposures(principal.env, (exposure(result),))
+        item = ofrep_item(result, flag_set.flags.get(key))
+        return Response(orjson.dumps(item), media_type=errors.JSON_TYPE)
+
+    # -- POST /ofrep/v1/evaluate/flags ---------------------------------------------------
+    async def bulk(self, request: Request) -> Response:
+        begun = await self._begin(request, None)
+        if isinstance(begun, Response):
+            return begun
+        principal, flag_set, context = begun
+        if request.scope.get("query_string"):
+            flag_set = await self._catch_up(request, principal.env, flag_set)
+
+        canonical = orjson.dumps(context, option=_SORT)
+        entry: CachedResult | None = None
+        cacheable = not flag_set.uses_timestamp
+        cache_key = (principal.env, flag_set.epoch, flag_set.version, canonical)
+        if cacheable:
+            entry = self.cache.get(cache_key)
+        else:
+            self.cache.bypassed += 1
+        if entry is None:
+            bad = self._check(context, None)
+            if bad is not None:
+                return bad
+            entry = self._evaluate_all(flag_set, context)
+            if cacheable:
+                self.cache.put(cache_key, entry)
+
+        streams, window = self._event_streams(request, principal)
+        etag = f'"{entry.digest.hex()}-{window}"' if window is not None else f'"{entry.digest.hex()}"'
+        inm = request.headers.get("if-none-match")
+        if inm is not None and _etag_matches(inm, etag):
+            return Response(status_code=304, headers={"ETag": etag})
+        self.hot.count_exposures(principal.env, entry.exposures)
+        body = entry.body_prefix + b',"eventStreams":' + streams + b"}"
+        return Response(body, media_type=errors.JSON_TYPE, headers={"ETag": etag})
+
+    def _evaluate_all(self, flag_set: FlagSet, context: dict[str, Any]) -> CachedResult:
+        results = sorted(evaluate_all(flag_set, context), key=lambda r: r.key)
+        flags = flag_set.flags
+        items = [ofrep_item(r, flags.get(r.key)) for r in results]
+        canonical = orjson.dumps({"flags": items, "metadata": dict(flag_set.metadata)}, option=_SORT)
+        return CachedResult(
+            body_prefix=canonical[:-1],
+            digest=hashlib.blake2b(canonical, digest_size=16).digest(),
+            exposures=tuple(exposure(r) for r in results),
+        )
+
+    def _event_streams(self, request: Request, principal: Principal) -> tuple[bytes, int | None]:
+        uri = request.scope.get("root_path", "") + EVENTS_PATH
+        window = None
+        if not self.auth.no_auth:
+            window = self.tokens.window()
+            token = self.tokens.issue(principal.env, principal.kind, principal.key_id, window)
+            uri += "?token=" + quote(token, safe="")
+        streams = [{"type": "sse", "endpoint": {"requestUri": uri},
+                    "inactivityDelaySec": self.settings.inactivity_delay}]
+        return orjson.dumps(streams), window
+
+    async def _catch_up(self, request: Request, env: str, flag_set: FlagSet) -> FlagSet:
+        """OFREP ADR-0008 re-fetch after a change notification: if the client names a newer
+        rules version (or write time) than we serve, wait briefly for our store."""
+        params = request.query_params
+        wanted = _version_param(params.get("flagConfigEtag") or params.get("sseEtag"))
+        modified = _float_param(params.get("flagConfigLastModified")
+                                or params.get("sseLastModified"))
+        if wanted is not None and wanted > flag_set.version:
+            await self.store.wait_for_version(env, wanted, CATCH_UP_TIMEOUT)
+        elif modified is not None and flag_set.updated_at and modified > flag_set.updated_at:
+            await self.store.wait_for_version(env, flag_set.version + 1, CATCH_UP_TIMEOUT)
+        return self.store.get(env) or flag_set

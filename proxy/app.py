@@ -1,0 +1,254 @@
+"""The Starlette application: ``create_app(settings)`` wires store, sources, keys, auth, the
+result cache, metrics and every HTTP surface; the lifespan starts the sources and stops them
+cleanly. Other surfaces (streams) reach the shared parts through ``app.state.flagedge``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import secrets
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from proxy.api import errors
+from proxy.api.admin import AdminApi
+from proxy.api.cache import ResultCache
+from proxy.api.health import Health
+from proxy.api.metrics import Metrics
+from proxy.api.ofrep import OfrepApi
+from proxy.api.openapi import OpenApi
+from proxy.api.tokens import StreamTokens
+from proxy.auth import Authenticator
+from proxy.config import Settings
+from proxy.keys import KeyRing
+from proxy.store import Store
+
+log = logging.getLogger("flagedge.app")
+
+CORS_HEADERS = ["Content-Type", "Authorization", "X-API-Key", "If-None-Match", "Last-Event-ID"]
+CORS_MAX_AGE = 86_400
+SECRET_RETRY_S = 2.0
+METRICS_FLUSH_S = 1.0
+
+
+@dataclass
+class Runtime:
+    """Everything the HTTP surfaces share; one per worker process."""
+
+    settings: Settings
+    store: Store
+    keyring: KeyRing
+    tokens: StreamTokens
+    auth: Authenticator
+    cache: ResultCache
+    metrics: Metrics
+    openapi: OpenApi
+    sources: list[Any] = field(default_factory=list)
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    on_shutdown: list[Callable[[], Any]] = field(default_factory=list)
+
+    def source_ready(self) -> bool:
+        return any(getattr(s, "ready", False) for s in self.sources)
+
+
+def _fallback_secret(settings: Settings) -> bytes:
+    """Stream-token secret where Redis cannot supply ``flagedge:secret``: the configured one,
+    else one derived from the keys file (same on every worker/replica given the same file),
+    else random (tokens then work on this process only)."""
+    if settings.stream_secret:
+        return settings.stream_secret.encode()
+    if settings.keys is not None and settings.keys.exists():
+        return hashlib.sha256(b"flagedge-stream-token\0" + settings.keys.read_bytes()).digest()
+    return secrets.token_bytes(32)
+
+
+def _build_sources(settings: Settings, store: Store, keyring: KeyRing) -> list[Any]:
+    if settings.flags is not None:
+        from proxy.sources.file import FileSource
+
+        return [FileSource(settings.flags, store, env=settings.env)]
+    from proxy.sources.redis import RedisSource
+
+    return [RedisSource(settings.redis, store, keyring, bootstrap=settings.bootstrap,
+                        env=settings.env, cluster=settings.cluster)]
+
+
+async def _load_secret(rt: Runtime) -> None:
+    """Adopt ``flagedge:secret`` (creating it once, SET NX) so every replica signs alike.
+    Retries quietly while Redis is down; the fallback secret serves meanwhile."""
+    from proxy.redisurl import async_client
+    from proxy.sources.layout import SECRET
+
+    client = async_client(rt.settings.redis, cluster=rt.settings.cluster)
+    try:
+        while True:
+            try:
+                await client.set(SECRET, secrets.token_hex(32), nx=True)
+                value = await client.get(SECRET)
+                if value:
+                    rt.tokens.set_secret(value if isinstance(value, bytes) else value.encode())
+                    return
+            except Exception as exc:  # Redis down: keep the fallback, try again later
+                log.debug("stream secret not loaded yet: %s", exc)
+            await asyncio.sleep(SECRET_RETRY_S)
+    finally:
+        with contextlib.suppress(Exception):
+            await client.aclose()
+
+
+async def _flush_metrics(rt: Runtime) -> None:
+    directory = rt.settings.metrics_dir
+    assert directory is not None
+    while True:
+        with contextlib.suppress(OSError):
+            rt.metrics.hot.write_snapshot(directory)
+        await asyncio.sleep(METRICS_FLUSH_S)
+
+
+def build_runtime(settings: Settings, store: Store | None = None,
+                  keyring: KeyRing | None = None) -> Runtime:
+    store = store or Store()
+    keyring = keyring or KeyRing()
+    if settings.keys is not None:
+        count = keyring.load_file(settings.keys)
+        log.info("loaded %d key hashes from %s", count, settings.keys)
+    tokens = StreamTokens(_fallback_secret(settings), ttl=settings.stream_token_ttl)
+    auth = Authenticator(keyring, tokens, no_auth=settings.no_auth, env=settings.env,
+                         rate_limit=settings.rate_limit, rate_burst=settings.rate_burst)
+    if settings.flags is not None and settings.keys is None and not settings.no_auth:
+        log.warning("offline mode (--flags) without --keys or --no-auth: every request is 401")
+    return Runtime(settings=settings, store=store, keyring=keyring, tokens=tokens, auth=auth,
+                   cache=ResultCache(settings.cache_size),
+                   metrics=Metrics(store, settings.metrics_dir), openapi=OpenApi())
+
+
+class _JsonErrors:
+    """Last-resort handler: an unexpected exception is a JSON 500, never a traceback page."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except Exception:
+            if scope["type"] != "http":
+                raise
+            log.exception("unhandled error on %s", scope.get("path"))
+            response = errors.ofrep_error(500, "GENERAL", "internal error")
+            with contextlib.suppress(Exception):  # the response may already have started
+                await response(scope, receive, send)
+
+
+def create_app(settings: Settings, *, runtime: Runtime | None = None,
+               start_sources: bool = True,
+               extra_routes: list[BaseRoute] | None = None) -> Starlette:
+    """The ASGI app. ``runtime`` lets tests hand in a pre-filled store; ``start_sources=False``
+    serves whatever that store holds without connecting anywhere."""
+    rt = runtime or build_runtime(settings)
+    if start_sources and not rt.sources:
+        rt.sources = _build_sources(settings, rt.store, rt.keyring)
+
+    ofrep = OfrepApi(settings, rt.store, rt.auth, rt.tokens, rt.metrics.hot, rt.cache,
+                     rt.source_ready if start_sources else (lambda: True))
+    health = Health(rt.store, rt.source_ready if start_sources else (lambda: True))
+    admin = AdminApi(settings, rt.store, rt.auth, ofrep.source_ready)
+    routes: list[BaseRoute] = [*ofrep.routes(), *admin.routes(), *health.routes(),
+                               *rt.openapi.routes()]
+    from starlette.routing import Route
+
+    routes.append(Route("/metrics", rt.metrics.endpoint, methods=["GET"]))
+    routes += _surfaces(rt)
+    routes += extra_routes or []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        for source in rt.sources:
+            rt.tasks.append(asyncio.create_task(source.run(), name=f"source:{type(source).__name__}"))
+        if start_sources and settings.flags is None and not settings.stream_secret:
+            rt.tasks.append(asyncio.create_task(_load_secret(rt), name="stream-secret"))
+        if settings.metrics_dir is not None:
+            rt.tasks.append(asyncio.create_task(_flush_metrics(rt), name="metrics-flush"))
+        log.info("flagedge serving (%s)", "offline file " + str(settings.flags)
+                 if settings.flags else "redis")
+        try:
+            yield
+        finally:
+            for hook in rt.on_shutdown:
+                with contextlib.suppress(Exception):
+                    result = hook()
+                    if asyncio.iscoroutine(result):
+                        await result
+            for task in rt.tasks:
+                task.cancel()
+            await asyncio.gather(*rt.tasks, return_exceptions=True)
+            rt.tasks.clear()
+            for source in rt.sources:
+                with contextlib.suppress(Exception):
+                    await source.close()
+            if settings.metrics_dir is not None:
+                with contextlib.suppress(OSError):
+                    rt.metrics.hot.write_snapshot(settings.metrics_dir)
+            log.info("flagedge stopped")
+
+    middleware = [Middleware(_JsonErrors)]
+    if settings.cors_origins:
+        middleware.append(Middleware(
+            CORSMiddleware, allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "OPTIONS"], allow_headers=CORS_HEADERS,
+            expose_headers=["ETag"], max_age=CORS_MAX_AGE))
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
+                    exception_handlers={404: _not_found, 405: _not_allowed})
+    app.state.flagedge = rt
+    # Outermost: time every request, CORS preflights and errors included.
+    app.add_middleware(_Timed, metrics=rt.metrics)
+    return app
+
+
+class _Timed:
+    def __init__(self, app: ASGIApp, metrics: Metrics):
+        self._call = metrics.middleware(app)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._call(scope, receive, send)
+
+
+async def _not_found(_request: Request, _exc: Exception) -> Response:
+    return errors.ofrep_error(404, "NOT_FOUND", "no such endpoint")
+
+
+async def _not_allowed(_request: Request, _exc: Exception) -> Response:
+    return errors.ofrep_error(405, "METHOD_NOT_ALLOWED", "method not allowed here")
+
+
+def _surfaces(rt: Runtime) -> list[BaseRoute]:
+    """Routes of the other HTTP surfaces (one line each; they read ``rt``)."""
+    return []
+
+
+def factory() -> Starlette:
+    """uvicorn ``--factory`` entry for worker processes: settings come from the environment
+    (``flagedge serve`` passes them as JSON in FLAGEDGE__SETTINGS)."""
+    import os
+
+    import orjson
+
+    from proxy.config import load_settings
+
+    raw = os.environ.get("FLAGEDGE__SETTINGS")
+    if raw:
+        data = orjson.loads(raw)
+        return create_app(load_settings(cli=data, environ={}))
+    return create_app(load_settings())

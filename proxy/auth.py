@@ -1,0 +1,158 @@
+"""Who is calling: API keys (header, or on stream URLs ``?key=``/signed ``?token=``), their
+kind (client < server < admin), their environment, and a per-key token-bucket rate limit.
+
+Keys are looked up by hash in a key ring fed by Redis (or ``--keys FILE``); the raw key is
+never stored or logged. Rate limits are per key *per worker process* (no Redis round trip on
+the hot path): with N workers and R replicas a key may get up to N*R times its limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from proxy.api import errors
+from proxy.api.tokens import StreamTokens
+
+log = logging.getLogger("flagedge.auth")
+
+KINDS = ("client", "server", "admin")
+_RANK = {kind: i for i, kind in enumerate(KINDS)}
+
+
+class KeyLookup(Protocol):
+    def lookup(self, raw_key: str) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    env: str
+    kind: str
+    key_id: str
+    name: str = ""
+    rate_limit: float | None = None
+    via_token: bool = False
+
+    def allows(self, kind: str) -> bool:
+        return _RANK.get(self.kind, -1) >= _RANK[kind]
+
+
+class TokenBucket:
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, burst: float):
+        self.rate, self.burst = rate, burst
+        self.tokens, self.stamp = burst, time.monotonic()
+
+    def take(self, now: float) -> int:
+        """0 if a request may proceed, else the whole seconds to wait (Retry-After)."""
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0
+        return max(1, math.ceil((1.0 - self.tokens) / self.rate))
+
+
+class Authenticator:
+    def __init__(self, keyring: KeyLookup | None, tokens: StreamTokens, *, no_auth: bool = False,
+                 env: str = "default", rate_limit: float = 0.0, rate_burst: float = 0.0):
+        self.keyring = keyring
+        self.tokens = tokens
+        self.no_auth = no_auth
+        self.rate_limit = rate_limit
+        self.rate_burst = rate_burst
+        self._anonymous = Principal(env=env, kind="admin", key_id="no-auth", name="no-auth")
+        self._buckets: dict[str, TokenBucket] = {}
+        self._live_ids: frozenset[str] | None = None
+        subscribe = getattr(keyring, "subscribe", None)
+        if callable(subscribe):
+            subscribe(self.on_key_changed)
+        if no_auth:
+            log.warning("AUTHENTICATION IS DISABLED (--no-auth): every caller is admin of env %r;"
+                        " use this for local development only", env)
+
+    # -- identification ------------------------------------------------------------------
+    def identify(self, request: Request, *, stream: bool = False) -> Principal | Response:
+        if self.no_auth:
+            return self._anonymous
+        headers = request.headers
+        raw = None
+        auth = headers.get("authorization")
+        if auth:
+            scheme, _, value = auth.partition(" ")
+            if scheme.lower() != "bearer" or not value.strip():
+                return errors.unauthorized("Authorization must be 'Bearer <key>'")
+            raw = value.strip()
+        else:
+            raw = headers.get("x-api-key")
+        if raw is None and stream:
+            params = request.query_params
+            token = params.get("token")
+            if token is not None:
+                return self._from_token(token)
+            raw = params.get("key")
+        if not raw:
+            return errors.unauthorized("missing API key (Authorization: Bearer, or X-API-Key)")
+        record = self.keyring.lookup(raw) if self.keyring is not None else None
+        if record is None:
+            return errors.unauthorized("unknown or revoked API key")
+        return Principal(env=record.env, kind=str(record.kind), key_id=record.id,
+                         name=record.name, rate_limit=getattr(record, "rate_limit", None))
+
+    def _from_token(self, token: str) -> Principal | Response:
+        grant = self.tokens.verify(token)
+        if grant is None:
+            return errors.unauthorized("invalid or expired stream token")
+        if not self._key_alive(grant.key_id):
+            return errors.unauthorized("the key behind this stream token was revoked")
+        return Principal(env=grant.env, kind=grant.kind, key_id=grant.key_id, via_token=True)
+
+    def _key_alive(self, key_id: str) -> bool:
+        """Is the key a token was issued to still valid? (Revocation ends its streams too.)"""
+        if self.keyring is None:
+            return False
+        records = getattr(self.keyring, "records", None)
+        if records is None:
+            return True  # a key ring that cannot list: the signature alone decides
+        if self._live_ids is None or key_id not in self._live_ids:
+            # Recomputed only after a revocation or for a key added since: O(keys), rare.
+            self._live_ids = frozenset(r.id for r in records().values())
+        return key_id in self._live_ids
+
+    def on_key_changed(self, record: Any) -> None:
+        """Key ring callback (revoked or changed key): forget what we derived from it."""
+        self._live_ids = None
+        self._buckets.pop(record.id, None)
+
+    # -- authorisation + rate limit -------------------------------------------------------
+    def authorize(self, request: Request, need: str, *, stream: bool = False) -> Principal | Response:
+        """The caller if it may do something that needs kind ``need``; else a 401/403/429."""
+        principal = self.identify(request, stream=stream)
+        if isinstance(principal, Response):
+            return principal
+        if not principal.allows(need):
+            return errors.forbidden(f"a {principal.kind} key cannot do this (needs {need} or above)")
+        wait = self.throttle(principal)
+        if wait:
+            return errors.too_many_requests(wait)
+        return principal
+
+    def throttle(self, principal: Principal) -> int:
+        rate = principal.rate_limit if principal.rate_limit else self.rate_limit
+        if not rate or principal is self._anonymous:
+            return 0
+        bucket = self._buckets.get(principal.key_id)
+        if bucket is None or bucket.rate != rate:
+            bucket = TokenBucket(rate, self.rate_burst or max(1.0, rate))
+            if len(self._buckets) > 100_000:  # bounded: forget idle keys rather than grow
+                self._buckets.clear()
+            self._buckets[principal.key_id] = bucket
+        return bucket.take(time.monotonic())
+

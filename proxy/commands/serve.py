@@ -1,0 +1,113 @@
+"""`flagedge serve`: the proxy over HTTP (uvicorn with uvloop + httptools)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+HELP = "serve OFREP evaluations and change streams over HTTP"
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+class RedactQuery(logging.Filter):
+    """Strip query strings from uvicorn access-log lines: keys, stream tokens and contexts
+    ride there (``?key=``, ``?token=``, ``?context=``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            path = args[2].split("?", 1)[0]
+            record.args = (*args[:2], path, *args[3:])
+        return True
+
+
+def log_config(level: str) -> dict[str, Any]:
+    level = level.upper()
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"redact": {"()": "proxy.commands.serve.RedactQuery"}},
+        "formatters": {
+            "plain": {"format": LOG_FORMAT},
+            "access": {"format": "%(asctime)s INFO access %(client_addr)s "
+                                 '"%(request_line)s" %(status_code)s',
+                       "()": "uvicorn.logging.AccessFormatter", "use_colors": False},
+        },
+        "handlers": {
+            "default": {"class": "logging.StreamHandler", "formatter": "plain",
+                        "stream": "ext://sys.stderr"},
+            "access": {"class": "logging.StreamHandler", "formatter": "access",
+                       "filters": ["redact"], "stream": "ext://sys.stdout"},
+        },
+        "loggers": {
+            "uvicorn": {"handlers": ["default"], "level": level, "propagate": False},
+            "uvicorn.error": {"level": level},
+            "uvicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+            "flagedge": {"handlers": ["default"], "level": level, "propagate": False},
+        },
+    }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # Defaults are None: a flag only overrides the TOML file / env vars when given.
+    a = parser.add_argument
+    a("--config", type=Path, help="TOML settings file (FLAGEDGE_CONFIG)")
+    a("--redis", help="Redis URL: redis://, rediss://, unix://, redis+sentinel:// (FLAGEDGE_REDIS)")
+    a("--cluster", action="store_const", const=True, help="the Redis URL is a Cluster seed")
+    a("--host", help="bind address (default 0.0.0.0)")
+    a("--port", type=int, help="port (default 8080)")
+    a("--workers", type=int, help="worker processes (default 1)")
+    a("--flags", type=Path, help="offline mode: serve this flag file (watched), no Redis")
+    a("--bootstrap", type=Path, help="flag file served until Redis answers")
+    a("--keys", type=Path, help="key hashes (flagedge keys export) for use without Redis")
+    a("--env", help="environment of --flags/--bootstrap/--no-auth (default 'default')")
+    a("--cors-origins", help="comma-separated allowed browser origins, '*' for any")
+    a("--no-auth", action="store_const", const=True,
+      help="DANGER: no API keys; every caller is admin of --env (local use only)")
+    a("--rate-limit", type=float, help="default requests/s per key and worker (0 = unlimited)")
+    a("--rate-burst", type=float, help="token bucket size (default: the rate, at least 1)")
+    a("--body-limit", type=int, help="max request body bytes (default 65536)")
+    a("--cache-size", type=int, help="bulk result cache entries (default 10000)")
+    a("--stream-secret", help="stream-token HMAC secret when Redis cannot supply one")
+    a("--log-level", help="debug, info, warning, error (default info)")
+    a("--no-access-log", dest="access_log", action="store_const", const=False,
+      help="disable the (query-string-free) access log")
+
+
+def run(args: argparse.Namespace) -> int:
+    import orjson
+    import uvicorn
+
+    from proxy.config import SettingsError, load_settings
+
+    try:
+        settings = load_settings(cli={k: v for k, v in vars(args).items() if not k.startswith("_")})
+    except SettingsError as exc:
+        print(f"flagedge serve: {exc}", file=sys.stderr)
+        return 2
+    if settings.workers > 1 and settings.metrics_dir is None:
+        # Workers share counters through snapshots in one directory (see api/metrics.py).
+        settings = settings.replace(metrics_dir=Path(tempfile.mkdtemp(prefix="flagedge-metrics-")))
+    os.environ["FLAGEDGE__SETTINGS"] = orjson.dumps(settings.to_json()).decode()
+    common: dict[str, Any] = {
+        "host": settings.host, "port": settings.port, "loop": "uvloop", "http": "httptools",
+        "log_config": log_config(settings.log_level), "access_log": settings.access_log,
+        "timeout_graceful_shutdown": settings.graceful_timeout, "proxy_headers": True,
+        "server_header": False, "lifespan": "on",
+    }
+    if settings.workers > 1:
+        uvicorn.run("proxy.app:factory", factory=True, workers=settings.workers, **common)
+    else:
+        import logging.config
+
+        from proxy.app import create_app
+
+        logging.config.dictConfig(common["log_config"])  # so create_app's warnings show
+        uvicorn.run(create_app(settings), **common)
+    return 0

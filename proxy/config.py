@@ -1,0 +1,185 @@
+"""Settings for `flagedge serve`: a TOML file, then ``FLAGEDGE_*`` environment variables,
+then command-line flags (each later layer overrides the earlier ones).
+
+Every setting has one name used everywhere: the TOML key (``cors_origins`` or
+``cors-origins``), the env var (``FLAGEDGE_CORS_ORIGINS``) and the flag (``--cors-origins``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "FLAGEDGE_"
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message names where it came from."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    redis: str = "redis://127.0.0.1:6379/0"
+    cluster: bool = False
+    host: str = "0.0.0.0"
+    port: int = 8080
+    workers: int = 1
+    flags: Path | None = None  # offline mode: serve this file (watched), no Redis
+    bootstrap: Path | None = None  # served until Redis answers
+    keys: Path | None = None  # key hashes (`flagedge keys export`) where there is no Redis
+    env: str = "default"  # environment of --flags/--bootstrap, and of --no-auth
+    cors_origins: tuple[str, ...] = ()
+    no_auth: bool = False
+    body_limit: int = 64 * 1024
+    rate_limit: float = 0.0  # default requests/s per key and worker; 0 = unlimited
+    rate_burst: float = 0.0  # bucket size; 0 = max(1, rate_limit)
+    cache_size: int = 10_000  # bulk results kept (LRU)
+    max_context_depth: int = 10
+    max_context_items: int = 1_000
+    stream_token_ttl: int = 86_400  # seconds per stream-token validity window
+    stream_secret: str | None = None  # HMAC secret when Redis cannot supply flagedge:secret
+    inactivity_delay: int = 120  # eventStreams inactivityDelaySec
+    access_log: bool = True  # query strings are always redacted
+    log_level: str = "info"
+    graceful_timeout: float = 10.0
+    metrics_dir: Path | None = None  # multiprocess metrics (set by `serve --workers N`)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON form (to hand settings to uvicorn worker processes)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
+        return out
+
+
+_FIELDS = {f.name: f for f in fields(Settings)}
+_TYPES = {f.name: str(f.type) for f in fields(Settings)}
+
+
+def _convert(name: str, value: Any, origin: str) -> Any:
+    """Coerce ``value`` (str from env/CLI, or TOML-typed) to the type of setting ``name``."""
+    kind = _TYPES[name]
+    try:
+        if value is None:
+            if "None" in kind:
+                return None
+            raise ValueError("must not be empty")
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(f"expected true/false, got {value!r}")
+        if kind == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(f"expected an integer, got {value!r}")
+            return int(value)
+        if kind == "float":
+            if isinstance(value, bool):
+                raise ValueError(f"expected a number, got {value!r}")
+            return float(value)
+        if kind.startswith("Path"):
+            return Path(value) if str(value) else None
+        if kind.startswith("tuple"):
+            items = value if isinstance(value, list | tuple) else str(value).split(",")
+            return tuple(str(i).strip() for i in items if str(i).strip())
+        if kind.startswith("str"):
+            if not isinstance(value, str | int | float):
+                raise ValueError(f"expected a string, got {value!r}")
+            return str(value)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"{origin}: {exc}") from exc
+    raise SettingsError(f"{origin}: unsupported setting type {kind}")  # pragma: no cover
+
+
+def from_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError as exc:
+        raise SettingsError(f"{path}: no such config file") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: {exc}") from exc
+    # A `[flagedge]` or `[serve]` table is accepted as well as top-level keys.
+    for table in ("flagedge", "serve"):
+        if isinstance(data.get(table), dict):
+            data = {**{k: v for k, v in data.items() if k != table}, **data[table]}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name not in _FIELDS:
+            raise SettingsError(f"{path}: unknown setting {key!r}")
+        out[name] = _convert(name, value, f"{path}: {key}")
+    return out
+
+
+def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in _FIELDS:
+        var = ENV_PREFIX + name.upper()
+        if var in environ:
+            out[name] = _convert(name, environ[var], var)
+    return out
+
+
+def from_cli(values: Mapping[str, Any]) -> dict[str, Any]:
+    """CLI values (argparse namespace as a dict); ``None`` means 'not given'."""
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if name in _FIELDS and value is not None:
+            out[name] = _convert(name, value, "--" + name.replace("_", "-"))
+    return out
+
+
+def load_settings(cli: Mapping[str, Any] | None = None,
+                  environ: Mapping[str, str] | None = None,
+                  config: Path | None = None) -> Settings:
+    """TOML (``config``, or ``--config``/``FLAGEDGE_CONFIG``) < env vars < CLI flags."""
+    environ = os.environ if environ is None else environ
+    cli = dict(cli or {})
+    config = config or cli.pop("config", None) or environ.get(ENV_PREFIX + "CONFIG") or None
+    merged: dict[str, Any] = {}
+    if config:
+        merged.update(from_toml(Path(config)))
+    merged.update(from_env(environ))
+    merged.update(from_cli(cli))
+    settings = Settings(**merged)
+    validate(settings)
+    return settings
+
+
+def validate(s: Settings) -> None:
+    if not 0 < s.port < 65536:
+        raise SettingsError(f"port: {s.port} is not a TCP port")
+    if s.workers < 1:
+        raise SettingsError("workers: must be at least 1")
+    if s.body_limit < 256:
+        raise SettingsError("body_limit: must be at least 256 bytes")
+    if s.rate_limit < 0 or s.rate_burst < 0:
+        raise SettingsError("rate_limit/rate_burst: must not be negative")
+    if s.cache_size < 0:
+        raise SettingsError("cache_size: must not be negative")
+    if s.stream_token_ttl < 60:
+        raise SettingsError("stream_token_ttl: must be at least 60 seconds")
+    if s.flags is not None and s.bootstrap is not None:
+        raise SettingsError("--flags (offline) and --bootstrap (Redis fallback) exclude each other")
+    if not s.env or any(c in s.env for c in "{}: "):
+        raise SettingsError(f"env: {s.env!r} is not a valid environment name")
+
+
+def settings_fields() -> dict[str, dataclasses.Field[Any]]:
+    return dict(_FIELDS)
+
+
+__all__ = ["Settings", "SettingsError", "load_settings"]
