@@ -1,0 +1,254 @@
+"""SSE endpoints (DESIGN §5) and the polled rules document.
+
+- ``GET /ofrep/v1/events``: OFREP ADR-0008 change notifications (``refetchEvaluation``).
+- ``GET /v1/stream/evaluated?context=BASE64URL_JSON`` (client keys): ``put`` with the bulk
+  OFREP result for the context, then ``patch``/``delete`` with only what changed for it.
+- ``GET /v1/stream/rules`` (server keys): ``put`` with the flagd document, then ``patch``
+  (flags, ``$evaluators``, metadata) and ``delete``.
+- ``GET /v1/rules`` (server keys): the same document with an ETag, for pollers.
+
+Every stream: ``id:`` is the environment version, ``Last-Event-ID`` resumes, a ``retry:``
+hint comes first, a heartbeat comment every 15 s, auth by header or ``?token=``/``?key=``.
+Per-connection queues and coalescing live in :mod:`proxy.fanout`. Query strings (keys,
+tokens, contexts) are never logged here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import anyio
+import orjson
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from sse_starlette import EventSourceResponse
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from proxy.api import errors
+from proxy.api.context import BadContext, check_context
+from proxy.auth import Authenticator, Principal
+from proxy.changelog import ChangeLog
+from proxy.fanout import CapExceeded, Connection, FanOut, StreamKind
+from proxy.model import ErrorCode, FlagSet
+from proxy.sse_frames import PROPAGATION_BUCKETS, id_only
+from proxy.store import Store
+
+log = logging.getLogger("flagedge.streams")
+
+RETRY_MS = 3000  # reconnect hint sent first on every stream
+PING_S = 15  # heartbeat comment interval
+SHUTDOWN_GRACE_S = 2.0  # streams end themselves on shutdown; cancelled after this
+CAP_RETRY_AFTER_S = 5
+MAX_CONTEXT_PARAM = 16 * 1024  # characters of ?context= (base64url)
+
+_NEED = {StreamKind.EVENTS: "client", StreamKind.EVALUATED: "client", StreamKind.RULES: "server"}
+
+
+def decode_context(text: str | None, max_depth: int, max_items: int) -> dict[str, Any]:
+    """``?context=`` is base64url (padding optional) of a JSON object. Raises BadContext."""
+    if not text:
+        return {}
+    if len(text) > MAX_CONTEXT_PARAM:
+        raise BadContext(ErrorCode.INVALID_CONTEXT,
+                         f"context parameter longer than {MAX_CONTEXT_PARAM} characters")
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        context = orjson.loads(raw)
+    except (binascii.Error, ValueError):
+        raise BadContext(ErrorCode.PARSE_ERROR,
+                         "context must be base64url-encoded JSON (an object)") from None
+    if not isinstance(context, dict):
+        raise BadContext(ErrorCode.INVALID_CONTEXT, "context must be a JSON object")
+    check_context(context, max_depth, max_items)
+    return context
+
+
+def last_event_id(request: Request) -> int | None:
+    """``Last-Event-ID`` (EventSource sends it on reconnect); anything not a version -> None
+    (the client then gets a fresh snapshot)."""
+    text = request.headers.get("last-event-id") or request.query_params.get("lastEventId")
+    if not text:
+        return None
+    try:
+        value = int(text.strip())
+    except ValueError:
+        return None
+    return value if value >= 0 else None
+
+
+class StreamsApi:
+    def __init__(self, store: Store, auth: Authenticator, *, settings: Any = None,
+                 keyring: Any = None, metrics: Any = None, redis: Any = None,
+                 fanout: FanOut | None = None):
+        self.store = store
+        self.auth = auth
+        self.keyring = keyring
+        self.settings = settings
+        if fanout is None:
+            from proxy.api.ofrep import ofrep_item  # the bulk endpoint's item shape
+
+            fanout = FanOut(
+                store, ChangeLog(), render=ofrep_item, redis=redis,
+                stats=getattr(metrics, "hot", None),
+                max_per_key=int(getattr(settings, "sse_max_per_key", 10_000)),
+                max_total=int(getattr(settings, "sse_max_connections", 20_000)),
+            )
+        self.fanout = fanout
+        self._max_depth = int(getattr(settings, "max_context_depth", 10))
+        self._max_items = int(getattr(settings, "max_context_items", 1_000))
+        self._unsubscribe_keys: Any = None
+        self._shutdown: anyio.Event | None = None
+        self._shutdown_task: asyncio.Task[None] | None = None
+        self._doc_cache: tuple[FlagSet, bytes] | None = None
+        registry = getattr(metrics, "registry", None)
+        if registry is not None:
+            registry.register(_StreamsCollector(self.fanout))  # type: ignore[arg-type]
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/ofrep/v1/events", self.events, methods=["GET"]),
+            Route("/v1/stream/evaluated", self.evaluated, methods=["GET"]),
+            Route("/v1/stream/rules", self.rules, methods=["GET"]),
+            Route("/v1/rules", self.rules_document, methods=["GET"]),
+        ]
+
+    # -- lifecycle (called from the app lifespan) -------------------------------------------
+    async def start(self) -> None:
+        self.fanout.start()
+        if self.keyring is not None and hasattr(self.keyring, "subscribe"):
+            self._unsubscribe_keys = self.keyring.subscribe(self._on_key_changed)
+        # sse-starlette sets this event when it sees the server shutting down; then every
+        # stream ends itself (final chunk sent) instead of being cancelled mid-response.
+        self._shutdown = anyio.Event()
+        self._shutdown_task = asyncio.get_running_loop().create_task(self._on_shutdown())
+
+    async def stop(self) -> None:
+        if self._unsubscribe_keys is not None:
+            self._unsubscribe_keys()
+            self._unsubscribe_keys = None
+        if self._shutdown_task is not None:
+            self._shutdown_task.cancel()
+            await asyncio.gather(self._shutdown_task, return_exceptions=True)
+            self._shutdown_task = None
+        await self.fanout.stop()
+
+    async def _on_shutdown(self) -> None:
+        assert self._shutdown is not None
+        await self._shutdown.wait()
+        n = 0
+        for conn in list(self.fanout.connections()):
+            conn.close("shutdown")
+            n += 1
+        log.info("server shutting down: closing %d streams", n)
+
+    def _on_key_changed(self, record: Any) -> None:
+        n = self.fanout.close_key(record.id, "key revoked or changed")
+        if n:
+            log.info("closed %d streams of key %s (revoked or changed)", n, record.id)
+
+    # -- endpoints --------------------------------------------------------------------------
+    async def events(self, request: Request) -> Response:
+        return await self._open(request, StreamKind.EVENTS)
+
+    async def evaluated(self, request: Request) -> Response:
+        return await self._open(request, StreamKind.EVALUATED)
+
+    async def rules(self, request: Request) -> Response:
+        return await self._open(request, StreamKind.RULES)
+
+    async def _open(self, request: Request, kind: StreamKind) -> Response:
+        principal = self.auth.authorize(request, _NEED[kind], stream=True)
+        if isinstance(principal, Response):
+            return principal
+        context = None
+        if kind is StreamKind.EVALUATED:
+            try:
+                context = decode_context(request.query_params.get("context"), self._max_depth,
+                                         self._max_items)
+            except BadContext as exc:
+                return errors.ofrep_error(400, exc.code, exc.details)
+        try:
+            conn = self.fanout.open(principal.env, kind, principal.key_id, context)
+        except CapExceeded as exc:
+            if exc.status == 429:
+                return errors.ofrep_error(429, "TOO_MANY_STREAMS", exc.reason,
+                                          headers={"Retry-After": str(CAP_RETRY_AFTER_S)})
+            return errors.unavailable(exc.reason, CAP_RETRY_AFTER_S)
+        try:
+            first = await self.fanout.initial(conn, last_event_id(request))
+        except BaseException:
+            self.fanout.release(conn)
+            raise
+        return EventSourceResponse(
+            self._stream(conn, first, principal), ping=PING_S,
+            shutdown_event=self._shutdown, shutdown_grace_period=SHUTDOWN_GRACE_S,
+        )
+
+    async def _stream(self, conn: Connection, first: bytes, principal: Principal
+                      ) -> AsyncIterator[bytes]:
+        fanout = self.fanout
+        try:
+            if not first:
+                first = id_only(conn.version) if conn.version else b"\n"
+            yield b"retry: %d\n" % RETRY_MS + first
+            fanout.sent(conn, None)
+            while True:
+                item = await conn.next()
+                if item is None:
+                    break
+                yield item[0]
+                fanout.sent(conn, item[1])
+        finally:
+            fanout.release(conn)
+
+    async def rules_document(self, request: Request) -> Response:
+        principal = self.auth.authorize(request, "server")
+        if isinstance(principal, Response):
+            return principal
+        fs = self.store.get(principal.env)
+        if fs is None:
+            return errors.unavailable("no rules loaded yet for this environment")
+        etag = f'"{fs.epoch}-{fs.version}"'
+        headers = {"ETag": etag, "X-Flagedge-Version": str(fs.version),
+                   "Cache-Control": "no-cache"}
+        inm = request.headers.get("if-none-match")
+        if inm is not None and any(t.strip().removeprefix("W/") in (etag, "*")
+                                   for t in inm.split(",")):
+            return Response(status_code=304, headers=headers)
+        cached = self._doc_cache
+        if cached is None or cached[0] is not fs:
+            cached = self._doc_cache = (fs, orjson.dumps(fs.to_document()))
+        return Response(cached[1], media_type=errors.JSON_TYPE, headers=headers)
+
+
+class _StreamsCollector:
+    """Stream metrics not kept in the API's hot counters: propagation and refusals."""
+
+    def __init__(self, fanout: FanOut):
+        self.fanout = fanout
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        prop = HistogramMetricFamily("flagedge_sse_propagation_seconds",
+                                     "Source write until an SSE event was sent", labels=["stream"])
+        p = self.fanout.propagation
+        for stream, counts in sorted(p.counts.items()):
+            running, buckets = 0, []
+            for bound, n in zip((*PROPAGATION_BUCKETS, float("inf")), counts, strict=True):
+                running += n
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
+            prop.add_metric([stream], buckets, p.sums[stream])
+        yield prop
+        refused = CounterMetricFamily("flagedge_sse_refused",
+                                      "SSE connections refused by a cap", labels=["cap"])
+        for cap, n in sorted(self.fanout.rejected.items()):
+            refused.add_metric([cap], n)
+        yield refused

@@ -1,0 +1,192 @@
+"""Recent changes per environment, for resuming streams with ``Last-Event-ID``.
+
+Every change the store publishes is recorded here as an :class:`Entry` carrying what a
+stream needs to replay it (the new raw JSON of the touched flags, the deleted keys, the
+evaluators and metadata when they changed). The newest few versions also keep their
+:class:`FlagSet` snapshot, so the evaluated stream can diff a context's results between the
+client's version and now. When the ring does not reach back far enough, the Redis change
+stream ``flagedge:{ENV}:changes`` (DESIGN §3) is read with XREVRANGE; when that does not
+reach either (trimmed, another epoch, Redis down) the caller sends a fresh ``put``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from proxy.model import JSON, FlagSet
+from proxy.store import Change
+
+log = logging.getLogger("flagedge.changelog")
+
+DEFAULT_CAPACITY = 1024  # entries kept per environment
+DEFAULT_SNAPSHOTS = 32  # FlagSet snapshots kept per environment (evaluated-stream resume)
+REDIS_PAGE = 200  # entries per XREVRANGE round trip
+REDIS_MAX_ENTRIES = 10_000  # never read more than the stream's default cap
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One version of one environment, as the streams replay it."""
+
+    version: int
+    at: float  # Unix seconds of the write (OFREP lastModified)
+    upserted: Mapping[str, JSON] = field(default_factory=dict)  # flag key -> raw flag JSON
+    deleted: tuple[str, ...] = ()
+    evaluators: Mapping[str, JSON] | None = None  # the full map, when it changed
+    metadata: Mapping[str, JSON] | None = None  # the full flag-set metadata, when it changed
+    reset: bool = False  # whole set replaced: only a fresh ``put`` describes it
+    epoch: str = ""
+
+
+def entry_from_change(change: Change, flag_set: FlagSet) -> Entry:
+    upserted = {k: flag_set.flags[k].raw for k in sorted(change.upserted) if k in flag_set.flags}
+    return Entry(
+        version=change.version,
+        at=flag_set.updated_at or change.written_at or change.applied_at,
+        upserted=upserted,
+        deleted=tuple(sorted(change.deleted)),
+        evaluators=dict(flag_set.evaluators) if change.evaluators_changed else None,
+        metadata=dict(flag_set.metadata) if change.metadata_changed else None,
+        reset=change.reset,
+        epoch=flag_set.epoch,
+    )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def entry_from_redis(fields: Mapping[Any, Any]) -> Entry:
+    """Parse one change-stream entry (fields: version, epoch, op, before, after, at, ...).
+    ``after`` holds ``{"flags": {key: flag | null}, "$evaluators"?: {...}, "metadata"?: {...}}``
+    where null means deleted; evaluators and metadata are the complete new maps."""
+    f = {_text(k): v for k, v in fields.items()}
+    after = orjson.loads(f.get("after") or b"{}") or {}
+    flags = after.get("flags") or {}
+    return Entry(
+        version=int(_text(f["version"])),
+        at=float(_text(f.get("at") or 0)),
+        upserted={k: v for k, v in sorted(flags.items()) if v is not None},
+        deleted=tuple(sorted(k for k, v in flags.items() if v is None)),
+        evaluators=after.get("$evaluators"),
+        metadata=after.get("metadata"),
+        reset=False,
+        epoch=_text(f.get("epoch") or ""),
+    )
+
+
+class EnvLog:
+    """The ring of one environment."""
+
+    __slots__ = ("entries", "snapshots")
+
+    def __init__(self, capacity: int, snapshots: int):
+        self.entries: deque[Entry] = deque(maxlen=capacity)
+        self.snapshots: deque[FlagSet] = deque(maxlen=snapshots)
+
+
+class ChangeLog:
+    def __init__(self, capacity: int = DEFAULT_CAPACITY, snapshots: int = DEFAULT_SNAPSHOTS):
+        self.capacity = capacity
+        self.snapshot_count = snapshots
+        self._envs: dict[str, EnvLog] = {}
+
+    def record(self, change: Change, flag_set: FlagSet) -> Entry:
+        """Called synchronously for every store publish, so the ring always matches the
+        store's current version."""
+        log_ = self._envs.get(change.env)
+        if log_ is None:
+            log_ = self._envs[change.env] = EnvLog(self.capacity, self.snapshot_count)
+        entry = entry_from_change(change, flag_set)
+        if log_.entries and entry.version <= log_.entries[-1].version:
+            # Versions went backwards (a new epoch after data loss): older entries describe
+            # another history and must never be replayed.
+            log_.entries.clear()
+            log_.snapshots.clear()
+        log_.entries.append(entry)
+        log_.snapshots.append(flag_set)
+        return entry
+
+    def forget(self, env: str) -> None:
+        self._envs.pop(env, None)
+
+    def since(self, env: str, version: int, current: int) -> list[Entry] | None:
+        """Entries ``version+1 .. current`` in order, or None when the ring does not hold
+        every one of them (the caller then asks Redis, or sends a ``put``)."""
+        if version >= current:
+            return []
+        log_ = self._envs.get(env)
+        if log_ is None or not log_.entries:
+            return None
+        entries = log_.entries
+        if entries[0].version > version + 1 or entries[-1].version < current:
+            return None
+        out = [e for e in entries if version < e.version <= current]
+        if not _contiguous(out, version, current):
+            return None
+        return out
+
+    def snapshot(self, env: str, version: int) -> FlagSet | None:
+        log_ = self._envs.get(env)
+        if log_ is None:
+            return None
+        for fs in reversed(log_.snapshots):
+            if fs.version == version:
+                return fs
+            if fs.version < version:
+                break
+        return None
+
+    def oldest(self, env: str) -> int | None:
+        log_ = self._envs.get(env)
+        return log_.entries[0].version if log_ and log_.entries else None
+
+
+def _contiguous(entries: list[Entry], version: int, current: int) -> bool:
+    expected = version + 1
+    for e in entries:
+        if e.version != expected:
+            return False
+        expected += 1
+    return expected == current + 1
+
+
+async def fetch_from_redis(redis: Any, stream_key: str, version: int, current: int,
+                           epoch: str = "") -> list[Entry] | None:
+    """Entries ``version+1 .. current`` from the Redis change stream, newest first pages
+    read back until ``version`` is reached. None when the stream does not reach back that
+    far (trimmed), has a gap, or belongs to another epoch."""
+    if version >= current:
+        return []
+    collected: list[Entry] = []
+    upper = "+"
+    read = 0
+    while read < REDIS_MAX_ENTRIES:
+        page = await redis.xrevrange(stream_key, max=upper, min="-", count=REDIS_PAGE)
+        if not page:
+            return None
+        read += len(page)
+        for _stream_id, fields in page:
+            entry = entry_from_redis(fields)
+            if epoch and entry.epoch and entry.epoch != epoch:
+                return None
+            if entry.version > current:
+                continue
+            if entry.version <= version:
+                collected.reverse()
+                return collected if _contiguous(collected, version, current) else None
+            collected.append(entry)
+        last_id = _text(page[-1][0])
+        upper = "(" + last_id  # exclusive upper bound (Redis >= 6.2)
+        if len(page) < REDIS_PAGE:
+            # Reached the oldest entry without passing ``version``: the stream may simply
+            # start at version+1 (nothing trimmed) - accept only if contiguous from there.
+            collected.reverse()
+            return collected if _contiguous(collected, version, current) else None
+    return None

@@ -1,0 +1,427 @@
+"""Change fan-out to SSE connections.
+
+The store calls :meth:`FanOut.on_change` synchronously on every publish; it records the change
+in the :class:`~proxy.changelog.ChangeLog` and hands it to one task per environment, which
+encodes each change once per stream kind (once per distinct context for the evaluated
+stream) and pushes the bytes into every connection's bounded queue without ever awaiting a
+connection. A connection whose queue is full drops what it holds and is marked for a
+snapshot: when its reader next asks, it gets the newest state in one event (a notification,
+a ``put``), so a stalled reader costs a bounded amount of memory and nobody else waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+from proxy.changelog import ChangeLog, Entry, entry_from_change, fetch_from_redis
+from proxy.model import EvaluationResult, Flag, FlagSet
+from proxy.sse_frames import (
+    Propagation,
+    StreamStats,
+    count,
+    diff_frames,
+    frame,
+    id_only,
+    notification,
+    rules_entry,
+    rules_put,
+)
+from proxy.store import Change, Store
+
+log = logging.getLogger("flagedge.fanout")
+
+
+class StreamKind(StrEnum):
+    EVENTS = "events"  # OFREP change notifications
+    EVALUATED = "evaluated"  # per-context results
+    RULES = "rules"  # raw flagd document
+
+
+Evaluate = Callable[[FlagSet, str, dict[str, Any]], EvaluationResult]
+EvaluateAll = Callable[[FlagSet, dict[str, Any]], list[EvaluationResult]]
+
+
+def _engine() -> tuple[Evaluate, EvaluateAll]:
+    from proxy.evaluation.engine import evaluate, evaluate_all  # the engine helper's module
+
+    return evaluate, evaluate_all
+
+
+Item = tuple[bytes, float | None]  # encoded event(s), source write time (for the metric)
+
+
+class Connection:
+    """One open stream: a bounded queue of encoded events and what the client holds."""
+
+    __slots__ = ("_queue", "_queued_bytes", "_waiter", "close_reason", "closed", "context",
+                 "ctx_key", "env", "fanout", "key_id", "kind", "needs_snapshot", "results",
+                 "version")
+
+    def __init__(self, fanout: FanOut, env: str, kind: StreamKind, key_id: str,
+                 context: dict[str, Any] | None = None, ctx_key: bytes = b""):
+        self.fanout = fanout
+        self.env = env
+        self.kind = kind
+        self.key_id = key_id
+        self.context = context or {}
+        self.ctx_key = ctx_key  # canonical context: connections sharing it share the work
+        self.version = 0  # newest version queued or sent to this client
+        self.results: dict[str, bytes] = {}  # evaluated stream: flag key -> OFREP item JSON
+        self._queue: deque[Item] = deque()
+        self._queued_bytes = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self.needs_snapshot = False
+        self.closed = False
+        self.close_reason = ""
+
+    def push(self, payload: bytes, written_at: float | None) -> None:
+        """Never blocks. Over the bound, drop everything queued and owe a snapshot."""
+        if self.closed or self.needs_snapshot:
+            return  # a snapshot is owed: it will carry this change too
+        fo = self.fanout
+        if len(self._queue) >= fo.max_queue or self._queued_bytes + len(payload) > fo.max_queue_bytes:
+            self._queue.clear()
+            self._queued_bytes = 0
+            self.needs_snapshot = True
+            count(fo.stats, self.kind.value, "coalesced")
+        else:
+            self._queue.append((payload, written_at))
+            self._queued_bytes += len(payload)
+        self._wake()
+
+    def close(self, reason: str) -> None:
+        if not self.closed:
+            self.closed = True
+            self.close_reason = reason
+            self._queue.clear()
+            self._queued_bytes = 0
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
+
+    async def next(self) -> Item | None:
+        """The next thing to send, or None once the connection is closed."""
+        while not self.closed:
+            if self.needs_snapshot:
+                self.needs_snapshot = False
+                payload = self.fanout.snapshot(self)
+                if payload:
+                    return payload, None
+                continue
+            if self._queue:
+                item = self._queue.popleft()
+                self._queued_bytes -= len(item[0])
+                return item
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return None
+
+
+class CapExceeded(Exception):
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+Render = Callable[[EvaluationResult, Flag | None], dict[str, Any]]
+
+
+def _plain_render(result: EvaluationResult, _flag: Flag | None) -> dict[str, Any]:
+    return result.to_ofrep()
+
+
+class FanOut:
+    def __init__(self, store: Store, changelog: ChangeLog | None = None, *,
+                 max_queue: int = 64, max_queue_bytes: int = 1 << 20,
+                 max_per_key: int = 10_000, max_total: int = 20_000,
+                 engine: tuple[Evaluate, EvaluateAll] | None = None,
+                 render: Render = _plain_render, stats: Any = None, redis: Any = None):
+        self.store = store
+        self.changelog = changelog or ChangeLog()
+        self.max_queue = max_queue  # events queued per connection before coalescing
+        self.max_queue_bytes = max_queue_bytes
+        self.max_per_key = max_per_key
+        self.max_total = max_total
+        self.render = render  # EvaluationResult -> OFREP item (the bulk endpoint's shape)
+        self.stats = stats if stats is not None else StreamStats()
+        self.propagation = Propagation()
+        self.rejected: dict[str, int] = {}  # cap -> connections refused
+        self.redis = redis  # change-stream fallback for resume; None = ring only
+        self._engine = engine
+        self._conns: dict[str, dict[StreamKind, set[Connection]]] = {}
+        self._by_key: dict[str, set[Connection]] = {}
+        self._total = 0
+        self._inbox: dict[str, asyncio.Queue[tuple[Change, FlagSet, Entry]]] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._unsubscribe: Callable[[], None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._rules_cache: tuple[FlagSet, bytes] | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._unsubscribe = self.store.subscribe(self.on_change)
+
+    async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        for conn in list(self.connections()):
+            conn.close("shutdown")
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    @property
+    def engine(self) -> tuple[Evaluate, EvaluateAll]:
+        if self._engine is None:
+            self._engine = _engine()
+        return self._engine
+
+    # -- connections ------------------------------------------------------------------------
+    def check_caps(self, key_id: str) -> None:
+        if self._total >= self.max_total:
+            self.rejected["process"] = self.rejected.get("process", 0) + 1
+            raise CapExceeded(503, f"this server holds its maximum of {self.max_total} streams")
+        if len(self._by_key.get(key_id, ())) >= self.max_per_key:
+            self.rejected["key"] = self.rejected.get("key", 0) + 1
+            raise CapExceeded(429, f"this key holds its maximum of {self.max_per_key} streams")
+
+    def open(self, env: str, kind: StreamKind, key_id: str,
+             context: dict[str, Any] | None = None) -> Connection:
+        """Register a connection at the store's current version (raises CapExceeded). From
+        here on every later change is queued on it; :meth:`initial` says what came before."""
+        self.check_caps(key_id)
+        ctx_key = orjson.dumps(context, option=orjson.OPT_SORT_KEYS) if context is not None else b""
+        conn = Connection(self, env, kind, key_id, context, ctx_key)
+        fs = self.store.get(env)
+        conn.version = fs.version if fs is not None else 0
+        self._conns.setdefault(env, {}).setdefault(kind, set()).add(conn)
+        self._by_key.setdefault(key_id, set()).add(conn)
+        self._total += 1
+        gauge = self.stats.sse_connections
+        gauge[kind.value] = gauge.get(kind.value, 0) + 1
+        return conn
+
+    def release(self, conn: Connection) -> None:
+        conn.close(conn.close_reason or "client gone")
+        conns = self._conns.get(conn.env, {}).get(conn.kind)
+        if conns is not None and conn in conns:
+            conns.discard(conn)
+            self._total -= 1
+            gauge = self.stats.sse_connections
+            gauge[conn.kind.value] = gauge.get(conn.kind.value, 1) - 1
+        keyed = self._by_key.get(conn.key_id)
+        if keyed is not None:
+            keyed.discard(conn)
+            if not keyed:
+                del self._by_key[conn.key_id]
+
+    def close_key(self, key_id: str, reason: str = "key revoked") -> int:
+        conns = list(self._by_key.get(key_id, ()))
+        for conn in conns:
+            conn.close(reason)
+        return len(conns)
+
+    def connections(self, env: str | None = None) -> Iterable[Connection]:
+        for e, by_kind in list(self._conns.items()):
+            if env is None or e == env:
+                for conns in list(by_kind.values()):
+                    yield from list(conns)
+
+    @property
+    def total(self) -> int:
+        return self._total
+
+    def sent(self, conn: Connection, written_at: float | None, events: int = 1) -> None:
+        """Count an event handed to the socket (called by the stream after each send)."""
+        count(self.stats, conn.kind.value, "sent", events)
+        if written_at:
+            self.propagation.observe(conn.kind.value, max(0.0, time.time() - written_at))
+
+    # -- first events: snapshot or resume ---------------------------------------------------
+    async def initial(self, conn: Connection, last_id: int | None) -> bytes:
+        """What a new connection gets before its queue: a snapshot (``put`` / id only) or,
+        with ``Last-Event-ID``, exactly the versions it missed (ring, then Redis), or a
+        fresh ``put`` when they cannot be replayed. Must run right after :meth:`open`."""
+        fs = self.store.get(conn.env)
+        if fs is None or fs.version != conn.version:
+            conn.needs_snapshot = fs is not None  # store moved between open and here
+            return b""
+        current = fs.version
+        if conn.kind is StreamKind.EVALUATED:
+            return self._initial_evaluated(conn, fs, last_id)
+        if last_id is None:
+            return id_only(current) if conn.kind is StreamKind.EVENTS else self.rules_put(fs)
+        if last_id > current:  # another epoch's numbering: start over
+            return notification(current, fs.updated_at) if conn.kind is StreamKind.EVENTS \
+                else self.rules_put(fs)
+        if last_id == current:
+            return b""
+        entries = self.changelog.since(conn.env, last_id, current)
+        if entries is None and self.redis is not None:
+            entries = await self._from_redis(conn.env, last_id, current, fs.epoch)
+        if conn.kind is StreamKind.EVENTS:
+            if entries is None:  # one notification covers any number of missed versions
+                return notification(current, fs.updated_at)
+            return b"".join(notification(e.version, e.at) for e in entries)
+        if entries is None or any(e.reset for e in entries):
+            return self.rules_put(fs)
+        return b"".join(rules_entry(e) for e in entries)
+
+    async def _from_redis(self, env: str, last_id: int, current: int, epoch: str) -> list[Entry] | None:
+        from proxy.sources.layout import changes_key
+
+        try:
+            return await fetch_from_redis(self.redis, changes_key(env), last_id, current, epoch)
+        except Exception as exc:  # Redis down: the caller falls back to a snapshot
+            log.warning("change log read failed: %s", exc, extra={"env": env})
+            return None
+
+    def _initial_evaluated(self, conn: Connection, fs: FlagSet, last_id: int | None) -> bytes:
+        current = fs.version
+        old = None
+        if last_id is not None and last_id <= current:
+            old = fs if last_id == current else self.changelog.snapshot(conn.env, last_id)
+        if old is None:
+            return self.evaluated_put(conn, fs)
+        conn.results = self.evaluate_context(old, conn.context)
+        if old is fs:
+            return b""
+        new = self.evaluate_context(fs, conn.context)
+        diff = self.evaluated_diff(conn, new, set(conn.results) | set(new), current)
+        return diff or id_only(current)
+
+    # -- snapshots (what a reader that fell behind gets) ------------------------------------
+    def snapshot(self, conn: Connection) -> bytes:
+        fs = self.store.get(conn.env)
+        if fs is None:
+            return b""
+        conn.version = fs.version
+        if conn.kind is StreamKind.EVENTS:
+            return notification(fs.version, fs.updated_at or time.time())
+        if conn.kind is StreamKind.RULES:
+            return self.rules_put(fs)
+        return self.evaluated_put(conn, fs)
+
+    def rules_put(self, fs: FlagSet) -> bytes:
+        cached = self._rules_cache
+        if cached is not None and cached[0] is fs:
+            return cached[1]
+        payload = rules_put(fs)
+        self._rules_cache = (fs, payload)
+        return payload
+
+    def evaluate_context(self, fs: FlagSet, context: dict[str, Any]) -> dict[str, bytes]:
+        _, evaluate_all = self.engine
+        flags, render = fs.flags, self.render
+        results = sorted(evaluate_all(fs, context), key=lambda r: r.key)
+        return {r.key: orjson.dumps(render(r, flags.get(r.key))) for r in results}
+
+    def evaluated_put(self, conn: Connection, fs: FlagSet) -> bytes:
+        conn.results = self.evaluate_context(fs, conn.context)
+        conn.version = fs.version
+        body = (b'{"flags":[' + b",".join(conn.results.values()) + b'],"metadata":'
+                + orjson.dumps(dict(fs.metadata)) + b"}")
+        return frame("put", fs.version, body)
+
+    def evaluated_diff(self, conn: Connection, new: dict[str, bytes], keys: Iterable[str],
+                       version: int) -> bytes:
+        return diff_frames(conn.results, new, keys, version)
+
+    # -- change intake (synchronous, from Store.publish) ------------------------------------
+    def on_change(self, change: Change, flag_set: FlagSet) -> None:
+        if change.reset and not flag_set.flags and change.deleted and self.store.get(change.env) is None:
+            self.changelog.forget(change.env)  # environment deleted
+        entry = self.changelog.record(change, flag_set)
+        inbox = self._inbox.get(change.env)
+        if inbox is None:
+            inbox = self._inbox[change.env] = asyncio.Queue()
+        inbox.put_nowait((change, flag_set, entry))
+        task = self._tasks.get(change.env)
+        if (task is None or task.done()) and self._loop is not None:
+            self._tasks[change.env] = self._loop.create_task(
+                self._run_env(change.env, inbox), name=f"fanout:{change.env}")
+
+    async def _run_env(self, env: str, inbox: asyncio.Queue[tuple[Change, FlagSet, Entry]]) -> None:
+        while True:
+            change, flag_set, entry = await inbox.get()
+            try:
+                self.distribute(change, flag_set, entry)
+            except Exception:  # a bad change must not stop this environment's streams
+                log.exception("fan-out failed", extra={"env": env, "version": change.version})
+
+    def distribute(self, change: Change, fs: FlagSet, entry: Entry | None = None) -> None:
+        """Encode one change once per stream kind and queue it on every connection that has
+        not seen it yet."""
+        by_kind = self._conns.get(change.env)
+        if not by_kind:
+            return
+        version = change.version
+        written_at = change.written_at
+        events = by_kind.get(StreamKind.EVENTS)
+        if events:
+            payload = notification(version, fs.updated_at or change.written_at or time.time())
+            for conn in events:
+                if conn.version < version:
+                    conn.version = version
+                    conn.push(payload, written_at)
+        rules = by_kind.get(StreamKind.RULES)
+        if rules:
+            if change.reset:
+                payload = self.rules_put(fs)
+            else:
+                payload = rules_entry(entry or entry_from_change(change, fs))
+            for conn in rules:
+                if conn.version < version:
+                    conn.version = version
+                    conn.push(payload, written_at)
+        evaluated = by_kind.get(StreamKind.EVALUATED)
+        if evaluated:
+            self._distribute_evaluated(change, fs, evaluated)
+
+    def _distribute_evaluated(self, change: Change, fs: FlagSet, conns: set[Connection]) -> None:
+        everything = change.reset or change.evaluators_changed or change.metadata_changed
+        keys: set[str] = set(fs.flags) if everything else set(change.upserted)
+        keys |= set(change.deleted)
+        if everything:
+            keys |= {k for c in conns for k in c.results}
+        evaluate, _ = self.engine
+        flags, render = fs.flags, self.render
+        per_context: dict[bytes, dict[str, bytes]] = {}  # computed once per distinct context
+        for conn in conns:
+            if conn.version >= change.version or conn.needs_snapshot or conn.closed:
+                continue
+            new = per_context.get(conn.ctx_key)
+            if new is None:
+                new = {k: orjson.dumps(render(evaluate(fs, k, conn.context), flags[k]))
+                       for k in keys if k in flags}
+                per_context[conn.ctx_key] = new
+            conn.version = change.version
+            payload = self.evaluated_diff(conn, new, keys, change.version)
+            if payload:
+                conn.push(payload, change.written_at)

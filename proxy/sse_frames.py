@@ -1,0 +1,118 @@
+"""SSE wire frames for the three streams, built once per change and shared as bytes by every
+connection that receives them (DESIGN §5), and the plain counters the streams keep."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from proxy.changelog import Entry
+from proxy.model import JSON, FlagSet
+
+
+def frame(event: str | None, version: int | None, data: bytes | None) -> bytes:
+    parts = []
+    if event is not None:
+        parts.append(b"event: " + event.encode())
+    if version is not None:
+        parts.append(b"id: " + str(version).encode())
+    if data is not None:
+        parts.append(b"data: " + data)  # orjson output never contains a newline
+    return b"\n".join(parts) + b"\n\n"
+
+
+def notification(version: int, at: float) -> bytes:
+    data = orjson.dumps({"type": "refetchEvaluation", "etag": str(version),
+                         "lastModified": int(at)})
+    return frame("message", version, data)
+
+
+def rules_put(flag_set: FlagSet) -> bytes:
+    data = orjson.dumps({"version": flag_set.version, "epoch": flag_set.epoch,
+                         "updated_at": flag_set.updated_at, "document": flag_set.to_document()})
+    return frame("put", flag_set.version, data)
+
+
+def rules_entry(entry: Entry) -> bytes:
+    """A non-reset change as ``delete`` (no id: the ``patch`` after it carries the version,
+    so a client cut off in between replays both) and/or ``patch``."""
+    out = b""
+    changed = entry.upserted or entry.evaluators is not None or entry.metadata is not None
+    if entry.deleted:
+        body = orjson.dumps({"version": entry.version, "flags": list(entry.deleted)})
+        out += frame("delete", None if changed else entry.version, body)
+    if changed or not entry.deleted:
+        patch: dict[str, JSON] = {"version": entry.version, "updated_at": entry.at,
+                                  "flags": dict(entry.upserted)}
+        if entry.evaluators is not None:
+            patch["$evaluators"] = dict(entry.evaluators)
+        if entry.metadata is not None:
+            patch["metadata"] = dict(entry.metadata)
+        out += frame("patch", entry.version, orjson.dumps(patch))
+    return out
+
+
+def id_only(version: int) -> bytes:
+    """Moves the client's Last-Event-ID without dispatching an event (HTML SSE spec)."""
+    return frame(None, version, None)
+
+
+def diff_frames(held: dict[str, bytes], new: dict[str, bytes], keys: Iterable[str],
+                version: int) -> bytes:
+    """Evaluated stream: ``patch`` for each of ``keys`` whose OFREP item differs from what the
+    client ``held`` (updated in place), ``delete`` for those gone. Empty when nothing differs
+    for this context."""
+    changed: list[bytes] = []
+    deleted: list[str] = []
+    for k in sorted(keys):
+        item = new.get(k)
+        if item is None:
+            if held.pop(k, None) is not None:
+                deleted.append(k)
+        elif held.get(k) != item:
+            held[k] = item
+            changed.append(item)
+    out = b""
+    if deleted:
+        out += frame("delete", None if changed else version, orjson.dumps({"flags": deleted}))
+    if changed:
+        out += frame("patch", version, b'{"flags":[' + b",".join(changed) + b"]}")
+    return out
+
+
+PROPAGATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class StreamStats:
+    """Plain counters (no locks, no label lookups: 10,000 connections may each count an
+    event per change). The API's metrics object can be passed instead; it has the same
+    ``sse_connections`` / ``sse_events`` dicts and exports them at scrape time."""
+
+    def __init__(self) -> None:
+        self.sse_connections: dict[str, int] = {}
+        self.sse_events: dict[tuple[str, str], int] = {}  # (stream, outcome) -> count
+
+
+class Propagation:
+    """Source write -> event handed to the socket, per stream (bucket counts, not cumulative)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, list[int]] = {}
+        self.sums: dict[str, float] = {}
+
+    def observe(self, stream: str, seconds: float) -> None:
+        counts = self.counts.get(stream)
+        if counts is None:
+            counts = self.counts[stream] = [0] * (len(PROPAGATION_BUCKETS) + 1)
+            self.sums[stream] = 0.0
+        counts[bisect.bisect_left(PROPAGATION_BUCKETS, seconds)] += 1
+        self.sums[stream] += seconds
+
+
+def count(stats: Any, stream: str, outcome: str, n: int = 1) -> None:
+    key = (stream, outcome)
+    stats.sse_events[key] = stats.sse_events.get(key, 0) + n
+
