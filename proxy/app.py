@@ -235,7 +235,9 @@ async def _not_allowed(_request: Request, _exc: Exception) -> Response:
 
 def _surfaces(rt: Runtime) -> list[BaseRoute]:
     """Routes of the other HTTP surfaces (one line each; they read ``rt``)."""
-    return []
+    from proxy.api import streams  # SSE streams + /v1/rules (stops via rt.on_shutdown)
+
+    return [*streams.mount(rt)]
 
 
 def factory() -> Starlette:

@@ -176,13 +176,12 @@ class FanOut:
         self._inbox: dict[str, asyncio.Queue[tuple[Change, FlagSet, Entry]]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._unsubscribe: Callable[[], None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._rules_cache: tuple[FlagSet, bytes] | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._unsubscribe = self.store.subscribe(self.on_change)
+        if self._unsubscribe is None:
+            self._unsubscribe = self.store.subscribe(self.on_change)
 
     async def stop(self) -> None:
         if self._unsubscribe is not None:
@@ -358,13 +357,18 @@ class FanOut:
         if change.reset and not flag_set.flags and change.deleted and self.store.get(change.env) is None:
             self.changelog.forget(change.env)  # environment deleted
         entry = self.changelog.record(change, flag_set)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # published outside a loop (tools, tests): deliver in place
+            self.distribute(change, flag_set, entry)
+            return
         inbox = self._inbox.get(change.env)
         if inbox is None:
             inbox = self._inbox[change.env] = asyncio.Queue()
         inbox.put_nowait((change, flag_set, entry))
         task = self._tasks.get(change.env)
-        if (task is None or task.done()) and self._loop is not None:
-            self._tasks[change.env] = self._loop.create_task(
+        if task is None or task.done():
+            self._tasks[change.env] = loop.create_task(
                 self._run_env(change.env, inbox), name=f"fanout:{change.env}")
 
     async def _run_env(self, env: str, inbox: asyncio.Queue[tuple[Change, FlagSet, Entry]]) -> None:

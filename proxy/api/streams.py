@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -28,7 +29,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from proxy.api import errors
 from proxy.api.context import BadContext, check_context
@@ -118,15 +119,21 @@ class StreamsApi:
             Route("/v1/rules", self.rules_document, methods=["GET"]),
         ]
 
-    # -- lifecycle (called from the app lifespan) -------------------------------------------
-    async def start(self) -> None:
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        """Subscribe to the store and the key ring. Needs no running loop: the fan-out makes
+        its tasks when changes arrive, the shutdown watcher with the first stream."""
         self.fanout.start()
         if self.keyring is not None and hasattr(self.keyring, "subscribe"):
             self._unsubscribe_keys = self.keyring.subscribe(self._on_key_changed)
-        # sse-starlette sets this event when it sees the server shutting down; then every
-        # stream ends itself (final chunk sent) instead of being cancelled mid-response.
-        self._shutdown = anyio.Event()
-        self._shutdown_task = asyncio.get_running_loop().create_task(self._on_shutdown())
+
+    def _watch_shutdown(self) -> anyio.Event:
+        # sse-starlette sets this event when it sees the server shutting down; every stream
+        # then ends itself (final chunk sent) instead of being cancelled mid-response.
+        if self._shutdown is None:
+            self._shutdown = anyio.Event()
+            self._shutdown_task = asyncio.get_running_loop().create_task(self._on_shutdown())
+        return self._shutdown
 
     async def stop(self) -> None:
         if self._unsubscribe_keys is not None:
@@ -137,6 +144,10 @@ class StreamsApi:
             await asyncio.gather(self._shutdown_task, return_exceptions=True)
             self._shutdown_task = None
         await self.fanout.stop()
+        redis = self.fanout.redis
+        if redis is not None:
+            with contextlib.suppress(Exception):
+                await redis.aclose()
 
     async def _on_shutdown(self) -> None:
         assert self._shutdown is not None
@@ -187,7 +198,7 @@ class StreamsApi:
             raise
         return EventSourceResponse(
             self._stream(conn, first, principal), ping=PING_S,
-            shutdown_event=self._shutdown, shutdown_grace_period=SHUTDOWN_GRACE_S,
+            shutdown_event=self._watch_shutdown(), shutdown_grace_period=SHUTDOWN_GRACE_S,
         )
 
     async def _stream(self, conn: Connection, first: bytes, principal: Principal
@@ -225,6 +236,23 @@ class StreamsApi:
         if cached is None or cached[0] is not fs:
             cached = self._doc_cache = (fs, orjson.dumps(fs.to_document()))
         return Response(cached[1], media_type=errors.JSON_TYPE, headers=headers)
+
+
+def mount(rt: Any) -> list[BaseRoute]:
+    """Build the streams surface on the app's runtime (``proxy.app.Runtime``): its routes,
+    started now, stopped by the lifespan's shutdown hooks."""
+    settings = rt.settings
+    redis = None
+    if getattr(settings, "flags", None) is None and getattr(settings, "redis", None):
+        from proxy.redisurl import async_client  # resume replay (XREVRANGE); lazy connect
+
+        redis = async_client(settings.redis, cluster=bool(getattr(settings, "cluster", False)))
+    streams = StreamsApi(rt.store, rt.auth, settings=settings, keyring=rt.keyring,
+                         metrics=rt.metrics, redis=redis)
+    streams.start()
+    rt.on_shutdown.append(streams.stop)
+    rt.streams = streams
+    return list(streams.routes())
 
 
 class _StreamsCollector:
