@@ -1,0 +1,45 @@
+"""Bulk result cache: LRU bound, hit/miss accounting, per-env invalidation."""
+
+from proxy.api.cache import CachedResult, ResultCache
+
+
+def entry(n: int) -> CachedResult:
+    return CachedResult(body_prefix=b'{"flags":[]', digest=bytes([n]) * 16, exposures=())
+
+
+def key(env: str, version: int, ctx: bytes) -> tuple[str, str, int, bytes]:
+    return (env, "epoch", version, ctx)
+
+
+def test_hit_miss_and_ratio():
+    cache = ResultCache(10)
+    assert cache.get(key("e", 1, b"{}")) is None
+    cache.put(key("e", 1, b"{}"), entry(1))
+    assert cache.get(key("e", 1, b"{}")) == entry(1)
+    assert cache.get(key("e", 2, b"{}")) is None  # new version: never the old result
+    assert (cache.hits, cache.misses) == (1, 2)
+    assert abs(cache.hit_ratio - 1 / 3) < 1e-9
+
+
+def test_lru_evicts_least_recently_used():
+    cache = ResultCache(2)
+    cache.put(key("e", 1, b"a"), entry(1))
+    cache.put(key("e", 1, b"b"), entry(2))
+    assert cache.get(key("e", 1, b"a")) is not None  # a is now most recent
+    cache.put(key("e", 1, b"c"), entry(3))
+    assert len(cache) == 2
+    assert cache.get(key("e", 1, b"b")) is None
+    assert cache.get(key("e", 1, b"a")) is not None
+    assert cache.get(key("e", 1, b"c")) is not None
+
+
+def test_zero_size_disables_and_drop_env():
+    off = ResultCache(0)
+    off.put(key("e", 1, b"a"), entry(1))
+    assert len(off) == 0
+    cache = ResultCache(10)
+    cache.put(key("a", 1, b"x"), entry(1))
+    cache.put(key("b", 1, b"x"), entry(2))
+    cache.drop_env("a")
+    assert cache.get(key("a", 1, b"x")) is None
+    assert cache.get(key("b", 1, b"x")) == entry(2)

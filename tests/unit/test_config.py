@@ -1,0 +1,81 @@
+"""Settings precedence (TOML < FLAGEDGE_* env < CLI flags) and clear errors."""
+
+from pathlib import Path
+
+import pytest
+
+from proxy.config import Settings, SettingsError, load_settings
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "flagedge.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_any_source():
+    s = load_settings(cli={}, environ={})
+    assert s == Settings()
+    assert s.port == 8080 and s.body_limit == 64 * 1024 and s.cors_origins == ()
+
+
+def test_precedence_toml_then_env_then_cli(tmp_path):
+    cfg = write(tmp_path, 'port = 9000\nenv = "toml"\nrate_limit = 5\ncors-origins = ["https://a"]\n')
+    s = load_settings(cli={"config": cfg}, environ={})
+    assert (s.port, s.env, s.rate_limit, s.cors_origins) == (9000, "toml", 5.0, ("https://a",))
+
+    environ = {"FLAGEDGE_PORT": "9100", "FLAGEDGE_CORS_ORIGINS": "https://b, https://c"}
+    s = load_settings(cli={"config": cfg}, environ=environ)
+    assert (s.port, s.env, s.cors_origins) == (9100, "toml", ("https://b", "https://c"))
+
+    s = load_settings(cli={"config": cfg, "port": 9200, "env": None}, environ=environ)
+    assert (s.port, s.env) == (9200, "toml")  # None = flag not given
+
+
+def test_config_path_from_env_var(tmp_path):
+    cfg = write(tmp_path, "[flagedge]\nworkers = 3\nno_auth = true\n")
+    s = load_settings(cli={}, environ={"FLAGEDGE_CONFIG": str(cfg)})
+    assert s.workers == 3 and s.no_auth is True
+
+
+def test_booleans_paths_and_floats_from_env():
+    s = load_settings(cli={}, environ={"FLAGEDGE_NO_AUTH": "yes", "FLAGEDGE_FLAGS": "/x/f.json",
+                                       "FLAGEDGE_RATE_LIMIT": "2.5", "FLAGEDGE_CLUSTER": "0"})
+    assert s.no_auth is True and s.flags == Path("/x/f.json") and s.rate_limit == 2.5
+    assert s.cluster is False
+
+
+@pytest.mark.parametrize(("cli", "environ", "needle"), [
+    ({}, {"FLAGEDGE_PORT": "eighty"}, "FLAGEDGE_PORT"),
+    ({}, {"FLAGEDGE_NO_AUTH": "maybe"}, "FLAGEDGE_NO_AUTH"),
+    ({"port": 70000}, {}, "port"),
+    ({"workers": 0}, {}, "workers"),
+    ({"flags": "a.json", "bootstrap": "b.json"}, {}, "--flags"),
+    ({"env": "a:b"}, {}, "env"),
+])
+def test_bad_values_name_their_origin(cli, environ, needle):
+    with pytest.raises(SettingsError, match=needle):
+        load_settings(cli=cli, environ=environ)
+
+
+def test_unknown_toml_key_and_bad_toml_name_the_file(tmp_path):
+    cfg = write(tmp_path, "prot = 1\n")
+    with pytest.raises(SettingsError, match=r"flagedge.toml: unknown setting 'prot'"):
+        load_settings(cli={"config": cfg}, environ={})
+    cfg = write(tmp_path, "port = \n")
+    with pytest.raises(SettingsError, match=r"flagedge\.toml"):
+        load_settings(cli={"config": cfg}, environ={})
+    with pytest.raises(SettingsError, match="no such config file"):
+        load_settings(cli={"config": tmp_path / "missing.toml"}, environ={})
+
+
+def test_toml_type_errors(tmp_path):
+    cfg = write(tmp_path, 'port = 1.5\n')
+    with pytest.raises(SettingsError, match="port"):
+        load_settings(cli={"config": cfg}, environ={})
+
+
+def test_json_round_trip_for_workers():
+    s = load_settings(cli={"cors_origins": "*", "keys": "/k.json", "port": 81}, environ={})
+    again = load_settings(cli=s.to_json(), environ={})
+    assert again == s
