@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "FLAGEDGE_"
+# Other spellings accepted (the CLI's Redis commands read FLAGEDGE_REDIS_URL).
+ALIASES = {"redis_url": "redis"}
 
 
 class SettingsError(ValueError):
@@ -118,6 +120,7 @@ def from_toml(path: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
         name = key.replace("-", "_")
+        name = ALIASES.get(name, name)
         if name not in _FIELDS:
             raise SettingsError(f"{path}: unknown setting {key!r}")
         out[name] = _convert(name, value, f"{path}: {key}")
@@ -126,6 +129,10 @@ def from_toml(path: Path) -> dict[str, Any]:
 
 def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    for alias, name in ALIASES.items():
+        var = ENV_PREFIX + alias.upper()
+        if var in environ:
+            out[name] = _convert(name, environ[var], var)
     for name in _FIELDS:
         var = ENV_PREFIX + name.upper()
         if var in environ:

@@ -79,3 +79,10 @@ def test_json_round_trip_for_workers():
     s = load_settings(cli={"cors_origins": "*", "keys": "/k.json", "port": 81}, environ={})
     again = load_settings(cli=s.to_json(), environ={})
     assert again == s
+
+
+def test_redis_url_aliases(tmp_path):
+    s = load_settings(cli={}, environ={"FLAGEDGE_REDIS_URL": "redis://h:1/0"})
+    assert s.redis == "redis://h:1/0"
+    cfg = write(tmp_path, 'redis_url = "redis://t:2/0"\n')
+    assert load_settings(cli={"config": cfg}, environ={}).redis == "redis://t:2/0"
