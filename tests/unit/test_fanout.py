@@ -1,0 +1,265 @@
+"""Fan-out: per-connection bounded queues, coalescing, caps, revocation, resume."""
+
+from __future__ import annotations
+
+import asyncio
+import tracemalloc
+
+import orjson
+import pytest
+
+from proxy.changelog import ChangeLog
+from proxy.fanout import CapExceeded, Connection, FanOut, StreamKind
+from proxy.model import Flag, FlagSet, FlagState, VariantType
+from proxy.store import Change, Store
+
+
+def make_flag(key: str, on: bool = True) -> Flag:
+    raw = {"state": "ENABLED", "variants": {"on": True, "off": False},
+           "defaultVariant": "on" if on else "off"}
+    return Flag(key=key, state=FlagState.ENABLED, variants={"on": True, "off": False},
+                variant_type=VariantType.BOOLEAN, default_variant=raw["defaultVariant"],
+                metadata={}, raw=raw)
+
+
+class Env:
+    """Publishes changes to a real Store the way a source does."""
+
+    def __init__(self, store: Store, name: str = "prod"):
+        self.store, self.name = store, name
+        self.flags: dict[str, Flag] = {}
+        self.version = 0
+
+    def push(self, upsert: dict[str, bool] | None = None, delete: tuple[str, ...] = (),
+             reset: bool = False) -> FlagSet:
+        for k, on in (upsert or {}).items():
+            self.flags[k] = make_flag(k, on)
+        for k in delete:
+            self.flags.pop(k, None)
+        self.version += 1
+        fs = FlagSet(flags=dict(self.flags), version=self.version, epoch="e1",
+                     updated_at=1_700_000_000.0 + self.version)
+        change = Change(env=self.name, version=self.version, upserted=frozenset(upsert or {}),
+                        deleted=frozenset(delete), reset=reset,
+                        written_at=1_700_000_000.0 + self.version)
+        self.store.publish(self.name, fs, change)
+        return fs
+
+
+def frames(payload: bytes) -> list[dict[str, str]]:
+    out = []
+    for block in payload.decode().split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in block.splitlines():
+            name, _, value = line.partition(": ")
+            fields[name] = value
+        if fields:
+            out.append(fields)
+    return out
+
+
+async def drain(conn: Connection, n: int, timeout: float = 2.0) -> list[dict[str, str]]:
+    got: list[dict[str, str]] = []
+    async with asyncio.timeout(timeout):
+        while len(got) < n:
+            item = await conn.next()
+            assert item is not None
+            got += frames(item[0])
+    return got
+
+
+@pytest.fixture
+async def setup():
+    store = Store()
+    fanout = FanOut(store, ChangeLog(capacity=16, snapshots=4), max_queue=8,
+                    max_queue_bytes=4096, max_per_key=3, max_total=5)
+    fanout.start()
+    env = Env(store)
+    env.push({"a": True}, reset=True)
+    yield store, fanout, env
+    await fanout.stop()
+
+
+async def test_events_stream_gets_one_notification_per_change(setup):
+    _store, fanout, env = setup
+    conn = fanout.open("prod", StreamKind.EVENTS, "k1")
+    assert frames(await fanout.initial(conn, None)) == [{"id": "1"}]
+    env.push({"b": True})
+    env.push({"b": False})
+    got = await drain(conn, 2)
+    assert [f["id"] for f in got] == ["2", "3"]
+    assert all(f["event"] == "message" for f in got)
+    data = orjson.loads(got[1]["data"])
+    assert data == {"type": "refetchEvaluation", "etag": "3", "lastModified": 1_700_000_003}
+
+
+async def test_rules_stream_put_then_patch_and_delete(setup):
+    _store, fanout, env = setup
+    conn = fanout.open("prod", StreamKind.RULES, "k1")
+    put = frames(await fanout.initial(conn, None))
+    assert put[0]["event"] == "put" and put[0]["id"] == "1"
+    assert orjson.loads(put[0]["data"])["document"]["flags"]["a"]["defaultVariant"] == "on"
+    env.push({"b": True})
+    env.push(delete=("a",))
+    env.push({"c": False}, delete=("b",))
+    got = await drain(conn, 4)
+    assert [(f["event"], f.get("id")) for f in got] == [
+        ("patch", "2"), ("delete", "3"), ("delete", None), ("patch", "4")]
+    assert list(orjson.loads(got[0]["data"])["flags"]) == ["b"]
+    assert orjson.loads(got[1]["data"])["flags"] == ["a"]
+
+
+async def test_stalled_reader_is_bounded_and_gets_newest_state_without_delaying_others(setup):
+    store, fanout, env = setup
+    stalled = fanout.open("prod", StreamKind.RULES, "k1")
+    await fanout.initial(stalled, None)
+    reader = fanout.open("prod", StreamKind.EVENTS, "k2")
+    await fanout.initial(reader, None)
+    received: list[str] = []
+
+    async def read() -> None:
+        while len(received) < 500:
+            item = await reader.next()
+            assert item is not None
+            received.extend(f["id"] for f in frames(item[0]))
+
+    task = asyncio.create_task(read())
+    peak = 0
+    for i in range(500):
+        env.push({f"f{i % 50}": bool(i % 2)})
+        await asyncio.sleep(0)  # let the fan-out task and the reader run
+        peak = max(peak, stalled.queued_bytes)
+        assert stalled.queued <= fanout.max_queue
+    async with asyncio.timeout(5):
+        await task
+    assert received == [str(v) for v in range(2, 502)]  # every version, in order, no gaps
+    assert peak <= fanout.max_queue_bytes
+    assert stalled.needs_snapshot
+    # When the stalled reader finally reads: one put with the newest state, then live again.
+    item = await stalled.next()
+    assert item is not None
+    put = frames(item[0])
+    assert [(f["event"], f["id"]) for f in put] == [("put", "501")]
+    assert len(orjson.loads(put[0]["data"])["document"]["flags"]) == 51
+    env.push({"z": True})
+    assert [f["id"] for f in await drain(stalled, 1)] == ["502"]
+    assert store.get("prod").version == 502
+
+
+async def test_never_drained_queue_memory_stays_bounded(setup):
+    _store, fanout, env = setup
+    conns = [fanout.open("prod", StreamKind.RULES, f"k{i}") for i in range(3)]
+    for c in conns:
+        await fanout.initial(c, None)
+    tracemalloc.start()
+    try:
+        base = None
+        for i in range(3000):
+            env.push({f"flag{i % 20}": bool(i % 2)})
+            if i % 100 == 99:
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
+                current, _ = tracemalloc.get_traced_memory()
+                if i == 999:
+                    base = current
+        await asyncio.sleep(0)
+        current, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    for c in conns:
+        assert c.queued <= fanout.max_queue and c.queued_bytes <= fanout.max_queue_bytes
+    assert base is not None
+    # 2000 more changes after the first 1000 did not grow memory (ring and queues are full).
+    assert current - base < 256 * 1024, (base, current)
+
+
+async def test_caps_per_key_and_per_process(setup):
+    _store, fanout, _env = setup
+    conns = [fanout.open("prod", StreamKind.EVENTS, "k1") for _ in range(3)]
+    with pytest.raises(CapExceeded) as exc:
+        fanout.open("prod", StreamKind.EVENTS, "k1")
+    assert exc.value.status == 429
+    conns += [fanout.open("prod", StreamKind.EVENTS, "k2") for _ in range(2)]
+    with pytest.raises(CapExceeded) as exc:
+        fanout.open("prod", StreamKind.EVENTS, "k3")
+    assert exc.value.status == 503
+    fanout.release(conns[0])
+    fanout.open("prod", StreamKind.EVENTS, "k1")  # room again
+    assert fanout.total == 5
+    assert fanout.stats.sse_connections["events"] == 5
+
+
+async def test_close_key_ends_only_that_keys_streams(setup):
+    _store, fanout, env = setup
+    mine = fanout.open("prod", StreamKind.EVENTS, "revoked")
+    other = fanout.open("prod", StreamKind.EVENTS, "kept")
+    assert fanout.close_key("revoked") == 1
+    async with asyncio.timeout(1):
+        assert await mine.next() is None
+    env.push({"b": True})
+    assert [f["id"] for f in await drain(other, 1)] == ["2"]
+
+
+async def test_close_wakes_a_waiting_reader(setup):
+    _store, fanout, _env = setup
+    conn = fanout.open("prod", StreamKind.EVENTS, "k1")
+    waiter = asyncio.create_task(conn.next())
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    await fanout.stop()
+    async with asyncio.timeout(1):
+        assert await waiter is None
+
+
+async def test_connection_opened_before_fanout_ran_gets_no_duplicate(setup):
+    _store, fanout, env = setup
+    env.push({"b": True})  # store is at 2; the fan-out task has not run yet
+    conn = fanout.open("prod", StreamKind.RULES, "k1")
+    put = frames(await fanout.initial(conn, None))
+    assert put[0]["id"] == "2"
+    env.push({"c": True})
+    got = await drain(conn, 1)
+    assert [f["id"] for f in got] == ["3"]  # version 2 was not sent again
+    assert conn.queued == 0
+
+
+async def test_resume_rules_from_ring_sends_exactly_the_missed_versions(setup):
+    _store, fanout, env = setup
+    for i in range(5):
+        env.push({f"x{i}": True})  # versions 2..6
+    await asyncio.sleep(0)
+    conn = fanout.open("prod", StreamKind.RULES, "k1")
+    got = frames(await fanout.initial(conn, 3))
+    assert [(f["event"], f["id"]) for f in got] == [("patch", "4"), ("patch", "5"), ("patch", "6")]
+    assert [list(orjson.loads(f["data"])["flags"]) for f in got] == [["x2"], ["x3"], ["x4"]]
+    # Up to date: nothing. In the future (another epoch) or too old for the ring: a put.
+    c2 = fanout.open("prod", StreamKind.RULES, "k2")
+    assert await fanout.initial(c2, 6) == b""
+    c3 = fanout.open("prod", StreamKind.EVENTS, "k3")
+    assert [f["id"] for f in frames(await fanout.initial(c3, 4))] == ["5", "6"]
+
+
+async def test_resume_too_old_for_ring_gets_a_put(setup):
+    _store, fanout, env = setup
+    for i in range(40):  # ring holds 16
+        env.push({f"x{i % 5}": bool(i % 2)})
+    conn = fanout.open("prod", StreamKind.RULES, "k1")
+    got = frames(await fanout.initial(conn, 2))
+    assert [(f["event"], f["id"]) for f in got] == [("put", "41")]
+    events = fanout.open("prod", StreamKind.EVENTS, "k2")
+    got = frames(await fanout.initial(events, 2))
+    assert [(f["event"], f["id"]) for f in got] == [("message", "41")]  # one covers them all
+    future = fanout.open("prod", StreamKind.RULES, "k3")
+    assert frames(await fanout.initial(future, 99))[0]["event"] == "put"
+
+
+async def test_reset_change_sends_a_put_on_the_rules_stream(setup):
+    _store, fanout, env = setup
+    conn = fanout.open("prod", StreamKind.RULES, "k1")
+    await fanout.initial(conn, None)
+    env.push({"q": True}, reset=True)
+    got = await drain(conn, 1)
+    assert (got[0]["event"], got[0]["id"]) == ("put", "2")
+    # and resuming across a reset is a put too
+    c2 = fanout.open("prod", StreamKind.RULES, "k2")
+    assert frames(await fanout.initial(c2, 1))[0]["event"] == "put"
