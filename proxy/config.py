@@ -46,6 +46,8 @@ class Settings:
     stream_token_ttl: int = 86_400  # seconds per stream-token validity window
     stream_secret: str | None = None  # HMAC secret when Redis cannot supply flagedge:secret
     inactivity_delay: int = 120  # eventStreams inactivityDelaySec
+    sse_max_per_key: int = 10_000  # open SSE streams per API key, per worker (429 beyond)
+    sse_max_connections: int = 20_000  # open SSE streams per worker process (503 beyond)
     access_log: bool = True  # query strings are always redacted
     log_level: str = "info"
     graceful_timeout: float = 10.0
