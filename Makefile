@@ -31,6 +31,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/evaluator.py
+	$(PY) bench/http.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
