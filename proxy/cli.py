@@ -15,6 +15,13 @@ import sys
 COMMANDS = [
     "serve",
     "validate",
+    "push",
+    "diff",
+    "export",
+    "history",
+    "rollback",
+    "envs",
+    "keys",
 ]
 
 

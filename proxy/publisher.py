@@ -1,0 +1,308 @@
+"""The write side used by the CLI: read, validate, diff, atomic push, history, rollback,
+export and environment deletion, on the Redis layout of DESIGN §3.
+
+Every write to an environment is one Lua script on that environment's slot (hash changes,
+version bump, XADD of the change with before/after). Registering the environment in
+``flagedge:envs`` and announcing it on ``flagedge:events`` is a second step, because those
+keys live in other slots of a Cluster.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from proxy.changeset import Document, Plan, canonical, make_plan
+from proxy.keys import ensure_secret
+from proxy.model import InvalidDocument, Problem
+from proxy.sources import layout
+
+SCHEMA_URL = "https://flagd.dev/schema/v0/flags.json"
+
+
+class ConflictError(Exception):
+    """``--expect-version`` did not match: someone else wrote first."""
+
+    def __init__(self, env: str, expected: int, actual: int):
+        self.env, self.expected, self.actual = env, expected, actual
+        super().__init__(f"version conflict on environment {env}: expected version "
+                         f"{expected}, Redis has {actual} (someone else pushed; re-run diff)")
+
+
+class HistoryTooShort(LookupError):
+    """The change log (capped) no longer reaches the requested version."""
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteState:
+    """One environment as stored, read atomically with the change stream's last id."""
+
+    env: str
+    raw_flags: dict[str, bytes]
+    meta: dict[str, str]
+    last_id: str
+
+    @property
+    def version(self) -> int:
+        return int(self.meta.get("version", 0))
+
+    @property
+    def epoch(self) -> str:
+        return self.meta.get("epoch", "")
+
+    @property
+    def exists(self) -> bool:
+        return "version" in self.meta
+
+    def document(self) -> Document:
+        """The stored state as a Document; raises InvalidDocument naming every flag whose
+        stored JSON does not parse (written by another tool)."""
+        flags: dict[str, Any] = {}
+        problems: list[Problem] = []
+        for key, raw in self.raw_flags.items():
+            try:
+                flags[key] = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                problems.append(Problem(f"flags.{key}", f"stored JSON is invalid: {exc}"))
+        extra = {}
+        for name in ("evaluators", "metadata"):
+            try:
+                extra[name] = orjson.loads(self.meta.get(name) or "{}")
+            except orjson.JSONDecodeError as exc:
+                problems.append(Problem(name, f"stored JSON is invalid: {exc}"))
+        if problems:
+            raise InvalidDocument(problems)
+        return Document(flags, extra["evaluators"], extra["metadata"])
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    status: str  # ok | noop
+    env: str
+    version: int
+    epoch: str
+    plan: Plan
+    stream_id: str | None = None
+
+
+def read_state(client: Any, env: str) -> RemoteState:
+    layout.check_env(env)
+    flags, meta, last = client.eval(layout.SNAPSHOT_LUA, 3, *layout.env_keys(env))
+    raw_flags = {_s(flags[i]): flags[i + 1] for i in range(0, len(flags), 2)}
+    meta_map = {_s(meta[i]): _s(meta[i + 1]) for i in range(0, len(meta), 2)}
+    return RemoteState(env, raw_flags, meta_map, _s(last))
+
+
+def parse_file(path: Path | str) -> Document:
+    """Read, parse and validate a flag document; raises InvalidDocument with every problem
+    (paths prefixed by the file name) or OSError."""
+    from proxy.evaluation.compiler import compile_document, load_document, validate_document
+
+    data = Path(path).read_bytes()
+    return parse_document(data, source=str(path), compile_document=compile_document,
+                          load_document=load_document, validate_document=validate_document)
+
+
+def parse_document(data: bytes, *, source: str, compile_document: Any = None,
+                   load_document: Any = None, validate_document: Any = None) -> Document:
+    if compile_document is None:
+        from proxy.evaluation.compiler import compile_document, load_document, validate_document
+    try:
+        doc = load_document(data)
+    except InvalidDocument as exc:
+        raise InvalidDocument([_prefixed(source, p) for p in exc.problems]) from None
+    problems = validate_document(doc)
+    if not problems:
+        try:
+            compile_document(doc)
+        except InvalidDocument as exc:
+            problems = exc.problems
+    if problems:
+        raise InvalidDocument([_prefixed(source, p) for p in problems])
+    return Document.from_json(doc)
+
+
+def _prefixed(source: str, p: Problem) -> Problem:
+    return Problem(f"{source}: {p.path}" if p.path else source, p.message)
+
+
+def diff(client: Any, env: str, new: Document) -> tuple[RemoteState, Plan]:
+    state = read_state(client, env)
+    return state, make_plan(state.document(), new)
+
+
+def write(client: Any, env: str, plan: Plan, *, expect_version: int | None = None,
+          author: str = "", message: str = "", op: str = "",
+          maxlen: int = layout.DEFAULT_MAXLEN) -> PushResult:
+    """Apply a plan in one Lua script. Only the plan's changes are sent; the script skips
+    any that already hold, so a stale plan never reverts someone else's other flags."""
+    layout.check_env(env)
+    upserts = plan.upserts()
+    args: list[Any] = [
+        "" if expect_version is None else str(expect_version),
+        secrets.token_hex(8), author, message, str(maxlen), op,
+        canonical(plan.evaluators[1]) if plan.evaluators else "",
+        canonical(plan.metadata[1]) if plan.metadata else "",
+        str(len(upserts)),
+    ]
+    for key, value in sorted(upserts.items()):
+        args += [key, value]
+    args += sorted(plan.removed)
+    reply = client.eval(layout.WRITE_LUA, 3, *layout.env_keys(env), *args)
+    status, version, epoch = _s(reply[0]), int(reply[1]), _s(reply[2])
+    if status == "conflict":
+        raise ConflictError(env, expect_version or 0, version)
+    if status == "ok":
+        register_env(client, env)
+        return PushResult("ok", env, version, epoch, plan, _s(reply[3]))
+    return PushResult("noop", env, version, epoch, plan)
+
+
+def push(client: Any, env: str, new: Document, *, expect_version: int | None = None,
+         author: str = "", message: str = "") -> PushResult:
+    state, plan = diff(client, env, new)
+    if expect_version is not None and state.version != expect_version:
+        raise ConflictError(env, expect_version, state.version)
+    return write(client, env, plan, expect_version=expect_version, author=author,
+                 message=message)
+
+
+def register_env(client: Any, env: str) -> None:
+    ensure_secret(client)
+    if client.sadd(layout.ENVS, env):
+        client.xadd(layout.EVENTS, {"type": "env", "op": "created", "env": env},
+                    maxlen=layout.EVENTS_MAXLEN, approximate=True)
+
+
+def list_envs(client: Any) -> list[dict[str, Any]]:
+    out = []
+    for env in sorted(_s(e) for e in client.smembers(layout.ENVS)):
+        meta = client.hgetall(layout.meta_key(env))
+        meta = {_s(k): _s(v) for k, v in meta.items()}
+        out.append({
+            "env": env, "version": int(meta.get("version", 0)), "epoch": meta.get("epoch", ""),
+            "flags": client.hlen(layout.flags_key(env)),
+            "updated_at": float(meta["updated_at"]) if "updated_at" in meta else None,
+            "updated_by": meta.get("updated_by", ""),
+        })
+    return out
+
+
+def delete_env(client: Any, env: str) -> int:
+    """Delete an environment's data, unregister and announce it. Returns its last version."""
+    layout.check_env(env)
+    version = int(client.eval(layout.DELETE_LUA, 3, *layout.env_keys(env)))
+    client.srem(layout.ENVS, env)
+    client.xadd(layout.EVENTS, {"type": "env", "op": "deleted", "env": env},
+                maxlen=layout.EVENTS_MAXLEN, approximate=True)
+    return version
+
+
+def export(client: Any, env: str) -> bytes:
+    """The flagd document for ``env``: sorted keys, 2-space indent, trailing newline, so the
+    same state always exports to the same bytes."""
+    state = read_state(client, env)
+    if not state.exists:
+        raise LookupError(f"environment {env} does not exist in Redis")
+    doc = {"$schema": SCHEMA_URL, **state.document().to_json()}
+    return orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    id: str
+    version: int
+    epoch: str
+    op: str
+    at: float
+    author: str
+    message: str
+    before: dict[str, Any]
+    after: dict[str, Any]
+
+    @property
+    def flags(self) -> list[str]:
+        return sorted(self.after.get("flags", {}))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version, "at": self.at, "author": self.author,
+            "message": self.message, "op": self.op, "flags": self.flags,
+            "evaluators_changed": "$evaluators" in self.after,
+            "metadata_changed": "metadata" in self.after, "id": self.id,
+        }
+
+
+def parse_entry(entry_id: Any, fields: dict[Any, Any]) -> HistoryEntry:
+    f = {_s(k): v for k, v in fields.items()}
+    return HistoryEntry(
+        id=_s(entry_id), version=int(f.get("version", 0)), epoch=_s(f.get("epoch", b"")),
+        op=_s(f.get("op", b"")), at=float(f.get("at", 0) or 0), author=_s(f.get("author", b"")),
+        message=_s(f.get("message", b"")), before=orjson.loads(f.get("before") or b"{}"),
+        after=orjson.loads(f.get("after") or b"{}"),
+    )
+
+
+def history(client: Any, env: str, limit: int | None = None) -> list[HistoryEntry]:
+    """Newest first."""
+    layout.check_env(env)
+    rows = client.xrevrange(layout.changes_key(env), "+", "-", count=limit)
+    return [parse_entry(i, f) for i, f in rows]
+
+
+def state_at(client: Any, env: str, version: int) -> tuple[RemoteState, Document]:
+    """The environment's document as it was at ``version``: start from the current state
+    and undo each change newer than it, newest first, using each entry's ``before``."""
+    state = read_state(client, env)
+    if not state.exists:
+        raise LookupError(f"environment {env} does not exist in Redis")
+    if version < 0 or version > state.version:
+        raise LookupError(f"environment {env} has versions 0..{state.version}; "
+                          f"cannot roll back to {version}")
+    doc = state.document()
+    flags, evaluators, metadata = dict(doc.flags), dict(doc.evaluators), dict(doc.metadata)
+    expected = state.version
+    oldest = None
+    if expected > version:
+        for entry_id, fields in client.xrevrange(layout.changes_key(env), state.last_id, "-"):
+            entry = parse_entry(entry_id, fields)
+            if entry.version > expected:  # written after our snapshot: not ours to undo
+                continue
+            if entry.version != expected or entry.epoch not in ("", state.epoch):
+                break
+            oldest = entry.version
+            for key, before in entry.before.get("flags", {}).items():
+                if before is None:
+                    flags.pop(key, None)
+                else:
+                    flags[key] = before
+            if "$evaluators" in entry.before:
+                evaluators = entry.before["$evaluators"]
+            if "metadata" in entry.before:
+                metadata = entry.before["metadata"]
+            expected -= 1
+            if expected == version:
+                break
+    if expected != version:
+        reach = f"back to version {oldest - 1}" if oldest else "no older versions"
+        raise HistoryTooShort(
+            f"cannot roll back environment {env} to version {version}: the change log "
+            f"(capped, and reset when Redis loses data) only reaches {reach}")
+    return state, Document(flags, evaluators, metadata)
+
+
+def rollback(client: Any, env: str, version: int, *, author: str = "",
+             message: str = "") -> PushResult:
+    """A new version whose state equals ``version``'s; fails on a concurrent write."""
+    state, target = state_at(client, env, version)
+    plan = make_plan(state.document(), target)
+    return write(client, env, plan, expect_version=state.version, author=author,
+                 message=message or f"rollback to version {version}", op="replace")

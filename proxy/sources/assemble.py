@@ -1,0 +1,194 @@
+"""Build flag-set snapshots from stored JSON, one flag at a time.
+
+Sources receive raw JSON that another tool may have written: a flag that does not parse or
+compile is rejected alone (its last good version stays, the problem is logged with
+env/flag/path and counted), so one bad write never takes a whole environment down.
+Unchanged flags keep their compiled objects, so a resync recompiles nothing it need not.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from proxy.changeset import canonical
+from proxy.model import Flag, FlagSet, InvalidDocument, Problem
+from proxy.store import Change
+
+log = logging.getLogger("flagedge.sources")
+
+
+@dataclass(slots=True)
+class Rejections:
+    """Problems found while building one snapshot (each is logged once, by ``report``)."""
+
+    env: str
+    problems: list[tuple[str, Problem]] = field(default_factory=list)  # (flag or "", problem)
+
+    def add(self, flag: str, problems: list[Problem]) -> None:
+        self.problems.extend((flag, p) for p in problems)
+
+    @property
+    def count(self) -> int:
+        return len({flag for flag, _ in self.problems})
+
+    def report(self, version: int) -> None:
+        for flag, p in self.problems:
+            log.error("rejected env=%s version=%d flag=%s path=%s problem=%s",
+                      self.env, version, flag or "-", p.path or "-", p.message)
+
+
+def _parse(raw: Any, path: str) -> tuple[Any, list[Problem]]:
+    if raw is None:
+        return None, []
+    if not isinstance(raw, bytes | str):
+        return raw, []
+    try:
+        return orjson.loads(raw), []
+    except orjson.JSONDecodeError as exc:
+        return None, [Problem(path, f"invalid JSON: {exc}")]
+
+
+def _evaluators(raw: Any, previous: Mapping[str, Any], rej: Rejections) -> Mapping[str, Any]:
+    from proxy.evaluation.compiler import validate_evaluators
+
+    value, problems = _parse(raw, "$evaluators")
+    if value is None and not problems:
+        return {}
+    if not problems and not isinstance(value, dict):
+        problems = [Problem("$evaluators", "must be an object")]
+    if not problems:
+        problems = validate_evaluators(value)
+    if problems:
+        rej.add("", problems)
+        return previous
+    return value
+
+
+def _metadata(raw: Any, previous: Mapping[str, Any], rej: Rejections) -> Mapping[str, Any]:
+    value, problems = _parse(raw, "metadata")
+    if value is None and not problems:
+        return {}
+    if not problems and (not isinstance(value, dict) or not all(
+            isinstance(v, str | int | float | bool) for v in value.values())):
+        problems = [Problem("metadata", "must be an object of string, number or bool values")]
+    if problems:
+        rej.add("", problems)
+        return previous
+    return value
+
+
+def _compile(key: str, raw: Any, evaluators: Mapping[str, Any], metadata: Mapping[str, Any],
+             fallback: Flag | None, rej: Rejections) -> Flag | None:
+    from proxy.evaluation.compiler import compile_flag
+
+    value, problems = _parse(raw, f"flags.{key}")
+    if not problems:
+        try:
+            return compile_flag(key, value, evaluators, metadata)
+        except InvalidDocument as exc:
+            problems = exc.problems
+        except Exception as exc:  # a compiler bug must not stop the source
+            problems = [Problem(f"flags.{key}", f"cannot compile: {exc!r}")]
+    rej.add(key, problems)
+    return fallback
+
+
+def _flag_set(flags: dict[str, Flag], evaluators: Mapping[str, Any],
+              metadata: Mapping[str, Any], version: int, epoch: str,
+              updated_at: float) -> FlagSet:
+    return FlagSet(flags=flags, evaluators=evaluators, metadata=metadata, version=version,
+                   epoch=epoch, updated_at=updated_at,
+                   uses_timestamp=any(f.uses_timestamp for f in flags.values()))
+
+
+def build_full(env: str, raw_flags: Mapping[str, Any], meta: Mapping[str, str],
+               previous: FlagSet | None) -> tuple[FlagSet, Change, Rejections]:
+    """A complete snapshot from stored state (HGETALL flags + meta). Flags equal to the
+    previous snapshot's (same JSON, same evaluators and metadata) are reused as they are."""
+    rej = Rejections(env)
+    prev_flags: Mapping[str, Flag] = previous.flags if previous else {}
+    evaluators = _evaluators(meta.get("evaluators"), previous.evaluators if previous else {},
+                             rej)
+    metadata = _metadata(meta.get("metadata"), previous.metadata if previous else {}, rej)
+    same_context = previous is not None and canonical(dict(previous.evaluators)) == canonical(
+        dict(evaluators)) and canonical(dict(previous.metadata)) == canonical(dict(metadata))
+    flags: dict[str, Flag] = {}
+    upserted: set[str] = set()
+    for key, raw in raw_flags.items():
+        old = prev_flags.get(key)
+        if same_context and old is not None and _same_raw(old, raw):
+            flags[key] = old
+            continue
+        flag = _compile(key, raw, evaluators, metadata, old, rej)
+        if flag is not None:
+            flags[key] = flag
+            if flag is not old:
+                upserted.add(key)
+    version = int(meta.get("version", 0))
+    fs = _flag_set(flags, evaluators, metadata, version, meta.get("epoch", ""),
+                   float(meta.get("updated_at", 0) or 0))
+    change = Change(
+        env=env, version=version, upserted=frozenset(upserted),
+        deleted=frozenset(k for k in prev_flags if k not in flags),
+        evaluators_changed=previous is None or canonical(dict(previous.evaluators))
+        != canonical(dict(evaluators)),
+        metadata_changed=previous is None or canonical(dict(previous.metadata))
+        != canonical(dict(metadata)),
+        reset=True, written_at=fs.updated_at or None,
+    )
+    return fs, change, rej
+
+
+def _same_raw(flag: Flag, raw: Any) -> bool:
+    try:
+        value = orjson.loads(raw) if isinstance(raw, bytes | str) else raw
+    except orjson.JSONDecodeError:
+        return False
+    return canonical(dict(flag.raw)) == canonical(value)
+
+
+def apply_change(current: FlagSet, env: str, version: int, after: Mapping[str, Any],
+                 written_at: float | None) -> tuple[FlagSet, Change, Rejections]:
+    """Apply one change entry's ``after`` ({"flags": {key: flag | null}, "$evaluators"?,
+    "metadata"?}) to the current snapshot."""
+    rej = Rejections(env)
+    evaluators, metadata = current.evaluators, current.metadata
+    changed_evaluators: set[str] = set()
+    if "$evaluators" in after:
+        evaluators = _evaluators(after["$evaluators"], current.evaluators, rej)
+        changed_evaluators = {
+            k for k in {*current.evaluators, *evaluators}
+            if canonical(current.evaluators.get(k)) != canonical(evaluators.get(k))}
+    metadata_changed = False
+    if "metadata" in after:
+        metadata = _metadata(after["metadata"], current.metadata, rej)
+        metadata_changed = canonical(dict(metadata)) != canonical(dict(current.metadata))
+    flags = dict(current.flags)
+    touched = dict(after.get("flags") or {})
+    deleted = {k for k, v in touched.items() if v is None and k in flags}
+    for key in deleted:
+        del flags[key]
+    # Flags the change did not name still need recompiling when what they depend on moved.
+    for key, flag in current.flags.items():
+        if key not in touched and (metadata_changed or flag.refs & changed_evaluators):
+            touched[key] = dict(flag.raw)
+    upserted: set[str] = set()
+    for key, raw in touched.items():
+        if raw is None:
+            continue
+        old = current.flags.get(key)
+        flag = _compile(key, raw, evaluators, metadata, old, rej)
+        if flag is not None and flag is not old:
+            flags[key] = flag
+            upserted.add(key)
+    fs = _flag_set(flags, evaluators, metadata, version, current.epoch,
+                   written_at or current.updated_at)
+    change = Change(env=env, version=version, upserted=frozenset(upserted),
+                    deleted=frozenset(deleted), evaluators_changed=bool(changed_evaluators),
+                    metadata_changed=metadata_changed, written_at=written_at)
+    return fs, change, rej

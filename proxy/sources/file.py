@@ -1,0 +1,126 @@
+"""File source: ``flagedge serve --flags FILE`` (offline, no Redis) and the ``--bootstrap``
+loader. The file is watched (watchfiles, on its directory so editors that save by rename are
+seen); an invalid edit keeps the last good rules and logs every problem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import secrets
+from pathlib import Path
+
+from proxy.model import FlagSet, InvalidDocument
+from proxy.store import Change, Store
+
+log = logging.getLogger("flagedge.sources.file")
+
+
+def load_flag_file(path: Path, env: str, store: Store, *, version: int,
+                   epoch: str) -> FlagSet | None:
+    """Parse, validate and compile a flag file. On any problem: log each one (file, path),
+    count a rejection and return None, so the caller keeps what it serves."""
+    from proxy.evaluation.compiler import compile_document, load_document
+
+    try:
+        data = path.read_bytes()
+        updated_at = path.stat().st_mtime
+    except OSError as exc:
+        log.error("rejected env=%s file=%s: cannot read: %s", env, path, exc)
+        store.rejected_total += 1
+        return None
+    try:
+        return compile_document(load_document(data), version=version, epoch=epoch,
+                                updated_at=updated_at)
+    except InvalidDocument as exc:
+        for p in exc.problems:
+            log.error("rejected env=%s file=%s path=%s problem=%s", env, path, p.path or "-",
+                      p.message)
+        store.rejected_total += 1
+        return None
+
+
+class FileSource:
+    def __init__(self, path: Path, store: Store, env: str = "default", *,
+                 debounce_ms: int = 50) -> None:
+        self.path, self.store, self.env = Path(path), store, env
+        self.debounce_ms = debounce_ms
+        self.ready = False
+        # Stream tokens need a secret; offline there is no Redis to share one, so replicas
+        # (or uvicorn workers) agree only when FLAGEDGE_SECRET is set.
+        env_secret = os.environ.get("FLAGEDGE_SECRET")
+        self.secret: bytes | None = env_secret.encode() if env_secret else secrets.token_bytes(32)
+        self._digest: str | None = None
+        self._version = 0
+        self._epoch = "file:" + hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:16]
+
+    def reload(self) -> bool:
+        """Load the file if its content changed. Returns True when new rules were published."""
+        try:
+            digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
+        except OSError as exc:
+            self._degrade(f"cannot read {self.path}: {exc}")
+            return False
+        if digest == self._digest:
+            return False
+        fs = load_flag_file(self.path, self.env, self.store, version=self._version + 1,
+                            epoch=self._epoch)
+        if fs is None:
+            self._digest = digest  # same bad bytes again: nothing new to say
+            self._degrade(f"invalid edit of {self.path}; serving version {self._version}")
+            return False
+        previous = self.store.get(self.env)
+        self._digest, self._version = digest, fs.version
+        self.store.publish(self.env, fs, _change(self.env, previous, fs))
+        self.store.set_status(self.env, connected=True)
+        self.ready = True
+        log.info("reload env=%s file=%s version=%d flags=%d", self.env, self.path, fs.version,
+                 len(fs.flags))
+        return True
+
+    def _degrade(self, reason: str) -> None:
+        log.warning("file source env=%s: %s", self.env, reason)
+        self.store.set_status(self.env, connected=self.ready,
+                              degraded_reason=reason if self.ready else None, error=reason)
+
+    async def run(self) -> None:
+        from watchfiles import awatch
+
+        self.reload()
+        name = self.path.name
+        while True:
+            try:
+                async for _changes in awatch(
+                    self.path.parent, debounce=self.debounce_ms, step=10,
+                    watch_filter=lambda _change, p: Path(p).name == name,
+                ):
+                    self.reload()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # directory vanished, inotify limits...: retry
+                log.warning("file watch failed for %s: %s; retrying", self.path, exc)
+                await asyncio.sleep(1.0)
+                with contextlib.suppress(Exception):
+                    self.reload()
+
+    async def resync(self) -> None:
+        self._digest = None
+        self.reload()
+
+    async def close(self) -> None:
+        return None
+
+
+def _change(env: str, previous: FlagSet | None, fs: FlagSet) -> Change:
+    old = previous.flags if previous else {}
+    upserted = frozenset(k for k, f in fs.flags.items() if k not in old or old[k].raw != f.raw)
+    return Change(
+        env=env, version=fs.version, upserted=upserted,
+        deleted=frozenset(k for k in old if k not in fs.flags),
+        evaluators_changed=previous is None or previous.evaluators != fs.evaluators,
+        metadata_changed=previous is None or previous.metadata != fs.metadata,
+        reset=True, written_at=fs.updated_at or None,
+    )

@@ -1,0 +1,154 @@
+"""Redis key names and the Lua scripts that read and write them (DESIGN §3).
+
+Every key of one environment carries the hash tag ``{ENV}`` so the environment lives in one
+Redis Cluster slot and a single Lua script can read or write it atomically. The global keys
+(``flagedge:envs``, ``flagedge:keys``, ``flagedge:events``, ``flagedge:secret``) live
+elsewhere and are written in a second step.
+"""
+
+from __future__ import annotations
+
+import re
+
+PREFIX = "flagedge"
+ENVS = f"{PREFIX}:envs"  # SET of environment names
+KEYS = f"{PREFIX}:keys"  # HASH sha256(api key) -> JSON record
+EVENTS = f"{PREFIX}:events"  # STREAM: env created/deleted, key put/revoked
+SECRET = f"{PREFIX}:secret"  # signs stream tokens; SET NX once
+DEFAULT_MAXLEN = 10_000  # change stream cap (XADD MAXLEN ~)
+EVENTS_MAXLEN = 10_000
+
+# Environment names become part of a hash tag and of URLs: keep them boring.
+ENV_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_env(env: str) -> str:
+    if not ENV_NAME.match(env):
+        raise ValueError(
+            f"invalid environment name {env!r}: use 1-64 letters, digits, '.', '_' or '-'"
+        )
+    return env
+
+
+def flags_key(env: str) -> str:
+    return f"{PREFIX}:{{{env}}}:flags"
+
+
+def meta_key(env: str) -> str:
+    return f"{PREFIX}:{{{env}}}:meta"
+
+
+def changes_key(env: str) -> str:
+    return f"{PREFIX}:{{{env}}}:changes"
+
+
+def env_keys(env: str) -> list[str]:
+    return [flags_key(env), meta_key(env), changes_key(env)]
+
+
+def env_of_changes_key(key: str) -> str:
+    """``flagedge:{prod}:changes`` -> ``prod``."""
+    return key[len(PREFIX) + 2 : -len("}:changes")]
+
+
+# KEYS: flags, meta, changes. Returns {flags HGETALL, meta HGETALL, last stream id}: one
+# consistent view, so following the stream from that id misses and repeats nothing.
+SNAPSHOT_LUA = """
+local flags = redis.call('HGETALL', KEYS[1])
+local meta = redis.call('HGETALL', KEYS[2])
+local last = '0-0'
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  local info = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
+  if #info > 0 then last = info[1][1] end
+end
+return {flags, meta, last}
+"""
+
+# KEYS: flags, meta, changes.
+# ARGV: expect_version ('' = any), new_epoch, author, message, maxlen, op ('' = derive),
+#       evaluators ('' = unchanged), metadata ('' = unchanged), n_upserts,
+#       then n_upserts pairs (key, json), then keys to delete.
+# Writes only what differs from the stored state, builds `before`/`after` from the stored
+# raw JSON by concatenation (cjson would reorder keys and turn [] into {}), bumps the
+# version and appends the change entry: all or nothing, one slot.
+# Returns {'ok', version, epoch, stream_id} | {'noop', version, epoch} |
+#         {'conflict', version, epoch}.
+WRITE_LUA = """
+local current = tonumber(redis.call('HGET', KEYS[2], 'version') or '0')
+local epoch = redis.call('HGET', KEYS[2], 'epoch')
+if ARGV[1] ~= '' and tonumber(ARGV[1]) ~= current then
+  return {'conflict', current, epoch or ''}
+end
+local n_up = tonumber(ARGV[9])
+local before, after = {}, {}
+local up_keys, up_vals, del_keys = {}, {}, {}
+local i = 10
+for _ = 1, n_up do
+  local k, v = ARGV[i], ARGV[i + 1]
+  i = i + 2
+  local old = redis.call('HGET', KEYS[1], k)
+  if old ~= v then
+    table.insert(before, cjson.encode(k) .. ':' .. (old or 'null'))
+    table.insert(after, cjson.encode(k) .. ':' .. v)
+    table.insert(up_keys, k)
+    table.insert(up_vals, v)
+  end
+end
+while i <= #ARGV do
+  local k = ARGV[i]
+  i = i + 1
+  local old = redis.call('HGET', KEYS[1], k)
+  if old then
+    table.insert(before, cjson.encode(k) .. ':' .. old)
+    table.insert(after, cjson.encode(k) .. ':null')
+    table.insert(del_keys, k)
+  end
+end
+local b_parts = {'"flags":{' .. table.concat(before, ',') .. '}'}
+local a_parts = {'"flags":{' .. table.concat(after, ',') .. '}'}
+local touched = #up_keys + #del_keys
+for _, field in ipairs({{'evaluators', '$evaluators', 7}, {'metadata', 'metadata', 8}}) do
+  local new = ARGV[field[3]]
+  if new ~= '' then
+    local old = redis.call('HGET', KEYS[2], field[1]) or '{}'
+    if old ~= new then
+      table.insert(b_parts, '"' .. field[2] .. '":' .. old)
+      table.insert(a_parts, '"' .. field[2] .. '":' .. new)
+      redis.call('HSET', KEYS[2], field[1], new)
+      touched = touched + 1
+    end
+  end
+end
+if touched == 0 then
+  return {'noop', current, epoch or ''}
+end
+local op = ARGV[6]
+if op == '' then
+  if #del_keys == 0 and touched == #up_keys then op = 'upsert'
+  elseif #up_keys == 0 and touched == #del_keys then op = 'delete'
+  else op = 'replace' end
+end
+if not epoch then
+  epoch = ARGV[2]
+  redis.call('HSET', KEYS[2], 'epoch', epoch)
+end
+for j = 1, #up_keys do redis.call('HSET', KEYS[1], up_keys[j], up_vals[j]) end
+if #del_keys > 0 then redis.call('HDEL', KEYS[1], unpack(del_keys)) end
+local version = redis.call('HINCRBY', KEYS[2], 'version', 1)
+local t = redis.call('TIME')
+local at = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+redis.call('HSET', KEYS[2], 'updated_at', at, 'updated_by', ARGV[3])
+local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*',
+  'version', version, 'epoch', epoch, 'op', op,
+  'before', '{' .. table.concat(b_parts, ',') .. '}',
+  'after', '{' .. table.concat(a_parts, ',') .. '}',
+  'author', ARGV[3], 'message', ARGV[4], 'at', at)
+return {'ok', version, epoch, id}
+"""
+
+# KEYS: flags, meta, changes. Deletes the environment's data (one slot).
+DELETE_LUA = """
+local version = tonumber(redis.call('HGET', KEYS[2], 'version') or '0')
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+return version
+"""

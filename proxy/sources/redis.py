@@ -1,0 +1,370 @@
+"""Redis source: atomic full load per environment, then push-based change following.
+
+One connection blocks in ``XREAD`` over every environment's change stream plus
+``flagedge:events`` (in Cluster mode, one blocking reader per stream: a multi-key XREAD
+across slots is refused). Each entry is applied when its version is local+1; anything else
+(gap, trimmed stream, restart, new epoch) triggers a full reload of that environment. A
+Redis that comes back empty or older never wipes served rules (DESIGN §3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from proxy import redisurl
+from proxy.keys import KeyRecord, KeyRing, records_from_redis
+from proxy.sources import layout
+from proxy.sources.assemble import apply_change, build_full
+from proxy.sources.base import Backoff
+from proxy.store import Change, Store
+
+log = logging.getLogger("flagedge.sources.redis")
+BOOTSTRAP_EPOCH = "bootstrap:"
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisSource:
+    def __init__(self, url: str, store: Store, keyring: KeyRing, *,
+                 bootstrap: Path | None = None, env: str = "default", cluster: bool = False,
+                 block_ms: int = 5000, backoff_cap: float = 5.0,
+                 connect_timeout: float = 2.0) -> None:
+        self.url, self.store, self.keyring = url, store, keyring
+        self.bootstrap, self.env, self.cluster = bootstrap, env, cluster
+        self.block_ms, self.backoff_cap, self.connect_timeout = block_ms, backoff_cap, connect_timeout
+        self.ready = False
+        self.connected = False
+        self.secret: bytes | None = None
+        self._last: dict[str, str] = {}  # env -> last change-stream id seen
+        self._stale: dict[str, str] = {}  # env -> why Redis is not adopted (reload on any entry)
+        self._events_id: str | None = None
+        self._resync = asyncio.Event()
+        self._client: Any = None
+        self._failures = 0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def _make_client(self) -> Any:
+        # socket_timeout bounds a silent network partition: XREAD answers within block_ms.
+        return redisurl.async_client(
+            self.url, cluster=self.cluster, socket_connect_timeout=self.connect_timeout,
+            socket_timeout=self.block_ms / 1000 + 5, health_check_interval=30,
+        )
+
+    async def run(self) -> None:
+        backoff = Backoff(cap=self.backoff_cap)
+        while True:
+            client = self._client = self._make_client()
+            try:
+                await self._session(client, backoff)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # never raise for Redis faults: serve last good, retry
+                self._on_down(exc)
+                if not self.ready and self.bootstrap is not None:
+                    self._load_bootstrap()
+                await asyncio.sleep(backoff.next())
+            finally:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+
+    async def resync(self) -> None:
+        self._resync.set()
+
+    async def close(self) -> None:
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                await self._client.aclose()
+
+    async def _session(self, client: Any, backoff: Backoff) -> None:
+        await client.ping()
+        await self._load_everything(client)
+        if not self.connected:
+            log.info("redis connected url=%s envs=%d keys=%d", redisurl.redact(self.url),
+                     len(self._last), len(self.keyring))
+        self.connected, self._failures = True, 0
+        self.store.set_status("*", connected=True)
+        backoff.reset()
+        if self.cluster:
+            await self._follow_cluster(client)
+        else:
+            await self._follow(client)
+
+    def _on_down(self, exc: BaseException) -> None:
+        self._failures += 1
+        reason = f"redis unreachable: {type(exc).__name__}: {exc}"
+        if self.connected or self._failures == 1:
+            log.warning("redis down: %s; serving last good rules, reconnecting", reason,
+                        exc_info=not _is_redis_fault(exc))
+        else:
+            log.debug("redis still down: %s", reason)
+        self.connected = False
+        self.store.set_status("*", connected=False, degraded_reason=reason, error=str(exc))
+        for env in self.store.envs():
+            fs = self.store.get(env)
+            self.store.set_status(env, connected=False, error=str(exc), degraded_reason=(
+                f"redis unreachable; serving version {fs.version if fs else '?'}"))
+
+    def _load_bootstrap(self) -> None:
+        from proxy.sources.file import load_flag_file
+
+        assert self.bootstrap is not None
+        fs = load_flag_file(self.bootstrap, self.env, self.store, version=0,
+                            epoch=BOOTSTRAP_EPOCH + str(self.bootstrap))
+        if fs is None:
+            return
+        self.store.publish(self.env, fs, Change(env=self.env, version=0, reset=True,
+                                                upserted=frozenset(fs.flags)))
+        self.store.set_status(self.env, connected=False, degraded_reason=(
+            f"redis unreachable at start; serving bootstrap file {self.bootstrap}"))
+        self.ready = True
+        log.warning("bootstrap env=%s file=%s flags=%d (redis unreachable)", self.env,
+                    self.bootstrap, len(fs.flags))
+
+    # -- full loads ------------------------------------------------------------------------------
+    async def _last_id(self, client: Any, key: str) -> str:
+        rows = await client.xrevrange(key, "+", "-", count=1)
+        return _s(rows[0][0]) if rows else "0-0"
+
+    async def _load_everything(self, client: Any) -> None:
+        started = time.perf_counter()
+        existed = await client.exists(layout.SECRET)
+        if not existed:
+            await client.set(layout.SECRET, secrets.token_hex(32), nx=True)
+        self.secret = await client.get(layout.SECRET)
+        # The secret is created once and never deleted: its absence after we knew Redis means
+        # Redis lost its data, and an empty key hash then is a loss, not a mass revocation.
+        data_lost = not existed and self._events_id is not None
+        # Read the events position before the state it announces: later announcements are
+        # then replayed by XREAD (applying them twice is harmless).
+        events_last = await self._last_id(client, layout.EVENTS)
+        if self._events_id is not None and not data_lost:
+            for _id, fields in await client.xrange(layout.EVENTS, f"({self._events_id}",
+                                                   events_last):
+                f = {_s(k): _s(v) for k, v in fields.items()}
+                if f.get("type") == "env" and f.get("op") == "deleted":
+                    self._forget_env(f.get("env", ""))
+        self._events_id = events_last
+        records = records_from_redis((await client.hgetall(layout.KEYS)).items())
+        if records or not (data_lost and len(self.keyring)):
+            self.keyring.replace_all(records)
+        else:
+            log.warning("redis lost its data (no flagedge:secret, no keys); keeping %d known "
+                        "keys until keys are written again", len(self.keyring))
+        listed = {_s(e) for e in await client.smembers(layout.ENVS)}
+        for env in sorted(listed | set(self.store.envs())):
+            await self._load_env(client, env, listed=env in listed)
+        self.ready = True
+        log.info("resync envs=%d keys=%d stale=%d took_ms=%.1f", len(self._last),
+                 len(self.keyring), len(self._stale), (time.perf_counter() - started) * 1000)
+
+    async def _load_env(self, client: Any, env: str, listed: bool = True) -> None:
+        flags, meta, last = await client.eval(layout.SNAPSHOT_LUA, 3, *layout.env_keys(env))
+        raw_flags = {_s(flags[i]): flags[i + 1] for i in range(0, len(flags), 2)}
+        meta_map = {_s(meta[i]): _s(meta[i + 1]) for i in range(0, len(meta), 2)}
+        self._last[env] = _s(last)
+        current = self.store.get(env)
+        if "version" not in meta_map:
+            if current is not None:
+                what = ("serving bootstrap file" if current.epoch.startswith(BOOTSTRAP_EPOCH)
+                        else f"serving last good version {current.version}")
+                self._mark_stale(env, f"redis has no data for environment {env}; {what}")
+            return
+        version, epoch = int(meta_map["version"]), meta_map.get("epoch", "")
+        if (current is not None and epoch == current.epoch and version < current.version):
+            self._mark_stale(env, f"redis has version {version} of {env}, older than the "
+                                  f"served {current.version}; keeping last good rules")
+            return
+        fs, change, rej = build_full(env, raw_flags, meta_map, current)
+        was_stale = self._stale.pop(env, None)
+        self.store.set_status(env, connected=True)
+        if rej.problems:
+            self.store.rejected_total += rej.count
+            rej.report(version)
+        if (current is not None and fs.version == current.version and fs.epoch == current.epoch
+                and not (change.upserted or change.deleted or change.evaluators_changed
+                         or change.metadata_changed)):
+            return  # nothing moved while we were away
+        self.store.publish(env, fs, change)
+        log.info("reload env=%s version=%d epoch=%s flags=%d upserted=%d deleted=%d "
+                 "rejected=%d%s%s", env, version, epoch, len(fs.flags), len(change.upserted),
+                 len(change.deleted), rej.count, " (was stale)" if was_stale else "",
+                 "" if listed else " (not in flagedge:envs)")
+
+    def _mark_stale(self, env: str, reason: str) -> None:
+        if self._stale.get(env) != reason:
+            log.warning("stale env=%s: %s", env, reason)
+        self._stale[env] = reason
+        self.store.set_status(env, connected=True, degraded_reason=reason)
+
+    def _forget_env(self, env: str) -> None:
+        self._last.pop(env, None)
+        self._stale.pop(env, None)
+        if self.store.get(env) is not None:
+            self.store.remove(env)
+            log.info("deleted env=%s (flagedge envs delete)", env)
+
+    # -- following -------------------------------------------------------------------------------
+    async def _follow(self, client: Any) -> None:
+        resync_wait: asyncio.Future[Any] | None = None
+        read: asyncio.Future[Any] | None = None
+        try:
+            while True:
+                if self._resync.is_set():
+                    self._resync.clear()
+                    log.info("resync requested")
+                    await self._load_everything(client)
+                streams: dict[str, str] = {layout.EVENTS: self._events_id or "0-0"}
+                streams.update({layout.changes_key(e): i for e, i in self._last.items()})
+                read = asyncio.ensure_future(
+                    client.xread(streams, block=self.block_ms, count=1000))
+                if resync_wait is None or resync_wait.done():
+                    resync_wait = asyncio.ensure_future(self._resync.wait())
+                done, _ = await asyncio.wait({read, resync_wait},
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if read not in done:  # resync asked: drop the blocking read
+                    read.cancel()
+                    await asyncio.gather(read, return_exceptions=True)
+                    continue
+                await self._handle(client, read.result() or [])
+        finally:
+            for fut in (read, resync_wait):
+                if fut is not None and not fut.done():
+                    fut.cancel()
+
+    async def _follow_cluster(self, client: Any) -> None:
+        """One blocking reader per stream (each its own slot), feeding one queue, so entries
+        are still applied by a single task."""
+        queue: asyncio.Queue[tuple[str, list[Any]]] = asyncio.Queue()
+        readers: dict[str, asyncio.Task[None]] = {}
+
+        async def reader(key: str) -> None:
+            while True:
+                env = layout.env_of_changes_key(key) if key != layout.EVENTS else None
+                start = self._events_id if env is None else self._last.get(env)
+                if start is None:
+                    return
+                reply = await client.xread({key: start}, block=self.block_ms, count=1000)
+                for k, entries in reply or []:
+                    await queue.put((_s(k), entries))
+                    last = _s(entries[-1][0])
+                    if env is None:
+                        self._events_id = last
+                    await queue.join()  # wait until applied before reading on
+
+        try:
+            while True:
+                if self._resync.is_set():
+                    self._resync.clear()
+                    await self._load_everything(client)
+                wanted = {layout.EVENTS, *(layout.changes_key(e) for e in self._last)}
+                for key in list(readers):
+                    if key not in wanted or readers[key].done():
+                        task = readers.pop(key)
+                        if task.done() and not task.cancelled() and task.exception():
+                            raise task.exception()  # type: ignore[misc]
+                        task.cancel()
+                for key in wanted - readers.keys():
+                    readers[key] = asyncio.create_task(reader(key))
+                try:
+                    key, entries = await asyncio.wait_for(queue.get(), timeout=0.5)
+                except TimeoutError:
+                    continue
+                try:
+                    await self._handle(client, [(key, entries)])
+                finally:
+                    queue.task_done()
+        finally:
+            for task in readers.values():
+                task.cancel()
+
+    async def _handle(self, client: Any, reply: list[Any]) -> None:
+        for key, entries in reply:
+            key = _s(key)
+            if key == layout.EVENTS:
+                for entry_id, fields in entries:
+                    self._events_id = _s(entry_id)
+                    await self._on_event(client, {_s(k): _s(v) for k, v in fields.items()})
+                continue
+            env = layout.env_of_changes_key(key)
+            for entry_id, fields in entries:
+                if env not in self._last:
+                    break  # deleted meanwhile
+                self._last[env] = _s(entry_id)
+                if not await self._on_entry(client, env, fields):
+                    break  # reloaded: the snapshot covers the rest of this batch
+
+    async def _on_entry(self, client: Any, env: str, fields: dict[Any, Any]) -> bool:
+        current = self.store.get(env)
+        try:
+            version = int(fields[b"version"])
+            epoch = _s(fields.get(b"epoch", b"")) or (current.epoch if current else "")
+        except (KeyError, ValueError):
+            version, epoch = -1, ""
+        if (current is None or env in self._stale or epoch != current.epoch
+                or version != current.version + 1):
+            if (current is not None and env not in self._stale and epoch == current.epoch
+                    and 0 < version <= current.version):
+                return True  # already in the snapshot we loaded
+            log.info("gap env=%s local=%s entry=%s epoch=%s: full reload", env,
+                     current.version if current else None, version, epoch)
+            await self._load_env(client, env)
+            return False
+        try:
+            after = orjson.loads(fields[b"after"])
+            written_at = float(fields.get(b"at", 0)) or None
+        except (KeyError, ValueError, orjson.JSONDecodeError) as exc:
+            log.error("bad change entry env=%s version=%d: %s; full reload", env, version, exc)
+            await self._load_env(client, env)
+            return False
+        fs, change, rej = apply_change(current, env, version, after, written_at)
+        if rej.problems:
+            self.store.rejected_total += rej.count
+            rej.report(version)
+        self.store.publish(env, fs, change)
+        lag = (change.applied_at - written_at) * 1000 if written_at else -1.0
+        log.info("applied env=%s version=%d upserted=%s deleted=%s rejected=%d lag_ms=%.1f",
+                 env, version, _names(change.upserted), _names(change.deleted), rej.count, lag)
+        return True
+
+    async def _on_event(self, client: Any, f: dict[str, str]) -> None:
+        kind, op = f.get("type"), f.get("op")
+        if kind == "env" and f.get("env"):
+            env = f["env"]
+            if op == "created":
+                await self._load_env(client, env)
+            elif op == "deleted":
+                self._forget_env(env)
+        elif kind == "key" and f.get("hash"):
+            key_hash = f["hash"]
+            raw = await client.hget(layout.KEYS, key_hash) if op == "put" else None
+            if raw is None:
+                if self.keyring.remove(key_hash) is not None:
+                    log.info("key revoked id=%s", key_hash[:12])
+                return
+            try:
+                self.keyring.put(key_hash, KeyRecord.from_json(key_hash, raw))
+                log.info("key updated id=%s", key_hash[:12])
+            except ValueError as exc:
+                log.error("bad key record id=%s: %s", key_hash[:12], exc)
+
+
+def _names(keys: frozenset[str], limit: int = 5) -> str:
+    items = sorted(keys)
+    text = ",".join(items[:limit])
+    return text + (f",+{len(items) - limit}" if len(items) > limit else "") if items else "-"
+
+
+def _is_redis_fault(exc: BaseException) -> bool:
+    from redis.exceptions import RedisError
+
+    return isinstance(exc, RedisError | OSError | TimeoutError)
