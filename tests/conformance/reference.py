@@ -1,0 +1,110 @@
+"""Run flagd's JS evaluator (``@openfeature/flagd-core`` 4.0.1) from Python.
+
+The pinned npm packages (``package.json`` + ``package-lock.json`` next to this file) are
+installed once with ``npm ci`` into a cache folder outside git, keyed by a hash of those two
+files; ``driver.js`` is then fed every document and context of a run in one node process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+HERE = Path(__file__).resolve().parent
+DRIVER = HERE / "driver.js"
+LOCK_FILES = ("package.json", "package-lock.json")
+
+
+class ReferenceUnavailable(RuntimeError):
+    """node/npm missing or the pinned packages could not be installed."""
+
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "flagedge" / "conformance-node"
+
+
+def _lock_hash() -> str:
+    h = hashlib.sha256()
+    for name in LOCK_FILES:
+        h.update(name.encode() + b"\0" + (HERE / name).read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _require(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise ReferenceUnavailable(
+            f"`{tool}` is not on PATH: the conformance test needs node and npm to run flagd's "
+            f"JS evaluator (install Node.js >= 18, e.g. `apt-get install nodejs npm`)"
+        )
+    return path
+
+
+def install() -> Path:
+    """Return a directory whose node_modules hold the pinned reference packages, installing
+    them with ``npm ci`` the first time (atomically: concurrent runs never see half a tree)."""
+    _require("node")
+    target = cache_root() / _lock_hash()
+    if (target / ".complete").exists():
+        return target
+    npm = _require("npm")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".install-", dir=target.parent))
+    try:
+        for name in LOCK_FILES:
+            shutil.copy2(HERE / name, work / name)
+        proc = subprocess.run(
+            [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=work, capture_output=True, text=True, timeout=300, check=False,
+        )
+        if proc.returncode != 0:
+            raise ReferenceUnavailable(
+                f"`npm ci` of {HERE / 'package.json'} failed (exit {proc.returncode}):\n"
+                f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+            )
+        (work / ".complete").write_text("ok\n")
+        try:
+            work.rename(target)
+        except OSError:
+            if not (target / ".complete").exists():  # lost a race to a broken tree: retry
+                shutil.rmtree(target, ignore_errors=True)
+                work.rename(target)
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def run_reference(requests: Sequence[dict[str, Any]], *, timeout: float = 300) -> list[dict[str, Any]]:
+    """Evaluate ``requests`` (``{"id", "doc", "cases": [{"key", "context"}]}``) with the
+    reference in one node process; returns one reply per request, in order."""
+    prefix = install()
+    node = _require("node")
+    payload = b"\n".join(orjson.dumps(r) for r in requests) + b"\n"
+    proc = subprocess.run(
+        [node, str(DRIVER), str(prefix)],
+        input=payload, capture_output=True, timeout=timeout, check=False,
+    )
+    if proc.returncode != 0:
+        raise ReferenceUnavailable(
+            f"node driver failed (exit {proc.returncode}): {proc.stderr.decode()[-3000:]}"
+        )
+    replies = [orjson.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    if len(replies) != len(requests):
+        raise ReferenceUnavailable(
+            f"node driver answered {len(replies)} of {len(requests)} requests: "
+            f"{proc.stderr.decode()[-3000:]}"
+        )
+    for reply in replies:
+        if "driver_error" in reply:
+            raise ReferenceUnavailable(f"node driver error: {reply['driver_error']}")
+    return replies
