@@ -203,16 +203,21 @@ class Report:
             groups.setdefault(m.signature(), []).append(m)
         return groups
 
-    def render(self, examples: int = 2) -> str:
+    def render(self, examples: int = 2,
+               shrink: Callable[[Mismatch], Mismatch] | None = None, shrink_groups: int = 8) -> str:
+        """Mismatches grouped by kind, biggest group first, smallest repros first; with
+        ``shrink``, the first repro of the first ``shrink_groups`` groups is minimised."""
         lines = [
             f"{len(self.mismatches)} of {self.compared} cases differ from flagd-core 4.0.1 "
             f"({self.flags} flags):"
         ]
         groups = sorted(self.by_signature().items(), key=lambda kv: -len(kv[1]))
-        for sig, items in groups:
+        for n, (sig, items) in enumerate(groups):
             lines.append(f"\n== {sig}: {len(items)} cases")
             smallest = sorted(items, key=lambda m: len(orjson.dumps(m.repro_doc())))
-            for m in smallest[:examples]:
+            for i, m in enumerate(smallest[:examples]):
+                if shrink is not None and i == 0 and n < shrink_groups:
+                    lines.append("minimised: " + shrink(m).render())
                 lines.append(m.render())
         return "\n".join(lines)
 
