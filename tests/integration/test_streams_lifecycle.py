@@ -1,0 +1,158 @@
+"""Stream lifecycle on a real server: revoked keys, a stalled reader, caps, SIGTERM, logs."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import time
+
+import httpx
+import pytest
+
+from tests.integration.streams_support import DOC, Stream, b64_context, color, doc_with, push
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def client_for():
+    clients: list[httpx.AsyncClient] = []
+
+    def make(server) -> httpx.AsyncClient:
+        c = httpx.AsyncClient(base_url=server.url, timeout=httpx.Timeout(10, read=None))
+        clients.append(c)
+        return c
+
+    yield make
+    for c in clients:
+        await c.aclose()
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def test_revoked_key_stream_is_closed(proxy_server, client_for):
+    await push(proxy_server, DOC)
+    client = client_for(proxy_server)
+    key = proxy_server.create_key("client")
+    other = proxy_server.create_key("client")
+    ctx = {"context": b64_context({"targetingKey": "u"})}
+    async with Stream(client, "/v1/stream/evaluated", key=key, params=ctx) as mine, \
+            Stream(client, f"/ofrep/v1/events?key={key}") as by_param, \
+            Stream(client, "/ofrep/v1/events", key=other) as kept:
+        await mine.next()
+        await asyncio.to_thread(proxy_server.revoke_key, key)
+        await mine.wait_ended(timeout=5)
+        await by_param.wait_ended(timeout=5)
+        assert mine.error is None and by_param.error is None  # closed cleanly by the server
+        assert not kept.ended.is_set()
+        v2 = await push(proxy_server, doc_with(color=color("blue")))
+        assert (await kept.next()).id == str(v2)
+    r = await client.get("/ofrep/v1/events", headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 401
+
+
+async def test_stalled_reader_does_not_delay_others(proxy_server, client_for):
+    """A rules-stream client with a tiny receive window never reads; pushes of large
+    changes fill its socket, its queue coalesces, and a live reader still gets every
+    version promptly."""
+    big = "x" * 400_000
+    await push(proxy_server, doc_with(big={"state": "ENABLED", "variants": {"v": big},
+                                           "defaultVariant": "v"}))
+    skey = proxy_server.create_key("server")
+    ckey = proxy_server.create_key("client")
+    client = client_for(proxy_server)
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect(("127.0.0.1", proxy_server.port))
+    stalled.sendall(f"GET /v1/stream/rules HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {skey}"
+                    "\r\n\r\n".encode())
+    try:
+        async with Stream(client, "/ofrep/v1/events", key=ckey) as live:
+            await live.next(data_only=False)
+            for i in range(25):
+                start = time.monotonic()
+                version = await push(proxy_server, doc_with(big={
+                    "state": "ENABLED", "variants": {"v": big + str(i)}, "defaultVariant": "v"}))
+                note = await live.next(timeout=5)
+                assert note.id == str(version)
+                assert time.monotonic() - start < 5
+        text = (await client.get("/metrics")).text
+        assert metric(text, "flagedge_sse_events_total", stream="rules", outcome="coalesced") >= 1
+        assert metric(text, "flagedge_sse_connections", stream="rules") == 1
+    finally:
+        stalled.close()
+
+
+async def test_connection_caps_per_key_and_per_process(proxy_factory, client_for):
+    server = proxy_factory(environ={"FLAGEDGE_SSE_MAX_PER_KEY": "2",
+                                    "FLAGEDGE_SSE_MAX_CONNECTIONS": "3"})
+    await push(server, DOC)
+    client = client_for(server)
+    k1 = server.create_key("client")
+    k2 = server.create_key("client")
+    async with Stream(client, "/ofrep/v1/events", key=k1), \
+            Stream(client, "/ofrep/v1/events", key=k1):
+        r = await client.get("/ofrep/v1/events", headers={"Authorization": f"Bearer {k1}"})
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+        async with Stream(client, "/ofrep/v1/events", key=k2):
+            r = await client.get("/ofrep/v1/events", headers={"Authorization": f"Bearer {k2}"})
+            assert r.status_code == 503
+    # released: room again (the server notices the disconnects)
+    async def reopened() -> None:
+        while True:
+            async with client.stream("GET", "/ofrep/v1/events",
+                                     headers={"Authorization": f"Bearer {k1}"}) as r:
+                if r.status_code == 200:
+                    return
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(reopened(), timeout=5)
+
+
+async def test_sigterm_closes_streams_cleanly(proxy_server, client_for):
+    await push(proxy_server, DOC)
+    client = client_for(proxy_server)
+    ckey = proxy_server.create_key("client")
+    skey = proxy_server.create_key("server")
+    ctx = {"context": b64_context({"targetingKey": "u"})}
+    async with Stream(client, "/ofrep/v1/events", key=ckey) as a, \
+            Stream(client, "/v1/stream/rules", key=skey) as b, \
+            Stream(client, "/v1/stream/evaluated", key=ckey, params=ctx) as c:
+        await b.next()
+        await c.next()
+        start = time.monotonic()
+        code = await asyncio.to_thread(proxy_server.stop, 15)
+        for s in (a, b, c):
+            await s.wait_ended(timeout=5)
+            assert s.error is None, s.error  # the body ended properly, no cut connection
+        assert code == 0
+        assert time.monotonic() - start < 10
+
+
+async def test_query_strings_never_logged(proxy_server, client_for):
+    await push(proxy_server, DOC)
+    client = client_for(proxy_server)
+    key = proxy_server.create_key("client")
+    bulk = await client.post("/ofrep/v1/evaluate/flags", json={},
+                             headers={"Authorization": f"Bearer {key}"})
+    uri = bulk.json()["eventStreams"][0]["endpoint"]["requestUri"]
+    token = re.search(r"token=([^&]+)", uri).group(1)
+    ctx = b64_context({"targetingKey": "secret-user-42"})
+    async with Stream(client, uri) as s1, \
+            Stream(client, f"/v1/stream/evaluated?key={key}&context={ctx}") as s2:
+        await s1.next(data_only=False)
+        await s2.next()
+    await asyncio.to_thread(proxy_server.stop)
+    logs = proxy_server.logs()
+    assert "/ofrep/v1/events" in logs or "GET" in logs or logs  # something was logged
+    for secret in (key, token, ctx):
+        assert secret not in logs
