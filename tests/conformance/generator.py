@@ -37,7 +37,8 @@ OPERATORS = [
     "starts_with", "ends_with", "$ref",
 ]
 
-NUM_ATTRS = ["age", "score", "rollout", "user.org.seats", "items.0.qty", "scores.1"]
+NUM_ATTRS = ["age", "score", "rollout", "user.org.seats", "items.0.qty", "scores.1", "age",
+             "score", "rollout", "tags.length"]
 STR_ATTRS = ["tier", "country", "email", "user.id", "user.org.plan", "tags.0", "locale"]
 BOOL_ATTRS = ["beta", "user.verified"]
 LIST_ATTRS = ["tags", "scores", "user.roles"]
@@ -156,8 +157,10 @@ class Generator:
             return self.r.randrange(0, 100)
         if roll < 0.6:
             return round(self.r.uniform(-50, 150), self.pick([1, 2, 3]))
-        if roll < 0.7:
+        if roll < 0.67:
             return str(self.r.randrange(0, 100))  # numeric string
+        if roll < 0.7:  # strings JS Number() reads in its own way
+            return self.pick([" 42 ", "1e3", "0x10", "3.50", "-0", "Infinity", "12abc", "", "-7"])
         if roll < 0.75:
             return float(self.r.randrange(0, 10))  # integral float: 3.0
         if roll < 0.82:
@@ -244,7 +247,8 @@ class Generator:
             n = 2 if op in "/%" else r.randrange(1 if op in "+-" else 2, 4)
             args = [self.num(d - 1) for _ in range(n)]
             if op == "/" and self.p(0.8):
-                args[-1] = self.pick([2, 3, 4, 0.5, 10])
+                # a literal 0 divisor is a PARSE_ERROR at load in the reference
+                args[-1] = self.pick([2, 3, 4, 0.5, 10, 2, 3, 4, 0.5, 10, 0, "0"])
             if op == "%" and self.p(0.7):
                 args[-1] = self.pick([2, 3, 7, -3, 2.5])
             if is_constant(args) and self.p(0.9):
@@ -286,6 +290,8 @@ class Generator:
         if roll < 0.77:
             parts = [self.pick([self.string(d - 1), self.num(d - 1), "-", "v"])
                      for _ in range(r.randrange(1, 4))]
+            if self.p(0.05):
+                parts.append(self.var(self.pick(["tags", "scores", "user.verified", "beta"])))
             if all(not isinstance(a, dict) for a in parts):
                 parts.append(self.var(self.pick(STR_ATTRS)))
             return {"cat": parts}
@@ -426,8 +432,10 @@ class Generator:
         if roll < 0.8:
             pool: list[JSON] = [18, 21, "30", 1, True, 2.0, 0, False, None]
             return {"in": [self.var("age"), self.r.sample(pool, self.r.randrange(1, 5))]}
-        if roll < 0.9:
+        if roll < 0.88:
             return {"in": [self.pick(ROLES), self.list_expr(d - 1)]}
+        if roll < 0.92:  # haystack read from a number-ish attribute: a string, null or a throw
+            return {"in": [self.pick(["1", "2", "e"]), self.var(self.pick(["age", "score"]))]}
         return {"in": [self.string(d - 1), self.list_expr(d - 1)]}
 
     def quantifier(self, d: int) -> JSON:
