@@ -52,6 +52,7 @@ class Settings:
     log_level: str = "info"
     graceful_timeout: float = 10.0
     metrics_dir: Path | None = None  # multiprocess metrics (set by `serve --workers N`)
+    demo: bool = False  # serve the examples/web demo page at /demo/ (proxy/api/demo.py)
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
