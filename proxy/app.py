@@ -39,7 +39,6 @@ log = logging.getLogger("flagedge.app")
 
 CORS_HEADERS = ["Content-Type", "Authorization", "X-API-Key", "If-None-Match", "Last-Event-ID"]
 CORS_MAX_AGE = 86_400
-SECRET_RETRY_S = 2.0
 METRICS_FLUSH_S = 1.0
 
 
@@ -83,29 +82,6 @@ def _build_sources(settings: Settings, store: Store, keyring: KeyRing) -> list[A
 
     return [RedisSource(settings.redis, store, keyring, bootstrap=settings.bootstrap,
                         env=settings.env, cluster=settings.cluster)]
-
-
-async def _load_secret(rt: Runtime) -> None:
-    """Adopt ``flagedge:secret`` (creating it once, SET NX) so every replica signs alike.
-    Retries quietly while Redis is down; the fallback secret serves meanwhile."""
-    from proxy.redisurl import async_client
-    from proxy.sources.layout import SECRET
-
-    client = async_client(rt.settings.redis, cluster=rt.settings.cluster)
-    try:
-        while True:
-            try:
-                await client.set(SECRET, secrets.token_hex(32), nx=True)
-                value = await client.get(SECRET)
-                if value:
-                    rt.tokens.set_secret(value if isinstance(value, bytes) else value.encode())
-                    return
-            except Exception as exc:  # Redis down: keep the fallback, try again later
-                log.debug("stream secret not loaded yet: %s", exc)
-            await asyncio.sleep(SECRET_RETRY_S)
-    finally:
-        with contextlib.suppress(Exception):
-            await client.aclose()
 
 
 async def _flush_metrics(rt: Runtime) -> None:
@@ -160,6 +136,10 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
     rt = runtime or build_runtime(settings)
     if start_sources and not rt.sources:
         rt.sources = _build_sources(settings, rt.store, rt.keyring)
+        if settings.flags is None and not settings.stream_secret:
+            # Every replica signs stream tokens with Redis's flagedge:secret once it is known.
+            source = rt.sources[0]
+            rt.tokens.provider = lambda: getattr(source, "secret", None)
 
     ofrep = OfrepApi(settings, rt.store, rt.auth, rt.tokens, rt.metrics.hot, rt.cache,
                      rt.source_ready if start_sources else (lambda: True))
@@ -177,8 +157,6 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         for source in rt.sources:
             rt.tasks.append(asyncio.create_task(source.run(), name=f"source:{type(source).__name__}"))
-        if start_sources and settings.flags is None and not settings.stream_secret:
-            rt.tasks.append(asyncio.create_task(_load_secret(rt), name="stream-secret"))
         if settings.metrics_dir is not None:
             rt.tasks.append(asyncio.create_task(_flush_metrics(rt), name="metrics-flush"))
         log.info("flagedge serving (%s)", "offline file " + str(settings.flags)

@@ -14,6 +14,7 @@ import base64
 import hashlib
 import hmac
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -34,16 +35,27 @@ def _unb64(text: str) -> bytes:
 
 
 class StreamTokens:
-    def __init__(self, secret: bytes, ttl: int = 86_400):
+    def __init__(self, secret: bytes, ttl: int = 86_400,
+                 provider: Callable[[], bytes | None] | None = None):
+        """``secret`` signs until ``provider`` (e.g. the Redis source's ``flagedge:secret``)
+        returns one; the provider's secret then wins whenever it changes."""
         if not secret:
             raise ValueError("stream token secret must not be empty")
         self._secret = secret
         self.ttl = ttl
+        self.provider = provider
         self._memo: dict[tuple[str, str, str, int], str] = {}
 
     @property
     def secret(self) -> bytes:
+        self._refresh()
         return self._secret
+
+    def _refresh(self) -> None:
+        if self.provider is not None:
+            shared = self.provider()
+            if shared and shared is not self._secret:
+                self.set_secret(shared)
 
     def set_secret(self, secret: bytes) -> None:
         if secret and secret != self._secret:
@@ -54,6 +66,7 @@ class StreamTokens:
         return int((time.time() if now is None else now) // self.ttl)
 
     def issue(self, env: str, kind: str, key_id: str, window: int | None = None) -> str:
+        self._refresh()
         window = self.window() if window is None else window
         memo_key = (env, kind, key_id, window)
         token = self._memo.get(memo_key)
@@ -74,6 +87,7 @@ class StreamTokens:
             mac = _unb64(mac_b64)
         except (ValueError, TypeError):
             return None
+        self._refresh()
         expected = hmac.new(self._secret, payload, hashlib.sha256).digest()
         if not hmac.compare_digest(mac, expected):
             return None

@@ -1,0 +1,192 @@
+"""POST /ofrep/v1/evaluate/flags: bulk body, ETag/304, result cache, eventStreams, catch-up."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from proxy.config import Settings
+from tests.unit.ofrep_app import DOC, ENV, App, publish
+
+URL = "/ofrep/v1/evaluate/flags"
+
+
+@pytest.fixture
+def edge() -> App:
+    return App()
+
+
+async def bulk(app: App, context=None, kind="client", headers=None, params=None):
+    async with app.client(kind) as c:
+        return await c.post(URL, json={"context": context or {}}, headers=headers or {},
+                            params=params)
+
+
+async def test_bulk_shape_every_flag_inline_errors_and_event_streams(edge):
+    r = await bulk(edge, {"targetingKey": "u1", "boom": True})
+    assert r.status_code == 200
+    body = r.json()
+    items = {f["key"]: f for f in body["flags"]}
+    assert set(items) == set(DOC["flags"])
+    assert [f["key"] for f in body["flags"]] == sorted(items)  # canonical order
+    assert items["bad-target-flag"]["errorCode"] == "GENERAL"
+    assert "value" not in items["bad-target-flag"]
+    assert items["disabled-flag"]["variant"] is None and "value" not in items["disabled-flag"]
+    assert items["float-flag"]["value"] == 1.0 and b'"value":1.0' in r.content
+    assert body["metadata"] == {"flagSetId": "unit"}
+    (stream,) = body["eventStreams"]
+    assert stream["type"] == "sse" and stream["inactivityDelaySec"] == 120
+    uri = urlsplit(stream["endpoint"]["requestUri"])
+    assert uri.path == "/ofrep/v1/events"
+    token = parse_qs(uri.query)["token"][0]
+    grant = edge.runtime.tokens.verify(token)
+    assert grant is not None and grant.env == ENV and grant.kind == "client"
+    assert edge.keys["client"] not in r.text  # never the API key itself
+    assert r.headers["etag"].startswith('"') and r.headers["etag"].endswith('"')
+
+
+async def test_etag_304_and_cache_hits(edge):
+    ctx = {"targetingKey": "u1", "plan": "pro"}
+    first = await bulk(edge, ctx)
+    etag = first.headers["etag"]
+    assert edge.runtime.cache.misses == 1
+    again = await bulk(edge, dict(reversed(list(ctx.items()))))  # same context, other key order
+    assert again.headers["etag"] == etag and again.content == first.content
+    assert edge.runtime.cache.hits == 1
+    nm = await bulk(edge, ctx, headers={"If-None-Match": etag})
+    assert nm.status_code == 304 and nm.content == b"" and nm.headers["etag"] == etag
+    nm = await bulk(edge, ctx, headers={"If-None-Match": f'"other", W/{etag}'})
+    assert nm.status_code == 304
+    other = await bulk(edge, {"targetingKey": "u1", "plan": "free"})
+    assert other.headers["etag"] != etag
+
+
+async def test_etag_follows_results_not_versions(edge):
+    ctx = {"targetingKey": "u1", "plan": "pro"}
+    etag = (await bulk(edge, ctx)).headers["etag"]
+    # A new version that changes nothing this context sees: same ETag (another replica,
+    # or a push of an unrelated change, must not invalidate clients).
+    publish(edge.store, copy.deepcopy(DOC), 2)
+    same = await bulk(edge, ctx, headers={"If-None-Match": etag})
+    assert same.status_code == 304
+    doc = copy.deepcopy(DOC)
+    doc["flags"]["string-flag"]["variants"]["pro"] = "Hi pro"
+    publish(edge.store, doc, 3)
+    changed = await bulk(edge, ctx, headers={"If-None-Match": etag})
+    assert changed.status_code == 200 and changed.headers["etag"] != etag
+    assert {f["key"]: f for f in changed.json()["flags"]}["string-flag"]["value"] == "Hi pro"
+    # A change that does not touch this context's results keeps its ETag.
+    etag3 = changed.headers["etag"]
+    doc["flags"]["string-flag"]["variants"]["basic"] = "Hello there"
+    publish(edge.store, doc, 4)
+    assert (await bulk(edge, ctx, headers={"If-None-Match": etag3})).status_code == 304
+
+
+async def test_etag_includes_stream_token_window(edge):
+    ctx = {"targetingKey": "u9"}
+    etag = (await bulk(edge, ctx)).headers["etag"]
+    window = edge.runtime.tokens.window()
+    assert etag.endswith(f'-{window}"')
+
+
+async def test_timestamp_rules_bypass_the_cache():
+    doc = {"flags": {"timed": {"state": "ENABLED", "variants": {"on": True, "off": False},
+                               "defaultVariant": "off", "targeting": {
+                                   "if": [{">": [{"var": "$flagd.timestamp"}, 0]}, "on", "off"]}}}}
+    edge = App(doc=doc)
+    for _ in range(3):
+        r = await bulk(edge, {"targetingKey": "a"})
+        assert r.json()["flags"][0]["value"] is True
+    assert edge.runtime.cache.hits == 0 and edge.runtime.cache.bypassed == 3
+
+
+async def test_invalid_context_is_400_bulk_failure(edge):
+    async with edge.client() as c:
+        r = await c.post(URL, json={"context": {"targetingKey": 12}})
+    assert r.status_code == 400
+    assert r.json()["errorCode"] == "INVALID_CONTEXT" and "key" not in r.json()
+
+
+async def test_flag_config_etag_waits_for_the_store(edge):
+    async def later():
+        await asyncio.sleep(0.05)
+        doc = copy.deepcopy(DOC)
+        doc["flags"]["bool-flag"]["defaultVariant"] = "off"
+        publish(edge.store, doc, 2)
+
+    task = asyncio.create_task(later())
+    r = await bulk(edge, {}, params={"flagConfigEtag": "2"})
+    await task
+    assert {f["key"]: f for f in r.json()["flags"]}["bool-flag"]["value"] is False
+    # Asking for a version that never comes answers after the bounded wait, with what we have.
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    r = await bulk(edge, {}, params={"flagConfigEtag": '"99"'})
+    assert r.status_code == 200 and 0.4 <= loop.time() - start < 2.0
+
+
+async def test_environment_binding(edge):
+    publish(edge.store, {"flags": {"other-only": {"state": "ENABLED", "variants": {"x": 1},
+                                                  "defaultVariant": "x"}}}, 1, env="other")
+    keys = {f["key"] for f in (await bulk(edge, {})).json()["flags"]}
+    assert "other-only" not in keys and "bool-flag" in keys
+
+
+async def test_rate_limit_429_retry_after():
+    edge = App(rate_limit=1.0)
+    assert (await bulk(edge, {})).status_code == 200
+    r = await bulk(edge, {})
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
+    assert r.json()["errorCode"] == "RATE_LIMITED"
+
+
+async def test_cors_preflight_and_exposed_etag():
+    edge = App(Settings(env=ENV, cors_origins=("https://app.example",)))
+    async with edge.client(None) as c:
+        pre = await c.options(URL, headers={
+            "Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type, if-none-match"})
+        assert pre.status_code == 200
+        assert pre.headers["access-control-allow-origin"] == "https://app.example"
+        allowed = pre.headers["access-control-allow-headers"].lower()
+        for h in ("authorization", "x-api-key", "if-none-match", "last-event-id", "content-type"):
+            assert h in allowed
+        assert int(pre.headers["access-control-max-age"]) > 0
+        bad = await c.options(URL, headers={"Origin": "https://evil.example",
+                                            "Access-Control-Request-Method": "POST"})
+        assert bad.status_code == 400
+    async with edge.client("client") as c:
+        r = await c.post(URL, json={}, headers={"Origin": "https://app.example"})
+    assert r.headers["access-control-expose-headers"] == "ETag"
+
+
+async def test_metrics_count_exposures_requests_and_cache(edge):
+    await bulk(edge, {"targetingKey": "u1"})
+    etag = (await bulk(edge, {"targetingKey": "u1"})).headers["etag"]
+    await bulk(edge, {"targetingKey": "u1"}, headers={"If-None-Match": etag})  # 304: no exposures
+    async with edge.client(None) as c:
+        text = (await c.get("/metrics")).text
+    assert 'flagedge_evaluations_total{env="test",flag="bool-flag",variant="on",reason="STATIC"} 2.0' in text
+    assert 'flagedge_http_requests_total{route="/ofrep/v1/evaluate/flags",status="200"} 2.0' in text
+    assert 'flagedge_http_requests_total{route="/ofrep/v1/evaluate/flags",status="304"} 1.0' in text
+    assert 'flagedge_result_cache_lookups_total{outcome="hit"} 2.0' in text
+    assert "flagedge_result_cache_hit_ratio" in text
+    assert 'flagedge_ruleset_version{env="test"} 1.0' in text
+    assert "flagedge_http_request_duration_seconds_bucket" in text
+    assert "flagedge_change_propagation_seconds_count 1.0" in text
+
+
+async def test_health_endpoints(edge):
+    async with edge.client(None) as c:
+        assert (await c.get("/healthz")).json() == {"status": "ok"}
+        ready = await c.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ok"
+    assert ready.json()["envs"] == {ENV: 1}
+    edge.store.set_status("*", connected=False, degraded_reason="redis unreachable")
+    async with edge.client(None) as c:
+        ready = await c.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+    assert "redis unreachable" in ready.json()["reason"]
