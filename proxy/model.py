@@ -105,6 +105,10 @@ class Flag:
     static_result: EvaluationResult | None = None  # precomputed for static and disabled flags
     uses_timestamp: bool = False  # reads $flagd.timestamp: never serve it from a result cache
     refs: frozenset[str] = frozenset()  # $evaluators names used (recompile when they change)
+    # Precomputed by the compiler so the hot path allocates no result objects:
+    match_results: Mapping[str, EvaluationResult] = field(default_factory=dict)  # per variant
+    default_result: EvaluationResult | None = None  # reason DEFAULT (targeting gave null)
+    reads_flagd: bool = True  # rule reads $flagd or the whole data (else the context is passed as is)
 
 
 @dataclass(frozen=True, slots=True)

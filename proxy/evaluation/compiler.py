@@ -1,0 +1,284 @@
+"""flagd flag-definition documents -> compiled, validated :class:`FlagSet` snapshots.
+
+One pass both validates and compiles: every problem is collected with its JSON path
+(``flags.new-checkout.targeting.if[0].fractional[2]: weight must be an integer``), and only a
+document without problems becomes a FlagSet. ``$ref`` is resolved against ``$evaluators``
+recursively while compiling (unknown names and cycles are problems). Results a flag can
+produce are precomputed here, so evaluating allocates nothing but the rule's own values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from proxy.evaluation.jsonlogic import LogicCompiler, as_fn
+from proxy.evaluation.jsvalue import Const, to_string
+from proxy.model import (
+    JSON,
+    EvaluationResult,
+    Flag,
+    FlagSet,
+    FlagState,
+    InvalidDocument,
+    Problem,
+    Reason,
+    VariantType,
+)
+
+log = logging.getLogger("flagedge.evaluation")
+
+MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+
+__all__ = [
+    "compile_document",
+    "compile_flag",
+    "load_document",
+    "resolve",
+    "validate_document",
+    "validate_evaluators",
+]
+
+
+def load_document(data: bytes | str) -> JSON:
+    """Parse a flag document's JSON; raises InvalidDocument on bad JSON."""
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise InvalidDocument([Problem("", f"document is larger than {MAX_DOCUMENT_BYTES} bytes")])
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidDocument([Problem("", f"invalid JSON: {exc}")]) from None
+
+
+def _kind(value: Any) -> VariantType | None:
+    c = value.__class__
+    if c is bool:
+        return VariantType.BOOLEAN
+    if c is str:
+        return VariantType.STRING
+    if c is int or c is float:
+        return VariantType.NUMBER
+    if c is dict:
+        return VariantType.OBJECT
+    return None
+
+
+def _metadata(raw: Any, path: str, problems: list[Problem]) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if raw.__class__ is not dict:
+        problems.append(Problem(path, "metadata must be an object"))
+        return {}
+    for k, v in raw.items():
+        if v.__class__ not in (str, int, float, bool):
+            problems.append(Problem(f"{path}.{k}", "metadata values must be string, number or boolean"))
+    return raw
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for p in problems:
+        if (p.path, p.message) not in seen:
+            seen.add((p.path, p.message))
+            out.append(p)
+    return out
+
+
+def validate_evaluators(evaluators: Any) -> list[Problem]:
+    """Problems in ``$evaluators`` (each body compiled on its own, refs resolved)."""
+    if evaluators is None:
+        return []
+    if evaluators.__class__ is not dict:
+        return [Problem("$evaluators", "$evaluators must be an object")]
+    problems: list[Problem] = []
+    for name, body in evaluators.items():
+        if not name:
+            problems.append(Problem("$evaluators", "evaluator names must not be empty"))
+            continue
+        cc = LogicCompiler(evaluators)
+        cc._ref_stack.append(name)
+        cc.compile(body, f"$evaluators.{name}")
+        problems.extend(cc.problems)
+    return _dedupe(problems)
+
+
+def resolve(flag: Flag, res: Any) -> EvaluationResult:
+    """Map a targeting result to the flag's outcome (null -> DEFAULT, name -> variant)."""
+    if res is None:
+        if flag.default_result is not None:
+            return flag.default_result
+        return _default_result(flag.key, flag.variants, flag.default_variant, flag.metadata)
+    name = res if res.__class__ is str else to_string(res)
+    r = flag.match_results.get(name)
+    if r is not None:
+        return r
+    if name in flag.variants:  # a Flag built without precomputed results
+        return EvaluationResult(flag.key, Reason.TARGETING_MATCH, name, flag.variants[name], flag.metadata)
+    return general_error(flag, f"targeting returned {name[:100]!r}, which is not a variant of this flag")
+
+
+def general_error(flag: Flag, details: str) -> EvaluationResult:
+    from proxy.model import ErrorCode
+
+    return EvaluationResult(
+        key=flag.key, reason=Reason.ERROR, metadata=flag.metadata,
+        error_code=ErrorCode.GENERAL, error_details=details,
+    )
+
+
+def _default_result(key: str, variants: Mapping[str, Any], default: str | None, md: Mapping[str, Any]) -> EvaluationResult:
+    if default is None:
+        return EvaluationResult(key, Reason.DEFAULT, None, None, md)
+    return EvaluationResult(key, Reason.DEFAULT, default, variants[default], md)
+
+
+def _build_flag(
+    key: Any, raw: Any, evaluators: Mapping[str, Any], set_metadata: Mapping[str, Any], problems: list[Problem]
+) -> Flag | None:
+    path = f"flags.{key}"
+    before = len(problems)
+    if key.__class__ is not str or not key:
+        problems.append(Problem("flags", "flag keys must be non-empty strings"))
+        return None
+    if raw.__class__ is not dict:
+        problems.append(Problem(path, "a flag must be a JSON object"))
+        return None
+    state = raw.get("state")
+    if state not in ("ENABLED", "DISABLED"):
+        msg = "state is required (ENABLED or DISABLED)" if state is None else f"unknown state {state!r} (use ENABLED or DISABLED)"
+        problems.append(Problem(f"{path}.state", msg))
+    variants = raw.get("variants")
+    kinds: dict[VariantType, list[str]] = {}
+    if variants.__class__ is not dict or not variants:
+        problems.append(Problem(f"{path}.variants", "variants must be a non-empty object of name -> value"))
+        variants = {}
+    for name, value in variants.items():
+        kind = _kind(value)
+        if not name:
+            problems.append(Problem(f"{path}.variants", "variant names must not be empty"))
+        if kind is None:
+            problems.append(Problem(f"{path}.variants.{name}", "variant values must be boolean, string, number or object"))
+        else:
+            kinds.setdefault(kind, []).append(name)
+    if len(kinds) > 1:
+        detail = ", ".join(f"{k.value}: {', '.join(v[:3])}" for k, v in kinds.items())
+        problems.append(Problem(f"{path}.variants", f"variants must all have one type, found {detail}"))
+    default = raw.get("defaultVariant")
+    if default is not None and (default.__class__ is not str or default not in variants):
+        names = ", ".join(list(variants)[:8])
+        problems.append(Problem(f"{path}.defaultVariant", f"{default!r} is not one of the variants ({names})"))
+    flag_md = _metadata(raw.get("metadata"), f"{path}.metadata", problems)
+    targeting = raw.get("targeting")
+    compiled = None
+    cc = LogicCompiler(evaluators)
+    if targeting is not None and targeting != {}:
+        if targeting.__class__ is not dict:
+            problems.append(Problem(f"{path}.targeting", "targeting must be a JsonLogic object"))
+        else:
+            compiled = cc.compile(targeting, f"{path}.targeting")
+            problems.extend(cc.problems)
+    if len(problems) > before:
+        return None
+
+    md = {**set_metadata, **flag_md}
+    match = {n: EvaluationResult(key, Reason.TARGETING_MATCH, n, v, md) for n, v in variants.items()}
+    default_res = _default_result(key, variants, default, md)
+    flag = Flag(
+        key=key,
+        state=FlagState(state),
+        variants=variants,
+        variant_type=next(iter(kinds)),
+        default_variant=default,
+        metadata=md,
+        raw=raw,
+        rule=None if compiled is None else as_fn(compiled),
+        uses_timestamp=cc.uses_timestamp,
+        refs=frozenset(cc.refs),
+        match_results=match,
+        default_result=default_res,
+        reads_flagd=cc.needs_flagd,
+    )
+    static = None
+    if flag.state is FlagState.DISABLED:
+        static = EvaluationResult(key, Reason.DISABLED, None, None, md)
+    elif compiled is None:
+        static = EvaluationResult(key, Reason.STATIC, default, variants[default], md) if default is not None else default_res
+    elif compiled.__class__ is Const:
+        static = resolve(flag, compiled.value)
+        if static.error_code is not None:
+            problems.append(Problem(f"{path}.targeting", f"targeting always returns {to_string(compiled.value)[:100]!r}, which is not a variant"))
+            return None
+    if static is None:
+        return flag
+    return dataclasses.replace(flag, static_result=static)
+
+
+def compile_flag(key: str, raw_flag: Any, evaluators: Mapping[str, Any] | None, set_metadata: Mapping[str, Any] | None) -> Flag:
+    """Compile one flag; raises InvalidDocument (paths ``flags.<key>....``)."""
+    problems: list[Problem] = []
+    flag = _build_flag(key, raw_flag, evaluators or {}, set_metadata or {}, problems)
+    if flag is None or problems:
+        raise InvalidDocument(_dedupe(problems) or [Problem(f"flags.{key}", "invalid flag")])
+    return flag
+
+
+def _compile(doc: Any) -> tuple[list[Problem], dict[str, Flag], dict[str, Any], dict[str, Any]]:
+    problems: list[Problem] = []
+    flags: dict[str, Flag] = {}
+    if doc.__class__ is not dict:
+        return [Problem("", "a flag document must be a JSON object with a 'flags' object")], flags, {}, {}
+    raw_flags = doc.get("flags")
+    if raw_flags.__class__ is not dict:
+        problems.append(Problem("flags", "'flags' is required and must be an object"))
+        raw_flags = {}
+    evaluators = doc.get("$evaluators")
+    problems.extend(validate_evaluators(evaluators))
+    if evaluators.__class__ is not dict:
+        evaluators = {}
+    set_md = _metadata(doc.get("metadata"), "metadata", problems)
+    for key, raw in raw_flags.items():
+        flag = _build_flag(key, raw, evaluators, set_md, problems)
+        if flag is not None:
+            flags[key] = flag
+    return _dedupe(problems), flags, evaluators, set_md
+
+
+def validate_document(doc: Any) -> list[Problem]:
+    """Every problem in a flag document (empty when valid). Never raises."""
+    try:
+        if isinstance(doc, (bytes, str)):
+            doc = load_document(doc)
+        return _compile(doc)[0]
+    except InvalidDocument as exc:
+        return exc.problems
+    except RecursionError:
+        return [Problem("", "document is nested too deeply")]
+    except Exception as exc:  # a bug here must not take a source down
+        log.exception("validation failed")
+        return [Problem("", f"internal error while validating: {exc!r}")]
+
+
+def compile_document(doc: Any, *, version: int = 0, epoch: str = "", updated_at: float = 0.0) -> FlagSet:
+    """Compile a whole document into a FlagSet; raises InvalidDocument with every problem."""
+    if isinstance(doc, (bytes, str)):
+        doc = load_document(doc)
+    try:
+        problems, flags, evaluators, set_md = _compile(doc)
+    except RecursionError:
+        raise InvalidDocument([Problem("", "document is nested too deeply")]) from None
+    if problems:
+        raise InvalidDocument(problems)
+    return FlagSet(
+        flags=flags,
+        evaluators=evaluators,
+        metadata=set_md,
+        version=version,
+        epoch=epoch,
+        updated_at=updated_at,
+        uses_timestamp=any(f.uses_timestamp for f in flags.values()),
+    )

@@ -1,0 +1,149 @@
+"""Evaluate compiled flags for a request context: the hot path.
+
+``evaluate`` / ``evaluate_all`` never raise: a bad context is an INVALID_CONTEXT result, an
+unknown key FLAG_NOT_FOUND, a rule that fails at run time a GENERAL error. Static and
+disabled flags return their precomputed result; targeted flags run their closure on the
+context plus ``$flagd`` (built once per request, and only for rules that read it) and map
+the outcome to one of the results precomputed at compile time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from proxy.evaluation.compiler import general_error, resolve
+from proxy.evaluation.jsonlogic import LogicCompiler, as_fn, describe
+from proxy.model import ErrorCode, EvaluationResult, Flag, FlagSet, FlagState, error_result
+
+log = logging.getLogger("flagedge.evaluation")
+
+__all__ = ["evaluate", "evaluate_all", "explain"]
+
+
+def _context_problem(context: Any) -> str | None:
+    if context.__class__ is not dict and not isinstance(context, Mapping):
+        return "context must be a JSON object"
+    tk = context.get("targetingKey")
+    if tk is not None and tk.__class__ is not str:
+        return "targetingKey must be a string"
+    return None
+
+
+def _run(flag: Flag, context: Mapping[str, Any], ts: int) -> EvaluationResult:
+    if flag.reads_flagd:
+        data = dict(context)
+        data["$flagd"] = {"flagKey": flag.key, "timestamp": ts}
+    else:
+        data = context
+    try:
+        res = flag.rule(data)  # type: ignore[misc]
+    except Exception as exc:  # bad operator arguments at run time: GENERAL, never a 500
+        return general_error(flag, f"targeting failed: {describe(exc)}")
+    return resolve(flag, res)
+
+
+def evaluate(flag_set: FlagSet, key: str, context: Mapping[str, Any] | None) -> EvaluationResult:
+    """Evaluate one flag. Never raises."""
+    flag = flag_set.flags.get(key)
+    if flag is None:
+        return error_result(key, ErrorCode.FLAG_NOT_FOUND, f"flag {key!r} not found")
+    if context is None:
+        context = {}
+    elif context.__class__ is not dict or "targetingKey" in context:
+        bad = _context_problem(context)
+        if bad is not None:
+            return error_result(key, ErrorCode.INVALID_CONTEXT, bad)
+    static = flag.static_result
+    if static is not None:
+        return static
+    try:
+        return _run(flag, context, int(time.time()))
+    except Exception as exc:
+        log.exception("evaluating %s failed", key)
+        return general_error(flag, f"evaluation failed: {exc!r}")
+
+
+def evaluate_all(flag_set: FlagSet, context: Mapping[str, Any] | None) -> list[EvaluationResult]:
+    """Evaluate every flag of the set (document order). Never raises."""
+    if context is None:
+        context = {}
+    bad = _context_problem(context)
+    if bad is not None:
+        return [error_result(k, ErrorCode.INVALID_CONTEXT, bad) for k in flag_set.flags]
+    ts = int(time.time())
+    data: dict[str, Any] | None = None
+    out: list[EvaluationResult] = []
+    append = out.append
+    for key, flag in flag_set.flags.items():
+        static = flag.static_result
+        if static is not None:
+            append(static)
+            continue
+        if flag.reads_flagd:
+            if data is None:
+                data = dict(context)
+            data["$flagd"] = {"flagKey": key, "timestamp": ts}
+            d: Mapping[str, Any] = data
+        else:
+            d = context
+        try:
+            res = flag.rule(d)  # type: ignore[misc]
+        except Exception as exc:
+            append(general_error(flag, f"targeting failed: {describe(exc)}"))
+            continue
+        try:
+            append(resolve(flag, res))
+        except Exception as exc:
+            log.exception("resolving %s failed", key)
+            append(general_error(flag, f"evaluation failed: {exc!r}"))
+    return out
+
+
+def _show(v: Any) -> str:
+    try:
+        return orjson.dumps(v).decode()[:200]
+    except TypeError:
+        return repr(v)[:200]
+
+
+def explain(flag_set: FlagSet, key: str, context: Mapping[str, Any] | None) -> tuple[EvaluationResult, list[str]]:
+    """The evaluation plus the rule path taken, as human-readable lines (slow path: the
+    flag's targeting is recompiled with tracing)."""
+    flag = flag_set.flags.get(key)
+    if flag is None:
+        return error_result(key, ErrorCode.FLAG_NOT_FOUND, f"flag {key!r} not found"), ["flag not found"]
+    context = {} if context is None else context
+    bad = _context_problem(context)
+    if bad is not None:
+        return error_result(key, ErrorCode.INVALID_CONTEXT, bad), [f"invalid context: {bad}"]
+    if flag.state is FlagState.DISABLED:
+        return evaluate(flag_set, key, context), ["state DISABLED -> no value (the client uses its default)"]
+    targeting = flag.raw.get("targeting")
+    if flag.rule is None or not targeting:
+        res = evaluate(flag_set, key, context)
+        return res, [f"no targeting -> defaultVariant {_show(flag.default_variant)} ({res.reason.value})"]
+    lines: list[str] = []
+    cc = LogicCompiler(flag_set.evaluators, trace=lines)
+    compiled = cc.compile(targeting, "")
+    if cc.problems:  # evaluators changed under us; fall back to the plain evaluation
+        return evaluate(flag_set, key, context), ["(rule could not be traced)"]
+    data = dict(context)
+    data["$flagd"] = {"flagKey": key, "timestamp": int(time.time())}
+    try:
+        out = as_fn(compiled)(data)
+    except Exception as exc:
+        lines.append(f"error: {describe(exc)}")
+        return general_error(flag, f"targeting failed: {describe(exc)}"), lines
+    result = resolve(flag, out)
+    if result.error_code is not None:
+        lines.append(f"targeting returned {_show(out)} -> error {result.error_details}")
+    elif out is None:
+        lines.append(f"targeting returned null -> defaultVariant {_show(result.variant)} (DEFAULT)")
+    else:
+        lines.append(f"targeting returned {_show(out)} -> variant {_show(result.variant)} (TARGETING_MATCH)")
+    return result, lines

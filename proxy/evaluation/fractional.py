@@ -1,0 +1,180 @@
+"""flagd's ``fractional``: sticky percentage buckets by murmur3.
+
+``[bucketBy?, [variant, weight?], ...]``: the bucketing value is the first argument when it
+is a string (or an expression yielding one), else ``flagKey + targetingKey``; a missing or
+empty targetingKey gives null. hash = unsigned 32-bit murmur3 (seed 0) of the UTF-8 bytes;
+bucket = (hash * total) >> 32; the first variant whose cumulative weight exceeds the bucket
+wins. Weights default to 1, negative ones count as 0, a non-integer one makes the result
+null. Literal buckets are validated and precomputed at compile time.
+
+Divergence, documented: flagd's JS evaluator hashes UTF-16 code units, so non-ASCII
+bucketing values land in other buckets there; we hash UTF-8 like flagd's Go evaluator.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from typing import TYPE_CHECKING, Any
+
+import mmh3
+import orjson
+
+from proxy.evaluation.jsvalue import Const, to_string
+
+if TYPE_CHECKING:
+    from proxy.evaluation.jsonlogic import Compiled, LogicCompiler
+
+MAX_TOTAL_WEIGHT = 2**31 - 1
+_VARIANT_TYPES = (str, int, float, bool, type(None))
+
+
+def bucket_of(value: str, total: int) -> tuple[int, int]:
+    """(hash, bucket) of a bucketing value for a total weight."""
+    h = mmh3.hash(value, signed=False)
+    return h, (h * total) >> 32
+
+
+def _integer_weight(w: Any) -> int | None:
+    if w.__class__ is int:
+        return w
+    if w.__class__ is float and w.is_integer():
+        return int(w)
+    return None
+
+
+def runtime_buckets(entries: Any) -> tuple[list[Any], list[int], int] | None:
+    """Validate evaluated buckets like flagd does at run time: (variants, cumulative, total)."""
+    variants: list[Any] = []
+    cum: list[int] = []
+    total = 0
+    for e in entries:
+        if e.__class__ is not list or not 1 <= len(e) <= 2 or e[0].__class__ not in _VARIANT_TYPES:
+            return None
+        w = 1
+        if len(e) == 2:
+            w = _integer_weight(e[1])
+            if w is None:
+                return None
+            w = max(0, w)
+        total += w
+        variants.append(e[0])
+        cum.append(total)
+    if total > MAX_TOTAL_WEIGHT:
+        return None
+    return variants, cum, total
+
+
+def bucketing_value(d: Any, by: Any) -> str | None:
+    if d.__class__ is not dict:
+        return None
+    flagd = d.get("$flagd")
+    if not flagd or flagd.__class__ is not dict:
+        return None
+    if by.__class__ is str:
+        return by
+    tk = d.get("targetingKey")
+    if not tk:
+        return None
+    return to_string(flagd.get("flagKey")) + (tk if tk.__class__ is str else to_string(tk))
+
+
+def _check_bucket(cc: LogicCompiler, raw: Any, path: str) -> tuple[Any, int | None]:
+    """Compile one literal bucket; returns (compiled bucket, literal weight or None)."""
+    from proxy.evaluation.jsonlogic import as_fn
+
+    if raw.__class__ is dict and raw:
+        return cc.compile(raw, path), None
+    if raw.__class__ is not list or not 1 <= len(raw) <= 2:
+        cc.problem(path, "a bucket is [variant] or [variant, weight]")
+        return Const(None), None
+    variant = cc.compile(raw[0], f"{path}[0]")
+    if variant.__class__ is Const and variant.value.__class__ not in _VARIANT_TYPES:  # type: ignore[union-attr]
+        cc.problem(path, "variant must be a string, number, boolean or null")
+    weight: Any = Const(1) if len(raw) == 1 else cc.compile(raw[1], f"{path}[1]")
+    literal = None
+    if weight.__class__ is Const:
+        literal = _integer_weight(weight.value)
+        if literal is None:
+            cc.problem(path, "weight must be an integer")
+            literal = 0
+        literal = max(0, literal)
+    if variant.__class__ is Const and weight.__class__ is Const:
+        return Const([variant.value, weight.value]), literal  # type: ignore[union-attr]
+    vf, wf = as_fn(variant), as_fn(weight)
+    return (lambda d: [vf(d), wf(d)]), literal
+
+
+def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
+    from proxy.evaluation.jsonlogic import as_fn
+
+    cc.needs_flagd = True
+    if args.__class__ is not list:
+        return cc.problem(path, "fractional takes [bucketBy?, [variant, weight?], ...]")
+    if not args:
+        return cc.problem(path, "fractional needs at least one bucket")
+    by: Any = None
+    start = 0
+    first = args[0]
+    if first.__class__ is str:
+        by, start = first, 1
+    elif first.__class__ is dict:
+        by, start = cc.compile(first, f"{path}[0]"), 1
+        if by.__class__ is Const:
+            by = by.value
+    elif first.__class__ is not list:
+        return cc.problem(f"{path}[0]", "the first argument must be a bucketing expression or a [variant, weight] bucket")
+    if start == len(args):
+        return cc.problem(path, "fractional needs at least one bucket")
+    compiled, literal_total, all_literal = [], 0, True
+    for i in range(start, len(args)):
+        bucket, weight = _check_bucket(cc, args[i], f"{path}[{i}]")
+        compiled.append(bucket)
+        if weight is None:
+            all_literal = False
+        else:
+            literal_total += weight
+    if literal_total > MAX_TOTAL_WEIGHT:
+        return cc.problem(path, f"total weight {literal_total} exceeds {MAX_TOTAL_WEIGHT}")
+    by_fn = as_fn(by) if callable(by) else None
+    by_const = None if callable(by) else by
+    trace = cc.trace
+
+    if all_literal and all(b.__class__ is Const for b in compiled):
+        table = runtime_buckets([b.value for b in compiled])
+        if table is None:
+            return Const(None)  # problems already reported
+        variants, cum, total = table
+
+        def fractional(d: Any) -> Any:
+            value = bucketing_value(d, by_fn(d) if by_fn is not None else by_const)
+            if value is None or total == 0:
+                return None
+            h, bucket = bucket_of(value, total)
+            i = bisect_right(cum, bucket)
+            out = variants[i] if i < len(variants) else None
+            if trace is not None:
+                trace.append(f"fractional bucket {bucket}/{total} hash={h} value={value!r} -> {orjson.dumps(out).decode()}")
+            return out
+
+        return fractional
+
+    fns = [as_fn(b) for b in compiled]
+
+    def fractional_dynamic(d: Any) -> Any:
+        value = bucketing_value(d, by_fn(d) if by_fn is not None else by_const)
+        if value is None:
+            return None
+        table = runtime_buckets([f(d) for f in fns])
+        if table is None or table[2] == 0:
+            if trace is not None:
+                trace.append("fractional: invalid computed buckets -> null")
+            return None
+        variants, cum, total = table
+        h, bucket = bucket_of(value, total)
+        i = bisect_right(cum, bucket)
+        out = variants[i] if i < len(variants) else None
+        if trace is not None:
+            trace.append(f"fractional bucket {bucket}/{total} hash={h} value={value!r} -> {orjson.dumps(out).decode()}")
+        return out
+
+    return fractional_dynamic

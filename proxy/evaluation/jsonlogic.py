@@ -1,0 +1,243 @@
+"""JsonLogic compiled to Python closures, with json-logic-engine 5.0.7 semantics.
+
+``LogicCompiler.compile(node, path)`` turns a JsonLogic tree into either a :class:`Const`
+(the subtree reads no data and was folded at compile time) or a closure ``f(data)``. Each
+node becomes one closure once; a request only calls closures. Problems (unknown operator,
+wrong arity, a constant expression that fails such as a division by zero, unknown or cyclic
+``$ref``, excessive depth or size) are collected with their JSON path instead of raised, so
+validation reports every problem at once.
+
+Semantics follow flagd's JS evaluator (which compiles with json-logic-engine): JS
+truthiness with ``[]``/``{}`` falsy, loose equality where ``null == 0`` holds, ``var`` via
+optional chaining (null and missing both give the default). Where that engine throws on a
+mixed-type comparison we answer as plain JavaScript would (DESIGN §2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from proxy.evaluation import operators
+from proxy.evaluation.jsvalue import Const, JSThrow
+from proxy.model import Problem
+
+Fn = Callable[[Any], Any]
+Compiled = Fn | Const
+# A builder compiles one operation: (compiler, raw arguments, path of the operation).
+Builder = Callable[["LogicCompiler", Any, str], Compiled]
+
+MAX_DEPTH = 64
+MAX_NODES = 20_000
+
+
+def join(path: str, segment: str) -> str:
+    return f"{path}.{segment}" if path else segment
+
+
+def as_fn(c: Compiled) -> Fn:
+    if c.__class__ is Const:
+        v = c.value  # type: ignore[union-attr]
+        return lambda d: v
+    return c  # type: ignore[return-value]
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, JSThrow):
+        return str(exc) or "invalid arguments"
+    if isinstance(exc, ZeroDivisionError):
+        return "division by zero"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class LogicCompiler:
+    """Compiles JsonLogic for one flag (or one evaluator), collecting problems.
+
+    After compiling, ``refs`` holds the ``$evaluators`` names used, ``uses_timestamp`` says
+    whether a rule may read ``$flagd.timestamp``, ``needs_flagd`` whether it reads ``$flagd``
+    or the whole data at all (otherwise the engine can pass the request context unchanged).
+    With ``trace`` set to a list, traced operators append what they decided (explain).
+    """
+
+    def __init__(self, evaluators: Mapping[str, Any] | None = None, *, trace: list[str] | None = None):
+        self.evaluators: Mapping[str, Any] = evaluators or {}
+        self.problems: list[Problem] = []
+        self.refs: set[str] = set()
+        self.uses_timestamp = False
+        self.needs_flagd = False
+        self.trace = trace
+        self.scope = 0  # > 0 inside map/filter/reduce/... where var reads the element
+        self._ref_stack: list[str] = []
+        self._depth = 0
+        self._nodes = 0
+        self._too_big = False
+
+    # -- reporting ------------------------------------------------------------------------
+    def problem(self, path: str, message: str) -> Const:
+        self.problems.append(Problem(path, message))
+        return Const(None)
+
+    def fold(self, path: str, thunk: Callable[[], Any]) -> Const:
+        """Evaluate a data-free subtree now; if it fails it fails on every request, so it is a
+        load-time problem (the reference reports PARSE_ERROR for it)."""
+        try:
+            return Const(thunk())
+        except RecursionError:
+            return self.problem(path, "constant expression too deeply nested")
+        except Exception as exc:
+            return self.problem(path, f"constant expression fails: {describe(exc)}")
+
+    def reads_data(self, parts: list[str] | None) -> None:
+        """Record a read of the request data at ``parts`` (None: the whole data, or a path
+        only known at run time). Reads inside iterators see the element, not the request."""
+        if parts is None:
+            self.needs_flagd = True
+            if self.scope == 0:
+                self.uses_timestamp = True
+        elif parts and parts[0] == "$flagd":
+            self.needs_flagd = True
+            if self.scope == 0 and (len(parts) == 1 or parts[1] == "timestamp"):
+                self.uses_timestamp = True
+
+    # -- traversal ------------------------------------------------------------------------
+    def compile(self, node: Any, path: str) -> Compiled:
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            if not self._too_big:
+                self._too_big = True
+                self.problem(path, f"rule is too large (more than {MAX_NODES} nodes)")
+            return Const(None)
+        c = node.__class__
+        if c is dict:
+            return self._operation(node, path)
+        if c is list:
+            return self._array(node, path)
+        return Const(node)
+
+    def _enter(self, path: str) -> bool:
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            self._depth -= 1
+            self.problem(path, f"rule is nested deeper than {MAX_DEPTH} levels")
+            return False
+        return True
+
+    def _array(self, node: list[Any], path: str) -> Compiled:
+        if not self._enter(path):
+            return Const(None)
+        try:
+            parts = [self.compile(x, f"{path}[{i}]") for i, x in enumerate(node)]
+        finally:
+            self._depth -= 1
+        if all(p.__class__ is Const for p in parts):
+            return Const([p.value for p in parts])  # type: ignore[union-attr]
+        fns = [as_fn(p) for p in parts]
+        return lambda d: [f(d) for f in fns]
+
+    def _operation(self, node: dict[str, Any], path: str) -> Compiled:
+        if not node:
+            return Const({})
+        if len(node) > 1:
+            keys = ", ".join(repr(k) for k in list(node)[:4])
+            return self.problem(path, f"an operation has exactly one key (the operator), got {keys}")
+        ((op, args),) = node.items()
+        if op == "$ref":
+            return self._ref(args, path)
+        builder = OPERATORS.get(op)
+        if builder is None:
+            return self.problem(path, f"unknown operator {op!r}")
+        if not self._enter(path):
+            return Const(None)
+        try:
+            return builder(self, args, join(path, op))
+        finally:
+            self._depth -= 1
+
+    def _ref(self, name: Any, path: str) -> Compiled:
+        if name.__class__ is not str:
+            return self.problem(path, "$ref must name an evaluator (a string)")
+        if name not in self.evaluators:
+            return self.problem(path, f"unknown $ref {name!r} (no such entry in $evaluators)")
+        if name in self._ref_stack:
+            cycle = " -> ".join([*self._ref_stack[self._ref_stack.index(name):], name])
+            return self.problem(path, f"cyclic $ref: {cycle}")
+        self.refs.add(name)
+        self._ref_stack.append(name)
+        try:
+            inner = self.compile(self.evaluators[name], f"$evaluators.{name}")
+        finally:
+            self._ref_stack.pop()
+        trace = self.trace
+        if trace is None or inner.__class__ is Const:
+            if trace is not None:
+                trace_const = f"$ref {name} (constant)"
+                fn = as_fn(inner)
+
+                def traced_const(d: Any) -> Any:
+                    trace.append(trace_const)
+                    return fn(d)
+
+                return traced_const
+            return inner
+        fn = as_fn(inner)
+        line = f"$ref {name}"
+
+        def traced(d: Any) -> Any:
+            trace.append(line)
+            return fn(d)
+
+        return traced
+
+    # -- helpers for builders -------------------------------------------------------------
+    def args(self, args: Any, path: str, op: str, lo: int = 0, hi: int | None = None) -> list[Compiled] | None:
+        """Compile a literal argument list, checking its length; None if it is not a list
+        (callers decide what a single or computed argument means for their operator)."""
+        if args.__class__ is not list:
+            return None
+        n = len(args)
+        if n < lo or (hi is not None and n > hi):
+            if hi is None:
+                want = f"at least {lo}"
+            elif lo == hi:
+                want = str(lo)
+            else:
+                want = f"{lo} to {hi}"
+            self.problem(path, f"{op} takes {want} argument{'s' if want != '1' else ''}, got {n}")
+            return [Const(None)] * n
+        return [self.compile(a, f"{path}[{i}]") for i, a in enumerate(args)]
+
+
+OPERATORS: dict[str, Builder] = {}
+OPERATORS.update(operators.BUILDERS)
+
+
+def register(name: str, builder: Builder) -> None:
+    OPERATORS[name] = builder
+
+
+def _register_flagd_operators() -> None:
+    from proxy.evaluation import fractional, semver, strings
+
+    register("fractional", fractional.build)
+    register("sem_ver", semver.build)
+    register("starts_with", strings.build_starts_with)
+    register("ends_with", strings.build_ends_with)
+
+
+_register_flagd_operators()
+
+
+def compile_logic(
+    logic: Any, path: str = "", evaluators: Mapping[str, Any] | None = None
+) -> tuple[Compiled, LogicCompiler]:
+    """Compile one JsonLogic tree; the compiler carries problems, refs and read flags."""
+    cc = LogicCompiler(evaluators)
+    return cc.compile(logic, path), cc
+
+
+def apply(logic: Any, data: Any = None) -> Any:
+    """Compile and run once (tests, tools). Raises ValueError listing problems."""
+    compiled, cc = compile_logic(logic)
+    if cc.problems:
+        raise ValueError("; ".join(str(p) for p in cc.problems))
+    return as_fn(compiled)(data)

@@ -1,0 +1,139 @@
+"""flagd's ``sem_ver``: ``[version, op, target]`` with op in ``= != < <= > >= ^ ~``.
+
+Versions are parsed the way flagd's JS evaluator does (node-semver): one leading v/V is
+dropped, surrounding whitespace is ignored, and a partial version "1" or "1.2" is completed
+to "1.0.0" / "1.2.0"; anything else invalid gives null. ``^`` matches the major version,
+``~`` the major and minor. A literal target is parsed once at compile time; versions from
+the context go through a small hand-written parser behind an LRU cache (the ``semver``
+library is used for prerelease precedence, the rare slow path).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import TYPE_CHECKING, Any
+
+import semver as _semver
+
+from proxy.evaluation.jsvalue import MAX_SAFE_INTEGER, Const, to_string
+from proxy.evaluation.operators_values import coerce_array
+
+if TYPE_CHECKING:
+    from proxy.evaluation.jsonlogic import Compiled, LogicCompiler
+
+Version = tuple[int, int, int, str | None]
+
+_IDENT = r"(?:0|[1-9]\d*|\d*[a-zA-Z-][a-zA-Z0-9-]*)"
+_FULL = re.compile(
+    rf"v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-({_IDENT}(?:\.{_IDENT})*))?(?:\+[a-zA-Z0-9-]+(?:\.[a-zA-Z0-9-]+)*)?",
+    re.ASCII,
+)
+_PARTIAL = re.compile(r"(0|[1-9]\d{0,15})(?:\.(0|[1-9]\d{0,15}))?", re.ASCII)
+_WS = " \t\n\v\f\r\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+
+OPERATORS = ("=", "!=", "<", "<=", ">", ">=", "^", "~")
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_version(raw: str) -> Version | None:
+    s = raw[1:] if raw[:1] in ("v", "V") else raw
+    t = s.strip(_WS)
+    if len(t) <= 256:
+        m = _FULL.fullmatch(t)
+        if m:
+            major, minor, patch = int(m.group(1)), int(m.group(2)), int(m.group(3))
+            if max(major, minor, patch) > MAX_SAFE_INTEGER:
+                return None
+            return (major, minor, patch, m.group(4))
+    m = _PARTIAL.fullmatch(s)
+    if m:
+        major, minor = int(m.group(1)), int(m.group(2) or 0)
+        if max(major, minor) > MAX_SAFE_INTEGER:
+            return None
+        return (major, minor, 0, None)
+    return None
+
+
+def to_version(v: Any) -> Version | None:
+    return parse_version(v if v.__class__ is str else to_string(v))
+
+
+def compare(a: Version, b: Version) -> int:
+    for i in (0, 1, 2):
+        if a[i] != b[i]:
+            return -1 if a[i] < b[i] else 1
+    pa, pb = a[3], b[3]
+    if pa == pb:
+        return 0
+    if pa is None:
+        return 1
+    if pb is None:
+        return -1
+    return _semver.Version(0, 0, 0, prerelease=pa).compare(_semver.Version(0, 0, 0, prerelease=pb))
+
+
+_TESTS = {
+    "=": lambda a, b: compare(a, b) == 0,
+    "!=": lambda a, b: compare(a, b) != 0,
+    "<": lambda a, b: compare(a, b) < 0,
+    "<=": lambda a, b: compare(a, b) <= 0,
+    ">": lambda a, b: compare(a, b) > 0,
+    ">=": lambda a, b: compare(a, b) >= 0,
+    "^": lambda a, b: a[0] == b[0],
+    "~": lambda a, b: a[0] == b[0] and a[1] == b[1],
+}
+
+
+def sem_ver(vals: list[Any]) -> bool | None:
+    """The operator on evaluated arguments; null on anything invalid."""
+    if len(vals) != 3:
+        return None
+    a, b = to_version(vals[0]), to_version(vals[2])
+    test = _TESTS.get(to_string(vals[1]))
+    if a is None or b is None or test is None:
+        return None
+    return test(a, b)
+
+
+def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
+    from proxy.evaluation.jsonlogic import as_fn
+
+    if args.__class__ is dict and args:
+        f = as_fn(cc.compile(args, path))
+        return lambda d: sem_ver(coerce_array(f(d)))
+    if args.__class__ is not list or len(args) != 3:
+        n = len(args) if args.__class__ is list else 1
+        return cc.problem(path, f"sem_ver takes [version, operator, target], got {n} argument{'s' if n != 1 else ''}")
+    parts = [cc.compile(a, f"{path}[{i}]") for i, a in enumerate(args)]
+    op, target = parts[1], parts[2]
+    if op.__class__ is Const and to_string(op.value) not in _TESTS:  # type: ignore[union-attr]
+        return cc.problem(f"{path}[1]", f"unknown sem_ver operator {op.value!r} (use one of {' '.join(OPERATORS)})")  # type: ignore[union-attr]
+    if target.__class__ is Const and to_version(target.value) is None:  # type: ignore[union-attr]
+        return cc.problem(f"{path}[2]", f"invalid semantic version {target.value!r}")  # type: ignore[union-attr]
+    if all(p.__class__ is Const for p in parts):
+        return Const(sem_ver([p.value for p in parts]))  # type: ignore[union-attr]
+    if op.__class__ is Const and target.__class__ is Const:
+        test = _TESTS[to_string(op.value)]  # type: ignore[union-attr]
+        tv = to_version(target.value)  # type: ignore[union-attr]
+        fv = as_fn(parts[0])
+        trace = cc.trace
+        if trace is not None:
+
+            def traced(d: Any) -> bool | None:
+                raw = fv(d)
+                v = to_version(raw)
+                out = None if v is None else test(v, tv)
+                trace.append(f"sem_ver {to_string(raw)!r} {op.value} {target.value!r} -> {'null' if out is None else str(out).lower()}")  # type: ignore[union-attr]
+                return out
+
+            return traced
+
+        def sem_ver_fast(d: Any) -> bool | None:
+            v = fv(d)
+            pv = parse_version(v) if v.__class__ is str else to_version(v)
+            return None if pv is None else test(pv, tv)
+
+        return sem_ver_fast
+    fns = [as_fn(p) for p in parts]
+    return lambda d: sem_ver([f(d) for f in fns])
