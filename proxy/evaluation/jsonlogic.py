@@ -71,6 +71,10 @@ class LogicCompiler:
         self._depth = 0
         self._nodes = 0
         self._too_big = False
+        # How many places the reference's generated JS assigns its shared `prev` variable:
+        # json-logic-engine's compiled comparators read `prev` after evaluating an operand, so
+        # an operand whose code assigns it (a var, say) changes how the comparison coerces.
+        self.prev_writes = 0
 
     # -- reporting ------------------------------------------------------------------------
     def problem(self, path: str, message: str) -> Const:
@@ -109,7 +113,11 @@ class LogicCompiler:
             return Const(None)
         c = node.__class__
         if c is dict:
-            return self._operation(node, path)
+            before = self.prev_writes
+            out = self._operation(node, path)
+            if out.__class__ is Const:  # folded: no code, no `prev` in the reference either
+                self.prev_writes = before
+            return out
         if c is list:
             return self._array(node, path)
         return Const(node)

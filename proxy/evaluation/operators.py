@@ -75,6 +75,8 @@ def build_var(cc: LogicCompiler, args: Any, path: str) -> Compiled:
         return cc.problem(key_path, "var path must be a string or a number")
     parts = split_path(to_string(key))
     cc.reads_data(parts)
+    if key.__class__ is not bool:
+        cc.prev_writes += 1
     dconst = default.__class__ is Const
     dv = default.value if dconst else None  # type: ignore[union-attr]
     dfn = None if dconst else _fn(default)
@@ -201,6 +203,8 @@ def build_missing_some(cc: LogicCompiler, args: Any, path: str) -> Compiled:
     if parts is None:
         return cc.problem(path, "missing_some takes [minimum, [keys...]]")
     need, keys = _fn(parts[0]), parts[1]
+    if args[1].__class__ is list:
+        cc.prev_writes += 1
     _note_keys(cc, keys)
     kfn = _fn(keys)
 
@@ -225,7 +229,10 @@ def build_if(cc: LogicCompiler, args: Any, path: str) -> Compiled:
     n = len(args)
     if n == 0:
         return Const(None)
+    before = cc.prev_writes
     parts = [cc.compile(a, f"{path}[{i}]") for i, a in enumerate(args)]
+    if n < 3:  # the reference interprets short ifs instead of inlining them
+        cc.prev_writes = before
     if n == 1:
         return parts[0]
     if n % 2 == 0:
@@ -298,6 +305,7 @@ def _build_andor(is_or: bool) -> Any:
         if not args:
             return Const(None)
         parts = [cc.compile(a, f"{path}[{i}]") for i, a in enumerate(args)]
+        cc.prev_writes += 1
         fns = [_fn(p) for p in parts]
 
         def andor(d: Any) -> Any:
@@ -390,28 +398,42 @@ def _make_step(op: str) -> Any:
 
 def _build_compare(op: str) -> Any:
     step = _make_step(op)
+    plain = _PLAIN[op]
 
     def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
         if args.__class__ is not list:
             return cc.problem(path, f"{op} takes an array of at least 2 operands")
-        parts = cc.args(args, path, op, 2)
-        assert parts is not None
+        if len(args) < 2:
+            return cc.problem(path, f"{op} takes at least 2 operands, got {len(args)}")
+        parts, writes = [], []
+        for i, a in enumerate(args):
+            before = cc.prev_writes
+            parts.append(cc.compile(a, f"{path}[{i}]"))
+            writes.append(cc.prev_writes > before)
+        cc.prev_writes += 1
+        # An operand whose generated code assigns `prev` makes the reference check it against
+        # itself, which leaves it unchanged: the comparison is then plain JavaScript.
+        steps = [None] + [(lambda a, b: (plain(a, b), b)) if w else step for w in writes[1:]]
         fns = [_fn(p) for p in parts]
         if len(parts) == 2:
             fa, fb = fns
-            if _is_const(parts[1]) and not _is_const(parts[0]):
+            st = steps[1]
+            if writes[1]:
+                cmp2 = lambda d: plain(fa(d), fb(d))  # noqa: E731
+            elif _is_const(parts[1]) and not _is_const(parts[0]):
                 bv = parts[1].value  # type: ignore[union-attr]
-                cmp2c = lambda d: step(fa(d), bv)[0]  # noqa: E731
-                return cmp2c
-            cmp2 = lambda d: step(fa(d), fb(d))[0]  # noqa: E731
+                cmp2 = lambda d: st(fa(d), bv)[0]  # noqa: E731
+            else:
+                cmp2 = lambda d: st(fa(d), fb(d))[0]  # noqa: E731
             if all(_is_const(p) for p in parts):
                 return cc.fold(path, lambda: cmp2(None))
             return cmp2
+        pairs = list(zip(fns[1:], steps[1:], strict=True))
 
         def chain(d: Any) -> bool:
             prev = fns[0](d)
-            for f in fns[1:]:
-                ok, prev = step(prev, f(d))
+            for f, st in pairs:
+                ok, prev = st(prev, f(d))
                 if not ok:
                     return False
             return True

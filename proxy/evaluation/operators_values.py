@@ -162,6 +162,8 @@ def _arith(name: str, impl: Any, lo: int, zero_divisor: bool) -> Any:
     def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
         if args.__class__ is dict and args:
             inner = _fn(cc.compile(args, path))
+            if name in ("+", "-", "/"):
+                cc.prev_writes += 1
 
             def spread(d: Any) -> Any:
                 v = inner(d)
@@ -358,10 +360,14 @@ def _iterator(name: str) -> Any:
             return cc.problem(path, f"{name} takes {want} arguments, got {len(args)}")
         sel = cc.compile(args[0], f"{path}[0]")
         cc.scope += 1
+        before = cc.prev_writes
         try:
             mapper = cc.compile(args[1], f"{path}[1]")
         finally:
             cc.scope -= 1
+            cc.prev_writes = before  # the reference builds the mapper as a separate function
+        if name == "all":
+            cc.prev_writes += 1
         init = cc.compile(args[2], f"{path}[2]") if len(args) == 3 else None
         sf, mf = _fn(sel), _fn(mapper)
         if name == "map":
