@@ -213,9 +213,12 @@ async def _not_allowed(_request: Request, _exc: Exception) -> Response:
 
 def _surfaces(rt: Runtime) -> list[BaseRoute]:
     """Routes of the other HTTP surfaces (one line each; they read ``rt``)."""
-    from proxy.api import streams  # SSE streams + /v1/rules (stops via rt.on_shutdown)
+    from proxy.api import (
+        demo,  # the demo page at /demo/ (serve --demo)
+        streams,  # SSE streams + /v1/rules (stops via rt.on_shutdown)
+    )
 
-    return [*streams.mount(rt)]
+    return [*streams.mount(rt), *(demo.mount(rt) if rt.settings.demo else [])]
 
 
 def factory() -> Starlette:

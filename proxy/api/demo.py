@@ -77,3 +77,11 @@ def demo_routes(web_dir: Path | None = None,
         Mount("/demo/dist", app=StaticFiles(directory=dist_dir, check_dir=False),
               name="demo-dist"),
     ]
+
+
+def mount(rt: Any) -> list[BaseRoute]:
+    """The routes for ``create_app`` (``serve --demo``). The page learns the environment and
+    whether it needs a key; the key itself comes from the user (query string)."""
+    settings = rt.settings
+    log.info("demo page at /demo/ (env %s)", settings.env)
+    return demo_routes(page_config={"env": settings.env, "authRequired": not settings.no_auth})
