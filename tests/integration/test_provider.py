@@ -1,0 +1,381 @@
+"""The in-process provider against a real `flagedge serve` (uvicorn subprocess, real Redis):
+parity with the server's OFREP answers, pushes as CONFIGURATION_CHANGED, restarts survived.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from openfeature import api
+from openfeature.client import OpenFeatureClient
+from openfeature.evaluation_context import EvaluationContext
+from openfeature.event import EventDetails, ProviderEvent
+from openfeature.exception import ErrorCode, ProviderFatalError
+from openfeature.provider import ProviderStatus
+
+from proxy.provider import FlagedgeProvider
+from tests.integration.conftest import ProxyFactory, ProxyServer
+from tests.redis_server import wait_until
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+FLAGS: dict[str, Any] = orjson.loads((ROOT / "config" / "flags.json").read_bytes())
+EVENTS = list(ProviderEvent)
+N_CONTEXTS = 3000
+
+
+class Events:
+    """Every provider event a client saw, in order, with waits that have deadlines."""
+
+    def __init__(self, client: OpenFeatureClient):
+        self.seen: list[tuple[ProviderEvent, EventDetails]] = []
+        self._cond = threading.Condition()
+        for event in EVENTS:
+            client.add_handler(event, self._handler(event))
+
+    def _handler(self, event: ProviderEvent) -> Callable[[EventDetails], None]:
+        def handle(details: EventDetails) -> None:
+            with self._cond:
+                self.seen.append((event, details))
+                self._cond.notify_all()
+        return handle
+
+    def mark(self) -> int:
+        with self._cond:
+            return len(self.seen)
+
+    def wait(self, event: ProviderEvent, after: int = 0, timeout: float = 10.0,
+             where: Callable[[EventDetails], bool] = lambda d: True) -> EventDetails:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for ev, details in self.seen[after:]:
+                    if ev == event and where(details):
+                        return details
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no {event.value} within {timeout}s; saw "
+                                       f"{[e.value for e, _ in self.seen[after:]]}")
+                self._cond.wait(left)
+
+    def kinds(self, after: int = 0) -> list[ProviderEvent]:
+        with self._cond:
+            return [e for e, _ in self.seen[after:]]
+
+
+@pytest.fixture
+def openfeature_api() -> Iterator[None]:
+    yield
+    api.shutdown()  # shuts every provider down and drops the handlers
+
+
+def make_provider(server: ProxyServer, key: str, **kwargs: Any) -> FlagedgeProvider:
+    options: dict[str, Any] = {"init_timeout": 10.0, "backoff_initial": 0.05,
+                               "backoff_max": 0.5}
+    options.update(kwargs)
+    return FlagedgeProvider(server.url, key, **options)
+
+
+def connect(provider: FlagedgeProvider, domain: str) -> tuple[OpenFeatureClient, Events]:
+    api.set_provider_and_wait(provider, domain=domain)
+    client = api.get_client(domain)
+    return client, Events(client)
+
+
+@pytest.fixture
+def served(proxy_server: ProxyServer, openfeature_api: None
+           ) -> tuple[ProxyServer, str, FlagedgeProvider, OpenFeatureClient, Events]:
+    proxy_server.push(FLAGS, wait=False)
+    key = proxy_server.create_key("server")
+    provider = make_provider(proxy_server, key)
+    client, events = connect(provider, "flagedge-provider-test")
+    assert client.get_provider_status() == ProviderStatus.READY
+    return proxy_server, key, provider, client, events
+
+
+# -- parity with the server's OFREP answers ---------------------------------------------------
+def random_context(rng: random.Random) -> dict[str, Any]:
+    ctx: dict[str, Any] = {}
+    tk = rng.random()
+    if tk < 0.85:
+        ctx["targetingKey"] = f"user-{rng.randrange(100_000)}"
+    elif tk < 0.9:
+        ctx["targetingKey"] = rng.choice(["", "qa-robot-1", "qa-robot-2", "ünïcode-ß"])
+    pick: dict[str, Callable[[], Any]] = {
+        "email": lambda: rng.choice(["a@flagedge.dev", "b@example.com", "x@FLAGEDGE.DEV",
+                                     "flagedge.dev", ""]),
+        "ring": lambda: rng.choice(["canary", "stable", "Canary"]),
+        "platform": lambda: rng.choice(["ios", "android", "web", "IOS"]),
+        "appVersion": lambda: rng.choice(["4.2.0", "4.1.9", "v4.2", "5", "4.2.0-beta.1",
+                                          "not-a-version", "10.0.0", "4.10.1"]),
+        "country": lambda: rng.choice(["DE", "CH", "NO", "US", "de", ""]),
+        "locale": lambda: rng.choice(["en-US", "en", "de-DE", "fr", "EN-gb"]),
+        "loggedIn": lambda: rng.choice([True, False, 0, 1, "yes", ""]),
+    }
+    for name, gen in pick.items():
+        if rng.random() < 0.6:
+            ctx[name] = gen()
+    return ctx
+
+
+def detail_kind(raw_flag: dict[str, Any]) -> str:
+    sample = next(iter(raw_flag["variants"].values()))
+    if isinstance(sample, bool):
+        return "boolean"
+    if isinstance(sample, str):
+        return "string"
+    if isinstance(sample, int | float):
+        return "float"
+    return "object"
+
+
+DEFAULTS = {"boolean": False, "string": "<default>", "float": -1.5, "object": {"d": 1}}
+
+
+def test_values_match_the_servers_ofrep_answers(served: Any) -> None:
+    server, key, _provider, client, _events = served
+    kinds = {k: detail_kind(f) for k, f in FLAGS["flags"].items()}
+    rng = random.Random(20261125)
+    compared = 0
+    seen_reasons: set[str] = set()
+    seen_variants: set[tuple[str, str | None]] = set()
+    with server.client(key) as http:
+        for _ in range(N_CONTEXTS):
+            ctx = random_context(rng)
+            r = http.post("/ofrep/v1/evaluate/flags", json={"context": ctx})
+            assert r.status_code == 200, r.text
+            items = r.json()["flags"]
+            assert {i["key"] for i in items} == set(FLAGS["flags"])
+            attrs = {k: v for k, v in ctx.items() if k != "targetingKey"}
+            of_ctx = EvaluationContext(targeting_key=ctx.get("targetingKey"), attributes=attrs)
+            if ctx.get("targetingKey") == "":
+                # OpenFeature drops an empty targeting key; send it as an attribute instead,
+                # exactly as the OFREP provider would put it in the request.
+                of_ctx = EvaluationContext(attributes={**attrs, "targetingKey": ""})
+            for item in items:
+                kind = kinds[item["key"]]
+                getter = getattr(client, f"get_{kind}_details")
+                got = getter(item["key"], DEFAULTS[kind], of_ctx)
+                where = f"{item['key']} for {ctx}"
+                if "errorCode" in item:
+                    assert got.error_code == item["errorCode"], where
+                    assert got.value == DEFAULTS[kind], where
+                    continue
+                assert got.error_code is None, (where, got.error_message)
+                assert got.reason == item["reason"], where
+                assert got.variant == item["variant"], where
+                assert got.value == item.get("value", DEFAULTS[kind]), where
+                assert dict(got.flag_metadata) == item["metadata"], where
+                seen_reasons.add(item["reason"])
+                seen_variants.add((item["key"], item["variant"]))
+                compared += 1
+    assert compared >= N_CONTEXTS * len(FLAGS["flags"]) * 0.9
+    # the sample exercised every outcome the demo flags can have
+    assert seen_reasons == {"STATIC", "TARGETING_MATCH", "DEFAULT", "DISABLED"}
+    for flag_key, raw in FLAGS["flags"].items():
+        if raw["state"] == "ENABLED" and raw.get("targeting"):
+            assert {v for k, v in seen_variants if k == flag_key} == set(raw["variants"]), flag_key
+
+
+def test_evaluation_costs_no_network_round_trip(served: Any) -> None:
+    """Evaluations keep answering, with the same values, while the server is gone."""
+    server, _key, _provider, client, events = served
+    ctx = EvaluationContext(targeting_key="user-7", attributes={"country": "DE"})
+    before = [client.get_float_details("free-shipping-threshold", 0.0, ctx) for _ in range(3)]
+    mark = events.mark()
+    server.kill()
+    events.wait(ProviderEvent.PROVIDER_STALE, mark)
+    after = client.get_float_details("free-shipping-threshold", 0.0, ctx)
+    assert (after.value, after.variant, after.reason) == (
+        before[0].value, before[0].variant, before[0].reason) == (25, "low", "TARGETING_MATCH")
+
+
+# -- pushes --------------------------------------------------------------------------------
+def changed_doc() -> dict[str, Any]:
+    doc = orjson.loads(orjson.dumps(FLAGS))
+    doc["flags"]["welcome-banner"]["defaultVariant"] = "holiday"
+    del doc["flags"]["legacy-search"]
+    return doc
+
+
+def test_push_arrives_as_configuration_changed_with_the_keys(served: Any) -> None:
+    server, _key, _provider, client, events = served
+    ctx = EvaluationContext(targeting_key="u1", attributes={"loggedIn": True})
+    assert client.get_string_value("welcome-banner", "", ctx) == "Welcome back"
+    mark = events.mark()
+    version = server.push(changed_doc(), wait=False)
+    # one version deleting one flag and changing another: one event naming both
+    details = events.wait(ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, mark)
+    assert sorted(details.flags_changed or []) == ["legacy-search", "welcome-banner"]
+    assert details.metadata.get("version") == version
+    assert client.get_string_value("welcome-banner", "", ctx) == "Happy holidays!"
+    gone = client.get_boolean_details("legacy-search", True, ctx)
+    assert gone.error_code == ErrorCode.FLAG_NOT_FOUND and gone.value is True
+
+
+def test_evaluator_change_names_every_flag_that_uses_it(served: Any) -> None:
+    server, _key, _provider, client, events = served
+    doc = orjson.loads(orjson.dumps(FLAGS))
+    doc["$evaluators"]["internal-users"] = {"ends_with": [{"var": "email"}, "@corp.example"]}
+    ctx = EvaluationContext(targeting_key="u1", attributes={"email": "ann@corp.example"})
+    before = client.get_object_details("checkout-config", {}, ctx)
+    assert (before.variant, before.reason) == ("standard", "DEFAULT")
+    mark = events.mark()
+    server.push(doc, wait=False)
+    details = events.wait(ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, mark)
+    # search-ranking uses it directly; new-checkout and checkout-config through "canary"
+    assert sorted(details.flags_changed or []) == [
+        "checkout-config", "new-checkout", "search-ranking"]
+    after = client.get_object_details("checkout-config", {}, ctx)
+    assert (after.variant, after.reason) == ("canary", "TARGETING_MATCH")
+    assert after.value["maxItems"] == 100
+    assert client.get_string_value("search-ranking", "", ctx) == "bm25+embeddings-v2"
+    assert client.get_boolean_value("new-checkout", False, ctx) is True
+
+
+def test_many_pushes_in_a_row_end_in_the_servers_state(served: Any) -> None:
+    server, key, _provider, client, events = served
+    doc = orjson.loads(orjson.dumps(FLAGS))
+    flag = doc["flags"]["free-shipping-threshold"]
+    last = 0
+    for i in range(20):
+        flag["variants"]["default"] = 100 + i
+        last = server.push(doc, wait=False)
+    events.wait(ProviderEvent.PROVIDER_CONFIGURATION_CHANGED,
+                where=lambda d: d.metadata.get("version") == last)
+    assert client.get_float_value("free-shipping-threshold", 0.0) == 119
+    with server.client(key) as http:
+        body = http.post("/ofrep/v1/evaluate/flags/free-shipping-threshold",
+                         json={"context": {}}).json()
+    assert body["value"] == 119
+
+
+# -- outages -------------------------------------------------------------------------------
+def test_server_restart_is_survived_and_missed_changes_replayed(served: Any) -> None:
+    server, _key, provider, client, events = served
+    ctx = EvaluationContext(targeting_key="u1", attributes={"loggedIn": True})
+    mark = events.mark()
+    server.stop()  # graceful: the server closes the stream
+    events.wait(ProviderEvent.PROVIDER_STALE, mark)
+    assert provider.status == ProviderStatus.STALE
+    assert client.get_provider_status() == ProviderStatus.STALE
+    assert client.get_string_value("welcome-banner", "", ctx) == "Welcome back"  # last rules
+
+    missed = server.push(changed_doc(), wait=False)  # written while the proxy is down
+    mark = events.mark()
+    server.start()
+    events.wait(ProviderEvent.PROVIDER_READY, mark)
+    changed = events.wait(ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, mark)
+    assert sorted(changed.flags_changed or []) == ["legacy-search", "welcome-banner"]
+    assert changed.metadata.get("version") == missed
+    assert client.get_string_value("welcome-banner", "", ctx) == "Happy holidays!"
+    assert client.get_provider_status() == ProviderStatus.READY
+
+    mark = events.mark()
+    doc = changed_doc()
+    doc["flags"]["welcome-banner"]["defaultVariant"] = "none"
+    after = server.push(doc, wait=False)
+    changed = events.wait(ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, mark)
+    assert changed.flags_changed == ["welcome-banner"] and changed.metadata["version"] == after
+    assert client.get_string_value("welcome-banner", "x", ctx) == ""
+
+
+def test_killed_server_stale_then_error_after_grace_then_ready(
+        proxy_server: ProxyServer, openfeature_api: None) -> None:
+    proxy_server.push(FLAGS, wait=False)
+    key = proxy_server.create_key("server")
+    provider = make_provider(proxy_server, key, error_grace_period=0.5)
+    client, events = connect(provider, "flagedge-provider-kill")
+    mark = events.mark()
+    proxy_server.kill()  # SIGKILL: no goodbye, the socket just drops
+    events.wait(ProviderEvent.PROVIDER_STALE, mark)
+    error = events.wait(ProviderEvent.PROVIDER_ERROR, mark)
+    assert error.error_code == ErrorCode.GENERAL
+    assert client.get_provider_status() == ProviderStatus.ERROR
+    still = client.get_boolean_details("payments-kill-switch", False)
+    assert (still.value, still.reason) == (True, "STATIC")  # last rules still served
+    mark = events.mark()
+    proxy_server.start()
+    events.wait(ProviderEvent.PROVIDER_READY, mark)
+    assert events.kinds(mark)[0] == ProviderEvent.PROVIDER_READY
+    assert client.get_provider_status() == ProviderStatus.READY
+
+
+def test_provider_started_before_the_server_becomes_ready_later(
+        proxy_factory: ProxyFactory, openfeature_api: None) -> None:
+    server = proxy_factory(start=False)
+    server.push(FLAGS, wait=False)  # rules and key exist; the proxy is not up yet
+    key = server.create_key("server", wait=False)
+    provider = make_provider(server, key, init_timeout=0.5)
+    with pytest.raises(Exception, match="no rules"):
+        api.set_provider_and_wait(provider, domain="flagedge-provider-late")
+    client = api.get_client("flagedge-provider-late")
+    assert client.get_provider_status() == ProviderStatus.ERROR
+    early = client.get_boolean_details("payments-kill-switch", False)
+    assert early.error_code == ErrorCode.PROVIDER_NOT_READY and early.value is False
+
+    events = Events(client)
+    mark = events.mark()
+    server.start()
+    events.wait(ProviderEvent.PROVIDER_READY, mark, timeout=15)
+    assert client.get_provider_status() == ProviderStatus.READY
+    assert client.get_boolean_value("payments-kill-switch", False) is True
+
+
+def test_unknown_key_is_fatal_at_startup(proxy_server: ProxyServer, openfeature_api: None
+                                         ) -> None:
+    proxy_server.push(FLAGS, wait=False)
+    provider = make_provider(proxy_server, "srv_wrong")
+    with pytest.raises(ProviderFatalError):
+        api.set_provider_and_wait(provider, domain="flagedge-provider-badkey")
+    client = api.get_client("flagedge-provider-badkey")
+    assert client.get_provider_status() == ProviderStatus.FATAL
+    assert provider._thread is not None
+    wait_until(lambda: not provider._thread.is_alive(), timeout=5, what="stream thread to end")
+
+
+def test_client_key_may_not_read_rules(proxy_server: ProxyServer, openfeature_api: None
+                                       ) -> None:
+    proxy_server.push(FLAGS, wait=False)
+    key = proxy_server.create_key("client")
+    with pytest.raises(ProviderFatalError, match="403"):
+        api.set_provider_and_wait(make_provider(proxy_server, key),
+                                  domain="flagedge-provider-client-key")
+
+
+def test_revoked_key_keeps_the_last_rules_with_an_error(served: Any) -> None:
+    server, key, _provider, client, events = served
+    mark = events.mark()
+    server.revoke_key(key)
+    events.wait(ProviderEvent.PROVIDER_STALE, mark)  # the server closes the stream
+    error = events.wait(ProviderEvent.PROVIDER_ERROR, mark)  # and refuses the reconnect
+    assert "401" in (error.message or "") or "403" in (error.message or "")
+    assert client.get_boolean_value("payments-kill-switch", False) is True
+
+
+def test_shutdown_closes_the_stream(served: Any) -> None:
+    server, _key, provider, _client, _events = served
+    thread = provider._thread
+    assert thread is not None and thread.is_alive()
+    assert rules_streams(server) == 1
+    provider.shutdown()
+    assert not thread.is_alive()
+    assert provider.status == ProviderStatus.NOT_READY and provider.flag_set is None
+    wait_until(lambda: rules_streams(server) == 0, timeout=5, what="server to see the close")
+
+
+def rules_streams(server: ProxyServer) -> float:
+    text = httpx.get(f"{server.url}/metrics", timeout=2.0).text
+    for line in text.splitlines():
+        if line.startswith('flagedge_sse_connections{') and 'stream="rules"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
