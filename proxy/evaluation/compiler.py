@@ -175,7 +175,7 @@ def _build_flag(
     flag_md = _metadata(raw.get("metadata"), f"{path}.metadata", problems)
     targeting = raw.get("targeting")
     compiled = None
-    cc = LogicCompiler(evaluators)
+    cc = LogicCompiler(evaluators, flag_key=key)
     if targeting is not None and targeting != {}:
         if targeting.__class__ is not dict:
             problems.append(Problem(f"{path}.targeting", "targeting must be a JsonLogic object"))

@@ -34,16 +34,23 @@ def _context_problem(context: Any) -> str | None:
     return None
 
 
-def _run(flag: Flag, context: Mapping[str, Any], ts: int) -> EvaluationResult:
+def _run(flag: Flag, context: Mapping[str, Any]) -> EvaluationResult:
     if flag.reads_flagd:
         data = dict(context)
-        data["$flagd"] = {"flagKey": flag.key, "timestamp": ts}
+        data["$flagd"] = {"flagKey": flag.key, "timestamp": int(time.time())}
     else:
         data = context
     try:
         res = flag.rule(data)  # type: ignore[misc]
     except Exception as exc:  # bad operator arguments at run time: GENERAL, never a 500
         return general_error(flag, f"targeting failed: {describe(exc)}")
+    # the common outcomes, inline: a variant name, or null
+    if res.__class__ is str:
+        r = flag.match_results.get(res)
+        if r is not None:
+            return r
+    elif res is None and flag.default_result is not None:
+        return flag.default_result
     return resolve(flag, res)
 
 
@@ -52,9 +59,13 @@ def evaluate(flag_set: FlagSet, key: str, context: Mapping[str, Any] | None) -> 
     flag = flag_set.flags.get(key)
     if flag is None:
         return error_result(key, ErrorCode.FLAG_NOT_FOUND, f"flag {key!r} not found")
-    if context is None:
+    if context.__class__ is dict:
+        tk = context.get("targetingKey")  # type: ignore[union-attr]
+        if tk is not None and tk.__class__ is not str:
+            return error_result(key, ErrorCode.INVALID_CONTEXT, "targetingKey must be a string")
+    elif context is None:
         context = {}
-    elif context.__class__ is not dict or "targetingKey" in context:
+    else:
         bad = _context_problem(context)
         if bad is not None:
             return error_result(key, ErrorCode.INVALID_CONTEXT, bad)
@@ -62,7 +73,7 @@ def evaluate(flag_set: FlagSet, key: str, context: Mapping[str, Any] | None) -> 
     if static is not None:
         return static
     try:
-        return _run(flag, context, int(time.time()))
+        return _run(flag, context)  # type: ignore[arg-type]
     except Exception as exc:
         log.exception("evaluating %s failed", key)
         return general_error(flag, f"evaluation failed: {exc!r}")
@@ -128,7 +139,7 @@ def explain(flag_set: FlagSet, key: str, context: Mapping[str, Any] | None) -> t
         res = evaluate(flag_set, key, context)
         return res, [f"no targeting -> defaultVariant {_show(flag.default_variant)} ({res.reason.value})"]
     lines: list[str] = []
-    cc = LogicCompiler(flag_set.evaluators, trace=lines)
+    cc = LogicCompiler(flag_set.evaluators, trace=lines, flag_key=key)
     compiled = cc.compile(targeting, "")
     if cc.problems:  # evaluators changed under us; fall back to the plain evaluation
         return evaluate(flag_set, key, context), ["(rule could not be traced)"]

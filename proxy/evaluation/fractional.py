@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import mmh3
 import orjson
 
-from proxy.evaluation.jsvalue import Const, to_string
+from proxy.evaluation.jsvalue import MISSING, Const, to_string
 
 if TYPE_CHECKING:
     from proxy.evaluation.jsonlogic import Compiled, LogicCompiler
@@ -64,18 +64,45 @@ def runtime_buckets(entries: Any) -> tuple[list[Any], list[int], int] | None:
     return variants, cum, total
 
 
-def bucketing_value(d: Any, by: Any) -> str | None:
+def bucketing_value(d: Any, by: Any, flag_key: str | None) -> str | None:
+    """The string to hash: ``by`` when it is a string, else flagKey + targetingKey (null when
+    there is no usable targetingKey). Without a known flag key it comes from ``$flagd``."""
     if d.__class__ is not dict:
         return None
-    flagd = d.get("$flagd")
-    if not flagd or flagd.__class__ is not dict:
-        return None
+    if flag_key is None:
+        flagd = d.get("$flagd")
+        if not flagd or flagd.__class__ is not dict:
+            return None
+        fk = flagd.get("flagKey", MISSING)
+        flag_key = "undefined" if fk is MISSING else to_string(fk)
     if by.__class__ is str:
         return by
     tk = d.get("targetingKey")
     if not tk:
         return None
-    return to_string(flagd.get("flagKey")) + (tk if tk.__class__ is str else to_string(tk))
+    return flag_key + (tk if tk.__class__ is str else to_string(tk))
+
+
+def _keyed(flag_key: str, by: str | None, variants: list[Any], cum: list[int], total: int) -> Any:
+    """The hot path: literal buckets, bucketing by a literal or by flagKey + targetingKey."""
+    n = len(variants)
+    hash32 = mmh3.hash
+    if by is not None:
+        # a constant bucketing value: every evaluation lands in the same bucket
+        i = bisect_right(cum, (hash32(by, 0, False) * total) >> 32)
+        const = variants[i] if i < n else None
+        return lambda d: const
+
+    def fractional_keyed(d: Any) -> Any:
+        tk = d.get("targetingKey") if d.__class__ is dict else None
+        if not tk:
+            return None
+        if tk.__class__ is not str:
+            tk = to_string(tk)
+        i = bisect_right(cum, (hash32(flag_key + tk, 0, False) * total) >> 32)
+        return variants[i] if i < n else None
+
+    return fractional_keyed
 
 
 def _check_bucket(cc: LogicCompiler, raw: Any, path: str) -> tuple[Any, int | None]:
@@ -107,7 +134,11 @@ def _check_bucket(cc: LogicCompiler, raw: Any, path: str) -> tuple[Any, int | No
 def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
     from proxy.evaluation.jsonlogic import as_fn
 
-    cc.needs_flagd = True
+    # At the top level the flag key is known now; inside an iterator the reference reads the
+    # element's $flagd (usually absent: null), so keep reading the data there.
+    baked_key = cc.flag_key if cc.scope == 0 else None
+    if baked_key is None:
+        cc.needs_flagd = True
     if args.__class__ is not list:
         return cc.problem(path, "fractional takes [bucketBy?, [variant, weight?], ...]")
     if not args:
@@ -144,9 +175,11 @@ def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
         if table is None:
             return Const(None)  # problems already reported
         variants, cum, total = table
+        if baked_key is not None and by_fn is None and trace is None and total > 0:
+            return _keyed(baked_key, by_const if by_const.__class__ is str else None, variants, cum, total)
 
         def fractional(d: Any) -> Any:
-            value = bucketing_value(d, by_fn(d) if by_fn is not None else by_const)
+            value = bucketing_value(d, by_fn(d) if by_fn is not None else by_const, baked_key)
             if value is None or total == 0:
                 return None
             h, bucket = bucket_of(value, total)
@@ -161,7 +194,7 @@ def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
     fns = [as_fn(b) for b in compiled]
 
     def fractional_dynamic(d: Any) -> Any:
-        value = bucketing_value(d, by_fn(d) if by_fn is not None else by_const)
+        value = bucketing_value(d, by_fn(d) if by_fn is not None else by_const, baked_key)
         if value is None:
             return None
         table = runtime_buckets([f(d) for f in fns])

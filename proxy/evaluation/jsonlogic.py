@@ -56,11 +56,19 @@ class LogicCompiler:
     After compiling, ``refs`` holds the ``$evaluators`` names used, ``uses_timestamp`` says
     whether a rule may read ``$flagd.timestamp``, ``needs_flagd`` whether it reads ``$flagd``
     or the whole data at all (otherwise the engine can pass the request context unchanged).
+    ``flag_key`` lets operators use the flag's key without reading ``$flagd`` at run time.
     With ``trace`` set to a list, traced operators append what they decided (explain).
     """
 
-    def __init__(self, evaluators: Mapping[str, Any] | None = None, *, trace: list[str] | None = None):
+    def __init__(
+        self,
+        evaluators: Mapping[str, Any] | None = None,
+        *,
+        trace: list[str] | None = None,
+        flag_key: str | None = None,
+    ):
         self.evaluators: Mapping[str, Any] = evaluators or {}
+        self.flag_key = flag_key  # known when compiling a flag: $flagd.flagKey is a constant
         self.problems: list[Problem] = []
         self.refs: set[str] = set()
         self.uses_timestamp = False
