@@ -105,9 +105,11 @@ def build_runtime(settings: Settings, store: Store | None = None,
                          rate_limit=settings.rate_limit, rate_burst=settings.rate_burst)
     if settings.flags is not None and settings.keys is None and not settings.no_auth:
         log.warning("offline mode (--flags) without --keys or --no-auth: every request is 401")
+    cache = ResultCache(settings.cache_size)
+    metrics = Metrics(store, settings.metrics_dir)
+    metrics.hot.cache = cache
     return Runtime(settings=settings, store=store, keyring=keyring, tokens=tokens, auth=auth,
-                   cache=ResultCache(settings.cache_size),
-                   metrics=Metrics(store, settings.metrics_dir), openapi=OpenApi())
+                   cache=cache, metrics=metrics, openapi=OpenApi())
 
 
 class _JsonErrors:

@@ -31,7 +31,7 @@ class Health:
 
     def state(self) -> tuple[int, dict[str, object]]:
         store = self.store
-        envs = {env: fs.version for env, fs in store.versions()}
+        envs = dict(store.versions())
         source_ok = self.source_ready()
         if not store.ready and not source_ok:
             errors = {env: st.last_error for env, st in store.status.items() if st.last_error}

@@ -62,9 +62,7 @@ class HotMetrics:
         self.durations: dict[str, Histogram] = {}
         self.exposures: dict[tuple[str, str, str, str], int] = {}
         self.propagation = Histogram(PROPAGATION_BUCKETS)
-        self.cache_hits = 0
-        self.cache_misses = 0
-        self.cache_bypassed = 0
+        self.cache: Any = None  # the ResultCache (hits/misses/bypassed counters live there)
         # For the streams module: current connections per stream, events sent/coalesced.
         self.sse_connections: dict[str, int] = {}
         self.sse_events: dict[tuple[str, str], int] = {}  # (stream, outcome) -> count
@@ -95,7 +93,8 @@ class HotMetrics:
             "durations": {r: h.to_json() for r, h in self.durations.items()},
             "exposures": [[*k, n] for k, n in self.exposures.items()],
             "propagation": self.propagation.to_json(),
-            "cache": [self.cache_hits, self.cache_misses, self.cache_bypassed],
+            "cache": ([self.cache.hits, self.cache.misses, self.cache.bypassed]
+                      if self.cache is not None else [0, 0, 0]),
             "sse_connections": self.sse_connections,
             "sse_events": [[s, o, n] for (s, o), n in self.sse_events.items()],
         }

@@ -130,8 +130,8 @@ def test_metrics_content(proxy_server):
         c.post(BULK + "/banner", json={"context": {"plan": "free"}})
     with proxy_server.client(None) as c:
         text = c.get("/metrics").text
-    assert 'flagedge_evaluations_total{env="test",flag="banner",variant="on",reason="TARGETING_MATCH"} 3.0' in text
-    assert 'flagedge_evaluations_total{env="test",flag="banner",variant="off",reason="DEFAULT"} 1.0' in text
+    assert 'flagedge_evaluations_total{env="test",flag="banner",reason="TARGETING_MATCH",variant="on"} 3.0' in text
+    assert 'flagedge_evaluations_total{env="test",flag="banner",reason="DEFAULT",variant="off"} 1.0' in text
     assert 'flagedge_http_requests_total{route="/ofrep/v1/evaluate/flags",status="200"}' in text
     assert 'flagedge_ruleset_version{env="test"} 1.0' in text
     assert 'flagedge_source_connected{env="*"} 1.0' in text
