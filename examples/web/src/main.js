@@ -14,13 +14,23 @@
 import { OFREPWebProvider } from '@openfeature/ofrep-web-provider';
 import { OpenFeature, ProviderEvents } from '@openfeature/web-sdk';
 
-// Which flags the page shows, by role. The keys are those of config/flags.json; the server
-// (or the query string: banner=, color=, extra=) may point a role at another flag.
+// Which flags the page shows, by role: the keys of config/flags.json. The server (injected
+// config) or the query string (payments=, experiment=, greeting=, shipping=) may point a role
+// at another flag of the same type.
 const DEFAULT_FLAGS = {
-  banner: { key: 'promo-banner', type: 'boolean', fallback: false },
-  color: { key: 'button-color', type: 'string', fallback: 'grey' },
-  extra: { key: 'max-items', type: 'number', fallback: 0 },
+  // Kill switch: `false` pauses payments and shows the incident banner. Fallback: payments on.
+  payments: { key: 'payments-kill-switch', type: 'boolean', fallback: true },
+  // Three-arm experiment: the arm (variant) picks the pay button's colour.
+  experiment: { key: 'search-ranking', type: 'string', fallback: 'bm25' },
+  // Banner text; an empty string means no banner.
+  greeting: { key: 'welcome-banner', type: 'string', fallback: '' },
+  // A number flag.
+  shipping: { key: 'free-shipping-threshold', type: 'number', fallback: 50 },
 };
+
+// Experiment arm -> button colour (CSS colour names, so tests can read them back).
+const ARM_COLOURS = { control: 'slategray', semantic: 'royalblue', hybrid: 'mediumpurple' };
+const NO_ARM_COLOUR = 'gray';
 
 function readConfig() {
   let injected = {};
@@ -113,22 +123,30 @@ function render(client, cfg) {
     rows.push(`${spec.key}=${shown}`);
   }
 
-  // The kill switch shows or hides the banner.
-  const banner = $('banner');
-  banner.hidden = values.banner.value !== true;
-  banner.dataset.on = String(values.banner.value === true);
+  // The kill switch: payments paused -> incident banner on, pay button off.
+  const paymentsOn = values.payments.value !== false;
+  $('incident-banner').hidden = paymentsOn;
+  const pay = $('pay-button');
+  pay.disabled = !paymentsOn;
+  pay.dataset.enabled = String(paymentsOn);
 
-  // The experiment's colour paints the button.
-  const button = $('cta-button');
-  button.style.backgroundColor = String(values.color.value);
-  button.dataset.color = String(values.color.value);
-  $('color-value').textContent = String(values.color.value);
+  // The experiment arm paints the pay button.
+  const arm = values.experiment.variant;
+  const colour = ARM_COLOURS[arm] ?? NO_ARM_COLOUR;
+  pay.style.backgroundColor = colour;
+  pay.dataset.color = colour;
+  $('experiment-arm').textContent = arm ?? '(none)';
+  $('experiment-arm').dataset.arm = arm ?? '';
 
-  $('extra-value').textContent = typeof values.extra.value === 'object'
-    ? JSON.stringify(values.extra.value) : String(values.extra.value);
+  const greeting = $('greeting-banner');
+  greeting.textContent = String(values.greeting.value);
+  greeting.hidden = !values.greeting.value;
+
+  $('shipping-threshold').textContent = String(values.shipping.value);
 
   state.renders += 1;
   state.values = Object.fromEntries(Object.entries(values).map(([r, d]) => [r, d.value]));
+  state.variants = Object.fromEntries(Object.entries(values).map(([r, d]) => [r, d.variant ?? null]));
   $('render-count').textContent = String(state.renders);
   $('summary').textContent = rows.join(' ');
 }

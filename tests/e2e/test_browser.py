@@ -1,0 +1,257 @@
+"""The demo page in headless Chromium against a real proxy and Redis.
+
+The page is the OpenFeature web SDK with ``@openfeature/ofrep-web-provider`` (examples/web).
+It fetches all flags in one bulk POST, then follows the ``eventStreams`` SSE URL of the
+response; a rule pushed to Redis must reach the DOM through that stream without a reload.
+Every wait is on the DOM (or the page's own state) with a deadline.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+import pytest
+
+from tests.e2e.conftest import FLAGS_FILE, Stack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.integration]
+
+# The page's roles and the flags of config/flags.json behind them (examples/web/src/main.js).
+ROLES = {
+    "payments": "payments-kill-switch",
+    "experiment": "search-ranking",
+    "greeting": "welcome-banner",
+    "shipping": "free-shipping-threshold",
+}
+ARM_COLOURS = {"control": "slategray", "semantic": "royalblue", "hybrid": "mediumpurple"}
+PROPAGATION_DEADLINE_S = 2.0
+# Reconnect after a restart: Chromium's EventSource retry delay, or the provider's own
+# backoff (1 s, 2 s, 4 s ...) when the browser gave the stream up while the port was closed.
+RESTART_DEADLINE_S = 20.0
+
+
+def flags_doc() -> dict[str, Any]:
+    return orjson.loads(Path(FLAGS_FILE).read_bytes())
+
+
+def js_string(value: Any) -> str:
+    """How the page prints a flag value (JavaScript's String(), JSON for objects)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
+    return str(value)
+
+
+def wait_ready(page: Any, timeout_ms: int = 10_000) -> None:
+    page.wait_for_function(
+        "() => window.flagedgeDemo && window.flagedgeDemo.status === 'READY'"
+        " && window.flagedgeDemo.renders > 0", timeout=timeout_ms)
+
+
+def shown(page: Any) -> dict[str, dict[str, str]]:
+    """role -> {key, value, variant, reason} as rendered in the flag table."""
+    return page.evaluate("""() => Object.fromEntries(
+        [...document.querySelectorAll('tr[data-testid^="flag-"]')].map(tr => [
+            tr.dataset.testid.slice(5),
+            {key: tr.dataset.flagKey, value: tr.dataset.value, variant: tr.dataset.variant,
+             reason: tr.dataset.reason}]))""")
+
+
+def bucket_of(user: str, flag: str = ROLES["experiment"]) -> str | None:
+    """The experiment arm the engine gives ``user`` (the same code the proxy runs)."""
+    from proxy.evaluation.compiler import compile_document, load_document
+    from proxy.evaluation.engine import evaluate
+
+    flag_set = compile_document(load_document(Path(FLAGS_FILE).read_bytes()))
+    return evaluate(flag_set, flag, {"targetingKey": user}).variant
+
+
+def users_in_different_arms() -> tuple[tuple[str, str], tuple[str, str]]:
+    seen: dict[str, str] = {}
+    for i in range(1, 500):
+        user = f"user-{i}"
+        arm = bucket_of(user)
+        assert arm in ARM_COLOURS, f"{user} got no experiment arm ({arm!r})"
+        if seen and arm not in seen.values():
+            first = next(iter(seen.items()))
+            return first, (user, arm)
+        seen.setdefault(user, arm)
+    raise AssertionError("every user landed in the same arm")
+
+
+def assert_page_matches_proxy(stack: Stack, page: Any, user: str,
+                              **attributes: Any) -> dict[str, Any]:
+    """The page shows exactly what the proxy answers over OFREP for the same context."""
+    context = {"targetingKey": user, **attributes}
+    bulk = {f["key"]: f for f in stack.bulk(context)["flags"]}
+    rows = shown(page)
+    assert set(rows) == set(ROLES)
+    for role, key in ROLES.items():
+        expected = bulk[key]
+        assert rows[role]["key"] == key
+        assert rows[role]["value"] == js_string(expected["value"]), (role, rows[role], expected)
+        assert rows[role]["variant"] == (expected.get("variant") or ""), (role, rows[role])
+        assert rows[role]["reason"] == expected["reason"], (role, rows[role], expected)
+    return bulk
+
+
+def bulk_requests(page: Any) -> list[dict[str, list[str]]]:
+    """Query parameters of each bulk evaluation the page made (in order)."""
+    return [parse_qs(urlsplit(url).query) for method, url in page.flagedge_requests
+            if method == "POST" and urlsplit(url).path == "/ofrep/v1/evaluate/flags"]
+
+
+def is_sse_refetch(response: Any) -> bool:
+    """A bulk re-fetch triggered by an SSE notification (it names the new version)."""
+    url = urlsplit(response.url)
+    return url.path == "/ofrep/v1/evaluate/flags" and "flagConfigEtag" in parse_qs(url.query)
+
+
+def event_stream_urls(page: Any) -> list[str]:
+    return [url for method, url in page.flagedge_requests
+            if method == "GET" and urlsplit(url).path == "/ofrep/v1/events"]
+
+
+def test_page_shows_the_evaluated_flags(stack: Stack, open_page: Any) -> None:
+    user = "user-1"
+    page = open_page(stack.demo_url(user), "user-1")
+    wait_ready(page)
+    bulk = assert_page_matches_proxy(stack, page, user)
+
+    # The page's widgets follow the flags.
+    payments_on = bulk[ROLES["payments"]]["value"] is True
+    assert page.get_by_test_id("incident-banner").is_hidden() == payments_on
+    assert page.get_by_test_id("pay-button").is_enabled() == payments_on
+    arm = bulk[ROLES["experiment"]]["variant"]
+    assert page.get_by_test_id("pay-button").get_attribute("data-color") == ARM_COLOURS[arm]
+    assert page.get_by_test_id("experiment-arm").inner_text() == arm
+    greeting = bulk[ROLES["greeting"]]["value"]
+    assert page.get_by_test_id("greeting-banner").is_visible() == bool(greeting)
+    assert page.get_by_test_id("shipping-threshold").inner_text() == js_string(
+        bulk[ROLES["shipping"]]["value"])
+    assert page.get_by_test_id("user").inner_text() == user
+    # The key does not stay in the address bar, and the page found the SSE URL.
+    assert "key=" not in page.url
+    assert event_stream_urls(page), "the provider never opened the eventStreams URL"
+    assert all("key=" not in url for url in event_stream_urls(page))
+
+
+def test_context_attributes_from_the_query_reach_targeting(stack: Stack, open_page: Any) -> None:
+    page = open_page(stack.demo_url("user-7", **{"ctx.country": "DE", "ctx.locale": "en-GB"}),
+                     "germany")
+    wait_ready(page)
+    assert_page_matches_proxy(stack, page, "user-7", country="DE", locale="en-GB")
+    rows = shown(page)
+    assert rows["shipping"]["value"] == "25" and rows["shipping"]["variant"] == "low"
+    assert rows["greeting"]["variant"] == "holiday"
+    assert page.get_by_test_id("greeting-banner").inner_text() == "Happy holidays!"
+
+
+def test_kill_switch_push_reaches_the_page_over_sse_within_2s(stack: Stack,
+                                                              open_page: Any) -> None:
+    user = "user-1"
+    page = open_page(stack.demo_url(user), "kill-switch")
+    wait_ready(page)
+    assert page.get_by_test_id("incident-banner").is_hidden()
+    page.evaluate("() => { window.__sameDocument = 'yes'; }")
+    changes_before = page.evaluate("() => window.flagedgeDemo.changes")
+    bulks_before = len(bulk_requests(page))
+
+    doc = flags_doc()
+    doc["flags"][ROLES["payments"]]["defaultVariant"] = "off"
+    version = stack.proxy.push(doc, env=stack.env, wait=False)
+    written = time.monotonic()
+    page.get_by_test_id("incident-banner").wait_for(
+        state="visible", timeout=PROPAGATION_DEADLINE_S * 1000)
+    elapsed = time.monotonic() - written
+    stack.extra["propagation_s"] = elapsed
+    print(f"kill switch: Redis write -> banner visible in {elapsed * 1000:.0f} ms")
+
+    assert page.get_by_test_id("pay-button").is_disabled()
+    assert shown(page)["payments"]["value"] == "false"
+    # Same document (no reload), one CONFIGURATION_CHANGED naming the flag.
+    assert page.evaluate("() => window.__sameDocument") == "yes"
+    assert page.evaluate("() => window.flagedgeDemo.changes") == changes_before + 1
+    assert ROLES["payments"] in page.evaluate("() => window.flagedgeDemo.lastChanged")
+    # The re-fetch was triggered by the SSE notification: it names the new version
+    # (OFREP ADR-0008 flagConfigEtag), which only the stream could have told the page.
+    refetches = bulk_requests(page)[bulks_before:]
+    assert refetches, "no bulk re-fetch after the push"
+    assert refetches[-1].get("flagConfigEtag") == [str(version)], refetches
+    assert_page_matches_proxy(stack, page, user)
+
+
+def test_a_second_user_sees_their_own_bucket(stack: Stack, open_page: Any) -> None:
+    (user_a, arm_a), (user_b, arm_b) = users_in_different_arms()
+    assert arm_a != arm_b
+    page_a = open_page(stack.demo_url(user_a), f"{user_a}-{arm_a}")
+    page_b = open_page(stack.demo_url(user_b), f"{user_b}-{arm_b}")
+    wait_ready(page_a)
+    wait_ready(page_b)
+    for page, user, arm in ((page_a, user_a, arm_a), (page_b, user_b, arm_b)):
+        assert page.get_by_test_id("experiment-arm").inner_text() == arm
+        assert page.get_by_test_id("pay-button").get_attribute("data-color") == ARM_COLOURS[arm]
+        assert_page_matches_proxy(stack, page, user)
+
+    # A push that moves only user B's arm changes user B's page, and user A's not at all.
+    doc = flags_doc()
+    experiment = doc["flags"][ROLES["experiment"]]
+    new_arm = next(a for a in ARM_COLOURS if a not in (arm_a, arm_b))
+    experiment["targeting"] = {"if": [{"==": [{"var": "targetingKey"}, user_b]}, new_arm,
+                                      copy.deepcopy(experiment["targeting"])]}
+    # A's provider re-fetches too (the notification is per environment) with If-None-Match;
+    # its results did not change, so the context-correct ETag gives a 304 and A sees nothing.
+    with page_a.expect_response(is_sse_refetch, timeout=PROPAGATION_DEADLINE_S * 1000) as a_resp:
+        stack.proxy.push(doc, env=stack.env, wait=False)
+        page_b.wait_for_function(
+            "arm => document.querySelector('[data-testid=experiment-arm]').textContent === arm",
+            arg=new_arm, timeout=PROPAGATION_DEADLINE_S * 1000)
+    assert page_b.get_by_test_id("pay-button").get_attribute("data-color") == ARM_COLOURS[new_arm]
+    assert a_resp.value.status == 304
+    assert page_a.get_by_test_id("experiment-arm").inner_text() == arm_a
+    assert page_a.evaluate("() => window.flagedgeDemo.changes") == 0
+    assert page_b.evaluate("() => window.flagedgeDemo.changes") == 1
+
+
+def test_the_page_survives_a_proxy_restart(stack: Stack, open_page: Any) -> None:
+    user = "user-1"
+    # Logged in, so the banner shows the default text that the push below changes.
+    page = open_page(stack.demo_url(user, **{"ctx.loggedIn": "yes"}), "restart")
+    wait_ready(page)
+    page.evaluate("() => { window.__sameDocument = 'yes'; }")
+    streams_before = len(event_stream_urls(page))
+
+    stack.proxy.restart(wait="readyz")
+
+    # Pushed once the new process is up. The browser's EventSource reconnects by itself to
+    # the same signed URL (the token is signed with Redis's shared secret, so the new process
+    # accepts it); whether the change arrives as a live event or as the Last-Event-ID resume
+    # of that reconnect, it must reach the page without a reload.
+    doc = flags_doc()
+    doc["flags"][ROLES["greeting"]]["variants"]["default"] = "Welcome back after the restart"
+    stack.proxy.push(doc, env=stack.env, wait=False)
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=greeting-banner]').textContent"
+        " === 'Welcome back after the restart'", timeout=RESTART_DEADLINE_S * 1000)
+    assert page.evaluate("() => window.__sameDocument") == "yes"
+    assert len(event_stream_urls(page)) > streams_before, "no SSE reconnect was made"
+    wait_ready(page)
+    assert_page_matches_proxy(stack, page, user, loggedIn="yes")
+
+
+def test_a_wrong_key_shows_an_error_not_values(stack: Stack, open_page: Any) -> None:
+    page = open_page(stack.demo_url("user-1").replace(f"key={stack.key}", "key=fe_client_bogus"),
+                     "bad-key")
+    page.wait_for_function("() => window.flagedgeDemo && window.flagedgeDemo.status === 'ERROR'")
+    # Nothing evaluated: every role shows the code default with an error reason.
+    rows = shown(page)
+    assert all(r["reason"].startswith("ERROR") for r in rows.values()), rows
+    assert not event_stream_urls(page)
