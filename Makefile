@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-fast lint bench clean
+.PHONY: run test test-fast lint bench clean loadtest
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check proxy tests bench
+
+## Locust headless against a stack of its own; report in loadtests/report/.
+loadtest: $(STAMP)
+	$(PY) loadtests/run.py
 
 bench: $(STAMP)
 	$(PY) bench/evaluator.py
