@@ -26,6 +26,13 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not integration and not slow and not conformance"
 
+## Browser end-to-end tests only (also part of `make test`): installs Debian's chromium with
+## apt-get if missing, the demo page's npm packages into .cache/, builds its bundle (esbuild).
+.PHONY: e2e
+e2e: $(STAMP)
+	$(PY) -m tests.e2e.setup_browser
+	$(PY) -m pytest -q -ra -m e2e tests/e2e
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check proxy tests bench
 
