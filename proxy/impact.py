@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from proxy.changeset import Document, Plan, canonical
-from proxy.model import Flag, FlagSet, InvalidDocument
+from proxy.model import ErrorCode, Flag, FlagSet, InvalidDocument
 
 SYNTHETIC_COUNT = 10_000
 
@@ -78,6 +78,8 @@ class Impact:
 
 
 def _label(result: Any) -> tuple[str, bytes]:
+    if result.error_code is ErrorCode.FLAG_NOT_FOUND:
+        return "(absent)", b""
     if result.error_code is not None:
         return f"error:{result.error_code.value}", b""
     if result.variant is None:

@@ -10,6 +10,7 @@ keys live in other slots of a Cluster.
 from __future__ import annotations
 
 import secrets
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,7 @@ def parse_file(path: Path | str) -> Document:
     (paths prefixed by the file name) or OSError."""
     from proxy.evaluation.compiler import compile_document, load_document, validate_document
 
-    data = Path(path).read_bytes()
+    data = sys.stdin.buffer.read() if str(path) == "-" else Path(path).read_bytes()
     return parse_document(data, source=str(path), compile_document=compile_document,
                           load_document=load_document, validate_document=validate_document)
 

@@ -1,8 +1,8 @@
 """Shared plumbing for the Redis-backed commands: flags, client, exit codes, errors.
 
 Exit codes (stable, for scripts):
-  0 success (diff: no differences)      1 invalid input (file, flags, sample)
-  2 usage error (argparse)              3 version conflict (--expect-version)
+  0 success (diff: no differences)      1 invalid input (flags, sample, env name)
+  2 usage error, unreadable file        3 version conflict (--expect-version)
   4 Redis unreachable or failing        5 not found (environment, key, version)
   6 differences found (diff --exit-code)
 """
@@ -91,6 +91,6 @@ def guarded(args: argparse.Namespace, body: Any) -> int:
     except ValueError as exc:  # bad env name, bad sample file, bad URL
         err(str(exc))
         return INVALID
-    except OSError as exc:
+    except OSError as exc:  # as `flagedge validate`: an unreadable file is exit 2
         err(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
-        return INVALID
+        return USAGE

@@ -10,7 +10,7 @@ HELP = "show what pushing a flag file would change in an environment"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", metavar="FILE", help="flagd flag-definition JSON")
+    parser.add_argument("file", metavar="FILE", help="flagd flag-definition JSON (- for stdin)")
     c.add_env_argument(parser)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--exit-code", action="store_true",

@@ -10,7 +10,7 @@ HELP = "validate a flag file, show the diff and push the changes to Redis atomic
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", metavar="FILE", help="flagd flag-definition JSON")
+    parser.add_argument("file", metavar="FILE", help="flagd flag-definition JSON (- for stdin)")
     c.add_env_argument(parser)
     parser.add_argument("--expect-version", type=int, metavar="N",
                         help="fail (exit 3) unless the environment is at version N")

@@ -49,6 +49,7 @@ class FileSource:
         self.path, self.store, self.env = Path(path), store, env
         self.debounce_ms = debounce_ms
         self.ready = False
+        self.watching = False  # the file watch is armed
         # Stream tokens need a secret; offline there is no Redis to share one, so replicas
         # (or uvicorn workers) agree only when FLAGEDGE_SECRET is set.
         env_secret = os.environ.get("FLAGEDGE_SECRET")
@@ -93,14 +94,20 @@ class FileSource:
         name = self.path.name
         while True:
             try:
+                # yield_on_timeout: the first (empty) yield says the watch is armed, and
+                # re-checking then closes the gap between the first load and arming; later
+                # timeouts re-check the content hash (cheap) as a safety net.
                 async for _changes in awatch(
                     self.path.parent, debounce=self.debounce_ms, step=10,
                     watch_filter=lambda _change, p: Path(p).name == name,
+                    yield_on_timeout=True, rust_timeout=1000,
                 ):
+                    self.watching = True
                     self.reload()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # directory vanished, inotify limits...: retry
+                self.watching = False
                 log.warning("file watch failed for %s: %s; retrying", self.path, exc)
                 await asyncio.sleep(1.0)
                 with contextlib.suppress(Exception):

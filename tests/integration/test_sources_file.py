@@ -1,0 +1,80 @@
+"""FileSource (offline --flags mode): load, reload on edit, invalid edits keep the last good."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from typing import Any
+
+import orjson
+import pytest
+
+from proxy.sources.file import FileSource
+from proxy.store import Store
+
+pytestmark = pytest.mark.integration
+
+ON = {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "on"}
+
+
+async def until(predicate: Any, timeout: float = 5.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)
+    return value
+
+
+def write(path, data: bytes) -> None:
+    """Save like an editor: write a temp file and rename it over the original."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+async def test_file_mode_reloads_on_edit_and_keeps_last_good_on_invalid_edit(tmp_path, caplog):
+    path = tmp_path / "flags.json"
+    path.write_bytes(orjson.dumps({"flags": {"a": ON}}))
+    store = Store()
+    source = FileSource(path, store, env="local")
+    task = asyncio.create_task(source.run())
+    try:
+        await until(lambda: source.ready, what="initial load")
+        assert store.get("local").version == 1 and set(store.get("local").flags) == {"a"}
+        assert source.secret
+        await until(lambda: source.watching, what="file watch armed")
+        write(path, orjson.dumps({"flags": {"a": {**ON, "defaultVariant": "off"}, "b": ON}}))
+        await until(lambda: store.get("local").version == 2, what="reload after edit")
+        assert store.get("local").flags["a"].default_variant == "off"
+        with caplog.at_level(logging.ERROR, logger="flagedge.sources.file"):
+            write(path, b'{"flags": {"a": {"state": "MAYBE", "variants": {}}, "b": 1}}')
+            await until(lambda: store.rejected_total == 1, what="invalid edit rejected")
+        assert store.get("local").version == 2  # last good kept
+        assert set(store.get("local").flags) == {"a", "b"}
+        assert "invalid edit" in store.degraded()["local"]
+        assert f"file={path}" in caplog.text
+        assert "path=flags.a" in caplog.text and "path=flags.b" in caplog.text  # every problem
+        write(path, orjson.dumps({"flags": {"c": ON}}))
+        await until(lambda: store.get("local").version == 3, what="fixed edit loaded")
+        assert set(store.get("local").flags) == {"c"} and not store.degraded()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_unchanged_content_does_not_bump_the_version(tmp_path):
+    path = tmp_path / "flags.json"
+    path.write_bytes(orjson.dumps({"flags": {"a": ON}}))
+    store = Store()
+    source = FileSource(path, store)
+    assert source.reload() and store.get("default").version == 1
+    path.write_bytes(orjson.dumps({"flags": {"a": ON}}))
+    assert not source.reload() and store.get("default").version == 1
+    path.unlink()
+    assert not source.reload()
+    assert "cannot read" in store.degraded()["default"] and store.get("default").version == 1
