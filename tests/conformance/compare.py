@@ -97,36 +97,76 @@ def py_outcome(result: Any) -> Outcome:
 
 
 _FLAG_PATH = re.compile(r"^flags\.([^.\[]+)")
+_EVALUATOR_PATH = re.compile(r"^\$evaluators\.([^.\[]+)")
 
 
 @dataclass
 class PyDoc:
-    """A document compiled by flagedge; flags it refused at load answer PARSE_ERROR."""
+    """A document compiled by flagedge; flags it refused at load answer PARSE_ERROR.
+
+    flagedge refuses a whole document when any flag or evaluator is invalid (DESIGN §2: an
+    invalid document changes nothing); the reference fails only the flags whose targeting it
+    cannot compile. To compare flag by flag, the flags (and evaluators) with problems are cut
+    out and the rest is compiled again; a flag using a refused evaluator is refused too.
+    ``unused_bad_evaluators`` names refused evaluators that no flag uses (the reference never
+    compiles those)."""
 
     flag_set: Any
     rejected: dict[str, list[str]]
+    unused_bad_evaluators: list[str] = field(default_factory=list)
+
+
+def _refs(node: JSON) -> set[str]:
+    text = orjson.dumps(node).decode()
+    return set(re.findall(r'\{"\$ref":"([^"]*)"\}', text))
 
 
 def compile_py(doc: Mapping[str, JSON], compile_document: Callable[..., Any]) -> PyDoc:
-    try:
-        return PyDoc(compile_document(doc), {})
-    except InvalidDocument as exc:
-        rejected: dict[str, list[str]] = {}
-        whole = []
-        for p in exc.problems:
-            m = _FLAG_PATH.match(p.path)
-            if m and m.group(1) in doc.get("flags", {}):
-                rejected.setdefault(m.group(1), []).append(str(p))
-            else:
-                whole.append(str(p))
-        if whole or not rejected:
-            return PyDoc(None, {k: whole or ["document refused"] for k in doc.get("flags", {})})
-        rest = {**doc, "flags": {k: v for k, v in doc["flags"].items() if k not in rejected}}
+    flags = doc.get("flags", {})
+    evaluators = dict(doc.get("$evaluators") or {})
+    rejected: dict[str, list[str]] = {}
+    bad_evals: dict[str, list[str]] = {}
+    for _ in range(4):  # each pass removes what the previous one reported
+        rest_flags = {k: v for k, v in flags.items() if k not in rejected}
+        rest = {**doc, "flags": rest_flags}
+        if "$evaluators" in doc:
+            rest["$evaluators"] = {k: v for k, v in evaluators.items() if k not in bad_evals}
         try:
-            return PyDoc(compile_document(rest), rejected)
-        except InvalidDocument as exc2:
-            problems = [str(p) for p in exc2.problems]
-            return PyDoc(None, {k: rejected.get(k, problems) for k in doc["flags"]})
+            flag_set = compile_document(rest)
+        except InvalidDocument as exc:
+            progress = False
+            for p in exc.problems:
+                m = _FLAG_PATH.match(p.path)
+                e = _EVALUATOR_PATH.match(p.path)
+                if m and m.group(1) in rest_flags:
+                    rejected.setdefault(m.group(1), []).append(str(p))
+                    progress = True
+                elif e and e.group(1) in evaluators:
+                    bad_evals.setdefault(e.group(1), []).append(str(p))
+                    progress = True
+                else:
+                    return PyDoc(None, {k: [str(p)] for k in flags})
+            # evaluators and flags that use a refused evaluator are refused with it
+            changed = True
+            while changed:
+                changed = False
+                for name, body in evaluators.items():
+                    if name not in bad_evals and _refs(body) & set(bad_evals):
+                        bad_evals[name] = ["uses a refused evaluator"]
+                        changed = True
+            for key, flag in flags.items():
+                used = _refs(flag.get("targeting")) & set(bad_evals)
+                if key not in rejected and used:
+                    rejected[key] = [q for name in sorted(used) for q in bad_evals[name]]
+            if not progress:
+                break
+            continue
+        used_anywhere = set().union(*(_refs(f.get("targeting")) for f in flags.values()), set())
+        unused = sorted(n for n in bad_evals if n not in used_anywhere
+                        and not any(n in _refs(evaluators[u]) for u in used_anywhere
+                                    if u in evaluators))
+        return PyDoc(flag_set, rejected, unused)
+    return PyDoc(None, {k: rejected.get(k, ["document refused"]) for k in flags})
 
 
 def evaluate_py(pydoc: PyDoc, key: str, context: Mapping[str, JSON],
@@ -194,6 +234,9 @@ class Report:
     compared: int = 0
     plain_js: int = 0  # reference threw on a comparison: compared with plain-JS result
     js_threw: int = 0
+    unused_bad_evaluators: int = 0  # docs flagedge refuses for an evaluator no flag uses
+    refused_both: int = 0  # flag refused at load by flagedge, uncompilable in the reference
+    refused_always_error: int = 0  # refused by flagedge: its rule always names no variant
     outcomes: Counter[str] = field(default_factory=Counter)
     mismatches: list[Mismatch] = field(default_factory=list)
 
@@ -237,6 +280,7 @@ def compare_docs(
                 f"{orjson.dumps(doc).decode()}"
             )
         pydoc = compile_py(doc, compile_document)
+        report.unused_bad_evaluators += bool(pydoc.unused_bad_evaluators)
         for (key, context), res in zip(cases, reply["results"], strict=True):
             report.cases += 1
             js, used_alt = js_outcome(res)
@@ -245,6 +289,17 @@ def compare_docs(
             py = evaluate_py(pydoc, key, context, evaluate)
             report.compared += 1
             report.outcomes[js.kind()] += 1
+            if key in pydoc.rejected:
+                # flagedge refused the flag at load: right when the reference cannot compile
+                # its targeting either (whatever the state: DISABLED hides it there)
+                if res.get("targetingInvalid"):
+                    report.refused_both += 1
+                    continue
+                # a rule that always names no variant: flagedge refuses it at load, the
+                # reference errs (GENERAL) on every evaluation; a documented policy difference
+                if "always returns" in py.note and js.kind() in ("ERROR/GENERAL", "DISABLED"):
+                    report.refused_always_error += 1
+                    continue
             if js.key() != py.key():
                 report.mismatches.append(Mismatch(doc, key, context, js, py, res))
     return report

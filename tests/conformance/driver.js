@@ -14,9 +14,9 @@
 // injects $flagd.flagKey / $flagd.timestamp itself.
 //
 // "threw": the targeting rule threw at run time (flagd-core reports GENERAL). For those cases
-// "alt" is the same evaluation on an engine whose comparison operators fall back to plain
-// JavaScript where json-logic-engine would throw on a mixed-type comparison (DESIGN §2: "follow
-// plain JavaScript" there). Everything else in the alt engine is the reference itself.
+// "alt" is the same evaluation on the reference patched so that a comparison json-logic-engine
+// would throw on is decided by the plain JavaScript operator instead (DESIGN §2: "follow plain
+// JavaScript" there). Everything else in the alt engine is the reference itself.
 'use strict'
 
 const path = require('path')
@@ -34,59 +34,97 @@ const { LogicEngine } = req('json-logic-engine')
 
 const silent = { error () {}, warn () {}, info () {}, debug () {} }
 
-// --- the alt engine: comparisons as compiled by json-logic-engine, plain JS where it throws ---
-function precoerce (x) {
-  if (Number.isNaN(x)) throw NaN
-  if (!x) return x
-  if (typeof x === 'object') throw NaN
-  return x
-}
-// Same decisions as the compiled comparison of json-logic-engine 5.0.7 (null/0 handling
-// included); throws exactly where it throws.
-function compareCheck (item, prev, strict) {
-  if (strict || ((typeof item === 'string' || item === null) && (typeof prev === 'string' || prev === null))) return item
-  if (Number.isNaN(+precoerce(item)) && prev !== null) throw NaN
-  if (Number.isNaN(+precoerce(prev))) throw NaN
-  if (prev === null && !item) return null
-  if (item === null && !prev) return 0
-  return item
-}
-function plainComparator (op, strict) {
-  return (args) => {
-    if (!Array.isArray(args) || args.length < 2) throw { type: 'Invalid Arguments' } // eslint-disable-line no-throw-literal
-    let prev = args[0]
-    for (let i = 1; i < args.length; i++) {
-      let cur
-      try {
-        cur = compareCheck(args[i], prev, strict)
-      } catch (e) {
-        cur = args[i] // the reference would throw here: plain JavaScript instead
-      }
-      if (!op(prev, cur)) return false
-      prev = cur
-    }
-    return true
-  }
-}
+// --- the alt engine: the reference itself, except that a comparison json-logic-engine would
+// throw on (NaN coercion of a mixed-type operand) is decided by the plain JavaScript operator.
+// json-logic-engine compares in two places, both patched only while loading the alt core:
+// - compiled code calls the compareCheck it receives from the factory that compiler.js builds
+//   with a global eval: we wrap the factory and hand it a compareCheck that returns the item
+//   unchanged instead of throwing (so `prev OP item` runs as plain JS; the compiled code's
+//   shared `prev` register is left exactly as it is);
+// - interpreted code (e.g. an `if` with fewer than 3 arguments) uses the optimizer's comparison
+//   idiom, which only applies to the original methods: we install copies without the
+//   OriginalImpl marker whose method makes the idiom's decisions, with the same fallback.
+const ORIGINAL_IMPL = Symbol.for('json_logic_original')
 /* eslint-disable eqeqeq */
-const PLAIN = {
-  '<': plainComparator((a, b) => a < b, false),
-  '<=': plainComparator((a, b) => a <= b, false),
-  '>': plainComparator((a, b) => a > b, false),
-  '>=': plainComparator((a, b) => a >= b, false),
-  '==': plainComparator((a, b) => a == b, false),
-  '!=': plainComparator((a, b) => a != b, false),
-  '===': plainComparator((a, b) => a === b, true),
-  '!==': plainComparator((a, b) => a !== b, true)
+const OPS = {
+  '<': (a, b) => a < b,
+  '<=': (a, b) => a <= b,
+  '>': (a, b) => a > b,
+  '>=': (a, b) => a >= b,
+  '==': (a, b) => a == b,
+  '!=': (a, b) => a != b,
+  '===': (a, b) => a === b,
+  '!==': (a, b) => a !== b
 }
 /* eslint-enable eqeqeq */
+function precoerce (x) {
+  if (Number.isNaN(x)) throw NaN // eslint-disable-line no-throw-literal
+  if (!x) return x
+  if (typeof x === 'object') throw NaN // eslint-disable-line no-throw-literal
+  return x
+}
+function lenient (fn) {
+  return function () {
+    try {
+      return fn.apply(this, arguments)
+    } catch (e) {
+      if (typeof e === 'number' && Number.isNaN(e)) return PLAIN
+      throw e
+    }
+  }
+}
+const PLAIN = Symbol('plain')
+// The optimizer's comparison idiom (json-logic-engine 5.0.7 optimizer.js), lenient.
+function idiomCompare (op, a, b) {
+  const f = OPS[op]
+  if (op.length === 3) return f(a, b)
+  if ((typeof a === 'string' || a === null) && (typeof b === 'string' || b === null)) return f(a, b)
+  const checked = lenient(() => {
+    if (Number.isNaN(+precoerce(a))) throw NaN // eslint-disable-line no-throw-literal
+    if (Number.isNaN(+precoerce(b)) && a !== null) throw NaN // eslint-disable-line no-throw-literal
+    return true
+  })()
+  if (checked === PLAIN) return f(a, b)
+  return f(+a, +b)
+}
+function interpretedComparator (op, original) {
+  return (args, context, above, engine) => {
+    if (!Array.isArray(args) || (args.length !== 2 && args.length !== 3)) return original(args, context, above, engine)
+    const run = (x) => engine.run(x, context, { above })
+    const a = run(args[0])
+    const b = run(args[1])
+    if (args.length === 2) return idiomCompare(op, a, b)
+    return idiomCompare(op, a, b) && idiomCompare(op, b, run(args[2]))
+  }
+}
 let plainMode = false
 const originalBuild = LogicEngine.prototype.build
 LogicEngine.prototype.build = function (logic, options) {
-  if (plainMode) {
-    for (const name of Object.keys(PLAIN)) this.addMethod(name, PLAIN[name], { deterministic: true })
+  if (!plainMode) return originalBuild.call(this, logic, options)
+  for (const op of Object.keys(OPS)) {
+    const copy = Object.assign({}, this.methods[op])
+    delete copy[ORIGINAL_IMPL]
+    copy.method = interpretedComparator(op, this.methods[op].method)
+    this.methods[op] = copy
   }
-  return originalBuild.call(this, logic, options)
+  const realEval = globalThis.eval
+  globalThis.eval = function (code) {
+    const made = realEval(code)
+    if (typeof made !== 'function' || !String(code).startsWith('(values, methods, notTraversed')) return made
+    return function (...deps) {
+      const compareCheck = deps[9]
+      deps[9] = function (item, prev, strict) {
+        const r = lenient(compareCheck)(item, prev, strict)
+        return r === PLAIN ? item : r
+      }
+      return made(...deps)
+    }
+  }
+  try {
+    return originalBuild.call(this, logic, options)
+  } finally {
+    globalThis.eval = realEval
+  }
 }
 
 function load (text, plain) {
@@ -111,6 +149,9 @@ function resolve (core, key, context) {
   const type = flagType(core, key)
   const res = core.resolve(type, key, undefined, context, silent)
   const out = { reason: res.reason, metadata: res.flagMetadata || {} }
+  const flag = core.getFlag(key)
+  // whether its targeting failed to compile, whatever the state (DISABLED hides it)
+  if (flag && flag._targetingParseErrorMessage) out.targetingInvalid = true
   if (res.value !== undefined) out.value = res.value
   if (res.variant !== undefined) out.variant = res.variant
   if (res.errorCode !== undefined) {

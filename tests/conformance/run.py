@@ -35,6 +35,9 @@ def main() -> int:
           f"threw {report.js_threw} (plain-JS comparison used {report.plain_js}); "
           f"{time.monotonic() - started:.1f}s (reference side {t_ref:.1f}s)")
     print(dict(report.outcomes))
+    print(f"refused at load by both: {report.refused_both} cases; refused by flagedge as "
+          f"always naming no variant: {report.refused_always_error} cases; documents with an "
+          f"unused invalid evaluator: {report.unused_bad_evaluators}")
     if report.mismatches:
         shrinker = None
         if args.shrink:

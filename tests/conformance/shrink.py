@@ -78,6 +78,8 @@ def shrink(m: Mismatch, compile_document: Callable[..., Any], evaluate: Callable
             candidates.append((best.doc, ctx))
         if flag is not None and isinstance(flag.get("targeting"), dict):
             for rule in _smaller_rules(flag["targeting"]):
+                if not isinstance(rule, dict) or not rule:
+                    continue  # keep a rule at the root: a bare literal is another problem
                 doc = copy.deepcopy(best.doc)
                 doc["flags"][best.key]["targeting"] = rule
                 candidates.append((doc, dict(best.context)))
