@@ -99,6 +99,8 @@ class FlagedgeProvider(AbstractProvider):
 
     def initialize(self, evaluation_context: EvaluationContext) -> None:
         """Start following the stream and block until the first rules arrive."""
+        if self._thread is not None:  # initialised twice without a shutdown in between
+            self.shutdown()
         with self._lock:
             self._init_returned = False
             self._fatal = None
@@ -193,6 +195,7 @@ class FlagedgeProvider(AbstractProvider):
             while True:
                 connected_at: float | None = None
                 got_event = False
+                server_wait = 0.0
                 reason = "stream closed by the server"
                 try:
                     headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
@@ -202,6 +205,8 @@ class FlagedgeProvider(AbstractProvider):
                         status = src.response.status_code
                         if status in (401, 403):
                             raise _Unauthorized(f"{status} from {self._url}: check the server key")
+                        if status in (429, 503):  # a connection cap: wait as told
+                            server_wait = _retry_after(src.response.headers.get("retry-after"))
                         src.response.raise_for_status()
                         connected_at, down_since = time.monotonic(), None
                         self._on_connected()
@@ -219,12 +224,16 @@ class FlagedgeProvider(AbstractProvider):
                     self._rules.last_event_id = None
                 except (httpx.HTTPError, SSEError, OSError) as exc:
                     reason = f"{type(exc).__name__}: {exc}"
+                except Exception as exc:  # a bug must not silently end the stream thread
+                    reason = f"unexpected {type(exc).__name__}: {exc}"
+                    log.exception("rules stream: unexpected error; resyncing")
+                    self._rules.last_event_id = None
                 now = time.monotonic()
                 if got_event or (connected_at is not None and now - connected_at > 10):
                     attempt = 0  # it worked for a while: start the backoff over
                 down_since = down_since or now
                 self._on_disconnected(reason, now - down_since)
-                await asyncio.sleep(self._backoff(attempt))
+                await asyncio.sleep(max(self._backoff(attempt), server_wait))
                 attempt += 1
 
     def _backoff(self, attempt: int) -> float:
@@ -272,7 +281,10 @@ class FlagedgeProvider(AbstractProvider):
                 self._status, event = ProviderStatus.STALE, self.emit_provider_stale
             elif (self._status == ProviderStatus.STALE and down_for >= self._error_grace_period):
                 self._status, event = ProviderStatus.ERROR, self.emit_provider_error
-        log.warning("rules stream down (%s); serving the last rules", reason)
+        # One warning per outage (and one when it turns into an error), not one per retry.
+        level = logging.WARNING if event is not None or down_for == 0 else logging.DEBUG
+        log.log(level, "rules stream down for %.1fs (%s); serving the last rules", down_for,
+                reason)
         if event is not None:
             event(ProviderEventDetails(message=f"rules stream down: {reason}",
                                        error_code=OFErrorCode.GENERAL
@@ -303,6 +315,14 @@ class FlagedgeProvider(AbstractProvider):
             self._first_rules.set()  # wake initialize() so it raises at once
             return True
         return False
+
+
+def _retry_after(value: str | None) -> float:
+    """Seconds of a ``Retry-After`` header (integer seconds; anything else: no hint)."""
+    try:
+        return max(0.0, float(value)) if value else 0.0
+    except ValueError:
+        return 0.0
 
 
 # -- mapping engine results to OpenFeature ---------------------------------------------------

@@ -5,6 +5,7 @@ parity with the server's OFREP answers, pushes as CONFIGURATION_CHANGED, restart
 from __future__ import annotations
 
 import random
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -88,7 +89,11 @@ def make_provider(server: ProxyServer, key: str, **kwargs: Any) -> FlagedgeProvi
 def connect(provider: FlagedgeProvider, domain: str) -> tuple[OpenFeatureClient, Events]:
     api.set_provider_and_wait(provider, domain=domain)
     client = api.get_client(domain)
-    return client, Events(client)
+    events = Events(client)
+    # The SDK replays the current status (READY) to a new handler, asynchronously: let it
+    # land now so it is never taken for a later READY.
+    events.wait(ProviderEvent.PROVIDER_READY)
+    return client, events
 
 
 @pytest.fixture
@@ -308,6 +313,29 @@ def test_killed_server_stale_then_error_after_grace_then_ready(
     events.wait(ProviderEvent.PROVIDER_READY, mark)
     assert events.kinds(mark)[0] == ProviderEvent.PROVIDER_READY
     assert client.get_provider_status() == ProviderStatus.READY
+
+
+def test_hung_server_is_detected_by_the_read_timeout(
+        proxy_server: ProxyServer, openfeature_api: None) -> None:
+    """A server that stops answering without closing the socket (SIGSTOP: frozen process,
+    connection open) is noticed when nothing, not even a heartbeat, arrives in time."""
+    proxy_server.push(FLAGS, wait=False)
+    key = proxy_server.create_key("server")
+    provider = make_provider(proxy_server, key, read_timeout=1.0)
+    client, events = connect(provider, "flagedge-provider-hung")
+    assert proxy_server.proc is not None
+    mark = events.mark()
+    proxy_server.proc.send_signal(signal.SIGSTOP)
+    try:
+        events.wait(ProviderEvent.PROVIDER_STALE, mark, timeout=10)
+        assert client.get_boolean_value("payments-kill-switch", False) is True
+    finally:
+        proxy_server.proc.send_signal(signal.SIGCONT)
+    events.wait(ProviderEvent.PROVIDER_READY, mark, timeout=10)
+    kinds = events.kinds(mark)
+    assert kinds.index(ProviderEvent.PROVIDER_STALE) < kinds.index(ProviderEvent.PROVIDER_READY)
+    # (no status check after this: a 1 s read timeout is shorter than the server's 15 s
+    # heartbeat, so this provider drops every quiet connection; real ones use 45 s)
 
 
 def test_provider_started_before_the_server_becomes_ready_later(
