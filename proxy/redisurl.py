@@ -48,7 +48,7 @@ def parse_sentinel(url: str) -> SentinelURL:
     if not parts:
         raise ValueError(f"sentinel URL needs a service name: {redact(url)}")
     db = int(parts[1]) if len(parts) > 1 else 0
-    return SentinelURL(hosts, parts[0], db, username, password, scheme.endswith("s"))
+    return SentinelURL(hosts, parts[0], db, username, password, scheme.startswith("rediss"))
 
 
 def redact(url: str) -> str:

@@ -1,0 +1,66 @@
+"""Snapshot building from stored JSON: invalid flags rejected alone, reuse, dependents."""
+
+import orjson
+
+from proxy.changeset import canonical
+from proxy.sources.assemble import apply_change, build_full
+
+ON = {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "on"}
+REF = {**ON, "targeting": {"if": [{"$ref": "beta"}, "off", None]}}
+
+
+def meta(version: int, **extra: object) -> dict[str, str]:
+    out = {"version": str(version), "epoch": "e1", "updated_at": "100.5"}
+    out.update({k: v if isinstance(v, str) else orjson.dumps(v).decode()
+                for k, v in extra.items()})
+    return out
+
+
+def test_full_build_rejects_bad_flags_alone_and_keeps_their_last_good_version():
+    fs, change, rej = build_full("prod", {"a": canonical(ON), "b": canonical(ON)}, meta(1),
+                                 None)
+    assert set(fs.flags) == {"a", "b"} and fs.version == 1 and fs.epoch == "e1"
+    assert change.reset and change.upserted == {"a", "b"} and rej.count == 0
+    assert change.written_at == 100.5
+    stored = {"a": b"{nope", "b": canonical({**ON, "state": "MAYBE"}), "c": canonical(ON)}
+    fs2, change2, rej2 = build_full("prod", stored, meta(2), fs)
+    assert fs2.flags["a"] is fs.flags["a"] and fs2.flags["b"] is fs.flags["b"]
+    assert set(fs2.flags) == {"a", "b", "c"} and rej2.count == 2
+    assert {flag for flag, _ in rej2.problems} == {"a", "b"}
+    assert any(p.path.startswith("flags.b") for _, p in rej2.problems)
+    assert change2.upserted == {"c"} and not change2.deleted
+
+
+def test_full_build_reuses_unchanged_flags_and_reports_deletions():
+    fs, _c, _r = build_full("prod", {"a": canonical(ON), "b": canonical(ON)}, meta(1), None)
+    fs2, change, _r = build_full("prod", {"a": orjson.dumps(ON)}, meta(2), fs)
+    assert fs2.flags["a"] is fs.flags["a"]  # same JSON, reformatted: not recompiled
+    assert change.deleted == {"b"} and not change.upserted
+
+
+def test_apply_change_upserts_deletes_and_recompiles_dependents_of_evaluators():
+    evaluators = {"beta": {"in": [{"var": "email"}, ["a@x"]]}}
+    fs, _c, rej = build_full("prod", {"r": canonical(REF), "s": canonical(ON)},
+                             meta(1, evaluators=evaluators), None)
+    assert rej.count == 0 and "beta" in fs.flags["r"].refs
+    after = {"flags": {"s": None, "t": ON},
+             "$evaluators": {"beta": {"in": [{"var": "email"}, ["b@x"]]}}}
+    fs2, change, rej2 = apply_change(fs, "prod", 2, after, 200.0)
+    assert rej2.count == 0 and fs2.version == 2 and fs2.updated_at == 200.0
+    assert set(fs2.flags) == {"r", "t"}
+    assert change.deleted == {"s"} and change.upserted == {"r", "t"}
+    assert change.evaluators_changed and change.written_at == 200.0 and not change.reset
+
+
+def test_apply_change_keeps_last_good_flag_on_invalid_json_or_rules():
+    fs, _c, _r = build_full("prod", {"a": canonical(ON)}, meta(1), None)
+    bad = {**ON, "targeting": {"fractional": [["on", 50.5], ["off", 49.5]]}}
+    fs2, change, rej = apply_change(fs, "prod", 2, {"flags": {"a": bad, "n": bad}}, None)
+    assert fs2.flags["a"] is fs.flags["a"] and "n" not in fs2.flags
+    assert rej.count == 2 and not change.upserted and fs2.version == 2
+
+
+def test_invalid_metadata_keeps_previous_metadata():
+    fs, _c, _r = build_full("prod", {"a": canonical(ON)}, meta(1, metadata={"team": "x"}), None)
+    fs2, change, rej = apply_change(fs, "prod", 2, {"flags": {}, "metadata": {"t": [1]}}, None)
+    assert dict(fs2.metadata) == {"team": "x"} and rej.count == 1 and not change.metadata_changed
