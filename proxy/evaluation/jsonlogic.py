@@ -206,9 +206,10 @@ class LogicCompiler:
 
     # -- helpers for builders -------------------------------------------------------------
     def args(self, args: Any, path: str, op: str, lo: int = 0, hi: int | None = None) -> list[Compiled] | None:
-        """Compile a literal argument list, checking its length; None if it is not a list
-        (callers decide what a single or computed argument means for their operator)."""
+        """Compile a literal argument list, checking its length; None (problem reported) when
+        the length is wrong. Callers handle non-list arguments before calling this."""
         if args.__class__ is not list:
+            self.problem(path, f"{op} takes an array of arguments")
             return None
         n = len(args)
         if n < lo or (hi is not None and n > hi):
@@ -219,7 +220,7 @@ class LogicCompiler:
             else:
                 want = f"{lo} to {hi}"
             self.problem(path, f"{op} takes {want} argument{'s' if want != '1' else ''}, got {n}")
-            return [Const(None)] * n
+            return None
         return [self.compile(a, f"{path}[{i}]") for i, a in enumerate(args)]
 
 

@@ -114,7 +114,7 @@ def to_number(v: Any) -> int | float:
 def number_to_string(x: int | float) -> str:
     """ECMAScript Number::toString (shortest round-trip digits, JS exponent rules)."""
     if x.__class__ is int:
-        if abs(x) < 10**21:
+        if abs(x) <= MAX_SAFE_INTEGER:
             return str(x)
         x = float(x)
     if x != x:
@@ -125,7 +125,7 @@ def number_to_string(x: int | float) -> str:
         return "-Infinity"
     if x == 0:
         return "0"
-    if x.is_integer() and abs(x) < 1e21:
+    if x.is_integer() and abs(x) <= MAX_SAFE_INTEGER:
         return str(int(x))
     sign = "-" if x < 0 else ""
     t = Decimal(repr(abs(x))).as_tuple()

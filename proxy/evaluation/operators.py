@@ -201,7 +201,7 @@ def build_missing(cc: LogicCompiler, args: Any, path: str) -> Compiled:
 def build_missing_some(cc: LogicCompiler, args: Any, path: str) -> Compiled:
     parts = cc.args(args, path, "missing_some", 2, 2)
     if parts is None:
-        return cc.problem(path, "missing_some takes [minimum, [keys...]]")
+        return Const(None)
     need, keys = _fn(parts[0]), parts[1]
     if args[1].__class__ is list:
         cc.prev_writes += 1

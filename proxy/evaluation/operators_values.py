@@ -58,7 +58,8 @@ def function_op(name: str, impl: Any, lo: int = 0, hi: int | None = None) -> Any
         if args.__class__ is not list:
             args = [args]
         parts = cc.args(args, path, name, lo, hi)
-        assert parts is not None
+        if parts is None:
+            return Const(None)
         if _all_const(parts):
             return cc.fold(path, lambda: impl([p.value for p in parts]))
         fns = [_fn(p) for p in parts]
@@ -173,8 +174,7 @@ def _arith(name: str, impl: Any, lo: int, zero_divisor: bool) -> Any:
         if args.__class__ is not list:
             args = [args]
         parts = cc.args(args, path, name, lo)
-        assert parts is not None
-        if len(args) < lo:
+        if parts is None:
             return Const(None)
         bad = False
         for i, p in enumerate(parts):
@@ -306,7 +306,8 @@ def _in(vals: list[Any]) -> bool:
 def build_in(cc: LogicCompiler, args: Any, path: str) -> Compiled:
     if args.__class__ is list and len(args) == 2:
         parts = cc.args(args, path, "in", 2, 2)
-        assert parts is not None
+        if parts is None:
+            return Const(None)
         a, b = parts
         if b.__class__ is Const and a.__class__ is not Const:
             coll = b.value  # type: ignore[union-attr]

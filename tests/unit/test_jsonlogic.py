@@ -1,0 +1,295 @@
+"""JsonLogic operators against json-logic-engine 5.0.7 (flagd's JS engine).
+
+The OK and ERR tables were produced by running each rule through the reference engine
+(compiled mode, as flagd-core uses it) in node; a rule in ERR throws there, which flagd turns
+into a GENERAL error, so ours must raise too.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from proxy.evaluation.jsonlogic import apply, compile_logic
+from proxy.evaluation.jsvalue import JSThrow, number_to_string, str_to_number, to_string, truthy
+
+D: dict[str, Any] = {
+    "x": 1, "s": "abc", "n": None, "z": 0, "e": "", "arr": [1, 2, 3], "obj": {"a": {"b": 2}},
+    "t": True, "f": False, "num": "42", "fl": 1.5, "emp": [], "eo": {}, "sarr": ["a", "b"],
+}
+
+OK = [
+    ({'var': 'x'}, D, 1),
+    ({'var': 'obj.a.b'}, D, 2),
+    ({'var': ['obj.a.c', 9]}, D, 9),
+    ({'var': ['n', 'dflt']}, D, 'dflt'),
+    ({'var': ['z', 'dflt']}, D, 0),
+    ({'var': 'arr.1'}, D, 2),
+    ({'var': 1}, [10, 20], 20),
+    ({'var': 's.length'}, D, 3),
+    ({'var': 'arr.length'}, D, 3),
+    ({'var': 'missing'}, D, None),
+    ({'var': 's.toString'}, D, None),
+    ({'var': 'a\\.b'}, {'a.b': 5}, 5),
+    ({'var': ''}, 7, 7),
+    ({'var': ['', 5]}, 3, 3),
+    ({'missing': ['x', 'nope', 'obj.a.b', 'obj.a.z']}, D, ['nope', 'obj.a.z']),
+    ({'missing': ['n']}, D, []),
+    ({'missing': []}, D, []),
+    ({'missing': {'merge': [['x', 'q'], 's']}}, D, ['q']),
+    ({'missing_some': [1, ['x', 'q']]}, D, []),
+    ({'missing_some': [2, ['x', 'q', 'r']]}, D, ['q', 'r']),
+    ({'missing_some': [0, ['q']]}, D, []),
+    ({'if': []}, D, None),
+    ({'if': [{'var': 'x'}]}, D, 1),
+    ({'if': [{'var': 'z'}, 1]}, D, None),
+    ({'if': [{'var': 'emp'}, 'y', 'n']}, D, 'n'),
+    ({'if': [{'var': 'eo'}, 'y', 'n']}, D, 'n'),
+    ({'if': ['0', 'y', 'n']}, D, 'y'),
+    ({'if': [{'var': 'z'}, 1, {'var': 'x'}, 2, 3]}, D, 2),
+    ({'if': [{'var': 'z'}, 1, {'var': 'e'}, 2]}, D, None),
+    ({'?:': [{'var': 't'}, 'y', 'n']}, D, 'y'),
+    ({'or': []}, D, None),
+    ({'or': [{'var': 'z'}, {'var': 'e'}, {'var': 's'}]}, D, 'abc'),
+    ({'or': [{'var': 'z'}, {'var': 'emp'}]}, D, []),
+    ({'and': [{'var': 'x'}, {'var': 's'}]}, D, 'abc'),
+    ({'and': [{'var': 'x'}, {'var': 'eo'}, 1]}, D, {}),
+    ({'!': [{'var': 'emp'}]}, D, True),
+    ({'!': {'var': 's'}}, D, False),
+    ({'!!': ['0']}, D, True),
+    ({'!!': [{'var': 'eo'}]}, D, False),
+    ({'!': []}, D, True),
+    ({'==': [1, 1.0]}, D, True),
+    ({'===': [1, 1.0]}, D, True),
+    ({'==': ['1', 1]}, D, True),
+    ({'===': ['1', 1]}, D, False),
+    ({'==': [None, 0]}, D, True),
+    ({'==': [{'var': 'nope'}, False]}, D, True),
+    ({'==': [{'var': 'n'}, {'var': 'z'}]}, D, False),
+    ({'!=': [{'var': 'x'}, '1']}, D, False),
+    ({'!==': [{'var': 'x'}, '1']}, D, True),
+    ({'==': [{'var': 't'}, 1]}, D, True),
+    ({'<': [1, {'var': 'x'}, 3]}, D, False),
+    ({'<': [1, 1, 3]}, D, False),
+    ({'<=': [1, {'var': 'x'}, 1]}, D, True),
+    ({'<': ['10', 9]}, D, False),
+    ({'<': ['a', 'b']}, D, True),
+    ({'>': [{'var': 'num'}, 41]}, D, True),
+    ({'>=': [{'var': 'fl'}, 1.5]}, D, True),
+    ({'<': [{'var': 'n'}, 1]}, D, True),
+    ({'<=': [{'var': 'n'}, 0]}, D, True),
+    ({'>': ['b', 'a']}, D, True),
+    ({'==': [{'var': 's'}, 'abc']}, D, True),
+    ({'+': [1, 1]}, D, 2),
+    ({'+': [0.1, 0.2]}, D, 0.30000000000000004),
+    ({'+': ['1', '2']}, D, 3),
+    ({'+': []}, D, 0),
+    ({'+': [{'var': 't'}, {'var': 'n'}]}, D, 1),
+    ({'+': {'var': 'num'}}, D, 42),
+    ({'-': [5, 2]}, D, 3),
+    ({'-': [{'var': 'x'}]}, D, -1),
+    ({'-': ['5', 2]}, D, 3),
+    ({'*': [2, {'var': 'fl'}]}, D, 3),
+    ({'*': []}, D, 1),
+    ({'/': [1, 2]}, D, 0.5),
+    ({'/': [10, 4]}, D, 2.5),
+    ({'/': [{'var': 'num'}]}, D, 0.023809523809523808),
+    ({'%': [-7, 3]}, D, -1),
+    ({'%': [7.5, 2]}, D, 1.5),
+    ({'%': [{'var': 'num'}, 5]}, D, 2),
+    ({'max': [3, 1, 2]}, D, 3),
+    ({'min': [{'var': 'x'}, 0.5]}, D, 0.5),
+    ({'cat': ['a', 1, 2.5, True]}, D, 'a12.5true'),
+    ({'cat': ['a', None]}, D, 'a'),
+    ({'cat': ['a', {'var': 'n'}]}, D, 'anull'),
+    ({'cat': [{'var': 'arr'}, '|', {'var': 'eo'}]}, D, '1,2,3|[object Object]'),
+    ({'cat': [1e-06, 1e-07, 1e+21]}, D, '0.0000011e-71e+21'),
+    ({'substr': ['jsonlogic', 4]}, D, 'logic'),
+    ({'substr': ['jsonlogic', -5]}, D, 'logic'),
+    ({'substr': ['jsonlogic', 1, 3]}, D, 'son'),
+    ({'substr': ['jsonlogic', 4, -2]}, D, 'log'),
+    ({'substr': [{'var': 's'}, '-1']}, D, 'c'),
+    ({'in': ['Spring', 'Springfield']}, D, True),
+    ({'in': ['', {'var': 'e'}]}, D, False),
+    ({'in': [1, {'var': 's'}]}, D, False),
+    ({'in': [{'var': 'x'}, 'a1b']}, D, True),
+    ({'in': ['b', {'var': 'sarr'}]}, D, True),
+    ({'in': [1.0, {'var': 'arr'}]}, D, True),
+    ({'in': [True, [1]]}, D, False),
+    ({'in': [None, [None]]}, D, True),
+    ({'in': [1, {'var': 'n'}]}, D, False),
+    ({'merge': []}, D, []),
+    ({'merge': [[1, [2]], 3]}, D, [1, [2], 3]),
+    ({'merge': {'var': 'arr'}}, D, [1, 2, 3]),
+    ({'merge': [{'var': 'n'}, {'var': 'sarr'}]}, D, [None, 'a', 'b']),
+    ({'map': [{'var': 'arr'}, {'*': [{'var': ''}, 2]}]}, D, [2, 4, 6]),
+    ({'map': [{'var': 'nope'}, 1]}, D, []),
+    ({'filter': [{'var': 'arr'}, {'>': [{'var': ''}, 1]}]}, D, [2, 3]),
+    ({'reduce': [{'var': 'arr'}, {'+': [{'var': 'current'}, {'var': 'accumulator'}]}, 10]}, D, 16),
+    ({'reduce': [{'var': 'arr'}, {'+': [{'var': 'current'}, {'var': 'accumulator'}]}]}, D, 6),
+    ({'all': [{'var': 'arr'}, {'>': [{'var': ''}, 0]}]}, D, True),
+    ({'all': [{'var': 'emp'}, True]}, D, False),
+    ({'all': [{'var': 'nope'}, False]}, D, True),
+    ({'some': [{'var': 'arr'}, {'==': [{'var': ''}, 2]}]}, D, True),
+    ({'some': [{'var': 'nope'}, True]}, D, False),
+    ({'none': [{'var': 'arr'}, {'==': [{'var': ''}, 5]}]}, D, True),
+]
+
+ERR = [
+    ({'+': [{'var': 's'}, 1]}, D),  # reference: {'throw': 'NaN'}
+    ({'+': [{'var': 'arr'}, 1]}, D),  # reference: {'throw': 'NaN'}
+    ({'/': [{'var': 'x'}, {'var': 'z'}]}, D),  # reference: {'throw': 'NaN'}
+    ({'%': [{'var': 'x'}, {'var': 'z'}]}, D),  # reference: {'throw': 'NaN'}
+    ({'max': [{'var': 's'}, 1]}, D),  # reference: {'throw': 'Invalid Arguments'}
+    ({'substr': [{'var': 'x'}, 0]}, D),  # reference: {'throw': 'string.substr is not a function'}
+    ({'in': [1, {'var': 'x'}]}, D),  # reference: {'throw': '((intermediate value)(intermediate value)(intermediate value) || []).includes is not a function'}
+    ({'reduce': [{'var': 'emp'}, {'+': [{'var': 'current'}, {'var': 'accumulator'}]}]}, D),  # reference: {'throw': 'Reduce of empty array with no initial value'}
+    ({'reduce': [{'var': 'arr'}, {'merge': [{'var': 'accumulator'}, [[{'var': 'current'}]]]}, []]}, D),  # reference: {'throw': 'Exceeded Allowed Depth'}
+    ({'map': [{'var': 's'}, 1]}, D),  # reference: {'throw': '((intermediate value)(intermediate value)(intermediate value) || []).map is not a function'}
+]
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as JSON values, with JS numbers: 3 and 3.0 are one number, bools are not."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return type(a) is type(b) and a == b
+
+
+@pytest.mark.parametrize(("logic", "data", "expected"), OK, ids=[repr(c[0])[:60] for c in OK])
+def test_matches_reference(logic: Any, data: Any, expected: Any) -> None:
+    assert _same(apply(logic, data), expected)
+
+
+@pytest.mark.parametrize(("logic", "data"), ERR, ids=[repr(c[0])[:60] for c in ERR])
+def test_throws_like_reference(logic: Any, data: Any) -> None:
+    with pytest.raises(Exception):  # noqa: B017 - any exception becomes a GENERAL error
+        apply(logic, data)
+
+
+def test_numbers_are_js_numbers() -> None:
+    two = apply({"+": [1, 1]})
+    assert two == 2 and type(two) is int
+    half = apply({"/": [1, 2]})
+    assert half == 0.5 and type(half) is float
+    assert type(apply({"*": [1.5, 2]})) is int  # 3, as JS prints it
+    assert apply({"==": [1, 1.0]}) is True and apply({"===": [1, 1.0]}) is True
+    assert apply({"===": [1, True]}) is False and apply({"==": [1, True]}) is True
+
+
+def test_comparison_where_reference_throws_follows_plain_js() -> None:
+    # json-logic-engine throws NaN on these; DESIGN §2: answer as JavaScript would
+    assert apply({"!=": [True, "true"]}) is True  # true != NaN
+    assert apply({"==": [{"var": "a"}, {"var": "b"}]}, {"a": [1], "b": 1}) is True  # "1" == 1
+    assert apply({"<": [{"var": "a"}, 2]}, {"a": "abc"}) is False  # NaN < 2
+
+
+def test_var_operands_compare_as_plain_js_but_literals_get_null_coercion() -> None:
+    # the reference's compiled comparison checks the right operand against `prev`, which a
+    # var operand overwrites: null == 0 only holds when the 0 is a literal
+    assert apply({"==": [{"var": "a"}, 0]}, {}) is True
+    assert apply({"==": [{"var": "a"}, {"var": "b"}]}, {"b": 0}) is False
+
+
+@pytest.mark.parametrize(
+    ("logic", "message"),
+    [
+        ({"nope": [1]}, "unknown operator 'nope'"),
+        ({"a": 1, "b": 2}, "exactly one key"),
+        ({"==": [1]}, "at least 2"),
+        ({"in": ["a"]}, "in takes 2 arguments"),
+        ({"/": [{"var": "x"}, 0]}, "division by zero"),
+        ({"%": [{"var": "x"}, 0]}, "division by zero"),
+        ({"/": [1, 0]}, "division by zero"),
+        ({"+": [{"var": "x"}, "abc"]}, "is not a number"),
+        ({"+": [{"var": "x"}, [1]]}, "is not a number"),
+        ({"max": []}, "at least 1"),
+        ({"max": [1, "2"]}, "constant expression fails"),
+        ({"map": [[1]]}, "map takes 2 arguments"),
+        ({"reduce": [[1], {"var": ""}, 0, 1]}, "reduce takes 2 or 3 arguments"),
+        ({"var": [1, 2, 3]}, "var takes 1 or 2 arguments"),
+        ({"if": {"var": "x"}}, "if takes an array"),
+        ({"missing_some": [1]}, "missing_some takes 2 arguments"),
+    ],
+)
+def test_compile_problems(logic: Any, message: str) -> None:
+    _, cc = compile_logic(logic, "t")
+    assert cc.problems, logic
+    assert any(message in p.message for p in cc.problems), cc.problems
+    assert all(p.path.startswith("t") for p in cc.problems)
+
+
+def test_problem_paths_point_into_the_rule() -> None:
+    _, cc = compile_logic({"if": [{"==": [1]}, "a", {"and": [{"var": "x"}, {"bad": 1}]}]}, "flags.f.targeting")
+    paths = sorted(p.path for p in cc.problems)
+    assert paths == ["flags.f.targeting.if[0].==", "flags.f.targeting.if[2].and[1]"]
+
+
+def test_constants_are_folded_at_compile_time() -> None:
+    compiled, cc = compile_logic({"if": [{"<": [1, 2]}, {"cat": ["a", "b"]}, "c"]})
+    assert not cc.problems
+    assert compiled.__class__.__name__ == "Const" and compiled.value == "ab"  # type: ignore[union-attr]
+
+
+def test_depth_limit() -> None:
+    logic: Any = {"var": "x"}
+    for _ in range(70):
+        logic = {"!": [logic]}
+    _, cc = compile_logic(logic)
+    assert any("deeper than 64" in p.message for p in cc.problems)
+
+
+def test_size_limit() -> None:
+    _, cc = compile_logic({"or": [{"==": [{"var": "x"}, i]} for i in range(8000)]})
+    assert any("too large" in p.message for p in cc.problems)
+
+
+def test_runtime_errors_raise_jsthrow() -> None:
+    compiled, cc = compile_logic({"/": [10, {"var": "d"}]})
+    assert not cc.problems
+    with pytest.raises(JSThrow):
+        compiled({"d": 0})  # type: ignore[operator]
+    assert compiled({"d": 4}) == 2.5  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [({}, False), ([], False), ("0", True), ("", False), (0, False), (0.0, False), (math.nan, False),
+     (None, False), ({"a": 0}, True), ([0], True), ("false", True), (-1, True)],
+)
+def test_truthiness(value: Any, expected: bool) -> None:
+    assert truthy(value) is expected
+    assert apply({"!!": [{"var": "v"}]}, {"v": value}) is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [("", 0), (" 12 ", 12), ("0x1A", 26), ("1e3", 1000), (".5", 0.5), ("5.", 5), ("-Infinity", -math.inf),
+     ("1_000", math.nan), ("inf", math.nan), ("12px", math.nan), ("0b101", 5)],
+)
+def test_js_string_to_number(text: str, number: float) -> None:
+    got = str_to_number(text)
+    assert (math.isnan(got) and math.isnan(number)) or got == number
+
+
+@pytest.mark.parametrize(
+    ("number", "text"),
+    [(1.0, "1"), (1.5, "1.5"), (1e21, "1e+21"), (1e-7, "1e-7"), (0.000001, "0.000001"), (-0.0, "0"),
+     (123456789012345680000.0, "123456789012345680000"), (2**70, "1.1805916207174113e+21"), (0.1 + 0.2, "0.30000000000000004")],
+)
+def test_js_number_to_string(number: float, text: str) -> None:
+    assert number_to_string(number) == text
+
+
+def test_to_string_of_values() -> None:
+    assert to_string([1, [2, None], True]) == "1,2,,true"
+    assert to_string({"a": 1}) == "[object Object]"
+    assert to_string(None) == "null"

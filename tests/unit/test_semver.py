@@ -1,0 +1,117 @@
+"""sem_ver: node-semver parsing as flagd's JS evaluator does it (checked against it), flagd's
+^ (major) and ~ (major.minor), null on bad input, literal target validated at load."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from proxy.evaluation.jsonlogic import apply, compile_logic
+from proxy.evaluation.semver import compare, parse_version
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        ("1.2.3", (1, 2, 3, None)),
+        ("v1.2.3", (1, 2, 3, None)),
+        ("V1.2.3", (1, 2, 3, None)),
+        (" 1.2.3 ", (1, 2, 3, None)),
+        ("1.2", (1, 2, 0, None)),
+        ("2", (2, 0, 0, None)),
+        ("v1", (1, 0, 0, None)),
+        ("1.2.3-beta.1", (1, 2, 3, "beta.1")),
+        ("1.2.3+build.5", (1, 2, 3, None)),
+        ("1.2.3-rc.1+b", (1, 2, 3, "rc.1")),
+        ("1.2.3.4", None),
+        ("01.2", None),
+        ("1.02.0", None),
+        ("1.2.3-01", None),
+        ("abc", None),
+        ("", None),
+        ("1.2.", None),
+        ("1.2.3-", None),
+        ("9999999999999999.0.0", None),
+    ],
+)
+def test_parse(text: str, parsed: Any) -> None:
+    assert parse_version(text) == parsed
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "sign"),
+    [
+        ("1.2.3", "1.2.3", 0),
+        ("1.2.3", "1.2.4", -1),
+        ("1.10.0", "1.9.9", 1),
+        ("1.2.3-alpha", "1.2.3", -1),
+        ("1.2.3-alpha", "1.2.3-alpha.1", -1),
+        ("1.2.3-alpha.1", "1.2.3-alpha.beta", -1),
+        ("1.2.3-2", "1.2.3-10", -1),
+        ("1.2.3+a", "1.2.3+b", 0),
+    ],
+)
+def test_precedence(a: str, b: str, sign: int) -> None:
+    pa, pb = parse_version(a), parse_version(b)
+    assert pa is not None and pb is not None
+    assert compare(pa, pb) == sign
+    assert compare(pb, pa) == -sign
+
+
+@pytest.mark.parametrize(
+    ("version", "op", "target", "expected"),
+    [
+        ("1.2.3", "=", "1.2.3", True),
+        ("v1.2.3", "=", "1.2.3", True),
+        ("1.2", "=", "1.2.0", True),
+        ("2", ">=", "1.9.9", True),
+        ("1.2.3", "!=", "1.2.4", True),
+        ("1.2.3", "<", "1.2.4", True),
+        ("1.2.3", "<=", "1.2.3", True),
+        ("1.2.3", ">", "1.2.3", False),
+        ("1.9.0", "^", "1.2.3", True),
+        ("2.0.0", "^", "1.2.3", False),
+        ("1.2.9", "~", "1.2.0", True),
+        ("1.3.0", "~", "1.2.0", False),
+        ("1.2.3-beta", "<", "1.2.3", True),
+        (1.5, "=", "1.5.0", True),
+        (2, "=", "2.0.0", True),
+        ("not-a-version", "=", "1.0.0", None),
+        (None, "=", "1.0.0", None),
+        (True, "=", "1.0.0", None),
+        ("1.2.3.4", ">", "1.0.0", None),
+    ],
+)
+def test_operator(version: Any, op: str, target: str, expected: Any) -> None:
+    assert apply({"sem_ver": [{"var": "v"}, op, target]}, {"v": version}) is expected
+
+
+def test_dynamic_operator_and_target() -> None:
+    logic = {"sem_ver": [{"var": "v"}, {"var": "op"}, {"var": "t"}]}
+    assert apply(logic, {"v": "1.2.3", "op": ">", "t": "1.0"}) is True
+    assert apply(logic, {"v": "1.2.3", "op": "=>", "t": "1.0"}) is None
+    assert apply(logic, {"v": "1.2.3", "op": ">", "t": "x"}) is None
+
+
+@pytest.mark.parametrize(
+    ("logic", "message"),
+    [
+        ({"sem_ver": [{"var": "v"}, ">=", "1.x"]}, "invalid semantic version"),
+        ({"sem_ver": [{"var": "v"}, "=>", "1.0.0"]}, "unknown sem_ver operator"),
+        ({"sem_ver": [{"var": "v"}, "="]}, "sem_ver takes [version, operator, target]"),
+    ],
+)
+def test_literal_arguments_are_validated(logic: Any, message: str) -> None:
+    _, cc = compile_logic(logic, "t")
+    assert any(message in p.message for p in cc.problems), cc.problems
+
+
+def test_context_versions_are_cached() -> None:
+    parse_version.cache_clear()
+    logic = {"sem_ver": [{"var": "v"}, ">=", "1.0.0"]}
+    compiled, _ = compile_logic(logic)
+    for _ in range(5):
+        assert compiled({"v": "3.1.4"}) is True  # type: ignore[operator]
+    info = parse_version.cache_info()
+    assert info.hits >= 4 and info.misses <= 2
