@@ -14,7 +14,7 @@ from openfeature.event import ProviderEvent, ProviderEventDetails
 from openfeature.exception import ErrorCode
 from openfeature.provider import ProviderStatus
 
-from proxy.provider import FlagedgeProvider, to_context
+from proxy.provider import FlagedgeProvider, _retry_after, to_context
 
 DOC = {
     "flags": {
@@ -224,3 +224,11 @@ def test_backoff_is_capped_and_jittered() -> None:
     assert all(0.25 <= d <= 8 for d in delays)
     assert max(p._backoff(40) for _ in range(50)) <= 8 and min(p._backoff(40) for _ in range(50)) >= 4
     assert len({round(p._backoff(3), 6) for _ in range(20)}) > 1  # jitter
+
+
+@pytest.mark.parametrize(("header", "seconds"), [
+    ("5", 5.0), ("0", 0.0), (None, 0.0), ("", 0.0), ("-3", 0.0),
+    ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # HTTP dates: fall back to our own backoff
+])
+def test_retry_after(header: str | None, seconds: float) -> None:
+    assert _retry_after(header) == seconds
