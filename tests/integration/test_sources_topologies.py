@@ -1,0 +1,140 @@
+"""The same layout on Redis Cluster (3 masters: environments spread over slots, one blocking
+reader per stream) and behind Sentinel (redis+sentinel:// URLs)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from proxy import keys, publisher
+from proxy.changeset import Document
+from proxy.keys import KeyRing
+from proxy.redisurl import sync_client
+from proxy.sources import layout
+from proxy.sources.redis import RedisSource
+from proxy.store import Store
+from tests.redis_server import RedisServer, free_port, redis_server_binary, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ON = {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "on"}
+OFF = {**ON, "defaultVariant": "off"}
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is valid and free too."""
+    while True:
+        port = free_port()
+        if port < 55000:
+            with contextlib.suppress(OSError), socket.socket() as s:
+                s.bind(("127.0.0.1", port + 10000))
+                return port
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[bytes]:
+    binary = Path(redis_server_binary()).with_name("redis-cli")
+    return subprocess.run([str(binary), *args], capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[list[RedisServer]]:
+    if not Path(redis_server_binary()).with_name("redis-cli").exists():
+        pytest.fail("redis-cli not found next to redis-server: cannot build a cluster")
+    servers: list[RedisServer] = []
+    try:
+        for i in range(3):
+            d = tmp_path / f"node{i}"
+            servers.append(RedisServer(d, port=cluster_port(), persist=False, extra_args=[
+                "--cluster-enabled", "yes", "--cluster-config-file", str(d / "nodes.conf"),
+                "--cluster-node-timeout", "2000"]).start())
+        r = cli("--cluster", "create", *(f"127.0.0.1:{s.port}" for s in servers),
+                "--cluster-replicas", "0", "--cluster-yes")
+        assert r.returncode == 0, r.stderr
+        wait_until(lambda: all(b"cluster_state:ok" in cli("-p", str(s.port), "cluster",
+                                                           "info").stdout for s in servers),
+                   timeout=20, what="cluster state ok")
+        yield servers
+    finally:
+        for s in servers:
+            s.stop()
+
+
+async def until(predicate, timeout: float = 10.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)
+    return value
+
+
+async def test_cluster_publish_and_follow(cluster):
+    url = cluster[0].url
+    client = sync_client(url, cluster=True)
+    envs = ["prod", "dev", "eu", "us", "staging"]
+    for env in envs:
+        publisher.push(client, env, Document({"a": ON}))
+    slots = {client.keyslot(layout.flags_key(e)) for e in envs}
+    assert len(slots) > 1  # environments really live on different slots
+    assert all(client.keyslot(k) == client.keyslot(layout.flags_key("eu"))
+               for k in layout.env_keys("eu"))
+    raw, rec = keys.create(client, "prod", "client", "web")
+    store, ring = Store(), KeyRing()
+    source = RedisSource(url, store, ring, cluster=True, block_ms=1000)
+    task = asyncio.create_task(source.run())
+    try:
+        await until(lambda: source.ready, what="cluster load")
+        assert store.envs() == sorted(envs) and ring.lookup(raw) is not None
+        for env in envs:
+            v = await asyncio.to_thread(publisher.push, client, env, Document({"a": OFF}))
+            assert v.version == 2
+        await until(lambda: all(store.get(e).version == 2 for e in envs), what="all followed")
+        await asyncio.to_thread(publisher.push, client, "new", Document({"b": ON}))
+        await until(lambda: store.get("new") is not None, what="new env in cluster")
+        await asyncio.to_thread(keys.revoke, client, rec.id)
+        await until(lambda: ring.lookup(raw) is None, timeout=1.0, what="revocation")
+        state, target = publisher.state_at(client, "eu", 1)
+        assert target.flags == {"a": ON} and state.version == 2
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+@pytest.fixture
+def sentinel(redis_server: RedisServer, tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(f"port {port}\nbind 127.0.0.1\nsentinel monitor main 127.0.0.1 "
+                    f"{redis_server.port} 1\nsentinel down-after-milliseconds main 5000\n")
+    proc = subprocess.Popen([redis_server_binary(), str(conf), "--sentinel"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: b"main" in cli("-p", str(port), "sentinel", "masters").stdout,
+                   timeout=10, what="sentinel up")
+        yield f"redis+sentinel://127.0.0.1:{port}/main"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def test_sentinel_url_publish_and_follow(sentinel):
+    client = sync_client(sentinel)
+    publisher.push(client, "prod", Document({"a": ON}))
+    store = Store()
+    source = RedisSource(sentinel, store, KeyRing(), block_ms=1000)
+    task = asyncio.create_task(source.run())
+    try:
+        await until(lambda: source.ready, what="sentinel load")
+        assert store.get("prod").version == 1
+        await asyncio.to_thread(publisher.push, client, "prod", Document({"a": OFF}))
+        await until(lambda: store.get("prod").version == 2, what="followed via sentinel")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
