@@ -265,6 +265,20 @@ class Report:
         return "\n".join(lines)
 
 
+def classify(res: Mapping[str, JSON], js: Outcome, key: str, pydoc: PyDoc, py: Outcome) -> str:
+    """``same``, ``mismatch``, or a tolerated load-time policy difference (README)."""
+    if key in pydoc.rejected:
+        # flagedge refused the flag at load: right when the reference cannot compile its
+        # targeting either (whatever the state: DISABLED hides it there)
+        if res.get("targetingInvalid"):
+            return "refused_both"
+        # a rule that always names no variant: flagedge refuses it at load, the reference
+        # errs (GENERAL) on every evaluation
+        if "always returns" in py.note and js.kind() in ("ERROR/GENERAL", "DISABLED"):
+            return "refused_always_error"
+    return "same" if js.key() == py.key() else "mismatch"
+
+
 def compare_docs(
     docs: list[tuple[Mapping[str, JSON], list[tuple[str, Mapping[str, JSON]]]]],
     replies: list[Mapping[str, JSON]],
@@ -289,17 +303,11 @@ def compare_docs(
             py = evaluate_py(pydoc, key, context, evaluate)
             report.compared += 1
             report.outcomes[js.kind()] += 1
-            if key in pydoc.rejected:
-                # flagedge refused the flag at load: right when the reference cannot compile
-                # its targeting either (whatever the state: DISABLED hides it there)
-                if res.get("targetingInvalid"):
-                    report.refused_both += 1
-                    continue
-                # a rule that always names no variant: flagedge refuses it at load, the
-                # reference errs (GENERAL) on every evaluation; a documented policy difference
-                if "always returns" in py.note and js.kind() in ("ERROR/GENERAL", "DISABLED"):
-                    report.refused_always_error += 1
-                    continue
-            if js.key() != py.key():
+            verdict = classify(res, js, key, pydoc, py)
+            if verdict == "refused_both":
+                report.refused_both += 1
+            elif verdict == "refused_always_error":
+                report.refused_always_error += 1
+            elif verdict == "mismatch":
                 report.mismatches.append(Mismatch(doc, key, context, js, py, res))
     return report

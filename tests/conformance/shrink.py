@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from tests.conformance.compare import Mismatch, compile_py, evaluate_py, js_outcome
+from tests.conformance.compare import Mismatch, classify, compile_py, evaluate_py, js_outcome
 from tests.conformance.reference import run_reference
 
 JSON = Any
@@ -97,9 +97,10 @@ def shrink(m: Mismatch, compile_document: Callable[..., Any], evaluate: Callable
                 continue
             raw = reply["results"][0]
             js, _ = js_outcome(raw)
-            py = evaluate_py(compile_py(doc, compile_document), best.key, ctx, evaluate)
+            pydoc = compile_py(doc, compile_document)
+            py = evaluate_py(pydoc, best.key, ctx, evaluate)
             cand = Mismatch(doc, best.key, ctx, js, py, raw)
-            if js.key() != py.key() and cand.signature() == sig:
+            if classify(raw, js, best.key, pydoc, py) == "mismatch" and cand.signature() == sig:
                 found = cand
                 break
         if found is None:
