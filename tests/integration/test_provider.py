@@ -149,20 +149,26 @@ def detail_kind(raw_flag: dict[str, Any]) -> str:
 DEFAULTS = {"boolean": False, "string": "<default>", "float": -1.5, "object": {"d": 1}}
 
 
-def test_values_match_the_servers_ofrep_answers(served: Any) -> None:
-    server, key, _provider, client, _events = served
-    kinds = {k: detail_kind(f) for k, f in FLAGS["flags"].items()}
-    rng = random.Random(20261125)
-    compared = 0
-    seen_reasons: set[str] = set()
-    seen_variants: set[tuple[str, str | None]] = set()
+class Outcomes:
+    def __init__(self) -> None:
+        self.compared = 0
+        self.reasons: set[str] = set()
+        self.variants: set[tuple[str, str | None]] = set()
+        self.errors: set[tuple[str, str]] = set()
+
+
+def compare_with_ofrep(server: ProxyServer, key: str, client: OpenFeatureClient,
+                       doc: dict[str, Any], contexts: list[dict[str, Any]]) -> Outcomes:
+    """For every context: the server's bulk OFREP answer vs. the provider's typed details
+    for every flag (value, variant, reason, metadata, error code)."""
+    kinds = {k: detail_kind(f) for k, f in doc["flags"].items()}
+    out = Outcomes()
     with server.client(key) as http:
-        for _ in range(N_CONTEXTS):
-            ctx = random_context(rng)
+        for ctx in contexts:
             r = http.post("/ofrep/v1/evaluate/flags", json={"context": ctx})
             assert r.status_code == 200, r.text
             items = r.json()["flags"]
-            assert {i["key"] for i in items} == set(FLAGS["flags"])
+            assert {i["key"] for i in items} == set(doc["flags"])
             attrs = {k: v for k, v in ctx.items() if k != "targetingKey"}
             of_ctx = EvaluationContext(targeting_key=ctx.get("targetingKey"), attributes=attrs)
             if ctx.get("targetingKey") == "":
@@ -176,22 +182,103 @@ def test_values_match_the_servers_ofrep_answers(served: Any) -> None:
                 where = f"{item['key']} for {ctx}"
                 if "errorCode" in item:
                     assert got.error_code == item["errorCode"], where
-                    assert got.value == DEFAULTS[kind], where
+                    assert got.value == DEFAULTS[kind] and got.reason == "ERROR", where
+                    out.errors.add((item["key"], item["errorCode"]))
                     continue
                 assert got.error_code is None, (where, got.error_message)
                 assert got.reason == item["reason"], where
                 assert got.variant == item["variant"], where
                 assert got.value == item.get("value", DEFAULTS[kind]), where
                 assert dict(got.flag_metadata) == item["metadata"], where
-                seen_reasons.add(item["reason"])
-                seen_variants.add((item["key"], item["variant"]))
-                compared += 1
-    assert compared >= N_CONTEXTS * len(FLAGS["flags"]) * 0.9
+                out.reasons.add(item["reason"])
+                out.variants.add((item["key"], item["variant"]))
+                out.compared += 1
+    return out
+
+
+def test_values_match_the_servers_ofrep_answers(served: Any) -> None:
+    server, key, _provider, client, _events = served
+    rng = random.Random(20261125)
+    contexts = [random_context(rng) for _ in range(N_CONTEXTS)]
+    out = compare_with_ofrep(server, key, client, FLAGS, contexts)
+    assert out.compared == N_CONTEXTS * len(FLAGS["flags"])  # the demo flags never error
     # the sample exercised every outcome the demo flags can have
-    assert seen_reasons == {"STATIC", "TARGETING_MATCH", "DEFAULT", "DISABLED"}
+    assert out.reasons == {"STATIC", "TARGETING_MATCH", "DEFAULT", "DISABLED"}
     for flag_key, raw in FLAGS["flags"].items():
         if raw["state"] == "ENABLED" and raw.get("targeting"):
-            assert {v for k, v in seen_variants if k == flag_key} == set(raw["variants"]), flag_key
+            assert {v for k, v in out.variants if k == flag_key} == set(raw["variants"]), flag_key
+
+
+EDGE_DOC: dict[str, Any] = {
+    "metadata": {"flagSetId": "edge", "rev": 7, "beta": True},
+    "$evaluators": {"adult": {">=": [{"var": "age"}, 18]}},
+    "flags": {
+        "whole-floats": {"state": "ENABLED", "variants": {"a": 3.0, "b": 1e3, "c": -0.25},
+                         "defaultVariant": "a",
+                         "targeting": {"if": [{"$ref": "adult"}, "b",
+                                              {"<": [{"var": "age"}, 0]}, "c", None]}},
+        "no-default": {"state": "ENABLED", "variants": {"on": True, "off": False},
+                       "targeting": {"if": [{"==": [{"var": "tier"}, "gold"]}, "on", None]},
+                       "metadata": {"weight": 1.5, "internal": False}},
+        "bool-result": {"state": "ENABLED", "variants": {"true": "yes", "false": "no"},
+                        "defaultVariant": "false",
+                        "targeting": {"==": [{"var": "tier"}, "gold"]}},
+        "unknown-variant": {"state": "ENABLED", "variants": {"x": 1, "y": 2},
+                            "defaultVariant": "x", "targeting": {"var": "pick"}},
+        "weights": {"state": "ENABLED", "variants": {"a": "A", "b": "B", "c": "C"},
+                    "defaultVariant": "a",
+                    "targeting": {"fractional": [{"var": "bucket"}, ["a", 1], ["b", 2],
+                                                 ["c", {"+": [1, 1]}]]}},
+        "versions": {"state": "ENABLED",
+                     "variants": {"new": {"ui": [1, 2, {"deep": None}]}, "old": {"ui": []}},
+                     "defaultVariant": "old",
+                     "targeting": {"if": [{"sem_ver": [{"var": "v"}, "^", "2.1.0"]}, "new",
+                                          None]}},
+        "flag-key": {"state": "ENABLED", "variants": {"k": "flag-key", "other": "?"},
+                     "defaultVariant": "other",
+                     "targeting": {"if": [{"==": [{"var": "$flagd.flagKey"}, "flag-key"]},
+                                          "k", None]}},
+        "before-2100": {"state": "ENABLED", "variants": {"yes": True, "no": False},
+                        "defaultVariant": "no",
+                        "targeting": {"if": [{"<": [{"var": "$flagd.timestamp"}, 4102444800]},
+                                             "yes", None]}},
+        "off": {"state": "DISABLED", "variants": {"s": "s"}, "defaultVariant": "s"},
+    },
+}
+
+
+def edge_context(rng: random.Random) -> dict[str, Any]:
+    ctx: dict[str, Any] = {}
+    if rng.random() < 0.8:
+        ctx["targetingKey"] = f"k{rng.randrange(10_000)}"
+    options: dict[str, list[Any]] = {
+        "age": [17, 18, 40, -1, "19", None, 17.5],
+        "tier": ["gold", "silver", None, 1],
+        "pick": ["x", "y", "z", None, 3],
+        "bucket": ["u1", "u2", "u3", "ü", "", 42],
+        "v": ["2.1.0", "2.9.9", "3.0.0", "v2.1", "2", "2.0.9", "bad", None],
+    }
+    for name, values in options.items():
+        if rng.random() < 0.7:
+            ctx[name] = rng.choice(values)
+    return ctx
+
+
+def test_edge_rules_match_the_servers_ofrep_answers_including_errors(
+        proxy_server: ProxyServer, openfeature_api: None) -> None:
+    proxy_server.push(EDGE_DOC, wait=False)
+    key = proxy_server.create_key("server")
+    client, _events = connect(make_provider(proxy_server, key), "flagedge-provider-edge")
+    rng = random.Random(7)
+    out = compare_with_ofrep(proxy_server, key, client, EDGE_DOC,
+                             [edge_context(rng) for _ in range(1000)])
+    assert out.compared > 1000 * 7
+    assert ("unknown-variant", "GENERAL") in out.errors  # targeting named no variant
+    assert ("no-default", None) in out.variants  # DEFAULT without a default variant
+    assert {("whole-floats", v) for v in "abc"} <= out.variants
+    assert {("weights", v) for v in "abc"} <= out.variants
+    assert {("bool-result", "true"), ("bool-result", "false"), ("flag-key", "k"),
+            ("before-2100", "yes"), ("versions", "new"), ("versions", "old")} <= out.variants
 
 
 def test_evaluation_costs_no_network_round_trip(served: Any) -> None:
