@@ -5,8 +5,8 @@ reference quirks found by the generated test), each run through both engines.
 - ``same``: exactly ``expect``;
 - ``plain-js``: the reference throws on a mixed-type comparison, and its plain-JS
   re-evaluation gives ``expect`` (DESIGN §2: follow plain JavaScript there);
-- ``spec``: a named divergence: the reference gives ``js_expect``, flagedge follows flagd's
-  spec and gives ``expect``.
+- ``diverges``: a divergence (DESIGN §2, or a reference bug listed in README.md): the
+  reference gives ``js_expect``, flagedge gives ``expect``.
 """
 
 from __future__ import annotations
@@ -236,6 +236,20 @@ ENTRIES: list[Entry] = [
     Entry("2-arg if runs interpreted: a literal 0 divisor is no load error",
           targeting={"if": [{"and": [v("x"), {"/": [v("n"), 0]}]}, "on"]}, context={"x": False},
           expect=default("off", False)),
+    Entry("2-arg if runs interpreted: reduce without initial value over a missing array is 0",
+          targeting={"if": [{">=": [v("n"), {"reduce": [
+              v("xs"), {"+": [v("accumulator"), v("current")]}]}]}, "on"]},
+          context={"n": 0}, expect=match("on", True)),
+    Entry("2-arg if runs interpreted: a string '0' divisor gives -Infinity, no error",
+          targeting={"if": [{"/": [v("n"), "0"]}, "on"]}, context={"n": -9.2},
+          expect=match("on", True)),
+    Entry("fractional evaluates its weights before looking for targetingKey",
+          targeting={"fractional": [["on", {"*": [v("w")]}]]}, context={"w": "zz"},
+          expect=error("GENERAL")),
+    Entry("cat of an or: flagedge concatenates (reference codegen bug returns the or)",
+          variants={"xA": 1, "A": 2, "other": 3}, default_variant="other",
+          targeting={"cat": ["x", {"or": [v("a"), "b"]}]}, context={"a": "A"},
+          expect=match("xA", 1), reference="diverges", js_expect=match("A", 2)),
     # --- $ref and $flagd ------------------------------------------------------------------------
     Entry("$ref to an evaluator", evaluators={"internal": {"ends_with": [v("email"), "@corp.example"]}},
           targeting=_if({"$ref": "internal"}), context={"email": "a@corp.example"},
@@ -286,7 +300,7 @@ ENTRIES: list[Entry] = [
           variants=AB, default_variant="c",
           targeting={"fractional": [v("age"), ["a", 50], ["b", 50]]},
           context={"targetingKey": "user-1", "age": 30}, expect=match("a", "A"),
-          reference="spec", js_expect=default("c", "C")),
+          reference="diverges", js_expect=default("c", "C")),
     # --- sem_ver, starts_with, ends_with ---------------------------------------------------------
     Entry("sem_ver: partial version 1.2 = 1.2.0", variants=TRI, default_variant="fallback",
           targeting={"sem_ver": [v("ver"), "=", "1.2.0"]}, context={"ver": "1.2"},

@@ -109,6 +109,9 @@ _RUNTIME_OPS = frozenset(
 )
 
 
+_BARE_TERNARY = frozenset({"or", "and", "all", "missing", "missing_some"})
+
+
 def is_constant(node: JSON) -> bool:
     """True when the reference would fold ``node`` at load time (no context access)."""
     if isinstance(node, list):
@@ -294,6 +297,11 @@ class Generator:
                 parts.append(self.var(self.pick(["tags", "scores", "user.verified", "beta"])))
             if all(not isinstance(a, dict) for a in parts):
                 parts.append(self.var(self.pick(STR_ATTRS)))
+            # json-logic-engine compiles cat as '' + a + b without parentheses, so an argument
+            # compiled to a bare ?: / && / || (or, and, all, missing, missing_some) swallows
+            # the concatenation: a reference bug flagedge does not copy (README)
+            parts = [{"if": [p, p, p]} if isinstance(p, dict) and set(p) & _BARE_TERNARY else p
+                     for p in parts]
             return {"cat": parts}
         if roll < 0.87:
             args = [self.var(self.pick(["email", "user.id", "locale"]), "") if self.p(0.8)
