@@ -89,21 +89,51 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
     return out
 
 
+def _ref_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Cycles in the evaluator reference graph, each reported once (iterative DFS)."""
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    for root in graph:
+        if state.get(root):
+            continue
+        path: list[str] = [root]
+        stack = [iter(sorted(graph[root]))]
+        state[root] = 1
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                stack.pop()
+            elif nxt not in graph:
+                continue
+            elif state.get(nxt) == 1:
+                cycles.append([*path[path.index(nxt):], nxt])
+            elif not state.get(nxt):
+                state[nxt] = 1
+                path.append(nxt)
+                stack.append(iter(sorted(graph[nxt])))
+    return cycles
+
+
 def validate_evaluators(evaluators: Any) -> list[Problem]:
-    """Problems in ``$evaluators`` (each body compiled on its own, refs resolved)."""
+    """Problems in ``$evaluators``: each body on its own (refs are checked, not expanded, so
+    this stays linear in the size of the evaluators), plus reference cycles."""
     if evaluators is None:
         return []
     if evaluators.__class__ is not dict:
         return [Problem("$evaluators", "$evaluators must be an object")]
     problems: list[Problem] = []
+    graph: dict[str, set[str]] = {}
     for name, body in evaluators.items():
         if not name:
             problems.append(Problem("$evaluators", "evaluator names must not be empty"))
             continue
-        cc = LogicCompiler(evaluators)
-        cc._ref_stack.append(name)
+        cc = LogicCompiler(evaluators, expand_refs=False)
         cc.compile(body, f"$evaluators.{name}")
         problems.extend(cc.problems)
+        graph[name] = cc.refs
+    for cycle in _ref_cycles(graph):
+        problems.append(Problem(f"$evaluators.{cycle[0]}", f"cyclic $ref: {' -> '.join(cycle)}"))
     return _dedupe(problems)
 
 

@@ -28,7 +28,7 @@ Compiled = Fn | Const
 Builder = Callable[["LogicCompiler", Any, str], Compiled]
 
 MAX_DEPTH = 64
-MAX_NODES = 20_000
+MAX_NODES = 100_000
 
 
 def join(path: str, segment: str) -> str:
@@ -66,9 +66,11 @@ class LogicCompiler:
         *,
         trace: list[str] | None = None,
         flag_key: str | None = None,
+        expand_refs: bool = True,
     ):
         self.evaluators: Mapping[str, Any] = evaluators or {}
         self.flag_key = flag_key  # known when compiling a flag: $flagd.flagKey is a constant
+        self.expand_refs = expand_refs  # False: check $ref names only (validating $evaluators)
         self.problems: list[Problem] = []
         self.refs: set[str] = set()
         self.uses_timestamp = False
@@ -174,6 +176,9 @@ class LogicCompiler:
             return self.problem(path, "$ref must name an evaluator (a string)")
         if name not in self.evaluators:
             return self.problem(path, f"unknown $ref {name!r} (no such entry in $evaluators)")
+        if not self.expand_refs:
+            self.refs.add(name)
+            return _opaque
         if name in self._ref_stack:
             cycle = " -> ".join([*self._ref_stack[self._ref_stack.index(name):], name])
             return self.problem(path, f"cyclic $ref: {cycle}")
@@ -222,6 +227,11 @@ class LogicCompiler:
             self.problem(path, f"{op} takes {want} argument{'s' if want != '1' else ''}, got {n}")
             return None
         return [self.compile(a, f"{path}[{i}]") for i, a in enumerate(args)]
+
+
+def _opaque(d: Any) -> Any:
+    """Stands for an unexpanded $ref: not a constant, so nothing around it is folded."""
+    return None
 
 
 OPERATORS: dict[str, Builder] = {}

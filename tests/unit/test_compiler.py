@@ -90,7 +90,7 @@ def test_depth_and_size_limits() -> None:
     for _ in range(80):
         deep = {"!": [deep]}
     assert any("deeper than 64" in p for p in problems_of(doc_with(flag(targeting={"if": [deep, "on"]}))))
-    big = {"or": [{"==": [{"var": "k"}, i]} for i in range(10_000)]}
+    big = {"or": [{"==": [{"var": "k"}, i]} for i in range(40_000)]}
     assert any("too large" in p for p in problems_of(doc_with(flag(targeting={"if": [big, "on"]}))))
 
 
