@@ -93,7 +93,7 @@ const GETTERS = {
 
 const $ = (id) => document.querySelector(`[data-testid="${id}"]`);
 
-const state = { renders: 0, changes: 0, status: 'NOT_READY', lastChanged: [], values: {} };
+const state = { renders: 0, changes: 0, cacheRefreshes: 0, status: 'NOT_READY', lastChanged: [], values: {} };
 window.flagedgeDemo = state; // read by the end-to-end tests and handy in the console
 
 function setStatus(status, message) {
@@ -151,6 +151,30 @@ function render(client, cfg) {
   $('summary').textContent = rows.join(' ');
 }
 
+// Workaround for @openfeature/ofrep-web-provider 0.4.3: when the SSE connection is refused
+// on reconnect (401/429/503), the provider re-fetches and reconnects by itself after a
+// backoff, but emits neither CONFIGURATION_CHANGED nor READY for what that re-fetch brought,
+// so an event-driven page would keep showing old values. While the SDK says STALE, re-read
+// the provider's in-memory cache (no network) once a second and re-render when it differs.
+let staleWatch;
+function watchCacheWhileStale(client, cfg) {
+  if (staleWatch) return;
+  staleWatch = setInterval(() => {
+    if (client.providerStatus !== 'STALE') {
+      clearInterval(staleWatch);
+      staleWatch = undefined;
+      return;
+    }
+    const now = Object.values(cfg.flags)
+      .map((spec) => JSON.stringify(GETTERS[spec.type](client, spec.key, spec.fallback).value));
+    const shownNow = Object.keys(cfg.flags).map((role) => JSON.stringify(state.values[role]));
+    if (now.join() !== shownNow.join()) {
+      state.cacheRefreshes += 1;
+      render(client, cfg);
+    }
+  }, 1000);
+}
+
 async function main() {
   const cfg = readConfig();
   hideKeyFromAddressBar();
@@ -164,23 +188,33 @@ async function main() {
     cacheMode: cfg.cacheMode,
   }, console);
   const client = OpenFeature.getClient();
+  Object.defineProperty(state, 'client', { value: client }); // console/test access, not JSON
 
-  client.addHandler(ProviderEvents.Ready, () => { setStatus('READY'); render(client, cfg); });
+  // The status shown is the SDK's own (client.providerStatus). Note: the OFREP web provider
+  // (0.4.3) emits STALE when its SSE connection drops but no READY when it comes back, so
+  // the SDK reports STALE after a reconnect even though changes flow again.
+  client.addHandler(ProviderEvents.Ready, () => {
+    setStatus(client.providerStatus);
+    render(client, cfg);
+  });
   client.addHandler(ProviderEvents.ConfigurationChanged, (details) => {
     state.changes += 1;
     state.lastChanged = details?.flagsChanged ?? [];
     $('change-count').textContent = String(state.changes);
-    setStatus('READY');
+    setStatus(client.providerStatus);
     render(client, cfg);
   });
-  client.addHandler(ProviderEvents.Stale, (d) => setStatus('STALE', d?.message));
-  client.addHandler(ProviderEvents.Error, (d) => setStatus('ERROR', d?.message));
+  client.addHandler(ProviderEvents.Stale, (d) => {
+    setStatus(client.providerStatus, d?.message);
+    watchCacheWhileStale(client, cfg);
+  });
+  client.addHandler(ProviderEvents.Error, (d) => setStatus(client.providerStatus, d?.message));
 
   await OpenFeature.setContext({ targetingKey: cfg.user, ...cfg.context });
   try {
     await OpenFeature.setProviderAndWait(provider);
   } catch (err) {
-    setStatus('ERROR', String(err));
+    setStatus(client.providerStatus, String(err));
   }
   render(client, cfg);
 }
