@@ -135,6 +135,8 @@ ENTRIES: list[Entry] = [
     Entry("missing var == 0", targeting=_if({"==": [v("x"), 0]}), expect=match("on", True)),
     Entry("missing var == false", targeting=_if({"==": [v("x"), False]}),
           expect=match("on", True)),
+    Entry("false == missing var, var on the right: compiled plain JS, false",
+          targeting=_if({"==": [False, v("x")]}), expect=match("off", False)),
     Entry("loose == coerces '1' == 1", targeting=_if({"==": [v("s"), 1]}), context={"s": "1"},
           expect=match("on", True)),
     Entry("strict === keeps '1' !== 1", targeting=_if({"===": [v("s"), 1]}), context={"s": "1"},

@@ -39,7 +39,8 @@ OPERATORS = [
 
 NUM_ATTRS = ["age", "score", "rollout", "user.org.seats", "items.0.qty", "scores.1", "age",
              "score", "rollout", "tags.length"]
-STR_ATTRS = ["tier", "country", "email", "user.id", "user.org.plan", "tags.0", "locale"]
+STR_ATTRS = ["tier", "country", "email", "user.id", "user.org.plan", "tags.0", "locale", "tier",
+             "country", "email", "locale", "app.version", "app\\.version"]
 BOOL_ATTRS = ["beta", "user.verified"]
 LIST_ATTRS = ["tags", "scores", "user.roles"]
 TIERS = ["gold", "silver", "bronze", "platinum", ""]
@@ -172,6 +173,9 @@ class Generator:
             return self.p(0.5)
         if roll < 0.9:
             return -self.r.randrange(1, 20)
+        if roll < 0.93:  # numbers JS prints in its own way, or cannot hold exactly
+            return self.pick([1e-7, 2.5e-10, 1.2345678901234568e20, 1e21, -0.0, 0.1 + 0.2,
+                              9007199254740993, 2**53, 123456789.125])
         return 0
 
     def string_value(self, pool: list[str]) -> JSON:
@@ -233,6 +237,10 @@ class Generator:
             elif self.p(0.2):
                 user["org"] = None
             c["user"] = user
+        if self.p(0.05):  # a dotted key is not a path: var "app.version" reads app.version
+            c["app.version"] = self.pick(VERSIONS[:6])
+            if self.p(0.5):
+                c["app"] = {"version": self.pick(VERSIONS[:6])}
         if self.p(0.01):
             c["$flagd"] = {"flagKey": "spoofed"}  # the engine's own $flagd must win
         return c
@@ -527,6 +535,9 @@ class Generator:
             return {self.pick(["or", "and"]): [
                 {"if": [self.boolean(d - 1), self.variant_name(names, allow_null=False)]},
                 self.variant_name(names)]}
+        if roll < 0.895:  # arrays and objects name variants by their JS string ("a,b")
+            return self.pick([{"merge": [self.var("tier")]}, self.var("user"),
+                              {"map": [self.var("tags"), {"var": ""}]}, self.var("items.0")])
         if roll < 0.91 and vtype == "number":
             return {"if": [self.boolean(d - 1), self.pick([0, 1, 2, -1, 1.0, 2.5]),
                            self.pick([0, 1, None])]}
