@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -24,6 +25,12 @@ log = logging.getLogger("flagedge.auth")
 
 KINDS = ("client", "server", "admin")
 _RANK = {kind: i for i, kind in enumerate(KINDS)}
+
+
+def header_map(request: Request) -> dict[bytes, bytes]:
+    """Raw request headers as a dict (ASGI names are lower-case bytes): one pass instead of
+    a scan per ``request.headers.get``."""
+    return dict(request.scope["headers"])
 
 
 class KeyLookup(Protocol):
@@ -71,6 +78,7 @@ class Authenticator:
         self._anonymous = Principal(env=env, kind="admin", key_id="no-auth", name="no-auth")
         self._buckets: dict[str, TokenBucket] = {}
         self._live_ids: frozenset[str] | None = None
+        self._known: dict[str, Principal] = {}
         subscribe = getattr(keyring, "subscribe", None)
         if callable(subscribe):
             subscribe(self.on_key_changed)
@@ -79,19 +87,22 @@ class Authenticator:
                         " use this for local development only", env)
 
     # -- identification ------------------------------------------------------------------
-    def identify(self, request: Request, *, stream: bool = False) -> Principal | Response:
+    def identify(self, request: Request, *, stream: bool = False,
+                 headers: Mapping[bytes, bytes] | None = None) -> Principal | Response:
         if self.no_auth:
             return self._anonymous
-        headers = request.headers
-        raw = None
-        auth = headers.get("authorization")
+        if headers is None:
+            headers = header_map(request)
+        raw: str | None = None
+        auth = headers.get(b"authorization")
         if auth:
-            scheme, _, value = auth.partition(" ")
+            scheme, _, value = auth.decode("latin-1").partition(" ")
             if scheme.lower() != "bearer" or not value.strip():
                 return errors.unauthorized("Authorization must be 'Bearer <key>'")
             raw = value.strip()
         else:
-            raw = headers.get("x-api-key")
+            x_key = headers.get(b"x-api-key")
+            raw = x_key.decode("latin-1") if x_key is not None else None
         if raw is None and stream:
             params = request.query_params
             token = params.get("token")
@@ -100,11 +111,18 @@ class Authenticator:
             raw = params.get("key")
         if not raw:
             return errors.unauthorized("missing API key (Authorization: Bearer, or X-API-Key)")
-        record = self.keyring.lookup(raw) if self.keyring is not None else None
-        if record is None:
-            return errors.unauthorized("unknown or revoked API key")
-        return Principal(env=record.env, kind=str(record.kind), key_id=record.id,
-                         name=record.name, rate_limit=getattr(record, "rate_limit", None))
+        principal = self._known.get(raw)
+        if principal is None:
+            record = self.keyring.lookup(raw) if self.keyring is not None else None
+            if record is None:
+                return errors.unauthorized("unknown or revoked API key")
+            principal = Principal(env=record.env, kind=str(record.kind), key_id=record.id,
+                                  name=record.name, rate_limit=getattr(record, "rate_limit", None))
+            if len(self._known) > 10_000:
+                self._known.clear()
+            # Hot-path memo of found keys; any revocation or change clears it (on_key_changed).
+            self._known[raw] = principal
+        return principal
 
     def _from_token(self, token: str) -> Principal | Response:
         grant = self.tokens.verify(token)
@@ -129,12 +147,14 @@ class Authenticator:
     def on_key_changed(self, record: Any) -> None:
         """Key ring callback (revoked or changed key): forget what we derived from it."""
         self._live_ids = None
+        self._known = {}
         self._buckets.pop(record.id, None)
 
     # -- authorisation + rate limit -------------------------------------------------------
-    def authorize(self, request: Request, need: str, *, stream: bool = False) -> Principal | Response:
+    def authorize(self, request: Request, need: str, *, stream: bool = False,
+                  headers: Mapping[bytes, bytes] | None = None) -> Principal | Response:
         """The caller if it may do something that needs kind ``need``; else a 401/403/429."""
-        principal = self.identify(request, stream=stream)
+        principal = self.identify(request, stream=stream, headers=headers)
         if isinstance(principal, Response):
             return principal
         if not principal.allows(need):

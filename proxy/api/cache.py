@@ -9,14 +9,20 @@ flag results (the ETag's base) and the exposures to count. A new rules version s
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
 
 
-@dataclass(frozen=True, slots=True)
 class CachedResult:
-    body_prefix: bytes  # b'{"flags":[...],"metadata":{...}' — no closing brace
-    digest: bytes  # hash of the canonical flag results
-    exposures: tuple[tuple[str, str | None, str], ...]  # (flag, variant, reason) per result
+    """One bulk result. ``pending`` counts responses served from it whose exposures are not
+    yet added to the metrics (folded in at scrape time: one integer add per request)."""
+
+    __slots__ = ("body_prefix", "digest", "exposures", "pending")
+
+    def __init__(self, body_prefix: bytes, digest: bytes,
+                 exposures: tuple[tuple[str, str | None, str], ...]):
+        self.body_prefix = body_prefix  # b'{"flags":[...],"metadata":{...}' — no closing brace
+        self.digest = digest  # hash of the canonical flag results
+        self.exposures = exposures  # (flag, variant, reason) per result
+        self.pending = 0
 
 
 CacheKey = tuple[str, str, int, bytes]

@@ -61,6 +61,7 @@ class HotMetrics:
         self.requests: dict[tuple[str, int], int] = {}
         self.durations: dict[str, Histogram] = {}
         self.exposures: dict[tuple[str, str, str, str], int] = {}
+        self._pending: list[tuple[str, Any]] = []
         self.propagation = Histogram(PROPAGATION_BUCKETS)
         self.cache: Any = None  # the ResultCache (hits/misses/bypassed counters live there)
         # For the streams module: current connections per stream, events sent/coalesced.
@@ -81,12 +82,32 @@ class HotMetrics:
             key = (env, flag, variant or "", reason)
             counts[key] = counts.get(key, 0) + 1
 
+    def count_entry(self, env: str, entry: Any) -> None:
+        """Count the exposures of one bulk response served from ``entry`` (a CachedResult):
+        an integer add now, expanded per flag when metrics are read."""
+        if entry.pending == 0:
+            self._pending.append((env, entry))
+            if len(self._pending) > 20_000:
+                self.fold()
+        entry.pending += 1
+
+    def fold(self) -> None:
+        pending, self._pending = self._pending, []
+        counts = self.exposures
+        for env, entry in pending:
+            n, entry.pending = entry.pending, 0
+            if n:
+                for flag, variant, reason in entry.exposures:
+                    key = (env, flag, variant or "", reason)
+                    counts[key] = counts.get(key, 0) + n
+
     def on_change(self, change: Change, _flag_set: Any) -> None:
         if change.written_at:
             self.propagation.observe(max(0.0, change.applied_at - change.written_at))
 
     # -- multiprocess snapshots ----------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
+        self.fold()
         return {
             "at": time.time(),
             "requests": [[r, s, n] for (r, s), n in self.requests.items()],

@@ -27,7 +27,7 @@ from proxy.api.cache import CachedResult, ResultCache
 from proxy.api.context import BadContext, check_context, parse_request, read_body
 from proxy.api.metrics import HotMetrics
 from proxy.api.tokens import StreamTokens
-from proxy.auth import Authenticator, Principal
+from proxy.auth import Authenticator, Principal, header_map
 from proxy.config import Settings
 from proxy.evaluation.engine import evaluate, evaluate_all
 from proxy.model import ErrorCode, EvaluationResult, Flag, FlagSet, VariantType
@@ -86,6 +86,20 @@ def _etag_matches(header: str, etag: str) -> bool:
     return False
 
 
+class _SetMemo:
+    """Per flag set: the canonical (key-sorted) output order, serialised metadata, and each
+    precomputed result serialised once."""
+
+    __slots__ = ("flag_set", "items", "metadata", "order")
+
+    def __init__(self, flag_set: FlagSet):
+        self.flag_set = flag_set
+        keys = list(flag_set.flags)
+        self.order = sorted(range(len(keys)), key=keys.__getitem__)
+        self.metadata = orjson.dumps(dict(flag_set.metadata), option=_SORT)
+        self.items: dict[int, tuple[EvaluationResult, bytes, tuple[str, str | None, str]]] = {}
+
+
 class OfrepApi:
     def __init__(self, settings: Settings, store: Store, auth: Authenticator, tokens: StreamTokens,
                  metrics: HotMetrics, cache: ResultCache, source_ready: Callable[[], bool]):
@@ -96,6 +110,8 @@ class OfrepApi:
         self.hot = metrics
         self.cache = cache
         self.source_ready = source_ready
+        self._memos: dict[str, _SetMemo] = {}
+        self._streams_memo: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
         store.subscribe(lambda change, _fs: cache.drop_env(change.env))
 
     def routes(self) -> list[Route]:
@@ -106,15 +122,16 @@ class OfrepApi:
 
     # -- shared steps ----------------------------------------------------------------------
     async def _begin(self, request: Request, key: str | None
-                     ) -> tuple[Principal, FlagSet, dict[str, Any]] | Response:
-        principal = self.auth.authorize(request, "client")
+                     ) -> tuple[Principal, FlagSet, dict[str, Any], dict[bytes, bytes]] | Response:
+        headers = header_map(request)
+        principal = self.auth.authorize(request, "client", headers=headers)
         if isinstance(principal, Response):
             return principal
-        body = await read_body(request, self.settings.body_limit)
+        body = await read_body(request, self.settings.body_limit, headers.get(b"content-length"))
         if isinstance(body, Response):
             return body
         try:
-            context = parse_request(body, request.headers.get("content-type"))
+            context = parse_request(body, headers.get(b"content-type"))
         except BadContext as exc:
             return errors.ofrep_error(400, exc.code, exc.details, key=key)
         flag_set = self.store.get(principal.env)
@@ -122,7 +139,7 @@ class OfrepApi:
             if not self.source_ready():
                 return errors.unavailable(_NO_RULES)
             flag_set = FlagSet(flags={})  # a known environment with nothing published yet
-        return principal, flag_set, context
+        return principal, flag_set, context, headers
 
     def _check(self, context: dict[str, Any], key: str | None) -> Response | None:
         try:
@@ -137,7 +154,7 @@ class OfrepApi:
         begun = await self._begin(request, key)
         if isinstance(begun, Response):
             return begun
-        principal, flag_set, context = begun
+        principal, flag_set, context, _headers = begun
         bad = self._check(context, key)
         if bad is not None:
             return bad
@@ -158,7 +175,7 @@ class OfrepApi:
         begun = await self._begin(request, None)
         if isinstance(begun, Response):
             return begun
-        principal, flag_set, context = begun
+        principal, flag_set, context, headers = begun
         if request.scope.get("query_string"):
             flag_set = await self._catch_up(request, principal.env, flag_set)
 
@@ -174,40 +191,69 @@ class OfrepApi:
             bad = self._check(context, None)
             if bad is not None:
                 return bad
-            entry = self._evaluate_all(flag_set, context)
+            entry = self._evaluate_all(principal.env, flag_set, context)
             if cacheable:
                 self.cache.put(cache_key, entry)
 
         streams, window = self._event_streams(request, principal)
         etag = f'"{entry.digest.hex()}-{window}"' if window is not None else f'"{entry.digest.hex()}"'
-        inm = request.headers.get("if-none-match")
-        if inm is not None and _etag_matches(inm, etag):
+        inm = headers.get(b"if-none-match")
+        if inm is not None and _etag_matches(inm.decode("latin-1"), etag):
             return Response(status_code=304, headers={"ETag": etag})
-        self.hot.count_exposures(principal.env, entry.exposures)
+        self.hot.count_entry(principal.env, entry)
         body = entry.body_prefix + b',"eventStreams":' + streams + b"}"
         return Response(body, media_type=errors.JSON_TYPE, headers={"ETag": etag})
 
-    def _evaluate_all(self, flag_set: FlagSet, context: dict[str, Any]) -> CachedResult:
-        results = sorted(evaluate_all(flag_set, context), key=lambda r: r.key)
-        flags = flag_set.flags
-        items = [ofrep_item(r, flags.get(r.key)) for r in results]
-        canonical = orjson.dumps({"flags": items, "metadata": dict(flag_set.metadata)}, option=_SORT)
+    def _evaluate_all(self, env: str, flag_set: FlagSet, context: dict[str, Any]) -> CachedResult:
+        memo = self._memos.get(env)
+        if memo is None or memo.flag_set is not flag_set:
+            memo = self._memos[env] = _SetMemo(flag_set)
+        results = evaluate_all(flag_set, context)
+        if len(results) != len(memo.order):  # never expected; stay correct anyway
+            results = sorted(results, key=lambda r: r.key)
+            order: list[int] | range = range(len(results))
+        else:
+            order = memo.order
+        items = memo.items
+        parts: list[bytes] = []
+        exposures: list[tuple[str, str | None, str]] = []
+        for i in order:
+            result = results[i]
+            # Results are precomputed per flag set (static, per-variant): serialise each once.
+            hit = items.get(id(result))
+            if hit is None or hit[0] is not result:
+                item = ofrep_item(result, flag_set.flags.get(result.key))
+                hit = (result, orjson.dumps(item, option=_SORT), exposure(result))
+                if result.error_code is None:  # errors are built per request: not memoised
+                    if len(items) > 50_000:
+                        items.clear()
+                    items[id(result)] = hit  # holding ``result`` keeps its id unique
+            parts.append(hit[1])
+            exposures.append(hit[2])
+        canonical = b'{"flags":[' + b",".join(parts) + b'],"metadata":' + memo.metadata
         return CachedResult(
-            body_prefix=canonical[:-1],
+            body_prefix=canonical,
             digest=hashlib.blake2b(canonical, digest_size=16).digest(),
-            exposures=tuple(exposure(r) for r in results),
+            exposures=tuple(exposures),
         )
 
     def _event_streams(self, request: Request, principal: Principal) -> tuple[bytes, int | None]:
-        uri = request.scope.get("root_path", "") + EVENTS_PATH
-        window = None
-        if not self.auth.no_auth:
-            window = self.tokens.window()
+        window = None if self.auth.no_auth else self.tokens.window()
+        root = request.scope.get("root_path", "")
+        memo_key = (principal.env, principal.kind, principal.key_id, window, root)
+        cached = self._streams_memo.get(memo_key)
+        if cached is not None and self.tokens.secret is cached[1]:
+            return cached[0], window
+        uri = root + EVENTS_PATH
+        if window is not None:
             token = self.tokens.issue(principal.env, principal.kind, principal.key_id, window)
             uri += "?token=" + quote(token, safe="")
-        streams = [{"type": "sse", "endpoint": {"requestUri": uri},
-                    "inactivityDelaySec": self.settings.inactivity_delay}]
-        return orjson.dumps(streams), window
+        streams = orjson.dumps([{"type": "sse", "endpoint": {"requestUri": uri},
+                                 "inactivityDelaySec": self.settings.inactivity_delay}])
+        if len(self._streams_memo) > 10_000:
+            self._streams_memo.clear()
+        self._streams_memo[memo_key] = (streams, self.tokens.secret)
+        return streams, window
 
     async def _catch_up(self, request: Request, env: str, flag_set: FlagSet) -> FlagSet:
         """OFREP ADR-0008 re-fetch after a change notification: if the client names a newer

@@ -142,3 +142,12 @@ def test_no_auth_is_admin_of_configured_env(tokens, caplog):
     assert "DISABLED" in caplog.text
     p = auth.authorize(request(), "admin")
     assert isinstance(p, Principal) and (p.env, p.kind) == ("dev", "admin")
+
+
+def test_revocation_beats_the_lookup_memo(tokens):
+    ring, (client,) = ring_with(("e", "client", None))
+    auth = Authenticator(ring, tokens)
+    for _ in range(3):
+        assert isinstance(auth.authorize(request({"X-API-Key": client}), "client"), Principal)
+    ring.remove(hash_key(client))
+    assert auth.authorize(request({"X-API-Key": client}), "client").status_code == 401

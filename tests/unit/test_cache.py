@@ -14,8 +14,9 @@ def key(env: str, version: int, ctx: bytes) -> tuple[str, str, int, bytes]:
 def test_hit_miss_and_ratio():
     cache = ResultCache(10)
     assert cache.get(key("e", 1, b"{}")) is None
-    cache.put(key("e", 1, b"{}"), entry(1))
-    assert cache.get(key("e", 1, b"{}")) == entry(1)
+    one = entry(1)
+    cache.put(key("e", 1, b"{}"), one)
+    assert cache.get(key("e", 1, b"{}")) is one
     assert cache.get(key("e", 2, b"{}")) is None  # new version: never the old result
     assert (cache.hits, cache.misses) == (1, 2)
     assert abs(cache.hit_ratio - 1 / 3) < 1e-9
@@ -39,7 +40,8 @@ def test_zero_size_disables_and_drop_env():
     assert len(off) == 0
     cache = ResultCache(10)
     cache.put(key("a", 1, b"x"), entry(1))
-    cache.put(key("b", 1, b"x"), entry(2))
+    two = entry(2)
+    cache.put(key("b", 1, b"x"), two)
     cache.drop_env("a")
     assert cache.get(key("a", 1, b"x")) is None
-    assert cache.get(key("b", 1, b"x")) == entry(2)
+    assert cache.get(key("b", 1, b"x")) is two
