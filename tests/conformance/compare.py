@@ -134,6 +134,8 @@ def compile_py(doc: Mapping[str, JSON], compile_document: Callable[..., Any]) ->
         try:
             flag_set = compile_document(rest)
         except InvalidDocument as exc:
+            if not exc.problems:
+                return PyDoc(None, {k: ["InvalidDocument without problems"] for k in flags})
             progress = False
             for p in exc.problems:
                 m = _FLAG_PATH.match(p.path)
@@ -161,6 +163,9 @@ def compile_py(doc: Mapping[str, JSON], compile_document: Callable[..., Any]) ->
             if not progress:
                 break
             continue
+        except Exception as exc:  # compile_document must only raise InvalidDocument
+            return PyDoc(None, {k: [f"compile_document raised {type(exc).__name__}: {exc}"]
+                                for k in flags})
         used_anywhere = set().union(*(_refs(f.get("targeting")) for f in flags.values()), set())
         unused = sorted(n for n in bad_evals if n not in used_anywhere
                         and not any(n in _refs(evaluators[u]) for u in used_anywhere

@@ -24,7 +24,7 @@ from tests.conformance.generator import OPERATORS, generate
 from tests.conformance.reference import ReferenceUnavailable, run_reference
 
 SEED = int(os.environ.get("FLAGEDGE_CONFORMANCE_SEED", "20261125"))
-N_DOCS = int(os.environ.get("FLAGEDGE_CONFORMANCE_DOCS", "2000"))
+N_DOCS = int(os.environ.get("FLAGEDGE_CONFORMANCE_DOCS", "3000"))
 
 pytestmark = pytest.mark.conformance
 
