@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import logging
 import secrets
@@ -161,6 +162,10 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
             rt.tasks.append(asyncio.create_task(source.run(), name=f"source:{type(source).__name__}"))
         if settings.metrics_dir is not None:
             rt.tasks.append(asyncio.create_task(_flush_metrics(rt), name="metrics-flush"))
+        # Everything allocated so far (modules, routes, compiled code) lives as long as the
+        # process: keep it out of the collector's full passes, which otherwise stall requests.
+        gc.collect()
+        gc.freeze()
         log.info("flagedge serving (%s)", "offline file " + str(settings.flags)
                  if settings.flags else "redis")
         try:
