@@ -24,7 +24,6 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 import httpx
@@ -34,16 +33,26 @@ from openfeature.event import ProviderEventDetails
 from openfeature.exception import ErrorCode as OFErrorCode
 from openfeature.exception import GeneralError, ProviderFatalError
 from openfeature.flag_evaluation import FlagResolutionDetails
-from openfeature.flag_evaluation import Reason as OFReason
 from openfeature.provider import AbstractProvider, Metadata, ProviderStatus
 
 from proxy.evaluation.engine import evaluate
-from proxy.model import EvaluationResult, FlagSet, VariantType
+from proxy.model import FlagSet
+from proxy.provider_results import (
+    BOOLEAN,
+    FLOAT,
+    INTEGER,
+    OBJECT,
+    STRING,
+    Expected,
+    error,
+    to_context,
+    to_resolution,
+)
 from proxy.provider_rules import RulesState, StreamPayloadError
 
 log = logging.getLogger("flagedge.provider")
 
-__all__ = ["FlagedgeProvider"]
+__all__ = ["FlagedgeProvider", "to_context", "to_resolution"]
 
 RULES_PATH = "/v1/stream/rules"
 
@@ -74,7 +83,8 @@ class FlagedgeProvider(AbstractProvider):
         self._timeout = httpx.Timeout(connect_timeout, read=read_timeout)
         self._error_grace_period = error_grace_period
         self._rules = RulesState()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # status transitions
+        self._lifecycle = threading.Lock()  # thread start vs. shutdown
         self._status = ProviderStatus.NOT_READY
         self._first_rules = threading.Event()
         self._init_returned = False
@@ -105,10 +115,13 @@ class FlagedgeProvider(AbstractProvider):
             self._init_returned = False
             self._fatal = None
             self._first_rules.clear()
-        self._thread = threading.Thread(target=self._thread_main, name="flagedge-provider",
-                                        daemon=True)
-        self._thread.start()
-        arrived = self._first_rules.wait(self._init_timeout)
+        with self._lifecycle:  # shutdown() sees no thread or a started one
+            loop = asyncio.new_event_loop()  # created here so shutdown() can always reach it
+            self._loop, self._task = loop, None
+            self._thread = threading.Thread(target=self._thread_main, args=(loop,),
+                                            name="flagedge-provider", daemon=True)
+            self._thread.start()
+        self._first_rules.wait(self._init_timeout)
         with self._lock:
             self._init_returned = True
             if self._fatal is not None:
@@ -120,65 +133,65 @@ class FlagedgeProvider(AbstractProvider):
                     f"no rules from {self._url} within {self._init_timeout}s; still trying"
                 )
             self._status = ProviderStatus.READY
-        assert arrived or self._rules.flag_set is not None
 
     def shutdown(self) -> None:
         """Stop the stream and forget the rules; ``initialize`` may be called again."""
-        loop, task, thread = self._loop, self._task, self._thread
-        if loop is not None and task is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # loop finished in the meantime
-                loop.call_soon_threadsafe(task.cancel)
+        with self._lifecycle:
+            loop, thread = self._loop, self._thread
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed in the meantime
+                loop.call_soon_threadsafe(self._cancel_task)
         if thread is not None:
             thread.join(timeout=10)
         with self._lock:
             self._thread = self._loop = self._task = None
             self._status = ProviderStatus.NOT_READY
             self._rules = RulesState()
+        self._first_rules.set()  # an initialize() still waiting gives up now
 
     # -- evaluation (caller threads; reads one immutable snapshot, no locks) ----------------
     def resolve_boolean_details(self, flag_key: str, default_value: bool,
                                 evaluation_context: EvaluationContext | None = None
                                 ) -> FlagResolutionDetails[bool]:
-        return self._resolve(flag_key, default_value, evaluation_context, _BOOLEAN)
+        return self._resolve(flag_key, default_value, evaluation_context, BOOLEAN)
 
     def resolve_string_details(self, flag_key: str, default_value: str,
                                evaluation_context: EvaluationContext | None = None
                                ) -> FlagResolutionDetails[str]:
-        return self._resolve(flag_key, default_value, evaluation_context, _STRING)
+        return self._resolve(flag_key, default_value, evaluation_context, STRING)
 
     def resolve_integer_details(self, flag_key: str, default_value: int,
                                 evaluation_context: EvaluationContext | None = None
                                 ) -> FlagResolutionDetails[int]:
-        return self._resolve(flag_key, default_value, evaluation_context, _INTEGER)
+        return self._resolve(flag_key, default_value, evaluation_context, INTEGER)
 
     def resolve_float_details(self, flag_key: str, default_value: float,
                               evaluation_context: EvaluationContext | None = None
                               ) -> FlagResolutionDetails[float]:
-        return self._resolve(flag_key, default_value, evaluation_context, _FLOAT)
+        return self._resolve(flag_key, default_value, evaluation_context, FLOAT)
 
     def resolve_object_details(self, flag_key: str,
                                default_value: Sequence[Any] | Mapping[str, Any],
                                evaluation_context: EvaluationContext | None = None
                                ) -> FlagResolutionDetails[Sequence[Any] | Mapping[str, Any]]:
-        return self._resolve(flag_key, default_value, evaluation_context, _OBJECT)
+        return self._resolve(flag_key, default_value, evaluation_context, OBJECT)
 
     def _resolve(self, key: str, default: Any, ctx: EvaluationContext | None,
-                 expected: _Expected) -> FlagResolutionDetails[Any]:
+                 expected: Expected) -> FlagResolutionDetails[Any]:
         flag_set = self._rules.flag_set
         if flag_set is None:
-            return _error(default, OFErrorCode.PROVIDER_NOT_READY, "no rules received yet")
+            return error(default, OFErrorCode.PROVIDER_NOT_READY, "no rules received yet")
         flag = flag_set.flags.get(key)
         if flag is not None and flag.variant_type not in expected.variant_types:
-            return _error(default, OFErrorCode.TYPE_MISMATCH,
+            return error(default, OFErrorCode.TYPE_MISMATCH,
                           f"flag {key!r} is of type {flag.variant_type.value}, "
                           f"not {expected.name}")
         result = evaluate(flag_set, key, to_context(ctx))
         return to_resolution(result, default, expected)
 
     # -- the stream (background thread) ----------------------------------------------------
-    def _thread_main(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
+    def _thread_main(self, loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
         try:
             self._task = loop.create_task(self._follow())
             with contextlib.suppress(asyncio.CancelledError):
@@ -186,6 +199,12 @@ class FlagedgeProvider(AbstractProvider):
         finally:
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
+
+    def _cancel_task(self) -> None:
+        """Runs in the provider's loop (a cancel queued before the loop started runs after
+        the task was created, so it is never lost)."""
+        if self._task is not None:
+            self._task.cancel()
 
     async def _follow(self) -> None:
         attempt = 0
@@ -323,78 +342,3 @@ def _retry_after(value: str | None) -> float:
         return max(0.0, float(value)) if value else 0.0
     except ValueError:
         return 0.0
-
-
-# -- mapping engine results to OpenFeature ---------------------------------------------------
-class _Expected:
-    def __init__(self, name: str, variant_types: frozenset[VariantType],
-                 convert: Callable[[Any], Any | None]):
-        self.name, self.variant_types, self.convert = name, variant_types, convert
-
-
-def _as_int(v: Any) -> int | None:
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, int):
-        return v
-    if isinstance(v, float) and v.is_integer():  # JSON 3.0 is the integer 3
-        return int(v)
-    return None
-
-
-_BOOLEAN = _Expected("boolean", frozenset({VariantType.BOOLEAN}),
-                     lambda v: v if isinstance(v, bool) else None)
-_STRING = _Expected("string", frozenset({VariantType.STRING}),
-                    lambda v: v if isinstance(v, str) else None)
-_INTEGER = _Expected("integer", frozenset({VariantType.NUMBER}), _as_int)
-_FLOAT = _Expected("float", frozenset({VariantType.NUMBER}),
-                   lambda v: float(v) if isinstance(v, int | float) and not isinstance(v, bool)
-                   else None)
-_OBJECT = _Expected("object", frozenset({VariantType.OBJECT}),
-                    lambda v: v if isinstance(v, dict | list) else None)
-
-
-def _error(default: Any, code: OFErrorCode, message: str,
-           metadata: Mapping[str, Any] | None = None) -> FlagResolutionDetails[Any]:
-    return FlagResolutionDetails(value=default, error_code=code, error_message=message,
-                                 reason=OFReason.ERROR, flag_metadata=dict(metadata or {}))
-
-
-def to_resolution(result: EvaluationResult, default: Any,
-                  expected: _Expected) -> FlagResolutionDetails[Any]:
-    """Engine result -> OpenFeature resolution. No value (DISABLED, no default variant) means
-    the caller's default, with the engine's reason and a null variant."""
-    if result.error_code is not None:
-        return _error(default, OFErrorCode(result.error_code.value),
-                      result.error_details or result.error_code.value, result.metadata)
-    metadata = dict(result.metadata)
-    if not result.has_value:
-        return FlagResolutionDetails(value=default, reason=OFReason(result.reason.value),
-                                     variant=None, flag_metadata=metadata)
-    value = expected.convert(result.value)
-    if value is None:
-        return _error(default, OFErrorCode.TYPE_MISMATCH,
-                      f"flag {result.key!r} value is not a {expected.name}", metadata)
-    return FlagResolutionDetails(value=value, reason=OFReason(result.reason.value),
-                                 variant=result.variant, flag_metadata=metadata)
-
-
-def to_context(ctx: EvaluationContext | None) -> dict[str, Any]:
-    """OpenFeature context -> the JSON-like context the engine sees (as OFREP would send it:
-    attributes plus ``targetingKey``; datetimes as ISO 8601 strings)."""
-    if ctx is None:
-        return {}
-    out = {k: _jsonable(v) for k, v in ctx.attributes.items()}
-    if ctx.targeting_key:
-        out["targetingKey"] = ctx.targeting_key
-    return out
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, datetime):
-        return v.isoformat()
-    if isinstance(v, Mapping):
-        return {k: _jsonable(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_jsonable(x) for x in v]
-    return v

@@ -4,6 +4,9 @@ each stream transition emits."""
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,10 +14,11 @@ import orjson
 import pytest
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.event import ProviderEvent, ProviderEventDetails
-from openfeature.exception import ErrorCode
+from openfeature.exception import ErrorCode, GeneralError
 from openfeature.provider import ProviderStatus
 
 from proxy.provider import FlagedgeProvider, _retry_after, to_context
+from tests.redis_server import wait_until
 
 DOC = {
     "flags": {
@@ -232,3 +236,43 @@ def test_backoff_is_capped_and_jittered() -> None:
 ])
 def test_retry_after(header: str | None, seconds: float) -> None:
     assert _retry_after(header) == seconds
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # closed again on exit: connections are refused
+
+
+def test_initialize_times_out_keeps_trying_and_shutdown_stops_the_thread() -> None:
+    p = FlagedgeProvider(f"http://127.0.0.1:{closed_port()}", "k", init_timeout=0.2,
+                         backoff_initial=0.01, backoff_max=0.05)
+    started = time.monotonic()
+    with pytest.raises(GeneralError, match="no rules"):
+        p.initialize(EvaluationContext())
+    assert 0.2 <= time.monotonic() - started < 2
+    assert p.status == ProviderStatus.ERROR
+    thread = p._thread
+    assert thread is not None and thread.is_alive()  # still retrying in the background
+    p.shutdown()
+    assert not thread.is_alive() and p.status == ProviderStatus.NOT_READY
+
+
+def test_shutdown_from_another_thread_releases_a_waiting_initialize() -> None:
+    p = FlagedgeProvider(f"http://127.0.0.1:{closed_port()}", "k", init_timeout=30)
+    errors: list[BaseException] = []
+
+    def init() -> None:
+        try:
+            p.initialize(EvaluationContext())
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=init)
+    started = time.monotonic()
+    t.start()
+    wait_until(lambda: p._thread is not None, timeout=5, interval=0.001, what="initialize")
+    p.shutdown()
+    t.join(5)
+    assert not t.is_alive() and time.monotonic() - started < 5
+    assert len(errors) == 1 and isinstance(errors[0], GeneralError)
