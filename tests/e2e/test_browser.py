@@ -142,6 +142,12 @@ def test_page_shows_the_evaluated_flags(stack: Stack, open_page: Any) -> None:
     assert "key=" not in page.url
     assert event_stream_urls(page), "the provider never opened the eventStreams URL"
     assert all("key=" not in url for url in event_stream_urls(page))
+    # The key rode in the page URL and the token in the stream URL: neither reaches the log.
+    logs = stack.proxy.logs()
+    assert "/demo/" in logs and "/ofrep/v1/events" in logs
+    assert stack.key not in logs
+    token = parse_qs(urlsplit(event_stream_urls(page)[0]).query)["token"][0]
+    assert token not in logs
 
 
 def test_context_attributes_from_the_query_reach_targeting(stack: Stack, open_page: Any) -> None:
