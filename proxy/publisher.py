@@ -23,6 +23,7 @@ from proxy.model import InvalidDocument, Problem
 from proxy.sources import layout
 
 SCHEMA_URL = "https://flagd.dev/schema/v0/flags.json"
+UNPARSABLE = "$unparsable"  # stands for stored JSON that does not parse (see document())
 
 
 class ConflictError(Exception):
@@ -63,24 +64,28 @@ class RemoteState:
     def exists(self) -> bool:
         return "version" in self.meta
 
-    def document(self) -> Document:
-        """The stored state as a Document; raises InvalidDocument naming every flag whose
-        stored JSON does not parse (written by another tool)."""
+    def document(self, strict: bool = False) -> Document:
+        """The stored state as a Document. A flag whose stored JSON does not parse (written
+        by another tool) becomes ``{"$unparsable": raw}`` so a push of a good file replaces
+        it; ``strict=True`` (export) raises InvalidDocument naming every such flag."""
         flags: dict[str, Any] = {}
         problems: list[Problem] = []
         for key, raw in self.raw_flags.items():
             try:
                 flags[key] = orjson.loads(raw)
             except orjson.JSONDecodeError as exc:
+                flags[key] = {UNPARSABLE: raw.decode(errors="replace")}
                 problems.append(Problem(f"flags.{key}", f"stored JSON is invalid: {exc}"))
         extra = {}
         for name in ("evaluators", "metadata"):
             try:
                 extra[name] = orjson.loads(self.meta.get(name) or "{}")
             except orjson.JSONDecodeError as exc:
+                extra[name] = {UNPARSABLE: self.meta.get(name, "")}
                 problems.append(Problem(name, f"stored JSON is invalid: {exc}"))
-        if problems:
-            raise InvalidDocument(problems)
+        if problems and strict:
+            raise InvalidDocument([Problem(f"redis {self.env}: {p.path}", p.message)
+                                   for p in problems])
         return Document(flags, extra["evaluators"], extra["metadata"])
 
 
@@ -213,7 +218,7 @@ def export(client: Any, env: str) -> bytes:
     state = read_state(client, env)
     if not state.exists:
         raise LookupError(f"environment {env} does not exist in Redis")
-    doc = {"$schema": SCHEMA_URL, **state.document().to_json()}
+    doc = {"$schema": SCHEMA_URL, **state.document(strict=True).to_json()}
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
 
 
@@ -226,29 +231,40 @@ class HistoryEntry:
     at: float
     author: str
     message: str
-    before: dict[str, Any]
-    after: dict[str, Any]
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
 
     @property
     def flags(self) -> list[str]:
-        return sorted(self.after.get("flags", {}))
+        return sorted((self.after or {}).get("flags", {}))
 
     def to_json(self) -> dict[str, Any]:
         return {
             "version": self.version, "at": self.at, "author": self.author,
             "message": self.message, "op": self.op, "flags": self.flags,
-            "evaluators_changed": "$evaluators" in self.after,
-            "metadata_changed": "metadata" in self.after, "id": self.id,
+            "evaluators_changed": "$evaluators" in (self.after or {}),
+            "metadata_changed": "metadata" in (self.after or {}), "id": self.id,
+            "readable": self.before is not None and self.after is not None,
         }
 
 
+def _json_field(value: Any) -> dict[str, Any] | None:
+    try:
+        parsed = orjson.loads(value or b"{}")
+    except orjson.JSONDecodeError:
+        return None  # built from stored JSON that did not parse
+    return parsed if isinstance(parsed, dict) else None
+
+
 def parse_entry(entry_id: Any, fields: dict[Any, Any]) -> HistoryEntry:
+    """One change entry. An unreadable before/after (another tool stored bad JSON) becomes
+    ``None``: history still lists the entry, rollback refuses to undo through it."""
     f = {_s(k): v for k, v in fields.items()}
     return HistoryEntry(
         id=_s(entry_id), version=int(f.get("version", 0)), epoch=_s(f.get("epoch", b"")),
         op=_s(f.get("op", b"")), at=float(f.get("at", 0) or 0), author=_s(f.get("author", b"")),
-        message=_s(f.get("message", b"")), before=orjson.loads(f.get("before") or b"{}"),
-        after=orjson.loads(f.get("after") or b"{}"),
+        message=_s(f.get("message", b"")), before=_json_field(f.get("before")),
+        after=_json_field(f.get("after")),
     )
 
 
@@ -279,6 +295,11 @@ def state_at(client: Any, env: str, version: int) -> tuple[RemoteState, Document
                 continue
             if entry.version != expected or entry.epoch not in ("", state.epoch):
                 break
+            if entry.before is None:
+                raise HistoryTooShort(
+                    f"cannot roll back environment {env} to version {version}: the change "
+                    f"entry of version {entry.version} is unreadable (bad JSON stored by "
+                    "another tool)")
             oldest = entry.version
             for key, before in entry.before.get("flags", {}).items():
                 if before is None:
@@ -300,10 +321,17 @@ def state_at(client: Any, env: str, version: int) -> tuple[RemoteState, Document
     return state, Document(flags, evaluators, metadata)
 
 
+def rollback_plan(client: Any, env: str, version: int) -> tuple[RemoteState, Plan]:
+    """What rolling back to ``version`` changes; raises InvalidDocument when that version's
+    rules do not validate today (they are never written unchecked)."""
+    state, target = state_at(client, env, version)
+    parse_document(orjson.dumps(target.to_json()), source=f"{env} version {version}")
+    return state, make_plan(state.document(), target)
+
+
 def rollback(client: Any, env: str, version: int, *, author: str = "",
              message: str = "") -> PushResult:
     """A new version whose state equals ``version``'s; fails on a concurrent write."""
-    state, target = state_at(client, env, version)
-    plan = make_plan(state.document(), target)
+    state, plan = rollback_plan(client, env, version)
     return write(client, env, plan, expect_version=state.version, author=author,
                  message=message or f"rollback to version {version}", op="replace")

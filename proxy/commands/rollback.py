@@ -26,11 +26,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from proxy import publisher
-    from proxy.changeset import describe, make_plan
+    from proxy.changeset import describe
 
     client = c.client(args)
-    state, target = publisher.state_at(client, args.env, args.to)
-    plan = make_plan(state.document(), target)
+    state, plan = publisher.rollback_plan(client, args.env, args.to)
     out: dict = {"env": args.env, "from_version": state.version, "to": args.to,
                  "diff": plan.to_json()}
     if not args.json:

@@ -107,9 +107,12 @@ def _flag_set(flags: dict[str, Flag], evaluators: Mapping[str, Any],
 
 
 def build_full(env: str, raw_flags: Mapping[str, Any], meta: Mapping[str, str],
-               previous: FlagSet | None) -> tuple[FlagSet, Change, Rejections]:
+               previous: FlagSet | None, written_at: float | None = None,
+               ) -> tuple[FlagSet, Change, Rejections]:
     """A complete snapshot from stored state (HGETALL flags + meta). Flags equal to the
-    previous snapshot's (same JSON, same evaluators and metadata) are reused as they are."""
+    previous snapshot's (same JSON, same evaluators and metadata) are reused as they are.
+    ``written_at`` is the write that triggered the reload, if one did (a reload on connect
+    has none: the stored ``updated_at`` may be hours old and is no propagation time)."""
     rej = Rejections(env)
     prev_flags: Mapping[str, Flag] = previous.flags if previous else {}
     evaluators = _evaluators(meta.get("evaluators"), previous.evaluators if previous else {},
@@ -139,7 +142,7 @@ def build_full(env: str, raw_flags: Mapping[str, Any], meta: Mapping[str, str],
         != canonical(dict(evaluators)),
         metadata_changed=previous is None or canonical(dict(previous.metadata))
         != canonical(dict(metadata)),
-        reset=True, written_at=fs.updated_at or None,
+        reset=True, written_at=written_at,
     )
     return fs, change, rej
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -75,7 +76,10 @@ class FileSource:
             return False
         previous = self.store.get(self.env)
         self._digest, self._version = digest, fs.version
-        self.store.publish(self.env, fs, _change(self.env, previous, fs))
+        change = _change(self.env, previous, fs)
+        if previous is None:  # the file's mtime is no propagation time on a first load
+            change = dataclasses.replace(change, written_at=None)
+        self.store.publish(self.env, fs, change)
         self.store.set_status(self.env, connected=True)
         self.ready = True
         log.info("reload env=%s file=%s version=%d flags=%d", self.env, self.path, fs.version,

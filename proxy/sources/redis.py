@@ -51,6 +51,7 @@ class RedisSource:
         self._resync = asyncio.Event()
         self._client: Any = None
         self._failures = 0
+        self._bootstrap_tried = False
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _make_client(self) -> Any:
@@ -70,7 +71,8 @@ class RedisSource:
                 raise
             except Exception as exc:  # never raise for Redis faults: serve last good, retry
                 self._on_down(exc)
-                if not self.ready and self.bootstrap is not None:
+                if not self.ready and self.bootstrap is not None and not self._bootstrap_tried:
+                    self._bootstrap_tried = True  # once: a bad file is reported, not retried
                     self._load_bootstrap()
                 await asyncio.sleep(backoff.next())
             finally:
@@ -167,7 +169,8 @@ class RedisSource:
         log.info("resync envs=%d keys=%d stale=%d took_ms=%.1f", len(self._last),
                  len(self.keyring), len(self._stale), (time.perf_counter() - started) * 1000)
 
-    async def _load_env(self, client: Any, env: str, listed: bool = True) -> None:
+    async def _load_env(self, client: Any, env: str, listed: bool = True,
+                        written_at: float | None = None) -> None:
         flags, meta, last = await client.eval(layout.SNAPSHOT_LUA, 3, *layout.env_keys(env))
         raw_flags = {_s(flags[i]): flags[i + 1] for i in range(0, len(flags), 2)}
         meta_map = {_s(meta[i]): _s(meta[i + 1]) for i in range(0, len(meta), 2)}
@@ -184,7 +187,7 @@ class RedisSource:
             self._mark_stale(env, f"redis has version {version} of {env}, older than the "
                                   f"served {current.version}; keeping last good rules")
             return
-        fs, change, rej = build_full(env, raw_flags, meta_map, current)
+        fs, change, rej = build_full(env, raw_flags, meta_map, current, written_at)
         was_stale = self._stale.pop(env, None)
         self.store.set_status(env, connected=True)
         if rej.problems:
@@ -308,8 +311,9 @@ class RedisSource:
         try:
             version = int(fields[b"version"])
             epoch = _s(fields.get(b"epoch", b"")) or (current.epoch if current else "")
+            written_at = float(fields.get(b"at", 0)) or None
         except (KeyError, ValueError):
-            version, epoch = -1, ""
+            version, epoch, written_at = -1, "", None
         if (current is None or env in self._stale or epoch != current.epoch
                 or version != current.version + 1):
             if (current is not None and env not in self._stale and epoch == current.epoch
@@ -317,14 +321,13 @@ class RedisSource:
                 return True  # already in the snapshot we loaded
             log.info("gap env=%s local=%s entry=%s epoch=%s: full reload", env,
                      current.version if current else None, version, epoch)
-            await self._load_env(client, env)
+            await self._load_env(client, env, written_at=written_at)
             return False
         try:
             after = orjson.loads(fields[b"after"])
-            written_at = float(fields.get(b"at", 0)) or None
         except (KeyError, ValueError, orjson.JSONDecodeError) as exc:
             log.error("bad change entry env=%s version=%d: %s; full reload", env, version, exc)
-            await self._load_env(client, env)
+            await self._load_env(client, env, written_at=written_at)
             return False
         fs, change, rej = apply_change(current, env, version, after, written_at)
         if rej.problems:

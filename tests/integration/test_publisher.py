@@ -150,3 +150,30 @@ def test_bad_environment_names_are_refused(client):
     for bad in ("", "a{b}", "x" * 65, "has space"):
         with pytest.raises(ValueError, match="invalid environment name"):
             publisher.read_state(client, bad)
+
+
+def test_garbage_stored_by_another_tool_can_be_pushed_over_but_not_exported(client):
+    publisher.push(client, "prod", Document({"a": ON, "b": ON}))
+    client.hset(layout.flags_key("prod"), "a", b"{not json")
+    with pytest.raises(publisher.InvalidDocument, match=r"flags\.a: stored JSON is invalid"):
+        publisher.export(client, "prod")
+    _state, plan = publisher.diff(client, "prod", Document({"a": ON, "b": ON}))
+    assert set(plan.changed) == {"a"} and not plan.added and not plan.removed
+    result = publisher.write(client, "prod", plan)
+    assert result.version == 2
+    assert orjson.loads(client.hget(layout.flags_key("prod"), "a")) == ON
+    newest = publisher.history(client, "prod", limit=1)[0]
+    assert newest.before is None and newest.flags == ["a"]  # listed, marked unreadable
+    with pytest.raises(publisher.HistoryTooShort, match="entry of version 2 is unreadable"):
+        publisher.rollback(client, "prod", 1)
+
+
+def test_rollback_refuses_rules_that_no_longer_validate(client):
+    publisher.push(client, "prod", Document({"a": ON}))
+    bad = {**ON, "defaultVariant": "missing"}
+    _s, plan = publisher.diff(client, "prod", Document({"a": bad}))
+    publisher.write(client, "prod", plan)  # a foreign tool wrote an invalid flag at v2
+    publisher.push(client, "prod", Document({"a": ON}))
+    with pytest.raises(publisher.InvalidDocument, match=r"prod version 2: flags\.a"):
+        publisher.rollback(client, "prod", 2)
+    assert publisher.read_state(client, "prod").version == 3

@@ -21,7 +21,9 @@ def test_full_build_rejects_bad_flags_alone_and_keeps_their_last_good_version():
                                  None)
     assert set(fs.flags) == {"a", "b"} and fs.version == 1 and fs.epoch == "e1"
     assert change.reset and change.upserted == {"a", "b"} and rej.count == 0
-    assert change.written_at == 100.5
+    assert change.written_at is None  # a load is no propagation sample...
+    _fs, triggered, _r = build_full("prod", {"a": canonical(ON)}, meta(2), fs, 123.0)
+    assert triggered.written_at == 123.0  # ...unless an entry triggered it
     stored = {"a": b"{nope", "b": canonical({**ON, "state": "MAYBE"}), "c": canonical(ON)}
     fs2, change2, rej2 = build_full("prod", stored, meta(2), fs)
     assert fs2.flags["a"] is fs.flags["a"] and fs2.flags["b"] is fs.flags["b"]
