@@ -90,7 +90,7 @@ class _SetMemo:
     """Per flag set: the canonical (key-sorted) output order, serialised metadata, and each
     precomputed result serialised once."""
 
-    __slots__ = ("flag_set", "items", "metadata", "order")
+    __slots__ = ("flag_set", "items", "metadata", "order", "vectors")
 
     def __init__(self, flag_set: FlagSet):
         self.flag_set = flag_set
@@ -98,6 +98,7 @@ class _SetMemo:
         self.order = sorted(range(len(keys)), key=keys.__getitem__)
         self.metadata = orjson.dumps(dict(flag_set.metadata), option=_SORT)
         self.items: dict[int, tuple[EvaluationResult, bytes, tuple[str, str | None, str]]] = {}
+        self.vectors: dict[tuple[int, ...], tuple[CachedResult, list[EvaluationResult]]] = {}
 
 
 class OfrepApi:
@@ -209,6 +210,12 @@ class OfrepApi:
         if memo is None or memo.flag_set is not flag_set:
             memo = self._memos[env] = _SetMemo(flag_set)
         results = evaluate_all(flag_set, context)
+        # Many contexts share one outcome vector (the results are precomputed objects): reuse
+        # its body. The memo holds ``results``, so the ids in its keys stay unique.
+        vector = tuple(map(id, results))
+        known = memo.vectors.get(vector)
+        if known is not None:
+            return known[0]
         if len(results) != len(memo.order):  # never expected; stay correct anyway
             results = sorted(results, key=lambda r: r.key)
             order: list[int] | range = range(len(results))
@@ -231,11 +238,16 @@ class OfrepApi:
             parts.append(hit[1])
             exposures.append(hit[2])
         canonical = b'{"flags":[' + b",".join(parts) + b'],"metadata":' + memo.metadata
-        return CachedResult(
+        entry = CachedResult(
             body_prefix=canonical,
             digest=hashlib.blake2b(canonical, digest_size=16).digest(),
             exposures=tuple(exposures),
         )
+        if not any(r.error_code is not None for r in results):  # errors are per request
+            if len(memo.vectors) > 20_000:
+                memo.vectors.clear()
+            memo.vectors[vector] = (entry, results)
+        return entry
 
     def _event_streams(self, request: Request, principal: Principal) -> tuple[bytes, int | None]:
         window = None if self.auth.no_auth else self.tokens.window()
