@@ -55,7 +55,8 @@ def start_redis(workdir: Path, port: int | None = None, timeout: float = 10.0
         [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
          "--save", "", "--appendonly", "no", "--daemonize", "no",
          "--logfile", str(workdir / "redis.log")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Own session: Ctrl-C reaches the proxy only; the caller stops redis after it.
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + timeout
     while not ping(port):
         if proc.poll() is not None or time.monotonic() > deadline:

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     url = f"redis://127.0.0.1:{port}/0"
     env = {**os.environ, "FLAGEDGE_REDIS_URL": url}
     try:
-        pushed = _flagedge(["push", str(args.flags), "--env", ENV, "--redis", url, "--yes",
+        pushed = _flagedge(["push", str(args.flags), "--env", ENV, "--redis", url,
                             "--message", "make run demo flags"], env)
         if pushed.returncode != 0:
             return _fail(f"pushing {args.flags}", pushed)
