@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -93,9 +94,14 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"flagedge serve: {exc}", file=sys.stderr)
         return 2
+    temp_metrics = None
     if settings.workers > 1 and settings.metrics_dir is None:
         # Workers share counters through snapshots in one directory (see api/metrics.py).
-        settings = settings.replace(metrics_dir=Path(tempfile.mkdtemp(prefix="flagedge-metrics-")))
+        temp_metrics = Path(tempfile.mkdtemp(prefix="flagedge-metrics-"))
+        settings = settings.replace(metrics_dir=temp_metrics)
+    if settings.metrics_dir is not None:  # counters start at zero with each serve
+        for old in settings.metrics_dir.glob("worker-*.json"):
+            old.unlink(missing_ok=True)
     os.environ["FLAGEDGE__SETTINGS"] = orjson.dumps(settings.to_json()).decode()
     common: dict[str, Any] = {
         "host": settings.host, "port": settings.port, "loop": "uvloop", "http": "httptools",
@@ -104,7 +110,11 @@ def run(args: argparse.Namespace) -> int:
         "server_header": False, "lifespan": "on",
     }
     if settings.workers > 1:
-        uvicorn.run("proxy.app:factory", factory=True, workers=settings.workers, **common)
+        try:
+            uvicorn.run("proxy.app:factory", factory=True, workers=settings.workers, **common)
+        finally:
+            if temp_metrics is not None:
+                shutil.rmtree(temp_metrics, ignore_errors=True)
     else:
         import logging.config
 
