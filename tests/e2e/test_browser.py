@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import orjson
 import pytest
 
 from tests.e2e.conftest import FLAGS_FILE, Stack
+from tests.redis_server import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.integration]
 
@@ -342,6 +344,57 @@ def test_a_page_on_another_origin_uses_cors(stack: Stack, open_page: Any) -> Non
     stack.proxy.push(doc, env=stack.env, wait=False)
     page.get_by_test_id("incident-banner").wait_for(
         state="visible", timeout=PROPAGATION_DEADLINE_S * 1000)
+
+
+def open_sse_connections(stack: Stack) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{stack.proxy.url}/metrics", timeout=5).text
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               if family.name == "flagedge_sse_connections" for sample in family.samples)
+
+
+SET_VISIBILITY = """state => {
+    // Headless pages are always 'visible': stand in for the tab being hidden or shown.
+    window.__visibility = state;
+    if (!window.__visibilityPatched) {
+        Object.defineProperty(document, 'visibilityState',
+                              {configurable: true, get: () => window.__visibility});
+        window.__visibilityPatched = true;
+    }
+    document.dispatchEvent(new Event('visibilitychange'));
+}"""
+
+
+def test_a_hidden_tab_drops_its_stream_and_catches_up_when_shown(stack: Stack,
+                                                                 open_page: Any) -> None:
+    # inactivityDelaySec comes from the proxy (eventStreams); 1 s keeps the test short.
+    stack.proxy.environ["FLAGEDGE_INACTIVITY_DELAY"] = "1"
+    stack.proxy.restart(wait="readyz")
+    assert stack.bulk({})["eventStreams"][0]["inactivityDelaySec"] == 1
+    user = "user-1"
+    page = open_page(stack.demo_url(user), "hidden-tab")
+    wait_ready(page)
+    wait_until(lambda: open_sse_connections(stack) == 1, timeout=5, what="the page's stream")
+
+    page.evaluate(SET_VISIBILITY, "hidden")
+    # After inactivityDelaySec hidden, the provider closes its stream; the proxy sees it go.
+    wait_until(lambda: open_sse_connections(stack) == 0, timeout=10, what="the stream to close")
+    doc = flags_doc()
+    doc["flags"][ROLES["payments"]]["defaultVariant"] = "off"
+    stack.proxy.push(doc, env=stack.env)  # waits until the proxy serves it
+    # Nothing can have told the hidden page (it has no stream).
+    assert page.get_by_test_id("incident-banner").is_hidden()
+
+    with page.expect_request(lambda r: urlsplit(r.url).path == "/ofrep/v1/evaluate/flags",
+                             timeout=PROPAGATION_DEADLINE_S * 1000) as refetch:
+        page.evaluate(SET_VISIBILITY, "visible")
+    page.get_by_test_id("incident-banner").wait_for(
+        state="visible", timeout=PROPAGATION_DEADLINE_S * 1000)
+    wait_until(lambda: open_sse_connections(stack) == 1, timeout=5, what="the stream to reopen")
+    # ADR-0008: the resume re-fetch is unconditional.
+    assert refetch.value.header_value("if-none-match") is None
+    assert "flagConfigEtag" not in parse_qs(urlsplit(refetch.value.url).query)
 
 
 def test_a_wrong_key_shows_an_error_not_values(stack: Stack, open_page: Any) -> None:
