@@ -177,3 +177,14 @@ def test_rollback_refuses_rules_that_no_longer_validate(client):
     with pytest.raises(publisher.InvalidDocument, match=r"prod version 2: flags\.a"):
         publisher.rollback(client, "prod", 2)
     assert publisher.read_state(client, "prod").version == 3
+
+
+def test_awkward_flag_keys_survive_the_lua_json_building(client):
+    awkward = ['quote"d', "back\\slash", "ключ", "slash/x", "tab\tkey", "emoji-🚀"]
+    publisher.push(client, "prod", Document({k: ON for k in awkward}))
+    publisher.push(client, "prod", Document({k: OFF for k in awkward[:3]}))
+    newest = publisher.history(client, "prod", limit=1)[0]
+    assert newest.after["flags"] == {**{k: OFF for k in awkward[:3]},
+                                     **{k: None for k in awkward[3:]}}
+    publisher.rollback(client, "prod", 1)
+    assert orjson.loads(publisher.export(client, "prod"))["flags"] == {k: ON for k in awkward}
