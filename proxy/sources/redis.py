@@ -113,8 +113,10 @@ class RedisSource:
         self.store.set_status("*", connected=False, degraded_reason=reason, error=str(exc))
         for env in self.store.envs():
             fs = self.store.get(env)
-            self.store.set_status(env, connected=False, error=str(exc), degraded_reason=(
-                f"redis unreachable; serving version {fs.version if fs else '?'}"))
+            what = (f"bootstrap file {self.bootstrap}" if fs and fs.epoch.startswith(
+                BOOTSTRAP_EPOCH) else f"version {fs.version if fs else '?'}")
+            self.store.set_status(env, connected=False, error=str(exc),
+                                  degraded_reason=f"redis unreachable; serving {what}")
 
     def _load_bootstrap(self) -> None:
         from proxy.sources.file import load_flag_file
