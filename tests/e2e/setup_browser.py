@@ -53,7 +53,7 @@ def ensure_chromium() -> Path:
     sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     _run([*sudo, apt, "update", "-q"], "apt-get update", env=env)
-    _run([*sudo, apt, "install", "-y", "-q", "--no-install-recommends", "chromium"],
+    _run([*sudo, apt, "install", "-y", "-q", "chromium"],
          "apt-get install chromium", env=env)
     if not CHROMIUM.exists():
         raise SetupError(f"apt-get installed chromium but {CHROMIUM} is still missing")
