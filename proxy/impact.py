@@ -4,7 +4,7 @@ contexts whose result (variant and value) would change."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,7 +88,9 @@ def _label(result: Any) -> tuple[str, bytes]:
 
 
 def rollout_impact(old: Document, new: Document, plan: Plan,
-                   contexts: Iterable[Mapping[str, Any]]) -> list[Impact]:
+                   contexts: Iterable[Mapping[str, Any]],
+                   progress: Callable[[int, int], None] | None = None) -> list[Impact]:
+    """``progress(done, total)`` is called after each flag (long estimates show progress)."""
     from proxy.evaluation.engine import evaluate
 
     before, after = _compile(old), _compile(new)
@@ -98,7 +100,9 @@ def rollout_impact(old: Document, new: Document, plan: Plan,
     keys = set(plan.touched)
     if plan.evaluators or plan.metadata:
         keys |= set(new.flags)
-    for key in sorted(keys):
+    for n, key in enumerate(sorted(keys), 1):
+        if progress is not None:
+            progress(n, len(keys))
         counts: Counter[tuple[str, str]] = Counter()
         changed = 0
         for ctx in contexts:

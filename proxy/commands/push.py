@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from proxy.commands import _common as c
 
@@ -23,6 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(JSON lines); default 10,000 synthetic targeting keys")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     c.add_redis_arguments(parser)
+
+
+def _progress(done: int, total: int) -> None:
+    sys.stderr.write(f"\rrollout impact: flag {done}/{total}")
+    sys.stderr.flush()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,7 +61,10 @@ def _run(args: argparse.Namespace) -> int:
             from proxy.impact import rollout_impact, synthetic_contexts
 
             contexts = samples if samples is not None else synthetic_contexts()
-            impacts = rollout_impact(state.document(), new, plan, contexts)
+            impacts = rollout_impact(state.document(), new, plan, contexts,
+                                     progress=_progress if sys.stderr.isatty() else None)
+            if sys.stderr.isatty():
+                sys.stderr.write("\r\033[K")
             out["impact"] = [i.to_json() for i in impacts]
             if not args.json:
                 kind = f"contexts from {args.sample}" if samples else "synthetic targeting keys"

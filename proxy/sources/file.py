@@ -14,6 +14,7 @@ import os
 import secrets
 from pathlib import Path
 
+from proxy.changeset import canonical
 from proxy.model import FlagSet, InvalidDocument
 from proxy.store import Change, Store
 
@@ -127,11 +128,14 @@ class FileSource:
 
 def _change(env: str, previous: FlagSet | None, fs: FlagSet) -> Change:
     old = previous.flags if previous else {}
-    upserted = frozenset(k for k, f in fs.flags.items() if k not in old or old[k].raw != f.raw)
+    upserted = frozenset(k for k, f in fs.flags.items()
+                         if k not in old or canonical(dict(old[k].raw)) != canonical(dict(f.raw)))
     return Change(
         env=env, version=fs.version, upserted=upserted,
         deleted=frozenset(k for k in old if k not in fs.flags),
-        evaluators_changed=previous is None or previous.evaluators != fs.evaluators,
-        metadata_changed=previous is None or previous.metadata != fs.metadata,
+        evaluators_changed=previous is None
+        or canonical(dict(previous.evaluators)) != canonical(dict(fs.evaluators)),
+        metadata_changed=previous is None
+        or canonical(dict(previous.metadata)) != canonical(dict(fs.metadata)),
         reset=True, written_at=fs.updated_at or None,
     )
