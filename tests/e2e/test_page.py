@@ -113,3 +113,20 @@ def test_a_wrong_key_shows_an_error_not_values(stack: Stack, open_page: Any) -> 
     rows = shown(page)
     assert all(r["reason"].startswith("ERROR") for r in rows.values()), rows
     assert not event_stream_urls(page)
+
+
+def test_without_auth_the_page_needs_no_key(stack: Stack, open_page: Any) -> None:
+    # `serve --no-auth` (local use): the page sends no Authorization header at all.
+    stack.proxy.restart(extra_args=["--demo", "--no-auth"], wait="readyz")
+    user = "user-1"
+    page = open_page(f"{stack.proxy.url}/demo/?user={user}", "no-auth")
+    wait_ready(page)
+    assert page.evaluate(
+        "() => JSON.parse(document.getElementById('flagedge-config').textContent)"
+    ) == {"env": stack.env, "authRequired": False}
+    assert_page_matches_proxy(stack, page, user)
+    doc = flags_doc()
+    doc["flags"][ROLES["payments"]]["defaultVariant"] = "off"
+    stack.proxy.push(doc, env=stack.env, wait=False)
+    page.get_by_test_id("incident-banner").wait_for(
+        state="visible", timeout=PROPAGATION_DEADLINE_S * 1000)
