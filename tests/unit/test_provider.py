@@ -5,6 +5,8 @@ each stream transition emits."""
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -276,3 +278,13 @@ def test_shutdown_from_another_thread_releases_a_waiting_initialize() -> None:
     t.join(5)
     assert not t.is_alive() and time.monotonic() - started < 5
     assert len(errors) == 1 and isinstance(errors[0], GeneralError)
+
+
+def test_importing_the_provider_loads_no_server_code() -> None:
+    """Backend services import the provider, not the proxy: no Redis, Starlette or uvicorn."""
+    code = ("import sys, proxy.provider; print(sorted({m.split('.')[0] for m in sys.modules"
+            " if m.split('.')[0] in ('redis', 'starlette', 'uvicorn', 'sse_starlette',"
+            " 'prometheus_client')}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
