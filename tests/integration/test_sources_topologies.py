@@ -1,5 +1,5 @@
 """The same layout on Redis Cluster (3 masters: environments spread over slots, one blocking
-reader per stream) and behind Sentinel (redis+sentinel:// URLs)."""
+reader per stream), behind Sentinel (redis+sentinel:// URLs) and over TLS (rediss://)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from proxy import keys, publisher
 from proxy.changeset import Document
@@ -138,3 +139,59 @@ async def test_sentinel_url_publish_and_follow(sentinel):
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[str]:
+    """A redis-server speaking only TLS (self-signed certificate made with openssl)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                           "-keyout", str(key), "-out", str(cert), "-days", "1",
+                           "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                          capture_output=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    port = free_port()
+    proc = subprocess.Popen([redis_server_binary(), "--port", "0", "--tls-port", str(port),
+                             "--bind", "127.0.0.1", "--tls-cert-file", str(cert),
+                             "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
+                             "--tls-auth-clients", "no", "--save", "", "--dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={cert}"
+    try:
+        wait_until(lambda: _pings(url), timeout=10, what="TLS redis-server")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _pings(url: str) -> bool:
+    try:
+        return bool(sync_client(url).ping())
+    except Exception:
+        return False
+
+
+async def test_tls_url_publish_and_follow(tls_redis):
+    from tests.integration.test_cli_publish import flagedge
+
+    doc = Path(tls_redis.split("ssl_ca_certs=")[1]).with_name("flags.json")
+    doc.write_text('{"flags": {"a": {"state": "ENABLED", "variants": {"on": true}, '
+                   '"defaultVariant": "on"}}}')
+    pushed = await asyncio.to_thread(flagedge, "push", str(doc), "--env", "prod", url=tls_redis)
+    assert pushed.returncode == 0, pushed.stderr
+    store = Store()
+    source = RedisSource(tls_redis, store, KeyRing(), block_ms=1000)
+    task = asyncio.create_task(source.run())
+    try:
+        await until(lambda: source.ready, what="TLS load")
+        assert store.get("prod").version == 1
+        await asyncio.to_thread(publisher.push, sync_client(tls_redis), "prod",
+                                Document({"a": OFF}))
+        await until(lambda: store.get("prod").version == 2, what="followed over TLS")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    plain = sync_client(tls_redis.replace("rediss://", "redis://").split("?")[0])
+    with pytest.raises(RedisConnectionError):  # plain text does not work on the TLS port
+        plain.ping()
