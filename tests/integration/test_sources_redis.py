@@ -249,3 +249,19 @@ async def test_bad_bootstrap_file_is_reported_not_served(tmp_path, caplog):
             assert not r.source.ready and r.store.get("prod") is None
     assert f"file={boot}" in caplog.text and "flags.x" in caplog.text
 
+
+
+async def test_unix_socket_url(tmp_path):
+    sock = tmp_path / "redis.sock"
+    server = RedisServer(tmp_path / "unix", persist=False,
+                         extra_args=["--unixsocket", str(sock), "--unixsocketperm", "700"]).start()
+    try:
+        url = f"unix://{sock}?db=0"
+        client = redis.Redis.from_url(url)
+        publisher.push(client, "prod", Document({"a": ON}))
+        async with running(url, client) as r:
+            await until(lambda: r.version() == 1, what="load over unix socket")
+            v = await asyncio.to_thread(r.push, {"flags": {"a": OFF}})
+            await until(lambda: r.version() == v, what="follow over unix socket")
+    finally:
+        server.stop()
