@@ -65,6 +65,7 @@ class HotMetrics:
         self.propagation = Histogram(PROPAGATION_BUCKETS)
         self.cache: Any = None  # the ResultCache (hits/misses/bypassed counters live there)
         # For the streams module: current connections per stream, events sent/coalesced.
+        self.in_flight = 0  # HTTP requests being handled (streams included)
         self.sse_connections: dict[str, int] = {}
         self.sse_events: dict[tuple[str, str], int] = {}  # (stream, outcome) -> count
 
@@ -195,6 +196,9 @@ class FlagedgeCollector:
         for route, (counts, total) in sorted(m["durations"].items()):
             dur.add_metric([route], _buckets(DURATION_BUCKETS, counts), total)
         yield dur
+        yield GaugeMetricFamily("flagedge_http_requests_in_flight",
+                                "HTTP requests being handled by this worker (streams included)",
+                                value=self.hot.in_flight)
         ev = CounterMetricFamily("flagedge_evaluations",
                                  "Flag evaluations served (exposures) by env, flag, variant, reason",
                                  labels=["env", "flag", "variant", "reason"])
@@ -283,6 +287,7 @@ class Metrics:
                 return
             start = clock()
             status = 500
+            hot.in_flight += 1
 
             async def send_status(message: Message) -> None:
                 nonlocal status
@@ -293,6 +298,7 @@ class Metrics:
             try:
                 await app(scope, receive, send_status)
             finally:
+                hot.in_flight -= 1
                 route = scope.get("route")
                 path = getattr(route, "path", None) or "unmatched"
                 hot.observe_request(path, status, clock() - start)
