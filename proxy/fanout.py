@@ -77,7 +77,7 @@ class Connection:
         self.results: dict[str, bytes] = {}  # evaluated stream: flag key -> OFREP item JSON
         self._queue: deque[Item] = deque()
         self._queued_bytes = 0
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[object] | None = None
         self.needs_snapshot = False
         self.closed = False
         self.close_reason = ""
@@ -117,8 +117,9 @@ class Connection:
     def queued_bytes(self) -> int:
         return self._queued_bytes
 
-    async def next(self) -> Item | None:
-        """The next thing to send, or None once the connection is closed."""
+    async def next(self, heartbeat: float | None = None) -> Item | None:
+        """The next thing to send, or None once the connection is closed. With
+        ``heartbeat``, an empty item after that many idle seconds (send a comment)."""
         while not self.closed:
             if self.needs_snapshot:
                 self.needs_snapshot = False
@@ -130,12 +131,23 @@ class Connection:
                 item = self._queue.popleft()
                 self._queued_bytes -= len(item[0])
                 return item
-            self._waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            # A timer handle, not wait_for: no extra task per idle connection.
+            timer = loop.call_later(heartbeat, _expire, waiter) if heartbeat else None
             try:
-                await self._waiter
+                if await waiter == "idle":
+                    return b"", None
             finally:
                 self._waiter = None
+                if timer is not None:
+                    timer.cancel()
         return None
+
+
+def _expire(waiter: asyncio.Future[object]) -> None:
+    if not waiter.done():
+        waiter.set_result("idle")
 
 
 class CapExceeded(Exception):
