@@ -20,8 +20,15 @@ import orjson
 OK, INVALID, USAGE, CONFLICT, REDIS, NOT_FOUND, DIFFERENT = 0, 1, 2, 3, 4, 5, 6
 
 
+EXIT_CODES = ("exit codes: 0 ok, 1 invalid input, 2 usage error or unreadable file, "
+              "3 version conflict, 4 Redis unreachable, 5 not found, "
+              "6 differences (diff --exit-code)")
+
+
 def add_redis_arguments(parser: argparse.ArgumentParser) -> None:
     from proxy.redisurl import ENV_VAR
+
+    parser.epilog = EXIT_CODES
 
     parser.add_argument("--redis", metavar="URL", default=None,
                         help=f"Redis URL (redis://, rediss://, unix://, redis+sentinel://); "
