@@ -214,3 +214,30 @@ def test_a_hidden_tab_drops_its_stream_and_catches_up_when_shown(stack: Stack,
     # ADR-0008: the resume re-fetch is unconditional.
     assert refetch.value.header_value("if-none-match") is None
     assert "flagConfigEtag" not in parse_qs(urlsplit(refetch.value.url).query)
+
+
+def test_a_reload_starts_from_the_cache_and_stays_live(stack: Stack, open_page: Any) -> None:
+    user = "user-1"
+    page = open_page(stack.demo_url(user), "reload")
+    wait_ready(page)
+    before = shown(page)
+    with page.expect_response(
+            lambda r: urlsplit(r.url).path == "/ofrep/v1/evaluate/flags") as revalidation:
+        page.reload()  # the key is gone from the URL; the tab kept it
+        wait_ready(page)
+    # The provider's default cacheMode starts from localStorage (reason CACHED) and revalidates
+    # in the background with If-None-Match: nothing changed, so a 304.
+    after = shown(page)
+    assert {r: (v["value"], v["variant"]) for r, v in after.items()} == {
+        r: (v["value"], v["variant"]) for r, v in before.items()}
+    assert {v["reason"] for v in after.values()} == {"CACHED"}
+    assert revalidation.value.status == 304
+    assert "key=" not in page.url
+
+    # It follows the stream URL it had persisted: a push still arrives live.
+    doc = flags_doc()
+    doc["flags"][ROLES["payments"]]["defaultVariant"] = "off"
+    stack.proxy.push(doc, env=stack.env, wait=False)
+    page.get_by_test_id("incident-banner").wait_for(
+        state="visible", timeout=PROPAGATION_DEADLINE_S * 1000)
+    assert_page_matches_proxy(stack, page, user)

@@ -45,7 +45,7 @@ function readConfig() {
   const q = new URLSearchParams(window.location.search);
   const flags = structuredClone(DEFAULT_FLAGS);
   for (const [role, spec] of Object.entries(injected.flags || {})) {
-    flags[role] = { ...flags[role], ...spec };
+    if (flags[role]) flags[role] = { ...flags[role], ...spec }; // the page has rows for these only
   }
   for (const role of Object.keys(flags)) {
     if (q.get(role)) flags[role].key = q.get(role);
@@ -56,7 +56,7 @@ function readConfig() {
   }
   return {
     baseUrl: (q.get('baseUrl') || injected.baseUrl || window.location.origin).replace(/\/+$/, ''),
-    key: q.get('key') ?? injected.key ?? '',
+    key: rememberKey(q.get('key')) ?? injected.key ?? '',
     user: q.get('user') || injected.user || tabUserId(),
     cacheMode: q.get('cache') || injected.cacheMode || 'local-cache-first',
     context,
@@ -73,6 +73,14 @@ function tabUserId() {
     sessionStorage.setItem(name, id);
   }
   return id;
+}
+
+// The key given in the query is kept for this tab only, so a reload still has it after
+// hideKeyFromAddressBar() removed it from the URL.
+function rememberKey(fromQuery) {
+  const name = 'flagedge-demo-key';
+  if (fromQuery !== null) sessionStorage.setItem(name, fromQuery);
+  return sessionStorage.getItem(name);
 }
 
 // The key should not linger in the address bar (screenshots, shared links, history).
