@@ -194,10 +194,13 @@ def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
     fns = [as_fn(b) for b in compiled]
 
     def fractional_dynamic(d: Any) -> Any:
-        value = bucketing_value(d, by_fn(d) if by_fn is not None else by_const, baked_key)
+        # arguments are evaluated first (an error there is an error even without a key)
+        by = by_fn(d) if by_fn is not None else by_const
+        entries = [f(d) for f in fns]
+        value = bucketing_value(d, by, baked_key)
         if value is None:
             return None
-        table = runtime_buckets([f(d) for f in fns])
+        table = runtime_buckets(entries)
         if table is None or table[2] == 0:
             if trace is not None:
                 trace.append("fractional: invalid computed buckets -> null")

@@ -57,6 +57,8 @@ class LogicCompiler:
     whether a rule may read ``$flagd.timestamp``, ``needs_flagd`` whether it reads ``$flagd``
     or the whole data at all (otherwise the engine can pass the request context unchanged).
     ``flag_key`` lets operators use the flag's key without reading ``$flagd`` at run time.
+    ``interpreted`` is set while compiling a subtree the reference interprets rather than
+    compiles (below an ``if`` with fewer than three arguments).
     With ``trace`` set to a list, traced operators append what they decided (explain).
     """
 
@@ -77,6 +79,10 @@ class LogicCompiler:
         self.needs_flagd = False
         self.trace = trace
         self.scope = 0  # > 0 inside map/filter/reduce/... where var reads the element
+        # The reference compiles rules to JS, except below an `if` with fewer than three
+        # arguments, which it runs through its interpreter; a few operators (var, comparisons,
+        # unary ones) behave differently there, so builders look at this flag.
+        self.interpreted = False
         self._ref_stack: list[str] = []
         self._depth = 0
         self._nodes = 0
@@ -85,6 +91,11 @@ class LogicCompiler:
         # json-logic-engine's compiled comparators read `prev` after evaluating an operand, so
         # an operand whose code assigns it (a var, say) changes how the comparison coerces.
         self.prev_writes = 0
+        # The register itself, for the current generated function (each iterator mapper is its
+        # own): closures that assign `prev` there store into it while `recording` (only inside
+        # the right-hand operand of a compiled comparison, where someone reads it).
+        self.cell: list[Any] = [None]
+        self.recording = 0
 
     # -- reporting ------------------------------------------------------------------------
     def problem(self, path: str, message: str) -> Const:
@@ -93,12 +104,20 @@ class LogicCompiler:
 
     def fold(self, path: str, thunk: Callable[[], Any]) -> Const:
         """Evaluate a data-free subtree now; if it fails it fails on every request, so it is a
-        load-time problem (the reference reports PARSE_ERROR for it)."""
+        load-time problem (the reference reports PARSE_ERROR for it), except where the
+        reference interprets the rule: it fails at run time there, so do we."""
         try:
             return Const(thunk())
         except RecursionError:
             return self.problem(path, "constant expression too deeply nested")
         except Exception as exc:
+            if self.interpreted:  # the reference's interpreter fails when it runs: GENERAL
+                error = exc
+
+                def fails(d: Any) -> Any:
+                    raise error
+
+                return fails  # type: ignore[return-value]
             return self.problem(path, f"constant expression fails: {describe(exc)}")
 
     def reads_data(self, parts: list[str] | None) -> None:
@@ -112,6 +131,22 @@ class LogicCompiler:
             self.needs_flagd = True
             if self.scope == 0 and (len(parts) == 1 or parts[1] == "timestamp"):
                 self.uses_timestamp = True
+
+    def records(self) -> bool:
+        return self.recording > 0 and not self.interpreted
+
+    def recorded(self, fn: Fn) -> Fn:
+        """``fn`` storing its result in the `prev` register, when someone may read it."""
+        if not self.records():
+            return fn
+        cell = self.cell
+
+        def record(d: Any) -> Any:
+            v = fn(d)
+            cell[0] = v
+            return v
+
+        return record
 
     # -- traversal ------------------------------------------------------------------------
     def compile(self, node: Any, path: str) -> Compiled:

@@ -55,6 +55,8 @@ def _lookup(d: Any, parts: list[str]) -> Any:
 
 
 def build_var(cc: LogicCompiler, args: Any, path: str) -> Compiled:
+    if cc.interpreted:
+        return _var_interpreted(cc, args, path)
     default: Compiled = Const(None)
     key: Any = args
     if args.__class__ is list:
@@ -93,7 +95,7 @@ def build_var(cc: LogicCompiler, args: Any, path: str) -> Compiled:
                 return dv
             return None if v is FUNCTION else v
 
-        return var1
+        return cc.recorded(var1)
     if plain and dconst:
 
         def var_path(d: Any) -> Any:
@@ -113,7 +115,7 @@ def build_var(cc: LogicCompiler, args: Any, path: str) -> Compiled:
                 return dv
             return None if cur is FUNCTION else cur
 
-        return var_path
+        return cc.recorded(var_path)
 
     def var_generic(d: Any) -> Any:
         v = _lookup(d, parts)
@@ -121,11 +123,90 @@ def build_var(cc: LogicCompiler, args: Any, path: str) -> Compiled:
             return dv if dfn is None else dfn(d)
         return None if v is FUNCTION else v
 
-    return var_generic
+    return cc.recorded(var_generic)
 
 
 def _whole_data(d: Any) -> Any:
     return d
+
+
+def _var_method(d: Any, key: Any, dv: Any) -> Any:
+    """json-logic-engine's interpreted var: missing -> default, but a null value stays null."""
+    if key is None or key is MISSING or key == "":
+        return d
+    cur = d
+    for p in split_path(to_string(key)):
+        if cur is None or cur is MISSING:
+            return dv
+        cur = js_get(cur, p)
+        if cur is MISSING:
+            return dv
+    return None if cur is FUNCTION else cur
+
+
+def _var_interpreted(cc: LogicCompiler, args: Any, path: str) -> Compiled:
+    """var as the reference's interpreter (its optimizer) runs it."""
+    if args.__class__ is list and len(args) == 1 and args[0].__class__ is not list:
+        args = args[0]
+    if args.__class__ is list:
+        if len(args) > 2:
+            return cc.problem(path, f"var takes 1 or 2 arguments (path, default), got {len(args)}")
+        key = cc.compile(args[0], f"{path}[0]") if args else Const(MISSING)
+        default = cc.compile(args[1], f"{path}[1]") if len(args) == 2 else Const(None)
+        if key.__class__ is Const and key.value.__class__ in (str, int, float):  # type: ignore[union-attr]
+            cc.reads_data(split_path(to_string(key.value)) if key.value != "" else None)  # type: ignore[union-attr]
+        else:
+            cc.reads_data(None)
+        kf, df = _fn(key), _fn(default)
+        return lambda d: _var_method(d, kf(d), df(d))
+    if args.__class__ is dict and args:
+        cc.reads_data(None)
+        kf = _fn(cc.compile(args, path))
+
+        def var_dynamic(d: Any) -> Any:
+            k = kf(d)
+            if k.__class__ is list:
+                return _var_method(d, k[0] if k else MISSING, k[1] if len(k) > 1 else None)
+            return _var_method(d, k, None)
+
+        return var_dynamic
+    key = args
+    if _js_falsy(key):  # "", 0, null, false: the whole data
+        cc.reads_data(None)
+        return _whole_data
+    if key.__class__ not in (str, int, float):
+        return cc.problem(path, "var path must be a string or a number")
+    text = to_string(key)
+    if key.__class__ is not str or ("." not in text and "\\" not in text):
+        cc.reads_data([text])
+
+        def var_single(d: Any) -> Any:
+            if _js_falsy(d):
+                return None
+            v = js_get(d, text)
+            return None if v is MISSING or v is FUNCTION else v
+
+        return var_single
+    parts = split_path(text)
+    cc.reads_data(parts)
+    if len(parts) in (2, 3) and not text.startswith("../"):
+        last = len(parts) - 1
+
+        def var_chain(d: Any) -> Any:
+            # `data && data[a] && data[a][b]`: a falsy step is the answer itself
+            cur = d
+            if _js_falsy(cur):
+                return cur
+            for i, p in enumerate(parts):
+                cur = js_get(cur, p)
+                if cur is MISSING:
+                    return None
+                if i < last and _js_falsy(cur):
+                    return cur
+            return None if cur is FUNCTION else cur
+
+        return var_chain
+    return lambda d: _var_method(d, text, None)
 
 
 def _dynamic_var(cc: LogicCompiler, key: Compiled, default: Compiled) -> Compiled:
@@ -208,11 +289,15 @@ def build_missing_some(cc: LogicCompiler, args: Any, path: str) -> Compiled:
     _note_keys(cc, keys)
     kfn = _fn(keys)
 
+    cell = cc.cell if cc.records() and args[1].__class__ is list else None
+
     def missing_some(d: Any) -> Any:
         ks = kfn(d)
         if ks.__class__ is not list:
             raise JSThrow("missing_some needs a list of keys")
         miss = missing_keys(ks, d)
+        if cell is not None:
+            cell[0] = miss
         return miss if js_lt(len(ks) - len(miss), need(d)) else []
 
     return missing_some
@@ -229,9 +314,14 @@ def build_if(cc: LogicCompiler, args: Any, path: str) -> Compiled:
     n = len(args)
     if n == 0:
         return Const(None)
-    before = cc.prev_writes
-    parts = [cc.compile(a, f"{path}[{i}]") for i, a in enumerate(args)]
-    if n < 3:  # the reference interprets short ifs instead of inlining them
+    before, was = cc.prev_writes, cc.interpreted
+    if n < 3:  # the reference interprets short ifs (and all below them) instead of compiling
+        cc.interpreted = True
+    try:
+        parts = [cc.compile(a, f"{path}[{i}]") for i, a in enumerate(args)]
+    finally:
+        cc.interpreted = was
+    if n < 3:
         cc.prev_writes = before
     if n == 1:
         return parts[0]
@@ -318,17 +408,24 @@ def _build_andor(is_or: bool) -> Any:
 
         if all(_is_const(p) for p in parts):
             return cc.fold(path, lambda: andor(None))
-        return andor
+        return cc.recorded(andor)
 
     return build
 
 
 def _build_not(negate: bool) -> Any:
     def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
+        unwrap = False  # the interpreter looks inside an array value: ! [x] tests x
         if args.__class__ is list:
             inner: Compiled = cc.compile(args[0], f"{path}[0]") if args else Const(None)
+            unwrap = cc.interpreted and len(args) == 1 and args[0].__class__ is not list
         else:
             inner = cc.compile(args, path)
+            unwrap = cc.interpreted
+        if unwrap:
+            f0 = _fn(inner)
+            inner_v = inner
+            inner = (lambda d: _first(f0(d))) if inner_v.__class__ is not Const else Const(_first(inner_v.value))  # type: ignore[union-attr]
         if inner.__class__ is Const:
             return Const(_is_true(inner.value) is not negate)  # type: ignore[union-attr]
         f = _fn(inner)
@@ -337,6 +434,12 @@ def _build_not(negate: bool) -> Any:
         return lambda d: _is_true(f(d))
 
     return build
+
+
+def _first(v: Any) -> Any:
+    if v.__class__ is list:
+        return v[0] if v else None
+    return v
 
 
 # -- comparison ---------------------------------------------------------------------------
@@ -350,8 +453,8 @@ def _throws(v: Any) -> bool:
 
 
 def _check(a: Any, b: Any) -> tuple[Any, bool]:
-    """json-logic-engine's compareCheck: returns (b as compared, plain). ``plain`` means the
-    reference would throw; then we compare like plain JavaScript (DESIGN §2)."""
+    """json-logic-engine's compareCheck(b, prev=a): returns (b as compared, plain). ``plain``
+    means the reference would throw; then we compare like plain JavaScript (DESIGN §2)."""
     if (a is None or a.__class__ is str) and (b is None or b.__class__ is str):
         return b, True
     if _throws(a) or b is FUNCTION or b.__class__ in (list, dict) or (a is not None and _throws(b)):
@@ -399,43 +502,76 @@ def _make_step(op: str) -> Any:
 def _build_compare(op: str) -> Any:
     step = _make_step(op)
     plain = _PLAIN[op]
+    strict = op in ("===", "!==")
+
+    def checked(p: Any, b: Any) -> Any:
+        return b if strict else _check(p, b)[0]
 
     def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
         if args.__class__ is not list:
             return cc.problem(path, f"{op} takes an array of at least 2 operands")
         if len(args) < 2:
             return cc.problem(path, f"{op} takes at least 2 operands, got {len(args)}")
+        record_self = cc.records()
         parts, writes = [], []
         for i, a in enumerate(args):
             before = cc.prev_writes
-            parts.append(cc.compile(a, f"{path}[{i}]"))
-            writes.append(cc.prev_writes > before)
+            cc.recording += i > 0
+            try:
+                parts.append(cc.compile(a, f"{path}[{i}]"))
+            finally:
+                cc.recording -= i > 0
+            writes.append(cc.prev_writes > before and not cc.interpreted)
         cc.prev_writes += 1
-        # An operand whose generated code assigns `prev` makes the reference check it against
-        # itself, which leaves it unchanged: the comparison is then plain JavaScript.
-        steps = [None] + [(lambda a, b: (plain(a, b), b)) if w else step for w in writes[1:]]
+        if cc.interpreted:  # the interpreter compares each pair of raw operands
+            return _interpreted_chain(cc, path, parts, step)
         fns = [_fn(p) for p in parts]
-        if len(parts) == 2:
+        cell = cc.cell
+        # json-logic-engine compiles `a OP b` to `(prev = a) OP compareCheck(b, prev)`: `prev`
+        # is whatever b's own code assigned last (a var does), else a.
+        if len(parts) == 2 and not writes[1]:
             fa, fb = fns
-            st = steps[1]
-            if writes[1]:
-                cmp2 = lambda d: plain(fa(d), fb(d))  # noqa: E731
-            elif _is_const(parts[1]) and not _is_const(parts[0]):
+            if _is_const(parts[1]) and not _is_const(parts[0]):
                 bv = parts[1].value  # type: ignore[union-attr]
-                cmp2 = lambda d: st(fa(d), bv)[0]  # noqa: E731
+                cmp2 = lambda d: step(fa(d), bv)[0]  # noqa: E731
             else:
-                cmp2 = lambda d: st(fa(d), fb(d))[0]  # noqa: E731
+                cmp2 = lambda d: step(fa(d), fb(d))[0]  # noqa: E731
             if all(_is_const(p) for p in parts):
                 return cc.fold(path, lambda: cmp2(None))
+            if record_self:
+
+                def cmp2_recorded(d: Any) -> bool:
+                    a = fa(d)
+                    cell[0] = a
+                    return step(a, fb(d))[0]  # type: ignore[no-any-return]
+
+                return cmp2_recorded
             return cmp2
-        pairs = list(zip(fns[1:], steps[1:], strict=True))
+        if len(parts) == 2:
+            fa, fb = fns
+
+            def cmp2_register(d: Any) -> bool:
+                a = fa(d)
+                cell[0] = a
+                b = fb(d)
+                return plain(a, checked(cell[0], b))  # type: ignore[no-any-return]
+
+            return cmp2_register
+        rest = list(zip(fns[1:], writes[1:], strict=True))
 
         def chain(d: Any) -> bool:
-            prev = fns[0](d)
-            for f, st in pairs:
-                ok, prev = st(prev, f(d))
-                if not ok:
+            left = fns[0](d)
+            cell[0] = left
+            for f, w in rest:
+                p = left
+                b = f(d)
+                if w:
+                    p = cell[0]
+                b2 = checked(p, b)
+                cell[0] = b2
+                if not plain(left, b2):
                     return False
+                left = b2
             return True
 
         if all(_is_const(p) for p in parts):
@@ -443,6 +579,29 @@ def _build_compare(op: str) -> Any:
         return chain
 
     return build
+
+
+def _interpreted_chain(cc: LogicCompiler, path: str, parts: list[Any], step: Any) -> Compiled:
+    fns = [_fn(p) for p in parts]
+    if len(fns) == 2:
+        fa, fb = fns
+        cmp2 = lambda d: step(fa(d), fb(d))[0]  # noqa: E731
+        if all(_is_const(p) for p in parts):
+            return cc.fold(path, lambda: cmp2(None))
+        return cmp2
+
+    def chain(d: Any) -> bool:
+        prev = fns[0](d)
+        for f in fns[1:]:
+            cur = f(d)
+            if not step(prev, cur)[0]:
+                return False
+            prev = cur
+        return True
+
+    if all(_is_const(p) for p in parts):
+        return cc.fold(path, lambda: chain(None))
+    return chain
 
 
 BUILDERS: dict[str, Any] = {

@@ -159,15 +159,128 @@ def _mod(vals: list[Any]) -> Any:
     return result(r)
 
 
+def _js_falsy(v: Any) -> bool:
+    if v is None or v is False:
+        return True
+    c = v.__class__
+    if c is int or c is float:
+        return not (v == v and v != 0)
+    return c is str and v == ""
+
+
+def plus_method(v: Any) -> Any:
+    """The interpreter's ``+`` on one value (a single operand is not wrapped in a list)."""
+    if _js_falsy(v):
+        return 0
+    c = v.__class__
+    if c is list:
+        r: int | float = 0
+        for x in v:
+            if is_object(x):
+                raise JSThrow("operand is not a number")
+            r = r + to_number(x)
+        return result(r)
+    if c is dict or v is FUNCTION:
+        raise JSThrow("operand is not a number")
+    return result(to_number(v))
+
+
+def minus_method(v: Any) -> Any:
+    """The interpreter's ``-`` on one value."""
+    if _js_falsy(v):
+        return 0
+    c = v.__class__
+    if c is list:
+        if v and is_object(v[0]):
+            raise JSThrow("operand is not a number")
+        if not v:
+            raise JSThrow("- needs at least one operand")
+        if len(v) == 1:
+            return norm_number(-to_number(v[0]))
+        r = to_number(v[0])
+        for x in v[1:]:
+            if is_object(x):
+                raise JSThrow("operand is not a number")
+            r = r - to_number(x)
+        return result(r)
+    if c is dict or v is FUNCTION:
+        raise JSThrow("operand is not a number")
+    return result(-to_number(v))
+
+
+def _div_interpreted(vals: list[Any]) -> Any:
+    if vals and is_object(vals[0]):
+        raise JSThrow("operand is not a number")
+    if not vals:
+        raise JSThrow("/ needs at least one operand")
+    if len(vals) == 1:
+        n = to_number(vals[0])
+        if n != n or n == 0:
+            raise JSThrow("division by zero")
+        return norm_number(1 / n)
+    r = to_number(vals[0])
+    for v in vals[1:]:
+        if is_object(v) or _js_falsy(v):
+            raise JSThrow("division by zero")
+        b = to_number(v)
+        if b == 0:  # a truthy zero ("0"): JS gives +-Infinity or NaN
+            r = math.nan if r == 0 or r != r else math.copysign(math.inf, r) * math.copysign(1, b)
+        else:
+            try:
+                r = r / b
+            except OverflowError:
+                r = math.inf if (r > 0) == (b > 0) else -math.inf
+    if r != r or r == math.inf:
+        raise JSThrow("division result is not a finite number")
+    return norm_number(r)
+
+
+def _arith_interpreted(cc: LogicCompiler, name: str, args: Any, path: str, impl: Any) -> Compiled:
+    """Arithmetic as the reference's interpreter runs it: ``+``/``-`` look inside a single
+    operand's value; no load-time operand checks: the interpreter fails at run time (GENERAL),
+    even for a literal zero divisor."""
+    single = name in ("+", "-") and (
+        args.__class__ is not list or (len(args) == 1 and args[0].__class__ is not list)
+    )
+    method = {"+": plus_method, "-": minus_method}.get(name)
+    if single and method is not None:
+        node = args[0] if args.__class__ is list else args
+        inner = cc.compile(node, f"{path}[0]" if args.__class__ is list else path)
+        if inner.__class__ is Const:
+            return cc.fold(path, lambda: method(inner.value))  # type: ignore[union-attr]
+        f = _fn(inner)
+        return lambda d: method(f(d))
+    if args.__class__ is dict and args:
+        g = _fn(cc.compile(args, path))
+        return lambda d: impl(coerce_array(g(d)))
+    if args.__class__ is not list:
+        args = [args]
+    parts = [cc.compile(a, f"{path}[{i}]") for i, a in enumerate(args)]
+    if name in ("+", "-"):
+        impl = {"+": plus_method, "-": minus_method}[name]
+    elif name == "/":
+        impl = _div_interpreted
+    if _all_const(parts):
+        return cc.fold(path, lambda: impl([p.value for p in parts]))
+    fns = [_fn(p) for p in parts]
+    return lambda d: impl([f(d) for f in fns])
+
+
 def _arith(name: str, impl: Any, lo: int, zero_divisor: bool) -> Any:
     def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
+        if cc.interpreted:
+            return _arith_interpreted(cc, name, args, path, impl)
         if args.__class__ is dict and args:
             inner = _fn(cc.compile(args, path))
+            cell = None
             if name in ("+", "-", "/"):
                 cc.prev_writes += 1
+                cell = cc.cell if cc.records() else None
 
             def spread(d: Any) -> Any:
                 v = inner(d)
+                if cell is not None:
+                    cell[0] = v
                 return impl(v) if v.__class__ is list else impl([v])
 
             return spread
@@ -228,7 +341,25 @@ def _extreme(is_max: bool) -> Any:
 
 
 # -- strings ------------------------------------------------------------------------------
+def _cat_method(v: Any) -> str:
+    if v.__class__ is str:
+        return v
+    if v.__class__ is list:
+        return "".join(to_string(x) for x in v if x is not None)
+    if v is None:
+        raise JSThrow("cat of null")
+    return to_string(v)
+
+
 def build_cat(cc: LogicCompiler, args: Any, path: str) -> Compiled:
+    if cc.interpreted and (args.__class__ is not list or (len(args) == 1 and args[0].__class__ is not list)):
+        # the interpreter passes a single operand's value as is: cat of an array joins it
+        node = args[0] if args.__class__ is list else args
+        inner = cc.compile(node, f"{path}[0]" if args.__class__ is list else path)
+        if inner.__class__ is Const:
+            return cc.fold(path, lambda: _cat_method(inner.value))  # type: ignore[union-attr]
+        f0 = _fn(inner)
+        return lambda d: _cat_method(f0(d))
     if args.__class__ is dict and args:
         f = _fn(cc.compile(args, path))
 
@@ -249,8 +380,10 @@ def build_cat(cc: LogicCompiler, args: Any, path: str) -> Compiled:
     if _all_const(parts):
         # folded by the reference's interpreter, which skips nulls
         return Const("".join(to_string(p.value) for p in parts if p.value is not None))  # type: ignore[union-attr]
-    # compiled by the reference into '' + a + b: a null prints as "null"
     fns = [_fn(p) for p in parts]
+    if cc.interpreted:  # the interpreter skips nulls
+        return lambda d: "".join([to_string(v) for f in fns if (v := f(d)) is not None])
+    # compiled by the reference into '' + a + b: a null prints as "null"
     return lambda d: "".join([to_string(f(d)) for f in fns])
 
 
@@ -341,6 +474,39 @@ def _selection(v: Any) -> list[Any]:
     raise JSThrow("iteration needs an array")
 
 
+def _items(v: Any) -> Any:
+    """Interpreted some/all/none: ``for (i < v.length) v[i]`` after ``v || []``."""
+    if v.__class__ is list or v.__class__ is str:
+        return v
+    return ()
+
+
+def _reduce_idiom(args: list[Any]) -> Any:
+    """json-logic-engine's optimizer turns reduce(+/* of accumulator and current) into
+    ``+``/``*`` of the array (with 0 / 1 as default initial value)."""
+    mapper = args[1]
+    if mapper.__class__ is not dict:
+        return None
+    for op in ("+", "*"):
+        terms = mapper.get(op)
+        if terms.__class__ is not list or len(terms) != 2:
+            continue
+        names = [t.get("var") if t.__class__ is dict else None for t in terms]
+        if not all(names) or "accumulator" not in names or "current" not in names:
+            continue
+        init = args[2] if len(args) == 3 else None
+        if op == "+":
+            init = init if truthy_js(init) else 0
+        elif len(args) < 3:
+            init = 1
+        return {op: [{op: args[0]}, init]}
+    return None
+
+
+def truthy_js(v: Any) -> bool:
+    return not _js_falsy(v) if v is not None else False
+
+
 def _no_nested(v: Any) -> Any:
     """json-logic-engine's assertAllowedDepth(v, 0) on reduce accumulators."""
     if v.__class__ is list:
@@ -360,32 +526,55 @@ def _iterator(name: str) -> Any:
             want = "2 or 3" if hi == 3 else "2"
             return cc.problem(path, f"{name} takes {want} arguments, got {len(args)}")
         sel = cc.compile(args[0], f"{path}[0]")
+        if name == "reduce" and cc.interpreted:
+            idiom = _reduce_idiom(args)
+            if idiom is not None:  # the interpreter rewrites sum/product reductions
+                return cc.compile(idiom, path)
         cc.scope += 1
-        before = cc.prev_writes
+        before, was, outer = cc.prev_writes, cc.interpreted, (cc.cell, cc.recording)
+        if sel.__class__ is Const:
+            cc.interpreted = True  # a constant selection is folded by the reference's interpreter
+        cc.cell, cc.recording = [None], 0  # the mapper is a function of its own there
         try:
             mapper = cc.compile(args[1], f"{path}[1]")
         finally:
             cc.scope -= 1
-            cc.prev_writes = before  # the reference builds the mapper as a separate function
+            cc.interpreted = was
+            cc.prev_writes = before
+            cc.cell, cc.recording = outer
+        interp = cc.interpreted or sel.__class__ is Const
+        cell = None
         if name == "all":
             cc.prev_writes += 1
+            cell = cc.cell if cc.records() else None
         init = cc.compile(args[2], f"{path}[2]") if len(args) == 3 else None
         sf, mf = _fn(sel), _fn(mapper)
+        # the interpreter loops over `length` for some/all/none: strings iterate their
+        # characters, other values nothing; compiled code calls the array method (throws)
+        items = _items if interp else _selection
         if name == "map":
             run = lambda d: [mf(x) for x in _selection(sf(d))]  # noqa: E731
         elif name == "filter":
-            run = lambda d: [x for x in _selection(sf(d)) if truthy(mf(x))]  # noqa: E731
+            if interp and mapper.__class__ is Const:
+                keep = truthy(mapper.value)  # type: ignore[union-attr]
+                run = lambda d: sf(d) if keep else []  # noqa: E731
+            else:
+                run = lambda d: [x for x in _selection(sf(d)) if truthy(mf(x))]  # noqa: E731
         elif name == "some":
-            run = lambda d: any(truthy(mf(x)) for x in _selection(sf(d)))  # noqa: E731
+            run = lambda d: any(truthy(mf(x)) for x in items(sf(d)))  # noqa: E731
         elif name == "none":
-            run = lambda d: not any(truthy(mf(x)) for x in _selection(sf(d)))  # noqa: E731
+            run = lambda d: not any(truthy(mf(x)) for x in items(sf(d)))  # noqa: E731
         elif name == "all":
 
             def run(d: Any) -> Any:
                 v = sf(d)
+                if cell is not None:
+                    cell[0] = v
+                if interp and _js_falsy(v):  # `v || []` is checked for emptiness there
+                    return False
                 if v.__class__ is list and not v:
                     return False
-                return all(truthy(mf(x)) for x in _selection(v))
+                return all(truthy(mf(x)) for x in items(v))
 
         else:
             initf = None if init is None else _fn(init)

@@ -43,8 +43,14 @@ def test_missing_var_equals_false() -> None:
 
 def test_constant_division_by_zero_is_a_load_time_problem() -> None:
     problems = validate_document({"flags": {"f": {"state": "ENABLED", "variants": BOOL, "defaultVariant": "off",
-                                                  "targeting": {"if": [{">": [{"/": [1, 0]}, 1]}, "on"]}}}})
+                                                  "targeting": {"if": [{">": [{"/": [{"var": "n"}, 0]}, 1]}, "on", "off"]}}}})
     assert [(p.path, p.message) for p in problems] == [("flags.f.targeting.if[0].>[0]./[1]", "division by zero")]
+
+
+def test_division_by_zero_below_a_short_if_fails_at_run_time() -> None:
+    # the reference interprets an `if` with fewer than 3 arguments: no load error, GENERAL
+    r = run({"if": [{">": [{"/": [{"var": "n"}, 0]}, 1]}, "on"]}, {"n": 1})
+    assert r.error_code is ErrorCode.GENERAL
 
 
 def test_mixed_type_comparison_follows_plain_js() -> None:

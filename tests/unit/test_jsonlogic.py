@@ -293,3 +293,54 @@ def test_to_string_of_values() -> None:
     assert to_string([1, [2, None], True]) == "1,2,,true"
     assert to_string({"a": 1}) == "[object Object]"
     assert to_string(None) == "null"
+
+
+# Below an `if` with fewer than three arguments the reference runs its interpreter, whose
+# var, comparisons and unary operators differ from its compiled code (also from node).
+DI: dict[str, Any] = {"x": 1, "s": "abc", "n": None, "z": 0, "e": "", "arr": [1, 2, 3], "obj": {"a": {"b": 2}, "z": 0},
+                      "t": True, "num": "42", "emp": [], "a0": [0]}
+INTERPRETED = [
+    ({'var': ['n', 'dflt']}, None),
+    ({'var': 'obj.z.q'}, 0),
+    ({'var': 'obj.a.b'}, 2),
+    ({'var': 'obj.nope.b'}, None),
+    ({'var': 0}, DI),
+    ({'var': [0]}, DI),
+    ({'var': 'z.q'}, 0),
+    ({'==': [{'var': 'n'}, {'var': 'z'}]}, True),
+    ({'==': [{'var': 'nope'}, {'*': [{'var': 'nope2'}]}]}, True),
+    ({'<': [{'var': 'n'}, {'var': 'x'}, 2]}, True),
+    ({'!': [{'var': 'a0'}]}, True),
+    ({'!!': {'var': 'a0'}}, False),
+    ({'cat': [{'var': 'arr'}]}, '123'),
+    ({'cat': ['a', {'var': 'n'}, 'b']}, 'ab'),
+    ({'+': [{'var': 'arr'}]}, 6),
+    ({'-': [{'var': 'num'}]}, -42),
+    ({'all': [{'var': 'n'}, True]}, False),
+    ({'some': [{'var': 's'}, {'==': [{'var': ''}, 'b']}]}, True),
+    ({'all': [{'var': 'obj'}, False]}, True),
+    ({'filter': [{'var': 's'}, True]}, 'abc'),
+    ({'reduce': [{'var': 'arr'}, {'+': [{'var': 'accumulator'}, {'var': 'current'}]}]}, 6),
+    ({'reduce': [{'var': 'emp'}, {'+': [{'var': 'accumulator'}, {'var': 'current'}]}]}, 0),
+]
+INTERPRETED_ERR = [
+    {'/': [{'var': 'x'}, '0']},
+    {'/': [{'var': 'neg'}, '0']},
+]
+
+
+@pytest.mark.parametrize(("logic", "expected"), INTERPRETED, ids=[repr(c[0])[:60] for c in INTERPRETED])
+def test_interpreted_below_short_if_matches_reference(logic: Any, expected: Any) -> None:
+    assert _same(apply({"if": [True, logic]}, DI), expected)
+
+
+@pytest.mark.parametrize("logic", INTERPRETED_ERR, ids=[repr(c)[:60] for c in INTERPRETED_ERR])
+def test_interpreted_errors(logic: Any) -> None:
+    with pytest.raises(Exception):  # noqa: B017
+        apply({"if": [True, logic]}, DI)
+
+
+def test_compiled_and_interpreted_differ_like_the_reference() -> None:
+    data = {"n": None, "z": 0}
+    assert apply({"if": [{"==": [{"var": "n"}, {"var": "z"}]}, "y", "n"]}, data) == "n"  # compiled: null == 0 is false
+    assert apply({"if": [{"==": [{"var": "n"}, {"var": "z"}]}, "y"]}, data) == "y"  # interpreted: +null == +0
