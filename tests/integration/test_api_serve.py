@@ -36,8 +36,10 @@ def test_two_workers_share_counters(proxy_factory):
     def scrape() -> float:
         return metric(httpx.get(f"{server.url}/metrics").text, SINGLE_OK)
 
-    # Whichever worker answers a scrape reports both workers' counts (snapshots every ~1 s).
-    wait_until(lambda: scrape() == 30, timeout=10, what="both workers' requests in /metrics")
+    # Whichever worker answers a scrape reports both workers' counts once their snapshots
+    # (every ~1 s) are written: wait until eight scrapes in a row agree, then it stays so.
+    wait_until(lambda: all(scrape() == 30 for _ in range(8)), timeout=10,
+               what="both workers' requests in /metrics")
     assert all(scrape() == 30 for _ in range(8))
 
 
