@@ -119,7 +119,22 @@ class OfrepApi:
         return [
             Route("/ofrep/v1/evaluate/flags", self.bulk, methods=["POST"]),
             Route("/ofrep/v1/evaluate/flags/{key:path}", self.single, methods=["POST"]),
+            Route("/ofrep/v1/configuration", self.configuration, methods=["GET"]),
         ]
+
+    # -- GET /ofrep/v1/configuration (OFREP extension) -----------------------------------
+    async def configuration(self, request: Request) -> Response:
+        principal = self.auth.authorize(request, "client")
+        if isinstance(principal, Response):
+            return principal
+        return errors.json_response({
+            "name": "flagedge",
+            "capabilities": {
+                "cacheInvalidation": {"polling": {"enabled": True, "minPollingIntervalMs": 1000}},
+                "flagEvaluation": {"supportedTypes": ["int", "float", "string", "boolean",
+                                                     "object"]},
+            },
+        })
 
     # -- shared steps ----------------------------------------------------------------------
     async def _begin(self, request: Request, key: str | None
@@ -180,7 +195,13 @@ class OfrepApi:
         if request.scope.get("query_string"):
             flag_set = await self._catch_up(request, principal.env, flag_set)
 
-        canonical = orjson.dumps(context, option=_SORT)
+        try:
+            canonical = orjson.dumps(context, option=_SORT)
+        except orjson.JSONEncodeError:  # nested past orjson's limit: far past ours
+            bad = self._check(context, None)
+            if bad is not None:
+                return bad
+            raise
         entry: CachedResult | None = None
         cacheable = not flag_set.uses_timestamp
         cache_key = (principal.env, flag_set.epoch, flag_set.version, canonical)

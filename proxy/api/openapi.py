@@ -189,6 +189,11 @@ def build_spec() -> dict[str, Any]:
             "/ofrep/v1/evaluate/flags/{key}": single,
             "/ofrep/v1/evaluate/flags": bulk,
             "/ofrep/v1/events": events,
+            "/ofrep/v1/configuration": {"get": {
+                "tags": ["OFREP extensions"], "summary": "Provider configuration",
+                "responses": {"200": {"description": "name and capabilities",
+                                      "content": {"application/json": {"schema": {
+                                          "type": "object"}}}}, **_AUTH_ERRORS}}},
             "/v1/explain/{key}": explain,
             "/healthz": {"get": {"tags": ["ops"], "responses": {"200": _json("health", "Up")}}},
             "/readyz": health,

@@ -190,3 +190,16 @@ async def test_health_endpoints(edge):
         ready = await c.get("/readyz")
     assert ready.status_code == 200 and ready.json()["status"] == "degraded"
     assert "redis unreachable" in ready.json()["reason"]
+
+
+async def test_absurdly_deep_context_is_400_not_500(edge):
+    deep: dict = {}
+    node = deep
+    for _ in range(400):
+        node["a"] = {}
+        node = node["a"]
+    async with edge.client() as c:
+        r = await c.post(URL, json={"context": deep})
+        single = await c.post(URL + "/bool-flag", json={"context": deep})
+    assert r.status_code == 400 and r.json()["errorCode"] == "INVALID_CONTEXT"
+    assert single.status_code == 400 and single.json()["errorCode"] == "INVALID_CONTEXT"

@@ -161,3 +161,12 @@ async def test_openapi_documents_ofrep_superset(edge):
     assert "DEFAULT" in success["properties"]["reason"]["enum"]
     assert "value" not in success["required"]
     assert orjson.dumps(spec)  # serialisable
+
+
+async def test_configuration_endpoint(edge):
+    async with edge.client("client") as c:
+        body = (await c.get("/ofrep/v1/configuration")).json()
+    assert body["name"] == "flagedge"
+    assert "float" in body["capabilities"]["flagEvaluation"]["supportedTypes"]
+    async with edge.client(None) as c:
+        assert (await c.get("/ofrep/v1/configuration")).status_code == 401
