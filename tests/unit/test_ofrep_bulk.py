@@ -203,3 +203,32 @@ async def test_absurdly_deep_context_is_400_not_500(edge):
         single = await c.post(URL + "/bool-flag", json={"context": deep})
     assert r.status_code == 400 and r.json()["errorCode"] == "INVALID_CONTEXT"
     assert single.status_code == 400 and single.json()["errorCode"] == "INVALID_CONTEXT"
+
+
+async def test_no_auth_mode_serves_the_configured_env_without_tokens():
+    edge = App(Settings(env=ENV, no_auth=True))
+    async with edge.client(None) as c:
+        r = await c.post(URL, json={})
+    assert r.status_code == 200
+    assert r.json()["eventStreams"][0]["endpoint"]["requestUri"] == "/ofrep/v1/events"
+    assert "-" not in r.headers["etag"]  # no token, so no window in the ETag
+
+
+async def test_worker_snapshots_are_summed(tmp_path):
+    from proxy.api.metrics import Metrics
+    from proxy.store import Store
+
+    other = Metrics(Store())
+    other.hot.observe_request("/x", 200, 0.001)
+    other.hot.count_exposures("e", (("f", "on", "STATIC"),))
+    snap = other.hot.snapshot()
+    (tmp_path / "worker-999999.json").write_bytes(__import__("orjson").dumps(snap))
+    mine = Metrics(Store(), tmp_path)
+    mine.hot.observe_request("/x", 200, 0.002)
+    mine.hot.count_exposures("e", (("f", "on", "STATIC"),))
+    from prometheus_client.exposition import generate_latest
+
+    text = generate_latest(mine.registry).decode()
+    assert 'flagedge_http_requests_total{route="/x",status="200"} 2.0' in text
+    assert 'flagedge_evaluations_total{env="e",flag="f",reason="STATIC",variant="on"} 2.0' in text
+    assert 'flagedge_http_request_duration_seconds_count{route="/x"} 2.0' in text
