@@ -77,7 +77,7 @@ class Connection:
         self.results: dict[str, bytes] = {}  # evaluated stream: flag key -> OFREP item JSON
         self._queue: deque[Item] = deque()
         self._queued_bytes = 0
-        self._waiter: asyncio.Future[object] | None = None
+        self._waiter: asyncio.Future[None] | None = None
         self.needs_snapshot = False
         self.closed = False
         self.close_reason = ""
@@ -117,9 +117,15 @@ class Connection:
     def queued_bytes(self) -> int:
         return self._queued_bytes
 
-    async def next(self, heartbeat: float | None = None) -> Item | None:
-        """The next thing to send, or None once the connection is closed. With
-        ``heartbeat``, an empty item after that many idle seconds (send a comment)."""
+    def heartbeat(self) -> None:
+        """Queue a heartbeat (an empty item: the stream sends a comment) if idle."""
+        if not self.closed and not self.needs_snapshot and not self._queue:
+            self._queue.append((b"", None))
+            self._wake()
+
+    async def next(self) -> Item | None:
+        """The next thing to send (an empty payload is a heartbeat), or None once the
+        connection is closed."""
         while not self.closed:
             if self.needs_snapshot:
                 self.needs_snapshot = False
@@ -131,23 +137,12 @@ class Connection:
                 item = self._queue.popleft()
                 self._queued_bytes -= len(item[0])
                 return item
-            loop = asyncio.get_running_loop()
-            waiter = self._waiter = loop.create_future()
-            # A timer handle, not wait_for: no extra task per idle connection.
-            timer = loop.call_later(heartbeat, _expire, waiter) if heartbeat else None
+            self._waiter = asyncio.get_running_loop().create_future()
             try:
-                if await waiter == "idle":
-                    return b"", None
+                await self._waiter
             finally:
                 self._waiter = None
-                if timer is not None:
-                    timer.cancel()
         return None
-
-
-def _expire(waiter: asyncio.Future[object]) -> None:
-    if not waiter.done():
-        waiter.set_result("idle")
 
 
 class CapExceeded(Exception):
@@ -251,6 +246,11 @@ class FanOut:
             keyed.discard(conn)
             if not keyed:
                 del self._by_key[conn.key_id]
+
+    def heartbeat(self) -> None:
+        """A heartbeat on every idle connection (one timer for the process, not one each)."""
+        for conn in self.connections():
+            conn.heartbeat()
 
     def close_key(self, key_id: str, reason: str = "key revoked") -> int:
         conns = list(self._by_key.get(key_id, ()))

@@ -106,7 +106,7 @@ class StreamsApi:
         self._max_depth = int(getattr(settings, "max_context_depth", 10))
         self._max_items = int(getattr(settings, "max_context_items", 1_000))
         self._unsubscribe_keys: Any = None
-        self._shutdown_task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
         self._doc_cache: tuple[FlagSet, bytes] | None = None
         registry = getattr(metrics, "registry", None)
         if registry is not None:
@@ -114,9 +114,12 @@ class StreamsApi:
 
     def routes(self) -> list[Route]:
         return [
-            Route("/ofrep/v1/events", self.events, methods=["GET"]),
-            Route("/v1/stream/evaluated", self.evaluated, methods=["GET"]),
-            Route("/v1/stream/rules", self.rules, methods=["GET"]),
+            # Plain ASGI endpoints: Starlette's request/exception wrappers would otherwise stay
+            # on the stack (and in memory) for the whole life of every stream.
+            Route("/ofrep/v1/events", _Endpoint(self, StreamKind.EVENTS), methods=["GET"]),
+            Route("/v1/stream/evaluated", _Endpoint(self, StreamKind.EVALUATED),
+                  methods=["GET"]),
+            Route("/v1/stream/rules", _Endpoint(self, StreamKind.RULES), methods=["GET"]),
             Route("/v1/rules", self.rules_document, methods=["GET"]),
         ]
 
@@ -128,29 +131,34 @@ class StreamsApi:
         if self.keyring is not None and hasattr(self.keyring, "subscribe"):
             self._unsubscribe_keys = self.keyring.subscribe(self._on_key_changed)
 
-    def _watch_shutdown(self) -> None:
-        if self._shutdown_task is None or self._shutdown_task.done():
-            self._shutdown_task = asyncio.get_running_loop().create_task(self._on_shutdown())
+    def _watch(self) -> None:
+        if self._watch_task is None or self._watch_task.done():
+            self._watch_task = asyncio.get_running_loop().create_task(self._watcher())
 
     async def stop(self) -> None:
         if self._unsubscribe_keys is not None:
             self._unsubscribe_keys()
             self._unsubscribe_keys = None
-        if self._shutdown_task is not None:
-            self._shutdown_task.cancel()
-            await asyncio.gather(self._shutdown_task, return_exceptions=True)
-            self._shutdown_task = None
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            await asyncio.gather(self._watch_task, return_exceptions=True)
+            self._watch_task = None
         await self.fanout.stop()
         redis = self.fanout.redis
         if redis is not None:
             with contextlib.suppress(Exception):
                 await redis.aclose()
 
-    async def _on_shutdown(self) -> None:
-        """One watcher per process (not a task per stream): when uvicorn starts shutting
-        down, end every stream with a proper final chunk so clients see a clean close."""
+    async def _watcher(self) -> None:
+        """One task per process, not per stream: heartbeats every PING_S, and when uvicorn
+        starts shutting down, every stream ended with a proper final chunk (clean close)."""
+        loop = asyncio.get_running_loop()
+        next_ping = loop.time() + PING_S
         while not server_exiting():
             await asyncio.sleep(SHUTDOWN_POLL_S)
+            if loop.time() >= next_ping:
+                next_ping = loop.time() + PING_S
+                self.fanout.heartbeat()
         n = 0
         for conn in list(self.fanout.connections()):
             conn.close("shutdown")
@@ -163,15 +171,6 @@ class StreamsApi:
             log.info("closed %d streams of key %s (revoked or changed)", n, record.id)
 
     # -- endpoints --------------------------------------------------------------------------
-    async def events(self, request: Request) -> Response:
-        return await self._open(request, StreamKind.EVENTS)
-
-    async def evaluated(self, request: Request) -> Response:
-        return await self._open(request, StreamKind.EVALUATED)
-
-    async def rules(self, request: Request) -> Response:
-        return await self._open(request, StreamKind.RULES)
-
     async def _open(self, request: Request, kind: StreamKind) -> Response:
         principal = self.auth.authorize(request, _NEED[kind], stream=True)
         if isinstance(principal, Response):
@@ -195,7 +194,7 @@ class StreamsApi:
         except BaseException:
             self.fanout.release(conn)
             raise
-        self._watch_shutdown()
+        self._watch()
         return StreamResponse(self.fanout, conn, first)
 
     async def rules_document(self, request: Request) -> Response:
@@ -227,12 +226,25 @@ def server_exiting() -> bool:
     return bool(getattr(server, "should_exit", False))
 
 
+class _Endpoint:
+    def __init__(self, api: StreamsApi, kind: StreamKind):
+        self.api, self.kind = api, kind
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.api._open(Request(scope, receive), self.kind)
+        await response(scope, receive, send)
+
+
 class _NoBody:
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self
 
     async def __anext__(self) -> bytes:
         raise StopAsyncIteration
+
+
+_NO_BODY = _NoBody()
+_HEADERS: list[tuple[bytes, bytes]] = []  # the same for every stream: built once, shared
 
 
 PING = ServerSentEvent(comment="ping", sep="\n").encode()
@@ -245,11 +257,15 @@ class StreamResponse(EventSourceResponse):
     The stock ``__call__`` runs an anyio task group of four tasks per connection (sender,
     ping, shutdown listener, disconnect listener): measured at ~41 KB RSS per idle stream,
     twice the 20 KB budget. Here the request task sends, one plain task waits for the
-    disconnect, the heartbeat is a timer in :meth:`Connection.next`, and one watcher per
-    process handles shutdown (:meth:`StreamsApi._on_shutdown`)."""
+    disconnect, and one watcher per process sends heartbeats and handles shutdown
+    (:meth:`StreamsApi._watcher`)."""
 
     def __init__(self, fanout: FanOut, conn: Connection, first: bytes):
-        super().__init__(_NoBody(), ping=0)
+        super().__init__(_NO_BODY, ping=0)
+        if not _HEADERS:
+            _HEADERS.extend(self.raw_headers)
+        self.raw_headers = _HEADERS
+        del self._send_lock  # only the stock __call__ uses it; 10,000 streams x 2 deques
         self._fanout, self._conn, self._first = fanout, conn, first
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -268,7 +284,7 @@ class StreamResponse(EventSourceResponse):
                         "more_body": True})
             fanout.sent(conn, None)
             while True:
-                item = await conn.next(heartbeat=PING_S)
+                item = await conn.next()
                 if item is None:
                     break
                 payload, written_at = item
