@@ -390,6 +390,8 @@ class Generator:
         roll = r.random()
         if d <= 0:
             roll = r.random() * 0.5
+        elif self.p(0.04):
+            return self.edge(d)
         if roll < 0.25:
             return self.comparison(d)
         if roll < 0.3:
@@ -435,6 +437,47 @@ class Generator:
                                            self.boolean(d - 1)]}
             return c
         return self.comparison(d)
+
+    def edge(self, d: int) -> JSON:
+        """Less usual but valid shapes: argument counts, argument kinds, computed operands.
+        (flagd's own operators always get their arity: flagedge refuses others at load.)"""
+        n, st = self.num(d - 1), self.string(d - 1)
+        return self.pick([
+            {">": [self.num(d - 1), n, self.num(d - 1)]},  # chained, not between
+            {"==": [n, self.num(d - 1), self.var("age")]},
+            {"!": [self.boolean(d - 1), self.boolean(d - 1)]},
+            {"!!": []},
+            {"!": []},
+            {"if": []},
+            {"if": [self.boolean(d - 1)]},
+            {"?:": [self.var("beta")]},
+            {"or": []},
+            {"and": [self.var(self.pick(STR_ATTRS))]},
+            {"in": [st, self.var(self.pick(["user", "user.org", "items.0"]))]},
+            {"in": [self.var("tier"), {"var": "tags"}]},
+            {"substr": [self.var("email", ""), "1", self.pick(["3", 2.7, None])]},
+            {"substr": [self.var("age"), 0, 1]},
+            {">": [{self.pick(["max", "min"]): [self.var("scores.0", 0)]}, n]},
+            {"some": [self.var(self.pick(["user", "tier", "tags.0"])), {"var": ""}]},
+            {"all": [self.var("tier"), {"==": [{"var": ""}, "g"]}]},
+            {"none": [self.var("user.org"), {"var": ""}]},
+            {"map": [self.var("user"), {"var": ""}]},
+            {"missing": {"merge": [["email"], self.pick([["tier"], self.var("tags")])]}},
+            {"missing": [self.var("tier", "tier")]},
+            {"missing_some": [self.var("rollout", 1), ["email", "tier", "user.id"]]},
+            {"sem_ver": [self.var("appVersion"), self.var("tier", "="), self.pick(SEMVER_TARGETS)]},
+            {"starts_with": [self.var("email"), self.var("tier")]},
+            {"var": [self.var("tier", "beta")]},
+            {"var": self.pick([0, 1, "0", "tags.1"])},
+            {"merge": []},
+            {"cat": []},
+            {"in": [self.var("age"), self.pick(["12345", "x1y", ""])]},
+            {"<": [self.var("tier"), self.var("country")]},
+            {">=": [self.var("email"), self.var("user.org.plan")]},
+            {"===": [self.var("scores"), self.var("scores")]},
+            {"==": [self.var("user"), self.var("user")]},
+            {"!=": [self.var("tags"), None]},
+        ])
 
     def membership(self, d: int) -> JSON:
         roll = self.r.random()
