@@ -263,3 +263,77 @@ async def test_reset_change_sends_a_put_on_the_rules_stream(setup):
     # and resuming across a reset is a put too
     c2 = fanout.open("prod", StreamKind.RULES, "k2")
     assert frames(await fanout.initial(c2, 1))[0]["event"] == "put"
+
+
+async def test_heartbeat_only_on_idle_connections(setup):
+    _store, fanout, env = setup
+    idle = fanout.open("prod", StreamKind.EVENTS, "k1")
+    busy = fanout.open("prod", StreamKind.EVENTS, "k2")
+    env.push({"b": True})
+    await asyncio.sleep(0)  # the fan-out task queues version 2 on both
+    assert busy.queued == 1
+    assert (await idle.next())[0].startswith(b"event: message")
+    fanout.heartbeat()
+    assert await idle.next() == (b"", None)  # empty payload: the stream sends a comment
+    assert busy.queued == 1  # had something queued: no heartbeat added
+
+
+# -- the evaluated stream, with the real compiler and engine ---------------------------------
+def _compiled(version: int, banner_targeting: dict, color: str = "red") -> FlagSet:
+    from proxy.evaluation.compiler import compile_document
+
+    doc = {"flags": {
+        "banner": {"state": "ENABLED", "variants": {"on": True, "off": False},
+                   "defaultVariant": "off", "targeting": banner_targeting},
+        "color": {"state": "ENABLED", "variants": {"red": "red", "blue": "blue"},
+                  "defaultVariant": color},
+    }}
+    return compile_document(doc, version=version, epoch="e", updated_at=1000.0 + version)
+
+
+PRO_ONLY = {"if": [{"==": [{"var": "plan"}, "pro"]}, "on", None]}
+PRO_OR_FREE = {"if": [{"in": [{"var": "plan"}, ["pro", "free"]]}, "on", None]}
+
+
+async def test_evaluated_patch_goes_only_to_contexts_whose_result_changed():
+    store = Store()
+    fanout = FanOut(store, ChangeLog())
+    fanout.start()
+    try:
+        store.publish("prod", _compiled(1, PRO_ONLY), Change(env="prod", version=1, reset=True))
+        conns = {plan: fanout.open("prod", StreamKind.EVALUATED, "k", {"plan": plan})
+                 for plan in ("pro", "free", "team")}
+        for plan, conn in conns.items():
+            put = frames(await fanout.initial(conn, None))
+            assert put[0]["event"] == "put"
+            items = {i["key"]: i for i in orjson.loads(put[0]["data"])["flags"]}
+            assert items["banner"]["value"] is (plan == "pro")
+        store.publish("prod", _compiled(2, PRO_OR_FREE),
+                      Change(env="prod", version=2, upserted=frozenset({"banner"})))
+        store.publish("prod", _compiled(3, PRO_OR_FREE, color="blue"),
+                      Change(env="prod", version=3, upserted=frozenset({"color"})))
+        free = await drain(conns["free"], 2)
+        assert [(f["event"], f["id"]) for f in free] == [("patch", "2"), ("patch", "3")]
+        assert [i["key"] for i in orjson.loads(free[0]["data"])["flags"]] == ["banner"]
+        pro = await drain(conns["pro"], 1)  # version 2 did not change anything for pro
+        assert [(f["event"], f["id"]) for f in pro] == [("patch", "3")]
+        assert conns["pro"].queued == 0 and conns["team"].queued == 1
+        # resume from version 1 (snapshot kept): one patch with everything that changed since
+        late = fanout.open("prod", StreamKind.EVALUATED, "k", {"plan": "free"})
+        got = frames(await fanout.initial(late, 1))
+        assert [(f["event"], f["id"]) for f in got] == [("patch", "3")]
+        assert sorted(i["key"] for i in orjson.loads(got[0]["data"])["flags"]) == \
+            ["banner", "color"]
+        same = fanout.open("prod", StreamKind.EVALUATED, "k", {"plan": "pro"})
+        got = frames(await fanout.initial(same, 2))
+        assert [(f["event"], f["id"]) for f in got] == [("patch", "3")]
+        assert [i["key"] for i in orjson.loads(got[0]["data"])["flags"]] == ["color"]
+        # a change that affects nobody's result: nothing queued, an id-only frame on resume
+        store.publish("prod", _compiled(4, PRO_OR_FREE, color="blue"),
+                      Change(env="prod", version=4, upserted=frozenset({"color"})))
+        await asyncio.sleep(0)
+        assert conns["free"].queued == 0
+        quiet = fanout.open("prod", StreamKind.EVALUATED, "k", {"plan": "team"})
+        assert frames(await fanout.initial(quiet, 3)) == [{"id": "4"}]
+    finally:
+        await fanout.stop()
