@@ -18,7 +18,7 @@ import orjson
 
 from proxy.evaluation.compiler import general_error, resolve
 from proxy.evaluation.jsonlogic import LogicCompiler, as_fn, describe
-from proxy.model import ErrorCode, EvaluationResult, Flag, FlagSet, FlagState, error_result
+from proxy.model import ErrorCode, EvaluationResult, FlagSet, FlagState, error_result
 
 log = logging.getLogger("flagedge.evaluation")
 
@@ -32,26 +32,6 @@ def _context_problem(context: Any) -> str | None:
     if tk is not None and tk.__class__ is not str:
         return "targetingKey must be a string"
     return None
-
-
-def _run(flag: Flag, context: Mapping[str, Any]) -> EvaluationResult:
-    if flag.reads_flagd:
-        data = dict(context)
-        data["$flagd"] = {"flagKey": flag.key, "timestamp": int(time.time())}
-    else:
-        data = context
-    try:
-        res = flag.rule(data)  # type: ignore[misc]
-    except Exception as exc:  # bad operator arguments at run time: GENERAL, never a 500
-        return general_error(flag, f"targeting failed: {describe(exc)}")
-    # the common outcomes, inline: a variant name, or null
-    if res.__class__ is str:
-        r = flag.match_results.get(res)
-        if r is not None:
-            return r
-    elif res is None and flag.default_result is not None:
-        return flag.default_result
-    return resolve(flag, res)
 
 
 def evaluate(flag_set: FlagSet, key: str, context: Mapping[str, Any] | None) -> EvaluationResult:
@@ -72,10 +52,26 @@ def evaluate(flag_set: FlagSet, key: str, context: Mapping[str, Any] | None) -> 
     static = flag.static_result
     if static is not None:
         return static
+    # _run, inlined: this is the hot path
+    if flag.reads_flagd:
+        data = dict(context)  # type: ignore[arg-type]
+        data["$flagd"] = {"flagKey": key, "timestamp": int(time.time())}
+    else:
+        data = context  # type: ignore[assignment]
     try:
-        return _run(flag, context)  # type: ignore[arg-type]
+        res = flag.rule(data)  # type: ignore[misc]
+    except Exception as exc:  # bad operator arguments at run time: GENERAL, never a 500
+        return general_error(flag, f"targeting failed: {describe(exc)}")
+    if res.__class__ is str:
+        r = flag.match_results.get(res)
+        if r is not None:
+            return r
+    elif res is None and flag.default_result is not None:
+        return flag.default_result
+    try:
+        return resolve(flag, res)
     except Exception as exc:
-        log.exception("evaluating %s failed", key)
+        log.exception("resolving %s failed", key)
         return general_error(flag, f"evaluation failed: {exc!r}")
 
 

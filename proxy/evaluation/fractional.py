@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import mmh3
 import orjson
 
+from proxy.evaluation.builder import fn as as_fn
 from proxy.evaluation.jsvalue import MISSING, Const, to_string
 
 if TYPE_CHECKING:
@@ -107,8 +108,6 @@ def _keyed(flag_key: str, by: str | None, variants: list[Any], cum: list[int], t
 
 def _check_bucket(cc: LogicCompiler, raw: Any, path: str) -> tuple[Any, int | None]:
     """Compile one literal bucket; returns (compiled bucket, literal weight or None)."""
-    from proxy.evaluation.jsonlogic import as_fn
-
     if raw.__class__ is dict and raw:
         return cc.compile(raw, path), None
     if raw.__class__ is not list or not 1 <= len(raw) <= 2:
@@ -132,8 +131,7 @@ def _check_bucket(cc: LogicCompiler, raw: Any, path: str) -> tuple[Any, int | No
 
 
 def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
-    from proxy.evaluation.jsonlogic import as_fn
-
+    cc.impure += 1  # never folded by the reference
     # At the top level the flag key is known now; inside an iterator the reference reads the
     # element's $flagd (usually absent: null), so keep reading the data there.
     baked_key = cc.flag_key if cc.scope == 0 else None

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from proxy.evaluation import operators
+from proxy.evaluation.builder import fn as as_fn
 from proxy.evaluation.jsvalue import Const, JSThrow
 from proxy.model import Problem
 
@@ -33,13 +34,6 @@ MAX_NODES = 100_000
 
 def join(path: str, segment: str) -> str:
     return f"{path}.{segment}" if path else segment
-
-
-def as_fn(c: Compiled) -> Fn:
-    if c.__class__ is Const:
-        v = c.value  # type: ignore[union-attr]
-        return lambda d: v
-    return c  # type: ignore[return-value]
 
 
 def describe(exc: BaseException) -> str:
@@ -83,6 +77,9 @@ class LogicCompiler:
         # arguments, which it runs through its interpreter; a few operators (var, comparisons,
         # unary ones) behave differently there, so builders look at this flag.
         self.interpreted = False
+        # Counts what the reference does not consider deterministic (reads of the request,
+        # missing, flagd's operators): a subtree without any is evaluated when it is compiled.
+        self.impure = 0
         self._ref_stack: list[str] = []
         self._depth = 0
         self._nodes = 0
@@ -123,6 +120,8 @@ class LogicCompiler:
     def reads_data(self, parts: list[str] | None) -> None:
         """Record a read of the request data at ``parts`` (None: the whole data, or a path
         only known at run time). Reads inside iterators see the element, not the request."""
+        if self.scope == 0:
+            self.impure += 1
         if parts is None:
             self.needs_flagd = True
             if self.scope == 0:

@@ -54,6 +54,16 @@ def truthy(v: Any) -> bool:
     return bool(v)
 
 
+def js_falsy(v: Any) -> bool:
+    """Plain JS ``!v``: here ``[]`` and ``{}`` are truthy (unlike JsonLogic's truthiness)."""
+    if v is None or v is False:
+        return True
+    c = v.__class__
+    if c is int or c is float:
+        return not (v == v and v != 0)
+    return c is str and v == ""
+
+
 def is_number(v: Any) -> bool:
     c = v.__class__
     return c is int or c is float
@@ -179,13 +189,20 @@ def is_object(v: Any) -> bool:
     return c is list or c is dict
 
 
+def as_double(x: Any) -> Any:
+    """JS holds every number as a double: integers past 2^53 lose precision there."""
+    if x.__class__ is int and not -MAX_SAFE_INTEGER <= x <= MAX_SAFE_INTEGER:
+        return float(x)
+    return x
+
+
 def strict_eq(a: Any, b: Any) -> bool:
     """JS ``===``."""
     ca, cb = a.__class__, b.__class__
     if ca is bool or cb is bool:
         return ca is cb and a == b
     if (ca is int or ca is float) and (cb is int or cb is float):
-        return a == b
+        return as_double(a) == as_double(b)
     if ca is str and cb is str:
         return a == b
     if a is None or b is None:
@@ -207,9 +224,9 @@ def loose_eq(a: Any, b: Any) -> bool:
     if cb is bool:
         return loose_eq(a, 1 if b else 0)
     if a_num and cb is str:
-        return a == str_to_number(b)
+        return as_double(a) == str_to_number(b)
     if ca is str and b_num:
-        return str_to_number(a) == b
+        return str_to_number(a) == as_double(b)
     a_obj = ca is list or ca is dict or a is FUNCTION
     b_obj = cb is list or cb is dict or b is FUNCTION
     if a_obj and not b_obj:
@@ -224,7 +241,7 @@ def js_lt(a: Any, b: Any) -> bool:
     pa, pb = to_primitive(a), to_primitive(b)
     if pa.__class__ is str and pb.__class__ is str:
         return pa < pb
-    return to_number(pa) < to_number(pb)
+    return as_double(to_number(pa)) < as_double(to_number(pb))
 
 
 def js_le(a: Any, b: Any) -> bool:
@@ -232,7 +249,7 @@ def js_le(a: Any, b: Any) -> bool:
     pa, pb = to_primitive(a), to_primitive(b)
     if pa.__class__ is str and pb.__class__ is str:
         return pa <= pb
-    return to_number(pa) <= to_number(pb)
+    return as_double(to_number(pa)) <= as_double(to_number(pb))
 
 
 # Names that exist on every object / array / string through their prototypes: a JS property

@@ -1,306 +1,32 @@
-"""Builders for the standard JsonLogic operators: data access, logic and comparison.
+"""Builders for JsonLogic's logic and comparison operators: if, and/or, !/!!, == ... >=.
 
 Each builder gets the compiler, the operator's raw arguments and its path, and returns a
-Const or a closure. Arithmetic, string and array operators live in ``operators_values``.
+Const or a closure. Data access is in ``access``, arithmetic in ``arithmetic``, strings and
+arrays in ``operators_values``.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from proxy.evaluation import operators_values
+from proxy.evaluation import access, arithmetic, operators_values
+from proxy.evaluation.builder import fn as _fn
+from proxy.evaluation.builder import is_const as _is_const
 from proxy.evaluation.jsvalue import (
     FUNCTION,
-    MISSING,
+    MAX_SAFE_INTEGER,
     Const,
-    JSThrow,
-    js_get,
+    js_falsy,
     js_le,
     js_lt,
     loose_eq,
-    split_path,
     strict_eq,
     to_number,
-    to_string,
     truthy,
 )
 
 if TYPE_CHECKING:
     from proxy.evaluation.jsonlogic import Compiled, LogicCompiler
-
-_OBJ_SPECIAL = frozenset(
-    ["constructor", "hasOwnProperty", "isPrototypeOf", "propertyIsEnumerable", "toLocaleString", "toString", "valueOf", "__defineGetter__", "__defineSetter__", "__lookupGetter__", "__lookupSetter__", "__proto__"]
-)
-
-
-def _fn(c: Compiled) -> Any:
-    from proxy.evaluation.jsonlogic import as_fn
-
-    return as_fn(c)
-
-
-def _is_const(c: Any) -> bool:
-    return c.__class__ is Const
-
-
-# -- var / missing ------------------------------------------------------------------------
-def _lookup(d: Any, parts: list[str]) -> Any:
-    """JS ``d?.[p0]?.[p1]...``: MISSING when the chain breaks."""
-    cur = d
-    for p in parts:
-        if cur is None or cur is MISSING:
-            return MISSING
-        cur = js_get(cur, p)
-    return cur
-
-
-def build_var(cc: LogicCompiler, args: Any, path: str) -> Compiled:
-    if cc.interpreted:
-        return _var_interpreted(cc, args, path)
-    default: Compiled = Const(None)
-    key: Any = args
-    if args.__class__ is list:
-        if len(args) > 2:
-            return cc.problem(path, f"var takes 1 or 2 arguments (path, default), got {len(args)}")
-        key = args[0] if args else None
-        if len(args) == 2:
-            default = cc.compile(args[1], f"{path}[1]")
-        key_path = f"{path}[0]"
-    else:
-        key_path = path
-    if key.__class__ is dict and key:
-        return _dynamic_var(cc, cc.compile(key, key_path), default)
-    if key is None or key == "" or key == []:
-        cc.reads_data(None)  # the whole data (the default is ignored, as in the reference)
-        return _whole_data
-    if key.__class__ in (list, dict):
-        return cc.problem(key_path, "var path must be a string or a number")
-    parts = split_path(to_string(key))
-    cc.reads_data(parts)
-    if key.__class__ is not bool:
-        cc.prev_writes += 1
-    dconst = default.__class__ is Const
-    dv = default.value if dconst else None  # type: ignore[union-attr]
-    dfn = None if dconst else _fn(default)
-    plain = not any(p in _OBJ_SPECIAL for p in parts)
-    if len(parts) == 1 and plain and dconst:
-        k = parts[0]
-
-        def var1(d: Any) -> Any:
-            if d.__class__ is dict:
-                v = d.get(k)
-                return dv if v is None else v
-            v = _lookup(d, parts)
-            if v is MISSING or v is None:
-                return dv
-            return None if v is FUNCTION else v
-
-        return cc.recorded(var1)
-    if plain and dconst:
-
-        def var_path(d: Any) -> Any:
-            cur = d
-            for p in parts:
-                if cur.__class__ is dict:
-                    cur = cur.get(p)
-                    if cur is None:
-                        return dv
-                elif cur is None:
-                    return dv
-                else:
-                    cur = js_get(cur, p)
-                    if cur is MISSING:
-                        return dv
-            if cur is None:
-                return dv
-            return None if cur is FUNCTION else cur
-
-        return cc.recorded(var_path)
-
-    def var_generic(d: Any) -> Any:
-        v = _lookup(d, parts)
-        if v is MISSING or v is None:
-            return dv if dfn is None else dfn(d)
-        return None if v is FUNCTION else v
-
-    return cc.recorded(var_generic)
-
-
-def _whole_data(d: Any) -> Any:
-    return d
-
-
-def _var_method(d: Any, key: Any, dv: Any) -> Any:
-    """json-logic-engine's interpreted var: missing -> default, but a null value stays null."""
-    if key is None or key is MISSING or key == "":
-        return d
-    cur = d
-    for p in split_path(to_string(key)):
-        if cur is None or cur is MISSING:
-            return dv
-        cur = js_get(cur, p)
-        if cur is MISSING:
-            return dv
-    return None if cur is FUNCTION else cur
-
-
-def _var_interpreted(cc: LogicCompiler, args: Any, path: str) -> Compiled:
-    """var as the reference's interpreter (its optimizer) runs it."""
-    if args.__class__ is list and len(args) == 1 and args[0].__class__ is not list:
-        args = args[0]
-    if args.__class__ is list:
-        if len(args) > 2:
-            return cc.problem(path, f"var takes 1 or 2 arguments (path, default), got {len(args)}")
-        key = cc.compile(args[0], f"{path}[0]") if args else Const(MISSING)
-        default = cc.compile(args[1], f"{path}[1]") if len(args) == 2 else Const(None)
-        if key.__class__ is Const and key.value.__class__ in (str, int, float):  # type: ignore[union-attr]
-            cc.reads_data(split_path(to_string(key.value)) if key.value != "" else None)  # type: ignore[union-attr]
-        else:
-            cc.reads_data(None)
-        kf, df = _fn(key), _fn(default)
-        return lambda d: _var_method(d, kf(d), df(d))
-    if args.__class__ is dict and args:
-        cc.reads_data(None)
-        kf = _fn(cc.compile(args, path))
-
-        def var_dynamic(d: Any) -> Any:
-            k = kf(d)
-            if k.__class__ is list:
-                return _var_method(d, k[0] if k else MISSING, k[1] if len(k) > 1 else None)
-            return _var_method(d, k, None)
-
-        return var_dynamic
-    key = args
-    if _js_falsy(key):  # "", 0, null, false: the whole data
-        cc.reads_data(None)
-        return _whole_data
-    if key.__class__ not in (str, int, float):
-        return cc.problem(path, "var path must be a string or a number")
-    text = to_string(key)
-    if key.__class__ is not str or ("." not in text and "\\" not in text):
-        cc.reads_data([text])
-
-        def var_single(d: Any) -> Any:
-            if _js_falsy(d):
-                return None
-            v = js_get(d, text)
-            return None if v is MISSING or v is FUNCTION else v
-
-        return var_single
-    parts = split_path(text)
-    cc.reads_data(parts)
-    if len(parts) in (2, 3) and not text.startswith("../"):
-        last = len(parts) - 1
-
-        def var_chain(d: Any) -> Any:
-            # `data && data[a] && data[a][b]`: a falsy step is the answer itself
-            cur = d
-            if _js_falsy(cur):
-                return cur
-            for i, p in enumerate(parts):
-                cur = js_get(cur, p)
-                if cur is MISSING:
-                    return None
-                if i < last and _js_falsy(cur):
-                    return cur
-            return None if cur is FUNCTION else cur
-
-        return var_chain
-    return lambda d: _var_method(d, text, None)
-
-
-def _dynamic_var(cc: LogicCompiler, key: Compiled, default: Compiled) -> Compiled:
-    cc.reads_data(None)
-    kfn, dfn = _fn(key), _fn(default)
-
-    def var_dynamic(d: Any) -> Any:
-        k = kfn(d)
-        if k.__class__ is list:  # [key, default] computed
-            dv = k[1] if len(k) > 1 else None
-            k = k[0] if k else None
-        else:
-            dv = dfn(d)
-        if k is None or k == "":
-            return d
-        v = _lookup(d, split_path(to_string(k)))
-        if v is MISSING:
-            return dv
-        return None if v is FUNCTION else v
-
-    return var_dynamic
-
-
-def _js_falsy(v: Any) -> bool:
-    """JS ``!v`` (here ``[]`` and ``{}`` are truthy: plain JS, not JsonLogic)."""
-    if v is None or v is False:
-        return True
-    c = v.__class__
-    if c is int or c is float:
-        return not (v == v and v != 0)
-    if c is str:
-        return v == ""
-    return False
-
-
-def missing_keys(keys: list[Any], d: Any) -> list[Any]:
-    out = []
-    for key in keys:
-        cur = d
-        for p in split_path(to_string(key)):
-            if _js_falsy(cur):
-                cur = MISSING
-                break
-            cur = js_get(cur, p)
-            if cur is MISSING:
-                break
-        if cur is MISSING:
-            out.append(key)
-    return out
-
-
-def _note_keys(cc: LogicCompiler, keys: Compiled | None) -> None:
-    if keys is None or keys.__class__ is not Const or keys.value.__class__ is not list:  # type: ignore[union-attr]
-        cc.reads_data(None)
-        return
-    for k in keys.value:  # type: ignore[union-attr]
-        cc.reads_data(split_path(to_string(k)))
-
-
-def build_missing(cc: LogicCompiler, args: Any, path: str) -> Compiled:
-    if args.__class__ is list:
-        keys: Compiled = cc.compile(args, path)
-    elif args.__class__ is dict and args:
-        inner = _fn(cc.compile(args, path))
-        keys = lambda d: operators_values.coerce_array(inner(d))  # noqa: E731
-    else:
-        keys = Const([args])
-    _note_keys(cc, keys)
-    kfn = _fn(keys)
-    return lambda d: missing_keys(kfn(d), d)
-
-
-def build_missing_some(cc: LogicCompiler, args: Any, path: str) -> Compiled:
-    parts = cc.args(args, path, "missing_some", 2, 2)
-    if parts is None:
-        return Const(None)
-    need, keys = _fn(parts[0]), parts[1]
-    if args[1].__class__ is list:
-        cc.prev_writes += 1
-    _note_keys(cc, keys)
-    kfn = _fn(keys)
-
-    cell = cc.cell if cc.records() and args[1].__class__ is list else None
-
-    def missing_some(d: Any) -> Any:
-        ks = kfn(d)
-        if ks.__class__ is not list:
-            raise JSThrow("missing_some needs a list of keys")
-        miss = missing_keys(ks, d)
-        if cell is not None:
-            cell[0] = miss
-        return miss if js_lt(len(ks) - len(miss), need(d)) else []
-
-    return missing_some
 
 
 # -- logic --------------------------------------------------------------------------------
@@ -314,7 +40,7 @@ def build_if(cc: LogicCompiler, args: Any, path: str) -> Compiled:
     n = len(args)
     if n == 0:
         return Const(None)
-    before, was = cc.prev_writes, cc.interpreted
+    before, was, impure = cc.prev_writes, cc.interpreted, cc.impure
     if n < 3:  # the reference interprets short ifs (and all below them) instead of compiling
         cc.interpreted = True
     try:
@@ -323,6 +49,10 @@ def build_if(cc: LogicCompiler, args: Any, path: str) -> Compiled:
         cc.interpreted = was
     if n < 3:
         cc.prev_writes = before
+        if not was and cc.impure == impure:
+            # deterministic: the reference runs it once while compiling (errors are load-time)
+            whole = _short_if(parts)
+            return cc.fold(path, lambda: whole(None))
     if n == 1:
         return parts[0]
     if n % 2 == 0:
@@ -371,6 +101,18 @@ def build_if(cc: LogicCompiler, args: Any, path: str) -> Compiled:
         return ef(d)
 
     return if_n
+
+
+def _short_if(parts: list[Any]) -> Any:
+    fns = [_fn(p) for p in parts]
+    if len(fns) == 1:
+        return fns[0]
+    c, t = fns
+
+    def short_if(d: Any) -> Any:
+        return t(d) if _is_true(c(d)) else None
+
+    return short_if
 
 
 def _traced_if(trace: list[str], path: str, conds: list[Any], thens: list[Any], other: Any) -> Any:
@@ -461,9 +203,9 @@ def _check(a: Any, b: Any) -> tuple[Any, bool]:
         return b, True
     if b.__class__ is float and b != b:
         return b, True
-    if a is None and _js_falsy(b):
+    if a is None and js_falsy(b):
         return None, False
-    if b is None and _js_falsy(a):
+    if b is None and js_falsy(a):
         return 0, False
     return b, False
 
@@ -490,6 +232,11 @@ def _make_step(op: str) -> Any:
     def step(a: Any, b: Any) -> tuple[bool, Any]:
         ca, cb = a.__class__, b.__class__
         if (ca is int or ca is float) and (cb is int or cb is float):
+            # JS compares doubles: integers past 2^53 are rounded first
+            if ca is int and not -MAX_SAFE_INTEGER <= a <= MAX_SAFE_INTEGER:
+                a = float(a)
+            if cb is int and not -MAX_SAFE_INTEGER <= b <= MAX_SAFE_INTEGER:
+                b = float(b)
             return fast_num(a, b), b
         if ca is str and cb is str:
             return fast_num(a, b), b
@@ -605,9 +352,6 @@ def _interpreted_chain(cc: LogicCompiler, path: str, parts: list[Any], step: Any
 
 
 BUILDERS: dict[str, Any] = {
-    "var": build_var,
-    "missing": build_missing,
-    "missing_some": build_missing_some,
     "if": build_if,
     "?:": build_if,
     "or": _build_andor(True),
@@ -616,4 +360,6 @@ BUILDERS: dict[str, Any] = {
     "!!": _build_not(False),
     **{op: _build_compare(op) for op in _PLAIN},
 }
+BUILDERS.update(access.BUILDERS)
+BUILDERS.update(arithmetic.BUILDERS)
 BUILDERS.update(operators_values.BUILDERS)

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import semver as _semver
 
+from proxy.evaluation.builder import coerce_array
+from proxy.evaluation.builder import fn as as_fn
 from proxy.evaluation.jsvalue import MAX_SAFE_INTEGER, Const, to_string
-from proxy.evaluation.operators_values import coerce_array
 
 if TYPE_CHECKING:
     from proxy.evaluation.jsonlogic import Compiled, LogicCompiler
@@ -97,8 +98,7 @@ def sem_ver(vals: list[Any]) -> bool | None:
 
 
 def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
-    from proxy.evaluation.jsonlogic import as_fn
-
+    cc.impure += 1  # never folded by the reference
     if args.__class__ is dict and args:
         f = as_fn(cc.compile(args, path))
         return lambda d: sem_ver(coerce_array(f(d)))

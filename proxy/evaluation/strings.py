@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from proxy.evaluation.builder import function_op
 from proxy.evaluation.jsvalue import Const
-from proxy.evaluation.operators_values import function_op
 
 if TYPE_CHECKING:
     from proxy.evaluation.jsonlogic import Compiled, LogicCompiler
@@ -23,6 +23,7 @@ def _make(name: str, starts: bool) -> Any:
     generic = function_op(name, impl, 2, 2)
 
     def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
+        cc.impure += 1  # never folded by the reference
         if args.__class__ is list and len(args) == 2 and args[1].__class__ is str:
             affix = args[1]
             subject = cc.compile(args[0], f"{path}[0]")

@@ -207,7 +207,6 @@ def test_var_operands_compare_as_plain_js_but_literals_get_null_coercion() -> No
         ({"==": [1]}, "at least 2"),
         ({"in": ["a"]}, "in takes 2 arguments"),
         ({"/": [{"var": "x"}, 0]}, "division by zero"),
-        ({"%": [{"var": "x"}, 0]}, "division by zero"),
         ({"/": [1, 0]}, "division by zero"),
         ({"+": [{"var": "x"}, "abc"]}, "is not a number"),
         ({"+": [{"var": "x"}, [1]]}, "is not a number"),
@@ -250,6 +249,28 @@ def test_depth_limit() -> None:
 def test_size_limit() -> None:
     _, cc = compile_logic({"or": [{"==": [{"var": "x"}, i]} for i in range(40_000)]})
     assert any("too large" in p.message for p in cc.problems)
+
+
+def test_literal_zero_modulus_fails_at_run_time_not_load() -> None:
+    # json-logic-engine checks only `/` divisors while compiling
+    compiled, cc = compile_logic({"%": [{"var": "x"}, 0]})
+    assert not cc.problems
+    with pytest.raises(JSThrow):
+        compiled({"x": 5})  # type: ignore[operator]
+
+
+def test_unsafe_integers_compare_as_doubles() -> None:
+    big = 9007199254740993  # 2^53 + 1: JS reads it as 2^53
+    assert apply({"==": [{"var": "n"}, 9007199254740992]}, {"n": big}) is True
+    assert apply({"!=": [{"var": "n"}, {"*": [{"var": "n"}, 1]}]}, {"n": big}) is False
+    assert apply({"in": [{"var": "n"}, [9007199254740992]]}, {"n": big}) is True
+
+
+def test_missing_some_with_a_var_minimum_answers_like_the_reference() -> None:
+    # compiled JS: `3 - (prev = missing).length < NEED ? prev : []`, and NEED's var assigns prev
+    logic = {"if": [True, {"missing_some": [{"var": "need"}, ["a", "b", "c"]]}, "x"]}
+    assert apply(logic, {"need": 2, "a": 1}) == 2
+    assert apply(logic, {"need": 1, "a": 1}) == []
 
 
 def test_runtime_errors_raise_jsthrow() -> None:

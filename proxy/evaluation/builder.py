@@ -1,0 +1,59 @@
+"""Helpers shared by the operator builders (jsonlogic.py compiles, these build closures)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from proxy.evaluation.jsvalue import Const
+
+if TYPE_CHECKING:
+    from proxy.evaluation.jsonlogic import Compiled, LogicCompiler
+
+
+def fn(c: Any) -> Any:
+    """A compiled node as a callable (constants become ``lambda d: value``)."""
+    if c.__class__ is Const:
+        v = c.value
+        return lambda d: v
+    return c
+
+
+def is_const(c: Any) -> bool:
+    return c.__class__ is Const
+
+
+def all_const(parts: list[Any]) -> bool:
+    return all(p.__class__ is Const for p in parts)
+
+
+def coerce_array(v: Any) -> list[Any]:
+    return v if v.__class__ is list else [v]
+
+
+def function_op(name: str, impl: Any, lo: int = 0, hi: int | None = None) -> Any:
+    """An operator whose arguments are all evaluated first (eager), then passed as a list."""
+
+    def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
+        if args.__class__ is dict and args:
+            inner = cc.compile(args, path)
+            if inner.__class__ is Const:
+                return cc.fold(path, lambda: impl(coerce_array(inner.value)))  # type: ignore[union-attr]
+            f = fn(inner)
+            return lambda d: impl(coerce_array(f(d)))
+        if args.__class__ is not list:
+            args = [args]
+        parts = cc.args(args, path, name, lo, hi)
+        if parts is None:
+            return Const(None)
+        if all_const(parts):
+            return cc.fold(path, lambda: impl([p.value for p in parts]))
+        fns = [fn(p) for p in parts]
+        if len(fns) == 1:
+            (f0,) = fns
+            return lambda d: impl([f0(d)])
+        if len(fns) == 2:
+            f0, f1 = fns
+            return lambda d: impl([f0(d), f1(d)])
+        return lambda d: impl([f(d) for f in fns])
+
+    return build
