@@ -621,7 +621,7 @@ class Generator:
         elif roll < 0.15:
             flag["targeting"] = {}
         else:
-            flag["targeting"] = self.targeting(names, vtype, self.r.randrange(1, 4))
+            flag["targeting"] = self.targeting(names, vtype, self.r.randrange(1, 4) if self.p(0.9) else 5)
         if self.p(0.3):
             flag["metadata"] = {self.pick(["owner", "team", "ticket"]): self.pick(["growth", "core"]),
                                 "version": self.r.randrange(1, 9)}
