@@ -7,7 +7,10 @@ another process. In the same run, the same clients against a bare sse-starlette 
 shared asyncio.Event, no auth, no store) give the baseline: ratios are flagedge / bare.
 Goals: 10,000 connections per process; < 20 KB RSS each; p99 < 100 ms at 1,000 clients.
 
-    python bench/sse.py [--clients 1000,5000,10000] [--no-baseline]
+    python bench/sse.py [--clients 1000,5000,10000] [--no-baseline] [--stream events]
+
+``--stream evaluated`` gives every client its own context (the worst case: nothing shared);
+``--stream rules`` follows the raw rules stream with a server key.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ def raise_nofile(want: int = 65_536) -> int:
 
 # -- the client process ---------------------------------------------------------------------
 class _Reader(asyncio.Protocol):
-    """Counts the first frame (the stream is open), then stamps the first ``event: message``."""
+    """Counts the first frame (the stream is open), then stamps the first change event."""
 
     __slots__ = ("buf", "done", "got_at", "ready", "request", "state")
 
@@ -79,24 +82,38 @@ class _Reader(asyncio.Protocol):
             data, self.buf = body, b""
             if self.state["ready"] == self.state["n"]:
                 self.state["all_ready"].set()
-        if b"event: message" in data:
+        if self.state["marker"] in data:
             self.got_at = time.time()
             self.state["got"] += 1
             if self.state["got"] == self.state["n"]:
                 self.state["all_got"].set()
 
 
-async def _client_main(port: int, n: int, path: str, key: str, timeout: float) -> None:
+def stream_path(stream: str, i: int) -> str:
+    if stream == "evaluated":  # a distinct context per client: the worst case
+        import base64
+
+        ctx = base64.urlsafe_b64encode(orjson.dumps({"targetingKey": f"user-{i}"}))
+        return "/v1/stream/evaluated?context=" + ctx.rstrip(b"=").decode()
+    return {"events": "/ofrep/v1/events", "rules": "/v1/stream/rules"}[stream]
+
+
+async def _client_main(port: int, n: int, stream: str, key: str, timeout: float) -> None:
     loop = asyncio.get_running_loop()
-    request = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
-               + (f"Authorization: Bearer {key}\r\n" if key else "") + "\r\n").encode()
-    state = {"n": n, "ready": 0, "got": 0, "failed": 0,
-             "all_ready": asyncio.Event(), "all_got": asyncio.Event()}
+
+    def request(i: int) -> bytes:
+        return (f"GET {stream_path(stream, i)} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                "Accept: text/event-stream\r\n"
+                + (f"Authorization: Bearer {key}\r\n" if key else "") + "\r\n").encode()
+
+    state = {"n": n, "ready": 0, "got": 0, "failed": 0, "all_ready": asyncio.Event(),
+             "all_got": asyncio.Event(),
+             "marker": b"event: message" if stream == "events" else b"event: patch"}
     readers: list[_Reader] = []
     transports = []
     for start in range(0, n, CONNECT_BATCH):
-        batch = [loop.create_connection(lambda: _Reader(request, state), "127.0.0.1", port)
-                 for _ in range(min(CONNECT_BATCH, n - start))]
+        batch = [loop.create_connection(lambda i=i: _Reader(request(i), state), "127.0.0.1",
+                                        port) for i in range(start, min(start + CONNECT_BATCH, n))]
         for transport, proto in await asyncio.gather(*batch):
             readers.append(proto)
             transports.append(transport)
@@ -123,7 +140,7 @@ def client_process(args: argparse.Namespace) -> None:
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(_client_main(args.port, args.n, args.path, args.key, args.timeout))
+    asyncio.run(_client_main(args.port, args.n, args.stream, args.key, args.timeout))
 
 
 # -- servers --------------------------------------------------------------------------------
@@ -196,11 +213,12 @@ def percentile(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, max(0, round(p / 100 * len(s)) - 1))]
 
 
-def run_clients(port: int, n: int, key: str, fire, timeout: float = 60.0) -> dict:
+def run_clients(port: int, n: int, key: str, fire, timeout: float = 60.0,
+                stream: str = "events") -> dict:
     """Start the client process, wait until every stream is open, measure RSS, fire."""
     proc = subprocess.Popen(
         [sys.executable, __file__, "--client", "--port", str(port), "--n", str(n),
-         "--key", key, "--path", "/ofrep/v1/events", "--timeout", str(timeout)],
+         "--key", key, "--stream", stream, "--timeout", str(timeout)],
         stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
@@ -216,7 +234,8 @@ def run_clients(port: int, n: int, key: str, fire, timeout: float = 60.0) -> dic
     return result
 
 
-def measure(label: str, server_pid: int, port: int, n: int, key: str, fire_fn) -> dict:
+def measure(label: str, server_pid: int, port: int, n: int, key: str, fire_fn,
+            stream: str = "events") -> dict:
     base = rss_kb(server_pid)
     holder: dict = {}
 
@@ -226,7 +245,7 @@ def measure(label: str, server_pid: int, port: int, n: int, key: str, fire_fn) -
         fire_fn()
         return {"t0": t0}
 
-    res = run_clients(port, n, key, fire)
+    res = run_clients(port, n, key, fire, stream=stream)
     lat = [(t - res["t0"]) * 1000 for t in res["got"]]
     out = {
         "label": label, "n": n, "missing": res["missing"],
@@ -243,7 +262,7 @@ def measure(label: str, server_pid: int, port: int, n: int, key: str, fire_fn) -
     return out
 
 
-def bench_flagedge(n: int, redis_url: str, workdir: Path) -> dict:
+def bench_flagedge(n: int, redis_url: str, workdir: Path, stream: str = "events") -> dict:
     import redis
 
     from proxy import keys, publisher
@@ -254,7 +273,7 @@ def bench_flagedge(n: int, redis_url: str, workdir: Path) -> dict:
                                "defaultVariant": "on"} for i in range(20)}}
     publisher.push(client, ENV, publisher.parse_document(orjson.dumps(doc), source="bench"),
                    author="bench")
-    raw_key, _ = keys.create(client, ENV, "client", "bench")
+    raw_key, _ = keys.create(client, ENV, "server" if stream == "rules" else "client", "bench")
     port = free_port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("FLAGEDGE_")},
            "FLAGEDGE_SSE_MAX_CONNECTIONS": str(n + 100),
@@ -282,7 +301,7 @@ def bench_flagedge(n: int, redis_url: str, workdir: Path) -> dict:
                                                                  source="bench"),
                            author="bench")
 
-        return measure("flagedge", proc.pid, port, n, raw_key, fire)
+        return measure("flagedge", proc.pid, port, n, raw_key, fire, stream)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -320,7 +339,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--key", default="", help=argparse.SUPPRESS)
-    parser.add_argument("--path", default="/ofrep/v1/events", help=argparse.SUPPRESS)
+    parser.add_argument("--stream", default="events", choices=["events", "evaluated", "rules"],
+                        help="which stream the clients follow (the bare baseline: events)")
     parser.add_argument("--timeout", type=float, default=60.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
@@ -331,7 +351,7 @@ def main() -> None:
         return
     limit = raise_nofile()  # inherited by the server and client processes
     sizes = [int(x) for x in args.clients.split(",")]
-    print(f"SSE fan-out: one push, N clients on /ofrep/v1/events (nofile {limit}, "
+    print(f"SSE fan-out: one push, N clients on the {args.stream} stream (nofile {limit}, "
           f"{os.cpu_count()} cores)", flush=True)
     from proxy.devredis import free_port
     from tests.redis_server import RedisServer
@@ -341,7 +361,7 @@ def main() -> None:
         redis_server = RedisServer(Path(tmp) / "redis", port=free_port(), persist=False).start()
         try:
             for n in sizes:
-                fe = bench_flagedge(n, redis_server.url, Path(tmp))
+                fe = bench_flagedge(n, redis_server.url, Path(tmp), args.stream)
                 bare = None if args.no_baseline else bench_bare(n)
                 results.append((fe, bare))
         finally:

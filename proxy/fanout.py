@@ -66,7 +66,7 @@ class Connection:
                  "version")
 
     def __init__(self, fanout: FanOut, env: str, kind: StreamKind, key_id: str,
-                 context: dict[str, Any] | None = None, ctx_key: bytes = b""):
+                 context: dict[str, Any] | None = None, ctx_key: str = ""):
         self.fanout = fanout
         self.env = env
         self.kind = kind
@@ -74,7 +74,9 @@ class Connection:
         self.context = context or {}
         self.ctx_key = ctx_key  # canonical context: connections sharing it share the work
         self.version = 0  # newest version queued or sent to this client
-        self.results: dict[str, bytes] = {}  # evaluated stream: flag key -> OFREP item JSON
+        # Evaluated stream: flag key -> hash of the OFREP item JSON the client holds. A hash,
+        # not the bytes: orjson output keeps a ~4 KB buffer each, 20 flags x 10,000 clients.
+        self.results: dict[str, int] = {}
         self._queue: deque[Item] = deque()
         self._queued_bytes = 0
         self._waiter: asyncio.Future[None] | None = None
@@ -222,7 +224,8 @@ class FanOut:
         """Register a connection at the store's current version (raises CapExceeded). From
         here on every later change is queued on it; :meth:`initial` says what came before."""
         self.check_caps(key_id)
-        ctx_key = orjson.dumps(context, option=orjson.OPT_SORT_KEYS) if context is not None else b""
+        # str, not the orjson bytes (see Connection.results)
+        ctx_key = orjson.dumps(context, option=orjson.OPT_SORT_KEYS).decode() if context else ""
         conn = Connection(self, env, kind, key_id, context, ctx_key)
         fs = self.store.get(env)
         conn.version = fs.version if fs is not None else 0
@@ -320,7 +323,7 @@ class FanOut:
             old = fs if last_id == current else self.changelog.snapshot(conn.env, last_id)
         if old is None:
             return self.evaluated_put(conn, fs)
-        conn.results = self.evaluate_context(old, conn.context)
+        conn.results = {k: hash(v) for k, v in self.evaluate_context(old, conn.context).items()}
         if old is fs:
             return b""
         new = self.evaluate_context(fs, conn.context)
@@ -354,9 +357,10 @@ class FanOut:
         return {r.key: orjson.dumps(render(r, flags.get(r.key))) for r in results}
 
     def evaluated_put(self, conn: Connection, fs: FlagSet) -> bytes:
-        conn.results = self.evaluate_context(fs, conn.context)
+        items = self.evaluate_context(fs, conn.context)
+        conn.results = {k: hash(v) for k, v in items.items()}
         conn.version = fs.version
-        body = (b'{"flags":[' + b",".join(conn.results.values()) + b'],"metadata":'
+        body = (b'{"flags":[' + b",".join(items.values()) + b'],"metadata":'
                 + orjson.dumps(dict(fs.metadata)) + b"}")
         return frame("put", fs.version, body)
 
@@ -428,7 +432,7 @@ class FanOut:
             keys |= {k for c in conns for k in c.results}
         evaluate, _ = self.engine
         flags, render = fs.flags, self.render
-        per_context: dict[bytes, dict[str, bytes]] = {}  # computed once per distinct context
+        per_context: dict[str, dict[str, bytes]] = {}  # computed once per distinct context
         for conn in conns:
             if conn.version >= change.version or conn.needs_snapshot or conn.closed:
                 continue

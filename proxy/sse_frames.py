@@ -60,11 +60,11 @@ def id_only(version: int) -> bytes:
     return frame(None, version, None)
 
 
-def diff_frames(held: dict[str, bytes], new: dict[str, bytes], keys: Iterable[str],
+def diff_frames(held: dict[str, int], new: dict[str, bytes], keys: Iterable[str],
                 version: int) -> bytes:
     """Evaluated stream: ``patch`` for each of ``keys`` whose OFREP item differs from what the
-    client ``held`` (updated in place), ``delete`` for those gone. Empty when nothing differs
-    for this context."""
+    client ``held`` (item hashes, updated in place), ``delete`` for those gone. Empty when
+    nothing differs for this context."""
     changed: list[bytes] = []
     deleted: list[str] = []
     for k in sorted(keys):
@@ -72,8 +72,8 @@ def diff_frames(held: dict[str, bytes], new: dict[str, bytes], keys: Iterable[st
         if item is None:
             if held.pop(k, None) is not None:
                 deleted.append(k)
-        elif held.get(k) != item:
-            held[k] = item
+        elif held.get(k) != (fingerprint := hash(item)):
+            held[k] = fingerprint
             changed.append(item)
     out = b""
     if deleted:

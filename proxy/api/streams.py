@@ -279,19 +279,21 @@ class StreamResponse(EventSourceResponse):
         try:
             await send({"type": "http.response.start", "status": self.status_code,
                         "headers": self.raw_headers})
-            first = self._first or (id_only(conn.version) if conn.version else b"\n")
-            await send({"type": "http.response.body", "body": b"retry: %d\n" % RETRY_MS + first,
-                        "more_body": True})
+            # The first frames may be a large put: keep no reference for the stream's life.
+            first, self._first = self._first, b""
+            await send({"type": "http.response.body", "more_body": True, "body": b"retry: %d\n"
+                        % RETRY_MS + (first or (id_only(conn.version) if conn.version else b"\n"))})
+            del first
             fanout.sent(conn, None)
             while True:
                 item = await conn.next()
                 if item is None:
                     break
-                payload, written_at = item
-                await send({"type": "http.response.body", "body": payload or PING,
+                await send({"type": "http.response.body", "body": item[0] or PING,
                             "more_body": True})
-                if payload:
-                    fanout.sent(conn, written_at)
+                if item[0]:
+                    fanout.sent(conn, item[1])
+                item = None  # do not hold the last payload while idle
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             listener.cancel()
