@@ -98,11 +98,12 @@ async def measure_flagedge(url: str, n: int, n_flags: int) -> tuple[list[float],
 
 
 async def measure_baseline(url: str, n: int) -> list[float]:
-    reader = aredis.Redis.from_url(url)
+    # redis-py 8 defaults to a 5 s socket timeout: leave room for the blocking read.
+    reader = aredis.Redis.from_url(url, socket_timeout=30)
     sync = redis.Redis.from_url(url)
     script = sync.register_script(STAMPED_XADD)
     lags: list[float] = []
-    last = "$"
+    last = "0-0"  # not "$": an entry written before the first XREAD arrives is not lost
 
     def writer(ready: threading.Event, done: threading.Event) -> None:
         for _ in range(n):
