@@ -154,6 +154,33 @@ def test_a_stream_refused_on_reconnect_still_brings_the_change(stack: Stack,
                                                     timeout=PROPAGATION_DEADLINE_S * 1000)
 
 
+def test_a_proxy_restarted_during_a_redis_outage_catches_the_page_up(stack: Stack,
+                                                                    open_page: Any) -> None:
+    """The new process cannot check keys or stream tokens until Redis is back (401s), so the
+    browser gives the stream up and the provider retries with backoff (1 s, 2 s, 4 s ...)."""
+    user = "user-1"
+    page = open_page(stack.demo_url(user), "redis-outage")
+    wait_ready(page)
+    page.evaluate("() => { window.__sameDocument = 'yes'; }")
+
+    stack.proxy.stop()
+    doc = flags_doc()
+    doc["flags"][ROLES["payments"]]["defaultVariant"] = "off"
+    stack.proxy.push(doc, env=stack.env, wait=False)
+    stack.redis.stop()
+    with page.expect_console_message(lambda m: "SSE connection closed permanently" in m.text,
+                                     timeout=RESTART_DEADLINE_S * 1000):
+        stack.proxy.start(wait="healthz")  # up, but without Redis: no rules, keys or secret
+    # The page keeps showing the last values it had while the proxy cannot serve.
+    assert page.get_by_test_id("incident-banner").is_hidden()
+
+    stack.redis.start()
+    page.get_by_test_id("incident-banner").wait_for(state="visible",
+                                                    timeout=RESTART_DEADLINE_S * 1000)
+    assert page.evaluate("() => window.__sameDocument") == "yes"
+    assert_page_matches_proxy(stack, page, user)
+
+
 def test_a_page_on_another_origin_uses_cors(stack: Stack, open_page: Any) -> None:
     # localhost and 127.0.0.1 are different origins: the page is served from one and calls
     # the proxy on the other, so the bulk POST (Authorization header) needs a preflight, the
