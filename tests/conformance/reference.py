@@ -108,3 +108,17 @@ def run_reference(requests: Sequence[dict[str, Any]], *, timeout: float = 300) -
         if "driver_error" in reply:
             raise ReferenceUnavailable(f"node driver error: {reply['driver_error']}")
     return replies
+
+
+def js_strings(values: Sequence[Any], *, timeout: float = 60) -> list[str]:
+    """``String(v)`` in node for each JSON value (after JSON's own number parsing)."""
+    node = _require("node")
+    script = (
+        "const xs = JSON.parse(require('fs').readFileSync(0, 'utf8'));"
+        "process.stdout.write(JSON.stringify(xs.map((x) => String(x))))"
+    )
+    proc = subprocess.run([node, "-e", script], input=orjson.dumps(list(values)),
+                          capture_output=True, timeout=timeout, check=False)
+    if proc.returncode != 0:
+        raise ReferenceUnavailable(f"node failed: {proc.stderr.decode()[-2000:]}")
+    return orjson.loads(proc.stdout)

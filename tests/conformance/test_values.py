@@ -1,0 +1,123 @@
+"""Focused differential checks against flagd-core 4.0.1: sem_ver over many versions, and
+numbers printed the way JavaScript prints them (they become variant names and strings)."""
+
+from __future__ import annotations
+
+import random
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conformance.compare import classify, compile_py, evaluate_py, js_outcome
+from tests.conformance.generator import SEMVER_OPS
+from tests.conformance.reference import ReferenceUnavailable, js_strings, run_reference
+
+pytestmark = pytest.mark.conformance
+
+
+def _engine() -> tuple[Any, Any]:
+    from proxy.evaluation.compiler import compile_document
+    from proxy.evaluation.engine import evaluate
+
+    return compile_document, evaluate
+
+
+def _version(r: random.Random, *, valid: bool) -> str:
+    def part() -> str:
+        return str(r.choice([0, 1, 2, 9, 10, 11, 99, r.randrange(0, 1000)]))
+
+    parts = r.choice([1, 2, 3, 3, 3] if valid else [1, 2, 3, 4])
+    base = ".".join(part() for _ in range(parts))
+    if valid and parts < 3:  # partial versions are plain numbers ("1.2", not "1.2-rc")
+        return r.choice(["", "v"]) + base
+    if r.random() < 0.3:
+        base += "-" + ".".join(r.choice(["alpha", "beta", "rc", "0", "1", "11", "x-y", "a1"])
+                               for _ in range(r.randrange(1, 3)))
+    if r.random() < 0.15:
+        base += "+" + r.choice(["b1", "build.5", "sha.abc", "001"])
+    if r.random() < 0.15:
+        base = r.choice(["v", "V"]) + base
+    if not valid and r.random() < 0.2:
+        base = r.choice(["=", " ", "vv", "01.", ""]) + base + r.choice(["", " ", "-", ".x"])
+    return base
+
+
+def test_sem_ver_matches_the_reference(reference_prefix: Path) -> None:
+    compile_document, evaluate = _engine()
+    r = random.Random(7)
+    docs: list[tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]] = []
+    for _ in range(200):
+        target = _version(r, valid=True)
+        variants = {"true": 1, "false": 0, "none": 2}
+        flags = {
+            f"f-{i}": {"state": "ENABLED", "variants": variants, "defaultVariant": "none",
+                       "targeting": {"sem_ver": [{"var": "v"}, op, target]}}
+            for i, op in enumerate(SEMVER_OPS)
+        }
+        flags["reverse"] = {"state": "ENABLED", "variants": variants, "defaultVariant": "none",
+                            "targeting": {"sem_ver": [target, r.choice(SEMVER_OPS), {"var": "v"}]}}
+        cases = [(k, {"v": _version(r, valid=r.random() < 0.8) if r.random() < 0.95
+                      else r.choice([1, 1.2, None, True])})
+                 for k in flags for _ in range(3)]
+        docs.append(({"flags": flags}, cases))
+    requests = [{"id": i, "doc": d, "cases": [{"key": k, "context": c} for k, c in cs]}
+                for i, (d, cs) in enumerate(docs)]
+    try:
+        replies = run_reference(requests)
+    except ReferenceUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    compared, bad = 0, []
+    for (doc, cases), reply in zip(docs, replies, strict=True):
+        pydoc = compile_py(doc, compile_document)
+        assert not pydoc.rejected, f"flagedge refused valid sem_ver targets: {pydoc.rejected}"
+        for (key, ctx), raw in zip(cases, reply["results"], strict=True):
+            js, _ = js_outcome(raw)
+            py = evaluate_py(pydoc, key, ctx, evaluate)
+            compared += 1
+            if classify(raw, js, key, pydoc, py) == "mismatch":
+                bad.append(f"{doc['flags'][key]['targeting']} {ctx}: reference {js.brief()} "
+                           f"flagedge {py.brief()}")
+    assert compared > 5000
+    assert not bad, f"{len(bad)} of {compared} sem_ver cases differ:\n" + "\n".join(bad[:20])
+
+
+def _numbers(r: random.Random, n: int) -> list[Any]:
+    out: list[Any] = [1e21, 1e-7, 1e-6, 123e-20, 5e-324, 1.7976931348623157e308, 1e20,
+                      9.999999999999999e20, -0.0, 2**53 + 1, 0.1 + 0.2, 1e16, 12345678901234567890]
+    while len(out) < n:
+        k = r.random()
+        if k < 0.4:
+            x = struct.unpack("d", struct.pack("Q", r.getrandbits(64)))[0]
+            if x != x or x in (float("inf"), float("-inf")):
+                continue
+        elif k < 0.6:
+            x = r.uniform(-1e6, 1e6)
+        elif k < 0.75:
+            x = r.randrange(-(2**60), 2**60)
+        elif k < 0.85:
+            x = float(r.randrange(-(2**60), 2**60))
+        else:
+            x = round(r.uniform(0, 100), r.randrange(0, 6))
+        out.append(x)
+    return out
+
+
+def test_numbers_print_as_in_javascript(reference_prefix: Path) -> None:
+    """A number concatenated into a string (and so into a variant name) reads as JS prints it."""
+    compile_document, evaluate = _engine()
+    nums = _numbers(random.Random(11), 2000)
+    try:
+        strings = js_strings(nums)
+    except ReferenceUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    bad = []
+    for x, s in zip(nums, strings, strict=True):
+        doc = {"flags": {"f": {"state": "ENABLED", "variants": {"n=" + s: 1, "other": 2},
+                               "defaultVariant": "other",
+                               "targeting": {"cat": ["n=", {"var": "x"}]}}}}
+        res = evaluate(compile_document(doc), "f", {"x": x})
+        if res.variant != "n=" + s:
+            bad.append(f"{x!r}: JavaScript prints {s!r}, flagedge named variant {res.variant!r}")
+    assert not bad, "\n".join(bad[:20])
