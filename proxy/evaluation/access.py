@@ -248,8 +248,31 @@ def _note_keys(cc: LogicCompiler, keys: Compiled | None) -> None:
         cc.reads_data(split_path(to_string(k)))
 
 
+def _direct_keys(cc: LogicCompiler, raw: Any) -> bool:
+    """Compiled, one or two dotless string keys are looked up directly (no path split)."""
+    return (
+        not cc.interpreted
+        and raw.__class__ is list
+        and 1 <= len(raw) <= 2
+        and all(k.__class__ is str and "." not in k for k in raw)
+    )
+
+
+def missing_direct(keys: list[str], d: Any) -> list[Any]:
+    if js_falsy(d):
+        return list(keys)
+    return [k for k in keys if js_get(d, k) is MISSING]
+
+
 def build_missing(cc: LogicCompiler, args: Any, path: str) -> Compiled:
+    if args == []:
+        return Const([])  # the reference folds it: nothing can be missing
     cc.impure += 1
+    if _direct_keys(cc, args):
+        keys_list = list(args)
+        for k in keys_list:
+            cc.reads_data([k])
+        return lambda d: missing_direct(keys_list, d)
     if args.__class__ is list:
         keys: Compiled = cc.compile(args, path)
     elif args.__class__ is dict and args:
@@ -285,11 +308,13 @@ def build_missing_some(cc: LogicCompiler, args: Any, path: str) -> Compiled:
     need, kfn = _fn(need_c), _fn(keys)
     record = cc.records() and compiled
 
+    direct = _direct_keys(cc, args[1])
+
     def missing_some(d: Any) -> Any:
         ks = kfn(d)
         if ks.__class__ is not list:
             raise JSThrow("missing_some needs a list of keys")
-        miss = missing_keys(ks, d)
+        miss = missing_direct(ks, d) if direct else missing_keys(ks, d)
         if cell is not None:
             cell[0] = miss
         if not js_lt(len(ks) - len(miss), need(d)):

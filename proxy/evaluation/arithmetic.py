@@ -239,16 +239,20 @@ def _arith(name: str, impl: Any, lo: int, zero_divisor: bool) -> Any:
         parts = cc.args(args, path, name, lo)
         if parts is None:
             return Const(None)
+        # What json-logic-engine rejects while compiling: literal arrays/objects and strings
+        # that are not numbers; for /, a divisor that is literally zero. (A folded array or a
+        # null/false divisor only fails when evaluated.)
         bad = False
         for i, p in enumerate(parts):
             if p.__class__ is not Const:
                 continue
-            v = p.value  # type: ignore[union-attr]
-            n = math.nan if is_object(v) else to_number(v)
-            if n != n:
+            v, raw = p.value, args[i]  # type: ignore[union-attr]
+            if raw.__class__ is list or raw == {} or (v.__class__ is str and to_number(v) != to_number(v)):
                 bad = True
                 cc.problem(f"{path}[{i}]", f"{name}: operand {to_string(v)[:40]!r} is not a number")
-            elif zero_divisor and n == 0 and (i > 0 or len(parts) == 1):
+            elif zero_divisor and (i > 0 or len(parts) == 1) and (
+                (v.__class__ in (int, float, str)) and to_number(v) == 0
+            ):
                 bad = True
                 cc.problem(f"{path}[{i}]", "division by zero")
         if bad:

@@ -80,6 +80,7 @@ class LogicCompiler:
         # Counts what the reference does not consider deterministic (reads of the request,
         # missing, flagd's operators): a subtree without any is evaluated when it is compiled.
         self.impure = 0
+        self._purity: dict[tuple[int, bool], bool] = {}
         self._ref_stack: list[str] = []
         self._depth = 0
         self._nodes = 0
@@ -200,10 +201,53 @@ class LogicCompiler:
             return self.problem(path, f"unknown operator {op!r}")
         if not self._enter(path):
             return Const(None)
+        opath = join(path, op)
         try:
-            return builder(self, args, join(path, op))
+            if self.interpreted or not self._pure(node, False):
+                return builder(self, args, opath)
+            # Nothing here reads the request: the reference evaluates this subtree once, while
+            # compiling, with its interpreter (on empty data). Do the same; an error is a
+            # load-time problem.
+            self.interpreted = True
+            try:
+                alt = builder(self, args, opath)
+            finally:
+                self.interpreted = False
+            if alt.__class__ is Const:
+                return alt
+            return self.fold(opath, lambda: alt({}))  # type: ignore[operator]
         finally:
             self._depth -= 1
+
+    def _pure(self, node: Any, in_iterator: bool, refs: tuple[str, ...] = ()) -> bool:
+        """json-logic-engine's isDeterministic: no read of the request (var outside an
+        iterator's mapper, missing, missing_some) and none of flagd's operators."""
+        key = (id(node), in_iterator)
+        known = self._purity.get(key)
+        if known is not None:
+            return known
+        out = True
+        if node.__class__ is list:
+            out = all(self._pure(x, in_iterator, refs) for x in node)
+        elif node.__class__ is dict and len(node) == 1:
+            ((op, args),) = node.items()
+            if op == "var":
+                out = in_iterator and (args.__class__ is not dict) and (
+                    args.__class__ is not list or all(a.__class__ is not dict for a in args)
+                )
+            elif op == "missing":
+                out = args == []
+            elif op in IMPURE:
+                out = False
+            elif op == "$ref":
+                body = self.evaluators.get(args) if args.__class__ is str else None
+                out = body is not None and args not in refs and self._pure(body, in_iterator, (*refs, args))
+            elif op in ITERATORS and args.__class__ is list and len(args) >= 2:
+                out = self._pure(args[0], in_iterator, refs) and self._pure(args[1], True, refs)
+            else:
+                out = self._pure(args, in_iterator, refs)
+        self._purity[key] = out
+        return out
 
     def _ref(self, name: Any, path: str) -> Compiled:
         if name.__class__ is not str:
@@ -267,6 +311,10 @@ def _opaque(d: Any) -> Any:
     """Stands for an unexpanded $ref: not a constant, so nothing around it is folded."""
     return None
 
+
+# Operators the reference never folds at compile time (they read the request or are flagd's).
+IMPURE = frozenset({"missing_some", "fractional", "sem_ver", "starts_with", "ends_with"})
+ITERATORS = frozenset({"map", "filter", "reduce", "all", "some", "none"})
 
 OPERATORS: dict[str, Builder] = {}
 OPERATORS.update(operators.BUILDERS)

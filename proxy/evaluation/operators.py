@@ -71,6 +71,8 @@ def build_if(cc: LogicCompiler, args: Any, path: str) -> Compiled:
             continue
         pairs.append((c, t))
     if not pairs:
+        if other.__class__ is Const and not all(_is_const(p) for p in parts):
+            return _fn(other)  # still not a constant for the reference (it reads data)
         return other
     if len(pairs) == 1:
         (c, t) = pairs[0]

@@ -139,7 +139,7 @@ def build_in(cc: LogicCompiler, args: Any, path: str) -> Compiled:
                 return lambda d: (v := fa(d)).__class__ is str and v in strings
             if coll.__class__ is str:
                 if coll == "":
-                    return Const(False)
+                    return lambda d: False
                 return lambda d: to_string(fa(d)) in coll
     return function_op("in", _in, 2, 2)(cc, args, path)
 
@@ -217,23 +217,27 @@ def _iterator(name: str) -> Any:
             if idiom is not None:  # the interpreter rewrites sum/product reductions
                 return cc.compile(idiom, path)
         cc.scope += 1
-        before, was, outer = cc.prev_writes, cc.interpreted, (cc.cell, cc.recording)
-        if sel.__class__ is Const:
-            cc.interpreted = True  # a constant selection is folded by the reference's interpreter
+        impure = cc.impure
+        before, outer = cc.prev_writes, (cc.cell, cc.recording)
         cc.cell, cc.recording = [None], 0  # the mapper is a function of its own there
         try:
             mapper = cc.compile(args[1], f"{path}[1]")
         finally:
             cc.scope -= 1
-            cc.interpreted = was
             cc.prev_writes = before
             cc.cell, cc.recording = outer
-        interp = cc.interpreted or sel.__class__ is Const
+        # the reference folds an iteration over a constant with a mapper that reads only the
+        # element (for reduce, whatever the initial value: it is then read from empty data)
+        foldable = sel.__class__ is Const and cc.impure == impure
+        interp = cc.interpreted
         cell = None
         if name == "all":
             cc.prev_writes += 1
             cell = cc.cell if cc.records() else None
+        impure_init = cc.impure
         init = cc.compile(args[2], f"{path}[2]") if len(args) == 3 else None
+        if foldable:
+            cc.impure = impure_init
         sf, mf = _fn(sel), _fn(mapper)
         # the interpreter loops over `length` for some/all/none: strings iterate their
         # characters, other values nothing; compiled code calls the array method (throws)
@@ -277,8 +281,8 @@ def _iterator(name: str) -> Any:
                     acc = _no_nested(mf({"accumulator": acc, "current": x}))
                 return acc
 
-        if sel.__class__ is Const and (init is None or init.__class__ is Const):
-            return cc.fold(path, lambda: run(None))  # the mapper only sees elements
+        if foldable:
+            return cc.fold(path, lambda: run({}))
         return run
 
     return build

@@ -111,8 +111,9 @@ def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
         return cc.problem(f"{path}[1]", f"unknown sem_ver operator {op.value!r} (use one of {' '.join(OPERATORS)})")  # type: ignore[union-attr]
     if target.__class__ is Const and to_version(target.value) is None:  # type: ignore[union-attr]
         return cc.problem(f"{path}[2]", f"invalid semantic version {target.value!r}")  # type: ignore[union-attr]
-    if all(p.__class__ is Const for p in parts):
-        return Const(sem_ver([p.value for p in parts]))  # type: ignore[union-attr]
+    if all(p.__class__ is Const for p in parts):  # not folded: the reference never does
+        out = sem_ver([p.value for p in parts])  # type: ignore[union-attr]
+        return lambda d: out
     if op.__class__ is Const and target.__class__ is Const:
         test = _TESTS[to_string(op.value)]  # type: ignore[union-attr]
         tv = to_version(target.value)  # type: ignore[union-attr]

@@ -27,8 +27,9 @@ def _make(name: str, starts: bool) -> Any:
         if args.__class__ is list and len(args) == 2 and args[1].__class__ is str:
             affix = args[1]
             subject = cc.compile(args[0], f"{path}[0]")
-            if subject.__class__ is Const:
-                return Const(impl([subject.value, affix]))  # type: ignore[union-attr]
+            if subject.__class__ is Const:  # not folded: the reference never folds flagd's operators
+                out = impl([subject.value, affix])  # type: ignore[union-attr]
+                return lambda d: out
             f = subject
 
             if starts:
