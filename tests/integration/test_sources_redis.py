@@ -121,6 +121,21 @@ async def test_version_gap_triggers_full_reload(redis_server, client, caplog):
         assert fs.flags["a"].default_variant == "off" and fs.flags["b"].default_variant == "off"
 
 
+async def test_trimmed_stream_triggers_full_reload(redis_server, client, caplog):
+    publisher.push(client, "prod", Document({"a": ON}))
+    async with running(redis_server.url, client) as r:
+        await until(lambda: r.source.ready)
+        # Three pushes and a trim while the event loop (hence the source) is busy: whether or
+        # not its blocked XREAD was answered with v2 already, v3 is gone and v4 is a gap.
+        for doc in ({"a": OFF}, {"a": ON, "b": ON}, {"a": OFF, "c": ON}):
+            publisher.push(client, "prod", Document(doc))
+        client.xtrim(layout.changes_key("prod"), maxlen=1, approximate=False)
+        with caplog.at_level(logging.INFO, logger="flagedge.sources.redis"):
+            await until(lambda: r.version() == 4, what="reload after trim")
+        assert "entry=4" in caplog.text and "full reload" in caplog.text
+        assert set(r.store.get("prod").flags) == {"a", "c"}
+
+
 async def test_redis_killed_serves_stale_then_resyncs(redis_server, client):
     publisher.push(client, "prod", Document({"a": ON}))
     async with running(redis_server.url, client) as r:
