@@ -120,3 +120,13 @@ def data(sse: ServerSentEvent) -> Any:
 async def push(server: Any, doc: dict[str, Any]) -> int:
     """Publish through Redis (as `flagedge push` does) and wait until the proxy serves it."""
     return await asyncio.to_thread(server.push, doc)
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` carrying ``labels`` (any label order) in /metrics text."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith((name + "{", name + " ")) and all(
+                f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total

@@ -11,7 +11,15 @@ import time
 import httpx
 import pytest
 
-from tests.integration.streams_support import DOC, Stream, b64_context, color, doc_with, push
+from tests.integration.streams_support import (
+    DOC,
+    Stream,
+    b64_context,
+    color,
+    doc_with,
+    metric,
+    push,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -28,16 +36,6 @@ async def client_for():
     yield make
     for c in clients:
         await c.aclose()
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        if all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 async def test_revoked_key_stream_is_closed(proxy_server, client_for):

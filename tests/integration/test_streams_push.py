@@ -13,6 +13,7 @@ from tests.integration.streams_support import (
     color,
     data,
     doc_with,
+    metric,
     push,
 )
 
@@ -65,6 +66,12 @@ async def test_push_reaches_events_rules_and_evaluated_streams(served):
         assert (deleted.event, deleted.id, data(deleted)["flags"]) == ("delete", str(v3), ["color"])
         edel = await ev.next()
         assert (edel.event, edel.id, data(edel)["flags"]) == ("delete", str(v3), ["color"])
+        metrics = (await client.get("/metrics")).text
+        for stream in ("events", "rules", "evaluated"):
+            assert metric(metrics, "flagedge_sse_connections", stream=stream) == 1
+            assert metric(metrics, "flagedge_sse_propagation_seconds_count", stream=stream) == 2
+        # the rules stream sent its put and two changes
+        assert metric(metrics, "flagedge_sse_events_total", stream="rules", outcome="sent") == 3
 
 
 async def test_evaluated_stream_patches_only_contexts_whose_result_changed(served):
