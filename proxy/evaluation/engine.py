@@ -18,7 +18,7 @@ import orjson
 
 from proxy.evaluation.compiler import general_error, resolve
 from proxy.evaluation.jsonlogic import LogicCompiler, as_fn, describe
-from proxy.model import ErrorCode, EvaluationResult, FlagSet, FlagState, error_result
+from proxy.model import ErrorCode, EvaluationResult, Flag, FlagSet, FlagState, Reason, error_result
 
 log = logging.getLogger("flagedge.evaluation")
 
@@ -52,7 +52,9 @@ def evaluate(flag_set: FlagSet, key: str, context: Mapping[str, Any] | None) -> 
     static = flag.static_result
     if static is not None:
         return static
-    # _run, inlined: this is the hot path
+    if flag.rule is None or flag.state is FlagState.DISABLED:
+        return _unprecomputed(flag)
+    # the rule, inline: this is the hot path
     if flag.reads_flagd:
         data = dict(context)  # type: ignore[arg-type]
         data["$flagd"] = {"flagKey": key, "timestamp": int(time.time())}
@@ -75,6 +77,15 @@ def evaluate(flag_set: FlagSet, key: str, context: Mapping[str, Any] | None) -> 
         return general_error(flag, f"evaluation failed: {exc!r}")
 
 
+def _unprecomputed(flag: Flag) -> EvaluationResult:
+    """A Flag built without the compiler's precomputed results (tests, tools)."""
+    if flag.state is FlagState.DISABLED:
+        return EvaluationResult(flag.key, Reason.DISABLED, None, None, flag.metadata)
+    if flag.rule is None and flag.default_variant is not None:
+        return EvaluationResult(flag.key, Reason.STATIC, flag.default_variant, flag.variants[flag.default_variant], flag.metadata)
+    return resolve(flag, None)
+
+
 def evaluate_all(flag_set: FlagSet, context: Mapping[str, Any] | None) -> list[EvaluationResult]:
     """Evaluate every flag of the set (document order). Never raises."""
     if context is None:
@@ -90,6 +101,9 @@ def evaluate_all(flag_set: FlagSet, context: Mapping[str, Any] | None) -> list[E
         static = flag.static_result
         if static is not None:
             append(static)
+            continue
+        if flag.rule is None or flag.state is FlagState.DISABLED:
+            append(_unprecomputed(flag))
             continue
         if flag.reads_flagd:
             if data is None:

@@ -1,4 +1,4 @@
-"""JsonLogic compiled to Python closures, with json-logic-engine 5.0.7 semantics.
+"""JsonLogic compiled to Python closures, with flagd's reference semantics.
 
 ``LogicCompiler.compile(node, path)`` turns a JsonLogic tree into either a :class:`Const`
 (the subtree reads no data and was folded at compile time) or a closure ``f(data)``. Each
@@ -7,10 +7,33 @@ wrong arity, a constant expression that fails such as a division by zero, unknow
 ``$ref``, excessive depth or size) are collected with their JSON path instead of raised, so
 validation reports every problem at once.
 
-Semantics follow flagd's JS evaluator (which compiles with json-logic-engine): JS
-truthiness with ``[]``/``{}`` falsy, loose equality where ``null == 0`` holds, ``var`` via
-optional chaining (null and missing both give the default). Where that engine throws on a
-mixed-type comparison we answer as plain JavaScript would (DESIGN §2).
+Reference semantics (DESIGN §2: flagd-core 4.0.1 on json-logic-engine 5.0.7), reproduced
+here and checked against it in node:
+
+- JS values: one number type (``1 + 1`` is int 2, ``1 / 2`` 0.5, integers past 2^53 compare
+  as doubles), JS ``ToNumber``/``ToString``, truthiness with ``[]``/``{}`` falsy, ``"0"`` truthy.
+- The reference *compiles* rules to JS, except below an ``if`` with fewer than three
+  arguments, which it *interprets*; the two differ and both are reproduced: compiled ``var``
+  uses ``a?.b ?? default`` (null and missing give the default), interpreted ``var`` returns a
+  null value as null; compiled comparisons check the right operand against a shared ``prev``
+  register that a ``var`` operand overwrites (``null == 0`` only holds against a literal 0),
+  interpreted ones compare numerically; interpreted ``!``, ``!!``, ``cat``, ``+``, ``-`` look
+  inside a single operand's array value, and ``some``/``all``/``none`` iterate strings.
+- Subtrees the reference deems deterministic (no request read, none of flagd's operators)
+  are evaluated once when compiling, by its interpreter, on empty data; a failure there is a
+  load-time problem (PARSE_ERROR in the reference). A literal zero ``/`` divisor is one too.
+
+Divergences, on purpose:
+- where the reference throws on a mixed-type comparison (``true != "true"``), we answer as
+  plain JavaScript (DESIGN §2);
+- wrong arity of an operator is a validation problem (the reference may return null or
+  false at run time), as are invalid literal ``sem_ver`` operators/targets and literal
+  fractional weights;
+- the reference's code generator drops parentheses around ternary-compiled ``or``/``and``/
+  ``missing``/``missing_some``/``all`` inside ``cat`` and iterator selections
+  (``{"cat": ["x", {"or": [...]}]}`` loses the ``"x"``); we evaluate them as written;
+- ``$ref`` resolves recursively in any order (the reference substitutes textually, in
+  definition order); fractional divergences are listed in ``fractional.py``.
 """
 
 from __future__ import annotations
@@ -80,7 +103,7 @@ class LogicCompiler:
         # Counts what the reference does not consider deterministic (reads of the request,
         # missing, flagd's operators): a subtree without any is evaluated when it is compiled.
         self.impure = 0
-        self._purity: dict[tuple[int, bool], bool] = {}
+        self._purity: dict[tuple[int, bool], tuple[Any, bool]] = {}
         self._ref_stack: list[str] = []
         self._depth = 0
         self._nodes = 0
@@ -225,7 +248,7 @@ class LogicCompiler:
         key = (id(node), in_iterator)
         known = self._purity.get(key)
         if known is not None:
-            return known
+            return known[1]
         out = True
         if node.__class__ is list:
             out = all(self._pure(x, in_iterator, refs) for x in node)
@@ -246,7 +269,7 @@ class LogicCompiler:
                 out = self._pure(args[0], in_iterator, refs) and self._pure(args[1], True, refs)
             else:
                 out = self._pure(args, in_iterator, refs)
-        self._purity[key] = out
+        self._purity[key] = (node, out)  # holding the node keeps its id from being reused
         return out
 
     def _ref(self, name: Any, path: str) -> Compiled:

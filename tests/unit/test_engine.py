@@ -211,3 +211,22 @@ def test_explain_other_paths() -> None:
     res, lines = explain(fs, "e", {"z": 0})
     assert res.error_code is ErrorCode.GENERAL and lines[-1].startswith("error:")
     assert explain(fs, "zz", {})[0].error_code is ErrorCode.FLAG_NOT_FOUND
+
+
+def test_flags_built_by_hand_still_evaluate() -> None:
+    from proxy.model import Flag, FlagSet, FlagState, VariantType
+
+    def mk(**kw: Any) -> Flag:
+        base = dict(key="h", state=FlagState.ENABLED, variants=BOOL, variant_type=VariantType.BOOLEAN,
+                    default_variant="on", metadata={"m": 1}, raw={})
+        base.update(kw)
+        return Flag(**base)  # type: ignore[arg-type]
+
+    fs = FlagSet(flags={"h": mk()})
+    r = evaluate(fs, "h", {})
+    assert (r.reason, r.variant, r.value, r.metadata) == (Reason.STATIC, "on", True, {"m": 1})
+    fs = FlagSet(flags={"h": mk(state=FlagState.DISABLED, rule=lambda d: "off")})
+    assert evaluate(fs, "h", {}).reason is Reason.DISABLED
+    fs = FlagSet(flags={"h": mk(rule=lambda d: "off")})
+    assert (evaluate(fs, "h", {}).reason, evaluate(fs, "h", {}).variant) == (Reason.TARGETING_MATCH, "off")
+    assert [r.variant for r in evaluate_all(fs, {})] == ["off"]

@@ -365,3 +365,25 @@ def test_compiled_and_interpreted_differ_like_the_reference() -> None:
     data = {"n": None, "z": 0}
     assert apply({"if": [{"==": [{"var": "n"}, {"var": "z"}]}, "y", "n"]}, data) == "n"  # compiled: null == 0 is false
     assert apply({"if": [{"==": [{"var": "n"}, {"var": "z"}]}, "y"]}, data) == "y"  # interpreted: +null == +0
+
+
+# Subtrees that read nothing from the request are evaluated by the reference once, while it
+# compiles, with its interpreter and on empty data (results checked against it).
+FOLDED = [
+    ({"reduce": [[], {"var": "current"}, {"var": "n"}]}, {"n": 5}, None),  # initial value read from {}
+    ({"!!": [{"merge": [False, {"!!": [[]]}]}]}, {}, False),  # interpreter: !! of an array tests [0]
+    ({"+": [{"merge": []}]}, {}, 0),  # interpreter: + of an array sums it
+    ({"cat": ["a", None]}, {}, "a"),  # interpreter skips nulls
+    ({"missing": ["o", ""]}, {"o": 1}, [""]),  # 1-2 dotless keys: direct lookup
+]
+
+
+@pytest.mark.parametrize(("logic", "data", "expected"), FOLDED, ids=[repr(c[0])[:60] for c in FOLDED])
+def test_folded_like_the_reference(logic: Any, data: Any, expected: Any) -> None:
+    assert _same(apply(logic, data), expected)
+
+
+def test_iteration_over_a_string_throws_unless_interpreted() -> None:
+    with pytest.raises(Exception):  # noqa: B017 - compiled: ("a" || []).some is not a function
+        apply({"some": ["a", {"missing": ["y"]}]}, {})
+    assert apply({"if": [True, {"some": [{"var": "s"}, {"==": [{"var": ""}, "b"]}]}]}, {"s": "abc"}) is True
