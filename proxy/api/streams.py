@@ -264,7 +264,7 @@ class StreamResponse(EventSourceResponse):
         super().__init__(_NO_BODY, ping=0)
         if not _HEADERS:
             _HEADERS.extend(self.raw_headers)
-        self.raw_headers = _HEADERS
+        self.raw_headers = _HEADERS  # shared; never handed out for in-place mutation
         del self._send_lock  # only the stock __call__ uses it; 10,000 streams x 2 deques
         self._fanout, self._conn, self._first = fanout, conn, first
 
@@ -272,13 +272,15 @@ class StreamResponse(EventSourceResponse):
         conn, fanout = self._conn, self._fanout
         if scope.get("method", "GET").upper() == "HEAD":
             fanout.release(conn)
+            self.raw_headers = list(_HEADERS)
             await super().__call__(scope, receive, send)
             return
         listener = asyncio.get_running_loop().create_task(_until_disconnect(receive))
         listener.add_done_callback(lambda _t: conn.close("client gone"))
         try:
+            # A copy: middleware (CORS) appends to the message's header list in place.
             await send({"type": "http.response.start", "status": self.status_code,
-                        "headers": self.raw_headers})
+                        "headers": list(self.raw_headers)})
             # The first frames may be a large put: keep no reference for the stream's life.
             first, self._first = self._first, b""
             await send({"type": "http.response.body", "more_body": True, "body": b"retry: %d\n"

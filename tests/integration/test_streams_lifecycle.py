@@ -158,3 +158,21 @@ async def test_query_strings_never_logged(proxy_server, client_for):
     assert "/ofrep/v1/events" in logs or "GET" in logs or logs  # something was logged
     for secret in (key, token, ctx):
         assert secret not in logs
+
+
+async def test_cors_headers_on_streams_and_head(proxy_factory, client_for):
+    server = proxy_factory(extra_args=["--cors-origins", "https://a.example,https://b.example"])
+    await push(server, DOC)
+    client = client_for(server)
+    key = server.create_key("client")
+    for origin in ("https://a.example", "https://b.example", "https://a.example"):
+        async with client.stream("GET", f"/ofrep/v1/events?key={key}",
+                                 headers={"Origin": origin}) as r:
+            assert r.status_code == 200
+            assert r.headers.get_list("access-control-allow-origin") == [origin]
+            assert r.headers["content-type"].startswith("text/event-stream")
+    async with client.stream("GET", f"/ofrep/v1/events?key={key}") as r:  # no Origin
+        assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+    head = await client.head(f"/ofrep/v1/events?key={key}", headers={"Origin": "https://b.example"})
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers.get_list("access-control-allow-origin") == ["https://b.example"]
