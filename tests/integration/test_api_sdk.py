@@ -34,6 +34,8 @@ FLAGS = {
         "discount": {"state": "ENABLED", "variants": {"none": 0, "some": 0.15, "big": 0.5},
                      "defaultVariant": "none",
                      "targeting": {"if": [{"==": [{"var": "plan"}, "pro"]}, "big", None]}},
+        "ratio": {"state": "ENABLED", "variants": {"one": 1.0, "two": 2.0},
+                  "defaultVariant": "two"},
         "ui-config": {"state": "ENABLED",
                       "variants": {"a": {"theme": "dark", "cols": 3}, "b": {"theme": "light"}},
                       "defaultVariant": "a"},
@@ -96,6 +98,9 @@ def test_float_flag_with_whole_number_variant(served):
     assert (d.value, d.error_code, d.variant) == (0.0, None, "none")
     assert type(d.value) is float
     assert client.get_float_value("discount", 9.9, ctx(plan="pro")) == 0.5
+    # Whole-number variants written as floats (2.0) stay floats through Redis and the API.
+    d = client.get_float_details("ratio", 0.1, ctx())
+    assert (d.value, d.error_code) == (2.0, None) and type(d.value) is float
 
 
 def test_fractional_is_sticky_and_splits(served):
