@@ -113,24 +113,6 @@ def build_runtime(settings: Settings, store: Store | None = None,
                    cache=cache, metrics=metrics, openapi=OpenApi())
 
 
-class _JsonErrors:
-    """Last-resort handler: an unexpected exception is a JSON 500, never a traceback page."""
-
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await self.app(scope, receive, send)
-        except Exception:
-            if scope["type"] != "http":
-                raise
-            log.exception("unhandled error on %s", scope.get("path"))
-            response = errors.ofrep_error(500, "GENERAL", "internal error")
-            with contextlib.suppress(Exception):  # the response may already have started
-                await response(scope, receive, send)
-
-
 def create_app(settings: Settings, *, runtime: Runtime | None = None,
                start_sources: bool = True,
                extra_routes: list[BaseRoute] | None = None) -> Starlette:
@@ -188,14 +170,15 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
                     rt.metrics.hot.write_snapshot(settings.metrics_dir)
             log.info("flagedge stopped")
 
-    middleware = [Middleware(_JsonErrors)]
+    middleware: list[Middleware] = []
     if settings.cors_origins:
         middleware.append(Middleware(
             CORSMiddleware, allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST", "OPTIONS"], allow_headers=CORS_HEADERS,
             expose_headers=["ETag"], max_age=CORS_MAX_AGE))
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
-                    exception_handlers={404: _not_found, 405: _not_allowed})
+                    exception_handlers={404: _not_found, 405: _not_allowed,
+                                        Exception: _internal_error})
     app.state.flagedge = rt
     # Outermost: time every request, CORS preflights and errors included.
     app.add_middleware(_Timed, metrics=rt.metrics)
@@ -208,6 +191,12 @@ class _Timed:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._call(scope, receive, send)
+
+
+async def _internal_error(request: Request, _exc: Exception) -> Response:
+    """Last resort (Starlette's ServerErrorMiddleware logs the traceback): JSON, not text."""
+    log.error("unhandled error on %s", request.url.path)
+    return errors.ofrep_error(500, "GENERAL", "internal error")
 
 
 async def _not_found(_request: Request, _exc: Exception) -> Response:

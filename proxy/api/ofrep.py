@@ -184,7 +184,7 @@ class OfrepApi:
             return errors.ofrep_error(status, code, result.error_details or code.value, key=key)
         self.hot.count_exposures(principal.env, (exposure(result),))
         item = ofrep_item(result, flag_set.flags.get(key))
-        return Response(orjson.dumps(item), media_type=errors.JSON_TYPE)
+        return errors.JsonBytes(orjson.dumps(item))
 
     # -- POST /ofrep/v1/evaluate/flags ---------------------------------------------------
     async def bulk(self, request: Request) -> Response:
@@ -223,8 +223,7 @@ class OfrepApi:
         if inm is not None and _etag_matches(inm.decode("latin-1"), etag):
             return Response(status_code=304, headers={"ETag": etag})
         self.hot.count_entry(principal.env, entry)
-        body = entry.body_prefix + b',"eventStreams":' + streams + b"}"
-        return Response(body, media_type=errors.JSON_TYPE, headers={"ETag": etag})
+        return errors.JsonBytes(entry.body_prefix + b',"eventStreams":' + streams + b"}", etag)
 
     def _evaluate_all(self, env: str, flag_set: FlagSet, context: dict[str, Any]) -> CachedResult:
         memo = self._memos.get(env)
