@@ -37,8 +37,10 @@ def _s(value: Any) -> str:
 class RedisSource:
     def __init__(self, url: str, store: Store, keyring: KeyRing, *,
                  bootstrap: Path | None = None, env: str = "default", cluster: bool = False,
-                 block_ms: int = 5000, backoff_cap: float = 5.0,
+                 block_ms: int = 5000, backoff_cap: float = 0.5,
                  connect_timeout: float = 2.0) -> None:
+        # backoff_cap: a retry at most every 0.5 s (a refused connect costs Redis nothing) so
+        # the resync starts within a second of Redis answering, however long it was away.
         self.url, self.store, self.keyring = url, store, keyring
         self.bootstrap, self.env, self.cluster = bootstrap, env, cluster
         self.block_ms, self.backoff_cap, self.connect_timeout = block_ms, backoff_cap, connect_timeout
