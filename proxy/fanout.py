@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from proxy.changelog import ChangeLog, Entry, entry_from_change, fetch_from_redis
+from proxy.changelog import ChangeLog, Entry, RedisHistory, entry_from_change
 from proxy.model import EvaluationResult, Flag, FlagSet
 from proxy.sse_frames import (
     Propagation,
@@ -62,8 +62,8 @@ class Connection:
     """One open stream: a bounded queue of encoded events and what the client holds."""
 
     __slots__ = ("_queue", "_queued_bytes", "_waiter", "close_reason", "closed", "context",
-                 "ctx_key", "env", "fanout", "key_id", "kind", "needs_snapshot", "results",
-                 "version")
+                 "ctx_key", "env", "fanout", "key_id", "kind", "needs_snapshot", "pending",
+                 "results", "version")
 
     def __init__(self, fanout: FanOut, env: str, kind: StreamKind, key_id: str,
                  context: dict[str, Any] | None = None, ctx_key: str = ""):
@@ -83,6 +83,7 @@ class Connection:
         self._queued_bytes = 0
         self._waiter: asyncio.Future[None] | None = None
         self.needs_snapshot = False
+        self.pending = False  # evaluated resume still reading history: results not known yet
         self.closed = False
         self.close_reason = ""
 
@@ -169,6 +170,12 @@ def _plain_render(result: EvaluationResult, _flag: Flag | None) -> dict[str, Any
     return result.to_ofrep()
 
 
+def _due(conn: Connection, change: Change) -> bool:
+    """The connection has not seen this change: a newer version, or a reset numbering versions
+    anew (a re-publish after Redis lost its data is a new epoch starting again at 1)."""
+    return conn.version < change.version or (change.reset and change.version < conn.version)
+
+
 class FanOut:
     def __init__(self, store: Store, changelog: ChangeLog | None = None, *,
                  max_queue: int = 64, max_queue_bytes: int = 1 << 20,
@@ -186,6 +193,7 @@ class FanOut:
         self.propagation = Propagation()
         self.rejected: dict[str, int] = {}  # cap -> connections refused
         self.redis = redis  # change-stream fallback for resume; None = ring only
+        self.history = RedisHistory(redis) if redis is not None else None
         self._engine = engine
         self._conns: dict[str, dict[StreamKind, set[Connection]]] = {}
         self._by_key: dict[str, set[Connection]] = {}
@@ -296,7 +304,7 @@ class FanOut:
             return b""
         current = fs.version
         if conn.kind is StreamKind.EVALUATED:
-            return self._initial_evaluated(conn, fs, last_id)
+            return await self._initial_evaluated(conn, fs, last_id)
         if last_id is None:
             return id_only(current) if conn.kind is StreamKind.EVENTS else self.rules_put(fs)
         if last_id > current:  # another epoch's numbering: start over
@@ -315,20 +323,24 @@ class FanOut:
             return self.rules_put(fs)
         return b"".join(rules_entry(e) for e in entries)
 
-    async def _from_redis(self, env: str, last_id: int, current: int, epoch: str) -> list[Entry] | None:
-        from proxy.sources.layout import changes_key
-
-        try:
-            return await fetch_from_redis(self.redis, changes_key(env), last_id, current, epoch)
-        except Exception as exc:  # Redis down: the caller falls back to a snapshot
-            log.warning("change log read failed: %s", exc, extra={"env": env})
+    async def _from_redis(self, env: str, last_id: int, current: int, epoch: str
+                          ) -> list[Entry] | None:
+        if self.history is None:
             return None
+        return await self.history.entries(env, last_id, current, epoch)
 
-    def _initial_evaluated(self, conn: Connection, fs: FlagSet, last_id: int | None) -> bytes:
+    async def _initial_evaluated(self, conn: Connection, fs: FlagSet, last_id: int | None
+                                 ) -> bytes:
         current = fs.version
         old = None
         if last_id is not None and last_id <= current:
             old = fs if last_id == current else self.changelog.snapshot(conn.env, last_id)
+            if old is None and self.history is not None:
+                conn.pending = True  # a change arriving meanwhile makes it owe a snapshot
+                try:
+                    old = await self.history.flag_set_at(conn.env, fs, last_id)
+                finally:
+                    conn.pending = False
         if old is None:
             return self.evaluated_put(conn, fs)
         conn.results = {k: hash(v) for k, v in self.evaluate_context(old, conn.context).items()}
@@ -415,7 +427,7 @@ class FanOut:
         if events:
             payload = notification(version, fs.updated_at or change.written_at or time.time())
             for conn in events:
-                if conn.version < version:
+                if _due(conn, change):
                     conn.version = version
                     conn.push(payload, written_at)
         rules = by_kind.get(StreamKind.RULES)
@@ -425,7 +437,7 @@ class FanOut:
             else:
                 payload = rules_entry(entry or entry_from_change(change, fs))
             for conn in rules:
-                if conn.version < version:
+                if _due(conn, change):
                     conn.version = version
                     conn.push(payload, written_at)
         evaluated = by_kind.get(StreamKind.EVALUATED)
@@ -442,7 +454,10 @@ class FanOut:
         flags, render = fs.flags, self.render
         per_context: dict[str, dict[str, bytes]] = {}  # computed once per distinct context
         for conn in conns:
-            if conn.version >= change.version or conn.needs_snapshot or conn.closed:
+            if conn.pending:  # its results are being rebuilt: send the newest state after
+                conn.needs_snapshot = True
+                continue
+            if not _due(conn, change) or conn.needs_snapshot or conn.closed:
                 continue
             new = per_context.get(conn.ctx_key)
             if new is None:

@@ -91,10 +91,21 @@ async def test_resume_after_restart_replays_from_redis_then_put_when_trimmed(ser
     await asyncio.to_thread(server.restart)  # new process: the memory ring is empty
     await asyncio.to_thread(server.wait_version, missed[-1])
     await _assert_replay(client, skey, v1, missed)
-    # trim the change stream so it no longer reaches v1: a fresh put instead
+    # evaluated stream: the rules of v1 are rebuilt from the change stream, so the client
+    # gets only its net difference (color red -> green), not a put
+    ckey = server.create_key("client")
+    ctx = {"context": b64_context({"targetingKey": "u", "plan": "free"})}
+    for _ in range(2):  # the second resume is answered from the shared history cache
+        async with Stream(client, "/v1/stream/evaluated", key=ckey, params=ctx,
+                          last_event_id=str(v1)) as st:
+            got = await st.next()
+            assert (got.event, got.id) == ("patch", str(missed[-1]))
+            assert [(i["key"], i["value"]) for i in data(got)["flags"]] == [("color", "green")]
+    # trim the change stream so it no longer reaches back: a fresh put instead (resuming
+    # from v2, which this proxy has not read before; v1's replay is cached and still true)
     r = server.redis_client
     assert r.xtrim(changes_key(server.env), maxlen=1, approximate=False) >= 3
-    async with Stream(client, "/v1/stream/rules", key=skey, last_event_id=str(v1)) as s:
+    async with Stream(client, "/v1/stream/rules", key=skey, last_event_id=str(missed[0])) as s:
         put = await s.next()
         assert (put.event, put.id) == ("put", str(missed[-1]))
         assert set(data(put)["document"]["flags"]) == {"banner", "color"}

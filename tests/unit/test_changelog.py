@@ -131,3 +131,44 @@ async def test_fetch_from_redis_replays_exactly_the_missing_versions(redis_serve
     finally:
         await client.aclose()
         sync.close()
+
+
+@pytest.mark.integration
+async def test_history_rebuilds_an_old_version_from_the_before_side(redis_server):
+    import redis
+    import redis.asyncio as aredis
+
+    from proxy.changelog import RedisHistory
+    from proxy.changeset import Document
+    from proxy.evaluation.compiler import compile_document
+    from proxy.publisher import push
+
+    docs = [
+        {"flags": {"a": {"state": "ENABLED", "variants": {"on": True, "off": False},
+                         "defaultVariant": "on", "targeting": {"$ref": "is_pro"}}},
+         "$evaluators": {"is_pro": {"if": [{"==": [{"var": "plan"}, "pro"]}, "on", "off"]}}},
+        _doc(1),
+        {**_doc(2), "$evaluators": {"x": {"==": [1, 1]}}, "metadata": {"team": "web"}},
+        _doc(3, {"g": {"state": "DISABLED", "variants": {"a": 1}, "defaultVariant": "a"}}),
+    ]
+    sync = redis.Redis.from_url(redis_server.url)
+    for doc in docs:  # versions 1..4
+        push(sync, "prod", Document.from_json(doc), author="t")
+    client = aredis.Redis.from_url(redis_server.url)
+    try:
+        history = RedisHistory(client)
+        current = compile_document(docs[-1], version=4, epoch=sync.hget(
+            "flagedge:{prod}:meta", "epoch").decode())
+        for version in (1, 2, 3):
+            old = await history.flag_set_at("prod", current, version)
+            assert old is not None and old.version == version
+            want = compile_document(docs[version - 1], version=version).to_document()
+            assert old.to_document() == want, version
+        # the same question again is answered from the cache, even with Redis gone
+        await client.aclose()
+        redis_server.stop()
+        assert (await history.flag_set_at("prod", current, 2)).to_document() == \
+            compile_document(docs[1]).to_document()
+    finally:
+        await client.aclose()
+        sync.close()
