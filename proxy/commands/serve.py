@@ -94,6 +94,14 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"flagedge serve: {exc}", file=sys.stderr)
         return 2
+    if settings.keys is not None:  # fail fast, naming the file and entry, before any worker
+        from proxy.keys import KeyRing
+
+        try:
+            KeyRing().load_file(settings.keys)
+        except (OSError, ValueError) as exc:
+            print(f"flagedge serve: --keys: {exc}", file=sys.stderr)
+            return 2
     temp_metrics = None
     if settings.workers > 1 and settings.metrics_dir is None:
         # Workers share counters through snapshots in one directory (see api/metrics.py).
