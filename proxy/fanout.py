@@ -29,7 +29,6 @@ from proxy.sse_frames import (
     count,
     diff_frames,
     frame,
-    id_only,
     notification,
     rules_entry,
     rules_put,
@@ -295,60 +294,11 @@ class FanOut:
 
     # -- first events: snapshot or resume ---------------------------------------------------
     async def initial(self, conn: Connection, last_id: int | None) -> bytes:
-        """What a new connection gets before its queue: a snapshot (``put`` / id only) or,
-        with ``Last-Event-ID``, exactly the versions it missed (ring, then Redis), or a
-        fresh ``put`` when they cannot be replayed. Must run right after :meth:`open`."""
-        fs = self.store.get(conn.env)
-        if fs is None or fs.version != conn.version:
-            conn.needs_snapshot = fs is not None  # store moved between open and here
-            return b""
-        current = fs.version
-        if conn.kind is StreamKind.EVALUATED:
-            return await self._initial_evaluated(conn, fs, last_id)
-        if last_id is None:
-            return id_only(current) if conn.kind is StreamKind.EVENTS else self.rules_put(fs)
-        if last_id > current:  # another epoch's numbering: start over
-            return notification(current, fs.updated_at) if conn.kind is StreamKind.EVENTS \
-                else self.rules_put(fs)
-        if last_id == current:
-            return b""
-        entries = self.changelog.since(conn.env, last_id, current)
-        if entries is None and self.redis is not None:
-            entries = await self._from_redis(conn.env, last_id, current, fs.epoch)
-        if conn.kind is StreamKind.EVENTS:
-            if entries is None:  # one notification covers any number of missed versions
-                return notification(current, fs.updated_at)
-            return b"".join(notification(e.version, e.at) for e in entries)
-        if entries is None or any(e.reset for e in entries):
-            return self.rules_put(fs)
-        return b"".join(rules_entry(e) for e in entries)
+        """What a new connection gets before its queue (see :func:`proxy.resume.initial`).
+        Must run right after :meth:`open`."""
+        from proxy.resume import initial
 
-    async def _from_redis(self, env: str, last_id: int, current: int, epoch: str
-                          ) -> list[Entry] | None:
-        if self.history is None:
-            return None
-        return await self.history.entries(env, last_id, current, epoch)
-
-    async def _initial_evaluated(self, conn: Connection, fs: FlagSet, last_id: int | None
-                                 ) -> bytes:
-        current = fs.version
-        old = None
-        if last_id is not None and last_id <= current:
-            old = fs if last_id == current else self.changelog.snapshot(conn.env, last_id)
-            if old is None and self.history is not None:
-                conn.pending = True  # a change arriving meanwhile makes it owe a snapshot
-                try:
-                    old = await self.history.flag_set_at(conn.env, fs, last_id)
-                finally:
-                    conn.pending = False
-        if old is None:
-            return self.evaluated_put(conn, fs)
-        conn.results = {k: hash(v) for k, v in self.evaluate_context(old, conn.context).items()}
-        if old is fs:
-            return b""
-        new = self.evaluate_context(fs, conn.context)
-        diff = self.evaluated_diff(conn, new, set(conn.results) | set(new), current)
-        return diff or id_only(current)
+        return await initial(self, conn, last_id)
 
     # -- snapshots (what a reader that fell behind gets) ------------------------------------
     def snapshot(self, conn: Connection) -> bytes:
