@@ -32,7 +32,9 @@ async def initial(fo: FanOut, conn: Connection, last_id: int | None) -> bytes:
     if entries is None and fo.redis is not None:
         entries = await _from_redis(fo, conn.env, last_id, current, fs.epoch)
     if conn.kind is StreamKind.EVENTS:
-        if entries is None:  # one notification covers any number of missed versions
+        if entries is None or len(entries) > fo.max_queue:
+            # One notification covers any number of missed versions (each one makes an OFREP
+            # client re-fetch): past the queue bound, coalesce as for a slow reader.
             return notification(current, fs.updated_at)
         return b"".join(notification(e.version, e.at) for e in entries)
     if entries is None or any(e.reset for e in entries):

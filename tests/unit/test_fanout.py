@@ -337,3 +337,14 @@ async def test_evaluated_patch_goes_only_to_contexts_whose_result_changed():
         assert frames(await fanout.initial(quiet, 3)) == [{"id": "4"}]
     finally:
         await fanout.stop()
+
+
+async def test_events_resume_past_the_queue_bound_is_one_notification(setup):
+    _store, fanout, env = setup
+    for i in range(12):  # versions 2..13; the ring (16) still has them, max_queue is 8
+        env.push({f"x{i}": True})
+    conn = fanout.open("prod", StreamKind.EVENTS, "k1")
+    got = frames(await fanout.initial(conn, 1))
+    assert [(f["event"], f["id"]) for f in got] == [("message", "13")]
+    near = fanout.open("prod", StreamKind.EVENTS, "k2")
+    assert [f["id"] for f in frames(await fanout.initial(near, 6))] == [str(v) for v in range(7, 14)]
