@@ -267,7 +267,6 @@ def missing_direct(keys: list[str], d: Any) -> list[Any]:
 def build_missing(cc: LogicCompiler, args: Any, path: str) -> Compiled:
     if args == []:
         return Const([])  # the reference folds it: nothing can be missing
-    cc.impure += 1
     if _direct_keys(cc, args):
         keys_list = list(args)
         for k in keys_list:
@@ -286,7 +285,6 @@ def build_missing(cc: LogicCompiler, args: Any, path: str) -> Compiled:
 
 
 def build_missing_some(cc: LogicCompiler, args: Any, path: str) -> Compiled:
-    cc.impure += 1
     if args.__class__ is not list or len(args) != 2:
         n = len(args) if args.__class__ is list else 1
         return cc.problem(path, f"missing_some takes 2 arguments (minimum, [keys...]), got {n}")

@@ -131,7 +131,6 @@ def _check_bucket(cc: LogicCompiler, raw: Any, path: str) -> tuple[Any, int | No
 
 
 def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
-    cc.impure += 1  # never folded by the reference
     # At the top level the flag key is known now; inside an iterator the reference reads the
     # element's $flagd (usually absent: null), so keep reading the data there.
     baked_key = cc.flag_key if cc.scope == 0 else None

@@ -99,10 +99,13 @@ class LogicCompiler:
         # The reference compiles rules to JS, except below an `if` with fewer than three
         # arguments, which it runs through its interpreter; a few operators (var, comparisons,
         # unary ones) behave differently there, so builders look at this flag.
-        self.interpreted = False
-        # Counts what the reference does not consider deterministic (reads of the request,
-        # missing, flagd's operators): a subtree without any is evaluated when it is compiled.
-        self.impure = 0
+        # Checking an evaluator on its own (refs unexpanded) we cannot know whether a flag
+        # uses it where the reference compiles or where it interprets: check it the lenient,
+        # interpreted way (structure, operators, arity); flags report the rest in context.
+        self.interpreted = not expand_refs
+        # Constant subtrees that failed while folded in interpreted mode: the reference's
+        # interpreter folds eagerly, so the whole interpreted argument around them fails.
+        self.failures: list[BaseException] = []
         self._purity: dict[tuple[int, bool], tuple[Any, bool]] = {}
         self._ref_stack: list[str] = []
         self._depth = 0
@@ -134,6 +137,7 @@ class LogicCompiler:
         except Exception as exc:
             if self.interpreted:  # the reference's interpreter fails when it runs: GENERAL
                 error = exc
+                self.failures.append(exc)
 
                 def fails(d: Any) -> Any:
                     raise error
@@ -144,8 +148,6 @@ class LogicCompiler:
     def reads_data(self, parts: list[str] | None) -> None:
         """Record a read of the request data at ``parts`` (None: the whole data, or a path
         only known at run time). Reads inside iterators see the element, not the request."""
-        if self.scope == 0:
-            self.impure += 1
         if parts is None:
             self.needs_flagd = True
             if self.scope == 0:
@@ -170,6 +172,22 @@ class LogicCompiler:
             return v
 
         return record
+
+    def lazy(self, node: Any, path: str) -> Compiled:
+        """Compile an argument the interpreter only prepares when it evaluates it (args of
+        and/or/short if, iterator selections and mappers): a constant inside that failed
+        to fold fails that argument when it runs, not the whole rule."""
+        failures = len(self.failures)
+        out = self.compile(node, path)
+        if self.interpreted and len(self.failures) > failures:
+            error = self.failures[failures]
+            del self.failures[failures:]
+
+            def failing(d: Any) -> Any:
+                raise error
+
+            return failing
+        return out
 
     # -- traversal ------------------------------------------------------------------------
     def compile(self, node: Any, path: str) -> Compiled:
@@ -232,10 +250,15 @@ class LogicCompiler:
             # compiling, with its interpreter (on empty data). Do the same; an error is a
             # load-time problem.
             self.interpreted = True
+            failures = len(self.failures)
             try:
                 alt = builder(self, args, opath)
             finally:
                 self.interpreted = False
+            if len(self.failures) > failures:
+                error = self.failures[failures]
+                del self.failures[failures:]
+                return self.problem(opath, f"constant expression fails: {describe(error)}")
             if alt.__class__ is Const:
                 return alt
             return self.fold(opath, lambda: alt({}))  # type: ignore[operator]

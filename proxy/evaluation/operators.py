@@ -40,19 +40,17 @@ def build_if(cc: LogicCompiler, args: Any, path: str) -> Compiled:
     n = len(args)
     if n == 0:
         return Const(None)
-    before, was, impure = cc.prev_writes, cc.interpreted, cc.impure
+    before, was = cc.prev_writes, cc.interpreted
     if n < 3:  # the reference interprets short ifs (and all below them) instead of compiling
         cc.interpreted = True
     try:
-        parts = [cc.compile(a, f"{path}[{i}]") for i, a in enumerate(args)]
+        # interpreted, only a 3-argument if prepares all its arguments up front
+        compile_arg = cc.lazy if cc.interpreted and n != 3 else cc.compile
+        parts = [compile_arg(a, f"{path}[{i}]") for i, a in enumerate(args)]
     finally:
         cc.interpreted = was
     if n < 3:
         cc.prev_writes = before
-        if not was and cc.impure == impure:
-            # deterministic: the reference runs it once while compiling (errors are load-time)
-            whole = _short_if(parts)
-            return cc.fold(path, lambda: whole(None))
     if n == 1:
         return parts[0]
     if n % 2 == 0:
@@ -105,16 +103,6 @@ def build_if(cc: LogicCompiler, args: Any, path: str) -> Compiled:
     return if_n
 
 
-def _short_if(parts: list[Any]) -> Any:
-    fns = [_fn(p) for p in parts]
-    if len(fns) == 1:
-        return fns[0]
-    c, t = fns
-
-    def short_if(d: Any) -> Any:
-        return t(d) if _is_true(c(d)) else None
-
-    return short_if
 
 
 def _traced_if(trace: list[str], path: str, conds: list[Any], thens: list[Any], other: Any) -> Any:
@@ -138,7 +126,7 @@ def _build_andor(is_or: bool) -> Any:
             return cc.problem(path, f"{name} takes an array")
         if not args:
             return Const(None)
-        parts = [cc.compile(a, f"{path}[{i}]") for i, a in enumerate(args)]
+        parts = [cc.lazy(a, f"{path}[{i}]") for i, a in enumerate(args)]
         cc.prev_writes += 1
         fns = [_fn(p) for p in parts]
 

@@ -211,33 +211,30 @@ def _iterator(name: str) -> Any:
         if not 2 <= len(args) <= hi:
             want = "2 or 3" if hi == 3 else "2"
             return cc.problem(path, f"{name} takes {want} arguments, got {len(args)}")
-        sel = cc.compile(args[0], f"{path}[0]")
+        sel = cc.lazy(args[0], f"{path}[0]")
         if name == "reduce" and cc.interpreted:
             idiom = _reduce_idiom(args)
             if idiom is not None:  # the interpreter rewrites sum/product reductions
                 return cc.compile(idiom, path)
         cc.scope += 1
-        impure = cc.impure
         before, outer = cc.prev_writes, (cc.cell, cc.recording)
         cc.cell, cc.recording = [None], 0  # the mapper is a function of its own there
         try:
-            mapper = cc.compile(args[1], f"{path}[1]")
+            # (the interpreter's filter shortcut prepares its mapper up front)
+            mapper = (cc.compile if name == "filter" else cc.lazy)(args[1], f"{path}[1]")
         finally:
             cc.scope -= 1
             cc.prev_writes = before
             cc.cell, cc.recording = outer
         # the reference folds an iteration over a constant with a mapper that reads only the
         # element (for reduce, whatever the initial value: it is then read from empty data)
-        foldable = sel.__class__ is Const and cc.impure == impure
+        foldable = sel.__class__ is Const and cc._pure(args[1], True)
         interp = cc.interpreted
         cell = None
         if name == "all":
             cc.prev_writes += 1
             cell = cc.cell if cc.records() else None
-        impure_init = cc.impure
         init = cc.compile(args[2], f"{path}[2]") if len(args) == 3 else None
-        if foldable:
-            cc.impure = impure_init
         sf, mf = _fn(sel), _fn(mapper)
         # the interpreter loops over `length` for some/all/none: strings iterate their
         # characters, other values nothing; compiled code calls the array method (throws)

@@ -98,7 +98,6 @@ def sem_ver(vals: list[Any]) -> bool | None:
 
 
 def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
-    cc.impure += 1  # never folded by the reference
     if args.__class__ is dict and args:
         f = as_fn(cc.compile(args, path))
         return lambda d: sem_ver(coerce_array(f(d)))

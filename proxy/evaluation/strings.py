@@ -23,7 +23,6 @@ def _make(name: str, starts: bool) -> Any:
     generic = function_op(name, impl, 2, 2)
 
     def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
-        cc.impure += 1  # never folded by the reference
         if args.__class__ is list and len(args) == 2 and args[1].__class__ is str:
             affix = args[1]
             subject = cc.compile(args[0], f"{path}[0]")

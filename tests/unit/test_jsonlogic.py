@@ -387,3 +387,30 @@ def test_iteration_over_a_string_throws_unless_interpreted() -> None:
     with pytest.raises(Exception):  # noqa: B017 - compiled: ("a" || []).some is not a function
         apply({"some": ["a", {"missing": ["y"]}]}, {})
     assert apply({"if": [True, {"some": [{"var": "s"}, {"==": [{"var": ""}, "b"]}]}]}, {"s": "abc"}) is True
+
+
+def test_constant_failures_follow_the_reference_timing() -> None:
+    # checked against json-logic-engine: compiled code fails at load, interpreted code when
+    # (and only if) the interpreter prepares the argument holding the failing constant
+    _, cc = compile_logic({"if": [{"var": "x"}, "a", {"max": [None]}]})
+    assert cc.problems  # compiled 3-argument if: load-time problem
+    short = {"if": [{"var": "x"}, {"max": [None]}]}
+    assert apply(short, {"x": False}) is None
+    with pytest.raises(JSThrow):
+        apply(short, {"x": True})
+    with pytest.raises(JSThrow):  # an interpreted 3-argument if prepares both branches
+        apply({"if": [{"var": "x"}, {"if": [True, "a", {"max": [None]}]}]}, {"x": True})
+    assert apply({"if": [{"var": "x"}, {"some": [[], {"max": [None]}]}]}, {"x": True}) is False
+
+
+def test_evaluators_are_checked_leniently_on_their_own() -> None:
+    from proxy.evaluation.compiler import validate_document, validate_evaluators
+
+    evaluators = {"bad": {"<=": [{"/": [{"var": "n"}, "0"]}, 1]}}
+    assert validate_evaluators(evaluators) == []  # fine where the reference interprets it
+    flag = {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "off"}
+    used_interpreted = {**flag, "targeting": {"if": [{"$ref": "bad"}, "on"]}}
+    used_compiled = {**flag, "targeting": {"if": [{"$ref": "bad"}, "on", "off"]}}
+    assert validate_document({"$evaluators": evaluators, "flags": {"f": used_interpreted}}) == []
+    problems = validate_document({"$evaluators": evaluators, "flags": {"f": used_compiled}})
+    assert [(p.path, p.message) for p in problems] == [("$evaluators.bad.<=[0]./[1]", "division by zero")]
