@@ -129,7 +129,10 @@ def validate_evaluators(evaluators: Any) -> list[Problem]:
             problems.append(Problem("$evaluators", "evaluator names must not be empty"))
             continue
         cc = LogicCompiler(evaluators, expand_refs=False)
-        cc.compile(body, f"$evaluators.{name}")
+        try:
+            cc.compile(body, f"$evaluators.{name}")
+        except RecursionError:  # far past MAX_DEPTH: still name the evaluator
+            cc.problem(f"$evaluators.{name}", "rule is nested too deeply")
         problems.extend(cc.problems)
         graph[name] = cc.refs
     for cycle in _ref_cycles(graph):
@@ -210,7 +213,10 @@ def _build_flag(
         if targeting.__class__ is not dict:
             problems.append(Problem(f"{path}.targeting", "targeting must be a JsonLogic object"))
         else:
-            compiled = cc.compile(targeting, f"{path}.targeting")
+            try:
+                compiled = cc.compile(targeting, f"{path}.targeting")
+            except RecursionError:  # far past MAX_DEPTH: still name the flag
+                cc.problem(f"{path}.targeting", "rule is nested too deeply")
             problems.extend(cc.problems)
     if len(problems) > before:
         return None
