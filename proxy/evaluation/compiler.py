@@ -33,6 +33,9 @@ from proxy.model import (
 log = logging.getLogger("flagedge.evaluation")
 
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+# Object variants are served as JSON: orjson refuses to write more than 255 levels, so a
+# deeper value would fail every response that carries it (checked at load instead).
+MAX_VALUE_DEPTH = 64
 
 __all__ = [
     "compile_document",
@@ -65,6 +68,17 @@ def _kind(value: Any) -> VariantType | None:
     if c is dict:
         return VariantType.OBJECT
     return None
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = v.values() if v.__class__ is dict else v
+        stack.extend((c, depth + 1) for c in children if c.__class__ in (dict, list))
+    return False
 
 
 def _metadata(raw: Any, path: str, problems: list[Problem]) -> dict[str, Any]:
@@ -196,6 +210,8 @@ def _build_flag(
             problems.append(Problem(f"{path}.variants", "variant names must not be empty"))
         if kind is None:
             problems.append(Problem(f"{path}.variants.{name}", "variant values must be boolean, string, number or object"))
+        elif kind is VariantType.OBJECT and _too_deep(value, MAX_VALUE_DEPTH):
+            problems.append(Problem(f"{path}.variants.{name}", f"variant value nests deeper than {MAX_VALUE_DEPTH} levels"))
         else:
             kinds.setdefault(kind, []).append(name)
     if len(kinds) > 1:
