@@ -193,13 +193,27 @@ def _reduce_idiom(args: list[Any]) -> Any:
 
 
 
+# An accumulator fed back into itself (cat/merge of itself) doubles per element: 2^n for an
+# n-item array. Past this many characters + items the reduce fails (GENERAL) instead.
+MAX_ACCUMULATOR = 1_000_000
+
+
 def _no_nested(v: Any) -> Any:
-    """json-logic-engine's assertAllowedDepth(v, 0) on reduce accumulators."""
-    if v.__class__ is list:
-        if any(x.__class__ in (list, dict) for x in v):
-            raise JSThrow("reduce accumulator nested too deeply")
-    elif v.__class__ is dict and any(x.__class__ in (list, dict) for x in v.values()):
-        raise JSThrow("reduce accumulator nested too deeply")
+    """json-logic-engine's assertAllowedDepth(v, 0) on reduce accumulators, plus a size cap
+    (the reference has none; nothing legitimate comes near it)."""
+    c = v.__class__
+    if c is list or c is dict:
+        values = v if c is list else v.values()
+        size = len(v)
+        for x in values:
+            if x.__class__ in (list, dict):
+                raise JSThrow("reduce accumulator nested too deeply")
+            if x.__class__ is str:
+                size += len(x)
+        if size > MAX_ACCUMULATOR:
+            raise JSThrow(f"reduce accumulator larger than {MAX_ACCUMULATOR} items/characters")
+    elif c is str and len(v) > MAX_ACCUMULATOR:
+        raise JSThrow(f"reduce accumulator larger than {MAX_ACCUMULATOR} characters")
     return v
 
 
