@@ -44,19 +44,24 @@ async def test_revoked_key_stream_is_closed(proxy_server, client_for):
     key = proxy_server.create_key("client")
     other = proxy_server.create_key("client")
     ctx = {"context": b64_context({"targetingKey": "u"})}
+    bulk = await client.post("/ofrep/v1/evaluate/flags", json={},
+                             headers={"Authorization": f"Bearer {key}"})
+    token_uri = bulk.json()["eventStreams"][0]["endpoint"]["requestUri"]
     async with Stream(client, "/v1/stream/evaluated", key=key, params=ctx) as mine, \
             Stream(client, f"/ofrep/v1/events?key={key}") as by_param, \
+            Stream(client, token_uri) as by_token, \
             Stream(client, "/ofrep/v1/events", key=other) as kept:
         await mine.next()
         await asyncio.to_thread(proxy_server.revoke_key, key)
-        await mine.wait_ended(timeout=5)
-        await by_param.wait_ended(timeout=5)
-        assert mine.error is None and by_param.error is None  # closed cleanly by the server
+        for s in (mine, by_param, by_token):
+            await s.wait_ended(timeout=5)
+            assert s.error is None  # closed cleanly by the server
         assert not kept.ended.is_set()
         v2 = await push(proxy_server, doc_with(color=color("blue")))
         assert (await kept.next()).id == str(v2)
     r = await client.get("/ofrep/v1/events", headers={"Authorization": f"Bearer {key}"})
     assert r.status_code == 401
+    assert (await client.get(token_uri)).status_code == 401  # its stream token died with it
 
 
 async def test_stalled_reader_does_not_delay_others(proxy_server, client_for):
