@@ -195,6 +195,13 @@ def build_spec() -> dict[str, Any]:
                                       "content": {"application/json": {"schema": {
                                           "type": "object"}}}}, **_AUTH_ERRORS}}},
             "/v1/explain/{key}": explain,
+            "/v1/envs": {"get": {
+                "tags": ["flagedge admin"],
+                "summary": "Environments served: version, epoch, flag count, source status "
+                           "(server key: its own; admin key: all)",
+                "responses": {"200": {"description": "environments",
+                                      "content": {"application/json": {"schema": {
+                                          "type": "object"}}}}, **_AUTH_ERRORS}}},
             "/healthz": {"get": {"tags": ["ops"], "responses": {"200": _json("health", "Up")}}},
             "/readyz": health,
             "/metrics": {"get": {"tags": ["ops"], "security": [], "responses": {"200": {
