@@ -170,3 +170,16 @@ async def test_configuration_endpoint(edge):
     assert "float" in body["capabilities"]["flagEvaluation"]["supportedTypes"]
     async with edge.client(None) as c:
         assert (await c.get("/ofrep/v1/configuration")).status_code == 401
+
+
+async def test_envs_endpoint_scopes_by_kind(edge):
+    from tests.unit.ofrep_app import publish
+
+    publish(edge.store, {"flags": {}}, 3, env="other")
+    async with edge.client("server") as c:
+        assert set((await c.get("/v1/envs")).json()["envs"]) == {ENV}
+    async with edge.client("admin") as c:
+        envs = (await c.get("/v1/envs")).json()["envs"]
+    assert set(envs) == {ENV, "other"} and envs["other"]["version"] == 3
+    async with edge.client("client") as c:
+        assert (await c.get("/v1/envs")).status_code == 403
