@@ -87,6 +87,8 @@ def build_var(cc: LogicCompiler, args: Any, path: str) -> Compiled:
                 return dv
             return None if v is FUNCTION else v
 
+        if dv is None:
+            var1.plain_key = k  # type: ignore[attr-defined]  # lets callers inline the lookup
         return cc.recorded(var1)
     if plain and dconst:
 

@@ -52,7 +52,7 @@ def evaluate(flag_set: FlagSet, key: str, context: Mapping[str, Any] | None) -> 
     static = flag.static_result
     if static is not None:
         return static
-    if flag.rule is None or flag.state is FlagState.DISABLED:
+    if flag.state is FlagState.DISABLED or flag.rule is None:
         return _unprecomputed(flag)
     # the rule, inline: this is the hot path
     if flag.reads_flagd:

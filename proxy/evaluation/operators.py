@@ -271,6 +271,17 @@ def _build_compare(op: str) -> Any:
             if _is_const(parts[1]) and not _is_const(parts[0]):
                 bv = parts[1].value  # type: ignore[union-attr]
                 cmp2 = lambda d: step(fa(d), bv)[0]  # noqa: E731
+                if bv.__class__ is str and op in ("==", "===", "!=", "!=="):
+                    # the common `var == "literal"`: two strings compare plainly
+                    equal = op in ("==", "===")
+
+                    def cmp_str(d: Any) -> bool:
+                        a = fa(d)
+                        if a.__class__ is str:
+                            return (a == bv) is equal
+                        return step(a, bv)[0]  # type: ignore[no-any-return]
+
+                    cmp2 = cmp_str
             else:
                 cmp2 = lambda d: step(fa(d), fb(d))[0]  # noqa: E731
             if all(_is_const(p) for p in parts):

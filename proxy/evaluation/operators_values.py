@@ -136,6 +136,14 @@ def build_in(cc: LogicCompiler, args: Any, path: str) -> Compiled:
             fa = _fn(a)
             if coll.__class__ is list and coll and all(x.__class__ is str for x in coll):
                 strings = frozenset(coll)
+                k = getattr(fa, "plain_key", None)
+                if k is not None:  # {"in": [{"var": k}, [...]]}: the lookup inline
+
+                    def in_var(d: Any) -> bool:
+                        v = d.get(k) if d.__class__ is dict else fa(d)
+                        return v.__class__ is str and v in strings
+
+                    return in_var
                 return lambda d: (v := fa(d)).__class__ is str and v in strings
             if coll.__class__ is str:
                 if coll == "":
