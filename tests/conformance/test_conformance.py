@@ -123,3 +123,35 @@ def test_corpus_case(entry: corpus.Entry, corpus_results: dict[str, Any]) -> Non
     assert not _check(py, entry.expect), (
         f"flagedge: {_check(py, entry.expect)}; got {py.brief()}; {where}"
     )
+
+
+_F = {"state": "ENABLED", "variants": {"a": 1}, "defaultVariant": "a"}
+REFUSED_BY_BOTH = {
+    "unknown state": {"flags": {"f": {**_F, "state": "BOGUS"}}},
+    "defaultVariant not a variant": {"flags": {"f": {**_F, "defaultVariant": "b"}}},
+    "no variants": {"flags": {"f": {"state": "ENABLED", "defaultVariant": "a"}}},
+    "no state": {"flags": {"f": {"variants": {"a": 1}, "defaultVariant": "a"}}},
+    "unknown operator": {"flags": {"f": {**_F, "targeting": {"nope": [1]}}}},
+    "unknown $ref": {"flags": {"f": {**_F, "targeting": {"$ref": "x"}}}},
+    "cyclic $ref": {"flags": {"f": {**_F, "targeting": {"$ref": "x"}}},
+                    "$evaluators": {"x": {"$ref": "y"}, "y": {"$ref": "x"}}},
+    "operation with two keys": {"flags": {"f": {**_F, "targeting": {"if": [True, "a"], "x": 1}}}},
+    "constant division by zero": {"flags": {"f": {**_F, "targeting": {"/": [1, 0]}}}},
+}
+
+
+@pytest.mark.parametrize("name", list(REFUSED_BY_BOTH))
+def test_invalid_documents_refused_by_both(name: str, reference_prefix: Path) -> None:
+    """What the reference refuses (the document, or the flag's targeting: PARSE_ERROR),
+    flagedge refuses at load with the flag's path."""
+    from proxy.evaluation.compiler import compile_document
+    from proxy.model import InvalidDocument
+
+    doc = REFUSED_BY_BOTH[name]
+    (reply,) = _reference([{"id": 0, "doc": doc, "cases": [{"key": "f", "context": {}}]}])
+    assert "load_error" in reply or reply["results"][0].get("targetingInvalid"), reply
+    with pytest.raises(InvalidDocument) as exc:
+        compile_document(doc)
+    assert any(p.path.startswith(("flags.f", "$evaluators")) for p in exc.value.problems), (
+        exc.value.problems
+    )
