@@ -121,3 +121,46 @@ def test_numbers_print_as_in_javascript(reference_prefix: Path) -> None:
         if res.variant != "n=" + s:
             bad.append(f"{x!r}: JavaScript prints {s!r}, flagedge named variant {res.variant!r}")
     assert not bad, "\n".join(bad[:20])
+
+
+_VALUES: list[Any] = [0, 1, -0.0, 1.0, 2, "", "0", "1", "gold", " ", "true", "null", "1e0",
+                      " 1 ", "0x1", True, False, None, [], ["gold"], [0], {}]
+_LITERALS: list[Any] = ["", "0", "1", "gold", " ", "true", "null", "1.0", " 1", 1, 0, 1.5,
+                        True, False, None]
+
+
+def test_equality_and_membership_matrix(reference_prefix: Path) -> None:
+    """Every (in)equality operator and `in`, context value on either side of a literal, over
+    values JS compares in its own ways (fast paths in the engine must keep these)."""
+    compile_document, evaluate = _engine()
+    rules: list[Any] = []
+    for op in ("==", "!=", "===", "!==", "<", ">="):
+        for lit in _LITERALS:
+            rules += [{op: [{"var": "x"}, lit]}, {op: [lit, {"var": "x"}]}]
+    for hay in (["gold", 1, "", True, None, 0, "0"], ["gold", "silver"], [1, 2.0, 3], "gold1null"):
+        rules.append({"in": [{"var": "x"}, hay]})
+    variants = {"a": "A", "b": "B"}
+    docs = []
+    for start in range(0, len(rules), 60):
+        flags = {f"r{i}": {"state": "ENABLED", "variants": variants, "defaultVariant": "b",
+                           "targeting": {"if": [rule, "a", "b"]}}
+                 for i, rule in enumerate(rules[start:start + 60], start)}
+        docs.append(({"flags": flags}, [(k, {"x": x}) for k in flags for x in _VALUES]))
+    requests = [{"id": i, "doc": d, "cases": [{"key": k, "context": c} for k, c in cs]}
+                for i, (d, cs) in enumerate(docs)]
+    try:
+        replies = run_reference(requests)
+    except ReferenceUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    compared, bad = 0, []
+    for (doc, cases), reply in zip(docs, replies, strict=True):
+        pydoc = compile_py(doc, compile_document)
+        for (key, ctx), raw in zip(cases, reply["results"], strict=True):
+            js, _ = js_outcome(raw)
+            py = evaluate_py(pydoc, key, ctx, evaluate)
+            compared += 1
+            if classify(raw, js, key, pydoc, py) == "mismatch":
+                bad.append(f"{doc['flags'][key]['targeting']} {ctx}: reference {js.brief()} "
+                           f"flagedge {py.brief()}")
+    assert compared > 4000
+    assert not bad, f"{len(bad)} of {compared} cases differ:\n" + "\n".join(bad[:20])
