@@ -1,0 +1,359 @@
+"""Soak: stalled SSE readers plus a stream of rule changes while normal clients evaluate.
+
+1,000 SSE connections that send their request and never read a byte (raw sockets with a tiny
+receive buffer, in another process), 100 rule changes per second written to Redis (one Lua
+script each, another process) for 60 s, while normal clients evaluate over HTTP at a fixed
+rate. Reports the server's RSS at the start, every 10 s and at the end (it must stay bounded:
+each stalled connection's queue is capped and coalesced), and the normal clients' p50/p99
+before (no readers, no changes) against during, as ratios. Starts its own redis-server and
+`flagedge serve`.
+
+    python bench/soak.py [--duration 60] [--readers 1000] [--changes 100] [--rate 200]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# `python bench/soak.py` puts bench/ first on sys.path, where bench/http.py would shadow the
+# standard library's http package: drop it, and put the project root there instead.
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+sys.path.insert(0, str(ROOT))
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import base64  # noqa: E402
+import os  # noqa: E402
+import resource  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from typing import Any  # noqa: E402
+
+import orjson  # noqa: E402
+
+ENV = "soak"
+FLAGS = 50
+STREAMS = ("events", "rules", "evaluated")
+
+
+def raise_nofile(want: int = 65_536) -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = min(want, hard) if hard != resource.RLIM_INFINITY else want
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def flag(i: int, on: bool) -> dict[str, Any]:
+    """Boolean flags; every third one targets a plan, so evaluated streams have work to do."""
+    f: dict[str, Any] = {"state": "ENABLED", "variants": {"on": True, "off": False},
+                         "defaultVariant": "on" if on else "off"}
+    if i % 3 == 0:
+        f["targeting"] = {"if": [{"==": [{"var": "plan"}, "pro"]}, "on", None]}
+    return f
+
+
+def document() -> dict[str, Any]:
+    return {"flags": {f"f{i}": flag(i, True) for i in range(FLAGS)}}
+
+
+# -- stalled readers (own process) -----------------------------------------------------------
+def stalled_process(port: int, n: int, ckey: str, skey: str) -> None:
+    """Open n streams, send each request, then never read. Prints READY, holds them until
+    stdin closes."""
+    raise_nofile()
+    socks = []
+    for i in range(n):
+        kind = STREAMS[i % len(STREAMS)]
+        if kind == "events":
+            path, key = "/ofrep/v1/events", ckey
+        elif kind == "rules":
+            path, key = "/v1/stream/rules", skey
+        else:  # a distinct context per connection: nothing shared between them
+            ctx = base64.urlsafe_b64encode(orjson.dumps({"targetingKey": f"u{i}",
+                                                         "plan": "pro" if i % 2 else "free"}))
+            path, key = "/v1/stream/evaluated?context=" + ctx.rstrip(b"=").decode(), ckey
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)  # fill up fast, then stall
+        s.connect(("127.0.0.1", port))
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
+                  f"Authorization: Bearer {key}\r\n\r\n".encode())
+        socks.append(s)
+    print("READY", flush=True)
+    sys.stdin.read()  # never recv(): the readers stall until the orchestrator is done
+    for s in socks:
+        s.close()
+
+
+# -- rule changes (own process) --------------------------------------------------------------
+def writer_process(redis_url: str, rate: float, duration: float) -> None:
+    """One single-flag change per tick (a Plan written by one Lua script, as `flagedge push`
+    writes), paced at ``rate`` per second. Prints the count and the achieved rate."""
+    import redis
+
+    from proxy import publisher
+    from proxy.changeset import Plan
+
+    client = redis.Redis.from_url(redis_url)
+    state = {i: True for i in range(FLAGS)}
+    start = time.monotonic()
+    interval = 1.0 / rate
+    n = 0
+    while time.monotonic() - start < duration:
+        i = n % FLAGS
+        old, new = flag(i, state[i]), flag(i, not state[i])
+        state[i] = not state[i]
+        publisher.write(client, ENV, Plan(added={}, changed={f"f{i}": (old, new)}, removed={}),
+                        author="soak")
+        n += 1
+        time.sleep(max(0.0, start + n * interval - time.monotonic()))  # pacing
+    elapsed = time.monotonic() - start
+    print(f"WROTE {n} {n / elapsed:.1f}", flush=True)
+
+
+# -- normal clients (this process) -----------------------------------------------------------
+class Clients:
+    """``workers`` loops evaluating at ``rate`` requests/s in total: alternately one flag and
+    the bulk endpoint, over keep-alive connections. Latencies are kept per phase."""
+
+    def __init__(self, url: str, key: str, rate: float, workers: int = 8):
+        import httpx
+
+        self.client = httpx.AsyncClient(
+            base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=10.0,
+            limits=httpx.Limits(max_connections=workers, max_keepalive_connections=workers))
+        self.interval = workers / rate
+        self.workers = workers
+        self.phase = "warmup"
+        self.latencies: dict[str, list[float]] = {}
+        self.errors: dict[str, int] = {}
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self.tasks = [asyncio.create_task(self._loop(w)) for w in range(self.workers)]
+
+    async def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.client.aclose()
+
+    async def _loop(self, w: int) -> None:
+        import httpx
+
+        loop = asyncio.get_running_loop()
+        next_at = loop.time() + w * self.interval / self.workers  # spread the loops
+        i = 0
+        while True:
+            await asyncio.sleep(max(0.0, next_at - loop.time()))  # pacing
+            next_at += self.interval
+            ctx = {"context": {"targetingKey": f"client-{w}-{i % 100}",
+                               "plan": "pro" if i % 2 else "free"}}
+            path = "/ofrep/v1/evaluate/flags" if i % 2 else f"/ofrep/v1/evaluate/flags/f{i % FLAGS}"
+            i += 1
+            t0 = loop.time()
+            phase = self.phase
+            try:
+                r = await self.client.post(path, json=ctx)
+                ok = r.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            if ok:
+                self.latencies.setdefault(phase, []).append(loop.time() - t0)
+            else:
+                self.errors[phase] = self.errors.get(phase, 0) + 1
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(p / 100 * len(s)) - 1))] if s else float("nan")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if (line.startswith(name + "{") or line.startswith(name + " ")) and all(
+                f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        await asyncio.sleep(0.1)
+
+
+async def soak(args: argparse.Namespace, redis_url: str, workdir: Path) -> int:
+    import httpx
+    import redis
+
+    from proxy import keys, publisher
+    from proxy.changeset import Document
+    from proxy.devredis import free_port
+
+    rc = redis.Redis.from_url(redis_url)
+    publisher.push(rc, ENV, Document.from_json(document()), author="soak")
+    ckey, _ = keys.create(rc, ENV, "client", "soak-clients")
+    skey, _ = keys.create(rc, ENV, "server", "soak-rules")
+    rc.close()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("FLAGEDGE_")},
+           "FLAGEDGE_ACCESS_LOG": "false"}
+    log = (workdir / "proxy.log").open("wb")
+    proxy = subprocess.Popen([sys.executable, "-m", "proxy", "serve", "--host", "127.0.0.1",
+                              "--port", str(port), "--redis", redis_url, "--env", ENV,
+                              "--log-level", "warning"], cwd=ROOT, env=env, stdout=log,
+                             stderr=subprocess.STDOUT)
+    stalled = writer = None
+    probe = httpx.AsyncClient(base_url=url, timeout=5.0)
+    clients = Clients(url, ckey, args.rate)
+    try:
+        async def ready() -> bool:
+            try:
+                return (await probe.get("/readyz")).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        await wait_for(ready, 30, "proxy ready")
+        clients.start()
+        await asyncio.sleep(3)  # warm-up phase (discarded): connections, caches
+        clients.phase = "before"
+        print(f"before: {args.baseline:.0f} s of normal clients alone "
+              f"({args.rate:.0f} req/s)", flush=True)
+        await asyncio.sleep(args.baseline)
+
+        stalled = subprocess.Popen(
+            [sys.executable, __file__, "--stalled", "--port", str(port), "--n",
+             str(args.readers), "--ckey", ckey, "--skey", skey],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert stalled.stdout is not None
+        line = await asyncio.to_thread(stalled.stdout.readline)
+        if line.strip() != "READY":
+            raise RuntimeError(f"stalled readers failed: {line!r}")
+
+        async def all_open() -> bool:
+            text = (await probe.get("/metrics")).text
+            return metric(text, "flagedge_sse_connections") >= args.readers
+
+        await wait_for(all_open, 30, f"{args.readers} streams open")
+        clients.phase = "during"
+        rss: list[tuple[float, float]] = [(0.0, rss_mb(proxy.pid))]
+        print(f"during: {args.readers} stalled readers open, {args.changes:.0f} changes/s for "
+              f"{args.duration:.0f} s", flush=True)
+        print(f"  t={0:5.1f}s  server RSS {rss[0][1]:7.1f} MB", flush=True)
+        writer = subprocess.Popen(
+            [sys.executable, __file__, "--writer", "--redis", redis_url, "--rate",
+             str(args.changes), "--duration", str(args.duration)],
+            stdout=subprocess.PIPE, text=True)
+        started = time.monotonic()
+        next_sample = 10.0
+        while writer.poll() is None:
+            await asyncio.sleep(0.2)
+            t = time.monotonic() - started
+            if t >= next_sample:
+                rss.append((t, rss_mb(proxy.pid)))
+                print(f"  t={t:5.1f}s  server RSS {rss[-1][1]:7.1f} MB", flush=True)
+                next_sample += 10.0
+        clients.phase = "after"
+        assert writer.stdout is not None
+        wrote = writer.stdout.read().split()
+        rss.append((time.monotonic() - started, rss_mb(proxy.pid)))
+        print(f"  t={rss[-1][0]:5.1f}s  server RSS {rss[-1][1]:7.1f} MB (end)", flush=True)
+        scrape = (await probe.get("/metrics")).text
+        versions = (await probe.get("/readyz")).json().get("envs", {})
+        await clients.stop()
+    finally:
+        for p in (stalled, writer):
+            if p is not None and p.poll() is None:
+                if p is stalled and p.stdin is not None:
+                    p.stdin.close()
+                p.terminate()
+                p.wait(10)
+        await probe.aclose()
+        proxy.send_signal(signal.SIGTERM)
+        try:
+            proxy.wait(20)
+        except subprocess.TimeoutExpired:
+            proxy.kill()
+        log.close()
+
+    before, during = clients.latencies.get("before", []), clients.latencies.get("during", [])
+    rss_values = [v for _, v in rss]
+    open_end = metric(scrape, "flagedge_sse_connections")
+    coalesced = metric(scrape, "flagedge_sse_events_total", outcome="coalesced")
+    sent = metric(scrape, "flagedge_sse_events_total", outcome="sent")
+    print("\nsummary")
+    print(f"  changes written: {wrote[1]} ({wrote[2]}/s); proxy at version "
+          f"{versions.get(ENV)}")
+    print(f"  stalled streams still open at the end: {open_end:.0f}/{args.readers}; events "
+          f"sent {sent:.0f}, coalesced (queue over its bound) {coalesced:.0f}")
+    print(f"  server RSS: start {rss_values[0]:.1f} MB, max {max(rss_values):.1f} MB, end "
+          f"{rss_values[-1]:.1f} MB (growth {rss_values[-1] - rss_values[0]:+.1f} MB"
+          + (f"; from t=10 s to the end {rss_values[-1] - rss_values[1]:+.1f} MB)"
+             if len(rss_values) > 2 else ")"))
+    p50b, p99b, p50d, p99d = pct(before, 50), pct(before, 99), pct(during, 50), pct(during, 99)
+    print(f"  normal clients before: n={len(before)} p50 {p50b * 1000:.2f} ms p99 "
+          f"{p99b * 1000:.2f} ms; errors {clients.errors.get('before', 0)}")
+    print(f"  normal clients during: n={len(during)} p50 {p50d * 1000:.2f} ms p99 "
+          f"{p99d * 1000:.2f} ms; errors {clients.errors.get('during', 0)}")
+    print(f"  ratios during/before: p50 {p50d / p50b:.2f}x, p99 {p99d / p99b:.2f}x")
+    return 0 if not clients.errors.get("during") and open_end >= args.readers else 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of changes")
+    parser.add_argument("--readers", type=int, default=1000, help="stalled SSE readers")
+    parser.add_argument("--changes", type=float, default=100.0, help="rule changes per second")
+    parser.add_argument("--rate", type=float, default=200.0,
+                        help="normal clients' evaluations per second")
+    parser.add_argument("--baseline", type=float, default=15.0,
+                        help="seconds of normal clients alone, before")
+    parser.add_argument("--stalled", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--writer", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--ckey", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--skey", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--redis", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.stalled:
+        stalled_process(args.port, args.n, args.ckey, args.skey)
+        return
+    if args.writer:
+        writer_process(args.redis, args.changes, args.duration)
+        return
+    limit = raise_nofile()  # inherited by the server and the reader process
+    print(f"soak: {args.readers} stalled SSE readers ({'/'.join(STREAMS)}), {args.changes:.0f} "
+          f"changes/s for {args.duration:.0f} s, normal clients at {args.rate:.0f} req/s "
+          f"(nofile {limit}, {os.cpu_count()} cores)", flush=True)
+    from proxy.devredis import free_port
+    from tests.redis_server import RedisServer
+
+    with tempfile.TemporaryDirectory(prefix="flagedge-soak-") as tmp:
+        server = RedisServer(Path(tmp) / "redis", port=free_port(), persist=False).start()
+        try:
+            code = asyncio.run(soak(args, server.url, Path(tmp)))
+        finally:
+            server.stop()
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
