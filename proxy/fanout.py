@@ -169,6 +169,9 @@ def _plain_render(result: EvaluationResult, _flag: Flag | None) -> dict[str, Any
     return result.to_ofrep()
 
 
+EVALUATE_SLICE = 256  # evaluated connections handled between yields to the event loop
+
+
 def _due(conn: Connection, change: Change) -> bool:
     """The connection has not seen this change: a newer version, or a reset numbering versions
     anew (a re-publish after Redis lost its data is a new epoch starting again at 1)."""
@@ -362,12 +365,15 @@ class FanOut:
             change, flag_set, entry = await inbox.get()
             try:
                 self.distribute(change, flag_set, entry)
+                evaluated = self._conns.get(env, {}).get(StreamKind.EVALUATED)
+                if evaluated:
+                    await self._distribute_evaluated(change, flag_set, list(evaluated))
             except Exception:  # a bad change must not stop this environment's streams
                 log.exception("fan-out failed", extra={"env": env, "version": change.version})
 
     def distribute(self, change: Change, fs: FlagSet, entry: Entry | None = None) -> None:
-        """Encode one change once per stream kind and queue it on every connection that has
-        not seen it yet."""
+        """Encode one change once per stream kind and queue it on every events and rules
+        connection that has not seen it yet (evaluated streams: the env task, in slices)."""
         by_kind = self._conns.get(change.env)
         if not by_kind:
             return
@@ -390,11 +396,12 @@ class FanOut:
                 if _due(conn, change):
                     conn.version = version
                     conn.push(payload, written_at)
-        evaluated = by_kind.get(StreamKind.EVALUATED)
-        if evaluated:
-            self._distribute_evaluated(change, fs, evaluated)
 
-    def _distribute_evaluated(self, change: Change, fs: FlagSet, conns: set[Connection]) -> None:
+    async def _distribute_evaluated(self, change: Change, fs: FlagSet, conns: list[Connection]
+                                    ) -> None:
+        """Evaluate the touched flags once per distinct context; yield to the loop every
+        EVALUATE_SLICE connections so that 10,000 contexts never stall other requests (and
+        the first clients are sent to while the rest are computed)."""
         everything = change.reset or change.evaluators_changed or change.metadata_changed
         keys: set[str] = set(fs.flags) if everything else set(change.upserted)
         keys |= set(change.deleted)
@@ -403,7 +410,9 @@ class FanOut:
         evaluate, _ = self.engine
         flags, render = fs.flags, self.render
         per_context: dict[str, dict[str, bytes]] = {}  # computed once per distinct context
-        for conn in conns:
+        for i, conn in enumerate(conns):
+            if i and not i % EVALUATE_SLICE:
+                await asyncio.sleep(0)
             if conn.pending:  # its results are being rebuilt: send the newest state after
                 conn.needs_snapshot = True
                 continue
