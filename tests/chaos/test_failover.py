@@ -157,3 +157,94 @@ async def _degraded(client) -> bool:
 
 async def _ok(client) -> bool:
     return (await ready_state(client))[1].get("status") == "ok"
+
+
+# -- Redis Cluster: a master SIGKILLed and restarted under load ----------------------------
+ENVS = ["prod", "dev", "eu", "us", "staging", "qa"]
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[list[RedisServer]]:
+    """Three masters, AOF on (a killed node restarts with its data and its nodes.conf)."""
+    from tests.integration.test_sources_topologies import cli, cluster_port
+
+    servers: list[RedisServer] = []
+    try:
+        for i in range(3):
+            d = tmp_path / f"node{i}"
+            servers.append(RedisServer(d, port=cluster_port(), extra_args=[
+                "--cluster-enabled", "yes", "--cluster-config-file", str(d / "nodes.conf"),
+                "--cluster-node-timeout", "1000"]).start())
+        made = cli("--cluster", "create", *(f"127.0.0.1:{s.port}" for s in servers),
+                   "--cluster-replicas", "0", "--cluster-yes")
+        assert made.returncode == 0, made.stderr
+        wait_until(lambda: all(_cluster_ok(s) for s in servers), timeout=20,
+                   what="cluster state ok")
+        yield servers
+    finally:
+        for s in servers:
+            s.stop()
+
+
+def _cluster_ok(server: RedisServer) -> bool:
+    from tests.integration.test_sources_topologies import cli
+
+    return b"cluster_state:ok" in cli("-p", str(server.port), "cluster", "info").stdout
+
+
+def _node_of(client: Any, servers: list[RedisServer], env: str) -> RedisServer:
+    from proxy.sources import layout
+
+    node = client.get_node_from_key(layout.flags_key(env))
+    return next(s for s in servers if s.port == node.port)
+
+
+async def test_cluster_master_killed_and_restarted_under_load(cluster, proxy_factory, http):
+    seed = cluster[0]
+    writer = sync_client(seed.url, cluster=True)
+    for env in ENVS:
+        publisher.push(writer, env, Document.from_json(flag_doc(1)))
+    # A node to kill that is not the proxy's seed, holding environments of its own.
+    victim = next(s for s in cluster[1:] if any(_node_of(writer, cluster, e) is s
+                                                  for e in ENVS))
+    on_victim = [e for e in ENVS if _node_of(writer, cluster, e) is victim]
+    elsewhere = [e for e in ENVS if e not in on_victim]
+    assert on_victim and elsewhere
+    keyed = {env: keys.create(writer, env, "client", "chaos")[0]
+             for env in (on_victim[0], elsewhere[0])}
+    writer.close()
+
+    server = proxy_factory(redis=None, extra_args=["--redis", seed.url, "--cluster"],
+                           wait="readyz")
+    client = http(server)
+    await until(lambda: _all_at(client, {e: 1 for e in ENVS}), 10, "every env loaded")
+    loads = [Load(server.url, key, "n", workers=2, rate=25) for key in keyed.values()]
+    async with loads[0], loads[1]:
+        await loads[0].wait_more(20)
+        victim.kill()
+        await until(lambda: _degraded(client), 10, "readyz degraded while a master is down")
+        for load in loads:
+            mark = load.mark()
+            await load.wait_more(30)
+            assert not load.failures(load.since(mark))
+        await asyncio.to_thread(victim.start)  # same port, AOF and nodes.conf: it rejoins
+        await until(lambda: all(_cluster_ok(s) for s in cluster), 20, "cluster ok again")
+        fresh = sync_client(seed.url, cluster=True)
+        try:
+            for env in ENVS:
+                assert publisher.push(fresh, env, Document.from_json(flag_doc(2))).version == 2
+        finally:
+            fresh.close()
+        await until(lambda: _all_at(client, {e: 2 for e in ENVS}), 10,
+                    "every env followed after the node returned")
+        await until(lambda: _ok(client), 5, "readyz ok")
+        for load in loads:
+            await until(lambda load=load: load.samples[-1].body["value"] == 2, 5,
+                        "evaluations see the new value")
+    for load in loads:
+        assert not load.failures(), load.failures()[:3]
+
+
+async def _all_at(client, wanted: dict[str, int]) -> bool:
+    envs = (await ready_state(client))[1].get("envs", {})
+    return all(envs.get(e) == v for e, v in wanted.items())
