@@ -348,3 +348,31 @@ async def test_events_resume_past_the_queue_bound_is_one_notification(setup):
     assert [(f["event"], f["id"]) for f in got] == [("message", "13")]
     near = fanout.open("prod", StreamKind.EVENTS, "k2")
     assert [f["id"] for f in frames(await fanout.initial(near, 6))] == [str(v) for v in range(7, 14)]
+
+
+async def test_evaluated_fanout_yields_to_the_loop_between_slices():
+    store = Store()
+    fanout = FanOut(store, ChangeLog(), max_per_key=5000, max_total=5000)
+    fanout.start()
+    try:
+        store.publish("prod", _compiled(1, PRO_ONLY), Change(env="prod", version=1, reset=True))
+        conns = [fanout.open("prod", StreamKind.EVALUATED, "k", {"targetingKey": f"u{i}"})
+                 for i in range(1000)]
+        for conn in conns:
+            await fanout.initial(conn, None)
+        seen: list[int] = []
+
+        async def ticker() -> None:  # another request's task, wanting the loop
+            while len(seen) < 200 and (not seen or seen[-1] < len(conns)):
+                seen.append(sum(1 for c in conns if c.queued))
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(ticker())
+        store.publish("prod", _compiled(2, PRO_ONLY, color="blue"),
+                      Change(env="prod", version=2, upserted=frozenset({"color"})))
+        async with asyncio.timeout(10):
+            await task
+        assert seen[-1] == len(conns)  # everyone got the patch ...
+        assert any(0 < n < len(conns) for n in seen)  # ... and the loop ran in between
+    finally:
+        await fanout.stop()
