@@ -104,6 +104,12 @@ class Connection:
             self._queued_bytes += len(payload)
         self._wake()
 
+    def owe_snapshot(self) -> None:
+        self._queue = None
+        self._queued_bytes = 0
+        self.needs_snapshot = True
+        self._wake()
+
     def close(self, reason: str) -> None:
         if not self.closed:
             self.closed = True
@@ -415,6 +421,9 @@ class FanOut:
                 await asyncio.sleep(0)
             if conn.pending:  # its results are being rebuilt: send the newest state after
                 conn.needs_snapshot = True
+                continue
+            if conn.version == 0 and not conn.closed:  # opened before any rules: a put first
+                conn.owe_snapshot()
                 continue
             if not _due(conn, change) or conn.needs_snapshot or conn.closed:
                 continue

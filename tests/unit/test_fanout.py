@@ -376,3 +376,18 @@ async def test_evaluated_fanout_yields_to_the_loop_between_slices():
         assert any(0 < n < len(conns) for n in seen)  # ... and the loop ran in between
     finally:
         await fanout.stop()
+
+
+async def test_evaluated_stream_opened_before_any_rules_gets_a_put_first():
+    store = Store()
+    fanout = FanOut(store, ChangeLog())
+    fanout.start()
+    try:
+        conn = fanout.open("prod", StreamKind.EVALUATED, "k", {"plan": "pro"})
+        assert await fanout.initial(conn, None) == b""
+        store.publish("prod", _compiled(1, PRO_ONLY), Change(env="prod", version=1, reset=True))
+        got = await drain(conn, 1)
+        assert [(f["event"], f["id"]) for f in got] == [("put", "1")]
+        assert len(orjson.loads(got[0]["data"])["flags"]) == 2
+    finally:
+        await fanout.stop()
