@@ -54,6 +54,7 @@ class RedisSource:
         self._client: Any = None
         self._failures = 0
         self._bootstrap_tried = False
+        self._keys_kept = False  # known keys kept after Redis lost its data
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _make_client(self) -> Any:
@@ -161,9 +162,12 @@ class RedisSource:
                     self._forget_env(f.get("env", ""))
         self._events_id = events_last
         records = records_from_redis((await client.hgetall(layout.KEYS)).items())
-        if records or not (data_lost and len(self.keyring)):
+        # Kept until keys are written again, across later reconnects too: the empty hash is
+        # still the loss then, not a mass revocation.
+        self._keys_kept = not records and (data_lost or self._keys_kept) and len(self.keyring) > 0
+        if not self._keys_kept:
             self.keyring.replace_all(records)
-        else:
+        elif data_lost:
             log.warning("redis lost its data (no flagedge:secret, no keys); keeping %d known "
                         "keys until keys are written again", len(self.keyring))
         listed = {_s(e) for e in await client.smembers(layout.ENVS)}
