@@ -232,3 +232,29 @@ def _ping_seconds(url: str) -> float:
         return time.monotonic() - started
     finally:
         c.close()
+
+
+async def test_keys_kept_after_data_loss_survive_a_later_reconnect(proxy_server, redis_server,
+                                                                    http):
+    """Redis loses everything (keys included); the operator re-publishes the flags but has not
+    re-created the keys yet. The proxy keeps the keys it knew; a later Redis blip must not
+    turn that into a mass revocation (every client 401)."""
+    v = await asyncio.to_thread(push, redis_server.url, "test", doc(1))
+    await asyncio.to_thread(proxy_server.wait_version, v)
+    ckey = await asyncio.to_thread(proxy_server.create_key, "client")
+    client = http(proxy_server)
+    async with Load(proxy_server.url, ckey, "n", workers=2, rate=25) as load:
+        await load.wait_more(10)
+        await asyncio.to_thread(redis_server.restart, True)
+        await until(lambda: _reason_has(client, "no data"), 10, "empty redis reported")
+        assert await asyncio.to_thread(push, redis_server.url, "test", doc(5)) == 1
+        await until(lambda: load.samples[-1].body.get("value") == 5, 5, "re-publish adopted")
+        connects = proxy_server.logs().count("redis connected")
+        await asyncio.to_thread(redis_server.restart)  # a blip: same (flags-only) data
+        await until(lambda: proxy_server.logs().count("redis connected") > connects, 5,
+                    "reconnected after the blip")
+        await until(lambda: _status_is(client, "ok"), 5, "ready after the blip")
+        mark = load.mark()
+        await load.wait_more(20)
+        assert {s.status for s in load.since(mark)} == {200}
+    assert not load.failures(), load.failures()[:3]
