@@ -112,6 +112,9 @@ class FileSource:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # directory vanished, inotify limits...: retry
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():  # a cancel turned into an error
+                    raise asyncio.CancelledError from exc
                 self.watching = False
                 log.warning("file watch failed for %s: %s; retrying", self.path, exc)
                 await asyncio.sleep(1.0)

@@ -37,7 +37,7 @@ def _s(value: Any) -> str:
 class RedisSource:
     def __init__(self, url: str, store: Store, keyring: KeyRing, *,
                  bootstrap: Path | None = None, env: str = "default", cluster: bool = False,
-                 block_ms: int = 5000, backoff_cap: float = 0.5,
+                 block_ms: int = 2000, backoff_cap: float = 0.5,
                  connect_timeout: float = 2.0) -> None:
         # backoff_cap: a retry at most every 0.5 s (a refused connect costs Redis nothing) so
         # the resync starts within a second of Redis answering, however long it was away.
@@ -58,10 +58,11 @@ class RedisSource:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _make_client(self) -> Any:
-        # socket_timeout bounds a silent network partition: XREAD answers within block_ms.
+        # socket_timeout bounds a silent partition or a paused Redis (detected within ~5 s):
+        # a healthy XREAD answers within block_ms even when nothing changed.
         return redisurl.async_client(
             self.url, cluster=self.cluster, socket_connect_timeout=self.connect_timeout,
-            socket_timeout=self.block_ms / 1000 + 5, health_check_interval=30,
+            socket_timeout=self.block_ms / 1000 + 3, health_check_interval=30,
         )
 
     async def run(self) -> None:
@@ -73,6 +74,7 @@ class RedisSource:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # never raise for Redis faults: serve last good, retry
+                _reraise_if_cancelling()
                 self._on_down(exc)
                 if not self.ready and self.bootstrap is not None and not self._bootstrap_tried:
                     self._bootstrap_tried = True  # once: a bad file is reported, not retried
@@ -230,6 +232,7 @@ class RedisSource:
         read: asyncio.Future[Any] | None = None
         try:
             while True:
+                _reraise_if_cancelling()
                 if self._resync.is_set():
                     self._resync.clear()
                     log.info("resync requested")
@@ -260,6 +263,7 @@ class RedisSource:
 
         async def reader(key: str) -> None:
             while True:
+                _reraise_if_cancelling()
                 env = layout.env_of_changes_key(key) if key != layout.EVENTS else None
                 start = self._events_id if env is None else self._last.get(env)
                 if start is None:
@@ -274,6 +278,7 @@ class RedisSource:
 
         try:
             while True:
+                _reraise_if_cancelling()
                 if self._resync.is_set():
                     self._resync.clear()
                     await self._load_everything(client)
@@ -367,6 +372,16 @@ class RedisSource:
                 log.info("key updated id=%s", key_hash[:12])
             except ValueError as exc:
                 log.error("bad key record id=%s: %s", key_hash[:12], exc)
+
+
+def _reraise_if_cancelling() -> None:
+    """A cancellation delivered while redis-py awaits a command can be swallowed (seen with
+    redis-py 8 on Python 3.11: the command returns or fails with another error and the task
+    goes on, still marked "cancelling"); a cancelled source must still stop, or app
+    shutdown hangs. Checked on every loop turn and on every error."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _names(keys: frozenset[str], limit: int = 5) -> str:

@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import time
-from typing import Any
 
 import orjson
 import pytest
 
 from proxy.sources.file import FileSource
 from proxy.store import Store
+from tests.integration.source_support import stop, until
 
 pytestmark = pytest.mark.integration
 
 ON = {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "on"}
-
-
-async def until(predicate: Any, timeout: float = 5.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
-    return value
 
 
 def write(path, data: bytes) -> None:
@@ -62,9 +51,7 @@ async def test_file_mode_reloads_on_edit_and_keeps_last_good_on_invalid_edit(tmp
         await until(lambda: store.get("local").version == 3, what="fixed edit loaded")
         assert set(store.get("local").flags) == {"c"} and not store.degraded()
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop(task)
 
 
 async def test_unchanged_content_does_not_bump_the_version(tmp_path):

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,21 +20,13 @@ from proxy.keys import KeyRing
 from proxy.sources import layout
 from proxy.sources.redis import RedisSource
 from proxy.store import Change, Store
+from tests.integration.source_support import stop, until
 from tests.redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.integration
 
 ON = {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "on"}
 OFF = {**ON, "defaultVariant": "off"}
-
-
-async def until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.005)
-    return value
 
 
 @dataclass
@@ -63,9 +55,7 @@ async def running(url: str, client: redis.Redis, **kwargs: Any) -> AsyncIterator
     try:
         yield Running(source, store, keyring, changes, client)
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop(task)
         await source.close()
 
 
@@ -282,3 +272,18 @@ async def test_unix_socket_url(tmp_path):
             await until(lambda: r.version() == v, what="follow over unix socket")
     finally:
         server.stop()
+
+
+async def test_source_stops_on_cancel_even_mid_command(redis_server, client):
+    """redis-py (8.x, asyncio) sometimes swallows a cancellation that lands while a command
+    is in flight; the source must stop anyway or the app's shutdown hangs. Cancel it over and
+    over at moments when it is busy loading."""
+    for i in range(40):
+        publisher.push(client, f"e{i}", Document({"a": ON}))
+    for attempt in range(8):
+        store = Store()
+        source = RedisSource(redis_server.url, store, KeyRing(), block_ms=1000)
+        task = asyncio.create_task(source.run())
+        await until(lambda s=store, n=attempt: len(s.envs()) > n * 4, what="loading")
+        await stop(task, timeout=5)
+        await source.close()

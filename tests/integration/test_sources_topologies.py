@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from proxy.redisurl import sync_client
 from proxy.sources import layout
 from proxy.sources.redis import RedisSource
 from proxy.store import Store
+from tests.integration.source_support import stop, until
 from tests.redis_server import RedisServer, free_port, redis_server_binary, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -67,15 +67,6 @@ def cluster(tmp_path: Path) -> Iterator[list[RedisServer]]:
             s.stop()
 
 
-async def until(predicate, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
-    return value
-
-
 async def test_cluster_publish_and_follow(cluster):
     url = cluster[0].url
     client = sync_client(url, cluster=True)
@@ -91,21 +82,20 @@ async def test_cluster_publish_and_follow(cluster):
     source = RedisSource(url, store, ring, cluster=True, block_ms=1000)
     task = asyncio.create_task(source.run())
     try:
-        await until(lambda: source.ready, what="cluster load")
+        await until(lambda: source.ready, timeout=10, what="cluster load")
         assert store.envs() == sorted(envs) and ring.lookup(raw) is not None
         for env in envs:
             v = await asyncio.to_thread(publisher.push, client, env, Document({"a": OFF}))
             assert v.version == 2
-        await until(lambda: all(store.get(e).version == 2 for e in envs), what="all followed")
+        await until(lambda: all(store.get(e).version == 2 for e in envs), timeout=10, what="all followed")
         await asyncio.to_thread(publisher.push, client, "new", Document({"b": ON}))
-        await until(lambda: store.get("new") is not None, what="new env in cluster")
+        await until(lambda: store.get("new") is not None, timeout=10, what="new env in cluster")
         await asyncio.to_thread(keys.revoke, client, rec.id)
         await until(lambda: ring.lookup(raw) is None, timeout=1.0, what="revocation")
         state, target = publisher.state_at(client, "eu", 1)
         assert target.flags == {"a": ON} and state.version == 2
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await stop(task)
 
 
 @pytest.fixture
@@ -132,13 +122,12 @@ async def test_sentinel_url_publish_and_follow(sentinel):
     source = RedisSource(sentinel, store, KeyRing(), block_ms=1000)
     task = asyncio.create_task(source.run())
     try:
-        await until(lambda: source.ready, what="sentinel load")
+        await until(lambda: source.ready, timeout=10, what="sentinel load")
         assert store.get("prod").version == 1
         await asyncio.to_thread(publisher.push, client, "prod", Document({"a": OFF}))
         await until(lambda: store.get("prod").version == 2, what="followed via sentinel")
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await stop(task)
 
 
 @pytest.fixture
@@ -184,14 +173,13 @@ async def test_tls_url_publish_and_follow(tls_redis):
     source = RedisSource(tls_redis, store, KeyRing(), block_ms=1000)
     task = asyncio.create_task(source.run())
     try:
-        await until(lambda: source.ready, what="TLS load")
+        await until(lambda: source.ready, timeout=10, what="TLS load")
         assert store.get("prod").version == 1
         await asyncio.to_thread(publisher.push, sync_client(tls_redis), "prod",
                                 Document({"a": OFF}))
         await until(lambda: store.get("prod").version == 2, what="followed over TLS")
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await stop(task)
     plain = sync_client(tls_redis.replace("rediss://", "redis://").split("?")[0])
     with pytest.raises(RedisConnectionError):  # plain text does not work on the TLS port
         plain.ping()
