@@ -115,6 +115,10 @@ class Authenticator:
         if principal is None:
             record = self.keyring.lookup(raw) if self.keyring is not None else None
             if record is None:
+                if not self._keys_loaded():
+                    # We cannot tell a valid key from a bad one yet: a 401 would make clients
+                    # give up for good (the OFREP web provider goes FATAL); 503 says retry.
+                    return errors.unavailable("API keys are not loaded yet (key source unreachable)")
                 return errors.unauthorized("unknown or revoked API key")
             principal = Principal(env=record.env, kind=str(record.kind), key_id=record.id,
                                   name=record.name, rate_limit=getattr(record, "rate_limit", None))
@@ -125,12 +129,17 @@ class Authenticator:
         return principal
 
     def _from_token(self, token: str) -> Principal | Response:
+        if not self._keys_loaded():
+            return errors.unavailable("API keys are not loaded yet (key source unreachable)")
         grant = self.tokens.verify(token)
         if grant is None:
             return errors.unauthorized("invalid or expired stream token")
         if not self._key_alive(grant.key_id):
             return errors.unauthorized("the key behind this stream token was revoked")
         return Principal(env=grant.env, kind=grant.kind, key_id=grant.key_id, via_token=True)
+
+    def _keys_loaded(self) -> bool:
+        return self.keyring is None or bool(getattr(self.keyring, "loaded", True))
 
     def _key_alive(self, key_id: str) -> bool:
         """Is the key a token was issued to still valid? (Revocation ends its streams too.)"""

@@ -151,3 +151,19 @@ def test_revocation_beats_the_lookup_memo(tokens):
         assert isinstance(auth.authorize(request({"X-API-Key": client}), "client"), Principal)
     ring.remove(hash_key(client))
     assert auth.authorize(request({"X-API-Key": client}), "client").status_code == 401
+
+
+def test_keys_not_loaded_yet_is_503_retry_not_401(tokens):
+    # A proxy started while Redis is down has no key ring yet: it cannot tell a valid key
+    # from a bad one, and a 401 would make the web provider give up (FATAL) for good.
+    ring = KeyRing()
+    auth = Authenticator(ring, tokens)
+    raw = generate_key("client")
+    for req, stream in ((request({"X-API-Key": raw}), False),
+                        (request(query=f"key={raw}"), True),
+                        (request(query="token=abc.def"), True)):
+        resp = auth.authorize(req, "client", stream=stream)
+        assert resp.status_code == 503 and resp.headers["Retry-After"] == "1"
+        assert "not loaded" in body(resp)["errorDetails"]
+    ring.replace_all({})  # loaded, and the key is not in it
+    assert auth.authorize(request({"X-API-Key": raw}), "client").status_code == 401
