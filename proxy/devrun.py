@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
             return _fail("creating a demo client key", created)
         key = found.group(0)
         base = f"http://localhost:{args.port}"
+        demo_note = ("" if (ROOT / "examples" / "web" / "dist" / "app.js").exists() else
+                     "\n            (build it first: cd examples/web && npm ci && npm run build)")
         print(f"""
 flagedge dev server
   redis     {url}  (its own redis-server, pid {proc.pid}; stops with this command)
@@ -65,12 +67,13 @@ flagedge dev server
        -d '{{"context": {{"targetingKey": "user-1"}}}}'
 
   readiness {base}/readyz    metrics {base}/metrics    API {base}/openapi.json
+  demo page {base}/demo/?key={key}&user=user-1{demo_note}
 Ctrl-C stops the proxy and redis.
 """, flush=True)
         from proxy.cli import main as cli_main
 
         return cli_main(["serve", "--redis", url, "--env", ENV, "--port", str(args.port),
-                         "--cors-origins", "*"])
+                         "--cors-origins", "*", "--demo"])
     except KeyboardInterrupt:
         return 130
     finally:
