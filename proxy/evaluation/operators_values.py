@@ -149,6 +149,17 @@ def build_in(cc: LogicCompiler, args: Any, path: str) -> Compiled:
                 if coll == "":
                     return lambda d: False
                 return lambda d: to_string(fa(d)) in coll
+        if not cc.interpreted and not (a.__class__ is Const and b.__class__ is Const):
+            # compiled by the reference as `(haystack || []).includes(needle)`: the haystack's
+            # code runs first, so the needle's var is the last write to the shared `prev`
+            # register a comparison around this `in` reads
+            fa, fb = _fn(a), _fn(b)
+
+            def in_compiled(d: Any) -> bool:
+                coll = fb(d)
+                return _in([fa(d), coll])
+
+            return in_compiled
     return function_op("in", _in, 2, 2)(cc, args, path)
 
 

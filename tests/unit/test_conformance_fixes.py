@@ -1,0 +1,35 @@
+"""Golden tests for conformance bugs found by tests/conformance (flagd-core 4.0.1 answers,
+checked with the reference; no node needed here)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from proxy.evaluation.compiler import compile_document
+from proxy.evaluation.engine import evaluate
+
+
+def _variant(targeting: Any, context: dict[str, Any]) -> str | None:
+    doc = {"flags": {"f": {"state": "ENABLED", "variants": {"a": 1, "b": 2},
+                           "defaultVariant": "b", "targeting": targeting}}}
+    return evaluate(compile_document(doc), "f", context).variant
+
+
+IN_UNDER_COMPARISON = [
+    # json-logic-engine compiles `in` as `(haystack || []).includes(needle)`: the needle's var
+    # is the last write to the `prev` register the enclosing comparison checks against.
+    ({"if": [{"!=": [{"var": "t"}, {"in": [{"var": "u"}, {"var": "s"}]}]}, "a", "b"]},
+     {"t": "", "u": "u1"}, "b"),  # compareCheck(false, "u1") throws: plain JS "" != false
+    ({"if": [{"==": [{"var": "t"}, {"in": [{"var": "u"}, {"var": "s"}]}]}, "a", "b"]},
+     {"s": "x"}, "a"),  # prev is the needle's null: null == false holds
+    ({"if": [{"==": [{"var": "t"}, {"in": [{"var": "u"}, {"var": "s"}]}]}, "a", "b"]},
+     {"u": "x"}, "b"),
+]
+
+
+@pytest.mark.parametrize(("targeting", "context", "variant"), IN_UNDER_COMPARISON)
+def test_in_evaluates_its_haystack_first(targeting: Any, context: dict[str, Any],
+                                         variant: str) -> None:
+    assert _variant(targeting, context) == variant
