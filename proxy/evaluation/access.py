@@ -61,7 +61,10 @@ def build_var(cc: LogicCompiler, args: Any, path: str) -> Compiled:
     else:
         key_path = path
     if key.__class__ is dict and key:
-        return _dynamic_var(cc, cc.compile(key, key_path), default)
+        # the reference hands var's method the key's value; only a lone key expression may
+        # evaluate to a [key, default] pair (with an explicit default, an array key is a path)
+        unpack = args.__class__ is not list or len(args) == 1
+        return _dynamic_var(cc, cc.compile(key, key_path), default, unpack=unpack)
     if key is None or key == "" or key == []:
         cc.reads_data(None)  # the whole data (the default is ignored, as in the reference)
         return _whole_data
@@ -203,13 +206,13 @@ def _var_interpreted(cc: LogicCompiler, args: Any, path: str) -> Compiled:
     return lambda d: _var_method(d, text, None)
 
 
-def _dynamic_var(cc: LogicCompiler, key: Compiled, default: Compiled) -> Compiled:
+def _dynamic_var(cc: LogicCompiler, key: Compiled, default: Compiled, *, unpack: bool = True) -> Compiled:
     cc.reads_data(None)
     kfn, dfn = _fn(key), _fn(default)
 
     def var_dynamic(d: Any) -> Any:
         k = kfn(d)
-        if k.__class__ is list:  # [key, default] computed
+        if unpack and k.__class__ is list:  # [key, default] computed
             dv = k[1] if len(k) > 1 else None
             k = k[0] if k else None
         else:

@@ -33,3 +33,20 @@ IN_UNDER_COMPARISON = [
 def test_in_evaluates_its_haystack_first(targeting: Any, context: dict[str, Any],
                                          variant: str) -> None:
     assert _variant(targeting, context) == variant
+
+
+DYNAMIC_VAR_KEY = [
+    # {"var": [KEY_EXPR, default]}: the key's value goes to var's method as the key itself
+    # (an array key reads as its JS string: ["x"] -> "x"); only a lone key expression may
+    # evaluate to a [key, default] pair
+    ({"var": [{"var": "u"}, "b"]}, {"u": ["x"], "x": "a"}, "a"),
+    ({"var": [{"var": "u"}, "b"]}, {"u": ["zz", "a"]}, "b"),
+    ({"var": [{"var": "u"}]}, {"u": ["zz", "a"]}, "a"),
+    ({"var": {"var": "u"}}, {"u": ["zz", "a"]}, "a"),
+]
+
+
+@pytest.mark.parametrize(("targeting", "context", "variant"), DYNAMIC_VAR_KEY)
+def test_var_with_a_computed_key_and_a_default(targeting: Any, context: dict[str, Any],
+                                               variant: str) -> None:
+    assert _variant(targeting, context) == variant
