@@ -181,6 +181,9 @@ def evaluate_py(pydoc: PyDoc, key: str, context: Mapping[str, JSON],
                        note="refused at load: " + "; ".join(pydoc.rejected[key][:3]))
     if pydoc.flag_set is None:
         return Outcome("ERROR", error_code="PARSE_ERROR", note="document refused")
+    # a request's context is parsed JSON: no object shared between two places (JS compares
+    # objects by identity, and the reference got its own parse too)
+    context = orjson.loads(orjson.dumps(context))
     try:
         return py_outcome(evaluate(pydoc.flag_set, key, context))
     except Exception as exc:  # evaluate must never raise: that is a mismatch too

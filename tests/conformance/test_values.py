@@ -164,3 +164,57 @@ def test_equality_and_membership_matrix(reference_prefix: Path) -> None:
                            f"flagedge {py.brief()}")
     assert compared > 4000
     assert not bad, f"{len(bad)} of {compared} cases differ:\n" + "\n".join(bad[:20])
+
+
+_U, _S = {"var": "u"}, {"var": "s"}
+_RIGHT_OPERANDS: list[Any] = [
+    {"in": [_U, _S]}, {"cat": [_U, _S]}, {"+": [_U, _S]}, {"-": [_U, _S]}, {"*": [_U, _S]},
+    {"/": [_U, _S]}, {"%": [_U, _S]}, {"max": [_U, _S]}, {"min": [_U, _S]}, {"merge": [_U, _S]},
+    {"substr": [_U, _S]}, {"and": [_U, _S]}, {"or": [_U, _S]}, {"if": [_U, _S, _U]},
+    {"?:": [_S, _U, _S]}, {"==": [_U, _S]}, {"!=": [_U, _S]}, {"<": [_U, _S]}, {"<": [_U, _S, _U]},
+    {"!": [_U]}, {"!!": [_S]}, {"missing": ["u", "s"]}, {"missing_some": [1, ["u", "s"]]},
+    {"map": [_U, {"var": ""}]}, {"filter": [_S, {"var": ""}]}, {"some": [_U, {"var": ""}]},
+    {"all": [_S, {"var": ""}]}, {"none": [_U, {"var": ""}]}, {"reduce": [_U, {"var": "current"}, _S]},
+    {"var": ["u", _S]}, {"var": [_U, _S]}, {"starts_with": [_U, _S]}, {"ends_with": [_U, _S]},
+    {"sem_ver": [_U, "=", _S]}, {"fractional": [_U, ["a", 1]]},
+]
+
+
+def test_operands_are_read_in_the_reference_order(reference_prefix: Path) -> None:
+    """json-logic-engine's compiled comparisons check their right operand against a shared
+    `prev` register that the operand's own code overwrites (its last var read): every
+    operator as a right operand, over values where the order of reads changes the answer."""
+    compile_document, evaluate = _engine()
+    vals: list[Any] = [None, 0, "", False, "x", "1", 1, [], ["x"]]
+    contexts = []
+    for u in vals:
+        for s in vals:
+            for t in (None, 0, "", "x", False):
+                c = {k: x for k, x in (("u", u), ("s", s), ("t", t)) if x is not None}
+                contexts.append(c)
+    contexts = contexts[::4]
+    variants = {"a": "A", "b": "B"}
+    docs = []
+    for i, right in enumerate(_RIGHT_OPERANDS):
+        flags = {f"{op}-{i}": {"state": "ENABLED", "variants": variants, "defaultVariant": "b",
+                               "targeting": {"if": [{op: [{"var": "t"}, right]}, "a", "b"]}}
+                 for op in ("==", "<", "!=")}
+        docs.append(({"flags": flags}, [(k, c) for k in flags for c in contexts]))
+    requests = [{"id": i, "doc": d, "cases": [{"key": k, "context": c} for k, c in cs]}
+                for i, (d, cs) in enumerate(docs)]
+    try:
+        replies = run_reference(requests)
+    except ReferenceUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    compared, bad = 0, []
+    for (doc, cases), reply in zip(docs, replies, strict=True):
+        pydoc = compile_py(doc, compile_document)
+        for (key, ctx), raw in zip(cases, reply["results"], strict=True):
+            js, _ = js_outcome(raw)
+            py = evaluate_py(pydoc, key, ctx, evaluate)
+            compared += 1
+            if classify(raw, js, key, pydoc, py) == "mismatch":
+                bad.append(f"{doc['flags'][key]['targeting']} {ctx}: reference {js.brief()} "
+                           f"flagedge {py.brief()}")
+    assert compared > 10000
+    assert not bad, f"{len(bad)} of {compared} cases differ:\n" + "\n".join(bad[:20])
