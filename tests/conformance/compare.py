@@ -122,6 +122,7 @@ def _refs(node: JSON) -> set[str]:
 
 
 def compile_py(doc: Mapping[str, JSON], compile_document: Callable[..., Any]) -> PyDoc:
+    doc = orjson.loads(orjson.dumps(doc))  # as parsed from JSON: no shared objects
     flags = doc.get("flags", {})
     evaluators = dict(doc.get("$evaluators") or {})
     rejected: dict[str, list[str]] = {}
