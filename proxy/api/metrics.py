@@ -56,6 +56,9 @@ class Histogram:
         return [self.counts, self.sum]
 
 
+PENDING_FOLD = 1_000  # distinct bulk results counted but not yet expanded per flag
+
+
 class HotMetrics:
     def __init__(self) -> None:
         self.requests: dict[tuple[str, int], int] = {}
@@ -88,7 +91,9 @@ class HotMetrics:
         an integer add now, expanded per flag when metrics are read."""
         if entry.pending == 0:
             self._pending.append((env, entry))
-            if len(self._pending) > 20_000:
+            # Each pending entry keeps its response body (~7 KB for 50 flags) alive after the
+            # result cache dropped it: fold often enough that this stays a few MB, not 100+.
+            if len(self._pending) > PENDING_FOLD:
                 self.fold()
         entry.pending += 1
 
