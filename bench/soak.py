@@ -49,12 +49,18 @@ def raise_nofile(want: int = 65_536) -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+ALLOW_LIST = 0  # set from --allow-list: emails in each targeted flag's rule
+
+
 def flag(i: int, on: bool) -> dict[str, Any]:
-    """Boolean flags; every third one targets a plan, so evaluated streams have work to do."""
+    """Boolean flags; every third one targets a plan or an allow list of emails (its size sets
+    how many bytes each change puts on the rules stream), so streams have work to do."""
     f: dict[str, Any] = {"state": "ENABLED", "variants": {"on": True, "off": False},
                          "defaultVariant": "on" if on else "off"}
     if i % 3 == 0:
-        f["targeting"] = {"if": [{"==": [{"var": "plan"}, "pro"]}, "on", None]}
+        emails = [f"user{j}@customer{i}.example.com" for j in range(ALLOW_LIST)]
+        f["targeting"] = {"if": [{"or": [{"==": [{"var": "plan"}, "pro"]},
+                                         {"in": [{"var": "email"}, emails]}]}, "on", None]}
     return f
 
 
@@ -218,7 +224,8 @@ async def soak(args: argparse.Namespace, redis_url: str, workdir: Path) -> int:
     log = (workdir / "proxy.log").open("wb")
     proxy = subprocess.Popen([sys.executable, "-m", "proxy", "serve", "--host", "127.0.0.1",
                               "--port", str(port), "--redis", redis_url, "--env", ENV,
-                              "--log-level", "warning"], cwd=ROOT, env=env, stdout=log,
+                              "--log-level", "warning", *args.proxy_args], cwd=ROOT, env=env,
+                             stdout=log,
                              stderr=subprocess.STDOUT)
     stalled = writer = None
     probe = httpx.AsyncClient(base_url=url, timeout=5.0)
@@ -259,7 +266,8 @@ async def soak(args: argparse.Namespace, redis_url: str, workdir: Path) -> int:
         print(f"  t={0:5.1f}s  server RSS {rss[0][1]:7.1f} MB", flush=True)
         writer = subprocess.Popen(
             [sys.executable, __file__, "--writer", "--redis", redis_url, "--rate",
-             str(args.changes), "--duration", str(args.duration)],
+             str(args.changes), "--duration", str(args.duration), "--allow-list",
+             str(args.allow_list)],
             stdout=subprocess.PIPE, text=True)
         started = time.monotonic()
         next_sample = 10.0
@@ -303,6 +311,9 @@ async def soak(args: argparse.Namespace, redis_url: str, workdir: Path) -> int:
           f"{versions.get(ENV)}")
     print(f"  stalled streams still open at the end: {open_end:.0f}/{args.readers}; events "
           f"sent {sent:.0f}, coalesced (queue over its bound) {coalesced:.0f}")
+    for line in scrape.splitlines():
+        if line.startswith(("flagedge_sse_events_total{", "flagedge_sse_connections{")):
+            print("    " + line)
     print(f"  server RSS: start {rss_values[0]:.1f} MB, max {max(rss_values):.1f} MB, end "
           f"{rss_values[-1]:.1f} MB (growth {rss_values[-1] - rss_values[0]:+.1f} MB"
           + (f"; from t=10 s to the end {rss_values[-1] - rss_values[1]:+.1f} MB)"
@@ -325,6 +336,11 @@ def main() -> None:
                         help="normal clients' evaluations per second")
     parser.add_argument("--baseline", type=float, default=15.0,
                         help="seconds of normal clients alone, before")
+    parser.add_argument("--allow-list", type=int, default=100,
+                        help="emails in each targeted flag's rule (100: ~4 KB per change)")
+    parser.add_argument("--proxy-arg", dest="proxy_args", action="append", default=[],
+                        help="extra `flagedge serve` argument (repeatable), e.g. "
+                             "--proxy-arg=--cache-size=100")
     parser.add_argument("--stalled", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--writer", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -333,6 +349,8 @@ def main() -> None:
     parser.add_argument("--skey", default="", help=argparse.SUPPRESS)
     parser.add_argument("--redis", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global ALLOW_LIST
+    ALLOW_LIST = args.allow_list
     if args.stalled:
         stalled_process(args.port, args.n, args.ckey, args.skey)
         return
