@@ -36,7 +36,8 @@ def operand(x: Any) -> int | float:
     """JS ``+precoerceNumber(x)``: objects and NaN throw; strings may still give NaN."""
     c = x.__class__
     if c is int:
-        return x
+        # JS numbers are doubles: an integer past 2^53 is rounded before any arithmetic
+        return x if -MAX_SAFE_INTEGER <= x <= MAX_SAFE_INTEGER else float(x)
     if c is float:
         if x != x:
             raise JSThrow("operand is NaN")
@@ -265,7 +266,9 @@ def _arith(name: str, impl: Any, lo: int, zero_divisor: bool) -> Any:
 
             def add2(d: Any) -> Any:
                 a, b = fa(d), fb(d)
-                if a.__class__ is int and b.__class__ is int:
+                if (a.__class__ is int and b.__class__ is int
+                        and -MAX_SAFE_INTEGER <= a <= MAX_SAFE_INTEGER
+                        and -MAX_SAFE_INTEGER <= b <= MAX_SAFE_INTEGER):
                     return result(a + b)
                 return result(operand(a) + operand(b))
 

@@ -108,8 +108,10 @@ def str_to_number(s: str) -> int | float:
 def to_number(v: Any) -> int | float:
     """JS ``+v``."""
     c = v.__class__
-    if c is int or c is float:
+    if c is float:
         return v
+    if c is int:  # a double in JS past 2^53
+        return v if -MAX_SAFE_INTEGER <= v <= MAX_SAFE_INTEGER else float(v)
     if c is bool:
         return 1 if v else 0
     if v is None:

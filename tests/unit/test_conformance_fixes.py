@@ -50,3 +50,24 @@ DYNAMIC_VAR_KEY = [
 def test_var_with_a_computed_key_and_a_default(targeting: Any, context: dict[str, Any],
                                                variant: str) -> None:
     assert _variant(targeting, context) == variant
+
+
+UNSAFE_INTEGERS = [
+    # JSON integers past 2^53 are doubles in JS: arithmetic rounds them first
+    # (9007199254740993 -> 9007199254740992, which is 2 mod 3, not 0)
+    ({"if": [{"==": [0, {"%": [{"var": "n"}, 3]}]}, "a", "b"]}, {"n": 9007199254740993}, "b"),
+    ({"if": [{"==": [0, {"%": [{"var": "n"}, 3]}]}, "a"]}, {"n": 9007199254740993}, "b"),
+    ({"if": [{"==": [{"var": "m"}, {"+": [{"var": "n"}, 1]}]}, "a", "b"]},
+     {"n": 9007199254740993, "m": 9007199254740994}, "b"),
+    ({"if": [{"==": [{"var": "m"}, {"-": [{"var": "n"}, 1]}]}, "a", "b"]},
+     {"n": 9007199254740993, "m": 9007199254740992}, "b"),
+    ({"if": [{"==": [1, {"%": [{"var": "n"}, 2]}]}, "a", "b"]}, {"n": 12345678901234567891}, "b"),
+    ({"if": [{"<": [{"/": [{"var": "n"}, 3]}, 3002399751580331]}, "a", "b"]},
+     {"n": 9007199254740993}, "a"),
+]
+
+
+@pytest.mark.parametrize(("targeting", "context", "variant"), UNSAFE_INTEGERS)
+def test_arithmetic_on_integers_past_2_53_is_double_arithmetic(
+        targeting: Any, context: dict[str, Any], variant: str) -> None:
+    assert _variant(targeting, context) == variant
