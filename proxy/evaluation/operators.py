@@ -148,9 +148,14 @@ def _build_andor(is_or: bool) -> Any:
 def _build_not(negate: bool) -> Any:
     def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
         unwrap = False  # the interpreter looks inside an array value: ! [x] tests x
+        rest: list[Any] = []
         if args.__class__ is list:
             inner: Compiled = cc.compile(args[0], f"{path}[0]") if args else Const(None)
             unwrap = cc.interpreted and len(args) == 1 and args[0].__class__ is not list
+            if cc.interpreted and len(args) > 1:
+                # the interpreter evaluates every argument (their errors count), then tests
+                # the first; compiled code only ever evaluates the first
+                rest = [cc.compile(a, f"{path}[{i}]") for i, a in enumerate(args[1:], 1)]
         else:
             inner = cc.compile(args, path)
             unwrap = cc.interpreted
@@ -158,6 +163,16 @@ def _build_not(negate: bool) -> Any:
             f0 = _fn(inner)
             inner_v = inner
             inner = (lambda d: _first(f0(d))) if inner_v.__class__ is not Const else Const(_first(inner_v.value))  # type: ignore[union-attr]
+        if any(r.__class__ is not Const for r in rest):
+            first, others = _fn(inner), [_fn(r) for r in rest]
+
+            def first_of_all(d: Any) -> Any:
+                v = first(d)
+                for g in others:
+                    g(d)
+                return v
+
+            inner = first_of_all
         if inner.__class__ is Const:
             return Const(_is_true(inner.value) is not negate)  # type: ignore[union-attr]
         f = _fn(inner)

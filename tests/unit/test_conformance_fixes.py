@@ -71,3 +71,17 @@ UNSAFE_INTEGERS = [
 def test_arithmetic_on_integers_past_2_53_is_double_arithmetic(
         targeting: Any, context: dict[str, Any], variant: str) -> None:
     assert _variant(targeting, context) == variant
+
+
+def test_interpreted_not_evaluates_all_its_arguments() -> None:
+    # under a 2-argument if the reference's interpreter evaluates every argument of ! / !!
+    # (84 has no .includes: GENERAL); compiled code (3-argument if) only evaluates the first
+    doc = {"flags": {"f": {"state": "ENABLED", "variants": {"a": 1, "b": 2},
+                           "defaultVariant": "b", "targeting": None}}}
+    ctx = {"n": 84, "v": True}
+    for op in ("!", "!!"):
+        cond = {op: [{"var": "v"}, {"in": ["1", {"var": "n"}]}]}
+        doc["flags"]["f"]["targeting"] = {"if": [cond, "a"]}
+        assert evaluate(compile_document(doc), "f", ctx).error_code is not None
+        doc["flags"]["f"]["targeting"] = {"if": [cond, "a", "b"]}
+        assert evaluate(compile_document(doc), "f", ctx).variant == ("b" if op == "!" else "a")
