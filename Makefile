@@ -42,7 +42,7 @@ loadtest: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/evaluator.py
-	$(PY) bench/http.py
+	$(PY) bench/ofrep_http.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -7,7 +7,7 @@ apt-get if missing) pinned to core 1, a Lua script posting varied bodies for 10,
     all 20 flags (static, targeting and fractional mixed).
 Prints req/s, p99 and the flagedge/echo ratio for both. Goals: (a) >= 0.8x, (b) >= 0.5x.
 
-    python bench/http.py [--duration 10] [--connections 32]
+    python bench/ofrep_http.py [--duration 10] [--connections 32]
 """
 
 from __future__ import annotations
