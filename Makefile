@@ -40,9 +40,12 @@ lint: $(STAMP)
 loadtest: $(STAMP)
 	$(PY) loadtests/run.py
 
+## Benchmarks: each prints ratios against a baseline measured in the same run.
 bench: $(STAMP)
 	$(PY) bench/evaluator.py
+	$(PY) bench/propagation.py
 	$(PY) bench/ofrep_http.py
+	$(PY) bench/sse.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
