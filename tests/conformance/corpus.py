@@ -176,6 +176,9 @@ ENTRIES: list[Entry] = [
     Entry("float rule result names variant '2.5'", variants={"2.5": "x", "0": "y"},
           default_variant="0", targeting={"*": [v("n"), 0.5]}, context={"n": 5},
           expect=match("2.5", "x")),
+    Entry("an id past 2^53 is a double: 9007199254740993 % 3 is 2",
+          targeting=_if({"==": [{"%": [v("id"), 3]}, 2]}), context={"id": 9007199254740993},
+          expect=match("on", True)),
     Entry("reduce sums a context array", targeting=_if({">": [{"reduce": [
         v("xs"), {"+": [v("accumulator"), v("current")]}, 0]}, 100]}),
           context={"xs": [50, 40.5, 10]}, expect=match("on", True)),

@@ -38,7 +38,7 @@ OPERATORS = [
 ]
 
 NUM_ATTRS = ["age", "score", "rollout", "user.org.seats", "items.0.qty", "scores.1", "age",
-             "score", "rollout", "tags.length"]
+             "score", "rollout", "tags.length", "accountId"]
 STR_ATTRS = ["tier", "country", "email", "user.id", "user.org.plan", "tags.0", "locale", "tier",
              "country", "email", "locale", "app.version", "app\\.version"]
 BOOL_ATTRS = ["beta", "user.verified"]
@@ -237,6 +237,9 @@ class Generator:
             elif self.p(0.2):
                 user["org"] = None
             c["user"] = user
+        if self.p(0.3):  # numeric ids, some past 2^53 (JS rounds them to doubles)
+            c["accountId"] = self.pick([self.r.randrange(1, 10**6), self.r.randrange(2**53, 2**64),
+                                        str(self.r.randrange(1, 10**6))])
         if self.p(0.05):  # a dotted key is not a path: var "app.version" reads app.version
             c["app.version"] = self.pick(VERSIONS[:6])
             if self.p(0.5):
