@@ -35,6 +35,9 @@ from proxy.store import Store
 
 EVENTS_PATH = "/ofrep/v1/events"
 CATCH_UP_TIMEOUT = 0.5  # flagConfigEtag newer than us: wait this long for the store
+# Contexts larger than this are evaluated, not cached: their canonical form is the cache key,
+# so 10,000 entries of near-limit contexts would hold ~640 MB (and they rarely repeat).
+MAX_CACHED_CONTEXT = 4096
 _SORT = orjson.OPT_SORT_KEYS
 _NO_RULES = "no rules loaded yet: the rules source is not reachable (retry shortly)"
 
@@ -203,7 +206,7 @@ class OfrepApi:
                 return bad
             raise
         entry: CachedResult | None = None
-        cacheable = not flag_set.uses_timestamp
+        cacheable = not flag_set.uses_timestamp and len(canonical) <= MAX_CACHED_CONTEXT
         cache_key = (principal.env, flag_set.epoch, flag_set.version, canonical)
         if cacheable:
             entry = self.cache.get(cache_key)
