@@ -33,6 +33,12 @@ def env_doc(env: str) -> dict[str, Any]:
     }
 
 
+def http(server: ProxyServer, key: str | None = None, timeout: float = 10.0) -> httpx.Client:
+    """A client for ``server`` with ``key`` as Bearer (None: no auth) and a given timeout."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.Client(base_url=server.url, headers=headers, timeout=timeout)
+
+
 def b64_context(context: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(context)).rstrip(b"=").decode()
 
