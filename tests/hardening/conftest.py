@@ -13,9 +13,15 @@ import orjson
 import pytest
 
 # Re-exported so pytest finds them here too (conftest fixtures only reach their own tree).
-from tests.integration.conftest import ProxyFactory, ProxyServer, proxy_factory, proxy_server
+from tests.integration.conftest import (
+    ROOT,
+    ProxyFactory,
+    ProxyServer,
+    proxy_factory,
+    proxy_server,
+)
 
-__all__ = ["ProxyFactory", "ProxyServer", "proxy_factory", "proxy_server"]
+__all__ = ["ROOT", "ProxyFactory", "ProxyServer", "proxy_factory", "proxy_server"]
 
 BULK = "/ofrep/v1/evaluate/flags"
 
