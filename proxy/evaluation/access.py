@@ -18,6 +18,7 @@ from proxy.evaluation.jsvalue import (
     JSThrow,
     js_falsy,
     js_get,
+    js_le,
     js_lt,
     split_path,
     to_string,
@@ -312,6 +313,9 @@ def build_missing_some(cc: LogicCompiler, args: Any, path: str) -> Compiled:
     record = cc.records() and compiled
 
     direct = _direct_keys(cc, args[1])
+    # compiled: `found < NEED ? missing : []`; interpreted: `found >= NEED ? [] : missing`
+    # (they differ when NEED is not a number: NaN compares false both ways)
+    interpreted = cc.interpreted
 
     def missing_some(d: Any) -> Any:
         ks = kfn(d)
@@ -320,7 +324,8 @@ def build_missing_some(cc: LogicCompiler, args: Any, path: str) -> Compiled:
         miss = missing_direct(ks, d) if direct else missing_keys(ks, d)
         if cell is not None:
             cell[0] = miss
-        if not js_lt(len(ks) - len(miss), need(d)):
+        found = len(ks) - len(miss)
+        if (js_le(need(d), found) if interpreted else not js_lt(found, need(d))):
             if record:
                 cell[0] = miss  # type: ignore[index]
             return []

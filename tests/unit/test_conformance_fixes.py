@@ -85,3 +85,11 @@ def test_interpreted_not_evaluates_all_its_arguments() -> None:
         assert evaluate(compile_document(doc), "f", ctx).error_code is not None
         doc["flags"]["f"]["targeting"] = {"if": [cond, "a", "b"]}
         assert evaluate(compile_document(doc), "f", ctx).variant == ("b" if op == "!" else "a")
+
+
+@pytest.mark.parametrize(("need", "variant"), [("12abc", "a"), ({}, "a"), (2, "a"), ("1", "b")])
+def test_interpreted_missing_some_asks_found_at_least_need(need: Any, variant: str) -> None:
+    # under a 2-argument ?: the interpreter answers `found >= need ? [] : missing`, so a need
+    # that is not a number (NaN) returns the missing keys (compiled: `found < need`, [] then)
+    targeting = {"?:": [{"missing_some": [{"var": "need"}, ["email", "tier"]]}, "a"]}
+    assert _variant(targeting, {"need": need, "email": "x@y"}) == variant
