@@ -12,6 +12,7 @@ a ``put``), so a stalled reader costs a bounded amount of memory and nobody else
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -186,7 +187,7 @@ def _due(conn: Connection, change: Change) -> bool:
 
 class FanOut:
     def __init__(self, store: Store, changelog: ChangeLog | None = None, *,
-                 max_queue: int = 64, max_queue_bytes: int = 1 << 20,
+                 max_queue: int = 64, max_queue_bytes: int = 1 << 20, max_backlog: int = 32,
                  max_per_key: int = 10_000, max_total: int = 20_000,
                  engine: tuple[Evaluate, EvaluateAll] | None = None,
                  render: Render = _plain_render, stats: Any = None, redis: Any = None):
@@ -194,6 +195,7 @@ class FanOut:
         self.changelog = changelog or ChangeLog()
         self.max_queue = max_queue  # events queued per connection before coalescing
         self.max_queue_bytes = max_queue_bytes
+        self.max_backlog = max_backlog  # changes waiting for the fan-out before it skips ahead
         self.max_per_key = max_per_key
         self.max_total = max_total
         self.render = render  # EvaluationResult -> OFREP item (the bulk endpoint's shape)
@@ -369,6 +371,16 @@ class FanOut:
     async def _run_env(self, env: str, inbox: asyncio.Queue[tuple[Change, FlagSet, Entry]]) -> None:
         while True:
             change, flag_set, entry = await inbox.get()
+            if inbox.qsize() >= self.max_backlog:
+                # Far behind (changes arrive faster than the streams take them): jump to the
+                # newest state once, as a reset, rather than hold every set in between.
+                skipped = inbox.qsize()
+                while not inbox.empty():
+                    change, flag_set, entry = inbox.get_nowait()
+                change = dataclasses.replace(change, reset=True)
+                count(self.stats, "fanout", "skipped", skipped)
+                log.debug("fan-out %d changes behind: sending version %d as a snapshot",
+                            skipped + 1, change.version, extra={"env": env})
             try:
                 self.distribute(change, flag_set, entry)
                 evaluated = self._conns.get(env, {}).get(StreamKind.EVALUATED)
