@@ -286,6 +286,10 @@ async def soak(args: argparse.Namespace, redis_url: str, workdir: Path) -> int:
         scrape = (await probe.get("/metrics")).text
         versions = (await probe.get("/readyz")).json().get("envs", {})
         await clients.stop()
+        # Events still going out after the writes stopped: the fan-out's backlog at the end.
+        await asyncio.sleep(5)
+        late = metric((await probe.get("/metrics")).text, "flagedge_sse_events_total",
+                      outcome="sent") - metric(scrape, "flagedge_sse_events_total", outcome="sent")
     finally:
         for p in (stalled, writer):
             if p is not None and p.poll() is None:
@@ -311,6 +315,7 @@ async def soak(args: argparse.Namespace, redis_url: str, workdir: Path) -> int:
           f"{versions.get(ENV)}")
     print(f"  stalled streams still open at the end: {open_end:.0f}/{args.readers}; events "
           f"sent {sent:.0f}, coalesced (queue over its bound) {coalesced:.0f}")
+    print(f"  events sent in the 5 s after the last change (fan-out backlog): {late:.0f}")
     for line in scrape.splitlines():
         if line.startswith(("flagedge_sse_events_total{", "flagedge_sse_connections{")):
             print("    " + line)
