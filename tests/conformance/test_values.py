@@ -24,6 +24,37 @@ def _engine() -> tuple[Any, Any]:
     return compile_document, evaluate
 
 
+def _compare_rules(rules: list[Any], contexts: list[dict[str, Any]], *,
+                   per_doc: int = 60) -> tuple[int, list[str]]:
+    """Every rule (as a flag's targeting, variants a/b, default b) on every context, in both
+    engines; returns (cases compared, descriptions of mismatches)."""
+    compile_document, evaluate = _engine()
+    variants = {"a": "A", "b": "B"}
+    docs = []
+    for start in range(0, len(rules), per_doc):
+        flags = {f"r{i}": {"state": "ENABLED", "variants": variants, "defaultVariant": "b",
+                           "targeting": rule}
+                 for i, rule in enumerate(rules[start:start + per_doc], start)}
+        docs.append(({"flags": flags}, [(k, c) for k in flags for c in contexts]))
+    requests = [{"id": i, "doc": d, "cases": [{"key": k, "context": c} for k, c in cs]}
+                for i, (d, cs) in enumerate(docs)]
+    try:
+        replies = run_reference(requests)
+    except ReferenceUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    compared, bad = 0, []
+    for (doc, cases), reply in zip(docs, replies, strict=True):
+        pydoc = compile_py(doc, compile_document)
+        for (key, ctx), raw in zip(cases, reply["results"], strict=True):
+            js, _ = js_outcome(raw)
+            py = evaluate_py(pydoc, key, ctx, evaluate)
+            compared += 1
+            if classify(raw, js, key, pydoc, py) == "mismatch":
+                bad.append(f"{doc['flags'][key]['targeting']} {ctx}: reference {js.brief()} "
+                           f"flagedge {py.brief()}")
+    return compared, bad
+
+
 def _version(r: random.Random, *, valid: bool) -> str:
     def part() -> str:
         return str(r.choice([0, 1, 2, 9, 10, 11, 99, r.randrange(0, 1000)]))
@@ -132,36 +163,14 @@ _LITERALS: list[Any] = ["", "0", "1", "gold", " ", "true", "null", "1.0", " 1", 
 def test_equality_and_membership_matrix(reference_prefix: Path) -> None:
     """Every (in)equality operator and `in`, context value on either side of a literal, over
     values JS compares in its own ways (fast paths in the engine must keep these)."""
-    compile_document, evaluate = _engine()
     rules: list[Any] = []
     for op in ("==", "!=", "===", "!==", "<", ">="):
         for lit in _LITERALS:
             rules += [{op: [{"var": "x"}, lit]}, {op: [lit, {"var": "x"}]}]
     for hay in (["gold", 1, "", True, None, 0, "0"], ["gold", "silver"], [1, 2.0, 3], "gold1null"):
         rules.append({"in": [{"var": "x"}, hay]})
-    variants = {"a": "A", "b": "B"}
-    docs = []
-    for start in range(0, len(rules), 60):
-        flags = {f"r{i}": {"state": "ENABLED", "variants": variants, "defaultVariant": "b",
-                           "targeting": {"if": [rule, "a", "b"]}}
-                 for i, rule in enumerate(rules[start:start + 60], start)}
-        docs.append(({"flags": flags}, [(k, {"x": x}) for k in flags for x in _VALUES]))
-    requests = [{"id": i, "doc": d, "cases": [{"key": k, "context": c} for k, c in cs]}
-                for i, (d, cs) in enumerate(docs)]
-    try:
-        replies = run_reference(requests)
-    except ReferenceUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
-    compared, bad = 0, []
-    for (doc, cases), reply in zip(docs, replies, strict=True):
-        pydoc = compile_py(doc, compile_document)
-        for (key, ctx), raw in zip(cases, reply["results"], strict=True):
-            js, _ = js_outcome(raw)
-            py = evaluate_py(pydoc, key, ctx, evaluate)
-            compared += 1
-            if classify(raw, js, key, pydoc, py) == "mismatch":
-                bad.append(f"{doc['flags'][key]['targeting']} {ctx}: reference {js.brief()} "
-                           f"flagedge {py.brief()}")
+    rules = [{"if": [rule, "a", "b"]} for rule in rules]
+    compared, bad = _compare_rules(rules, [{"x": x} for x in _VALUES])
     assert compared > 4000
     assert not bad, f"{len(bad)} of {compared} cases differ:\n" + "\n".join(bad[:20])
 
@@ -180,41 +189,36 @@ _RIGHT_OPERANDS: list[Any] = [
 ]
 
 
-def test_operands_are_read_in_the_reference_order(reference_prefix: Path) -> None:
-    """json-logic-engine's compiled comparisons check their right operand against a shared
-    `prev` register that the operand's own code overwrites (its last var read): every
-    operator as a right operand, over values where the order of reads changes the answer."""
-    compile_document, evaluate = _engine()
-    vals: list[Any] = [None, 0, "", False, "x", "1", 1, [], ["x"]]
+def _operand_contexts(vals: list[Any], step: int) -> list[dict[str, Any]]:
     contexts = []
     for u in vals:
         for s in vals:
             for t in (None, 0, "", "x", False):
-                c = {k: x for k, x in (("u", u), ("s", s), ("t", t)) if x is not None}
-                contexts.append(c)
-    contexts = contexts[::4]
-    variants = {"a": "A", "b": "B"}
-    docs = []
-    for i, right in enumerate(_RIGHT_OPERANDS):
-        flags = {f"{op}-{i}": {"state": "ENABLED", "variants": variants, "defaultVariant": "b",
-                               "targeting": {"if": [{op: [{"var": "t"}, right]}, "a", "b"]}}
-                 for op in ("==", "<", "!=")}
-        docs.append(({"flags": flags}, [(k, c) for k in flags for c in contexts]))
-    requests = [{"id": i, "doc": d, "cases": [{"key": k, "context": c} for k, c in cs]}
-                for i, (d, cs) in enumerate(docs)]
-    try:
-        replies = run_reference(requests)
-    except ReferenceUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
-    compared, bad = 0, []
-    for (doc, cases), reply in zip(docs, replies, strict=True):
-        pydoc = compile_py(doc, compile_document)
-        for (key, ctx), raw in zip(cases, reply["results"], strict=True):
-            js, _ = js_outcome(raw)
-            py = evaluate_py(pydoc, key, ctx, evaluate)
-            compared += 1
-            if classify(raw, js, key, pydoc, py) == "mismatch":
-                bad.append(f"{doc['flags'][key]['targeting']} {ctx}: reference {js.brief()} "
-                           f"flagedge {py.brief()}")
+                contexts.append({k: x for k, x in (("u", u), ("s", s), ("t", t)) if x is not None})
+    return contexts[::step]
+
+
+def test_operands_are_read_in_the_reference_order(reference_prefix: Path) -> None:
+    """json-logic-engine's compiled comparisons check their right operand against a shared
+    `prev` register that the operand's own code overwrites (its last var read): every
+    operator as a right operand, over values where the order of reads changes the answer."""
+    rules = [{"if": [{op: [{"var": "t"}, right]}, "a", "b"]}
+             for right in _RIGHT_OPERANDS for op in ("==", "<", "!=")]
+    vals: list[Any] = [None, 0, "", False, "x", "1", 1, [], ["x"]]
+    compared, bad = _compare_rules(rules, _operand_contexts(vals, 4))
+    assert compared > 10000
+    assert not bad, f"{len(bad)} of {compared} cases differ:\n" + "\n".join(bad[:20])
+
+
+def test_short_ifs_run_the_reference_interpreter(reference_prefix: Path) -> None:
+    """Under a 1- or 2-argument if the reference interprets instead of compiling: every
+    operator there, on its own, compared, and negated, over odd values (NaN-ish strings,
+    objects, arrays, booleans)."""
+    rules: list[Any] = []
+    for right in _RIGHT_OPERANDS:
+        rules += [{"if": [right, "a"]}, {"if": [{"==": [right, {"var": "t"}]}, "a"]},
+                  {"if": [{"<": [{"var": "t"}, right]}, "a"]}, {"?:": [{"!": [right]}, "a"]}]
+    vals: list[Any] = [None, 0, "", False, "x", "1", 1, [], ["x"], {}, "12abc", 2.5, True]
+    compared, bad = _compare_rules(rules, _operand_contexts(vals, 9))
     assert compared > 10000
     assert not bad, f"{len(bad)} of {compared} cases differ:\n" + "\n".join(bad[:20])
