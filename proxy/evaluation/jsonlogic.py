@@ -43,7 +43,7 @@ from typing import Any
 
 from proxy.evaluation import operators
 from proxy.evaluation.builder import fn as as_fn
-from proxy.evaluation.jsvalue import Const, JSThrow
+from proxy.evaluation.jsvalue import Const, JSThrow, to_string
 from proxy.model import Problem
 
 Fn = Callable[[Any], Any]
@@ -278,9 +278,9 @@ class LogicCompiler:
         elif node.__class__ is dict and len(node) == 1:
             ((op, args),) = node.items()
             if op == "var":
-                out = in_iterator and (args.__class__ is not dict) and (
-                    args.__class__ is not list or all(a.__class__ is not dict for a in args)
-                )
+                # the reference: `insideIterator && !String(data).includes('../../')`, whatever
+                # a default or computed key reads (they read the element too)
+                out = in_iterator and "../../" not in to_string(args)
             elif op == "missing":
                 out = args == []
             elif op in IMPURE:

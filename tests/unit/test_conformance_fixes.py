@@ -93,3 +93,13 @@ def test_interpreted_missing_some_asks_found_at_least_need(need: Any, variant: s
     # that is not a number (NaN) returns the missing keys (compiled: `found < need`, [] then)
     targeting = {"?:": [{"missing_some": [{"var": "need"}, ["email", "tier"]]}, "a"]}
     assert _variant(targeting, {"need": need, "email": "x@y"}) == variant
+
+
+def test_iterator_over_a_literal_folds_with_a_var_default_in_its_body() -> None:
+    # the reference counts any var inside an iterator body as deterministic (its default
+    # reads the element too), so it folds `all` over `true` with its interpreter: no items,
+    # true; compiled code would have thrown (true has no .every)
+    doc = {"flags": {"f": {"state": "ENABLED", "variants": {"true": 1, "false": 0},
+                           "defaultVariant": "false",
+                           "targeting": {"all": [True, {"var": ["o.p", {"var": "a.x"}]}]}}}}
+    assert evaluate(compile_document(doc), "f", {}).variant == "true"
