@@ -20,6 +20,7 @@ from starlette.responses import Response
 
 from proxy.api import errors
 from proxy.api.tokens import StreamTokens
+from proxy.keys import hash_key
 
 log = logging.getLogger("flagedge.auth")
 
@@ -111,7 +112,10 @@ class Authenticator:
             raw = params.get("key")
         if not raw:
             return errors.unauthorized("missing API key (Authorization: Bearer, or X-API-Key)")
-        principal = self._known.get(raw)
+        # The memo is keyed by the key's sha256, like the key ring: no raw secret is kept as a
+        # dict key (nor compared byte by byte against one).
+        digest = hash_key(raw)
+        principal = self._known.get(digest)
         if principal is None:
             record = self.keyring.lookup(raw) if self.keyring is not None else None
             if record is None:
@@ -125,7 +129,7 @@ class Authenticator:
             if len(self._known) > 10_000:
                 self._known.clear()
             # Hot-path memo of found keys; any revocation or change clears it (on_key_changed).
-            self._known[raw] = principal
+            self._known[digest] = principal
         return principal
 
     def _from_token(self, token: str) -> Principal | Response:
