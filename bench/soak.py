@@ -265,7 +265,7 @@ async def soak(args: argparse.Namespace, redis_url: str, workdir: Path) -> int:
               f"{args.duration:.0f} s", flush=True)
         print(f"  t={0:5.1f}s  server RSS {rss[0][1]:7.1f} MB", flush=True)
         writer = subprocess.Popen(
-            [sys.executable, __file__, "--writer", "--redis", redis_url, "--rate",
+            [sys.executable, __file__, "--writer", "--redis", redis_url, "--changes",
              str(args.changes), "--duration", str(args.duration), "--allow-list",
              str(args.allow_list)],
             stdout=subprocess.PIPE, text=True)
