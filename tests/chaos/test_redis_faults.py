@@ -90,6 +90,12 @@ async def test_redis_sigkilled_for_5s_under_load_and_streams(proxy_server, redis
             ids = await rec.drain_until(versions[-1])
             tail = [i for i in ids if i > base]
             assert tail == versions, f"{rec.stream.url}: gap or repeat in {ids}"
+        # A client that was cut off during the outage resumes with Last-Event-ID and gets
+        # exactly the versions it missed.
+        for url, key in (("/ofrep/v1/events", ckey), ("/v1/stream/rules", skey)):
+            async with Stream(client, url, key=key, last_event_id=str(base)) as resumed:
+                rec = Recorder(resumed)
+                assert await rec.drain_until(versions[-1]) == versions, url
         await load.wait_more(20)
         failures = load.failures()
         assert not failures, failures[:3]
