@@ -109,3 +109,29 @@ async def test_revoked_keys_stop_everywhere_within_a_second(two_envs: TwoEnvs) -
             v = await asyncio.to_thread(s.push, env_doc("alpha") | {"metadata": {"v": "2"}},
                                         "alpha")
             assert (await kept.next()).id == str(v)
+
+
+async def test_revocation_reaches_every_worker_within_a_second(proxy_factory) -> None:
+    """With `serve --workers 2` each worker has its own key ring: all must drop the key."""
+    server = proxy_factory(env="alpha", extra_args=["--workers", "2"])
+    server.push(env_doc("alpha"), env="alpha")
+    key = server.create_key("client", env="alpha")
+    async with httpx.AsyncClient(base_url=server.url, timeout=httpx.Timeout(10, read=None)) as c:
+        # Several connections, so both workers hold some of them (the kernel spreads accepts).
+        streams = [Stream(c, f"/ofrep/v1/events?key={key}") for _ in range(8)]
+        for st in streams:
+            await st.__aenter__()
+        try:
+            for st in streams:
+                await st.next(data_only=False)
+            setup = TwoEnvs(server)
+            await asyncio.to_thread(revoke_with_cli, setup, key)
+            start = time.monotonic()
+            for st in streams:
+                await st.wait_ended(timeout=max(0.05, DEADLINE_S - (time.monotonic() - start)))
+            # A new connection per request, so both workers answer some of them.
+            hdr = {"Authorization": f"Bearer {key}", "Connection": "close"}
+            await all_refused(c, [("POST", BULK, {"json": {}, "headers": hdr})] * 10)
+        finally:
+            for st in streams:
+                await st.__aexit__(None, None, None)
