@@ -72,38 +72,33 @@ def _check(url: str) -> str:
 
 def async_client(url: str, *, cluster: bool = False, **kwargs: Any) -> Any:
     """A ``redis.asyncio`` client (``Redis``, ``RedisCluster`` or a Sentinel master)."""
-    scheme = _check(url)
-    if scheme.endswith("+sentinel"):
-        from redis.asyncio.sentinel import Sentinel
-
-        s = parse_sentinel(url)
-        auth = {"username": s.username, "password": s.password, "ssl": s.ssl}
-        sentinel = Sentinel(s.hosts, sentinel_kwargs=dict(auth), **auth)
-        return sentinel.master_for(s.service, db=s.db, **kwargs)
-    if cluster:
-        from redis.asyncio.cluster import RedisCluster
-
-        kwargs.pop("single_connection_client", None)
-        return RedisCluster.from_url(url, **kwargs)
     from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
+    from redis.asyncio.sentinel import Sentinel
 
-    return Redis.from_url(url, **kwargs)
+    if cluster:  # one connection per node is the cluster client's own business
+        kwargs.pop("single_connection_client", None)
+    return _client(url, cluster, kwargs, Redis, RedisCluster, Sentinel)
 
 
 def sync_client(url: str, *, cluster: bool = False, **kwargs: Any) -> Any:
     """A blocking client for the CLI."""
+    from redis import Redis
+    from redis.cluster import RedisCluster
+    from redis.sentinel import Sentinel
+
+    return _client(url, cluster, kwargs, Redis, RedisCluster, Sentinel)
+
+
+def _client(url: str, cluster: bool, kwargs: dict[str, Any], redis_cls: Any, cluster_cls: Any,
+            sentinel_cls: Any) -> Any:
+    """The same URL rules for the blocking and the asyncio flavours of redis-py."""
     scheme = _check(url)
     if scheme.endswith("+sentinel"):
-        from redis.sentinel import Sentinel
-
         s = parse_sentinel(url)
         auth = {"username": s.username, "password": s.password, "ssl": s.ssl}
-        sentinel = Sentinel(s.hosts, sentinel_kwargs=dict(auth), **auth)
+        sentinel = sentinel_cls(s.hosts, sentinel_kwargs=dict(auth), **auth)
         return sentinel.master_for(s.service, db=s.db, **kwargs)
     if cluster:
-        from redis.cluster import RedisCluster
-
-        return RedisCluster.from_url(url, **kwargs)
-    from redis import Redis
-
-    return Redis.from_url(url, **kwargs)
+        return cluster_cls.from_url(url, **kwargs)
+    return redis_cls.from_url(url, **kwargs)

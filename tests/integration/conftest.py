@@ -197,3 +197,17 @@ def proxy_factory(redis_server: RedisServer, tmp_path: Path) -> Iterator[ProxyFa
 def proxy_server(proxy_factory: ProxyFactory) -> ProxyServer:
     """A started `flagedge serve` on env ``test`` against this test's redis-server."""
     return proxy_factory()
+
+
+@pytest.fixture
+async def streams_served(proxy_server: ProxyServer) -> Any:
+    """A proxy with the streams tests' document pushed, and an async client on it:
+    ``(server, client, first_version)``."""
+    from tests.integration.streams_support import DOC, push
+
+    v1 = await push(proxy_server, DOC)
+    client = httpx.AsyncClient(base_url=proxy_server.url, timeout=httpx.Timeout(10, read=None))
+    try:
+        yield proxy_server, client, v1
+    finally:
+        await client.aclose()

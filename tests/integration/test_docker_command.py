@@ -15,20 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.dockerfile import instructions
 from tests.redis_server import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def instructions() -> list[tuple[str, str]]:
-    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
-    out = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            word, _, rest = line.partition(" ")
-            out.append((word.upper(), rest.strip()))
-    return out
 
 
 def image_env() -> dict[str, str]:

@@ -3,7 +3,6 @@ changed; auth on stream URLs; GET /v1/rules with ETag; the OFREP flow end to end
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
 from tests.integration.streams_support import (
@@ -20,18 +19,10 @@ from tests.integration.streams_support import (
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def served(proxy_server):
-    v1 = await push(proxy_server, DOC)
-    client = httpx.AsyncClient(base_url=proxy_server.url, timeout=httpx.Timeout(10, read=None))
-    try:
-        yield proxy_server, client, v1
-    finally:
-        await client.aclose()
 
 
-async def test_push_reaches_events_rules_and_evaluated_streams(served):
-    server, client, v1 = served
+async def test_push_reaches_events_rules_and_evaluated_streams(streams_served):
+    server, client, v1 = streams_served
     ckey = server.create_key("client")
     skey = server.create_key("server")
     ctx = b64_context({"targetingKey": "u1", "plan": "free"})
@@ -74,8 +65,8 @@ async def test_push_reaches_events_rules_and_evaluated_streams(served):
         assert metric(metrics, "flagedge_sse_events_total", stream="rules", outcome="sent") == 3
 
 
-async def test_evaluated_stream_patches_only_contexts_whose_result_changed(served):
-    server, client, _v1 = served
+async def test_evaluated_stream_patches_only_contexts_whose_result_changed(streams_served):
+    server, client, _v1 = streams_served
     key = server.create_key("client")
     pro = {"context": b64_context({"targetingKey": "p", "plan": "pro"})}
     free = {"context": b64_context({"targetingKey": "f", "plan": "free"})}
@@ -103,8 +94,8 @@ async def test_evaluated_stream_patches_only_contexts_whose_result_changed(serve
         assert s_pro.events.empty()
 
 
-async def test_stream_auth_header_token_and_key_param(served):
-    server, client, _v1 = served
+async def test_stream_auth_header_token_and_key_param(streams_served):
+    server, client, _v1 = streams_served
     ckey = server.create_key("client")
     # no key / unknown key -> 401; client key on the rules stream -> 403
     assert (await client.get("/ofrep/v1/events")).status_code == 401
@@ -123,8 +114,8 @@ async def test_stream_auth_header_token_and_key_param(served):
     assert (await client.get("/ofrep/v1/events?token=abc.def")).status_code == 401
 
 
-async def test_rules_document_etag_and_304(served):
-    server, client, v1 = served
+async def test_rules_document_etag_and_304(streams_served):
+    server, client, v1 = streams_served
     skey = server.create_key("server")
     auth = {"Authorization": f"Bearer {skey}"}
     r = await client.get("/v1/rules", headers=auth)
@@ -142,8 +133,8 @@ async def test_rules_document_etag_and_304(served):
     assert (await client.get("/v1/rules", headers={"X-API-Key": ckey})).status_code == 403
 
 
-async def test_ofrep_flow_bulk_event_streams_notification_refetch(served):
-    server, client, _v1 = served
+async def test_ofrep_flow_bulk_event_streams_notification_refetch(streams_served):
+    server, client, _v1 = streams_served
     key = server.create_key("client")
     auth = {"Authorization": f"Bearer {key}"}
     body = {"context": {"targetingKey": "u1", "plan": "free"}}

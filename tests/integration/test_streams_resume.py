@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
 import pytest
 
 from proxy.sources.layout import changes_key
 from tests.integration.streams_support import (
-    DOC,
     Stream,
     b64_context,
     color,
@@ -22,14 +20,6 @@ from tests.integration.streams_support import (
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def served(proxy_server):
-    v1 = await push(proxy_server, DOC)
-    client = httpx.AsyncClient(base_url=proxy_server.url, timeout=httpx.Timeout(10, read=None))
-    try:
-        yield proxy_server, client, v1
-    finally:
-        await client.aclose()
 
 
 async def _three_changes(server) -> list[int]:
@@ -54,8 +44,8 @@ async def _assert_replay(client, key: str, last: int, missed: list[int]) -> None
         assert s.events.empty()
 
 
-async def test_resume_from_ring_yields_exactly_the_missed_versions(served):
-    server, client, v1 = served
+async def test_resume_from_ring_yields_exactly_the_missed_versions(streams_served):
+    server, client, v1 = streams_served
     skey = server.create_key("server")
     ckey = server.create_key("client")
     async with Stream(client, "/v1/stream/rules", key=skey) as s:
@@ -84,8 +74,8 @@ async def test_resume_from_ring_yields_exactly_the_missed_versions(served):
         assert (got.event, got.id, s.events.empty()) == ("patch", str(v6), True)
 
 
-async def test_resume_after_restart_replays_from_redis_then_put_when_trimmed(served):
-    server, client, v1 = served
+async def test_resume_after_restart_replays_from_redis_then_put_when_trimmed(streams_served):
+    server, client, v1 = streams_served
     skey = server.create_key("server")
     missed = await _three_changes(server)
     await asyncio.to_thread(server.restart)  # new process: the memory ring is empty
