@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from proxy.evaluation.jsonlogic import LogicCompiler, as_fn
-from proxy.evaluation.jsvalue import Const, to_string
+from proxy.evaluation.jsvalue import Const, JSThrow, to_string
 from proxy.model import (
     JSON,
     EvaluationResult,
@@ -147,6 +147,8 @@ def validate_evaluators(evaluators: Any) -> list[Problem]:
             cc.compile(body, f"$evaluators.{name}")
         except RecursionError:  # far past MAX_DEPTH: still name the evaluator
             cc.problem(f"$evaluators.{name}", "rule is nested too deeply")
+        except JSThrow as exc:  # a constant too large to handle (string/iteration limits)
+            cc.problem(f"$evaluators.{name}", f"constant expression fails: {exc}")
         problems.extend(cc.problems)
         graph[name] = cc.refs
     for cycle in _ref_cycles(graph):
@@ -233,6 +235,8 @@ def _build_flag(
                 compiled = cc.compile(targeting, f"{path}.targeting")
             except RecursionError:  # far past MAX_DEPTH: still name the flag
                 cc.problem(f"{path}.targeting", "rule is nested too deeply")
+            except JSThrow as exc:  # a constant too large to handle (string/iteration limits)
+                cc.problem(f"{path}.targeting", f"constant expression fails: {exc}")
             problems.extend(cc.problems)
     if len(problems) > before:
         return None
@@ -261,9 +265,14 @@ def _build_flag(
     elif compiled is None:
         static = EvaluationResult(key, Reason.STATIC, default, variants[default], md) if default is not None else default_res
     elif compiled.__class__ is Const:
-        static = resolve(flag, compiled.value)
+        try:
+            static = resolve(flag, compiled.value)
+            shown = to_string(compiled.value)[:100] if static.error_code is not None else ""
+        except JSThrow as exc:  # a constant too large to name a variant
+            problems.append(Problem(f"{path}.targeting", f"targeting always fails: {exc}"))
+            return None
         if static.error_code is not None:
-            problems.append(Problem(f"{path}.targeting", f"targeting always returns {to_string(compiled.value)[:100]!r}, which is not a variant"))
+            problems.append(Problem(f"{path}.targeting", f"targeting always returns {shown!r}, which is not a variant"))
             return None
     if static is None:
         return flag

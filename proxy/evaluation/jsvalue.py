@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -170,10 +171,32 @@ def to_string(v: Any) -> str:
     if v is None:
         return "null"
     if c is list:
-        return ",".join("" if (i is None) else to_string(i) for i in v)
+        return _list_to_string(v)
     if v is FUNCTION:
         return "function () { [native code] }"
     return "[object Object]"
+
+
+# Rules can build arrays that share sub-arrays (map of a constant map ...): a few hundred
+# objects whose string form is billions of characters. Past this length String(array) fails
+# (JSThrow: GENERAL at run time, a problem at load); far more than any context holds.
+MAX_STRING = 8 * 1024 * 1024
+
+
+def _list_to_string(v: list[Any]) -> str:
+    return join_strings(("" if i is None else to_string(i) for i in v), ",")
+
+
+def join_strings(strings: Iterable[str], sep: str = "") -> str:
+    """``sep.join(strings)``, failing (JSThrow) once the result passes MAX_STRING."""
+    parts = []
+    size = 0
+    for s in strings:
+        size += len(s) + len(sep)
+        if size > MAX_STRING:
+            raise JSThrow(f"string of more than {MAX_STRING} characters")
+        parts.append(s)
+    return sep.join(parts)
 
 
 def to_primitive(v: Any) -> Any:

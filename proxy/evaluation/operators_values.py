@@ -14,6 +14,7 @@ from proxy.evaluation.jsvalue import (
     Const,
     JSThrow,
     is_object,
+    join_strings,
     js_falsy,
     js_lt,
     js_to_int,
@@ -34,7 +35,7 @@ def _cat_method(v: Any) -> str:
     if v.__class__ is str:
         return v
     if v.__class__ is list:
-        return "".join(to_string(x) for x in v if x is not None)
+        return join_strings(to_string(x) for x in v if x is not None)
     if v is None:
         raise JSThrow("cat of null")
     return to_string(v)
@@ -60,7 +61,7 @@ def build_cat(cc: LogicCompiler, args: Any, path: str) -> Compiled:
                 if v is None:
                     raise JSThrow("cat of null")
                 return to_string(v)
-            return "".join(to_string(x) for x in v if x is not None)
+            return join_strings(to_string(x) for x in v if x is not None)
 
         return cat_spread
     if args.__class__ is not list:
@@ -68,12 +69,12 @@ def build_cat(cc: LogicCompiler, args: Any, path: str) -> Compiled:
     parts = [cc.compile(a, f"{path}[{i}]") for i, a in enumerate(args)]
     if _all_const(parts):
         # folded by the reference's interpreter, which skips nulls
-        return Const("".join(to_string(p.value) for p in parts if p.value is not None))  # type: ignore[union-attr]
+        return Const(join_strings(to_string(p.value) for p in parts if p.value is not None))  # type: ignore[union-attr]
     fns = [_fn(p) for p in parts]
     if cc.interpreted:  # the interpreter skips nulls
-        return lambda d: "".join([to_string(v) for f in fns if (v := f(d)) is not None])
+        return lambda d: join_strings([to_string(v) for f in fns if (v := f(d)) is not None])
     # compiled by the reference into '' + a + b: a null prints as "null"
-    return lambda d: "".join([to_string(f(d)) for f in fns])
+    return lambda d: join_strings([to_string(f(d)) for f in fns])
 
 
 def _js_add(a: Any, b: Any) -> Any:
