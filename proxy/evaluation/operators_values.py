@@ -4,6 +4,7 @@ iterators map, filter, reduce, all, some, none (compiled and interpreted forms).
 from __future__ import annotations
 
 import math
+import threading
 from typing import TYPE_CHECKING, Any
 
 from proxy.evaluation.builder import all_const as _all_const
@@ -269,7 +270,7 @@ def _iterator(name: str) -> Any:
             cc.prev_writes += 1
             cell = cc.cell if cc.records() else None
         init = cc.compile(args[2], f"{path}[2]") if len(args) == 3 else None
-        sf, mf = _fn(sel), _fn(mapper)
+        sf, mf = _charged(_fn(sel)), _fn(mapper)
         # the interpreter loops over `length` for some/all/none: strings iterate their
         # characters, other values nothing; compiled code calls the array method (throws)
         items = _items if interp else _selection
@@ -312,11 +313,47 @@ def _iterator(name: str) -> Any:
                     acc = _no_nested(mf({"accumulator": acc, "current": x}))
                 return acc
 
+        run = _budgeted(run)
         if foldable:
             return cc.fold(path, lambda: run({}))
         return run
 
     return build
+
+
+# Nested iterators multiply: map over 1,000 items of a map over 1,000 of a map over 1,000 is a
+# billion steps from a 16 KB rule (at load, where constant ones are folded, or per request).
+# Every iteration nested in an outermost one shares this budget of elements (per thread).
+MAX_ITERATION_STEPS = 1_000_000
+_budget = threading.local()
+
+
+def _budgeted(run: Any) -> Any:
+    def guarded(d: Any) -> Any:
+        b = _budget
+        depth = getattr(b, "depth", 0)
+        if depth == 0:
+            b.left = MAX_ITERATION_STEPS
+        b.depth = depth + 1
+        try:
+            return run(d)
+        finally:
+            b.depth = depth
+
+    return guarded
+
+
+def _charged(sf: Any) -> Any:
+    def select(d: Any) -> Any:
+        v = sf(d)
+        if v.__class__ is list or v.__class__ is str:
+            b = _budget
+            b.left -= len(v)
+            if b.left < 0:
+                raise JSThrow(f"iteration too large (more than {MAX_ITERATION_STEPS} elements)")
+        return v
+
+    return select
 
 
 BUILDERS: dict[str, Any] = {
