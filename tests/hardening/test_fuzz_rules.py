@@ -23,6 +23,8 @@ from proxy.evaluation.engine import evaluate, evaluate_all, explain
 from proxy.evaluation.jsonlogic import OPERATORS
 from proxy.model import ErrorCode, EvaluationResult, InvalidDocument, Problem
 
+pytestmark = pytest.mark.slow  # ~30 s of fuzzing and hostile sizes: not in test-fast
+
 # Deadlines catch hangs; generous because the machine is shared (2 cores, other suites).
 FUZZ = settings(max_examples=300, deadline=timedelta(seconds=2),
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -274,3 +276,45 @@ def test_cyclic_and_deep_ref_chains_are_problems_with_paths() -> None:
                                                               evaluators=long_chain)))
     assert took < 5.0
     assert all(p.path for p in problems)
+
+
+LIT = list(range(1000))
+# Three nested maps over a 1,000-item literal: a few thousand objects (the inner results are
+# shared), but a billion elements once turned into a string.
+SHARED = {"map": [LIT, {"map": [LIT, {"map": [LIT, {"var": ""}]}]}]}
+
+
+@pytest.mark.parametrize("rule", [
+    {"if": [{"==": [SHARED, "y"]}, "b", None]},
+    SHARED,
+    {"cat": [SHARED]},
+    {"cat": [SHARED, "x"]},
+    {"if": [{"in": ["x", {"cat": [SHARED]}]}, "b", None]},
+], ids=["==", "bare", "cat", "cat2", "in"])
+def test_shared_structures_too_large_to_stringify_are_refused_at_load(rule: Any) -> None:
+    problems, took = timed(lambda: validate_document(flag_doc(rule)))
+    assert took < 10.0
+    assert problems and all(p.path.startswith("flags.deep-flag.targeting") for p in problems)
+    with pytest.raises(InvalidDocument):
+        compile_document(flag_doc(rule))
+
+
+def test_shared_structures_built_from_the_context_fail_fast_at_run_time() -> None:
+    inner = {"map": [LIT, {"map": [LIT, {"var": ""}]}]}
+    rule = {"if": [{"==": [{"cat": [{"map": [{"var": "arr"}, inner]}, "x"]}, "y"]}, "b", None]}
+    fs = compile_document(flag_doc(rule))
+    assert evaluate(fs, "deep-flag", {"arr": [1]}).variant == "a"  # a million: fine
+    r, took = timed(lambda: evaluate(fs, "deep-flag", {"arr": LIT}))
+    assert took < 10.0 and r.error_code is ErrorCode.GENERAL, r
+
+
+def test_nested_iterations_that_cannot_be_folded_are_bounded() -> None:
+    """`missing` reads the request, so nothing here is folded at load: each evaluation would
+    run a billion iterations."""
+    impure = {"map": [LIT, {"map": [LIT, {"map": [LIT, {"missing": ["a"]}]}]}]}
+    fs = compile_document(flag_doc({"if": [{"some": [impure, True]}, "b", None]}))
+    r, took = timed(lambda: evaluate(fs, "deep-flag", {}))
+    assert took < 5.0 and r.error_code is ErrorCode.GENERAL, r
+    small = {"map": [LIT[:100], {"map": [LIT[:100], {"missing": ["a"]}]}]}  # 10,000: fine
+    fs = compile_document(flag_doc({"if": [{"some": [small, True]}, "b", None]}))
+    assert evaluate(fs, "deep-flag", {}).variant == "b"
