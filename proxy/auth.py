@@ -78,7 +78,7 @@ class Authenticator:
         self.rate_burst = rate_burst
         self._anonymous = Principal(env=env, kind="admin", key_id="no-auth", name="no-auth")
         self._buckets: dict[str, TokenBucket] = {}
-        self._live_ids: frozenset[str] | None = None
+        self._live_ids: dict[str, Any] | None = None  # key id -> record
         self._known: dict[str, Principal] = {}
         subscribe = getattr(keyring, "subscribe", None)
         if callable(subscribe):
@@ -140,7 +140,10 @@ class Authenticator:
             return errors.unauthorized("invalid or expired stream token")
         if not self._key_alive(grant.key_id):
             return errors.unauthorized("the key behind this stream token was revoked")
-        return Principal(env=grant.env, kind=grant.kind, key_id=grant.key_id, via_token=True)
+        # The key's own rate limit follows its token (else the token would bypass it).
+        record = (self._live_ids or {}).get(grant.key_id)
+        return Principal(env=grant.env, kind=grant.kind, key_id=grant.key_id, via_token=True,
+                         rate_limit=getattr(record, "rate_limit", None))
 
     def _keys_loaded(self) -> bool:
         return self.keyring is None or bool(getattr(self.keyring, "loaded", True))
@@ -154,7 +157,7 @@ class Authenticator:
             return True  # a key ring that cannot list: the signature alone decides
         if self._live_ids is None or key_id not in self._live_ids:
             # Recomputed only after a revocation or for a key added since: O(keys), rare.
-            self._live_ids = frozenset(r.id for r in records().values())
+            self._live_ids = {r.id: r for r in records().values()}
         return key_id in self._live_ids
 
     def on_key_changed(self, record: Any) -> None:
