@@ -105,3 +105,23 @@ async def test_stream_open_flood_hits_the_per_key_cap_not_other_keys(proxy_facto
             doc = env_doc("alpha") | {"metadata": {"v": "2"}}
             v = await asyncio.to_thread(server.push, doc, "alpha")
             assert (await a.next()).id == str(v) and (await b.next()).id == str(v)
+
+
+async def test_a_keys_rate_limit_also_holds_for_its_stream_token(proxy_factory) -> None:
+    """The signed ?token= a limited key receives must not be a way around its limit."""
+    server = proxy_factory(env="alpha")
+    server.push(env_doc("alpha"), env="alpha")
+    limited = server.create_key("client", env="alpha", rate_limit=1.0, name="limited")
+    async with httpx.AsyncClient(base_url=server.url, timeout=httpx.Timeout(10, read=None)) as c:
+        await asyncio.sleep(1.1)
+        bulk = await c.post(BULK, json={}, headers={"Authorization": f"Bearer {limited}"})
+        assert bulk.status_code == 200
+        uri = bulk.json()["eventStreams"][0]["endpoint"]["requestUri"]
+        statuses = []
+        for _ in range(20):
+            async with c.stream("GET", uri) as r:
+                statuses.append(r.status_code)
+                if r.status_code == 429:
+                    assert r.headers["retry-after"].isdigit()
+        assert set(statuses) <= {200, 429}
+        assert statuses.count(200) <= 3, statuses  # 1/s: not 20 opens in a fraction of a second
