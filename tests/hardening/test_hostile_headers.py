@@ -109,3 +109,26 @@ def test_oversized_and_binary_auth_headers(served) -> None:
                 if r.status_code == 401:
                     ofrep_error_body(r)
         assert c.post(BULK, json={}, headers={"Authorization": f"Bearer {key}"}).status_code == 200
+
+
+def test_wrong_methods_and_odd_paths_get_json_errors(served) -> None:
+    server, key, _ = served
+    paths = [BULK, f"{BULK}/shared", "/v1/explain/shared", "/v1/rules", "/v1/envs",
+             "/ofrep/v1/events", "/v1/stream/rules", "/v1/stream/evaluated",
+             "/ofrep/v1/configuration", "/healthz", "/readyz"]
+    with http(server, key, timeout=5) as c:
+        for path in paths:
+            for method in ("PUT", "DELETE", "PATCH", "TRACE"):
+                r = c.request(method, path)
+                assert r.status_code == 405, (method, path, r.status_code)
+                assert ofrep_error_body(r)["errorCode"] == "METHOD_NOT_ALLOWED"
+        for key_path in ("%2e%2e%2fv1%2frules", "..%2f..%2fv1%2frules", "%00", "a%0Ab",
+                         "shared%2F..", "%C0%AE%C0%AE", "shared/extra"):
+            r = c.post(f"{BULK}/{key_path}", json={})
+            assert r.status_code == 404, (key_path, r.status_code, r.text[:200])
+            assert ofrep_error_body(r)["errorCode"] in ("FLAG_NOT_FOUND", "NOT_FOUND")
+            assert "only-in" not in r.text
+        for path in ("/v1", "/ofrep", "/ofrep/v1/evaluate", "/v1/rules/extra", "/" + "a" * 5000):
+            r = c.get(path)
+            assert r.status_code in (404, 405), (path[:40], r.status_code)
+            ofrep_error_body(r)
