@@ -148,6 +148,18 @@ _NOT_MODIFIED_PARAMS = [
 ]
 
 
+def _stream(summary: str, params: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"get": {
+        "tags": ["flagedge streams"], "summary": summary,
+        "parameters": [*params, {"in": "query", "name": "token", "required": False,
+                                 "schema": {"type": "string"}, "description": "Stream token"},
+                       {"in": "header", "name": "Last-Event-ID", "required": False,
+                        "schema": {"type": "string"}, "description": "Version to resume from"}],
+        "responses": {"200": {"description": "text/event-stream",
+                              "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                      "400": _json("bulkEvaluationFailure", "Bad context"), **_AUTH_ERRORS}}}
+
+
 def build_spec() -> dict[str, Any]:
     single = {"post": {
         "tags": ["OFREP core"], "summary": "OFREP single flag evaluation",
@@ -202,6 +214,19 @@ def build_spec() -> dict[str, Any]:
                 "responses": {"200": {"description": "environments",
                                       "content": {"application/json": {"schema": {
                                           "type": "object"}}}}, **_AUTH_ERRORS}}},
+            "/v1/rules": {"get": {
+                "tags": ["flagedge streams"], "summary": "The key's flagd document (server keys)",
+                "parameters": [_NOT_MODIFIED_PARAMS[0]],
+                "responses": {"200": {"description": "flagd flag-definition document",
+                                      "content": {"application/json": {"schema": {
+                                          "type": "object"}}}},
+                              "304": {"description": "Unchanged since If-None-Match"},
+                              **_AUTH_ERRORS}}},
+            "/v1/stream/evaluated": _stream(
+                "Values for one context, pushed (put, then patch/delete)", [
+                    {"in": "query", "name": "context", "required": False,
+                     "schema": {"type": "string"}, "description": "base64url JSON object"}]),
+            "/v1/stream/rules": _stream("The flagd document, pushed (server keys)", []),
             "/healthz": {"get": {"tags": ["ops"], "responses": {"200": _json("health", "Up")}}},
             "/readyz": health,
             "/metrics": {"get": {"tags": ["ops"], "security": [], "responses": {"200": {
