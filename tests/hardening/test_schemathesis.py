@@ -55,6 +55,7 @@ CONFORMANCE = [status_code_conformance, content_type_conformance, response_heade
 # a fraction of a second, so it gets fewer.
 EXAMPLES = {GenerationMode.POSITIVE: 450, GenerationMode.NEGATIVE: 250}
 STREAM_EXAMPLES = 30
+STREAM_PATHS = {"/ofrep/v1/events", "/v1/stream/evaluated", "/v1/stream/rules"}
 PLAIN_GET_EXAMPLES = 120
 BUDGET_S = 240.0  # the whole run, on 2 shared cores
 
@@ -90,7 +91,7 @@ def run_operation(op: Any, server: ProxyServer, keys: dict[str, str], mode: Gene
                   examples: int, counts: Counter[str], failures: list[str],
                   deadline: float) -> None:
     session = requests.Session()
-    is_stream = op.path == "/ofrep/v1/events"
+    is_stream = op.path in STREAM_PATHS
     timeout = (5.0, 0.2) if is_stream else 10.0
     # Mostly real keys of each kind, sometimes whatever schemathesis generated (or nothing).
     auth = st.sampled_from(["admin", "admin", "server", "client", "generated"])
@@ -140,7 +141,8 @@ def test_generated_requests_never_5xx_and_4xx_have_ofrep_bodies(proxy_factory) -
     operations = [result.ok() for result in schema.get_all_operations()]
     documented = {f"{op.method.upper()} {op.path}" for op in operations}
     assert {"POST /ofrep/v1/evaluate/flags/{key}", "POST /ofrep/v1/evaluate/flags",
-            "GET /ofrep/v1/events", "POST /v1/explain/{key}"} <= documented
+            "GET /ofrep/v1/events", "POST /v1/explain/{key}", "GET /v1/rules",
+            "GET /v1/stream/evaluated", "GET /v1/stream/rules", "GET /v1/envs"} <= documented
 
     counts: Counter[str] = Counter()
     failures: list[str] = []
@@ -148,7 +150,7 @@ def test_generated_requests_never_5xx_and_4xx_have_ofrep_bodies(proxy_factory) -
     deadline = start + BUDGET_S
     for op in operations:
         for mode, n in EXAMPLES.items():
-            if op.path == "/ofrep/v1/events":
+            if op.path in STREAM_PATHS:
                 n = STREAM_EXAMPLES
             elif op.method.upper() == "GET":  # no body and few parameters: little to vary
                 n = PLAIN_GET_EXAMPLES
