@@ -48,6 +48,7 @@ class Settings:
     inactivity_delay: int = 120  # eventStreams inactivityDelaySec
     sse_max_per_key: int = 10_000  # open SSE streams per API key, per worker (429 beyond)
     sse_max_connections: int = 20_000  # open SSE streams per worker process (503 beyond)
+    sse_coalesce_ms: int = 100  # SSE changes within this window merge into one round
     access_log: bool = True  # query strings are always redacted
     log_level: str = "info"
     graceful_timeout: float = 10.0

@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from enum import StrEnum
 from typing import Any
 
@@ -37,6 +38,22 @@ from proxy.sse_frames import (
 from proxy.store import Change, Store
 
 log = logging.getLogger("flagedge.fanout")
+
+
+def merge_changes(changes: list[Change], fs: FlagSet) -> Change:
+    """Consecutive non-reset changes as one change to ``fs`` (the newest): keys whose final
+    state is present are upserted, the others deleted (deletes are idempotent)."""
+    touched: set[str] = set()
+    for c in changes:
+        touched |= c.upserted
+        touched |= c.deleted
+    flags = fs.flags
+    return dataclasses.replace(
+        changes[-1],
+        upserted=frozenset(k for k in touched if k in flags),
+        deleted=frozenset(k for k in touched if k not in flags),
+        evaluators_changed=any(c.evaluators_changed for c in changes),
+        metadata_changed=any(c.metadata_changed for c in changes))
 
 
 class StreamKind(StrEnum):
@@ -137,6 +154,28 @@ class Connection:
             self._queue = deque(((b"", None),))
             self._wake()
 
+    async def next_batch(self, limit: int = 1 << 16) -> tuple[bytes, list[float | None]] | None:
+        """Everything queued (up to about ``limit`` bytes) as one payload, with each event's
+        write time, so a reader that fell behind costs one send, not one per event. An empty
+        payload is a heartbeat; None once the connection is closed."""
+        item = await self.next()
+        if item is None:
+            return None
+        queue = self._queue
+        if not queue or not item[0]:
+            return item[0], [item[1]] if item[0] else []
+        parts, times, size = [item[0]], [item[1]], len(item[0])
+        while queue and size < limit:
+            payload, at = queue.popleft()
+            self._queued_bytes -= len(payload)
+            if payload:  # a heartbeat behind events is redundant
+                parts.append(payload)
+                times.append(at)
+                size += len(payload)
+        if not queue:
+            self._queue = None
+        return b"".join(parts), times
+
     async def next(self) -> Item | None:
         """The next thing to send (an empty payload is a heartbeat), or None once the
         connection is closed."""
@@ -176,7 +215,10 @@ def _plain_render(result: EvaluationResult, _flag: Flag | None) -> dict[str, Any
     return result.to_ofrep()
 
 
-EVALUATE_SLICE = 256  # evaluated connections handled between yields to the event loop
+EVALUATE_SLICE = 64  # evaluated connections handled between yields to the event loop
+# Events/rules connections queued on (and so woken) between yields: each woken stream does a
+# socket send in the next loop iteration, and requests wait behind all of them.
+PUSH_SLICE = 64
 
 
 def _due(conn: Connection, change: Change) -> bool:
@@ -188,6 +230,7 @@ def _due(conn: Connection, change: Change) -> bool:
 class FanOut:
     def __init__(self, store: Store, changelog: ChangeLog | None = None, *,
                  max_queue: int = 64, max_queue_bytes: int = 1 << 20, max_backlog: int = 32,
+                 coalesce_s: float = 0.0,
                  max_per_key: int = 10_000, max_total: int = 20_000,
                  engine: tuple[Evaluate, EvaluateAll] | None = None,
                  render: Render = _plain_render, stats: Any = None, redis: Any = None):
@@ -196,6 +239,9 @@ class FanOut:
         self.max_queue = max_queue  # events queued per connection before coalescing
         self.max_queue_bytes = max_queue_bytes
         self.max_backlog = max_backlog  # changes waiting for the fan-out before it skips ahead
+        # Throttle per environment (leading + trailing edge): a change after a quiet spell of
+        # this many seconds fans out at once; later ones within it are merged into one round.
+        self.coalesce_s = coalesce_s
         self.max_per_key = max_per_key
         self.max_total = max_total
         self.render = render  # EvaluationResult -> OFREP item (the bulk endpoint's shape)
@@ -303,6 +349,15 @@ class FanOut:
         if written_at:
             self.propagation.observe(conn.kind.value, max(0.0, time.time() - written_at))
 
+    def sent_batch(self, conn: Connection, written: list[float | None]) -> None:
+        """Count the events of one :meth:`Connection.next_batch` payload."""
+        kind = conn.kind.value
+        count(self.stats, kind, "sent", len(written))
+        now = time.time()
+        for at in written:
+            if at:
+                self.propagation.observe(kind, max(0.0, now - at))
+
     # -- first events: snapshot or resume ---------------------------------------------------
     async def initial(self, conn: Connection, last_id: int | None) -> bytes:
         """What a new connection gets before its queue (see :func:`proxy.resume.initial`).
@@ -369,9 +424,25 @@ class FanOut:
                 self._run_env(change.env, inbox), name=f"fanout:{change.env}")
 
     async def _run_env(self, env: str, inbox: asyncio.Queue[tuple[Change, FlagSet, Entry]]) -> None:
+        loop = asyncio.get_running_loop()
+        last_round = -math.inf
         while True:
             change, flag_set, entry = await inbox.get()
-            if inbox.qsize() >= self.max_backlog:
+            partial: Callable[[int], bytes] | None = None
+            if self.coalesce_s > 0:
+                # Leading edge: after a quiet spell this change goes out now. Trailing edge:
+                # one round per window, merging everything that arrived meanwhile.
+                wait = last_round + self.coalesce_s - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                last_round = loop.time()
+                batch = [(change, flag_set, entry)]
+                while not inbox.empty():
+                    batch.append(inbox.get_nowait())
+                if len(batch) > 1:
+                    change, flag_set, entry, partial = self._merge(batch)
+                    count(self.stats, "fanout", "merged", len(batch) - 1)
+            elif inbox.qsize() >= self.max_backlog:
                 # Far behind (changes arrive faster than the streams take them): jump to the
                 # newest state once, as a reset, rather than hold every set in between.
                 skipped = inbox.qsize()
@@ -382,38 +453,87 @@ class FanOut:
                 log.debug("fan-out %d changes behind: sending version %d as a snapshot",
                             skipped + 1, change.version, extra={"env": env})
             try:
-                self.distribute(change, flag_set, entry)
+                await self._distribute_sliced(change, flag_set, entry, partial)
                 evaluated = self._conns.get(env, {}).get(StreamKind.EVALUATED)
                 if evaluated:
                     await self._distribute_evaluated(change, flag_set, list(evaluated))
             except Exception:  # a bad change must not stop this environment's streams
                 log.exception("fan-out failed", extra={"env": env, "version": change.version})
+            del flag_set, entry, partial  # hold no FlagSet while idle
 
-    def distribute(self, change: Change, fs: FlagSet, entry: Entry | None = None) -> None:
+    def _merge(self, batch: list[tuple[Change, FlagSet, Entry]]
+               ) -> tuple[Change, FlagSet, Entry, Callable[[int], bytes] | None]:
+        """Several changes as one: the newest version and flag set, the union of what they
+        touched. A rules connection that already holds a version inside the batch (opened
+        meanwhile) gets its own merge of only the versions after it (``partial``)."""
+        last, fs, _ = batch[-1]
+        written = [c.written_at for c, _, _ in batch if c.written_at]
+        first_written = min(written) if written else None  # propagation of the oldest
+        if any(c.reset for c, _, _ in batch):
+            return dataclasses.replace(last, reset=True, written_at=first_written), fs, \
+                batch[-1][2], None
+        merged = merge_changes([c for c, _, _ in batch], fs)
+        merged = dataclasses.replace(merged, written_at=first_written)
+        first_version = batch[0][0].version
+        cache: dict[int, bytes] = {}
+
+        def partial(held: int) -> bytes:
+            payload = cache.get(held)
+            if payload is None:
+                later = [c for c, _, _ in batch if c.version > held]
+                payload = cache[held] = rules_entry(
+                    entry_from_change(merge_changes(later, fs), fs)) if later else b""
+            return payload
+
+        return merged, fs, entry_from_change(merged, fs), \
+            (lambda held: b"" if held < first_version else partial(held))
+
+    def distribute(self, change: Change, fs: FlagSet, entry: Entry | None = None,
+                   partial: Callable[[int], bytes] | None = None) -> None:
         """Encode one change once per stream kind and queue it on every events and rules
         connection that has not seen it yet (evaluated streams: the env task, in slices)."""
+        for _ in self._push(change, fs, entry, partial):
+            pass
+
+    async def _distribute_sliced(self, change: Change, fs: FlagSet, entry: Entry | None,
+                                 partial: Callable[[int], bytes] | None) -> None:
+        """:meth:`distribute`, yielding to the loop every PUSH_SLICE connections."""
+        for n in self._push(change, fs, entry, partial):
+            if not n % PUSH_SLICE:
+                await asyncio.sleep(0)
+
+    def _push(self, change: Change, fs: FlagSet, entry: Entry | None,
+              partial: Callable[[int], bytes] | None) -> Iterator[int]:
+        """Queue the change on events and rules connections, yielding a running count."""
         by_kind = self._conns.get(change.env)
         if not by_kind:
             return
         version = change.version
         written_at = change.written_at
+        n = 0
         events = by_kind.get(StreamKind.EVENTS)
         if events:
             payload = notification(version, fs.updated_at or change.written_at or time.time())
-            for conn in events:
+            for conn in list(events):
                 if _due(conn, change):
                     conn.version = version
                     conn.push(payload, written_at)
+                    n += 1
+                    yield n
         rules = by_kind.get(StreamKind.RULES)
         if rules:
             if change.reset:
                 payload = self.rules_put(fs)
             else:
                 payload = rules_entry(entry or entry_from_change(change, fs))
-            for conn in rules:
+            for conn in list(rules):
                 if _due(conn, change):
+                    # Opened during a merged round: only the versions after the one it holds.
+                    own = partial(conn.version) if partial is not None else b""
                     conn.version = version
-                    conn.push(payload, written_at)
+                    conn.push(own or payload, written_at)
+                    n += 1
+                    yield n
 
     async def _distribute_evaluated(self, change: Change, fs: FlagSet, conns: list[Connection]
                                     ) -> None:
@@ -428,6 +548,18 @@ class FanOut:
         evaluate, _ = self.engine
         flags, render = fs.flags, self.render
         per_context: dict[str, dict[str, bytes]] = {}  # computed once per distinct context
+        # Static flags and each targeting outcome return a precomputed result object shared
+        # by every context: render it once per round. The result is kept in the value so its
+        # id cannot be reused by another object during the round.
+        rendered: dict[int, tuple[EvaluationResult, bytes]] = {}
+
+        def encode(k: str, context: dict[str, Any]) -> bytes:
+            result = evaluate(fs, k, context)
+            hit = rendered.get(id(result))
+            if hit is None:
+                hit = rendered[id(result)] = (result, orjson.dumps(render(result, flags[k])))
+            return hit[1]
+
         for i, conn in enumerate(conns):
             if i and not i % EVALUATE_SLICE:
                 await asyncio.sleep(0)
@@ -441,8 +573,7 @@ class FanOut:
                 continue
             new = per_context.get(conn.ctx_key)
             if new is None:
-                new = {k: orjson.dumps(render(evaluate(fs, k, conn.context), flags[k]))
-                       for k in keys if k in flags}
+                new = {k: encode(k, conn.context) for k in keys if k in flags}
                 per_context[conn.ctx_key] = new
             conn.version = change.version
             payload = self.evaluated_diff(conn, new, keys, change.version)

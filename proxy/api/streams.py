@@ -101,6 +101,7 @@ class StreamsApi:
                 stats=getattr(metrics, "hot", None),
                 max_per_key=int(getattr(settings, "sse_max_per_key", 10_000)),
                 max_total=int(getattr(settings, "sse_max_connections", 20_000)),
+                coalesce_s=int(getattr(settings, "sse_coalesce_ms", 100)) / 1000,
             )
         self.fanout = fanout
         self._max_depth = int(getattr(settings, "max_context_depth", 10))
@@ -288,14 +289,16 @@ class StreamResponse(EventSourceResponse):
             del first
             fanout.sent(conn, None)
             while True:
-                item = await conn.next()
-                if item is None:
+                # All that queued up while the last send waited, in one send: each send
+                # passes through uvicorn and the middleware stack.
+                batch = await conn.next_batch()
+                if batch is None:
                     break
-                await send({"type": "http.response.body", "body": item[0] or PING,
+                await send({"type": "http.response.body", "body": batch[0] or PING,
                             "more_body": True})
-                if item[0]:
-                    fanout.sent(conn, item[1])
-                item = None  # do not hold the last payload while idle
+                if batch[1]:
+                    fanout.sent_batch(conn, batch[1])
+                batch = None  # do not hold the last payload while idle
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             listener.cancel()

@@ -391,3 +391,127 @@ async def test_evaluated_stream_opened_before_any_rules_gets_a_put_first():
         assert len(orjson.loads(got[0]["data"])["flags"]) == 2
     finally:
         await fanout.stop()
+
+
+# -- throttle: leading + trailing edge per environment ---------------------------------------
+@pytest.fixture
+async def throttled():
+    """A fan-out merging changes within 1.5 s; version 1 is in the store before it starts,
+    so the environment is quiet (no round yet) when a test begins."""
+    store = Store()
+    fanout = FanOut(store, ChangeLog(), coalesce_s=1.5)
+    env = Env(store)
+    env.push({"a": True, "b": True}, reset=True)
+    fanout.start()
+    yield store, fanout, env
+    await fanout.stop()
+
+
+async def test_throttle_never_delays_the_first_change_and_merges_a_burst(throttled):
+    _store, fanout, env = throttled
+    rules = fanout.open("prod", StreamKind.RULES, "k1")
+    events = fanout.open("prod", StreamKind.EVENTS, "k2")
+    await fanout.initial(rules, None)
+    await fanout.initial(events, None)
+    env.push({"a": False})  # after a quiet spell: out at once, far within the window
+    assert [(f["event"], f["id"]) for f in await drain(rules, 1, timeout=0.75)] == [
+        ("patch", "2")]
+    assert [f["id"] for f in await drain(events, 1, timeout=0.75)] == ["2"]
+    env.push({"c": True})  # a burst inside the window ...
+    env.push(delete=("b",))
+    env.push({"c": False, "d": True})
+    env.push({"e": True})
+    env.push(delete=("e",))
+    got = await drain(rules, 2, timeout=5)  # ... is one round at the newest version
+    assert [(f["event"], f.get("id")) for f in got] == [("delete", None), ("patch", "7")]
+    assert orjson.loads(got[0]["data"]) == {"version": 7, "flags": ["b", "e"]}
+    patch = orjson.loads(got[1]["data"])
+    assert patch["version"] == 7
+    assert {k: v["defaultVariant"] for k, v in patch["flags"].items()} == {"c": "off", "d": "on"}
+    assert [f["id"] for f in await drain(events, 1, timeout=5)] == ["7"]
+    assert rules.queued == 0 and events.queued == 0  # nothing else was sent
+    assert fanout.stats.sse_events[("fanout", "merged")] == 4
+    # The change log still holds every version: a resume replays exactly the missed ones.
+    assert [e.version for e in fanout.changelog.since("prod", 2, 7) or []] == [3, 4, 5, 6, 7]
+    late = fanout.open("prod", StreamKind.RULES, "k3")
+    replay = frames(await fanout.initial(late, 4))
+    assert [f.get("id") for f in replay] == ["5", "6", "7"]
+
+
+async def test_throttle_mid_window_rules_connection_gets_only_later_versions(throttled):
+    _store, fanout, env = throttled
+    early = fanout.open("prod", StreamKind.RULES, "k1")
+    await fanout.initial(early, None)
+    env.push({"a": False})  # leading edge: the window starts
+    await drain(early, 1, timeout=0.75)
+    env.push({"b": False})  # version 3, held until the window ends
+    mid = fanout.open("prod", StreamKind.RULES, "k2")  # opened at version 3
+    assert mid.version == 3
+    await fanout.initial(mid, None)
+    env.push({"c": True})  # version 4
+    early_got = await drain(early, 1, timeout=5)
+    mid_got = await drain(mid, 1, timeout=5)
+    assert [f["id"] for f in early_got] == ["4"] and [f["id"] for f in mid_got] == ["4"]
+    assert set(orjson.loads(early_got[0]["data"])["flags"]) == {"b", "c"}
+    assert set(orjson.loads(mid_got[0]["data"])["flags"]) == {"c"}  # not b: it has it
+
+
+async def test_throttle_merges_evaluated_patches_per_context():
+    store = Store()
+    fanout = FanOut(store, ChangeLog(), coalesce_s=1.5)
+    store.publish("prod", _compiled(1, PRO_ONLY), Change(env="prod", version=1, reset=True))
+    fanout.start()
+    try:
+        conns = {plan: fanout.open("prod", StreamKind.EVALUATED, "k", {"plan": plan})
+                 for plan in ("pro", "free")}
+        for conn in conns.values():
+            await fanout.initial(conn, None)
+        store.publish("prod", _compiled(2, PRO_ONLY, color="blue"),
+                      Change(env="prod", version=2, upserted=frozenset({"color"})))
+        for conn in conns.values():
+            assert [f["id"] for f in await drain(conn, 1, timeout=0.75)] == ["2"]
+        store.publish("prod", _compiled(3, PRO_OR_FREE, color="blue"),
+                      Change(env="prod", version=3, upserted=frozenset({"banner"})))
+        store.publish("prod", _compiled(4, PRO_OR_FREE, color="red"),
+                      Change(env="prod", version=4, upserted=frozenset({"color"})))
+        got = {plan: await drain(conn, 1, timeout=5) for plan, conn in conns.items()}
+        keys = {plan: [i["key"] for i in orjson.loads(fr[0]["data"])["flags"]]
+                for plan, fr in got.items()}
+        assert keys == {"pro": ["color"], "free": ["banner", "color"]}  # only what changed
+        assert {fr[0]["id"] for fr in got.values()} == {"4"}
+        assert all(c.queued == 0 for c in conns.values())
+    finally:
+        await fanout.stop()
+
+
+def test_merge_changes_keeps_the_final_state_of_each_touched_key():
+    from proxy.fanout import merge_changes
+
+    fs = FlagSet(flags={"a": make_flag("a"), "c": make_flag("c")}, version=4, epoch="e1")
+    merged = merge_changes([
+        Change(env="prod", version=2, upserted=frozenset({"a", "b"})),
+        Change(env="prod", version=3, deleted=frozenset({"a", "b"}), evaluators_changed=True),
+        Change(env="prod", version=4, upserted=frozenset({"a", "c"})),
+    ], fs)
+    assert merged.version == 4
+    assert merged.upserted == {"a", "c"} and merged.deleted == {"b"}
+    assert merged.evaluators_changed and not merged.metadata_changed
+
+
+async def test_next_batch_sends_what_queued_up_as_one_payload(setup):
+    _store, fanout, env = setup
+    conn = fanout.open("prod", StreamKind.EVENTS, "k1")
+    await fanout.initial(conn, None)
+    for _ in range(3):
+        env.push({"b": True})
+    async with asyncio.timeout(2):
+        while conn.queued < 3:  # the fan-out task queues each (no throttle here)
+            await asyncio.sleep(0)
+    conn.heartbeat()  # not idle: no heartbeat behind the events
+    batch = await conn.next_batch()
+    assert batch is not None
+    assert [f["id"] for f in frames(batch[0])] == ["2", "3", "4"]
+    assert batch[1] == [1_700_000_002.0, 1_700_000_003.0, 1_700_000_004.0]
+    assert conn.queued == 0 and conn.queued_bytes == 0
+    conn.heartbeat()
+    assert await conn.next_batch() == (b"", [])  # idle: a heartbeat
