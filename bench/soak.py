@@ -175,6 +175,37 @@ class Clients:
                 self.errors[phase] = self.errors.get(phase, 0) + 1
 
 
+# `--gc-trace`: the proxy runs under this wrapper, which times every garbage collection
+# (gc.callbacks) and prints a cumulative summary line to its log every 5 s.
+GC_WRAPPER = """
+import gc, runpy, sys, threading, time
+stats = {g: [0, 0.0, 0.0] for g in range(3)}  # generation -> [count, total s, max s]
+t0 = [0.0]
+def cb(phase, info):
+    if phase == "start":
+        t0[0] = time.perf_counter()
+    else:
+        s = stats[info["generation"]]; d = time.perf_counter() - t0[0]
+        s[0] += 1; s[1] += d; s[2] = max(s[2], d)
+gc.callbacks.append(cb)
+def report():
+    while True:
+        time.sleep(5)
+        print("GCSTATS " + " ".join(f"g{g}:{n}/{t*1000:.1f}/{m*1000:.2f}"
+              for g, (n, t, m) in stats.items()), file=sys.stderr, flush=True)
+threading.Thread(target=report, daemon=True).start()
+sys.argv = ["proxy", *sys.argv[1:]]
+runpy.run_module("proxy", run_name="__main__")
+"""
+
+
+def gc_stats(log_path: Path) -> str | None:
+    """The last GCSTATS line of the proxy log: per generation count/total ms/max ms."""
+    lines = [ln for ln in log_path.read_text(errors="replace").splitlines()
+             if ln.startswith("GCSTATS ")]
+    return lines[-1][8:] if lines else None
+
+
 def pct(values: list[float], p: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, max(0, round(p / 100 * len(s)) - 1))] if s else float("nan")
@@ -222,7 +253,8 @@ async def soak(args: argparse.Namespace, redis_url: str, workdir: Path) -> int:
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("FLAGEDGE_")},
            "FLAGEDGE_ACCESS_LOG": "false"}
     log = (workdir / "proxy.log").open("wb")
-    proxy = subprocess.Popen([sys.executable, "-m", "proxy", "serve", "--host", "127.0.0.1",
+    launcher = ["-c", GC_WRAPPER] if args.gc_trace else ["-m", "proxy"]
+    proxy = subprocess.Popen([sys.executable, *launcher, "serve", "--host", "127.0.0.1",
                               "--port", str(port), "--redis", redis_url, "--env", ENV,
                               "--log-level", "warning", *args.proxy_args], cwd=ROOT, env=env,
                              stdout=log,
@@ -260,6 +292,7 @@ async def soak(args: argparse.Namespace, redis_url: str, workdir: Path) -> int:
 
         await wait_for(all_open, 30, f"{args.readers} streams open")
         clients.phase = "during"
+        gc_before = gc_stats(workdir / "proxy.log") if args.gc_trace else None
         rss: list[tuple[float, float]] = [(0.0, rss_mb(proxy.pid))]
         print(f"during: {args.readers} stalled readers open, {args.changes:.0f} changes/s for "
               f"{args.duration:.0f} s", flush=True)
@@ -284,6 +317,8 @@ async def soak(args: argparse.Namespace, redis_url: str, workdir: Path) -> int:
         rss.append((time.monotonic() - started, rss_mb(proxy.pid)))
         print(f"  t={rss[-1][0]:5.1f}s  server RSS {rss[-1][1]:7.1f} MB (end)", flush=True)
         scrape = (await probe.get("/metrics")).text
+        await asyncio.sleep(5.5 if args.gc_trace else 0)  # the wrapper's next summary line
+        gc_end = gc_stats(workdir / "proxy.log") if args.gc_trace else None
         versions = (await probe.get("/readyz")).json().get("envs", {})
         await clients.stop()
         # Events still going out after the writes stopped: the fan-out's backlog at the end.
@@ -319,16 +354,23 @@ async def soak(args: argparse.Namespace, redis_url: str, workdir: Path) -> int:
     for line in scrape.splitlines():
         if line.startswith(("flagedge_sse_events_total{", "flagedge_sse_connections{")):
             print("    " + line)
-    print(f"  server RSS: start {rss_values[0]:.1f} MB, max {max(rss_values):.1f} MB, end "
-          f"{rss_values[-1]:.1f} MB (growth {rss_values[-1] - rss_values[0]:+.1f} MB"
-          + (f"; from t=10 s to the end {rss_values[-1] - rss_values[1]:+.1f} MB)"
+    print("  server RSS (MB), every 10 s: "
+          + ", ".join(f"t={t:.0f}s {v:.1f}" for t, v in rss))
+    print(f"    start {rss_values[0]:.1f}, max {max(rss_values):.1f}, end {rss_values[-1]:.1f} "
+          f"(growth {rss_values[-1] - rss_values[0]:+.1f}"
+          + (f"; t=10 s to end {rss_values[-1] - rss_values[1]:+.1f})"
              if len(rss_values) > 2 else ")"))
+    if args.gc_trace:
+        print(f"  proxy GC (generation: count/total ms/max ms), before: {gc_before}")
+        print(f"                                               at the end: {gc_end}")
     p50b, p99b, p50d, p99d = pct(before, 50), pct(before, 99), pct(during, 50), pct(during, 99)
     print(f"  normal clients before: n={len(before)} p50 {p50b * 1000:.2f} ms p99 "
           f"{p99b * 1000:.2f} ms; errors {clients.errors.get('before', 0)}")
     print(f"  normal clients during: n={len(during)} p50 {p50d * 1000:.2f} ms p99 "
-          f"{p99d * 1000:.2f} ms; errors {clients.errors.get('during', 0)}")
-    print(f"  ratios during/before: p50 {p50d / p50b:.2f}x, p99 {p99d / p99b:.2f}x")
+          f"{p99d * 1000:.2f} ms max {max(during, default=float('nan')) * 1000:.2f} ms; "
+          f"errors {clients.errors.get('during', 0)}")
+    print(f"  RATIOS during/before: p50 {p50d / p50b:.2f}x, p99 {p99d / p99b:.2f}x "
+          f"(RSS max {max(rss_values):.1f} MB)")
     return 0 if not clients.errors.get("during") and open_end >= args.readers else 1
 
 
@@ -346,6 +388,8 @@ def main() -> None:
     parser.add_argument("--proxy-arg", dest="proxy_args", action="append", default=[],
                         help="extra `flagedge serve` argument (repeatable), e.g. "
                              "--proxy-arg=--cache-size=100")
+    parser.add_argument("--gc-trace", action="store_true",
+                        help="time the proxy's garbage collections (gc.callbacks) and report")
     parser.add_argument("--stalled", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--writer", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
