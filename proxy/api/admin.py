@@ -74,7 +74,7 @@ class AdminApi:
         principal = self.auth.authorize(request, "server")
         if isinstance(principal, Response):
             return principal
-        names = self.store.envs() if principal.kind == "admin" else [principal.env]
+        names = [principal.env]  # every key, admin too, is bound to one environment
         out: dict[str, Any] = {}
         for env in names:
             fs = self.store.get(env)
