@@ -5,10 +5,13 @@ receive buffer, in another process), 100 rule changes per second written to Redi
 script each, another process) for 60 s, while normal clients evaluate over HTTP at a fixed
 rate. Reports the server's RSS at the start, every 10 s and at the end (it must stay bounded:
 each stalled connection's queue is capped and coalesced), and the normal clients' p50/p99
-before (no readers, no changes) against during, as ratios. Starts its own redis-server and
-`flagedge serve`.
+before (no readers, no changes) against during, as ratios, in the same run. Starts its own
+redis-server and `flagedge serve`. Loopback socket buffers are large: a "never-reading"
+socket absorbs MBs before it stalls, so for most of the run these readers cost the server as
+much as live ones. ``--gc-trace`` also reports the proxy's garbage-collection pauses.
 
     python bench/soak.py [--duration 60] [--readers 1000] [--changes 100] [--rate 200]
+                         [--gc-trace]
 """
 
 from __future__ import annotations

@@ -215,10 +215,10 @@ def _plain_render(result: EvaluationResult, _flag: Flag | None) -> dict[str, Any
     return result.to_ofrep()
 
 
-EVALUATE_SLICE = 64  # evaluated connections handled between yields to the event loop
+EVALUATE_SLICE = 16  # evaluated connections handled between yields to the event loop
 # Events/rules connections queued on (and so woken) between yields: each woken stream does a
 # socket send in the next loop iteration, and requests wait behind all of them.
-PUSH_SLICE = 64
+PUSH_SLICE = 16
 
 
 def _due(conn: Connection, change: Change) -> bool:
