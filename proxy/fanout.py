@@ -429,6 +429,7 @@ class FanOut:
         while True:
             change, flag_set, entry = await inbox.get()
             partial: Callable[[int], bytes] | None = None
+            batch: list[tuple[Change, FlagSet, Entry]] = []
             if self.coalesce_s > 0:
                 # Leading edge: after a quiet spell this change goes out now. Trailing edge:
                 # one round per window, merging everything that arrived meanwhile.
@@ -459,7 +460,7 @@ class FanOut:
                     await self._distribute_evaluated(change, flag_set, list(evaluated))
             except Exception:  # a bad change must not stop this environment's streams
                 log.exception("fan-out failed", extra={"env": env, "version": change.version})
-            del flag_set, entry, partial  # hold no FlagSet while idle
+            del flag_set, entry, partial, batch  # hold no FlagSet while idle
 
     def _merge(self, batch: list[tuple[Change, FlagSet, Entry]]
                ) -> tuple[Change, FlagSet, Entry, Callable[[int], bytes] | None]:

@@ -89,7 +89,17 @@ async def test_redis_sigkilled_for_5s_under_load_and_streams(proxy_server, redis
         for rec in recs:
             ids = await rec.drain_until(versions[-1])
             tail = [i for i in ids if i > base]
-            assert tail == versions, f"{rec.stream.url}: gap or repeat in {ids}"
+            # Live streams merge changes arriving within sse_coalesce_ms into one event at
+            # the newest version (docs/streams.md), so a burst may skip ids it never held;
+            # never a repeat or a step back, and the newest version always arrives.
+            assert tail == sorted(set(tail)) and set(tail) <= set(versions), \
+                f"{rec.stream.url}: repeat or unknown version in {ids}"
+            assert tail[-1] == versions[-1], f"{rec.stream.url}: newest missing in {ids}"
+            last = [e for e in rec.events if e.data and e.id][-1]
+            if rec.stream.url.endswith("/evaluated"):  # the newest value reached the stream
+                assert orjson.loads(last.data)["flags"][0]["value"] == 6
+            elif rec.stream.url.endswith("/rules"):
+                assert orjson.loads(last.data)["flags"]["n"] == number_flag(6)
         # A client that was cut off during the outage resumes with Last-Event-ID and gets
         # exactly the versions it missed.
         for url, key in (("/ofrep/v1/events", ckey), ("/v1/stream/rules", skey)):
