@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Any
 
-HELP = "Validate a flagd flag-definition file (every problem, with its JSON path)."
+HELP = "validate a flagd flag-definition file (every problem, with its JSON path)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
