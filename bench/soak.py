@@ -19,11 +19,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# `python bench/soak.py` puts bench/ first on sys.path, where bench/http.py would shadow the
-# standard library's http package: drop it, and put the project root there instead.
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # `python bench/soak.py` from a checkout
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
