@@ -26,7 +26,6 @@ import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import base64  # noqa: E402
 import os  # noqa: E402
-import resource  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
@@ -35,18 +34,11 @@ import time  # noqa: E402
 from typing import Any  # noqa: E402
 
 import orjson  # noqa: E402
+from benchutil import raise_nofile  # noqa: E402
 
 ENV = "soak"
 FLAGS = 50
 STREAMS = ("events", "rules", "evaluated")
-
-
-def raise_nofile(want: int = 65_536) -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = min(want, hard) if hard != resource.RLIM_INFINITY else want
-    if soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 ALLOW_LIST = 0  # set from --allow-list: emails in each targeted flag's rule

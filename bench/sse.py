@@ -25,24 +25,16 @@ import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import contextlib  # noqa: E402
 import os  # noqa: E402
-import resource  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import orjson  # noqa: E402
+from benchutil import raise_nofile  # noqa: E402
 
 ENV = "bench"
 CONNECT_BATCH = 250  # connections opened concurrently (stay under the listen backlog)
-
-
-def raise_nofile(want: int = 65_536) -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = min(want, hard) if hard != resource.RLIM_INFINITY else want
-    if soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 # -- the client process ---------------------------------------------------------------------

@@ -35,6 +35,17 @@ def bucket_of(value: str, total: int) -> tuple[int, int]:
     return h, (h * total) >> 32
 
 
+def pick(value: str, variants: list[Any], cum: list[int], total: int,
+         trace: list[str] | None = None) -> Any:
+    """The variant whose cumulative weight first exceeds the value's bucket."""
+    h, bucket = bucket_of(value, total)
+    i = bisect_right(cum, bucket)
+    out = variants[i] if i < len(variants) else None
+    if trace is not None:
+        trace.append(f"fractional bucket {bucket}/{total} hash={h} value={value!r} -> {orjson.dumps(out).decode()}")
+    return out
+
+
 def _integer_weight(w: Any) -> int | None:
     if w.__class__ is int:
         return w
@@ -179,12 +190,7 @@ def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
             value = bucketing_value(d, by_fn(d) if by_fn is not None else by_const, baked_key)
             if value is None or total == 0:
                 return None
-            h, bucket = bucket_of(value, total)
-            i = bisect_right(cum, bucket)
-            out = variants[i] if i < len(variants) else None
-            if trace is not None:
-                trace.append(f"fractional bucket {bucket}/{total} hash={h} value={value!r} -> {orjson.dumps(out).decode()}")
-            return out
+            return pick(value, variants, cum, total, trace)
 
         return fractional
 
@@ -203,11 +209,6 @@ def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
                 trace.append("fractional: invalid computed buckets -> null")
             return None
         variants, cum, total = table
-        h, bucket = bucket_of(value, total)
-        i = bisect_right(cum, bucket)
-        out = variants[i] if i < len(variants) else None
-        if trace is not None:
-            trace.append(f"fractional bucket {bucket}/{total} hash={h} value={value!r} -> {orjson.dumps(out).decode()}")
-        return out
+        return pick(value, variants, cum, total, trace)
 
     return fractional_dynamic

@@ -1,0 +1,15 @@
+"""Helpers shared by the bench scripts (run as `python bench/<name>.py`, so bench/ is on
+sys.path)."""
+
+from __future__ import annotations
+
+import resource
+
+
+def raise_nofile(want: int = 65_536) -> int:
+    """Raise the open-file limit towards ``want`` (thousands of sockets); returns the limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = min(want, hard) if hard != resource.RLIM_INFINITY else want
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
