@@ -16,9 +16,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -36,6 +34,7 @@ from proxy.sse_frames import (
     rules_put,
 )
 from proxy.store import Change, Store
+from proxy.stream_connection import CapExceeded, Connection, StreamKind
 
 log = logging.getLogger("flagedge.fanout")
 
@@ -56,12 +55,6 @@ def merge_changes(changes: list[Change], fs: FlagSet) -> Change:
         metadata_changed=any(c.metadata_changed for c in changes))
 
 
-class StreamKind(StrEnum):
-    EVENTS = "events"  # OFREP change notifications
-    EVALUATED = "evaluated"  # per-context results
-    RULES = "rules"  # raw flagd document
-
-
 Evaluate = Callable[[FlagSet, str, dict[str, Any]], EvaluationResult]
 EvaluateAll = Callable[[FlagSet, dict[str, Any]], list[EvaluationResult]]
 
@@ -70,142 +63,6 @@ def _engine() -> tuple[Evaluate, EvaluateAll]:
     from proxy.evaluation.engine import evaluate, evaluate_all  # the engine helper's module
 
     return evaluate, evaluate_all
-
-
-Item = tuple[bytes, float | None]  # encoded event(s), source write time (for the metric)
-
-
-class Connection:
-    """One open stream: a bounded queue of encoded events and what the client holds."""
-
-    __slots__ = ("_queue", "_queued_bytes", "_waiter", "close_reason", "closed", "context",
-                 "ctx_key", "env", "fanout", "key_id", "kind", "needs_snapshot", "pending",
-                 "results", "version")
-
-    def __init__(self, fanout: FanOut, env: str, kind: StreamKind, key_id: str,
-                 context: dict[str, Any] | None = None, ctx_key: str = ""):
-        self.fanout = fanout
-        self.env = env
-        self.kind = kind
-        self.key_id = key_id
-        self.context = context or {}
-        self.ctx_key = ctx_key  # canonical context: connections sharing it share the work
-        self.version = 0  # newest version queued or sent to this client
-        # Evaluated stream: flag key -> hash of the OFREP item JSON the client holds. A hash,
-        # not the bytes: orjson output keeps a ~4 KB buffer each, 20 flags x 10,000 clients.
-        self.results: dict[str, int] = {}
-        # Made on demand and dropped when drained: an empty deque is ~600 bytes, and most
-        # of 10,000 streams are idle most of the time.
-        self._queue: deque[Item] | None = None
-        self._queued_bytes = 0
-        self._waiter: asyncio.Future[None] | None = None
-        self.needs_snapshot = False
-        self.pending = False  # evaluated resume still reading history: results not known yet
-        self.closed = False
-        self.close_reason = ""
-
-    def push(self, payload: bytes, written_at: float | None) -> None:
-        """Never blocks. Over the bound, drop everything queued and owe a snapshot."""
-        if self.closed or self.needs_snapshot:
-            return  # a snapshot is owed: it will carry this change too
-        fo = self.fanout
-        queue = self._queue
-        if queue is None:
-            queue = self._queue = deque()
-        if len(queue) >= fo.max_queue or self._queued_bytes + len(payload) > fo.max_queue_bytes:
-            self._queue = None
-            self._queued_bytes = 0
-            self.needs_snapshot = True
-            count(fo.stats, self.kind.value, "coalesced")
-        else:
-            queue.append((payload, written_at))
-            self._queued_bytes += len(payload)
-        self._wake()
-
-    def owe_snapshot(self) -> None:
-        self._queue = None
-        self._queued_bytes = 0
-        self.needs_snapshot = True
-        self._wake()
-
-    def close(self, reason: str) -> None:
-        if not self.closed:
-            self.closed = True
-            self.close_reason = reason
-            self._queue = None
-            self._queued_bytes = 0
-            self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    @property
-    def queued(self) -> int:
-        return len(self._queue) if self._queue is not None else 0
-
-    @property
-    def queued_bytes(self) -> int:
-        return self._queued_bytes
-
-    def heartbeat(self) -> None:
-        """Queue a heartbeat (an empty item: the stream sends a comment) if idle."""
-        if not self.closed and not self.needs_snapshot and not self._queue:
-            self._queue = deque(((b"", None),))
-            self._wake()
-
-    async def next_batch(self, limit: int = 1 << 16) -> tuple[bytes, list[float | None]] | None:
-        """Everything queued (up to about ``limit`` bytes) as one payload, with each event's
-        write time, so a reader that fell behind costs one send, not one per event. An empty
-        payload is a heartbeat; None once the connection is closed."""
-        item = await self.next()
-        if item is None:
-            return None
-        queue = self._queue
-        if not queue or not item[0]:
-            return item[0], [item[1]] if item[0] else []
-        parts, times, size = [item[0]], [item[1]], len(item[0])
-        while queue and size < limit:
-            payload, at = queue.popleft()
-            self._queued_bytes -= len(payload)
-            if payload:  # a heartbeat behind events is redundant
-                parts.append(payload)
-                times.append(at)
-                size += len(payload)
-        if not queue:
-            self._queue = None
-        return b"".join(parts), times
-
-    async def next(self) -> Item | None:
-        """The next thing to send (an empty payload is a heartbeat), or None once the
-        connection is closed."""
-        while not self.closed:
-            if self.needs_snapshot:
-                self.needs_snapshot = False
-                payload = self.fanout.snapshot(self)
-                if payload:
-                    return payload, None
-                continue
-            queue = self._queue
-            if queue:
-                item = queue.popleft()
-                self._queued_bytes -= len(item[0])
-                if not queue:
-                    self._queue = None
-                return item
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        return None
-
-
-class CapExceeded(Exception):
-    def __init__(self, status: int, reason: str):
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 Render = Callable[[EvaluationResult, Flag | None], dict[str, Any]]

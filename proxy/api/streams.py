@@ -37,10 +37,11 @@ from proxy.api import errors
 from proxy.api.context import BadContext, check_context
 from proxy.auth import Authenticator
 from proxy.changelog import ChangeLog
-from proxy.fanout import CapExceeded, Connection, FanOut, StreamKind
+from proxy.fanout import FanOut
 from proxy.model import ErrorCode, FlagSet
 from proxy.sse_frames import PROPAGATION_BUCKETS, id_only
 from proxy.store import Store
+from proxy.stream_connection import CapExceeded, Connection, StreamKind
 
 log = logging.getLogger("flagedge.streams")
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 import pytest
 
 from proxy.changelog import ChangeLog
-from proxy.fanout import FanOut, StreamKind
+from proxy.fanout import FanOut
 from proxy.store import Store
+from proxy.stream_connection import StreamKind
 from tests.unit.test_fanout import Env, drain
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

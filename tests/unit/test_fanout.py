@@ -9,9 +9,10 @@ import orjson
 import pytest
 
 from proxy.changelog import ChangeLog
-from proxy.fanout import CapExceeded, Connection, FanOut, StreamKind
+from proxy.fanout import FanOut
 from proxy.model import Flag, FlagSet, FlagState, VariantType
 from proxy.store import Change, Store
+from proxy.stream_connection import CapExceeded, Connection, StreamKind
 
 
 def make_flag(key: str, on: bool = True) -> Flag:
