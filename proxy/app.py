@@ -21,11 +21,11 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from proxy.api import errors
 from proxy.api.admin import AdminApi
 from proxy.api.cache import ResultCache
+from proxy.api.fastpath import FastOfrep
 from proxy.api.health import Health
 from proxy.api.metrics import Metrics
 from proxy.api.ofrep import OfrepApi
@@ -183,17 +183,11 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
                     exception_handlers={404: _not_found, 405: _not_allowed,
                                         Exception: _internal_error})
     app.state.flagedge = rt
-    # Outermost: time every request, CORS preflights and errors included.
-    app.add_middleware(_Timed, metrics=rt.metrics)
+    # Outermost: the OFREP evaluate fast path; it times every request (through the full stack
+    # otherwise), CORS preflights and errors included.
+    app.add_middleware(FastOfrep, metrics=rt.metrics, ofrep=ofrep,
+                       cors=bool(settings.cors_origins))
     return app
-
-
-class _Timed:
-    def __init__(self, app: ASGIApp, metrics: Metrics):
-        self._call = metrics.middleware(app)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._call(scope, receive, send)
 
 
 async def _internal_error(request: Request, _exc: Exception) -> Response:
