@@ -4,6 +4,8 @@ sys.path)."""
 from __future__ import annotations
 
 import resource
+import signal
+import subprocess
 
 
 def raise_nofile(want: int = 65_536) -> int:
@@ -13,3 +15,14 @@ def raise_nofile(want: int = 65_536) -> int:
     if soft < target:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def stop(proc: subprocess.Popen, timeout: float = 20) -> None:
+    """SIGTERM (a graceful shutdown is part of what runs), then SIGKILL after ``timeout``."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

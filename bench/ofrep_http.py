@@ -16,7 +16,6 @@ import argparse
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import time
 from pathlib import Path
 
 import orjson
+from benchutil import stop
 
 ROOT = Path(__file__).resolve().parent.parent
 # Run as a script, this file's folder is sys.path[0] and this "http" would shadow the standard
@@ -173,15 +173,6 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
     raise TimeoutError(f"nothing listening on {port}")
 
 
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 def run_wrk(wrk: str, url: str, script: Path, duration: float, connections: int
             ) -> tuple[float, float, int]:
     out = subprocess.run(
@@ -260,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
                                               args.connections))
             rows.append((label, {name: _median(r) for name, r in runs.items()}))
     finally:
-        stop(echo)
-        stop(edge)
+        stop(echo, timeout=15)
+        stop(edge, timeout=15)
         shutil.rmtree(tmp, ignore_errors=True)
 
     goals = {"(a) repeated users": 0.8, "(b) unique contexts": 0.5}

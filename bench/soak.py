@@ -26,7 +26,6 @@ import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import base64  # noqa: E402
 import os  # noqa: E402
-import signal  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
@@ -34,7 +33,7 @@ import time  # noqa: E402
 from typing import Any  # noqa: E402
 
 import orjson  # noqa: E402
-from benchutil import raise_nofile  # noqa: E402
+from benchutil import raise_nofile, stop  # noqa: E402
 
 ENV = "soak"
 FLAGS = 50
@@ -325,11 +324,7 @@ async def soak(args: argparse.Namespace, redis_url: str, workdir: Path) -> int:
                 p.terminate()
                 p.wait(10)
         await probe.aclose()
-        proxy.send_signal(signal.SIGTERM)
-        try:
-            proxy.wait(20)
-        except subprocess.TimeoutExpired:
-            proxy.kill()
+        stop(proxy)
         log.close()
 
     before, during = clients.latencies.get("before", []), clients.latencies.get("during", [])

@@ -25,13 +25,12 @@ import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import contextlib  # noqa: E402
 import os  # noqa: E402
-import signal  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import orjson  # noqa: E402
-from benchutil import raise_nofile  # noqa: E402
+from benchutil import raise_nofile, stop  # noqa: E402
 
 ENV = "bench"
 CONNECT_BATCH = 250  # connections opened concurrently (stay under the listen backlog)
@@ -292,11 +291,7 @@ def bench_flagedge(n: int, redis_url: str, workdir: Path, stream: str = "events"
 
         return measure("flagedge", proc.pid, port, n, raw_key, fire, stream)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
         log.close()
 
 
@@ -312,11 +307,7 @@ def bench_bare(n: int) -> dict:
         return measure("bare", proc.pid, port, n, "",
                        lambda: httpx.post(f"http://127.0.0.1:{port}/fire"))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
 
 
 def main() -> None:
