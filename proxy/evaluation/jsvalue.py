@@ -305,20 +305,13 @@ def js_get(obj: Any, key: str) -> Any:
             if key == "__proto__":
                 return {}
         return v
-    if c is list:
+    if c is list or c is str:  # indices and length alike; only their prototypes differ
         if _INDEX.fullmatch(key):
             i = int(key)
             return obj[i] if i < len(obj) else MISSING
         if key == "length":
             return len(obj)
-        return FUNCTION if key in _ARRAY_PROTO else MISSING
-    if c is str:
-        if _INDEX.fullmatch(key):
-            i = int(key)
-            return obj[i] if i < len(obj) else MISSING
-        if key == "length":
-            return len(obj)
-        return FUNCTION if key in _STRING_PROTO else MISSING
+        return FUNCTION if key in (_ARRAY_PROTO if c is list else _STRING_PROTO) else MISSING
     if c is int or c is float or c is bool:
         return FUNCTION if key in _NUMBER_PROTO else MISSING
     return MISSING
