@@ -110,6 +110,24 @@ def run_reference(requests: Sequence[dict[str, Any]], *, timeout: float = 300) -
     return replies
 
 
+def run_docs(docs: Sequence[tuple[dict[str, Any], Sequence[tuple[str, Any]]]]
+             ) -> list[dict[str, Any]]:
+    """Each ``(document, [(flag key, context), ...])`` through the reference, in order."""
+    return run_reference([{"id": i, "doc": doc, "cases": [{"key": k, "context": c} for k, c in cases]}
+                          for i, (doc, cases) in enumerate(docs)])
+
+
+def run_docs_or_fail(docs: Sequence[tuple[dict[str, Any], Sequence[tuple[str, Any]]]]
+                     ) -> list[dict[str, Any]]:
+    """:func:`run_docs` for tests: a missing node/npm fails the test (never a skip)."""
+    import pytest
+
+    try:
+        return run_docs(docs)
+    except ReferenceUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
 def js_strings(values: Sequence[Any], *, timeout: float = 60) -> list[str]:
     """``String(v)`` in node for each JSON value (after JSON's own number parsing)."""
     node = _require("node")

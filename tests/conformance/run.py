@@ -10,7 +10,7 @@ import time
 
 from tests.conformance.compare import compare_docs
 from tests.conformance.generator import generate
-from tests.conformance.reference import run_reference
+from tests.conformance.reference import run_docs
 
 
 def main() -> int:
@@ -26,9 +26,7 @@ def main() -> int:
     started = time.monotonic()
     gen = generate(args.seed, args.docs)
     docs = [(d.doc, [(c.key, c.context) for c in d.cases]) for d in gen.docs]
-    requests = [{"id": i, "doc": doc, "cases": [{"key": k, "context": c} for k, c in cases]}
-                for i, (doc, cases) in enumerate(docs)]
-    replies = run_reference(requests)
+    replies = run_docs(docs)
     t_ref = time.monotonic() - started
     report = compare_docs(docs, replies, compile_document, evaluate)
     print(f"{len(docs)} documents, {report.flags} flags, {report.compared} cases; reference "

@@ -21,7 +21,7 @@ from tests.conformance.compare import (
     js_outcome,
 )
 from tests.conformance.generator import OPERATORS, generate
-from tests.conformance.reference import ReferenceUnavailable, run_reference
+from tests.conformance.reference import ReferenceUnavailable, run_docs_or_fail, run_reference
 
 SEED = int(os.environ.get("FLAGEDGE_CONFORMANCE_SEED", "20261125"))
 N_DOCS = int(os.environ.get("FLAGEDGE_CONFORMANCE_DOCS", "3000"))
@@ -52,11 +52,7 @@ def test_generated_flags_match_the_reference(reference_prefix: Path) -> None:
     assert not missing, f"generator under-exercises operators: {missing}"
 
     docs = [(d.doc, [(c.key, c.context) for c in d.cases]) for d in gen.docs]
-    requests = [
-        {"id": i, "doc": doc, "cases": [{"key": k, "context": c} for k, c in cases]}
-        for i, (doc, cases) in enumerate(docs)
-    ]
-    replies = _reference(requests)
+    replies = run_docs_or_fail(docs)
     report = compare_docs(docs, replies, compile_document, evaluate)
     elapsed = time.monotonic() - started
     print(

@@ -12,7 +12,11 @@ import pytest
 
 from tests.conformance.compare import classify, compile_py, evaluate_py, js_outcome
 from tests.conformance.generator import SEMVER_OPS
-from tests.conformance.reference import ReferenceUnavailable, js_strings, run_reference
+from tests.conformance.reference import (
+    ReferenceUnavailable,
+    js_strings,
+    run_docs_or_fail,
+)
 
 pytestmark = pytest.mark.conformance
 
@@ -36,12 +40,7 @@ def _compare_rules(rules: list[Any], contexts: list[dict[str, Any]], *,
                            "targeting": rule}
                  for i, rule in enumerate(rules[start:start + per_doc], start)}
         docs.append(({"flags": flags}, [(k, c) for k in flags for c in contexts]))
-    requests = [{"id": i, "doc": d, "cases": [{"key": k, "context": c} for k, c in cs]}
-                for i, (d, cs) in enumerate(docs)]
-    try:
-        replies = run_reference(requests)
-    except ReferenceUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
+    replies = run_docs_or_fail(docs)
     compared, bad = 0, []
     for (doc, cases), reply in zip(docs, replies, strict=True):
         pydoc = compile_py(doc, compile_document)
@@ -93,12 +92,7 @@ def test_sem_ver_matches_the_reference(reference_prefix: Path) -> None:
                       else r.choice([1, 1.2, None, True])})
                  for k in flags for _ in range(3)]
         docs.append(({"flags": flags}, cases))
-    requests = [{"id": i, "doc": d, "cases": [{"key": k, "context": c} for k, c in cs]}
-                for i, (d, cs) in enumerate(docs)]
-    try:
-        replies = run_reference(requests)
-    except ReferenceUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
+    replies = run_docs_or_fail(docs)
     compared, bad = 0, []
     for (doc, cases), reply in zip(docs, replies, strict=True):
         pydoc = compile_py(doc, compile_document)
