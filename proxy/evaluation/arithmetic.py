@@ -14,7 +14,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from proxy.evaluation.builder import all_const as _all_const
-from proxy.evaluation.builder import coerce_array, function_op
+from proxy.evaluation.builder import apply_to_operand, coerce_array, function_op, single_operand
 from proxy.evaluation.builder import fn as _fn
 from proxy.evaluation.jsvalue import (
     FUNCTION,
@@ -190,17 +190,9 @@ def _arith_interpreted(cc: LogicCompiler, name: str, args: Any, path: str, impl:
     """Arithmetic as the reference's interpreter runs it: ``+``/``-`` look inside a single
     operand's value; no load-time operand checks: the interpreter fails at run time (GENERAL),
     even for a literal zero divisor."""
-    single = name in ("+", "-") and (
-        args.__class__ is not list or (len(args) == 1 and args[0].__class__ is not list)
-    )
     method = {"+": plus_method, "-": minus_method}.get(name)
-    if single and method is not None:
-        node = args[0] if args.__class__ is list else args
-        inner = cc.compile(node, f"{path}[0]" if args.__class__ is list else path)
-        if inner.__class__ is Const:
-            return cc.fold(path, lambda: method(inner.value))  # type: ignore[union-attr]
-        f = _fn(inner)
-        return lambda d: method(f(d))
+    if method is not None and single_operand(args):
+        return apply_to_operand(cc, args, path, method)
     if args.__class__ is dict and args:
         g = _fn(cc.compile(args, path))
         return lambda d: impl(coerce_array(g(d)))

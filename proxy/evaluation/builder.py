@@ -26,6 +26,22 @@ def all_const(parts: list[Any]) -> bool:
     return all(p.__class__ is Const for p in parts)
 
 
+def single_operand(args: Any) -> bool:
+    """The reference's interpreter treats ``{"op": x}`` and ``{"op": [x]}`` (x not a list) as
+    one operand whose own value the operator looks into."""
+    return args.__class__ is not list or (len(args) == 1 and args[0].__class__ is not list)
+
+
+def apply_to_operand(cc: Any, args: Any, path: str, method: Any) -> Any:
+    """``method`` applied to the single operand's value; folded at load when it is constant."""
+    node = args[0] if args.__class__ is list else args
+    inner = cc.compile(node, f"{path}[0]" if args.__class__ is list else path)
+    if inner.__class__ is Const:
+        return cc.fold(path, lambda: method(inner.value))
+    f = fn(inner)
+    return lambda d: method(f(d))
+
+
 def coerce_array(v: Any) -> list[Any]:
     return v if v.__class__ is list else [v]
 

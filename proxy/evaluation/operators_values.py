@@ -8,7 +8,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from proxy.evaluation.builder import all_const as _all_const
-from proxy.evaluation.builder import coerce_array, function_op
+from proxy.evaluation.builder import apply_to_operand, coerce_array, function_op, single_operand
 from proxy.evaluation.builder import fn as _fn
 from proxy.evaluation.jsvalue import (
     MISSING,
@@ -43,14 +43,9 @@ def _cat_method(v: Any) -> str:
 
 
 def build_cat(cc: LogicCompiler, args: Any, path: str) -> Compiled:
-    if cc.interpreted and (args.__class__ is not list or (len(args) == 1 and args[0].__class__ is not list)):
+    if cc.interpreted and single_operand(args):
         # the interpreter passes a single operand's value as is: cat of an array joins it
-        node = args[0] if args.__class__ is list else args
-        inner = cc.compile(node, f"{path}[0]" if args.__class__ is list else path)
-        if inner.__class__ is Const:
-            return cc.fold(path, lambda: _cat_method(inner.value))  # type: ignore[union-attr]
-        f0 = _fn(inner)
-        return lambda d: _cat_method(f0(d))
+        return apply_to_operand(cc, args, path, _cat_method)
     if args.__class__ is dict and args:
         f = _fn(cc.compile(args, path))
 
