@@ -63,8 +63,12 @@ class HotMetrics:
     def __init__(self) -> None:
         self.requests: dict[tuple[str, int], int] = {}
         self.durations: dict[str, Histogram] = {}
-        self.exposures: dict[tuple[str, str, str, str], int] = {}
-        self._pending: list[tuple[str, Any]] = []
+        # Exposure counters by slot: each (env, flag, variant, reason) gets an index once, so
+        # counting is an integer add and a bulk result carries its slots (``exposure_slots``).
+        self._slot_of: dict[tuple[str, str, str, str], int] = {}
+        self._slot_keys: list[tuple[str, str, str, str]] = []
+        self._slot_counts: list[int] = []
+        self._pending: list[Any] = []
         self.propagation = Histogram(PROPAGATION_BUCKETS)
         self.cache: Any = None  # the ResultCache (hits/misses/bypassed counters live there)
         # For the streams module: current connections per stream, events sent/coalesced.
@@ -80,32 +84,52 @@ class HotMetrics:
             hist = self.durations[route] = Histogram(DURATION_BUCKETS)
         hist.observe(seconds)
 
-    def count_exposures(self, env: str, exposures: tuple[tuple[str, str | None, str], ...]) -> None:
-        counts = self.exposures
+    def exposure_slots(self, env: str, exposures: tuple[tuple[str, str | None, str], ...]
+                       ) -> tuple[int, ...]:
+        """The counter slots of (flag, variant, reason) results in ``env``; new ones are added."""
+        slot_of = self._slot_of
+        out = []
         for flag, variant, reason in exposures:
             key = (env, flag, variant or "", reason)
-            counts[key] = counts.get(key, 0) + 1
+            slot = slot_of.get(key)
+            if slot is None:
+                slot = slot_of[key] = len(self._slot_keys)
+                self._slot_keys.append(key)
+                self._slot_counts.append(0)
+            out.append(slot)
+        return tuple(out)
 
-    def count_entry(self, env: str, entry: Any) -> None:
+    @property
+    def exposures(self) -> dict[tuple[str, str, str, str], int]:
+        self.fold()
+        return {k: n for k, n in zip(self._slot_keys, self._slot_counts, strict=True) if n}
+
+    def count_exposures(self, env: str, exposures: tuple[tuple[str, str | None, str], ...]) -> None:
+        counts = self._slot_counts
+        for slot in self.exposure_slots(env, exposures):
+            counts[slot] += 1
+
+    def count_entry(self, entry: Any) -> None:
         """Count the exposures of one bulk response served from ``entry`` (a CachedResult):
-        an integer add now, expanded per flag when metrics are read."""
+        an integer add now, added to its slots when metrics are read."""
         if entry.pending == 0:
-            self._pending.append((env, entry))
             # Each pending entry keeps its response body (~7 KB for 50 flags) alive after the
             # result cache dropped it: fold often enough that this stays a few MB, not 100+.
-            if len(self._pending) > PENDING_FOLD:
+            # A fold is an integer add per flag per entry (~1 ms for 1,000 entries of 20).
+            # Fold *before* adding this one: folded, it would be counted but never listed.
+            if len(self._pending) >= PENDING_FOLD:
                 self.fold()
+            self._pending.append(entry)
         entry.pending += 1
 
     def fold(self) -> None:
         pending, self._pending = self._pending, []
-        counts = self.exposures
-        for env, entry in pending:
+        counts = self._slot_counts
+        for entry in pending:
             n, entry.pending = entry.pending, 0
             if n:
-                for flag, variant, reason in entry.exposures:
-                    key = (env, flag, variant or "", reason)
-                    counts[key] = counts.get(key, 0) + n
+                for slot in entry.exposures:
+                    counts[slot] += n
 
     def on_change(self, change: Change, _flag_set: Any) -> None:
         if change.written_at:
