@@ -141,7 +141,8 @@ class OfrepApi:
 
     # -- shared steps ----------------------------------------------------------------------
     async def _begin(self, request: Request, key: str | None
-                     ) -> tuple[Principal, FlagSet, dict[str, Any], dict[bytes, bytes]] | Response:
+                     ) -> tuple[Principal, FlagSet, bytes, dict[bytes, bytes]] | Response:
+        """Caller, rules and the raw body (parsed by ``_context``: a cache hit skips that)."""
         headers = header_map(request)
         principal = self.auth.authorize(request, "client", headers=headers)
         if isinstance(principal, Response):
@@ -149,16 +150,20 @@ class OfrepApi:
         body = await read_body(request, self.settings.body_limit, headers.get(b"content-length"))
         if isinstance(body, Response):
             return body
-        try:
-            context = parse_request(body, headers.get(b"content-type"))
-        except BadContext as exc:
-            return errors.ofrep_error(400, exc.code, exc.details, key=key)
         flag_set = self.store.get(principal.env)
         if flag_set is None:
             if not self.source_ready():
                 return errors.unavailable(_NO_RULES)
             flag_set = FlagSet(flags={})  # a known environment with nothing published yet
-        return principal, flag_set, context, headers
+        return principal, flag_set, body, headers
+
+    @staticmethod
+    def _context(body: bytes, headers: dict[bytes, bytes], key: str | None
+                 ) -> dict[str, Any] | Response:
+        try:
+            return parse_request(body, headers.get(b"content-type"))
+        except BadContext as exc:
+            return errors.ofrep_error(400, exc.code, exc.details, key=key)
 
     def _check(self, context: dict[str, Any], key: str | None) -> Response | None:
         try:
@@ -173,7 +178,10 @@ class OfrepApi:
         begun = await self._begin(request, key)
         if isinstance(begun, Response):
             return begun
-        principal, flag_set, context, _headers = begun
+        principal, flag_set, body, headers = begun
+        context = self._context(body, headers, key)
+        if isinstance(context, Response):
+            return context
         bad = self._check(context, key)
         if bad is not None:
             return bad
@@ -194,38 +202,52 @@ class OfrepApi:
         begun = await self._begin(request, None)
         if isinstance(begun, Response):
             return begun
-        principal, flag_set, context, headers = begun
+        principal, flag_set, body, headers = begun
         if request.scope.get("query_string"):
             flag_set = await self._catch_up(request, principal.env, flag_set)
 
-        try:
-            canonical = orjson.dumps(context, option=_SORT)
-        except orjson.JSONEncodeError:  # nested past orjson's limit: far past ours
-            bad = self._check(context, None)
-            if bad is not None:
-                return bad
-            raise
-        entry: CachedResult | None = None
-        cacheable = not flag_set.uses_timestamp and len(canonical) <= MAX_CACHED_CONTEXT
-        cache_key = (principal.env, flag_set.epoch, flag_set.version, canonical)
-        if cacheable:
-            entry = self.cache.get(cache_key)
-        else:
+        cacheable = not flag_set.uses_timestamp
+        if not cacheable:
             self.cache.bypassed += 1
+        # Clients repeat a user's context byte for byte: a hit on the raw body skips parsing and
+        # canonicalising it. The content type is part of the key (it decides a 400).
+        raw_key = ((principal.env, flag_set.epoch, flag_set.version,
+                    headers.get(b"content-type"), body)
+                   if cacheable and len(body) <= MAX_CACHED_CONTEXT else None)
+        entry = self.cache.get_raw(raw_key) if raw_key is not None else None
         if entry is None:
-            bad = self._check(context, None)
-            if bad is not None:
-                return bad
-            entry = self._evaluate_all(principal.env, flag_set, context)
+            context = self._context(body, headers, None)
+            if isinstance(context, Response):
+                return context
+            try:
+                canonical = orjson.dumps(context, option=_SORT)
+            except orjson.JSONEncodeError:  # nested past orjson's limit: far past ours
+                bad = self._check(context, None)
+                if bad is not None:
+                    return bad
+                raise
+            if cacheable and len(canonical) > MAX_CACHED_CONTEXT:
+                cacheable = False
+                self.cache.bypassed += 1
+            cache_key = (principal.env, flag_set.epoch, flag_set.version, canonical)
             if cacheable:
-                self.cache.put(cache_key, entry)
+                entry = self.cache.get(cache_key)
+            if entry is None:
+                bad = self._check(context, None)
+                if bad is not None:
+                    return bad
+                entry = self._evaluate_all(principal.env, flag_set, context)
+                if cacheable:
+                    self.cache.put(cache_key, entry)
+            if raw_key is not None and cacheable:
+                self.cache.put_raw(raw_key, entry)
 
         streams, window = self._event_streams(request, principal)
         etag = f'"{entry.digest.hex()}-{window}"' if window is not None else f'"{entry.digest.hex()}"'
         inm = headers.get(b"if-none-match")
         if inm is not None and _etag_matches(inm.decode("latin-1"), etag):
             return Response(status_code=304, headers={"ETag": etag})
-        self.hot.count_entry(principal.env, entry)
+        self.hot.count_entry(entry)
         # One join: chained ``+`` would copy the ~4 KB body three times.
         body = b"".join((entry.body_prefix, b',"eventStreams":', streams, b"}"))
         return errors.JsonBytes(body, etag)
@@ -266,7 +288,7 @@ class OfrepApi:
         entry = CachedResult(
             body_prefix=canonical,
             digest=hashlib.blake2b(canonical, digest_size=16).digest(),
-            exposures=tuple(exposures),
+            exposures=self.hot.exposure_slots(env, tuple(exposures)),
         )
         if not any(r.error_code is not None for r in results):  # errors are per request
             if len(memo.vectors) > 20_000:

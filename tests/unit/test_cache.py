@@ -45,3 +45,24 @@ def test_zero_size_disables_and_drop_env():
     cache.drop_env("a")
     assert cache.get(key("a", 1, b"x")) is None
     assert cache.get(key("b", 1, b"x")) is two
+
+
+def raw(env, version, body, ctype=b"application/json"):
+    return (env, "e1", version, ctype, body)
+
+
+def test_raw_aliases_count_hits_only_are_bounded_and_dropped_with_their_env():
+    cache = ResultCache(2)
+    one = entry(1)
+    assert cache.get_raw(raw("a", 1, b"x")) is None
+    assert (cache.hits, cache.misses) == (0, 0)  # the canonical lookup that follows counts it
+    cache.put_raw(raw("a", 1, b"x"), one)
+    assert cache.get_raw(raw("a", 1, b"x")) is one and cache.hits == 1
+    assert cache.get_raw(raw("a", 1, b"x", b"text/plain")) is None
+    assert cache.get_raw(raw("a", 2, b"x")) is None
+    cache.put_raw(raw("a", 1, b"y"), entry(2))
+    cache.put_raw(raw("b", 1, b"z"), entry(3))  # bound 2: the least recent alias ("x") goes
+    assert cache.get_raw(raw("a", 1, b"x")) is None
+    cache.drop_env("a")
+    assert cache.get_raw(raw("a", 1, b"y")) is None
+    assert cache.get_raw(raw("b", 1, b"z")) is not None

@@ -64,6 +64,34 @@ async def test_etag_304_and_cache_hits(edge):
     assert other.headers["etag"] != etag
 
 
+async def test_a_repeated_raw_body_is_answered_from_its_alias_without_parsing(edge, monkeypatch):
+    body = b'{"context": {"targetingKey": "u1", "plan": "pro"}}'
+    json_ct = {"Content-Type": "application/json"}
+    async with edge.client("client") as c:
+        first = await c.post(URL, content=body, headers=json_ct)
+        assert (edge.runtime.cache.hits, edge.runtime.cache.misses) == (0, 1)
+        from proxy.api import ofrep
+
+        def no_parse(*_args):
+            raise AssertionError("a raw-body hit must not parse the body")
+
+        monkeypatch.setattr(ofrep, "parse_request", no_parse)
+        again = await c.post(URL, content=body, headers=json_ct)
+        assert again.content == first.content and again.headers["etag"] == first.headers["etag"]
+        assert edge.runtime.cache.hits == 1
+        monkeypatch.undo()
+        # The content type is part of the alias key: the same bytes as text/plain are still a 400.
+        plain = await c.post(URL, content=body, headers={"Content-Type": "text/plain"})
+        assert plain.status_code == 400 and plain.json()["errorCode"] == "PARSE_ERROR"
+        # A new rules version never answers from an old alias.
+        doc = copy.deepcopy(DOC)
+        doc["flags"]["string-flag"]["variants"]["pro"] = "Hi pro"
+        publish(edge.store, doc, 2)
+        changed = await c.post(URL, content=body, headers=json_ct)
+    assert changed.headers["etag"] != first.headers["etag"]
+    assert {f["key"]: f for f in changed.json()["flags"]}["string-flag"]["value"] == "Hi pro"
+
+
 async def test_etag_follows_results_not_versions(edge):
     ctx = {"targetingKey": "u1", "plan": "pro"}
     etag = (await bulk(edge, ctx)).headers["etag"]
