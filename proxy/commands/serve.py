@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from proxy.config import SettingsError, load_settings
+    from proxy.http_protocol import GatheringHttpToolsProtocol
 
     try:
         settings = load_settings(cli={k: v for k, v in vars(args).items() if not k.startswith("_")})
@@ -112,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
             old.unlink(missing_ok=True)
     os.environ["FLAGEDGE__SETTINGS"] = orjson.dumps(settings.to_json()).decode()
     common: dict[str, Any] = {
-        "host": settings.host, "port": settings.port, "loop": "uvloop", "http": "httptools",
+        "host": settings.host, "port": settings.port, "loop": "uvloop", "http": GatheringHttpToolsProtocol,
         "log_config": log_config(settings.log_level), "access_log": settings.access_log,
         "timeout_graceful_shutdown": settings.graceful_timeout, "proxy_headers": True,
         "server_header": False, "lifespan": "on",

@@ -1,0 +1,139 @@
+"""One write per response (proxy.http_protocol), driven through uvicorn's real protocol code.
+
+The transport here records writes instead of sending them: the count of ``write`` calls is what
+is under test. Real sockets and streams go through it in every integration test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from proxy.http_protocol import GatheringHttpToolsProtocol
+
+
+class RecordingTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.events: list[str] = []
+        self.closing = False
+
+    def write(self, data: bytes) -> None:  # type: ignore[override]
+        self.writes.append(bytes(data))
+        self.events.append("write")
+
+    def close(self) -> None:
+        self.closing = True
+        self.events.append("close")
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+async def plain(scope: Any, receive: Any, send: Any) -> None:
+    await receive()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
+def connect(app: Any, protocol: type = GatheringHttpToolsProtocol
+            ) -> tuple[HttpToolsProtocol, RecordingTransport]:
+    config = Config(app=app, http=protocol, loop="none", access_log=False, log_level="warning")
+    config.load()
+    proto = config.http_protocol_class(config=config, server_state=ServerState(), app_state={},
+                                       _loop=asyncio.get_running_loop())
+    transport = RecordingTransport()
+    proto.connection_made(transport)
+    return proto, transport
+
+
+async def until(check: Any, timeout: float = 2.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.001)
+
+
+async def ticks(n: int = 3) -> None:
+    """Let callbacks scheduled with call_soon run (each sleep(0) is one loop iteration)."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+async def test_a_response_goes_out_in_one_write_head_and_body_together():
+    proto, transport = connect(plain)
+    proto.data_received(GET)
+    await until(lambda: proto.cycle is not None and proto.cycle.response_complete)
+    await ticks()  # any write still gathered would have left by now
+    (only,) = transport.writes
+    assert only.startswith(b"HTTP/1.1 200 OK\r\n") and only.endswith(b"\r\n\r\n{}")
+    # Keep-alive: the next response on the connection is again one write.
+    proto.data_received(GET)
+    await until(lambda: len(transport.writes) == 2)
+    await ticks()
+    assert len(transport.writes) == 2
+
+
+async def test_uvicorn_alone_writes_head_and_body_separately():
+    """The baseline this module improves on (if uvicorn ever gathers itself, drop ours)."""
+    proto, transport = connect(plain, HttpToolsProtocol)
+    proto.data_received(GET)
+    await until(lambda: len(transport.writes) == 2)
+    assert transport.writes[1] == b"{}"
+
+
+async def test_a_streamed_response_is_not_held_back_until_it_ends():
+    release = asyncio.Event()
+
+    async def stream(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
+        await release.wait()
+        await send({"type": "http.response.body", "body": b"data: 2\n\n", "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    proto, transport = connect(stream)
+    proto.data_received(GET)
+    # Head and first event leave at the end of the loop tick, while the stream is still open.
+    await until(lambda: transport.writes)
+    assert transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert transport.writes[0].endswith(b"data: 1\n\n\r\n")  # chunked framing
+    release.set()
+    await until(lambda: b"".join(transport.writes).endswith(b"0\r\n\r\n"))
+    assert b"data: 2" in b"".join(transport.writes[1:])
+
+
+async def test_close_sends_what_was_gathered_first():
+    proto, transport = connect(plain)
+    proto.data_received(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    await until(lambda: "close" in transport.events)
+    assert transport.events[0] == "write" and transport.writes[0].endswith(b"{}")
+
+
+async def test_gathered_bytes_count_in_the_write_buffer_size():
+    proto, transport = connect(plain)
+    proto.transport.write(b"abc")
+    proto.transport.write(b"de")
+    assert proto.transport.get_write_buffer_size() == 5 and transport.writes == []
+    await until(lambda: transport.writes == [b"abcde"])
+    assert proto.transport.get_write_buffer_size() == 0
