@@ -94,6 +94,13 @@ def check_context(context: dict[str, Any], max_depth: int, max_items: int) -> No
     tk = context.get("targetingKey")
     if tk is not None and not isinstance(tk, str):
         raise BadContext(ErrorCode.INVALID_CONTEXT, "targetingKey must be a string")
+    if len(context) <= max_items and max_depth >= 1:
+        # The usual flat context (parsed JSON: exact dicts and lists): one pass, no stack.
+        for value in context.values():
+            if value.__class__ is dict or value.__class__ is list:
+                break
+        else:
+            return
     items = 0
     stack: list[tuple[Any, int]] = [(context, 1)]
     while stack:

@@ -239,7 +239,9 @@ class OfrepApi:
                 entry = self._evaluate_all(principal.env, flag_set, context)
                 if cacheable:
                     self.cache.put(cache_key, entry)
-            if raw_key is not None and cacheable:
+            elif raw_key is not None:
+                # Seen twice: worth an alias (aliasing every never-repeated context would
+                # double the cache work of unique traffic for nothing).
                 self.cache.put_raw(raw_key, entry)
 
         streams, window = self._event_streams(request, principal)

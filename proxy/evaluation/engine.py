@@ -93,7 +93,7 @@ def evaluate_all(flag_set: FlagSet, context: Mapping[str, Any] | None) -> list[E
     bad = _context_problem(context)
     if bad is not None:
         return [error_result(k, ErrorCode.INVALID_CONTEXT, bad) for k in flag_set.flags]
-    ts = int(time.time())
+    ts = 0
     data: dict[str, Any] | None = None
     out: list[EvaluationResult] = []
     append = out.append
@@ -108,6 +108,7 @@ def evaluate_all(flag_set: FlagSet, context: Mapping[str, Any] | None) -> list[E
         if flag.reads_flagd:
             if data is None:
                 data = dict(context)
+                ts = int(time.time())
             data["$flagd"] = {"flagKey": key, "timestamp": ts}
             d: Mapping[str, Any] = data
         else:
@@ -116,6 +117,15 @@ def evaluate_all(flag_set: FlagSet, context: Mapping[str, Any] | None) -> list[E
             res = flag.rule(d)  # type: ignore[misc]
         except Exception as exc:
             append(general_error(flag, f"targeting failed: {describe(exc)}"))
+            continue
+        # The usual outcomes, inline (as in ``evaluate``): a variant name or null.
+        if res.__class__ is str:
+            r = flag.match_results.get(res)
+            if r is not None:
+                append(r)
+                continue
+        elif res is None and flag.default_result is not None:
+            append(flag.default_result)
             continue
         try:
             append(resolve(flag, res))

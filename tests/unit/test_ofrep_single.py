@@ -116,6 +116,10 @@ async def test_context_depth_and_size_limits():
     wide = {f"k{i}": i for i in range(11)}
     r = await post(edge, "bool-flag", wide)
     assert r.status_code == 400 and "more than 10" in r.json()["errorDetails"]
+    r = await post(edge, "bool-flag", {f"k{i}": i for i in range(10)})  # flat, at the limit
+    assert r.status_code == 200
+    r = await post(edge, "bool-flag", {"k": list(range(10))})  # 1 + 10 values
+    assert r.status_code == 400 and "more than 10" in r.json()["errorDetails"]
 
 
 async def test_body_limit_is_413():
