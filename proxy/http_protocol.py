@@ -1,12 +1,12 @@
-"""One ``send(2)`` per HTTP response: uvicorn's httptools protocol with gathered writes.
+"""One ``send(2)`` per HTTP response: uvicorn's httptools protocol, the head held for the body.
 
 uvicorn writes a response's status line + headers and then its body with two
 ``transport.write`` calls, so every response costs two syscalls and two TCP segments
 (TCP_NODELAY is on). Profiled under ``bench/ofrep_http.py`` those two writes were about a fifth
-of the worker's CPU. Here a connection's writes are gathered and go out in one write when the
-response completes, or at the end of the event-loop tick for streamed bodies (SSE), so a
-stream's headers and events are never held back. Order is unchanged, and flow control still
-sees every byte: the gathered bytes are at most one tick's worth.
+of the worker's CPU. Here the first write after each request (the head) is held and leaves
+with the next write (the body), or when the response completes, the connection closes or the
+event-loop tick ends, so a stream's headers are never held back; later writes of a streamed
+body (SSE events) go straight through. Order and flow control are unchanged.
 """
 
 from __future__ import annotations
@@ -18,42 +18,49 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
 class GatheringTransport:
-    """Wraps a transport: ``write`` gathers bytes until ``flush`` (called at the end of the
-    response, on ``close`` and, failing both, at the end of the current loop tick)."""
+    """Wraps a transport: after :meth:`hold_next`, the next write waits to be joined by the
+    one after it (or is sent by :meth:`flush`: response end, close, end of the loop tick)."""
 
-    __slots__ = ("_loop", "_pending", "_transport")
+    __slots__ = ("_held", "_hold", "_loop", "_transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
         self._transport = transport
         self._loop = loop
-        self._pending: list[bytes] | None = None
+        self._held: bytes | None = None
+        self._hold = False
+
+    def hold_next(self) -> None:
+        self._hold = True
 
     def write(self, data: bytes) -> None:
         if not data:
             return
-        pending = self._pending
-        if pending is None:
-            self._pending = [data]
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.write(held + data)
+        elif self._hold:
+            self._hold = False
+            self._held = bytes(data)
             self._loop.call_soon(self.flush)
         else:
-            pending.append(data)
+            self._transport.write(data)
 
     def flush(self) -> None:
-        pending = self._pending
-        if pending is None:
+        held = self._held
+        if held is None:
             return
-        self._pending = None
-        transport = self._transport
-        if not transport.is_closing():
-            transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        self._held = None
+        if not self._transport.is_closing():
+            self._transport.write(held)
 
     def close(self) -> None:
         self.flush()
         self._transport.close()
 
     def get_write_buffer_size(self) -> int:
-        gathered = sum(map(len, self._pending)) if self._pending else 0
-        return self._transport.get_write_buffer_size() + gathered
+        held = len(self._held) if self._held is not None else 0
+        return self._transport.get_write_buffer_size() + held
 
     def __getattr__(self, name: str) -> Any:  # everything else is the real transport's
         return getattr(self._transport, name)
@@ -64,6 +71,10 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(GatheringTransport(transport, self.loop))  # type: ignore[arg-type]
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self.transport.hold_next()  # type: ignore[attr-defined]  # the response head
 
     def on_response_complete(self) -> None:
         self.transport.flush()  # type: ignore[attr-defined]

@@ -120,7 +120,7 @@ async def test_a_streamed_response_is_not_held_back_until_it_ends():
     assert transport.writes[0].endswith(b"data: 1\n\n\r\n")  # chunked framing
     release.set()
     await until(lambda: b"".join(transport.writes).endswith(b"0\r\n\r\n"))
-    assert b"data: 2" in b"".join(transport.writes[1:])
+    assert transport.writes[1].endswith(b"data: 2\n\n\r\n")  # later events: straight out
 
 
 async def test_close_sends_what_was_gathered_first():
@@ -130,10 +130,17 @@ async def test_close_sends_what_was_gathered_first():
     assert transport.events[0] == "write" and transport.writes[0].endswith(b"{}")
 
 
-async def test_gathered_bytes_count_in_the_write_buffer_size():
+async def test_only_the_head_is_held_and_it_counts_in_the_write_buffer_size():
     proto, transport = connect(plain)
+    proto.transport.write(b"straight")  # no request head pending: not held
+    assert transport.writes == [b"straight"]
+    proto.transport.hold_next()
     proto.transport.write(b"abc")
-    proto.transport.write(b"de")
-    assert proto.transport.get_write_buffer_size() == 5 and transport.writes == []
-    await until(lambda: transport.writes == [b"abcde"])
+    assert proto.transport.get_write_buffer_size() == 3 and transport.writes == [b"straight"]
+    await until(lambda: transport.writes == [b"straight", b"abc"])  # the tick ended
     assert proto.transport.get_write_buffer_size() == 0
+    proto.transport.hold_next()
+    proto.transport.write(b"head")
+    proto.transport.write(b"body")
+    proto.transport.write(b"more")
+    assert transport.writes[2:] == [b"headbody", b"more"]
