@@ -49,6 +49,7 @@ class Settings:
     sse_max_per_key: int = 10_000  # open SSE streams per API key, per worker (429 beyond)
     sse_max_connections: int = 20_000  # open SSE streams per worker process (503 beyond)
     sse_coalesce_ms: int = 100  # SSE changes within this window merge into one round
+    sse_send_buffer: int = 65_536  # kernel send buffer per SSE stream, bytes (0: OS default)
     access_log: bool = True  # query strings are always redacted
     log_level: str = "info"
     graceful_timeout: float = 10.0
@@ -181,6 +182,8 @@ def validate(s: Settings) -> None:
         raise SettingsError("rate_limit/rate_burst: must not be negative")
     if s.cache_size < 0:
         raise SettingsError("cache_size: must not be negative")
+    if s.sse_send_buffer < 0:
+        raise SettingsError("sse_send_buffer: must not be negative (0 keeps the OS default)")
     if s.stream_token_ttl < 60:
         raise SettingsError("stream_token_ttl: must be at least 60 seconds")
     if s.flags is not None and s.bootstrap is not None:

@@ -7,6 +7,9 @@ of the worker's CPU. Here the first write after each request (the head) is held 
 with the next write (the body), or when the response completes, the connection closes or the
 event-loop tick ends, so a stream's headers are never held back; later writes of a streamed
 body (SSE events) go straight through. Order and flow control are unchanged.
+
+It also puts the connection's socket in ``scope["extensions"]["flagedge.socket"]``, so that
+an endpoint can tune its own connection (``proxy.api.streams`` caps SSE send buffers).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import asyncio
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+SOCKET_EXTENSION = "flagedge.socket"  # scope["extensions"] key: the connection's socket
 
 
 class GatheringTransport:
@@ -73,6 +78,9 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(GatheringTransport(transport, self.loop))  # type: ignore[arg-type]
 
     def on_headers_complete(self) -> None:
+        # For endpoints that tune their connection (SSE streams cap the kernel send buffer).
+        self.scope.setdefault("extensions", {})[SOCKET_EXTENSION] = self.transport.get_extra_info(
+            "socket")
         super().on_headers_complete()
         self.transport.hold_next()  # type: ignore[attr-defined]  # the response head
 

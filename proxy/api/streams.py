@@ -21,6 +21,7 @@ import binascii
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -38,6 +39,7 @@ from proxy.api.context import BadContext, check_context
 from proxy.auth import Authenticator
 from proxy.changelog import ChangeLog
 from proxy.fanout import FanOut
+from proxy.http_protocol import SOCKET_EXTENSION
 from proxy.model import ErrorCode, FlagSet
 from proxy.sse_frames import PROPAGATION_BUCKETS, id_only
 from proxy.store import Store
@@ -105,6 +107,7 @@ class StreamsApi:
                 coalesce_s=int(getattr(settings, "sse_coalesce_ms", 100)) / 1000,
             )
         self.fanout = fanout
+        self._send_buffer = int(getattr(settings, "sse_send_buffer", 0))
         self._max_depth = int(getattr(settings, "max_context_depth", 10))
         self._max_items = int(getattr(settings, "max_context_items", 1_000))
         self._unsubscribe_keys: Any = None
@@ -197,7 +200,7 @@ class StreamsApi:
             self.fanout.release(conn)
             raise
         self._watch()
-        return StreamResponse(self.fanout, conn, first)
+        return StreamResponse(self.fanout, conn, first, self._send_buffer)
 
     async def rules_document(self, request: Request) -> Response:
         principal = self.auth.authorize(request, "server")
@@ -262,8 +265,9 @@ class StreamResponse(EventSourceResponse):
     disconnect, and one watcher per process sends heartbeats and handles shutdown
     (:meth:`StreamsApi._watcher`)."""
 
-    def __init__(self, fanout: FanOut, conn: Connection, first: bytes):
+    def __init__(self, fanout: FanOut, conn: Connection, first: bytes, send_buffer: int = 0):
         super().__init__(_NO_BODY, ping=0)
+        self._send_buffer = send_buffer
         if not _HEADERS:
             _HEADERS.extend(self.raw_headers)
         self.raw_headers = _HEADERS  # shared; never handed out for in-place mutation
@@ -277,6 +281,8 @@ class StreamResponse(EventSourceResponse):
             self.raw_headers = list(_HEADERS)
             await super().__call__(scope, receive, send)
             return
+        if self._send_buffer:
+            cap_send_buffer(scope, self._send_buffer)
         listener = asyncio.get_running_loop().create_task(_until_disconnect(receive))
         listener.add_done_callback(lambda _t: conn.close("client gone"))
         try:
@@ -292,9 +298,12 @@ class StreamResponse(EventSourceResponse):
             while True:
                 # All that queued up while the last send waited, in one send: each send
                 # passes through uvicorn and the middleware stack.
-                batch = await conn.next_batch()
+                batch = conn.take()
                 if batch is None:
-                    break
+                    if conn.closed:
+                        break
+                    await conn.wait()  # a bare future: no coroutine objects per wait
+                    continue
                 await send({"type": "http.response.body", "body": batch[0] or PING,
                             "more_body": True})
                 if batch[1]:
@@ -304,6 +313,18 @@ class StreamResponse(EventSourceResponse):
         finally:
             listener.cancel()
             fanout.release(conn)
+
+
+def cap_send_buffer(scope: Scope, size: int) -> None:
+    """Cap this stream's kernel send buffer (autotuned, it grows to 4 MB). A reader that stops
+    reading then stalls the socket after ``size`` bytes, uvicorn's flow control parks our
+    sends, and the connection's bounded queue turns into one owed snapshot: no more bytes
+    copied into a socket nobody reads, and bounded kernel memory per stream. Only when served
+    by ``proxy.http_protocol`` (the socket is in the scope's extensions)."""
+    sock = scope.get("extensions", {}).get(SOCKET_EXTENSION)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
 
 async def _until_disconnect(receive: Receive) -> None:

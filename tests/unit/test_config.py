@@ -52,6 +52,7 @@ def test_booleans_paths_and_floats_from_env():
     ({"workers": 0}, {}, "workers"),
     ({"flags": "a.json", "bootstrap": "b.json"}, {}, "--flags"),
     ({"env": "a:b"}, {}, "env"),
+    ({}, {"FLAGEDGE_SSE_SEND_BUFFER": "-1"}, "sse_send_buffer"),
 ])
 def test_bad_values_name_their_origin(cli, environ, needle):
     with pytest.raises(SettingsError, match=needle):

@@ -13,7 +13,21 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from proxy.http_protocol import GatheringHttpToolsProtocol
+from proxy.http_protocol import SOCKET_EXTENSION, GatheringHttpToolsProtocol
+
+
+
+class FakeSocket:
+    """Stands in for the connection's socket (uvicorn reads the addresses from it)."""
+
+    def getsockname(self) -> tuple[str, int]:
+        return ("127.0.0.1", 8000)
+
+    def getpeername(self) -> tuple[str, int]:
+        return ("127.0.0.1", 50000)
+
+
+SOCKET = FakeSocket()
 
 
 class RecordingTransport(asyncio.Transport):
@@ -35,7 +49,8 @@ class RecordingTransport(asyncio.Transport):
         return self.closing
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
+        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000),
+                "socket": SOCKET}.get(name, default)
 
     def pause_reading(self) -> None: ...
 
@@ -144,3 +159,16 @@ async def test_only_the_head_is_held_and_it_counts_in_the_write_buffer_size():
     proto.transport.write(b"body")
     proto.transport.write(b"more")
     assert transport.writes[2:] == [b"headbody", b"more"]
+
+
+async def test_the_endpoint_finds_its_connections_socket_in_the_scope():
+    seen = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["extensions"][SOCKET_EXTENSION])
+        await plain(scope, receive, send)
+
+    proto, transport = connect(app)
+    proto.data_received(GET)
+    await until(lambda: transport.writes)
+    assert seen == [SOCKET]
