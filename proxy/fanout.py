@@ -207,7 +207,7 @@ class FanOut:
             self.propagation.observe(conn.kind.value, max(0.0, time.time() - written_at))
 
     def sent_batch(self, conn: Connection, written: list[float | None]) -> None:
-        """Count the events of one :meth:`Connection.next_batch` payload."""
+        """Count the events of one :meth:`Connection.take` payload."""
         kind = conn.kind.value
         count(self.stats, kind, "sent", len(written))
         now = time.time()

@@ -109,11 +109,9 @@ class Connection:
         to about ``limit`` bytes) as one payload with each event's write time, so a reader
         that fell behind costs one send, not one per event. An empty payload is a heartbeat.
         None when nothing is ready (or the connection is closed: see ``closed``)."""
-        while self.needs_snapshot and not self.closed:
-            self.needs_snapshot = False
-            payload = self.fanout.snapshot(self)
-            if payload:
-                return payload, [None]
+        payload = self._owed_snapshot()
+        if payload:
+            return payload, [None]
         queue = self._queue
         if self.closed or not queue:
             return None
@@ -135,6 +133,15 @@ class Connection:
             self._queue = None
         return (parts[0] if len(parts) == 1 else b"".join(parts)), times
 
+    def _owed_snapshot(self) -> bytes:
+        """The snapshot this connection is owed (and no longer owes), else b""."""
+        while self.needs_snapshot and not self.closed:
+            self.needs_snapshot = False
+            payload = self.fanout.snapshot(self)
+            if payload:
+                return payload
+        return b""
+
     def wait(self) -> asyncio.Future[None]:
         """A future that completes on the next push, snapshot owed or close. Awaited directly
         by the stream (no coroutine per wait: with 10,000 streams those young objects made
@@ -144,26 +151,14 @@ class Connection:
             waiter = self._waiter = asyncio.get_running_loop().create_future()
         return waiter
 
-    async def next_batch(self, limit: int = 1 << 16) -> tuple[bytes, list[float | None]] | None:
-        """:meth:`take`, waiting until something is ready; None once the connection is closed."""
-        while True:
-            batch = self.take(limit)
-            if batch is not None:
-                return batch
-            if self.closed:
-                return None
-            await self.wait()
-
     async def next(self) -> Item | None:
         """The next single item (an empty payload is a heartbeat), or None once the connection
-        is closed. Item by item, for tests and tools; streams send :meth:`take` batches."""
+        is closed. Item by item, for tests and tools; streams send :meth:`take` batches and
+        await :meth:`wait` themselves."""
         while not self.closed:
-            if self.needs_snapshot:
-                self.needs_snapshot = False
-                payload = self.fanout.snapshot(self)
-                if payload:
-                    return payload, None
-                continue
+            payload = self._owed_snapshot()
+            if payload:
+                return payload, None
             queue = self._queue
             if queue:
                 item = queue.popleft()

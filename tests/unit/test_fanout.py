@@ -499,7 +499,7 @@ def test_merge_changes_keeps_the_final_state_of_each_touched_key():
     assert merged.evaluators_changed and not merged.metadata_changed
 
 
-async def test_next_batch_sends_what_queued_up_as_one_payload(setup):
+async def test_take_sends_what_queued_up_as_one_payload(setup):
     _store, fanout, env = setup
     conn = fanout.open("prod", StreamKind.EVENTS, "k1")
     await fanout.initial(conn, None)
@@ -509,10 +509,15 @@ async def test_next_batch_sends_what_queued_up_as_one_payload(setup):
         while conn.queued < 3:  # the fan-out task queues each (no throttle here)
             await asyncio.sleep(0)
     conn.heartbeat()  # not idle: no heartbeat behind the events
-    batch = await conn.next_batch()
+    batch = conn.take()
     assert batch is not None
     assert [f["id"] for f in frames(batch[0])] == ["2", "3", "4"]
     assert batch[1] == [1_700_000_002.0, 1_700_000_003.0, 1_700_000_004.0]
     assert conn.queued == 0 and conn.queued_bytes == 0
+    assert conn.take() is None and not conn.closed  # nothing ready: the stream waits
+    waiter = conn.wait()
     conn.heartbeat()
-    assert await conn.next_batch() == (b"", [])  # idle: a heartbeat
+    assert waiter.done()  # woken
+    assert conn.take() == (b"", [])  # idle: a heartbeat
+    conn.close("test")
+    assert conn.take() is None and conn.closed
