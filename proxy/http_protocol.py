@@ -75,12 +75,12 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
     """``uvicorn.run(..., http=GatheringHttpToolsProtocol)``."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._socket = transport.get_extra_info("socket")  # once per connection, not request
         super().connection_made(GatheringTransport(transport, self.loop))  # type: ignore[arg-type]
 
     def on_headers_complete(self) -> None:
         # For endpoints that tune their connection (SSE streams cap the kernel send buffer).
-        self.scope.setdefault("extensions", {})[SOCKET_EXTENSION] = self.transport.get_extra_info(
-            "socket")
+        self.scope.setdefault("extensions", {})[SOCKET_EXTENSION] = self._socket
         super().on_headers_complete()
         self.transport.hold_next()  # type: ignore[attr-defined]  # the response head
 
