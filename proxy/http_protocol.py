@@ -8,18 +8,23 @@ with the next write (the body), or when the response completes, the connection c
 event-loop tick ends, so a stream's headers are never held back; later writes of a streamed
 body (SSE events) go straight through. Order and flow control are unchanged.
 
-It also puts the connection's socket in ``scope["extensions"]["flagedge.socket"]``, so that
-an endpoint can tune its own connection (``proxy.api.streams`` caps SSE send buffers).
+It also puts the request's cycle in ``scope["extensions"]["flagedge.cycle"]``, read only through
+:func:`connection_transport` (an endpoint tunes its own connection: ``proxy.api.streams`` caps
+SSE send buffers) and :func:`body_writer` (a started streamed body written without a trip
+through the middleware stack: the fan-out writes SSE events to idle streams directly).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-SOCKET_EXTENSION = "flagedge.socket"  # scope["extensions"] key: the connection's socket
+# scope["extensions"] key: uvicorn's RequestResponseCycle (read it with the functions below)
+CYCLE_EXTENSION = "flagedge.cycle"
+BodyWriter = Callable[[bytes], bool]
 
 
 class GatheringTransport:
@@ -75,15 +80,51 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
     """``uvicorn.run(..., http=GatheringHttpToolsProtocol)``."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        self._socket = transport.get_extra_info("socket")  # once per connection, not request
         super().connection_made(GatheringTransport(transport, self.loop))  # type: ignore[arg-type]
 
     def on_headers_complete(self) -> None:
-        # For endpoints that tune their connection (SSE streams cap the kernel send buffer).
-        self.scope.setdefault("extensions", {})[SOCKET_EXTENSION] = self._socket
         super().on_headers_complete()
+        # The scope is the cycle's own dict and its task has not run yet (it starts on a later
+        # loop tick): the endpoint finds its cycle there (see connection_transport/body_writer).
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope:
+            self.scope.setdefault("extensions", {})[CYCLE_EXTENSION] = cycle
         self.transport.hold_next()  # type: ignore[attr-defined]  # the response head
 
     def on_response_complete(self) -> None:
         self.transport.flush()  # type: ignore[attr-defined]
         super().on_response_complete()
+
+
+def connection_transport(scope: dict[str, Any]) -> asyncio.Transport | None:
+    """The event loop's transport of the connection serving ``scope`` (None when not served by
+    :class:`GatheringHttpToolsProtocol`)."""
+    cycle = scope.get("extensions", {}).get(CYCLE_EXTENSION)
+    if not isinstance(cycle, RequestResponseCycle):
+        return None
+    transport = cycle.transport
+    return getattr(transport, "_transport", transport)  # under the GatheringTransport
+
+
+def body_writer(scope: dict[str, Any]) -> BodyWriter | None:
+    """A function that writes one more chunk of this request's streamed (chunked) response body
+    straight to the transport, as ``send({"type": "http.response.body", "more_body": True})``
+    would, without the coroutines of every middleware in between. It returns False, writing
+    nothing, whenever ``send`` would have to wait or would not write: the head not sent yet,
+    the body complete, not chunked, the client gone, or the transport paused by flow control.
+    The caller then falls back to ``send``. For bodies the middleware has nothing to do with
+    (SSE events after the stream's first ``send``). None when not served by this protocol."""
+    cycle = scope.get("extensions", {}).get(CYCLE_EXTENSION)
+    if not isinstance(cycle, RequestResponseCycle):
+        return None
+    flow, transport = cycle.flow, cycle.transport
+
+    def write(body: bytes) -> bool:
+        if (cycle.disconnected or flow.write_paused or not cycle.response_started
+                or cycle.response_complete or not cycle.chunked_encoding or not body
+                or transport.is_closing()):
+            return False
+        transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+        return True
+
+    return write

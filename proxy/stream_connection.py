@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -28,9 +29,9 @@ Item = tuple[bytes, float | None]  # encoded event(s), source write time (for th
 class Connection:
     """One open stream: a bounded queue of encoded events and what the client holds."""
 
-    __slots__ = ("_queue", "_queued_bytes", "_waiter", "close_reason", "closed", "context",
-                 "ctx_key", "env", "fanout", "key_id", "kind", "needs_snapshot", "pending",
-                 "results", "version")
+    __slots__ = ("_parked", "_queue", "_queued_bytes", "_waiter", "close_reason", "closed",
+                 "context", "ctx_key", "direct", "env", "fanout", "key_id", "kind",
+                 "needs_snapshot", "pending", "results", "version")
 
     def __init__(self, fanout: FanOut, env: str, kind: StreamKind, key_id: str,
                  context: dict[str, Any] | None = None, ctx_key: str = ""):
@@ -49,6 +50,11 @@ class Connection:
         self._queue: deque[Item] | None = None
         self._queued_bytes = 0
         self._waiter: asyncio.Future[None] | None = None
+        # Set by the stream once its response is under way: writes one event straight to the
+        # socket, False when it cannot now (proxy.http_protocol.body_writer). Used only while
+        # the stream is parked in wait() with nothing queued, so events keep their order.
+        self.direct: Callable[[bytes], bool] | None = None
+        self._parked = False
         self.needs_snapshot = False
         self.pending = False  # evaluated resume still reading history: results not known yet
         self.closed = False
@@ -60,6 +66,11 @@ class Connection:
             return  # a snapshot is owed: it will carry this change too
         fo = self.fanout
         queue = self._queue
+        # An idle stream's event goes out here and now: no wake-up, no task step, no send
+        # through the middleware (10,000 streams x every change).
+        if queue is None and self._parked and self.direct is not None and self.direct(payload):
+            fo.sent(self, written_at)
+            return
         if queue is None:
             queue = self._queue = deque()
         if len(queue) >= fo.max_queue or self._queued_bytes + len(payload) > fo.max_queue_bytes:
@@ -109,6 +120,7 @@ class Connection:
         to about ``limit`` bytes) as one payload with each event's write time, so a reader
         that fell behind costs one send, not one per event. An empty payload is a heartbeat.
         None when nothing is ready (or the connection is closed: see ``closed``)."""
+        self._parked = False
         payload = self._owed_snapshot()
         if payload:
             return payload, [None]
@@ -143,18 +155,21 @@ class Connection:
         return b""
 
     def wait(self) -> asyncio.Future[None]:
-        """A future that completes on the next push, snapshot owed or close. Awaited directly
-        by the stream (no coroutine per wait: with 10,000 streams those young objects made
-        each garbage-collector pass cost milliseconds)."""
+        """A future that completes when something is queued (a push the direct writer did not
+        take), a snapshot is owed or the connection closes. Awaited directly by the stream (no
+        coroutine per wait: with 10,000 streams those young objects made each garbage-collector
+        pass cost milliseconds); while it waits, pushes may go out through :attr:`direct`."""
         waiter = self._waiter
         if waiter is None or waiter.done():
             waiter = self._waiter = asyncio.get_running_loop().create_future()
+        self._parked = True  # until take(): pushes may write directly meanwhile
         return waiter
 
     async def next(self) -> Item | None:
         """The next single item (an empty payload is a heartbeat), or None once the connection
         is closed. Item by item, for tests and tools; streams send :meth:`take` batches and
         await :meth:`wait` themselves."""
+        self._parked = False
         while not self.closed:
             payload = self._owed_snapshot()
             if payload:
@@ -167,6 +182,7 @@ class Connection:
                     self._queue = None
                 return item
             await self.wait()
+            self._parked = False
         return None
 
 

@@ -39,7 +39,7 @@ from proxy.api.context import BadContext, check_context
 from proxy.auth import Authenticator
 from proxy.changelog import ChangeLog
 from proxy.fanout import FanOut
-from proxy.http_protocol import SOCKET_EXTENSION
+from proxy.http_protocol import body_writer, connection_transport
 from proxy.model import ErrorCode, FlagSet
 from proxy.sse_frames import PROPAGATION_BUCKETS, id_only
 from proxy.store import Store
@@ -281,8 +281,9 @@ class StreamResponse(EventSourceResponse):
             self.raw_headers = list(_HEADERS)
             await super().__call__(scope, receive, send)
             return
-        if self._send_buffer:
-            cap_send_buffer(scope, self._send_buffer)
+        transport = connection_transport(scope)
+        if transport is not None:
+            limit_send_buffers(transport, self._send_buffer)
         listener = asyncio.get_running_loop().create_task(_until_disconnect(receive))
         listener.add_done_callback(lambda _t: conn.close("client gone"))
         try:
@@ -295,36 +296,50 @@ class StreamResponse(EventSourceResponse):
                         % RETRY_MS + (first or (id_only(conn.version) if conn.version else b"\n"))})
             del first
             fanout.sent(conn, None)
+            # From here on the middleware has nothing to do with this body: idle, the fan-out
+            # writes events straight to the socket; a batch goes the same way unless the
+            # writer declines (socket full: then send() waits for it to drain).
+            direct = conn.direct = body_writer(scope)
             while True:
-                # All that queued up while the last send waited, in one send: each send
-                # passes through uvicorn and the middleware stack.
+                # All that queued up while the last send waited, in one send.
                 batch = conn.take()
                 if batch is None:
                     if conn.closed:
                         break
                     await conn.wait()  # a bare future: no coroutine objects per wait
                     continue
-                await send({"type": "http.response.body", "body": batch[0] or PING,
-                            "more_body": True})
+                body = batch[0] or PING
+                if direct is None or not direct(body):
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
                 if batch[1]:
                     fanout.sent_batch(conn, batch[1])
-                batch = None  # do not hold the last payload while idle
+                batch = body = None  # do not hold the last payload while idle
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
+            conn.direct = None
             listener.cancel()
             fanout.release(conn)
 
 
-def cap_send_buffer(scope: Scope, size: int) -> None:
-    """Cap this stream's kernel send buffer (autotuned, it grows to 4 MB). A reader that stops
-    reading then stalls the socket after ``size`` bytes, uvicorn's flow control parks our
-    sends, and the connection's bounded queue turns into one owed snapshot: no more bytes
-    copied into a socket nobody reads, and bounded kernel memory per stream. Only when served
-    by ``proxy.http_protocol`` (the socket is in the scope's extensions)."""
-    sock = scope.get("extensions", {}).get(SOCKET_EXTENSION)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+def limit_send_buffers(transport: asyncio.WriteTransport, kernel_bytes: int) -> None:
+    """Make this stream's connection queue (bounded, coalescing) the only place its events wait.
+
+    - The event loop's write buffer: a high-water mark of 0, so the transport pauses at the
+      first write the kernel cannot take whole, and uvicorn parks our next send until it
+      drains. Left at the default (64 KiB), a reader that stops reading would collect up to
+      64 KiB of small events there, each write a live uvloop write request: in bench/soak.py
+      thousands of them were young at every garbage-collector pass (passes of 2-6 ms) and the
+      server's RSS was 157 MB, not 92.
+    - The kernel send buffer: capped at ``kernel_bytes`` (0: left to the OS, whose autotuning
+      grows it to 4 MB), so a stalled socket stops taking bytes after ~2x that, not ~4 MB.
+
+    The transport comes from ``proxy.http_protocol.connection_transport``."""
+    # Closed meanwhile (uvloop: RuntimeError, or a pseudo-socket at fd -1): nothing to tune.
+    with contextlib.suppress(OSError, RuntimeError, ValueError):
+        transport.set_write_buffer_limits(high=0)
+        sock = transport.get_extra_info("socket") if kernel_bytes else None
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, kernel_bytes)
 
 
 async def _until_disconnect(receive: Receive) -> None:

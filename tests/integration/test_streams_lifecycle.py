@@ -7,8 +7,10 @@ import re
 import signal
 import socket
 import time
+from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from tests.integration.streams_support import (
@@ -94,6 +96,89 @@ async def test_stalled_reader_does_not_delay_others(proxy_server, client_for):
         assert metric(text, "flagedge_sse_connections", stream="rules") == 1
     finally:
         stalled.close()
+
+
+class ChunkedSse:
+    """Reads a raw HTTP/1.1 SSE response off a blocking socket: its chunked framing checked
+    byte by byte, its events parsed (name -> value per event)."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock, self.raw, self.text = sock, b"", ""
+        self.events: list[dict[str, str]] = []
+
+    def _need(self, n: int, deadline: float) -> None:
+        while len(self.raw) < n:
+            assert time.monotonic() < deadline, "stream stopped short"
+            chunk = self.sock.recv(1 << 16)
+            assert chunk, "connection closed"
+            self.raw += chunk
+
+    def head(self, deadline: float) -> bytes:
+        while b"\r\n\r\n" not in self.raw:
+            self._need(len(self.raw) + 1, deadline)
+        head, self.raw = self.raw.split(b"\r\n\r\n", 1)
+        assert b"transfer-encoding: chunked" in head.lower()
+        return head
+
+    def until(self, done: Any, deadline: float) -> None:
+        while not done(self.events):
+            while b"\r\n" not in self.raw:
+                self._need(len(self.raw) + 1, deadline)
+            size_line, rest = self.raw.split(b"\r\n", 1)
+            size = int(size_line, 16)  # a malformed size line fails here
+            self.raw = rest
+            self._need(size + 2, deadline)
+            assert self.raw[size:size + 2] == b"\r\n", "chunk not terminated"
+            self.text += self.raw[:size].decode()
+            self.raw = self.raw[size + 2:]
+            *blocks, self.text = self.text.split("\n\n")
+            for block in blocks:
+                fields = dict(line.split(": ", 1) for line in block.splitlines()
+                              if ": " in line)
+                if fields:
+                    self.events.append(fields)
+
+
+def big_value(event: dict[str, str]) -> str | None:
+    payload = orjson.loads(event["data"]) if "data" in event else {}
+    flags = payload.get("document", payload).get("flags", {}) if isinstance(payload, dict) else {}
+    return flags["big"]["variants"]["v"] if "big" in flags else None
+
+
+async def test_a_reader_that_stalls_then_catches_up_gets_every_byte_in_order(proxy_factory):
+    """Events go straight to an idle stream's socket, queue while it is full, coalesce into a
+    snapshot over the bound, then flow again: the reader sees well-formed chunks, strictly
+    rising versions and, at the end, the newest state."""
+    server = proxy_factory(environ={"FLAGEDGE_SSE_COALESCE_MS": "0"})  # a round per change
+    await push(server, DOC)
+    skey = server.create_key("server")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    sock.settimeout(10)
+    reader = ChunkedSse(sock)
+    try:
+        sock.sendall(f"GET /v1/stream/rules HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer "
+                     f"{skey}\r\n\r\n".encode())
+        deadline = time.monotonic() + 30
+        await asyncio.to_thread(reader.head, deadline)
+        await asyncio.to_thread(reader.until, lambda ev: any("data" in e for e in ev), deadline)
+        versions = []
+        for i in range(20):  # ~3 MB in all, never read meanwhile: over every buffer and bound
+            versions.append(await push(server, doc_with(big={
+                "state": "ENABLED", "variants": {"v": f"{i:02d}" * 75_000},
+                "defaultVariant": "v"})))
+        await asyncio.to_thread(reader.until, lambda ev: any(
+            e.get("id") == str(versions[-1]) for e in ev), deadline)
+    finally:
+        sock.close()
+    ids = [int(e["id"]) for e in reader.events if "id" in e]
+    assert ids == sorted(set(ids)), ids  # strictly rising: nothing reordered or repeated
+    assert ids[-1] == versions[-1]
+    newest = [v for v in map(big_value, reader.events) if v is not None][-1]
+    assert newest == "19" * 75_000
+    text = httpx.get(f"{server.url}/metrics").text
+    assert metric(text, "flagedge_sse_events_total", stream="rules", outcome="coalesced") >= 1
 
 
 async def test_connection_caps_per_key_and_per_process(proxy_factory, client_for):

@@ -521,3 +521,49 @@ async def test_take_sends_what_queued_up_as_one_payload(setup):
     assert conn.take() == (b"", [])  # idle: a heartbeat
     conn.close("test")
     assert conn.take() is None and conn.closed
+
+
+async def until_true(check, timeout: float = 2.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0)
+
+
+async def test_a_parked_stream_gets_events_written_directly_in_order(setup):
+    """While the stream waits with nothing queued, the fan-out writes each event straight to
+    its socket (Connection.direct): no wake-up. When the writer declines (socket full), events
+    queue and the stream is woken; while the stream holds a batch, nothing jumps ahead of it."""
+    _store, fanout, env = setup
+    conn = fanout.open("prod", StreamKind.EVENTS, "k1")
+    await fanout.initial(conn, None)
+    wire: list[bytes] = []
+    accept = [True]
+
+    def write(body: bytes) -> bool:
+        if accept[0]:
+            wire.append(body)
+        return accept[0]
+
+    conn.direct = write
+    sent = fanout.stats.sse_events.get(("events", "sent"), 0)
+    assert conn.take() is None
+    waiter = conn.wait()  # parked
+    env.push({"b": True})
+    await until_true(lambda: wire)
+    assert [f["id"] for f in frames(wire[0])] == ["2"]
+    assert not waiter.done() and conn.queued == 0  # written, the stream never woke
+    assert conn.wait() is waiter  # and it keeps waiting on the same future
+    assert fanout.stats.sse_events[("events", "sent")] == sent + 1  # counted as sent
+    assert fanout.propagation.counts.get("events")  # and its propagation observed
+
+    accept[0] = False  # the socket is full: the writer declines
+    env.push({"b": False})
+    await until_true(lambda: conn.queued == 1)
+    assert waiter.done() and len(wire) == 1  # queued, the stream woken to send it
+
+    accept[0] = True  # drained meanwhile, but the stream holds a batch it has not sent yet
+    batch = conn.take()
+    assert batch is not None and [f["id"] for f in frames(batch[0])] == ["3"]
+    env.push({"c": True})
+    await until_true(lambda: conn.queued == 1)
+    assert len(wire) == 1  # version 4 waits behind version 3: not written ahead of it

@@ -13,8 +13,11 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from proxy.http_protocol import SOCKET_EXTENSION, GatheringHttpToolsProtocol
-
+from proxy.http_protocol import (
+    GatheringHttpToolsProtocol,
+    body_writer,
+    connection_transport,
+)
 
 
 class FakeSocket:
@@ -161,14 +164,90 @@ async def test_only_the_head_is_held_and_it_counts_in_the_write_buffer_size():
     assert transport.writes[2:] == [b"headbody", b"more"]
 
 
-async def test_the_endpoint_finds_its_connections_socket_in_the_scope():
+async def test_the_endpoint_finds_its_connections_transport_in_the_scope():
     seen = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
-        seen.append(scope["extensions"][SOCKET_EXTENSION])
+        seen.append(connection_transport(scope))
         await plain(scope, receive, send)
 
     proto, transport = connect(app)
     proto.data_received(GET)
     await until(lambda: transport.writes)
-    assert seen == [SOCKET]
+    assert seen == [transport]  # the loop's own transport, not the gathering wrapper
+    assert connection_transport({"type": "http"}) is None  # another server: nothing
+    assert body_writer({"type": "http", "extensions": {}}) is None
+
+
+def streaming_app(steps: asyncio.Queue[Any], writers: list[Any]) -> Any:
+    """A streamed response that hands its body writer out, then sends what the test queues
+    (None ends the body)."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        write = body_writer(scope)
+        assert write is not None and write(b"data: early\n\n") is False  # no head sent yet
+        writers.append(write)
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        while (body := await steps.get()) is not None:
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    return app
+
+
+async def test_the_body_writer_writes_exactly_what_send_would():
+    steps: asyncio.Queue[Any] = asyncio.Queue()
+    writers: list[Any] = []
+    proto, transport = connect(streaming_app(steps, writers))
+    proto.data_received(GET)
+    await until(lambda: writers)
+    (write,) = writers
+    await steps.put(b"data: 1\n\n")  # the normal way: head, then the first event
+    await until(lambda: b"".join(transport.writes).endswith(b"data: 1\n\n\r\n"))
+    assert write(b"data: 2\n\n") is True
+    await steps.put(b"data: 3\n\n")
+    await until(lambda: transport.writes[-1].endswith(b"data: 3\n\n\r\n"))
+    # The same chunked framing as send(): the direct write is indistinguishable.
+    assert transport.writes[-3:] == [b"9\r\ndata: 1\n\n\r\n", b"9\r\ndata: 2\n\n\r\n",
+                                     b"9\r\ndata: 3\n\n\r\n"]
+    assert write(b"") is False  # an empty chunk would end the body: never written
+    proto.pause_writing()  # flow control: send() would wait, so the writer declines
+    assert write(b"data: 4\n\n") is False
+    proto.resume_writing()
+    assert write(b"data: 4\n\n") is True
+    await steps.put(None)  # the body ends: nothing may follow it
+    await until(lambda: transport.writes[-1].endswith(b"0\r\n\r\n"))
+    n = len(transport.writes)
+    assert write(b"data: 5\n\n") is False and len(transport.writes) == n
+
+
+async def test_the_body_writer_declines_once_the_client_is_gone():
+    steps: asyncio.Queue[Any] = asyncio.Queue()
+    writers: list[Any] = []
+    proto, transport = connect(streaming_app(steps, writers))
+    proto.data_received(GET)
+    await steps.put(b"data: 1\n\n")
+    await until(lambda: b"".join(transport.writes).endswith(b"data: 1\n\n\r\n"))
+    n = len(transport.writes)
+    assert writers[0](b"data: 2\n\n") is True and len(transport.writes) == n + 1
+    proto.connection_lost(None)
+    assert writers[0](b"data: 3\n\n") is False and len(transport.writes) == n + 1
+    await steps.put(None)
+
+
+async def test_the_body_writer_declines_a_body_that_is_not_chunked():
+    writers: list[Any] = []
+
+    async def sized(scope: Any, receive: Any, send: Any) -> None:
+        writers.append(body_writer(scope))
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"4")]})
+        await send({"type": "http.response.body", "body": b"ab", "more_body": True})
+        assert writers[0](b"cd") is False  # raw bytes would break the declared length
+        await send({"type": "http.response.body", "body": b"cd"})
+
+    proto, transport = connect(sized)
+    proto.data_received(GET)
+    await until(lambda: proto.cycle is not None and proto.cycle.response_complete)
+    assert b"".join(transport.writes).endswith(b"\r\n\r\nabcd")
