@@ -3,7 +3,9 @@ sys.path)."""
 
 from __future__ import annotations
 
+import os
 import resource
+import shutil
 import signal
 import subprocess
 
@@ -26,3 +28,10 @@ def stop(proc: subprocess.Popen, timeout: float = 20) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def pinned(core: int, cmd: list[str]) -> list[str]:
+    """``cmd`` run on one core (taskset), when the machine has it and taskset exists."""
+    if shutil.which("taskset") and (os.cpu_count() or 1) > core:
+        return ["taskset", "-c", str(core), *cmd]
+    return cmd

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import orjson
-from benchutil import stop
+from benchutil import pinned, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 # Run as a script, this file's folder is sys.path[0]: put the project root first instead, so
@@ -151,12 +151,6 @@ def ensure_wrk() -> str:
     subprocess.run([*apt, "update", "-qq"], check=False)
     subprocess.run([*apt, "install", "-y", "-qq", "wrk"], check=True)
     return shutil.which("wrk") or "wrk"
-
-
-def pinned(core: int, cmd: list[str]) -> list[str]:
-    if shutil.which("taskset") and (os.cpu_count() or 1) > core:
-        return ["taskset", "-c", str(core), *cmd]
-    return cmd
 
 
 def wait_port(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:

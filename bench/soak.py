@@ -11,7 +11,7 @@ socket absorbs MBs before it stalls, so for most of the run these readers cost t
 much as live ones. ``--gc-trace`` also reports the proxy's garbage-collection pauses.
 
     python bench/soak.py [--duration 60] [--readers 1000] [--changes 100] [--rate 200]
-                         [--baseline 30] [--proxy-env NAME=VALUE] [--gc-trace]
+                         [--baseline 30] [--proxy-env NAME=VALUE] [--gc-trace] [--no-pin]
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import time  # noqa: E402
 from typing import Any  # noqa: E402
 
 import orjson  # noqa: E402
-from benchutil import raise_nofile, stop  # noqa: E402
+from benchutil import pinned, raise_nofile, stop  # noqa: E402
 
 ENV = "soak"
 FLAGS = 50
@@ -99,6 +99,10 @@ def writer_process(redis_url: str, rate: float, duration: float) -> None:
     client = redis.Redis.from_url(redis_url)
     state = {i: True for i in range(FLAGS)}
     start = time.monotonic()
+    if rate <= 0:  # --changes 0: the same run without changes (a control)
+        time.sleep(duration)
+        print("WROTE 0 0.0", flush=True)
+        return
     interval = 1.0 / rate
     n = 0
     while time.monotonic() - start < duration:
@@ -289,11 +293,10 @@ async def soak(args: argparse.Namespace, redis_url: str, workdir: Path) -> int:
            **dict(item.split("=", 1) for item in args.proxy_env)}
     log = (workdir / "proxy.log").open("wb")
     launcher = ["-c", GC_WRAPPER] if args.gc_trace else ["-m", "proxy"]
-    proxy = subprocess.Popen([sys.executable, *launcher, "serve", "--host", "127.0.0.1",
-                              "--port", str(port), "--redis", redis_url, "--env", ENV,
-                              "--log-level", "warning", *args.proxy_args], cwd=ROOT, env=env,
-                             stdout=log,
-                             stderr=subprocess.STDOUT)
+    command = [sys.executable, *launcher, "serve", "--host", "127.0.0.1", "--port", str(port),
+               "--redis", redis_url, "--env", ENV, "--log-level", "warning", *args.proxy_args]
+    proxy = subprocess.Popen(pinned(0, command) if args.pin else command, cwd=ROOT, env=env,
+                             stdout=log, stderr=subprocess.STDOUT)
     stalled = writer = None
     probe = httpx.AsyncClient(base_url=url, timeout=5.0)
     clients = Clients(url, ckey, args.rate)
@@ -423,6 +426,8 @@ def main() -> None:
     parser.add_argument("--proxy-env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment for the proxy (repeatable), e.g. "
                              "--proxy-env FLAGEDGE_SSE_SEND_BUFFER=0")
+    parser.add_argument("--no-pin", dest="pin", action="store_false",
+                        help="do not pin the proxy to core 0 and everything else to core 1")
     parser.add_argument("--gc-trace", action="store_true",
                         help="time the proxy's garbage collections (gc.callbacks) and report")
     parser.add_argument("--stalled", action="store_true", help=argparse.SUPPRESS)
@@ -442,9 +447,17 @@ def main() -> None:
         writer_process(args.redis, args.changes, args.duration)
         return
     limit = raise_nofile()  # inherited by the server and the reader process
+    # The proxy alone on core 0; this process, the readers, the writer and redis-server (all
+    # started from here, so they inherit it) on core 1: the clients' latencies then measure
+    # the proxy, not the scheduler sharing 2 cores among five busy processes.
+    args.pin = args.pin and (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity")
+    if args.pin:
+        os.sched_setaffinity(0, {1})
     print(f"soak: {args.readers} stalled SSE readers ({'/'.join(STREAMS)}), {args.changes:.0f} "
           f"changes/s for {args.duration:.0f} s, normal clients at {args.rate:.0f} req/s "
-          f"(nofile {limit}, {os.cpu_count()} cores)", flush=True)
+          f"(nofile {limit}, {os.cpu_count()} cores"
+          + (", proxy on core 0, the rest on core 1)" if args.pin else ", unpinned)"),
+          flush=True)
     from proxy.devredis import free_port
     from tests.redis_server import RedisServer
 

@@ -103,7 +103,9 @@ def connection_transport(scope: dict[str, Any]) -> asyncio.Transport | None:
     if not isinstance(cycle, RequestResponseCycle):
         return None
     transport = cycle.transport
-    return getattr(transport, "_transport", transport)  # under the GatheringTransport
+    if isinstance(transport, GatheringTransport):
+        return transport._transport  # the loop's own, under the gathering wrapper
+    return transport
 
 
 def body_writer(scope: dict[str, Any]) -> BodyWriter | None:
@@ -124,7 +126,10 @@ def body_writer(scope: dict[str, Any]) -> BodyWriter | None:
                 or cycle.response_complete or not cycle.chunked_encoding or not body
                 or transport.is_closing()):
             return False
-        transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+        try:
+            transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+        except RuntimeError:  # the transport closed under us: send() will find out
+            return False
         return True
 
     return write
