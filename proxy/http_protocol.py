@@ -96,11 +96,16 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
         super().on_response_complete()
 
 
+def _cycle(scope: dict[str, Any]) -> RequestResponseCycle | None:
+    cycle = scope.get("extensions", {}).get(CYCLE_EXTENSION)
+    return cycle if isinstance(cycle, RequestResponseCycle) else None
+
+
 def connection_transport(scope: dict[str, Any]) -> asyncio.Transport | None:
     """The event loop's transport of the connection serving ``scope`` (None when not served by
     :class:`GatheringHttpToolsProtocol`)."""
-    cycle = scope.get("extensions", {}).get(CYCLE_EXTENSION)
-    if not isinstance(cycle, RequestResponseCycle):
+    cycle = _cycle(scope)
+    if cycle is None:
         return None
     transport = cycle.transport
     if isinstance(transport, GatheringTransport):
@@ -116,8 +121,8 @@ def body_writer(scope: dict[str, Any]) -> BodyWriter | None:
     the body complete, not chunked, the client gone, or the transport paused by flow control.
     The caller then falls back to ``send``. For bodies the middleware has nothing to do with
     (SSE events after the stream's first ``send``). None when not served by this protocol."""
-    cycle = scope.get("extensions", {}).get(CYCLE_EXTENSION)
-    if not isinstance(cycle, RequestResponseCycle):
+    cycle = _cycle(scope)
+    if cycle is None:
         return None
     flow, transport = cycle.flow, cycle.transport
 
