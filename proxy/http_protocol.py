@@ -17,12 +17,14 @@ through the middleware stack: the fan-out writes SSE events to idle streams dire
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-# scope["extensions"] key: uvicorn's RequestResponseCycle (read it with the functions below)
+# scope["extensions"] key: a weak reference to uvicorn's RequestResponseCycle (read it with
+# the functions below)
 CYCLE_EXTENSION = "flagedge.cycle"
 BodyWriter = Callable[[bytes], bool]
 
@@ -86,9 +88,12 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         # The scope is the cycle's own dict and its task has not run yet (it starts on a later
         # loop tick): the endpoint finds its cycle there (see connection_transport/body_writer).
+        # A weak reference: the cycle holds the scope, so a strong one would make every
+        # request a reference cycle left to the garbage collector (HTTP bench, one A/B: 0.80x
+        # of the echo instead of 0.92x).
         cycle = self.cycle
         if cycle is not None and cycle.scope is self.scope:
-            self.scope.setdefault("extensions", {})[CYCLE_EXTENSION] = cycle
+            self.scope.setdefault("extensions", {})[CYCLE_EXTENSION] = weakref.ref(cycle)
         self.transport.hold_next()  # type: ignore[attr-defined]  # the response head
 
     def on_response_complete(self) -> None:
@@ -97,7 +102,8 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
 
 
 def _cycle(scope: dict[str, Any]) -> RequestResponseCycle | None:
-    cycle = scope.get("extensions", {}).get(CYCLE_EXTENSION)
+    ref = scope.get("extensions", {}).get(CYCLE_EXTENSION)
+    cycle = ref() if isinstance(ref, weakref.ref) else None
     return cycle if isinstance(cycle, RequestResponseCycle) else None
 
 
