@@ -102,9 +102,9 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
 
 
 def _cycle(scope: dict[str, Any]) -> RequestResponseCycle | None:
-    ref = scope.get("extensions", {}).get(CYCLE_EXTENSION)
-    cycle = ref() if isinstance(ref, weakref.ref) else None
-    return cycle if isinstance(cycle, RequestResponseCycle) else None
+    ref: weakref.ref[RequestResponseCycle] | None = scope.get("extensions", {}).get(
+        CYCLE_EXTENSION)
+    return ref() if ref is not None else None
 
 
 def connection_transport(scope: dict[str, Any]) -> asyncio.Transport | None:
