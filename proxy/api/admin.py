@@ -12,8 +12,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from proxy.api import errors
+from proxy.api.bulk_body import ofrep_item
 from proxy.api.context import BadContext, check_context, parse_request, read_body
-from proxy.api.ofrep import ofrep_item
 from proxy.auth import Authenticator
 from proxy.config import Settings
 from proxy.evaluation.engine import explain

@@ -87,17 +87,17 @@ class HotMetrics:
     def exposure_slots(self, env: str, exposures: tuple[tuple[str, str | None, str], ...]
                        ) -> tuple[int, ...]:
         """The counter slots of (flag, variant, reason) results in ``env``; new ones are added."""
-        slot_of = self._slot_of
-        out = []
-        for flag, variant, reason in exposures:
-            key = (env, flag, variant or "", reason)
-            slot = slot_of.get(key)
-            if slot is None:
-                slot = slot_of[key] = len(self._slot_keys)
-                self._slot_keys.append(key)
-                self._slot_counts.append(0)
-            out.append(slot)
-        return tuple(out)
+        return tuple(self.exposure_slot(env, *e) for e in exposures)
+
+    def exposure_slot(self, env: str, flag: str, variant: str | None, reason: str) -> int:
+        """One result's counter slot. Slots are never reused, so callers may keep them."""
+        key = (env, flag, variant or "", reason)
+        slot = self._slot_of.get(key)
+        if slot is None:
+            slot = self._slot_of[key] = len(self._slot_keys)
+            self._slot_keys.append(key)
+            self._slot_counts.append(0)
+        return slot
 
     @property
     def exposures(self) -> dict[tuple[str, str, str, str], int]:

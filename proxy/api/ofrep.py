@@ -1,18 +1,11 @@
 """OFREP evaluation endpoints: single flag and bulk (ETag/304, result cache, eventStreams).
 
 Hot path (DESIGN §6): read body -> orjson parse -> store.get -> cache lookup, or run the
-compiled closures -> serialize once. No Redis round trip and no locks.
-
-Numbers: JSON has one number type but the Python OFREP provider checks
-``isinstance(value, float)`` for ``get_float_value``. A number flag with any non-integer
-variant is a float flag, so all its values are sent as floats (``1`` -> ``1.0``); a flag
-whose variants are all integers is sent as integers (so ``get_integer_value`` works), and a
-variant written as ``2.0`` in the document stays ``2.0``.
+compiled closures -> serialize once (``bulk_body``). No Redis round trip and no locks.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
@@ -23,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from proxy.api import errors
+from proxy.api.bulk_body import BulkBodies, exposure, ofrep_item
 from proxy.api.cache import CachedResult, ResultCache
 from proxy.api.context import BadContext, check_context, parse_request, read_body
 from proxy.api.metrics import HotMetrics
@@ -30,8 +24,8 @@ from proxy.api.tokens import StreamTokens
 from proxy.auth import Authenticator, Principal, header_map
 from proxy.config import Settings
 from proxy.evaluation.engine import evaluate, evaluate_all
-from proxy.model import ErrorCode, EvaluationResult, Flag, FlagSet, VariantType
-from proxy.store import Store
+from proxy.model import ErrorCode, FlagSet
+from proxy.store import Change, Store
 
 EVENTS_PATH = "/ofrep/v1/events"
 CATCH_UP_TIMEOUT = 0.5  # flagConfigEtag newer than us: wait this long for the store
@@ -40,25 +34,6 @@ CATCH_UP_TIMEOUT = 0.5  # flagConfigEtag newer than us: wait this long for the s
 MAX_CACHED_CONTEXT = 4096
 _SORT = orjson.OPT_SORT_KEYS
 _NO_RULES = "no rules loaded yet: the rules source is not reachable (retry shortly)"
-
-
-def _is_float_flag(flag: Flag | None) -> bool:
-    return (flag is not None and flag.variant_type is VariantType.NUMBER
-            and any(type(v) is float for v in flag.variants.values()))
-
-
-def ofrep_item(result: EvaluationResult, flag: Flag | None) -> dict[str, Any]:
-    item = result.to_ofrep()
-    value = item.get("value")
-    if type(value) is int and _is_float_flag(flag):
-        item["value"] = float(value)
-    return item
-
-
-def exposure(result: EvaluationResult) -> tuple[str, str | None, str]:
-    if result.error_code is not None:
-        return (result.key, None, "ERROR")
-    return (result.key, result.variant, result.reason.value)
 
 
 def _version_param(text: str | None) -> int | None:
@@ -89,21 +64,6 @@ def _etag_matches(header: str, etag: str) -> bool:
     return False
 
 
-class _SetMemo:
-    """Per flag set: the canonical (key-sorted) output order, serialised metadata, and each
-    precomputed result serialised once."""
-
-    __slots__ = ("flag_set", "items", "metadata", "order", "vectors")
-
-    def __init__(self, flag_set: FlagSet):
-        self.flag_set = flag_set
-        keys = list(flag_set.flags)
-        self.order = sorted(range(len(keys)), key=keys.__getitem__)
-        self.metadata = orjson.dumps(dict(flag_set.metadata), option=_SORT)
-        self.items: dict[int, tuple[EvaluationResult, bytes, tuple[str, str | None, str]]] = {}
-        self.vectors: dict[tuple[int, ...], tuple[CachedResult, list[EvaluationResult]]] = {}
-
-
 class OfrepApi:
     def __init__(self, settings: Settings, store: Store, auth: Authenticator, tokens: StreamTokens,
                  metrics: HotMetrics, cache: ResultCache, source_ready: Callable[[], bool]):
@@ -114,9 +74,14 @@ class OfrepApi:
         self.hot = metrics
         self.cache = cache
         self.source_ready = source_ready
-        self._memos: dict[str, _SetMemo] = {}
+        self.bodies = BulkBodies(metrics)
         self._streams_memo: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
-        store.subscribe(lambda change, _fs: cache.drop_env(change.env))
+        store.subscribe(self._on_change)
+
+    def _on_change(self, change: Change, _flag_set: FlagSet) -> None:
+        self.cache.drop_env(change.env)  # its entries can never hit again
+        if self.store.get(change.env) is None:  # the environment was removed
+            self.bodies.drop_env(change.env)
 
     def routes(self) -> list[Route]:
         return [
@@ -255,48 +220,7 @@ class OfrepApi:
         return errors.JsonBytes(body, etag)
 
     def _evaluate_all(self, env: str, flag_set: FlagSet, context: dict[str, Any]) -> CachedResult:
-        memo = self._memos.get(env)
-        if memo is None or memo.flag_set is not flag_set:
-            memo = self._memos[env] = _SetMemo(flag_set)
-        results = evaluate_all(flag_set, context)
-        # Many contexts share one outcome vector (the results are precomputed objects): reuse
-        # its body. The memo holds ``results``, so the ids in its keys stay unique.
-        vector = tuple(map(id, results))
-        known = memo.vectors.get(vector)
-        if known is not None:
-            return known[0]
-        if len(results) != len(memo.order):  # never expected; stay correct anyway
-            results = sorted(results, key=lambda r: r.key)
-            order: list[int] | range = range(len(results))
-        else:
-            order = memo.order
-        items = memo.items
-        parts: list[bytes] = []
-        exposures: list[tuple[str, str | None, str]] = []
-        for i in order:
-            result = results[i]
-            # Results are precomputed per flag set (static, per-variant): serialise each once.
-            hit = items.get(id(result))
-            if hit is None or hit[0] is not result:
-                item = ofrep_item(result, flag_set.flags.get(result.key))
-                hit = (result, orjson.dumps(item, option=_SORT), exposure(result))
-                if result.error_code is None:  # errors are built per request: not memoised
-                    if len(items) > 50_000:
-                        items.clear()
-                    items[id(result)] = hit  # holding ``result`` keeps its id unique
-            parts.append(hit[1])
-            exposures.append(hit[2])
-        canonical = b'{"flags":[' + b",".join(parts) + b'],"metadata":' + memo.metadata
-        entry = CachedResult(
-            body_prefix=canonical,
-            digest=hashlib.blake2b(canonical, digest_size=16).digest(),
-            exposures=self.hot.exposure_slots(env, tuple(exposures)),
-        )
-        if not any(r.error_code is not None for r in results):  # errors are per request
-            if len(memo.vectors) > 20_000:
-                memo.vectors.clear()
-            memo.vectors[vector] = (entry, results)
-        return entry
+        return self.bodies.body(env, flag_set, evaluate_all(flag_set, context))
 
     def _event_streams(self, request: Request, principal: Principal) -> tuple[bytes, int | None]:
         window = None if self.auth.no_auth else self.tokens.window()

@@ -97,7 +97,7 @@ class StreamsApi:
         self.keyring = keyring
         self.settings = settings
         if fanout is None:
-            from proxy.api.ofrep import ofrep_item  # the bulk endpoint's item shape
+            from proxy.api.bulk_body import ofrep_item  # the bulk endpoint's item shape
 
             fanout = FanOut(
                 store, ChangeLog(), render=ofrep_item, redis=redis,

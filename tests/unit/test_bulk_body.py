@@ -1,0 +1,130 @@
+"""Bulk bodies: each precomputed result is serialised once, across versions of the rules,
+and the bodies stay exactly what a fresh build would give."""
+
+from typing import Any
+
+import orjson
+import pytest
+
+from proxy.api import bulk_body
+from proxy.api.bulk_body import BulkBodies
+from proxy.api.metrics import HotMetrics
+from proxy.api.ofrep import OfrepApi
+from proxy.evaluation.compiler import compile_document
+from proxy.evaluation.engine import evaluate_all
+from proxy.model import FlagSet
+from proxy.sources.assemble import apply_change
+from tests.unit.ofrep_app import ENV, App, publish
+
+
+def flag(on: bool) -> dict[str, Any]:
+    return {"state": "ENABLED", "variants": {"on": True, "off": False},
+            "defaultVariant": "on" if on else "off",
+            "targeting": {"if": [{"==": [{"var": "plan"}, "pro"]}, "on", None]}}
+
+
+DOC = {"flags": {f"f{i}": flag(True) for i in range(10)}, "metadata": {"flagSetId": "s"}}
+PRO, FREE = {"targetingKey": "u1", "plan": "pro"}, {"targetingKey": "u2", "plan": "free"}
+
+
+def toggle(fs: FlagSet, key: str, on: bool) -> FlagSet:
+    """A one-flag change, applied the way the Redis source applies a change entry."""
+    new, _change, _rej = apply_change(fs, "e", fs.version + 1, {"flags": {key: flag(on)}}, None)
+    return new
+
+
+@pytest.fixture
+def serialised(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The keys of the results serialised, in order (a spy on the real ``ofrep_item``)."""
+    seen: list[str] = []
+    real = bulk_body.ofrep_item
+
+    def spy(result: Any, flag: Any) -> dict[str, Any]:
+        seen.append(result.key)
+        return real(result, flag)
+
+    monkeypatch.setattr(bulk_body, "ofrep_item", spy)
+    return seen
+
+
+def body(bodies: BulkBodies, fs: FlagSet, context: dict[str, Any]) -> bytes:
+    return bodies.body("e", fs, evaluate_all(fs, context)).body_prefix
+
+
+def fresh(fs: FlagSet, context: dict[str, Any]) -> bytes:
+    return body(BulkBodies(HotMetrics()), fs, context)
+
+
+def test_a_new_version_serialises_only_the_flags_it_changed(serialised: list[str]) -> None:
+    bodies = BulkBodies(HotMetrics())
+    fs = compile_document(DOC, version=1, epoch="x")
+    body(bodies, fs, FREE)
+    assert sorted(serialised) == sorted(DOC["flags"])  # first sight: every flag once
+    serialised.clear()
+    fs2 = toggle(fs, "f3", False)
+    assert fs2.flags["f1"] is fs.flags["f1"]  # what the memo relies on
+    got = body(bodies, fs2, FREE)
+    assert serialised == ["f3"]
+    assert b'"key":"f3","metadata":{"flagSetId":"s"},"reason":"DEFAULT","value":false' in got
+    serialised.clear()
+    assert fresh(fs2, FREE) == got  # ...and the body is what a fresh build gives
+    serialised.clear()
+    body(bodies, fs2, PRO)  # the other outcome: targeting-match results, new to the memo
+    assert sorted(serialised) == sorted(DOC["flags"])
+
+
+def test_bodies_follow_many_versions_exactly() -> None:
+    bodies = BulkBodies(HotMetrics())
+    fs = compile_document(DOC, version=1, epoch="x")
+    for n in range(60):
+        fs = toggle(fs, f"f{n % 10}", n % 20 >= 10)
+        for context in (PRO, FREE):
+            got = body(bodies, fs, context)
+            assert got == fresh(fs, context)
+            flags = orjson.loads(got + b"}")["flags"]
+            assert [f["key"] for f in flags] == sorted(DOC["flags"])
+
+
+def test_the_memo_stays_bounded_under_endless_changes(monkeypatch: pytest.MonkeyPatch,
+                                                      serialised: list[str]) -> None:
+    monkeypatch.setattr(bulk_body, "MIN_ITEMS_BOUND", 16)
+    bodies = BulkBodies(HotMetrics())
+    fs = compile_document(DOC, version=1, epoch="x")
+    body(bodies, fs, FREE)
+    serialised.clear()
+    bound = max(16, 4 * len(DOC["flags"]))
+    for n in range(500):
+        fs = toggle(fs, f"f{n % 2}", n % 4 < 2)  # f2..f9 never change
+        body(bodies, fs, FREE)
+        items = bodies._items["e"]
+        assert len(items.young) <= bound and len(items.old) <= bound
+    # Results in use survive the generations (f2..f9's from the start): one serialisation
+    # per change, no more.
+    assert len(serialised) == 500
+
+
+def test_error_results_are_built_per_request_and_never_kept() -> None:
+    doc = {"flags": {"ok": flag(True),
+                     "bad": {**flag(True), "targeting": {"if": [{"var": "plan"}, "nope", None]}}}}
+    bodies = BulkBodies(HotMetrics())
+    fs = compile_document(doc, version=1, epoch="x")
+    results = evaluate_all(fs, PRO)
+    entry = bodies.body("e", fs, results)
+    assert b'"errorCode"' in entry.body_prefix
+    assert not bodies._sets["e"].vectors  # a body with an error is not memoised...
+    kept = {id(i[0]) for gen in (bodies._items["e"].young, bodies._items["e"].old)
+            for i in gen.values()}
+    assert {id(r) for r in results if r.error_code is None} == kept  # ...nor its error item
+
+
+def test_a_removed_environment_is_forgotten() -> None:
+    """Through the store, as the bulk endpoint wires it: removal frees the env's memos."""
+    app = App(doc=DOC)
+    rt = app.runtime
+    api = OfrepApi(rt.settings, rt.store, rt.auth, rt.tokens, rt.metrics.hot, rt.cache,
+                   lambda: True)
+    api.bodies.body(ENV, rt.store.get(ENV), evaluate_all(rt.store.get(ENV), FREE))
+    publish(rt.store, DOC, 2)  # a new version keeps the environment's memos
+    assert ENV in api.bodies._items
+    rt.store.remove(ENV)
+    assert ENV not in api.bodies._items and ENV not in api.bodies._sets
