@@ -8,10 +8,13 @@ each stalled connection's queue is capped and coalesced), and the normal clients
 before (no readers, no changes) against during, as ratios, in the same run. Starts its own
 redis-server and `flagedge serve`. Loopback socket buffers are large: a "never-reading"
 socket absorbs MBs before it stalls, so for most of the run these readers cost the server as
-much as live ones. ``--gc-trace`` also reports the proxy's garbage-collection pauses.
+much as live ones. ``--gc-trace`` also reports the proxy's garbage-collection pauses;
+``--rounds`` times its fan-out passes and splits the latencies by whether a request
+overlapped one (where the readers' cost lands).
 
     python bench/soak.py [--duration 60] [--readers 1000] [--changes 100] [--rate 200]
-                         [--baseline 30] [--proxy-env NAME=VALUE] [--gc-trace] [--no-pin]
+                         [--baseline 30] [--proxy-env NAME=VALUE] [--gc-trace] [--rounds]
+                         [--no-pin]
 """
 
 from __future__ import annotations
@@ -25,11 +28,15 @@ sys.path.insert(0, str(ROOT))  # `python bench/soak.py` from a checkout
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import base64  # noqa: E402
+import bisect  # noqa: E402
+import itertools  # noqa: E402
 import os  # noqa: E402
 import socket  # noqa: E402
+import struct  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from array import array  # noqa: E402
 from typing import Any  # noqa: E402
 
 import orjson  # noqa: E402
@@ -133,6 +140,7 @@ class Clients:
         self.workers = workers
         self.phase = "warmup"
         self.latencies: dict[str, list[float]] = {}
+        self.starts: dict[str, array[float]] = {}  # per phase, the same order (untracked)
         self.errors: dict[str, int] = {}
         self.tasks: list[asyncio.Task[None]] = []
         self.stopping = False
@@ -193,6 +201,7 @@ class Clients:
                     reader = writer = None
                 if ok:
                     self.latencies.setdefault(phase, []).append(loop.time() - t0)
+                    self.starts.setdefault(phase, array("d")).append(t0)
                 else:
                     self.errors[phase] = self.errors.get(phase, 0) + 1
         finally:
@@ -203,7 +212,7 @@ class Clients:
 # `--gc-trace`: the proxy runs under this wrapper, which times every garbage collection
 # (gc.callbacks) and prints a cumulative summary line to its log every 5 s.
 GC_WRAPPER = """
-import gc, runpy, sys, threading, time
+import gc, threading, time
 stats = {g: [0, 0.0, 0.0] for g in range(3)}  # generation -> [count, total s, max s]
 t0 = [0.0]
 def cb(phase, info):
@@ -219,9 +228,53 @@ def report():
         print("GCSTATS " + " ".join(f"g{g}:{n}/{t*1000:.1f}/{m*1000:.2f}"
               for g, (n, t, m) in stats.items()), file=sys.stderr, flush=True)
 threading.Thread(target=report, daemon=True).start()
+"""
+
+# `--rounds`: the proxy runs under this wrapper, which appends each fan-out round's
+# CLOCK_MONOTONIC start and end (two doubles; the events and rules pass and the evaluated pass
+# are timed apart) to $SOAK_ROUNDS. The clients read the same clock (loop.time()), so each
+# request can be told apart by whether it overlapped a round. One write(2) per pass and no
+# objects kept: diagnostics must not add garbage-collector work to what they measure.
+ROUNDS_WRAPPER = """
+import functools, os, struct, time
+import proxy.fanout
+fd = os.open(os.environ["SOAK_ROUNDS"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+def timed(method):
+    @functools.wraps(method)
+    async def wrapper(*args, **kwargs):
+        t0 = time.monotonic()
+        try:
+            return await method(*args, **kwargs)
+        finally:
+            os.write(fd, struct.pack("dd", t0, time.monotonic()))
+    return wrapper
+for name in ("_distribute_sliced", "_distribute_evaluated"):
+    setattr(proxy.fanout.FanOut, name, timed(getattr(proxy.fanout.FanOut, name)))
+"""
+
+RUN_PROXY = """
+import runpy, sys
 sys.argv = ["proxy", *sys.argv[1:]]
 runpy.run_module("proxy", run_name="__main__")
 """
+
+
+def read_rounds(path: Path) -> list[tuple[float, float]]:
+    data = path.read_bytes() if path.exists() else b""
+    return sorted(struct.iter_unpack("dd", data[: len(data) - len(data) % 16]))
+
+
+def split_by_rounds(starts: array[float], latencies: list[float],
+                    rounds: list[tuple[float, float]]) -> tuple[list[float], list[float]]:
+    """Latencies of the requests that overlapped a fan-out pass, and of the others."""
+    begins = [b for b, _ in rounds]
+    ends = list(itertools.accumulate((e for _, e in rounds), max))  # passes may nest
+    inside: list[float] = []
+    outside: list[float] = []
+    for t0, latency in zip(starts, latencies, strict=True):
+        i = bisect.bisect_left(begins, t0 + latency) - 1  # the last pass begun before the end
+        (inside if i >= 0 and ends[i] > t0 else outside).append(latency)
+    return inside, outside
 
 
 def gc_stats(log_path: Path) -> str | None:
@@ -292,7 +345,12 @@ async def soak(args: argparse.Namespace, redis_url: str, workdir: Path) -> int:
            "FLAGEDGE_ACCESS_LOG": "false",
            **dict(item.split("=", 1) for item in args.proxy_env)}
     log = (workdir / "proxy.log").open("wb")
-    launcher = ["-c", GC_WRAPPER] if args.gc_trace else ["-m", "proxy"]
+    if args.gc_trace or args.rounds:
+        wrapper = (GC_WRAPPER if args.gc_trace else "") + (ROUNDS_WRAPPER if args.rounds else "")
+        launcher = ["-c", wrapper + RUN_PROXY]
+        env["SOAK_ROUNDS"] = str(workdir / "rounds.bin")
+    else:
+        launcher = ["-m", "proxy"]
     command = [sys.executable, *launcher, "serve", "--host", "127.0.0.1", "--port", str(port),
                "--redis", redis_url, "--env", ENV, "--log-level", "warning", *args.proxy_args]
     proxy = subprocess.Popen(pinned(0, command) if args.pin else command, cwd=ROOT, env=env,
@@ -404,6 +462,16 @@ async def soak(args: argparse.Namespace, redis_url: str, workdir: Path) -> int:
     print(f"  normal clients during: n={len(during)} p50 {p50d * 1000:.2f} ms p99 "
           f"{p99d * 1000:.2f} ms max {max(during, default=float('nan')) * 1000:.2f} ms; "
           f"errors {clients.errors.get('during', 0)}")
+    if args.rounds:
+        rounds = read_rounds(workdir / "rounds.bin")
+        spans = sorted(e - b for b, e in rounds)
+        inside, outside = split_by_rounds(clients.starts.get("during", array("d")), during,
+                                          rounds)
+        print(f"  fan-out passes: {len(rounds)}, wall time p50 {pct(spans, 50) * 1000:.2f} ms "
+              f"p99 {pct(spans, 99) * 1000:.2f} ms max {max(spans, default=0) * 1000:.2f} ms")
+        for label, values in (("overlapping a pass", inside), ("not overlapping", outside)):
+            print(f"  during, {label}: n={len(values)} ({len(values) / max(1, len(during)):.0%})"
+                  f" p50 {pct(values, 50) * 1000:.2f} ms p99 {pct(values, 99) * 1000:.2f} ms")
     print(f"  RATIOS during/before: p50 {p50d / p50b:.2f}x, p99 {p99d / p99b:.2f}x "
           f"(RSS max {max(rss_values):.1f} MB)")
     return 0 if not clients.errors.get("during") and open_end >= args.readers else 1
@@ -430,6 +498,9 @@ def main() -> None:
                         help="do not pin the proxy to core 0 and everything else to core 1")
     parser.add_argument("--gc-trace", action="store_true",
                         help="time the proxy's garbage collections (gc.callbacks) and report")
+    parser.add_argument("--rounds", action="store_true",
+                        help="time the proxy's fan-out passes and split the clients' latencies "
+                             "by whether a request overlapped one")
     parser.add_argument("--stalled", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--writer", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
