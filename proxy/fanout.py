@@ -72,10 +72,21 @@ def _plain_render(result: EvaluationResult, _flag: Flag | None) -> dict[str, Any
     return result.to_ofrep()
 
 
-EVALUATE_SLICE = 16  # evaluated connections handled between yields to the event loop
-# Events/rules connections queued on (and so woken) between yields: each woken stream does a
-# socket send in the next loop iteration, and requests wait behind all of them.
-PUSH_SLICE = 16
+# The fan-out holds the event loop for at most about this long before it lets requests run
+# (checked per connection: one connection's push or evaluation is a few to tens of us).
+SLICE_S = 0.0001
+# How it lets them run: a timer due at once. ``sleep(0)`` would requeue this task ahead of
+# the requests, since it is queued before the loop polls the sockets that bring them; a due
+# timer fires only after that poll (on asyncio and on uvloop), so the step it wakes is queued
+# behind the steps of those requests.
+_YIELD_S = 1e-9
+_clock = time.perf_counter  # a module global, so that tests can drive it
+
+
+async def yield_to_requests() -> float:
+    """Let what is ready on the event loop run first; the start of the next slice."""
+    await asyncio.sleep(_YIELD_S)
+    return _clock()
 
 
 def _due(conn: Connection, change: Change) -> bool:
@@ -355,10 +366,11 @@ class FanOut:
 
     async def _distribute_sliced(self, change: Change, fs: FlagSet, entry: Entry | None,
                                  partial: Callable[[int], bytes] | None) -> None:
-        """:meth:`distribute`, yielding to the loop every PUSH_SLICE connections."""
-        for n in self._push(change, fs, entry, partial):
-            if not n % PUSH_SLICE:
-                await asyncio.sleep(0)
+        """:meth:`distribute`, yielding to requests after every SLICE_S of work."""
+        began = _clock()
+        for _ in self._push(change, fs, entry, partial):
+            if _clock() - began >= SLICE_S:
+                began = await yield_to_requests()
 
     def _push(self, change: Change, fs: FlagSet, entry: Entry | None,
               partial: Callable[[int], bytes] | None) -> Iterator[int]:
@@ -395,9 +407,9 @@ class FanOut:
 
     async def _distribute_evaluated(self, change: Change, fs: FlagSet, conns: list[Connection]
                                     ) -> None:
-        """Evaluate the touched flags once per distinct context; yield to the loop every
-        EVALUATE_SLICE connections so that 10,000 contexts never stall other requests (and
-        the first clients are sent to while the rest are computed)."""
+        """Evaluate the touched flags once per distinct context; yield to requests after every
+        SLICE_S of work so that 10,000 contexts never stall them (and the first clients are
+        sent to while the rest are computed)."""
         everything = change.reset or change.evaluators_changed or change.metadata_changed
         keys: set[str] = set(fs.flags) if everything else set(change.upserted)
         keys |= set(change.deleted)
@@ -418,9 +430,10 @@ class FanOut:
                 hit = rendered[id(result)] = (result, orjson.dumps(render(result, flags[k])))
             return hit[1]
 
-        for i, conn in enumerate(conns):
-            if i and not i % EVALUATE_SLICE:
-                await asyncio.sleep(0)
+        began = _clock()
+        for conn in conns:
+            if _clock() - began >= SLICE_S:
+                began = await yield_to_requests()
             if conn.pending:  # its results are being rebuilt: send the newest state after
                 conn.needs_snapshot = True
                 continue

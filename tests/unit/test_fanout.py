@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import socket
 import tracemalloc
 
 import orjson
 import pytest
+import uvloop
 
+from proxy import fanout as fanout_module
 from proxy.changelog import ChangeLog
-from proxy.fanout import FanOut
+from proxy.fanout import FanOut, yield_to_requests
 from proxy.model import Flag, FlagSet, FlagState, VariantType
 from proxy.store import Change, Store
 from proxy.stream_connection import CapExceeded, Connection, StreamKind
@@ -567,3 +571,103 @@ async def test_a_parked_stream_gets_events_written_directly_in_order(setup):
     env.push({"c": True})
     await until_true(lambda: conn.queued == 1)
     assert len(wire) == 1  # version 4 waits behind version 3: not written ahead of it
+
+
+# -- sharing the loop with requests ----------------------------------------------------------
+@pytest.mark.parametrize("new_loop", [asyncio.new_event_loop, uvloop.new_event_loop],
+                         ids=["asyncio", "uvloop"])
+def test_a_request_ready_during_a_slice_runs_before_the_next_slice(new_loop):
+    """A request whose bytes arrive while the fan-out holds the loop is handled before the
+    fan-out's next slice. (``sleep(0)`` puts that slice first: the fan-out's task is queued
+    before the loop polls the socket the request comes on.) On both loops: serve uses uvloop,
+    whose order of timers, ready callbacks and I/O differs from asyncio's."""
+    order: list[str] = []
+    tasks: list[asyncio.Task[None]] = []
+    server, client = socket.socketpair()
+    server.setblocking(False)
+
+    async def handle() -> None:  # the request's task, as the HTTP server starts it
+        order.append("request")
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+
+        def readable() -> None:
+            server.recv(64)
+            tasks.append(loop.create_task(handle()))
+
+        loop.add_reader(server.fileno(), readable)
+        try:
+            order.append("slice 1")
+            client.send(b"GET / HTTP/1.1\r\n\r\n")  # arrives while this slice runs
+            await yield_to_requests()
+            order.append("slice 2")
+            await until_true(lambda: "request" in order)
+        finally:
+            loop.remove_reader(server.fileno())
+
+    try:
+        with asyncio.Runner(loop_factory=new_loop) as runner:
+            runner.run(scenario())
+    finally:
+        server.close()
+        client.close()
+    assert order == ["slice 1", "request", "slice 2"]
+
+
+def slice_clock(monkeypatch) -> None:
+    """A fan-out clock that advances 0.6 of a slice per reading: it yields every two
+    connections, however cheap or dear each one really is."""
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += fanout_module.SLICE_S * 0.6
+        return now[0]
+
+    monkeypatch.setattr(fanout_module, "_clock", clock)
+
+
+async def progress_seen_by_another_task(conns: list[Connection], done) -> list[int]:
+    """How many connections had something queued, each time another task got the loop."""
+    seen: list[int] = []
+    while not seen or seen[-1] < len(conns):
+        seen.append(sum(1 for c in conns if done(c)))
+        await asyncio.sleep(0)
+    return [b - a for a, b in itertools.pairwise(seen) if b != a]
+
+
+async def test_push_slices_are_bounded_in_time(monkeypatch, setup):
+    """Events and rules streams: the fan-out yields once SLICE_S of work is done."""
+    _store, fanout, env = setup
+    fanout.max_per_key = fanout.max_total = 100
+    conns = [fanout.open("prod", StreamKind.EVENTS, f"k{i}") for i in range(40)]
+    for conn in conns:
+        await fanout.initial(conn, None)
+    slice_clock(monkeypatch)
+    task = asyncio.create_task(progress_seen_by_another_task(conns, lambda c: c.queued))
+    env.push({"b": True})
+    async with asyncio.timeout(5):
+        steps = await task
+    assert sum(steps) == len(conns) and max(steps) <= 2
+
+
+async def test_evaluated_slices_are_bounded_in_time(monkeypatch):
+    """Evaluated streams: the same bound, evaluation included."""
+    store = Store()
+    fanout = FanOut(store, ChangeLog())
+    fanout.start()
+    try:
+        store.publish("prod", _compiled(1, PRO_ONLY), Change(env="prod", version=1, reset=True))
+        conns = [fanout.open("prod", StreamKind.EVALUATED, "k", {"targetingKey": f"u{i}"})
+                 for i in range(40)]
+        for conn in conns:
+            await fanout.initial(conn, None)
+        slice_clock(monkeypatch)
+        task = asyncio.create_task(progress_seen_by_another_task(conns, lambda c: c.queued))
+        store.publish("prod", _compiled(2, PRO_ONLY, color="blue"),
+                      Change(env="prod", version=2, upserted=frozenset({"color"})))
+        async with asyncio.timeout(5):
+            steps = await task
+        assert sum(steps) == len(conns) and max(steps) <= 2
+    finally:
+        await fanout.stop()
