@@ -190,9 +190,13 @@ class FanOut:
             if not keyed:
                 del self._by_key[conn.key_id]
 
-    def heartbeat(self) -> None:
-        """A heartbeat on every idle connection (one timer for the process, not one each)."""
-        for conn in self.connections():
+    async def heartbeat(self) -> None:
+        """A heartbeat on every idle connection (one timer for the process, not one each), in
+        slices like a change."""
+        began = _clock()
+        for conn in list(self.connections()):
+            if _clock() - began >= SLICE_S:
+                began = await yield_to_requests()
             conn.heartbeat()
 
     def close_key(self, key_id: str, reason: str = "key revoked") -> int:

@@ -55,6 +55,9 @@ def rules_entry(entry: Entry) -> bytes:
     return out
 
 
+PING = b": ping\n\n"  # the heartbeat: an SSE comment, which clients ignore
+
+
 def id_only(version: int) -> bytes:
     """Moves the client's Last-Event-ID without dispatching an event (HTML SSE spec)."""
     return frame(None, version, None)

@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse
 from sse_starlette.sse import AppStatus
 from starlette.requests import Request
 from starlette.responses import Response
@@ -41,7 +41,7 @@ from proxy.changelog import ChangeLog
 from proxy.fanout import FanOut
 from proxy.http_protocol import body_writer, connection_transport
 from proxy.model import ErrorCode, FlagSet
-from proxy.sse_frames import PROPAGATION_BUCKETS, id_only
+from proxy.sse_frames import PING, PROPAGATION_BUCKETS, id_only
 from proxy.store import Store
 from proxy.stream_connection import CapExceeded, Connection, StreamKind
 
@@ -163,7 +163,7 @@ class StreamsApi:
             await asyncio.sleep(SHUTDOWN_POLL_S)
             if loop.time() >= next_ping:
                 next_ping = loop.time() + PING_S
-                self.fanout.heartbeat()
+                await self.fanout.heartbeat()
         n = 0
         for conn in list(self.fanout.connections()):
             conn.close("shutdown")
@@ -252,7 +252,6 @@ _NO_BODY = _NoBody()
 _HEADERS: list[tuple[bytes, bytes]] = []  # the same for every stream: built once, shared
 
 
-PING = ServerSentEvent(comment="ping", sep="\n").encode()
 
 
 class StreamResponse(EventSourceResponse):

@@ -15,6 +15,7 @@ from proxy import fanout as fanout_module
 from proxy.changelog import ChangeLog
 from proxy.fanout import FanOut, yield_to_requests
 from proxy.model import Flag, FlagSet, FlagState, VariantType
+from proxy.sse_frames import PING
 from proxy.store import Change, Store
 from proxy.stream_connection import CapExceeded, Connection, StreamKind
 
@@ -278,7 +279,7 @@ async def test_heartbeat_only_on_idle_connections(setup):
     await asyncio.sleep(0)  # the fan-out task queues version 2 on both
     assert busy.queued == 1
     assert (await idle.next())[0].startswith(b"event: message")
-    fanout.heartbeat()
+    await fanout.heartbeat()
     assert await idle.next() == (b"", None)  # empty payload: the stream sends a comment
     assert busy.queued == 1  # had something queued: no heartbeat added
 
@@ -671,3 +672,41 @@ async def test_evaluated_slices_are_bounded_in_time(monkeypatch):
         assert sum(steps) == len(conns) and max(steps) <= 2
     finally:
         await fanout.stop()
+
+
+async def test_a_parked_stream_gets_its_heartbeat_written_directly(setup):
+    """Like an event: no wake-up while the stream waits and the socket takes it; queued (and
+    the stream woken) when the writer declines."""
+    _store, fanout, _env = setup
+    conn = fanout.open("prod", StreamKind.EVENTS, "k1")
+    await fanout.initial(conn, None)
+    wire: list[bytes] = []
+    accept = [True]
+
+    def write(body: bytes) -> bool:
+        if accept[0]:
+            wire.append(body)
+        return accept[0]
+
+    conn.direct = write
+    waiter = conn.wait()  # parked
+    await fanout.heartbeat()
+    assert wire == [PING] and not waiter.done() and conn.queued == 0
+    accept[0] = False  # the socket is full
+    await fanout.heartbeat()
+    assert waiter.done() and conn.take() == (b"", [])  # queued: the stream sends it
+
+
+async def test_heartbeat_slices_are_bounded_in_time(monkeypatch, setup):
+    _store, fanout, _env = setup
+    fanout.max_per_key = fanout.max_total = 100
+    conns = [fanout.open("prod", StreamKind.EVENTS, f"k{i}") for i in range(40)]
+    for conn in conns:
+        await fanout.initial(conn, None)
+    slice_clock(monkeypatch)
+    task = asyncio.create_task(progress_seen_by_another_task(conns, lambda c: c.queued))
+    beat = asyncio.create_task(fanout.heartbeat())  # as the streams' watcher runs it
+    async with asyncio.timeout(5):
+        steps = await task
+        await beat
+    assert sum(steps) == len(conns) and max(steps) <= 2
