@@ -219,6 +219,13 @@ class LogicCompiler:
     def _array(self, node: list[Any], path: str) -> Compiled:
         if not self._enter(path):
             return Const(None)
+        # A list of plain values (an allow list of 1,000 emails) is its own constant: the
+        # same result as compiling each element, without ~1 us per element on every change.
+        if (self._nodes + len(node) <= MAX_NODES
+                and not any(x.__class__ is dict or x.__class__ is list for x in node)):
+            self._nodes += len(node)
+            self._depth -= 1
+            return Const(list(node))
         try:
             parts = [self.compile(x, f"{path}[{i}]") for i, x in enumerate(node)]
         finally:

@@ -177,9 +177,10 @@ def apply_change(current: FlagSet, env: str, version: int, after: Mapping[str, A
     for key in deleted:
         del flags[key]
     # Flags the change did not name still need recompiling when what they depend on moved.
-    for key, flag in current.flags.items():
-        if key not in touched and (metadata_changed or flag.refs & changed_evaluators):
-            touched[key] = dict(flag.raw)
+    if metadata_changed or changed_evaluators:
+        for key, flag in current.flags.items():
+            if key not in touched and (metadata_changed or flag.refs & changed_evaluators):
+                touched[key] = dict(flag.raw)
     upserted: set[str] = set()
     for key, raw in touched.items():
         if raw is None:

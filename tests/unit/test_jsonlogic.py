@@ -251,6 +251,19 @@ def test_size_limit() -> None:
     assert any("too large" in p.message for p in cc.problems)
 
 
+def test_a_list_of_plain_values_is_one_constant_and_counts_every_element() -> None:
+    emails = [f"user{i}@example.com" for i in range(1000)]
+    fn, cc = compile_logic({"in": [{"var": "email"}, emails]})
+    assert not cc.problems and fn({"email": "user999@example.com"}) is True
+    assert fn({"email": "nobody@example.com"}) is False
+    assert cc._nodes >= 1000  # the size limit still sees each element...
+    _, cc = compile_logic({"in": [{"var": "x"}, list(range(100_001))]})
+    assert any("too large" in p.message for p in cc.problems)  # ...and still holds
+    # Not plain: an element that reads the request stays a per-request list.
+    fn, _ = compile_logic({"in": [{"var": "x"}, ["a", {"var": "y"}]]})
+    assert fn({"x": "b", "y": "b"}) is True and fn({"x": "b", "y": "c"}) is False
+
+
 def test_literal_zero_modulus_fails_at_run_time_not_load() -> None:
     # json-logic-engine checks only `/` divisors while compiling
     compiled, cc = compile_logic({"%": [{"var": "x"}, 0]})
