@@ -356,34 +356,6 @@ async def test_events_resume_past_the_queue_bound_is_one_notification(setup):
     assert [f["id"] for f in frames(await fanout.initial(near, 6))] == [str(v) for v in range(7, 14)]
 
 
-async def test_evaluated_fanout_yields_to_the_loop_between_slices():
-    store = Store()
-    fanout = FanOut(store, ChangeLog(), max_per_key=5000, max_total=5000)
-    fanout.start()
-    try:
-        store.publish("prod", _compiled(1, PRO_ONLY), Change(env="prod", version=1, reset=True))
-        conns = [fanout.open("prod", StreamKind.EVALUATED, "k", {"targetingKey": f"u{i}"})
-                 for i in range(1000)]
-        for conn in conns:
-            await fanout.initial(conn, None)
-        seen: list[int] = []
-
-        async def ticker() -> None:  # another request's task, wanting the loop
-            while len(seen) < 200 and (not seen or seen[-1] < len(conns)):
-                seen.append(sum(1 for c in conns if c.queued))
-                await asyncio.sleep(0)
-
-        task = asyncio.create_task(ticker())
-        store.publish("prod", _compiled(2, PRO_ONLY, color="blue"),
-                      Change(env="prod", version=2, upserted=frozenset({"color"})))
-        async with asyncio.timeout(10):
-            await task
-        assert seen[-1] == len(conns)  # everyone got the patch ...
-        assert any(0 < n < len(conns) for n in seen)  # ... and the loop ran in between
-    finally:
-        await fanout.stop()
-
-
 async def test_evaluated_stream_opened_before_any_rules_gets_a_put_first():
     store = Store()
     fanout = FanOut(store, ChangeLog())
@@ -534,11 +506,9 @@ async def until_true(check, timeout: float = 2.0) -> None:
             await asyncio.sleep(0)
 
 
-async def test_a_parked_stream_gets_events_written_directly_in_order(setup):
-    """While the stream waits with nothing queued, the fan-out writes each event straight to
-    its socket (Connection.direct): no wake-up. When the writer declines (socket full), events
-    queue and the stream is woken; while the stream holds a batch, nothing jumps ahead of it."""
-    _store, fanout, env = setup
+async def with_direct_writer(fanout: FanOut) -> tuple[Connection, list[bytes], list[bool]]:
+    """An events stream whose socket writer is a list (``wire``); ``accept[0] = False``
+    makes it decline, as a full socket does."""
     conn = fanout.open("prod", StreamKind.EVENTS, "k1")
     await fanout.initial(conn, None)
     wire: list[bytes] = []
@@ -550,6 +520,15 @@ async def test_a_parked_stream_gets_events_written_directly_in_order(setup):
         return accept[0]
 
     conn.direct = write
+    return conn, wire, accept
+
+
+async def test_a_parked_stream_gets_events_written_directly_in_order(setup):
+    """While the stream waits with nothing queued, the fan-out writes each event straight to
+    its socket (Connection.direct): no wake-up. When the writer declines (socket full), events
+    queue and the stream is woken; while the stream holds a batch, nothing jumps ahead of it."""
+    _store, fanout, env = setup
+    conn, wire, accept = await with_direct_writer(fanout)
     sent = fanout.stats.sse_events.get(("events", "sent"), 0)
     assert conn.take() is None
     waiter = conn.wait()  # parked
@@ -637,8 +616,10 @@ async def progress_seen_by_another_task(conns: list[Connection], done) -> list[i
     return [b - a for a, b in itertools.pairwise(seen) if b != a]
 
 
-async def test_push_slices_are_bounded_in_time(monkeypatch, setup):
-    """Events and rules streams: the fan-out yields once SLICE_S of work is done."""
+@pytest.mark.parametrize("cause", ["change", "heartbeat"])
+async def test_push_slices_are_bounded_in_time(monkeypatch, setup, cause):
+    """Events and rules streams, for a change and for heartbeats: the fan-out yields once
+    SLICE_S of work is done."""
     _store, fanout, env = setup
     fanout.max_per_key = fanout.max_total = 100
     conns = [fanout.open("prod", StreamKind.EVENTS, f"k{i}") for i in range(40)]
@@ -646,9 +627,14 @@ async def test_push_slices_are_bounded_in_time(monkeypatch, setup):
         await fanout.initial(conn, None)
     slice_clock(monkeypatch)
     task = asyncio.create_task(progress_seen_by_another_task(conns, lambda c: c.queued))
-    env.push({"b": True})
+    if cause == "change":
+        env.push({"b": True})
+    else:
+        beat = asyncio.create_task(fanout.heartbeat())  # as the streams' watcher runs it
     async with asyncio.timeout(5):
         steps = await task
+        if cause == "heartbeat":
+            await beat
     assert sum(steps) == len(conns) and max(steps) <= 2
 
 
@@ -678,35 +664,10 @@ async def test_a_parked_stream_gets_its_heartbeat_written_directly(setup):
     """Like an event: no wake-up while the stream waits and the socket takes it; queued (and
     the stream woken) when the writer declines."""
     _store, fanout, _env = setup
-    conn = fanout.open("prod", StreamKind.EVENTS, "k1")
-    await fanout.initial(conn, None)
-    wire: list[bytes] = []
-    accept = [True]
-
-    def write(body: bytes) -> bool:
-        if accept[0]:
-            wire.append(body)
-        return accept[0]
-
-    conn.direct = write
+    conn, wire, accept = await with_direct_writer(fanout)
     waiter = conn.wait()  # parked
     await fanout.heartbeat()
     assert wire == [PING] and not waiter.done() and conn.queued == 0
     accept[0] = False  # the socket is full
     await fanout.heartbeat()
     assert waiter.done() and conn.take() == (b"", [])  # queued: the stream sends it
-
-
-async def test_heartbeat_slices_are_bounded_in_time(monkeypatch, setup):
-    _store, fanout, _env = setup
-    fanout.max_per_key = fanout.max_total = 100
-    conns = [fanout.open("prod", StreamKind.EVENTS, f"k{i}") for i in range(40)]
-    for conn in conns:
-        await fanout.initial(conn, None)
-    slice_clock(monkeypatch)
-    task = asyncio.create_task(progress_seen_by_another_task(conns, lambda c: c.queued))
-    beat = asyncio.create_task(fanout.heartbeat())  # as the streams' watcher runs it
-    async with asyncio.timeout(5):
-        steps = await task
-        await beat
-    assert sum(steps) == len(conns) and max(steps) <= 2
