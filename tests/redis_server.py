@@ -10,24 +10,12 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 from proxy.devredis import free_port, redis_server_binary
+from tests.waiting import wait_until
 
 __all__ = ["RedisServer", "free_port", "redis_server_binary", "wait_until"]
-
-
-def wait_until(predicate, timeout: float = 5.0, interval: float = 0.01, what: str = "condition"):
-    """Poll ``predicate`` until it returns a truthy value or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 class RedisServer:

@@ -22,23 +22,15 @@ import redis
 
 from proxy import publisher
 from proxy.changeset import Document
+from tests import waiting
 from tests.integration.conftest import ProxyServer, proxy_factory, proxy_server  # noqa: F401
 from tests.integration.streams_support import Stream
 
 
 async def until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition",
                 interval: float = 0.02) -> Any:
-    """Await ``predicate`` (sync or async) truthy, or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)
+    """:func:`tests.waiting.until` with the chaos suite's longer defaults."""
+    return await waiting.until(predicate, timeout, what, interval)
 
 
 def metric(text: str, name: str, **labels: str) -> float | None:

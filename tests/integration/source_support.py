@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
+from tests.waiting import until
 
-async def until(predicate: Any, timeout: float = 5.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` (yielding to the loop) until truthy or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.005)
-    return value
+__all__ = ["stop", "until"]
 
 
 async def stop(task: asyncio.Task[Any], timeout: float = 10.0) -> None:

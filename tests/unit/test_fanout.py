@@ -18,6 +18,7 @@ from proxy.model import Flag, FlagSet, FlagState, VariantType
 from proxy.sse_frames import PING
 from proxy.store import Change, Store
 from proxy.stream_connection import CapExceeded, Connection, StreamKind
+from tests.waiting import until
 
 
 def make_flag(key: str, on: bool = True) -> Flag:
@@ -500,12 +501,6 @@ async def test_take_sends_what_queued_up_as_one_payload(setup):
     assert conn.take() is None and conn.closed
 
 
-async def until_true(check, timeout: float = 2.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(0)
-
-
 async def with_direct_writer(fanout: FanOut) -> tuple[Connection, list[bytes], list[bool]]:
     """An events stream whose socket writer is a list (``wire``); ``accept[0] = False``
     makes it decline, as a full socket does."""
@@ -533,7 +528,7 @@ async def test_a_parked_stream_gets_events_written_directly_in_order(setup):
     assert conn.take() is None
     waiter = conn.wait()  # parked
     env.push({"b": True})
-    await until_true(lambda: wire)
+    await until(lambda: wire)
     assert [f["id"] for f in frames(wire[0])] == ["2"]
     assert not waiter.done() and conn.queued == 0  # written, the stream never woke
     assert conn.wait() is waiter  # and it keeps waiting on the same future
@@ -542,14 +537,14 @@ async def test_a_parked_stream_gets_events_written_directly_in_order(setup):
 
     accept[0] = False  # the socket is full: the writer declines
     env.push({"b": False})
-    await until_true(lambda: conn.queued == 1)
+    await until(lambda: conn.queued == 1)
     assert waiter.done() and len(wire) == 1  # queued, the stream woken to send it
 
     accept[0] = True  # drained meanwhile, but the stream holds a batch it has not sent yet
     batch = conn.take()
     assert batch is not None and [f["id"] for f in frames(batch[0])] == ["3"]
     env.push({"c": True})
-    await until_true(lambda: conn.queued == 1)
+    await until(lambda: conn.queued == 1)
     assert len(wire) == 1  # version 4 waits behind version 3: not written ahead of it
 
 
@@ -582,7 +577,7 @@ def test_a_request_ready_during_a_slice_runs_before_the_next_slice(new_loop):
             client.send(b"GET / HTTP/1.1\r\n\r\n")  # arrives while this slice runs
             await yield_to_requests()
             order.append("slice 2")
-            await until_true(lambda: "request" in order)
+            await until(lambda: "request" in order)
         finally:
             loop.remove_reader(server.fileno())
 

@@ -20,6 +20,7 @@ from proxy.http_protocol import (
     body_writer,
     connection_transport,
 )
+from tests.waiting import until
 
 
 class FakeSocket:
@@ -81,13 +82,6 @@ def connect(app: Any, protocol: type = GatheringHttpToolsProtocol
     transport = RecordingTransport()
     proto.connection_made(transport)
     return proto, transport
-
-
-async def until(check: Any, timeout: float = 2.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.001)
 
 
 async def ticks(n: int = 3) -> None:
