@@ -106,8 +106,8 @@ class HotMetrics:
 
     def count_exposures(self, env: str, exposures: tuple[tuple[str, str | None, str], ...]) -> None:
         counts = self._slot_counts
-        for slot in self.exposure_slots(env, exposures):
-            counts[slot] += 1
+        for flag, variant, reason in exposures:  # the single-flag endpoint: no tuple of slots
+            counts[self.exposure_slot(env, flag, variant, reason)] += 1
 
     def count_entry(self, entry: Any) -> None:
         """Count the exposures of one bulk response served from ``entry`` (a CachedResult):
