@@ -12,25 +12,29 @@ stalled connection's queue is capped and coalesced), and the normal clients' lat
 ratios against a baseline measured in the same run:
 
 - by default (``--alternate 5``), with the readers open throughout, 5 s quiet windows and 5 s
-  storm windows alternate, ``--duration`` seconds of each; the writer writes only in the storm
-  windows. Quiet and storm are then measured under the same conditions, interleaved, so drift
-  (caches, heap growth, the readers' buffers filling) lands in both. The first 0.5 s of each
-  window is left out (the transition), and a request that runs past its window's end counts
-  in neither. Also printed: the proxy's CPU share in each kind of window, an A/A ratio (odd
-  against even quiet windows: the noise floor) and a sign count (storm windows whose p99 is
-  above the quiet window's before them; about half when storms do nothing);
+  storm windows alternate, ``--duration`` seconds of each. In the storm windows the writer
+  writes to the proxy's Redis; in the quiet ones it writes the same changes at the same rate
+  to a second redis-server the proxy does not follow (``--control idle``: writes nothing).
+  So the two kinds of window differ only in the work the proxy does: drift over the run
+  (caches, heap growth, the readers' buffers filling) and the bench's own load (writer,
+  Redis, sharing the clients' core) land in both. The first 0.5 s of each window is left out
+  (the transition), and a request that runs past its window's end counts in neither. Also
+  printed: the proxy's CPU share in each kind of window, an A/A ratio (odd against even quiet
+  windows) and a sign count (storm windows whose p99 is above the quiet window's before them;
+  about half when storms change nothing);
 - always, "before" (30 s of clients alone, no readers) against "during" (everything after).
 
-``--decoy`` sends the writes to a second redis-server the proxy does not follow: the run's own
-load (writer, Redis) with no work for the proxy, the control for the storm/quiet ratio. The
-bench's own processes (readers, writer, redis-servers) run at the lowest priority so they do
-not delay the timing clients that share their core; ``--alternate 0`` runs the changes
-continuously for ``--duration`` s (the earlier design). ``--gc-trace`` also reports the
-proxy's garbage-collection pauses; ``--rounds`` times its fan-out passes and splits the
+``--decoy`` sends the storm windows' writes to the second Redis too: an A/A run, where nothing
+differs between the windows for the proxy (the design's own noise floor). The bench's own
+processes (readers, writer, redis-servers) run at the lowest CPU priority, so they delay the
+timing clients that share their core as little as they can; ``--alternate 0`` runs the
+changes continuously for ``--duration`` s (the earlier design). ``--gc-trace`` also reports
+the proxy's garbage-collection pauses; ``--rounds`` times its fan-out passes and splits the
 latencies by whether a request overlapped one (where the readers' cost lands).
 
     python bench/soak.py [--duration 60] [--readers 1000] [--changes 100] [--rate 200]
-                         [--baseline 30] [--alternate 5] [--decoy] [--proxy-env NAME=VALUE]
+                         [--baseline 30] [--alternate 5] [--control decoy|idle] [--decoy]
+                         [--proxy-env NAME=VALUE]
                          [--gc-trace] [--rounds] [--no-pin]
 """
 
@@ -115,41 +119,47 @@ def stalled_process(port: int, n: int, ckey: str, skey: str) -> None:
 
 
 # -- rule changes (own process) --------------------------------------------------------------
-def writer_process(redis_url: str, rate: float, duration: float, begin: float,
-                   period: float) -> None:
+def writer_process(storm_url: str, control_url: str, rate: float, duration: float,
+                   begin: float, period: float) -> None:
     """One single-flag change per tick (a Plan written by one Lua script, as `flagedge push`
-    writes), paced at ``rate`` per second, in the storm windows of the schedule that starts at
-    ``begin`` (CLOCK_MONOTONIC, shared with the orchestrator), or for ``duration`` s from now
-    when ``period`` is 0. Prints the count and the achieved rate while writing."""
+    writes), paced at ``rate`` per second: to ``storm_url`` in the storm windows of the
+    schedule that starts at ``begin`` (CLOCK_MONOTONIC, shared with the orchestrator), to
+    ``control_url`` in its quiet windows (nothing if empty); or to ``storm_url`` for
+    ``duration`` s from now when ``period`` is 0. Prints the storm writes and their rate."""
     import redis
 
     from proxy import publisher
     from proxy.changeset import Plan
 
-    client = redis.Redis.from_url(redis_url)
-    state = {i: True for i in range(FLAGS)}
     if period > 0:
-        windows = [(b, e) for b, e, storm in schedule(begin, period, duration) if storm]
+        windows = schedule(begin, period, duration)
     else:
-        windows = [(time.monotonic(), time.monotonic() + duration)]
-    n = 0
+        windows = [(time.monotonic(), time.monotonic() + duration, True)]
+    targets: dict[str, tuple[Any, dict[int, bool]]] = {}  # url -> client, each flag's state
+    n = control = 0
     writing = 0.0
-    for start, end in windows:
+    for start, end, storm in windows:
+        url = storm_url if storm else control_url
         time.sleep(max(0.0, start - time.monotonic()))
-        if rate <= 0:  # --changes 0: the same run without changes (a control)
+        if rate <= 0 or not url:  # --changes 0, or a quiet window with nothing to write
             time.sleep(max(0.0, end - time.monotonic()))
             continue
+        client, state = targets.setdefault(
+            url, (redis.Redis.from_url(url), dict.fromkeys(range(FLAGS), True)))
         interval, k = 1.0 / rate, 0
         while time.monotonic() < end:
-            i = n % FLAGS
+            i = k % FLAGS
             old, new = flag(i, state[i]), flag(i, not state[i])
             state[i] = not state[i]
             publisher.write(client, ENV, Plan(added={}, changed={f"f{i}": (old, new)},
                                               removed={}), author="soak")
-            n, k = n + 1, k + 1
+            k += 1
             time.sleep(max(0.0, start + k * interval - time.monotonic()))  # pacing
-        writing += time.monotonic() - start
-    print(f"WROTE {n} {n / writing if writing else 0.0:.1f}", flush=True)
+        if storm:
+            n, writing = n + k, writing + time.monotonic() - start
+        else:
+            control += k
+    print(f"WROTE {n} {n / writing if writing else 0.0:.1f} {control}", flush=True)
 
 
 def schedule(begin: float, period: float, duration: float) -> list[tuple[float, float, bool]]:
@@ -383,7 +393,7 @@ def background(pid: int = 0) -> None:
     """The lowest CPU priority for one of the bench's own processes (0: this one), so the
     timing clients sharing its core are not held up by it (seen: the writer and Redis alone,
     with the proxy idle, moved the clients' p99 by 30%)."""
-    with contextlib.suppress(OSError):  # measured without it, then: --decoy shows the cost
+    with contextlib.suppress(OSError):  # measured without it, then
         os.setpriority(os.PRIO_PROCESS, pid, 19)
 
 
@@ -475,14 +485,17 @@ async def soak(args: argparse.Namespace, redis_url: str, workdir: Path,
         rss: list[tuple[float, float]] = [(0.0, rss_mb(proxy.pid))]
         begin = time.monotonic()
         windows = schedule(begin, args.alternate, args.duration) if args.alternate else []
+        storm_url = decoy_url if args.decoy and decoy_url else redis_url
+        control_url = decoy_url if windows and args.control == "decoy" else None
         print(f"during: {args.readers} stalled readers open, {args.changes:.0f} changes/s "
-              + (f"to {'a decoy Redis' if decoy_url else 'Redis'} in {len(windows) // 2} "
-                 f"storm windows of {args.alternate:.0f} s, each after a quiet one"
+              + (f"to {'the decoy Redis' if args.decoy else 'Redis'} in {len(windows) // 2} "
+                 f"storm windows of {args.alternate:.0f} s, each after a quiet one ("
+                 + ("the same writes to the decoy Redis)" if control_url else "no writes)")
                  if windows else f"for {args.duration:.0f} s"), flush=True)
         print(f"  t={0:5.1f}s  server RSS {rss[0][1]:7.1f} MB", flush=True)
         writer = subprocess.Popen(
-            [sys.executable, __file__, "--writer", "--redis", decoy_url or redis_url,
-             "--changes", str(args.changes), "--duration", str(args.duration),
+            [sys.executable, __file__, "--writer", "--redis", storm_url,
+             "--control-redis", control_url or "", "--changes", str(args.changes), "--duration", str(args.duration),
              "--allow-list", str(args.allow_list), "--begin", repr(begin),
              "--alternate", str(args.alternate)],
             stdout=subprocess.PIPE, text=True)
@@ -530,8 +543,9 @@ async def soak(args: argparse.Namespace, redis_url: str, workdir: Path,
     coalesced = metric(scrape, "flagedge_sse_events_total", outcome="coalesced")
     sent = metric(scrape, "flagedge_sse_events_total", outcome="sent")
     print("\nsummary")
-    print(f"  changes written: {wrote[1]} ({wrote[2]}/s); proxy at version "
-          f"{versions.get(ENV)}")
+    print(f"  changes written: {wrote[1]} ({wrote[2]}/s) to "
+          f"{'the decoy' if args.decoy else 'the proxy' + chr(39) + 's Redis'}, and {wrote[3]} to "
+          f"the decoy in the quiet windows; proxy at version {versions.get(ENV)}")
     print(f"  stalled streams still open at the end: {open_end:.0f}/{args.readers}; events "
           f"sent {sent:.0f}, coalesced (queue over its bound) {coalesced:.0f}")
     print(f"  events sent in the 5 s after the last change (fan-out backlog): {late:.0f}")
@@ -614,9 +628,13 @@ def main() -> None:
     parser.add_argument("--alternate", type=float, default=5.0, metavar="SECONDS",
                         help="alternate quiet and storm windows of this length, --duration s "
                              "of each (0: changes run continuously for --duration s)")
+    parser.add_argument("--control", choices=("decoy", "idle"), default="decoy",
+                        help="what the writer does in the quiet windows: the same writes to "
+                             "a second Redis the proxy does not follow (the bench's own load "
+                             "in both kinds of window), or nothing")
     parser.add_argument("--decoy", action="store_true",
-                        help="write the changes to a second Redis the proxy does not follow "
-                             "(the control: the bench's own load, no work for the proxy)")
+                        help="the storm windows write to that second Redis too: an A/A run, "
+                             "where nothing differs between the windows for the proxy")
     parser.add_argument("--no-pin", dest="pin", action="store_false",
                         help="do not pin the proxy to core 0 and everything else to core 1")
     parser.add_argument("--gc-trace", action="store_true",
@@ -632,6 +650,7 @@ def main() -> None:
     parser.add_argument("--skey", default="", help=argparse.SUPPRESS)
     parser.add_argument("--redis", default="", help=argparse.SUPPRESS)
     parser.add_argument("--begin", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--control-redis", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     global ALLOW_LIST
     ALLOW_LIST = args.allow_list
@@ -639,7 +658,8 @@ def main() -> None:
         stalled_process(args.port, args.n, args.ckey, args.skey)
         return
     if args.writer:
-        writer_process(args.redis, args.changes, args.duration, args.begin, args.alternate)
+        writer_process(args.redis, args.control_redis, args.changes, args.duration,
+                       args.begin, args.alternate)
         return
     limit = raise_nofile()  # inherited by the server and the reader process
     # The proxy alone on core 0; this process, the readers, the writer and redis-server (all
@@ -656,15 +676,16 @@ def main() -> None:
     from proxy.devredis import free_port
     from tests.redis_server import RedisServer
 
+    decoy = args.decoy or (args.alternate > 0 and args.control == "decoy")
     with tempfile.TemporaryDirectory(prefix="flagedge-soak-") as tmp:
         servers = [RedisServer(Path(tmp) / name, port=free_port(), persist=False).start()
-                   for name in ("redis", "decoy")[: 2 if args.decoy else 1]]
+                   for name in ("redis", "decoy")[: 2 if decoy else 1]]
         for server in servers:
             assert server.proc is not None
             background(server.proc.pid)
         try:
             code = asyncio.run(soak(args, servers[0].url, Path(tmp),
-                                    servers[1].url if args.decoy else None))
+                                    servers[1].url if decoy else None))
         finally:
             for server in servers:
                 server.stop()
