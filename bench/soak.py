@@ -494,9 +494,9 @@ async def soak(args: argparse.Namespace, redis_url: str, workdir: Path,
                  if windows else f"for {args.duration:.0f} s"), flush=True)
         print(f"  t={0:5.1f}s  server RSS {rss[0][1]:7.1f} MB", flush=True)
         writer = subprocess.Popen(
-            [sys.executable, __file__, "--writer", "--redis", storm_url,
-             "--control-redis", control_url or "", "--changes", str(args.changes), "--duration", str(args.duration),
-             "--allow-list", str(args.allow_list), "--begin", repr(begin),
+            [sys.executable, __file__, "--writer", "--redis", storm_url, "--control-redis",
+             control_url or "", "--changes", str(args.changes), "--duration",
+             str(args.duration), "--allow-list", str(args.allow_list), "--begin", repr(begin),
              "--alternate", str(args.alternate)],
             stdout=subprocess.PIPE, text=True)
         background(writer.pid)
@@ -543,9 +543,10 @@ async def soak(args: argparse.Namespace, redis_url: str, workdir: Path,
     coalesced = metric(scrape, "flagedge_sse_events_total", outcome="coalesced")
     sent = metric(scrape, "flagedge_sse_events_total", outcome="sent")
     print("\nsummary")
-    print(f"  changes written: {wrote[1]} ({wrote[2]}/s) to "
-          f"{'the decoy' if args.decoy else 'the proxy' + chr(39) + 's Redis'}, and {wrote[3]} to "
-          f"the decoy in the quiet windows; proxy at version {versions.get(ENV)}")
+    target = "the decoy" if args.decoy else "the proxy's Redis"
+    control = f", and {wrote[3]} to the decoy in the quiet windows" if control_url else ""
+    print(f"  changes written: {wrote[1]} ({wrote[2]}/s) to {target}{control}; proxy at "
+          f"version {versions.get(ENV)}")
     print(f"  stalled streams still open at the end: {open_end:.0f}/{args.readers}; events "
           f"sent {sent:.0f}, coalesced (queue over its bound) {coalesced:.0f}")
     print(f"  events sent in the 5 s after the last change (fan-out backlog): {late:.0f}")
