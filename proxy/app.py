@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import hashlib
 import logging
 import secrets
@@ -22,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from proxy import gcpolicy
 from proxy.api import errors
 from proxy.api.admin import AdminApi
 from proxy.api.cache import ResultCache
@@ -144,13 +144,12 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
             rt.tasks.append(asyncio.create_task(source.run(), name=f"source:{type(source).__name__}"))
         if settings.metrics_dir is not None:
             rt.tasks.append(asyncio.create_task(_flush_metrics(rt), name="metrics-flush"))
-        # Everything allocated so far (modules, routes, compiled code) lives as long as the
-        # process: keep it out of the collector's full passes, which otherwise stall requests.
-        gc.collect()
-        gc.freeze()
-        # A full pass over the heap 1,000 open streams build still takes ~50 ms (bench/soak.py
-        # --gc-trace): run them every 100 generation-1 passes instead of every 10.
-        gc.set_threshold(*gc.get_threshold()[:2], 100)
+        gcpolicy.settle()  # what startup allocated stays out of every later pass
+        if settings.gc_period > 0:  # collect on a clock, not inside requests (proxy/gcpolicy.py)
+            rt.tasks.append(asyncio.create_task(
+                gcpolicy.collect_on_clock(settings.gc_period), name="gc-clock"))
+        else:
+            gcpolicy.automatic()
         log.info("flagedge serving (%s)", "offline file " + str(settings.flags)
                  if settings.flags else "redis")
         try:

@@ -50,6 +50,7 @@ class Settings:
     sse_max_connections: int = 20_000  # open SSE streams per worker process (503 beyond)
     sse_coalesce_ms: int = 100  # SSE changes within this window merge into one round
     sse_send_buffer: int = 65_536  # kernel send buffer per SSE stream, bytes (0: OS default)
+    gc_period: float = 2.0  # seconds between garbage collections (0: CPython's own schedule)
     access_log: bool = True  # query strings are always redacted
     log_level: str = "info"
     graceful_timeout: float = 10.0
@@ -184,6 +185,8 @@ def validate(s: Settings) -> None:
         raise SettingsError("cache_size: must not be negative")
     if s.sse_send_buffer < 0:
         raise SettingsError("sse_send_buffer: must not be negative (0 keeps the OS default)")
+    if s.gc_period < 0:
+        raise SettingsError("gc_period: must not be negative (0 keeps CPython's own schedule)")
     if s.stream_token_ttl < 60:
         raise SettingsError("stream_token_ttl: must be at least 60 seconds")
     if s.flags is not None and s.bootstrap is not None:

@@ -1,0 +1,110 @@
+"""Garbage collection on a clock (proxy/gcpolicy.py): passes come from the clock, not from
+whichever request allocated the 700th object; a burst still starts one; the thresholds come
+back when the clock stops. Collections are observed through ``gc.callbacks``."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from proxy import gcpolicy
+from proxy.config import Settings, SettingsError, validate
+from tests.unit.ofrep_app import App
+from tests.waiting import until
+
+
+@pytest.fixture
+def passes() -> Iterator[list[int]]:
+    """The generation of every collection that starts while the test runs."""
+    seen: list[int] = []
+
+    def record(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            seen.append(info["generation"])
+
+    thresholds = gc.get_threshold()
+    gc.callbacks.append(record)
+    try:
+        yield seen
+    finally:
+        gc.callbacks.remove(record)
+        gc.set_threshold(*thresholds)
+
+
+async def stopped(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_the_clock_collects_the_young_generations_every_period(passes: list[int]) -> None:
+    clock = asyncio.create_task(gcpolicy.collect_on_clock(0.02))
+    try:
+        await until(lambda: passes.count(1) >= 3, timeout=5, what="three clock passes")
+    finally:
+        await stopped(clock)
+
+
+async def test_allocations_between_ticks_start_no_pass(passes: list[int]) -> None:
+    clock = asyncio.create_task(gcpolicy.collect_on_clock(3600))
+    await asyncio.sleep(0)  # the clock task sets its threshold on its first step
+    try:
+        kept = [{"i": i} for i in range(5_000)]  # 7x CPython's default threshold of 700
+        assert len(kept) == 5_000
+        assert passes == []
+    finally:
+        await stopped(clock)
+
+
+async def test_a_burst_past_the_safety_net_still_starts_a_pass(passes: list[int]) -> None:
+    clock = asyncio.create_task(gcpolicy.collect_on_clock(3600))
+    await asyncio.sleep(0)
+    try:
+        kept = [{"i": i} for i in range(gcpolicy.SAFETY_NET + 2_000)]
+        assert len(kept) > gcpolicy.SAFETY_NET
+        assert 0 in passes
+    finally:
+        await stopped(clock)
+
+
+async def test_every_full_period_the_whole_heap_is_collected(passes: list[int]) -> None:
+    clock = asyncio.create_task(gcpolicy.collect_on_clock(0.02, full_period=0.04))
+    try:
+        await until(lambda: 2 in passes, timeout=5, what="a full pass")
+        assert 1 in passes  # the ticks in between collect the young generations only
+    finally:
+        await stopped(clock)
+
+
+async def test_the_thresholds_come_back_when_the_clock_stops(passes: list[int]) -> None:
+    gc.set_threshold(700, 10, 100)
+    clock = asyncio.create_task(gcpolicy.collect_on_clock(3600))
+    await asyncio.sleep(0)
+    assert gc.get_threshold() == (gcpolicy.SAFETY_NET, 10, 100)
+    await stopped(clock)
+    assert gc.get_threshold() == (700, 10, 100)
+
+
+@pytest.mark.parametrize(("period", "clocked"), [(2.0, True), (0.0, False)])
+async def test_serve_collects_on_a_clock_unless_gc_period_is_0(
+        passes: list[int], period: float, clocked: bool) -> None:
+    gc.set_threshold(700, 10, 10)
+    gc.unfreeze()
+    app = App(Settings(env="test", gc_period=period))
+    async with app.app.router.lifespan_context(app.app):
+        await asyncio.sleep(0)
+        names = {task.get_name() for task in app.runtime.tasks}
+        assert ("gc-clock" in names) is clocked
+        # Clocked: the safety net. Automatic: CPython's schedule, full passes 10x rarer.
+        assert gc.get_threshold() == ((gcpolicy.SAFETY_NET, 10, 10) if clocked
+                                      else (700, 10, 100))
+        assert gc.get_freeze_count() > 0  # startup's objects are out of every pass
+    gc.unfreeze()  # the lifespan froze the test process's objects
+
+
+def test_a_negative_gc_period_is_refused_by_name() -> None:
+    with pytest.raises(SettingsError, match="gc_period"):
+        validate(Settings(gc_period=-1))
