@@ -63,9 +63,11 @@ async def test_a_burst_past_the_safety_net_still_starts_a_pass(passes: list[int]
     clock = asyncio.create_task(gcpolicy.collect_on_clock(3600))
     await asyncio.sleep(0)
     try:
-        kept = [{"i": i} for i in range(gcpolicy.SAFETY_NET + 2_000)]
-        assert len(kept) > gcpolicy.SAFETY_NET
-        assert 0 in passes
+        kept = [{"i": i} for i in range(3 * gcpolicy.SAFETY_NET + 2_000)]
+        assert len(kept) > 3 * gcpolicy.SAFETY_NET
+        # Each SAFETY_NET allocations a pass; every second one takes generation 1 as well, so
+        # the next tick never walks the whole burst at once.
+        assert 0 in passes and 1 in passes
     finally:
         await stopped(clock)
 
@@ -83,7 +85,7 @@ async def test_the_thresholds_come_back_when_the_clock_stops(passes: list[int]) 
     gc.set_threshold(700, 10, 100)
     clock = asyncio.create_task(gcpolicy.collect_on_clock(3600))
     await asyncio.sleep(0)
-    assert gc.get_threshold() == (gcpolicy.SAFETY_NET, 10, 100)
+    assert gc.get_threshold() == (gcpolicy.SAFETY_NET, gcpolicy.SAFETY_NET_YOUNG, 100)
     await stopped(clock)
     assert gc.get_threshold() == (700, 10, 100)
 
@@ -99,7 +101,8 @@ async def test_serve_collects_on_a_clock_unless_gc_period_is_0(
         names = {task.get_name() for task in app.runtime.tasks}
         assert ("gc-clock" in names) is clocked
         # Clocked: the safety net. Automatic: CPython's schedule, full passes 10x rarer.
-        assert gc.get_threshold() == ((gcpolicy.SAFETY_NET, 10, 10) if clocked
+        assert gc.get_threshold() == ((gcpolicy.SAFETY_NET, gcpolicy.SAFETY_NET_YOUNG, 10)
+                                      if clocked
                                       else (700, 10, 100))
         assert gc.get_freeze_count() > 0  # startup's objects are out of every pass
     gc.unfreeze()  # the lifespan froze the test process's objects
