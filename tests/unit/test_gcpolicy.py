@@ -82,12 +82,13 @@ async def test_every_full_period_the_whole_heap_is_collected(passes: list[int]) 
 
 
 async def test_the_thresholds_come_back_when_the_clock_stops(passes: list[int]) -> None:
-    gc.set_threshold(700, 10, 100)
+    gc.set_threshold(700, 10, 10)
     clock = asyncio.create_task(gcpolicy.collect_on_clock(3600))
     await asyncio.sleep(0)
-    assert gc.get_threshold() == (gcpolicy.SAFETY_NET, gcpolicy.SAFETY_NET_YOUNG, 100)
+    assert gc.get_threshold() == (gcpolicy.SAFETY_NET, gcpolicy.SAFETY_NET_YOUNG,
+                                  gcpolicy.SAFETY_NET_FULL)
     await stopped(clock)
-    assert gc.get_threshold() == (700, 10, 100)
+    assert gc.get_threshold() == (700, 10, 10)
 
 
 @pytest.mark.parametrize(("period", "clocked"), [(2.0, True), (0.0, False)])
@@ -101,8 +102,8 @@ async def test_serve_collects_on_a_clock_unless_gc_period_is_0(
         names = {task.get_name() for task in app.runtime.tasks}
         assert ("gc-clock" in names) is clocked
         # Clocked: the safety net. Automatic: CPython's schedule, full passes 10x rarer.
-        assert gc.get_threshold() == ((gcpolicy.SAFETY_NET, gcpolicy.SAFETY_NET_YOUNG, 10)
-                                      if clocked
+        assert gc.get_threshold() == ((gcpolicy.SAFETY_NET, gcpolicy.SAFETY_NET_YOUNG,
+                                       gcpolicy.SAFETY_NET_FULL) if clocked
                                       else (700, 10, 100))
         assert gc.get_freeze_count() > 0  # startup's objects are out of every pass
     gc.unfreeze()  # the lifespan froze the test process's objects
