@@ -9,14 +9,14 @@ again: in ``bench/soak.py`` the storm windows came out slower at p99 than the qu
 (A/A: 17 of 36).
 
 So the server collects on a clock: generations 0 and 1 every ``period`` seconds from a task,
-the whole heap every ``FULL_PERIOD_S``. A pass only walks what is still alive, so one pass
-every 2 s costs about what the dozen it replaces did together, and far fewer requests meet
-one. The allocation threshold stays, raised, as a safety net: a burst of
-allocations between two ticks (a thousand streams opening at once, a large ruleset loading)
-still starts a pass every ``SAFETY_NET`` allocations, and every second such pass takes
-generation 1 too, so what the next tick walks stays bounded (without that, the tick after a
-thousand streams opened walked them all: one 35 ms pass). docs/streams.md (seventh pass) has
-the numbers.
+and the whole heap when a ``FULL_PERIOD_S`` check finds the old generation grown by a
+quarter. A pass only walks what is still alive, so one pass every 2 s costs about what the
+dozen it replaces did together, and far fewer requests meet one. The allocation threshold
+stays, raised, as a safety net: a burst of allocations between two ticks (a thousand
+streams opening at once, a large ruleset loading) still starts a pass every
+``SAFETY_NET`` allocations, and every second such pass takes generation 1 too, so what the
+next tick walks stays bounded (without that, the tick after a thousand streams opened
+walked them all: one 35 ms pass). docs/streams.md (seventh pass) has the numbers.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ import gc
 SAFETY_NET = 10_000  # net container allocations that still start a pass between two ticks
 SAFETY_NET_YOUNG = 1  # safety passes before one also collects generation 1 (CPython: 10)
 SAFETY_NET_FULL = 100  # generation-1 passes (ticks too) before a safety pass is a full one
-FULL_PERIOD_S = 300.0  # the whole heap: ~50 ms with 1,000 open streams, so rarely
+FULL_PERIOD_S = 300.0  # how often a full pass is considered (~7 ms with 1,000 open streams)
+FULL_GROWTH = 1.25  # ... and run when the old generation grew this much since the last one
 
 
 def settle() -> None:
@@ -38,22 +39,35 @@ def settle() -> None:
 
 
 def automatic() -> None:
-    """CPython's own schedule (``gc_period = 0``), with a full pass every 100 generation-1
-    passes instead of every 10: a full pass over 1,000 open streams takes ~50 ms."""
+    """CPython's own schedule (``gc_period = 0``), with a full pass considered every 100
+    generation-1 passes instead of every 10: a full pass walks every object."""
     gc.set_threshold(*gc.get_threshold()[:2], 100)
 
 
 async def collect_on_clock(period: float, full_period: float = FULL_PERIOD_S) -> None:
-    """Run until cancelled (a task): generations 0-1 every ``period`` seconds, all three
-    every ``full_period`` seconds. The previous thresholds come back when it ends."""
+    """Run until cancelled (a task): generations 0-1 every ``period`` seconds. Every
+    ``full_period`` seconds, the whole heap too if the old generation has grown by a quarter
+    since the last full pass (CPython's own rule: a full pass walks everything, so it waits
+    until there is enough new to be worth it). The previous thresholds come back when it ends."""
     before = gc.get_threshold()
     gc.set_threshold(SAFETY_NET, SAFETY_NET_YOUNG, SAFETY_NET_FULL)
     full_every = max(1, round(full_period / period))
+    old_after_full = 0  # objects in generation 2 after the last full pass
     tick = 0
     try:
         while True:
             await asyncio.sleep(period)
             tick += 1
-            gc.collect(2 if tick % full_every == 0 else 1)
+            if tick % full_every == 0 and old_size() > old_after_full * FULL_GROWTH:
+                gc.collect(2)
+                old_after_full = old_size()
+            else:
+                gc.collect(1)
     finally:
         gc.set_threshold(*before)
+
+
+def old_size() -> int:
+    """Objects in the old generation (frozen ones excluded). One pass over a list, no
+    traversal: a small fraction of what a full collection costs."""
+    return len(gc.get_objects(generation=2))

@@ -72,11 +72,17 @@ async def test_a_burst_past_the_safety_net_still_starts_a_pass(passes: list[int]
         await stopped(clock)
 
 
-async def test_every_full_period_the_whole_heap_is_collected(passes: list[int]) -> None:
-    clock = asyncio.create_task(gcpolicy.collect_on_clock(0.02, full_period=0.04))
-    try:
-        await until(lambda: 2 in passes, timeout=5, what="a full pass")
-        assert 1 in passes  # the ticks in between collect the young generations only
+async def test_a_full_pass_comes_when_the_old_generation_has_grown_by_a_quarter(
+        passes: list[int]) -> None:
+    clock = asyncio.create_task(gcpolicy.collect_on_clock(0.01, full_period=0.01))
+    try:  # every tick considers a full pass
+        await until(lambda: 2 in passes, timeout=5, what="the first full pass")
+        ticks = passes.count(1)
+        await until(lambda: passes.count(1) >= ticks + 5, timeout=5, what="five more ticks")
+        assert passes.count(2) == 1  # nothing new in the old generation: young passes only
+        kept = [[i] for i in range(gcpolicy.old_size() // 2)]  # promoted by the next ticks
+        await until(lambda: passes.count(2) == 2, timeout=5, what="a second full pass")
+        assert kept
     finally:
         await stopped(clock)
 
