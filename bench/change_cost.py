@@ -1,9 +1,9 @@
 """Change cost: the proxy's CPU per applied rule change, against a bare Redis follower's.
 
-The soak (bench/soak.py) found that what moves the normal clients' p99 in a storm is the work
-of following and applying each change on the evaluation loop, not the stalled readers. This
-measures that work alone, with no clients and no readers, so the number is steady enough to
-compare two builds.
+What following and applying one change costs the evaluation loop, measured alone (no
+clients, no readers), so the number is steady enough to compare two builds. Written when the
+soak (bench/soak.py) pointed at this work for the storm's p99; the soak's seventh pass found
+the garbage collector instead (docs/streams.md), and this stays as the per-change figure.
 
 Starts its own redis-server (free port), seeds the soak's 50 flags, then starts on core 0
 both `flagedge serve` and a bare follower: a redis-py asyncio client (uvloop) blocked in
