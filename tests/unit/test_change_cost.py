@@ -3,26 +3,13 @@ process's own idle rate, scaled to the length of the writes."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from tests.bench_module import load
 
 
 def load_per_change():
-    sys.path.insert(0, str(BENCH))  # change_cost.py imports its siblings soak and benchutil
-    try:
-        spec = importlib.util.spec_from_file_location("bench_change_cost",
-                                                      BENCH / "change_cost.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module.per_change
-    finally:
-        sys.path.remove(str(BENCH))
+    return load("change_cost").per_change
 
 
 def test_idle_rate_is_taken_out_for_the_length_of_the_writes() -> None:

@@ -3,29 +3,18 @@ which window. The storm/quiet ratio the issue asks for rests on these."""
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
-import sys
 from array import array
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from tests.bench_module import load
 
 
 @pytest.fixture(scope="module")
 def soak() -> ModuleType:
-    sys.path.insert(0, str(BENCH))  # soak.py imports its sibling benchutil
-    try:
-        spec = importlib.util.spec_from_file_location("bench_soak", BENCH / "soak.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BENCH))
+    return load("soak")
 
 
 def test_windows_alternate_quiet_first_with_duration_of_each_kind(soak: ModuleType) -> None:
