@@ -16,7 +16,7 @@ venv: $(STAMP)
 
 ## Start the proxy with a local redis-server seeded with config/flags.json.
 run: $(STAMP)
-	$(PY) -m proxy.devrun
+	$(PY) -m proxy.dev.devrun
 
 ## Everything: unit, integration, chaos, conformance and browser tests.
 test: $(STAMP)

@@ -53,7 +53,7 @@ def follower_process(url: str, key: str) -> None:
     runs until stopped."""
     import uvloop
 
-    from proxy import redisurl
+    from proxy.storage import url as redisurl
 
     async def follow() -> None:
         client = redisurl.async_client(url)
@@ -111,10 +111,10 @@ def main() -> None:
     import httpx
     import redis
 
-    from proxy import publisher
-    from proxy.changeset import Document
-    from proxy.devredis import free_port
-    from proxy.sources import layout
+    from proxy.dev.devredis import free_port
+    from proxy.release import publisher
+    from proxy.release.changeset import Document
+    from proxy.storage import layout
     from tests.redis_server import RedisServer
     from tests.waiting import wait_until
 

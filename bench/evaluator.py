@@ -18,7 +18,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from proxy.evaluation.compiler import compile_document
+from proxy.evaluation.documents import compile_document
 from proxy.evaluation.engine import evaluate
 
 BOOL = {"on": True, "off": False}

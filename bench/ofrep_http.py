@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         serve_echo(args.echo)
         return 0
 
-    from proxy.devredis import free_port
+    from proxy.dev.devredis import free_port
     from proxy.keys import KeyRecord, dump_export, generate_key, hash_key
 
     wrk = ensure_wrk()

@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import redis
 import redis.asyncio as aredis
 
-from proxy import publisher
-from proxy.changeset import Document
-from proxy.devredis import start_redis
+from proxy.dev.devredis import start_redis
 from proxy.keys import KeyRing
+from proxy.release import publisher
+from proxy.release.changeset import Document
 from proxy.sources.redis import RedisSource
 from proxy.store import Change, Store
 

@@ -128,8 +128,8 @@ def writer_process(storm_url: str, control_url: str, rate: float, duration: floa
     ``duration`` s from now when ``period`` is 0. Prints the storm writes and their rate."""
     import redis
 
-    from proxy import publisher
-    from proxy.changeset import Plan
+    from proxy.release import publisher
+    from proxy.release.changeset import Plan
 
     if period > 0:
         windows = schedule(begin, period, duration)
@@ -297,7 +297,7 @@ threading.Thread(target=report, daemon=True).start()
 # objects kept: diagnostics must not add garbage-collector work to what they measure.
 ROUNDS_WRAPPER = """
 import functools, os, struct, time
-import proxy.fanout
+import proxy.streams.fanout
 fd = os.open(os.environ["SOAK_ROUNDS"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 def timed(method):
     @functools.wraps(method)
@@ -309,7 +309,7 @@ def timed(method):
             os.write(fd, struct.pack("dd", t0, time.monotonic()))
     return wrapper
 for name in ("_distribute_sliced", "_distribute_evaluated"):
-    setattr(proxy.fanout.FanOut, name, timed(getattr(proxy.fanout.FanOut, name)))
+    setattr(proxy.streams.fanout.FanOut, name, timed(getattr(proxy.streams.fanout.FanOut, name)))
 """
 
 RUN_PROXY = """
@@ -420,9 +420,10 @@ async def soak(args: argparse.Namespace, redis_url: str, workdir: Path,
     import httpx
     import redis
 
-    from proxy import keys, publisher
-    from proxy.changeset import Document
-    from proxy.devredis import free_port
+    from proxy import keys
+    from proxy.dev.devredis import free_port
+    from proxy.release import publisher
+    from proxy.release.changeset import Document
 
     rc = redis.Redis.from_url(redis_url)
     publisher.push(rc, ENV, Document.from_json(document()), author="soak")
@@ -675,7 +676,7 @@ def main() -> None:
           f"(nofile {limit}, {os.cpu_count()} cores"
           + (", proxy on core 0, the rest on core 1)" if args.pin else ", unpinned)"),
           flush=True)
-    from proxy.devredis import free_port
+    from proxy.dev.devredis import free_port
     from tests.redis_server import RedisServer
 
     decoy = args.decoy or (args.alternate > 0 and args.control == "decoy")

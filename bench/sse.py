@@ -253,8 +253,9 @@ def measure(label: str, server_pid: int, port: int, n: int, key: str, fire_fn,
 def bench_flagedge(n: int, redis_url: str, workdir: Path, stream: str = "events") -> dict:
     import redis
 
-    from proxy import keys, publisher
-    from proxy.devredis import free_port
+    from proxy import keys
+    from proxy.dev.devredis import free_port
+    from proxy.release import publisher
 
     client = redis.Redis.from_url(redis_url)
     doc = {"flags": {f"f{i}": {"state": "ENABLED", "variants": {"on": True, "off": False},
@@ -298,7 +299,7 @@ def bench_flagedge(n: int, redis_url: str, workdir: Path, stream: str = "events"
 def bench_bare(n: int) -> dict:
     import httpx
 
-    from proxy.devredis import free_port
+    from proxy.dev.devredis import free_port
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, __file__, "--bare", "--port", str(port)], cwd=ROOT)
@@ -333,7 +334,7 @@ def main() -> None:
     sizes = [int(x) for x in args.clients.split(",")]
     print(f"SSE fan-out: one push, N clients on the {args.stream} stream (nofile {limit}, "
           f"{os.cpu_count()} cores)", flush=True)
-    from proxy.devredis import free_port
+    from proxy.dev.devredis import free_port
     from tests.redis_server import RedisServer
 
     results = []

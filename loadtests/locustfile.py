@@ -350,8 +350,8 @@ class ChangeUser(User):
 
     @task
     def push_change(self) -> None:
-        from proxy import publisher
-        from proxy.changeset import Document, make_plan
+        from proxy.release import publisher
+        from proxy.release.changeset import Document, make_plan
 
         self.n += 1
         started = time.perf_counter()

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from proxy.devredis import free_port, start_redis  # noqa: E402
+from proxy.dev.devredis import free_port, start_redis  # noqa: E402
 
 ENV = "loadtest"
 REPORT = ROOT / "loadtests" / "report"

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from proxy.sources import layout
+from proxy.storage import layout
 
 log = logging.getLogger("flagedge.keys")
 

@@ -12,7 +12,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from proxy.devredis import free_port, redis_server_binary
+from proxy.dev.devredis import free_port, redis_server_binary
 from tests.waiting import wait_until
 
 __all__ = ["RedisServer", "free_port", "redis_server_binary", "wait_until"]

@@ -12,9 +12,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from proxy.api import errors
+from proxy.api.auth import Authenticator
 from proxy.api.bulk_body import ofrep_item
 from proxy.api.context import BadContext, check_context, parse_request, read_body
-from proxy.auth import Authenticator
 from proxy.config import Settings
 from proxy.evaluation.engine import explain
 from proxy.model import ErrorCode

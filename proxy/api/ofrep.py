@@ -16,12 +16,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from proxy.api import errors
+from proxy.api.auth import Authenticator, Principal, header_map
 from proxy.api.bulk_body import BulkBodies, exposure, ofrep_item
 from proxy.api.cache import CachedResult, ResultCache
 from proxy.api.context import BadContext, check_context, parse_request, read_body
 from proxy.api.metrics import HotMetrics
 from proxy.api.tokens import StreamTokens
-from proxy.auth import Authenticator, Principal, header_map
 from proxy.config import Settings
 from proxy.evaluation.engine import evaluate, evaluate_all
 from proxy.model import ErrorCode, FlagSet

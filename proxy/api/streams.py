@@ -9,7 +9,7 @@
 
 Every stream: ``id:`` is the environment version, ``Last-Event-ID`` resumes, a ``retry:``
 hint comes first, a heartbeat comment every 15 s, auth by header or ``?token=``/``?key=``.
-Per-connection queues and coalescing live in :mod:`proxy.fanout`. Query strings (keys,
+Per-connection queues and coalescing live in :mod:`proxy.streams.fanout`. Query strings (keys,
 tokens, contexts) are never logged here.
 """
 
@@ -35,15 +35,15 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Message, Receive, Scope, Send
 
 from proxy.api import errors
+from proxy.api.auth import Authenticator
 from proxy.api.context import BadContext, check_context
-from proxy.auth import Authenticator
-from proxy.changelog import ChangeLog
-from proxy.fanout import FanOut
-from proxy.http_protocol import body_writer, connection_transport
 from proxy.model import ErrorCode, FlagSet
-from proxy.sse_frames import PING, PROPAGATION_BUCKETS, id_only
+from proxy.server.http_protocol import body_writer, connection_transport
 from proxy.store import Store
-from proxy.stream_connection import CapExceeded, Connection, StreamKind
+from proxy.streams.connection import CapExceeded, Connection, StreamKind
+from proxy.streams.fanout import FanOut
+from proxy.streams.frames import PING, PROPAGATION_BUCKETS, id_only
+from proxy.streams.history import ChangeLog
 
 log = logging.getLogger("flagedge.streams")
 
@@ -332,7 +332,7 @@ def limit_send_buffers(transport: asyncio.WriteTransport, kernel_bytes: int) -> 
     - The kernel send buffer: capped at ``kernel_bytes`` (0: left to the OS, whose autotuning
       grows it to 4 MB), so a stalled socket stops taking bytes after ~2x that, not ~4 MB.
 
-    The transport comes from ``proxy.http_protocol.connection_transport``."""
+    The transport comes from ``proxy.server.http_protocol.connection_transport``."""
     # Closed meanwhile (uvloop: RuntimeError, or a pseudo-socket at fd -1): nothing to tune.
     with contextlib.suppress(OSError, RuntimeError, ValueError):
         transport.set_write_buffer_limits(high=0)
@@ -349,12 +349,12 @@ async def _until_disconnect(receive: Receive) -> None:
 
 
 def mount(rt: Any) -> list[BaseRoute]:
-    """Build the streams surface on the app's runtime (``proxy.app.Runtime``): its routes,
+    """Build the streams surface on the app's runtime (``proxy.server.app.Runtime``): its routes,
     started now, stopped by the lifespan's shutdown hooks."""
     settings = rt.settings
     redis = None
     if getattr(settings, "flags", None) is None and getattr(settings, "redis", None):
-        from proxy.redisurl import async_client  # resume replay (XREVRANGE); lazy connect
+        from proxy.storage.url import async_client  # resume replay (XREVRANGE); lazy connect
 
         redis = async_client(settings.redis, cluster=bool(getattr(settings, "cluster", False)))
     streams = StreamsApi(rt.store, rt.auth, settings=settings, keyring=rt.keyring,

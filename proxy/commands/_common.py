@@ -26,7 +26,7 @@ EXIT_CODES = ("exit codes: 0 ok, 1 invalid input, 2 usage error or unreadable fi
 
 
 def add_redis_arguments(parser: argparse.ArgumentParser) -> None:
-    from proxy.redisurl import ENV_VAR
+    from proxy.storage.url import ENV_VAR
 
     parser.epilog = EXIT_CODES
 
@@ -48,14 +48,14 @@ def default_author() -> str:
 
 
 def client(args: argparse.Namespace) -> Any:
-    from proxy.redisurl import default_url, sync_client
+    from proxy.storage.url import default_url, sync_client
 
     return sync_client(args.redis or default_url(), cluster=getattr(args, "cluster", False),
                        socket_connect_timeout=5, socket_timeout=30)
 
 
 def redis_url(args: argparse.Namespace) -> str:
-    from proxy.redisurl import default_url, redact
+    from proxy.storage.url import default_url, redact
 
     return redact(args.redis or default_url())
 
@@ -75,7 +75,7 @@ def guarded(args: argparse.Namespace, body: Any) -> int:
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
     from proxy.model import InvalidDocument
-    from proxy.publisher import ConflictError
+    from proxy.release.publisher import ConflictError
 
     try:
         return int(body())

@@ -23,9 +23,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from proxy import publisher
-    from proxy.changeset import describe
-    from proxy.sources.layout import check_env
+    from proxy.release import publisher
+    from proxy.release.changeset import describe
+    from proxy.storage.layout import check_env
 
     check_env(args.env)
     new = publisher.parse_file(args.file)

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from proxy import publisher
+    from proxy.release import publisher
 
     client = c.client(args)
     if args.action == "list":
@@ -43,7 +43,7 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"{e['env']:20}  {e['version']:>7}  {e['flags']:>5}  {when:19}  "
                       f"{e['updated_by']}")
         return c.OK
-    from proxy.sources.layout import check_env
+    from proxy.storage.layout import check_env
 
     check_env(args.env)
     if not args.yes:

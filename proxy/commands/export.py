@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from proxy import publisher
+    from proxy.release import publisher
 
     data = publisher.export(c.client(args), args.env)
     if args.output:

@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from proxy import publisher
+    from proxy.release import publisher
 
     entries = publisher.history(c.client(args), args.env, args.limit or None)
     if args.json:

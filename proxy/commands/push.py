@@ -36,15 +36,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from proxy import publisher
-    from proxy.changeset import describe
-    from proxy.sources.layout import check_env
+    from proxy.release import publisher
+    from proxy.release.changeset import describe
+    from proxy.storage.layout import check_env
 
     check_env(args.env)
     new = publisher.parse_file(args.file)
     samples = None
     if args.dry_run and args.sample:
-        from proxy.impact import load_samples
+        from proxy.release.preview import load_samples
 
         samples = load_samples(args.sample)
     client = c.client(args)
@@ -58,7 +58,7 @@ def _run(args: argparse.Namespace) -> int:
         raise publisher.ConflictError(args.env, args.expect_version, state.version)
     if args.dry_run:
         if not plan.empty:
-            from proxy.impact import rollout_impact, synthetic_contexts
+            from proxy.release.preview import rollout_impact, synthetic_contexts
 
             contexts = samples if samples is not None else synthetic_contexts()
             impacts = rollout_impact(state.document(), new, plan, contexts,

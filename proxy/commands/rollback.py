@@ -25,8 +25,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from proxy import publisher
-    from proxy.changeset import describe
+    from proxy.release import publisher
+    from proxy.release.changeset import describe
 
     client = c.client(args)
     state, plan = publisher.rollback_plan(client, args.env, args.to)

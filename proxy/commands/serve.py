@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from proxy.config import SettingsError, load_settings
-    from proxy.http_protocol import GatheringHttpToolsProtocol
+    from proxy.server.http_protocol import GatheringHttpToolsProtocol
 
     try:
         settings = load_settings(cli={k: v for k, v in vars(args).items() if not k.startswith("_")})
@@ -120,14 +120,14 @@ def run(args: argparse.Namespace) -> int:
     }
     if settings.workers > 1:
         try:
-            uvicorn.run("proxy.app:factory", factory=True, workers=settings.workers, **common)
+            uvicorn.run("proxy.server.app:factory", factory=True, workers=settings.workers, **common)
         finally:
             if temp_metrics is not None:
                 shutil.rmtree(temp_metrics, ignore_errors=True)
     else:
         import logging.config
 
-        from proxy.app import create_app
+        from proxy.server.app import create_app
 
         logging.config.dictConfig(common["log_config"])  # so create_app's warnings show
         uvicorn.run(create_app(settings), **common)

@@ -39,7 +39,7 @@ def summarize(flag_set: Any) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     import orjson
 
-    from proxy.evaluation.compiler import compile_document, load_document, validate_document
+    from proxy.evaluation.documents import compile_document, load_document, validate_document
     from proxy.model import InvalidDocument
 
     name = args.file

@@ -16,8 +16,8 @@ from typing import Any
 
 import orjson
 
-from proxy.evaluation.compiler import general_error, resolve
-from proxy.evaluation.jsonlogic import LogicCompiler, as_fn, describe
+from proxy.evaluation.documents import general_error, resolve
+from proxy.evaluation.jsonlogic.compiler import LogicCompiler, as_fn, describe
 from proxy.model import ErrorCode, EvaluationResult, Flag, FlagSet, FlagState, Reason, error_result
 
 log = logging.getLogger("flagedge.evaluation")

@@ -15,8 +15,8 @@ from typing import Any
 
 import orjson
 
-from proxy.changeset import canonical
 from proxy.model import Flag, FlagSet, InvalidDocument, Problem
+from proxy.release.changeset import canonical
 from proxy.store import Change
 
 log = logging.getLogger("flagedge.sources")
@@ -54,7 +54,7 @@ def _parse(raw: Any, path: str) -> tuple[Any, list[Problem]]:
 
 
 def _evaluators(raw: Any, previous: Mapping[str, Any], rej: Rejections) -> Mapping[str, Any]:
-    from proxy.evaluation.compiler import validate_evaluators
+    from proxy.evaluation.documents import validate_evaluators
 
     value, problems = _parse(raw, "$evaluators")
     if value is None and not problems:
@@ -84,7 +84,7 @@ def _metadata(raw: Any, previous: Mapping[str, Any], rej: Rejections) -> Mapping
 
 def _compile(key: str, raw: Any, evaluators: Mapping[str, Any], metadata: Mapping[str, Any],
              fallback: Flag | None, rej: Rejections) -> Flag | None:
-    from proxy.evaluation.compiler import compile_flag
+    from proxy.evaluation.documents import compile_flag
 
     value, problems = _parse(raw, f"flags.{key}")
     if not problems:

@@ -14,8 +14,8 @@ import os
 import secrets
 from pathlib import Path
 
-from proxy.changeset import canonical
 from proxy.model import FlagSet, InvalidDocument
+from proxy.release.changeset import canonical
 from proxy.store import Change, Store
 
 log = logging.getLogger("flagedge.sources.file")
@@ -25,7 +25,7 @@ def load_flag_file(path: Path, env: str, store: Store, *, version: int,
                    epoch: str) -> FlagSet | None:
     """Parse, validate and compile a flag file. On any problem: log each one (file, path),
     count a rejection and return None, so the caller keeps what it serves."""
-    from proxy.evaluation.compiler import compile_document, load_document
+    from proxy.evaluation.documents import compile_document, load_document
 
     try:
         data = path.read_bytes()

@@ -19,11 +19,11 @@ from typing import Any
 
 import orjson
 
-from proxy import redisurl
 from proxy.keys import KeyRecord, KeyRing, records_from_redis
-from proxy.sources import layout
 from proxy.sources.assemble import apply_change, build_full
 from proxy.sources.base import Backoff
+from proxy.storage import layout
+from proxy.storage import url as redisurl
 from proxy.store import Change, Store
 
 log = logging.getLogger("flagedge.sources.redis")

@@ -20,8 +20,8 @@ import orjson
 import pytest
 import redis
 
-from proxy import publisher
-from proxy.changeset import Document
+from proxy.release import publisher
+from proxy.release.changeset import Document
 from tests import waiting
 from tests.integration.conftest import ProxyServer, proxy_factory, proxy_server  # noqa: F401
 from tests.integration.streams_support import Stream

@@ -20,9 +20,10 @@ from typing import Any
 import pytest
 import redis
 
-from proxy import keys, publisher
-from proxy.changeset import Document
-from proxy.redisurl import sync_client
+from proxy import keys
+from proxy.release import publisher
+from proxy.release.changeset import Document
+from proxy.storage.url import sync_client
 from tests.chaos.conftest import Load, Recorder, ready_state, until
 from tests.integration.streams_support import Stream
 from tests.redis_server import RedisServer, free_port, redis_server_binary, wait_until
@@ -193,7 +194,7 @@ def _cluster_ok(server: RedisServer) -> bool:
 
 
 def _node_of(client: Any, servers: list[RedisServer], env: str) -> RedisServer:
-    from proxy.sources import layout
+    from proxy.storage import layout
 
     node = client.get_node_from_key(layout.flags_key(env))
     return next(s for s in servers if s.port == node.port)

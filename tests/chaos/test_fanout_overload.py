@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.changelog import ChangeLog
-from proxy.fanout import FanOut
 from proxy.store import Store
-from proxy.stream_connection import StreamKind
+from proxy.streams.connection import StreamKind
+from proxy.streams.fanout import FanOut
+from proxy.streams.history import ChangeLog
 from tests.unit.test_fanout import Env, drain
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -156,7 +156,7 @@ def main() -> int:
     ap.add_argument("--docs", type=int, default=1500)
     ap.add_argument("--show", type=int, default=15)
     args = ap.parse_args()
-    from proxy.evaluation.compiler import compile_document
+    from proxy.evaluation.documents import compile_document
     from proxy.evaluation.engine import evaluate
 
     fz = Fuzzer(args.seed)

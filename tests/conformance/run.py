@@ -20,7 +20,7 @@ def main() -> int:
     ap.add_argument("--examples", type=int, default=2)
     ap.add_argument("--shrink", action="store_true")
     args = ap.parse_args()
-    from proxy.evaluation.compiler import compile_document
+    from proxy.evaluation.documents import compile_document
     from proxy.evaluation.engine import evaluate
 
     started = time.monotonic()

@@ -37,7 +37,7 @@ def _reference(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _engine() -> tuple[Any, Any]:
-    from proxy.evaluation.compiler import compile_document
+    from proxy.evaluation.documents import compile_document
     from proxy.evaluation.engine import evaluate
 
     return compile_document, evaluate
@@ -140,7 +140,7 @@ REFUSED_BY_BOTH = {
 def test_invalid_documents_refused_by_both(name: str, reference_prefix: Path) -> None:
     """What the reference refuses (the document, or the flag's targeting: PARSE_ERROR),
     flagedge refuses at load with the flag's path."""
-    from proxy.evaluation.compiler import compile_document
+    from proxy.evaluation.documents import compile_document
     from proxy.model import InvalidDocument
 
     doc = REFUSED_BY_BOTH[name]

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.conformance
 
 
 def _engine() -> tuple[Any, Any]:
-    from proxy.evaluation.compiler import compile_document
+    from proxy.evaluation.documents import compile_document
     from proxy.evaluation.engine import evaluate
 
     return compile_document, evaluate

@@ -58,7 +58,7 @@ def shown(page: Any) -> dict[str, dict[str, str]]:
 
 def bucket_of(user: str, flag: str = ROLES["experiment"]) -> str | None:
     """The experiment arm the engine gives ``user`` (the same code the proxy runs)."""
-    from proxy.evaluation.compiler import compile_document, load_document
+    from proxy.evaluation.documents import compile_document, load_document
     from proxy.evaluation.engine import evaluate
 
     flag_set = compile_document(load_document(Path(FLAGS_FILE).read_bytes()))

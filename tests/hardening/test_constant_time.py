@@ -17,11 +17,11 @@ import time
 import pytest
 from starlette.requests import Request
 
+import proxy.api.auth as auth_module
 import proxy.api.tokens as tokens_module
-import proxy.auth as auth_module
 import proxy.keys as keys_module
+from proxy.api.auth import Authenticator, Principal
 from proxy.api.tokens import StreamTokens
-from proxy.auth import Authenticator, Principal
 from proxy.keys import KeyRecord, KeyRing, generate_key, hash_key
 
 

@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy.evaluation.compiler import compile_document, load_document, validate_document
+from proxy.evaluation.documents import compile_document, load_document, validate_document
 from proxy.evaluation.engine import evaluate, evaluate_all, explain
-from proxy.evaluation.jsonlogic import OPERATORS
+from proxy.evaluation.jsonlogic.compiler import OPERATORS
 from proxy.model import ErrorCode, EvaluationResult, InvalidDocument, Problem
 
 pytestmark = pytest.mark.slow  # ~30 s of fuzzing and hostile sizes: not in test-fast

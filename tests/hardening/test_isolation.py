@@ -16,7 +16,7 @@ import pytest
 
 from proxy.api.tokens import StreamTokens
 from proxy.keys import hash_key
-from proxy.sources import layout
+from proxy.storage import layout
 from tests.hardening.conftest import (
     BULK,
     TwoEnvs,

@@ -120,7 +120,7 @@ class ProxyServer:
     def push(self, doc: dict[str, Any] | bytes, env: str | None = None, wait: bool = True) -> int:
         """Publish a flag document (as `flagedge push` does); returns the new version and, by
         default, waits until this server serves it."""
-        from proxy import publisher
+        from proxy.release import publisher
 
         data = doc if isinstance(doc, bytes) else orjson.dumps(doc)
         document = publisher.parse_document(data, source="test")

@@ -54,7 +54,7 @@ def container_environ(extra: dict[str, str]) -> dict[str, str]:
 def test_entrypoint_serves_healthcheck_passes_and_sigterm_exits_cleanly(redis_server, tmp_path):
     import redis
 
-    from proxy import publisher
+    from proxy.release import publisher
 
     client = redis.Redis.from_url(redis_server.url)
     publisher.push(client, "prod", publisher.parse_file(ROOT / "config" / "flags.json"))

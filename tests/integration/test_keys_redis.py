@@ -11,7 +11,7 @@ import redis
 
 from proxy import keys
 from proxy.keys import KeyRing
-from proxy.sources import layout
+from proxy.storage import layout
 from tests.integration.test_cli_publish import flagedge
 
 pytestmark = pytest.mark.integration

@@ -9,9 +9,9 @@ import orjson
 import pytest
 import redis
 
-from proxy import publisher
-from proxy.changeset import Document
-from proxy.sources import layout
+from proxy.release import publisher
+from proxy.release.changeset import Document
+from proxy.storage import layout
 
 pytestmark = pytest.mark.integration
 

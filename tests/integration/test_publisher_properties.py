@@ -8,8 +8,8 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy import publisher
-from proxy.changeset import Document
+from proxy.release import publisher
+from proxy.release.changeset import Document
 
 pytestmark = pytest.mark.integration
 

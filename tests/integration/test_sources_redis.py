@@ -14,11 +14,11 @@ import orjson
 import pytest
 import redis
 
-from proxy import publisher
-from proxy.changeset import Document, Plan
 from proxy.keys import KeyRing
-from proxy.sources import layout
+from proxy.release import publisher
+from proxy.release.changeset import Document, Plan
 from proxy.sources.redis import RedisSource
+from proxy.storage import layout
 from proxy.store import Change, Store
 from tests.integration.source_support import stop, until
 from tests.redis_server import RedisServer, free_port

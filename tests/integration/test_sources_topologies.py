@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from proxy import keys, publisher
-from proxy.changeset import Document
+from proxy import keys
 from proxy.keys import KeyRing
-from proxy.redisurl import sync_client
-from proxy.sources import layout
+from proxy.release import publisher
+from proxy.release.changeset import Document
 from proxy.sources.redis import RedisSource
+from proxy.storage import layout
+from proxy.storage.url import sync_client
 from proxy.store import Store
 from tests.integration.source_support import stop, until
 from tests.redis_server import RedisServer, free_port, redis_server_binary, wait_until

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from proxy.sources.layout import changes_key
+from proxy.storage.layout import changes_key
 from tests.integration.streams_support import (
     Stream,
     b64_context,

@@ -9,10 +9,10 @@ from typing import Any
 
 import httpx
 
-from proxy.app import Runtime, build_runtime, create_app
 from proxy.config import Settings
-from proxy.evaluation.compiler import compile_document
+from proxy.evaluation.documents import compile_document
 from proxy.keys import KeyRecord, KeyRing, generate_key, hash_key
+from proxy.server.app import Runtime, build_runtime, create_app
 from proxy.store import Change, Store
 
 ENV = "test"

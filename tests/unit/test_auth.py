@@ -8,8 +8,8 @@ import orjson
 import pytest
 from starlette.requests import Request
 
+from proxy.api.auth import Authenticator, Principal, TokenBucket
 from proxy.api.tokens import StreamTokens
-from proxy.auth import Authenticator, Principal, TokenBucket
 from proxy.keys import KeyRecord, KeyRing, generate_key, hash_key
 
 

@@ -10,7 +10,7 @@ from proxy.api import bulk_body
 from proxy.api.bulk_body import BulkBodies
 from proxy.api.metrics import HotMetrics
 from proxy.api.ofrep import OfrepApi
-from proxy.evaluation.compiler import compile_document
+from proxy.evaluation.documents import compile_document
 from proxy.evaluation.engine import evaluate_all
 from proxy.model import FlagSet
 from proxy.sources.assemble import apply_change

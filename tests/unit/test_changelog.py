@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.changelog import ChangeLog, entry_from_redis, fetch_from_redis
 from proxy.model import Flag, FlagSet, FlagState, VariantType
 from proxy.store import Change
+from proxy.streams.history import ChangeLog, entry_from_redis, fetch_from_redis
 
 
 def flag(key: str, default: str = "on") -> Flag:
@@ -100,9 +100,9 @@ async def test_fetch_from_redis_replays_exactly_the_missing_versions(redis_serve
     import redis
     import redis.asyncio as aredis
 
-    from proxy.changeset import Document
-    from proxy.publisher import push
-    from proxy.sources.layout import changes_key
+    from proxy.release.changeset import Document
+    from proxy.release.publisher import push
+    from proxy.storage.layout import changes_key
 
     sync = redis.Redis.from_url(redis_server.url)
     for n in range(6):  # versions 1..6; version 4 adds g, version 5 removes it
@@ -138,10 +138,10 @@ async def test_history_rebuilds_an_old_version_from_the_before_side(redis_server
     import redis
     import redis.asyncio as aredis
 
-    from proxy.changelog import RedisHistory
-    from proxy.changeset import Document
-    from proxy.evaluation.compiler import compile_document
-    from proxy.publisher import push
+    from proxy.evaluation.documents import compile_document
+    from proxy.release.changeset import Document
+    from proxy.release.publisher import push
+    from proxy.streams.history import RedisHistory
 
     docs = [
         {"flags": {"a": {"state": "ENABLED", "variants": {"on": True, "off": False},

@@ -1,4 +1,4 @@
-from proxy.changeset import Document, canonical, describe, flag_changes, make_plan
+from proxy.release.changeset import Document, canonical, describe, flag_changes, make_plan
 
 ON = {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "on"}
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from proxy.evaluation.compiler import (
+from proxy.evaluation.documents import (
     compile_document,
     compile_flag,
     load_document,

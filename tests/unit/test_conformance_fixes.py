@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from proxy.evaluation.compiler import compile_document
+from proxy.evaluation.documents import compile_document
 from proxy.evaluation.engine import evaluate
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from proxy.evaluation.compiler import compile_document
+from proxy.evaluation.documents import compile_document
 from proxy.evaluation.engine import evaluate, evaluate_all, explain
 from proxy.model import ErrorCode, Reason
 

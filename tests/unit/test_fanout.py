@@ -11,13 +11,13 @@ import orjson
 import pytest
 import uvloop
 
-from proxy import fanout as fanout_module
-from proxy.changelog import ChangeLog
-from proxy.fanout import FanOut, yield_to_requests
 from proxy.model import Flag, FlagSet, FlagState, VariantType
-from proxy.sse_frames import PING
 from proxy.store import Change, Store
-from proxy.stream_connection import CapExceeded, Connection, StreamKind
+from proxy.streams import fanout as fanout_module
+from proxy.streams.connection import CapExceeded, Connection, StreamKind
+from proxy.streams.fanout import FanOut, yield_to_requests
+from proxy.streams.frames import PING
+from proxy.streams.history import ChangeLog
 from tests.waiting import until
 
 
@@ -287,7 +287,7 @@ async def test_heartbeat_only_on_idle_connections(setup):
 
 # -- the evaluated stream, with the real compiler and engine ---------------------------------
 def _compiled(version: int, banner_targeting: dict, color: str = "red") -> FlagSet:
-    from proxy.evaluation.compiler import compile_document
+    from proxy.evaluation.documents import compile_document
 
     doc = {"flags": {
         "banner": {"state": "ENABLED", "variants": {"on": True, "off": False},
@@ -464,7 +464,7 @@ async def test_throttle_merges_evaluated_patches_per_context():
 
 
 def test_merge_changes_keeps_the_final_state_of_each_touched_key():
-    from proxy.fanout import merge_changes
+    from proxy.streams.fanout import merge_changes
 
     fs = FlagSet(flags={"a": make_flag("a"), "c": make_flag("c")}, version=4, epoch="e1")
     merged = merge_changes([

@@ -1,4 +1,4 @@
-"""Garbage collection on a clock (proxy/gcpolicy.py): passes come from the clock, not from
+"""Garbage collection on a clock (proxy/server/gcpolicy.py): passes come from the clock, not from
 whichever request allocated the 700th object; a burst still starts one; the thresholds come
 back when the clock stops. Collections are observed through ``gc.callbacks``."""
 
@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from proxy import gcpolicy
 from proxy.config import Settings, SettingsError, validate
+from proxy.server import gcpolicy
 from tests.unit.ofrep_app import App
 from tests.waiting import until
 

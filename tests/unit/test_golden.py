@@ -9,7 +9,7 @@ from typing import Any
 import mmh3
 import pytest
 
-from proxy.evaluation.compiler import compile_document, validate_document
+from proxy.evaluation.documents import compile_document, validate_document
 from proxy.evaluation.engine import evaluate
 from proxy.model import ErrorCode, Reason
 

@@ -1,4 +1,4 @@
-"""One write per response (proxy.http_protocol), driven through uvicorn's real protocol code.
+"""One write per response (proxy.server.http_protocol), driven through uvicorn's real protocol code.
 
 The transport here records writes instead of sending them: the count of ``write`` calls is what
 is under test. Real sockets and streams go through it in every integration test.
@@ -15,7 +15,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from proxy.http_protocol import (
+from proxy.server.http_protocol import (
     GatheringHttpToolsProtocol,
     body_writer,
     connection_transport,

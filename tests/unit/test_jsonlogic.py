@@ -12,8 +12,14 @@ from typing import Any
 
 import pytest
 
-from proxy.evaluation.jsonlogic import apply, compile_logic
-from proxy.evaluation.jsvalue import JSThrow, number_to_string, str_to_number, to_string, truthy
+from proxy.evaluation.jsonlogic.compiler import apply, compile_logic
+from proxy.evaluation.jsonlogic.jsvalue import (
+    JSThrow,
+    number_to_string,
+    str_to_number,
+    to_string,
+    truthy,
+)
 
 D: dict[str, Any] = {
     "x": 1, "s": "abc", "n": None, "z": 0, "e": "", "arr": [1, 2, 3], "obj": {"a": {"b": 2}},
@@ -417,7 +423,7 @@ def test_constant_failures_follow_the_reference_timing() -> None:
 
 
 def test_evaluators_are_checked_leniently_on_their_own() -> None:
-    from proxy.evaluation.compiler import validate_document, validate_evaluators
+    from proxy.evaluation.documents import validate_document, validate_evaluators
 
     evaluators = {"bad": {"<=": [{"/": [{"var": "n"}, "0"]}, 1]}}
     assert validate_evaluators(evaluators) == []  # fine where the reference interprets it

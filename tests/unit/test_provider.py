@@ -19,7 +19,8 @@ from openfeature.event import ProviderEvent, ProviderEventDetails
 from openfeature.exception import ErrorCode, GeneralError
 from openfeature.provider import ProviderStatus
 
-from proxy.provider import FlagedgeProvider, _retry_after, to_context
+from proxy.provider import FlagedgeProvider
+from proxy.provider.inprocess import _retry_after, to_context
 from tests.redis_server import wait_until
 
 DOC = {

@@ -13,7 +13,7 @@ import pytest
 
 from proxy.evaluation.engine import evaluate
 from proxy.model import Reason
-from proxy.provider_rules import RulesState, StreamPayloadError
+from proxy.provider.rules import RulesState, StreamPayloadError
 
 
 def flag(on: str = "on", targeting: Any = None, **extra: Any) -> dict[str, Any]:

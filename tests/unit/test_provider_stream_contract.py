@@ -1,6 +1,6 @@
 """Contract between the server's rules-stream encoder and the provider's decoder, without a
 network: random rule histories are encoded with the streams' own frame builders
-(``proxy.sse_frames``), parsed by httpx-sse (the parser the provider uses) and applied to a
+(``proxy.streams.frames``), parsed by httpx-sse (the parser the provider uses) and applied to a
 :class:`RulesState`; after every version the provider's copy must equal the server's rules,
 evaluate the same, and announce at least the flags the change touched."""
 
@@ -16,13 +16,13 @@ from httpx_sse import EventSource
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.changelog import entry_from_change
-from proxy.evaluation.compiler import compile_document
+from proxy.evaluation.documents import compile_document
 from proxy.evaluation.engine import evaluate
 from proxy.model import FlagSet
-from proxy.provider_rules import RulesState
-from proxy.sse_frames import id_only, rules_entry, rules_put
+from proxy.provider.rules import RulesState
 from proxy.store import Change
+from proxy.streams.frames import id_only, rules_entry, rules_put
+from proxy.streams.history import entry_from_change
 
 KEYS = ["a", "b", "c", "d"]
 TARGETING: list[Any] = [

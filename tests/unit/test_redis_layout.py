@@ -2,9 +2,9 @@
 
 import pytest
 
-from proxy.redisurl import async_client, parse_sentinel, redact, sync_client
-from proxy.sources import layout
 from proxy.sources.base import Backoff
+from proxy.storage import layout
+from proxy.storage.url import async_client, parse_sentinel, redact, sync_client
 
 
 def test_keys_share_one_hash_tag_per_environment():

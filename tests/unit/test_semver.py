@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from proxy.evaluation.jsonlogic import apply, compile_logic
-from proxy.evaluation.semver import compare, parse_version
+from proxy.evaluation.jsonlogic.compiler import apply, compile_logic
+from proxy.evaluation.jsonlogic.semver import compare, parse_version
 
 
 @pytest.mark.parametrize(

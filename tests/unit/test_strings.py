@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from proxy.evaluation.jsonlogic import apply, compile_logic
+from proxy.evaluation.jsonlogic.compiler import apply, compile_logic
 
 
 @pytest.mark.parametrize(

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import semver as _semver
 
-from proxy.evaluation.builder import coerce_array
-from proxy.evaluation.builder import fn as as_fn
-from proxy.evaluation.jsvalue import MAX_SAFE_INTEGER, Const, to_string
+from proxy.evaluation.jsonlogic.base import coerce_array
+from proxy.evaluation.jsonlogic.base import fn as as_fn
+from proxy.evaluation.jsonlogic.jsvalue import MAX_SAFE_INTEGER, Const, to_string
 
 if TYPE_CHECKING:
-    from proxy.evaluation.jsonlogic import Compiled, LogicCompiler
+    from proxy.evaluation.jsonlogic.compiler import Compiled, LogicCompiler
 
 Version = tuple[int, int, int, str | None]
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from proxy.evaluation import access, arithmetic, operators_values
-from proxy.evaluation.builder import fn as _fn
-from proxy.evaluation.builder import is_const as _is_const
-from proxy.evaluation.jsvalue import (
+from proxy.evaluation.jsonlogic import access, arithmetic
+from proxy.evaluation.jsonlogic import arrays as operators_values
+from proxy.evaluation.jsonlogic.base import fn as _fn
+from proxy.evaluation.jsonlogic.base import is_const as _is_const
+from proxy.evaluation.jsonlogic.jsvalue import (
     FUNCTION,
     MAX_SAFE_INTEGER,
     Const,
@@ -26,7 +27,7 @@ from proxy.evaluation.jsvalue import (
 )
 
 if TYPE_CHECKING:
-    from proxy.evaluation.jsonlogic import Compiled, LogicCompiler
+    from proxy.evaluation.jsonlogic.compiler import Compiled, LogicCompiler
 
 
 # -- logic --------------------------------------------------------------------------------

@@ -4,11 +4,11 @@ when they cannot be replayed (DESIGN §5)."""
 
 from __future__ import annotations
 
-from proxy.changelog import Entry
-from proxy.fanout import FanOut  # fanout imports us lazily
 from proxy.model import FlagSet
-from proxy.sse_frames import id_only, notification, rules_entry
-from proxy.stream_connection import Connection, StreamKind
+from proxy.streams.connection import Connection, StreamKind
+from proxy.streams.fanout import FanOut  # fanout imports us lazily
+from proxy.streams.frames import id_only, notification, rules_entry
+from proxy.streams.history import Entry
 
 
 async def initial(fo: FanOut, conn: Connection, last_id: int | None) -> bytes:

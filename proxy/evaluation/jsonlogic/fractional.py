@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 import mmh3
 import orjson
 
-from proxy.evaluation.builder import fn as as_fn
-from proxy.evaluation.jsvalue import MISSING, Const, to_string
+from proxy.evaluation.jsonlogic.base import fn as as_fn
+from proxy.evaluation.jsonlogic.jsvalue import MISSING, Const, to_string
 
 if TYPE_CHECKING:
-    from proxy.evaluation.jsonlogic import Compiled, LogicCompiler
+    from proxy.evaluation.jsonlogic.compiler import Compiled, LogicCompiler
 
 MAX_TOTAL_WEIGHT = 2**31 - 1
 _VARIANT_TYPES = (str, int, float, bool, type(None))

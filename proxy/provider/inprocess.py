@@ -37,7 +37,7 @@ from openfeature.provider import AbstractProvider, Metadata, ProviderStatus
 
 from proxy.evaluation.engine import evaluate
 from proxy.model import FlagSet
-from proxy.provider_results import (
+from proxy.provider.results import (
     BOOLEAN,
     FLOAT,
     INTEGER,
@@ -48,7 +48,7 @@ from proxy.provider_results import (
     to_context,
     to_resolution,
 )
-from proxy.provider_rules import RulesState, StreamPayloadError
+from proxy.provider.rules import RulesState, StreamPayloadError
 
 log = logging.getLogger("flagedge.provider")
 

@@ -41,9 +41,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from proxy.evaluation import operators
-from proxy.evaluation.builder import fn as as_fn
-from proxy.evaluation.jsvalue import Const, JSThrow, to_string
+from proxy.evaluation.jsonlogic import logic as operators
+from proxy.evaluation.jsonlogic.base import fn as as_fn
+from proxy.evaluation.jsonlogic.jsvalue import Const, JSThrow, to_string
 from proxy.model import Problem
 
 Fn = Callable[[Any], Any]
@@ -378,7 +378,7 @@ def register(name: str, builder: Builder) -> None:
 
 
 def _register_flagd_operators() -> None:
-    from proxy.evaluation import fractional, semver, strings
+    from proxy.evaluation.jsonlogic import fractional, semver, strings
 
     register("fractional", fractional.build)
     register("sem_ver", semver.build)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from proxy.evaluation.jsvalue import Const
+from proxy.evaluation.jsonlogic.jsvalue import Const
 
 if TYPE_CHECKING:
-    from proxy.evaluation.jsonlogic import Compiled, LogicCompiler
+    from proxy.evaluation.jsonlogic.compiler import Compiled, LogicCompiler
 
 
 def fn(c: Any) -> Any:

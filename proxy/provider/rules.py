@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from proxy.evaluation.compiler import compile_document, compile_flag
+from proxy.evaluation.documents import compile_document, compile_flag
 from proxy.model import Flag, FlagSet, InvalidDocument
 
 

@@ -1,7 +1,7 @@
 """`make run`: a local redis-server of its own, the demo flags pushed to env ``dev``, a demo
 client key, and the proxy on :8080 (CORS ``*``). Ctrl-C stops both.
 
-Usage: ``python -m proxy.devrun [--port 8080] [--flags config/flags.json]``
+Usage: ``python -m proxy.dev.devrun [--port 8080] [--flags config/flags.json]``
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from proxy.devredis import start_redis
+from proxy.dev.devredis import start_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = "dev"
@@ -33,7 +33,7 @@ def _fail(what: str, result: subprocess.CompletedProcess[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m proxy.devrun", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m proxy.dev.devrun", description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.environ.get("FLAGEDGE_PORT", 8080)))
     parser.add_argument("--flags", type=Path, default=ROOT / "config" / "flags.json")
     args = parser.parse_args(argv)

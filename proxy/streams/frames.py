@@ -9,8 +9,8 @@ from typing import Any
 
 import orjson
 
-from proxy.changelog import Entry
 from proxy.model import JSON, FlagSet
+from proxy.streams.history import Entry
 
 
 def frame(event: str | None, version: int | None, data: bytes | None) -> bytes:

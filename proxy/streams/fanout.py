@@ -1,7 +1,7 @@
 """Change fan-out to SSE connections.
 
 The store calls :meth:`FanOut.on_change` synchronously on every publish; it records the change
-in the :class:`~proxy.changelog.ChangeLog` and hands it to one task per environment, which
+in the :class:`~proxy.streams.history.ChangeLog` and hands it to one task per environment, which
 encodes each change once per stream kind (once per distinct context for the evaluated
 stream) and pushes the bytes into every connection's bounded queue without ever awaiting a
 connection. A connection whose queue is full drops what it holds and is marked for a
@@ -21,9 +21,10 @@ from typing import Any
 
 import orjson
 
-from proxy.changelog import ChangeLog, Entry, RedisHistory, entry_from_change
 from proxy.model import EvaluationResult, Flag, FlagSet
-from proxy.sse_frames import (
+from proxy.store import Change, Store
+from proxy.streams.connection import CapExceeded, Connection, StreamKind
+from proxy.streams.frames import (
     Propagation,
     StreamStats,
     count,
@@ -33,8 +34,7 @@ from proxy.sse_frames import (
     rules_entry,
     rules_put,
 )
-from proxy.store import Change, Store
-from proxy.stream_connection import CapExceeded, Connection, StreamKind
+from proxy.streams.history import ChangeLog, Entry, RedisHistory, entry_from_change
 
 log = logging.getLogger("flagedge.fanout")
 
@@ -232,9 +232,9 @@ class FanOut:
 
     # -- first events: snapshot or resume ---------------------------------------------------
     async def initial(self, conn: Connection, last_id: int | None) -> bytes:
-        """What a new connection gets before its queue (see :func:`proxy.resume.initial`).
+        """What a new connection gets before its queue (see :func:`proxy.streams.resume.initial`).
         Must run right after :meth:`open`."""
-        from proxy.resume import initial
+        from proxy.streams.resume import initial
 
         return await initial(self, conn, last_id)
 

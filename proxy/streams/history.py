@@ -222,7 +222,7 @@ class RedisHistory:
 
     async def _fetch(self, env: str, version: int, current: int, epoch: str
                      ) -> list[Entry] | None:
-        from proxy.sources.layout import changes_key
+        from proxy.storage.layout import changes_key
 
         try:
             return await fetch_from_redis(self.redis, changes_key(env), version, current, epoch)
@@ -247,7 +247,7 @@ class RedisHistory:
 
 
 def rebuild(current: FlagSet, entries: list[Entry], version: int) -> FlagSet | None:
-    from proxy.evaluation.compiler import compile_document  # the engine helper's compiler
+    from proxy.evaluation.documents import compile_document  # the engine helper's compiler
 
     doc = current.to_document()
     flags: dict[str, JSON] = doc["flags"]

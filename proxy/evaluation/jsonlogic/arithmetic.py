@@ -13,10 +13,15 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from proxy.evaluation.builder import all_const as _all_const
-from proxy.evaluation.builder import apply_to_operand, coerce_array, function_op, single_operand
-from proxy.evaluation.builder import fn as _fn
-from proxy.evaluation.jsvalue import (
+from proxy.evaluation.jsonlogic.base import all_const as _all_const
+from proxy.evaluation.jsonlogic.base import (
+    apply_to_operand,
+    coerce_array,
+    function_op,
+    single_operand,
+)
+from proxy.evaluation.jsonlogic.base import fn as _fn
+from proxy.evaluation.jsonlogic.jsvalue import (
     FUNCTION,
     MAX_SAFE_INTEGER,
     Const,
@@ -29,7 +34,7 @@ from proxy.evaluation.jsvalue import (
 )
 
 if TYPE_CHECKING:
-    from proxy.evaluation.jsonlogic import Compiled, LogicCompiler
+    from proxy.evaluation.jsonlogic.compiler import Compiled, LogicCompiler
 
 # -- arithmetic ---------------------------------------------------------------------------
 def operand(x: Any) -> int | float:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from proxy.evaluation.builder import coerce_array
-from proxy.evaluation.builder import fn as _fn
-from proxy.evaluation.jsvalue import (
+from proxy.evaluation.jsonlogic.base import coerce_array
+from proxy.evaluation.jsonlogic.base import fn as _fn
+from proxy.evaluation.jsonlogic.jsvalue import (
     FUNCTION,
     MISSING,
     Const,
@@ -25,7 +25,7 @@ from proxy.evaluation.jsvalue import (
 )
 
 if TYPE_CHECKING:
-    from proxy.evaluation.jsonlogic import Compiled, LogicCompiler
+    from proxy.evaluation.jsonlogic.compiler import Compiled, LogicCompiler
 
 _OBJ_SPECIAL = frozenset(
     ["constructor", "hasOwnProperty", "isPrototypeOf", "propertyIsEnumerable", "toLocaleString", "toString", "valueOf", "__defineGetter__", "__defineSetter__", "__lookupGetter__", "__lookupSetter__", "__proto__"]

@@ -1,7 +1,7 @@
 """One open SSE stream on the fan-out side: a bounded queue of encoded events, and what the
 client holds (version, per-flag result hashes). Pushing never blocks: over the bound the
 queue is dropped and a snapshot owed, so a stalled reader costs bounded memory and nobody
-else waits (``proxy.fanout`` pushes, ``proxy.api.streams`` drains)."""
+else waits (``proxy.streams.fanout`` pushes, ``proxy.api.streams`` drains)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from proxy.sse_frames import PING, count
+from proxy.streams.frames import PING, count
 
 if TYPE_CHECKING:
-    from proxy.fanout import FanOut
+    from proxy.streams.fanout import FanOut
 
 
 class StreamKind(StrEnum):
@@ -51,7 +51,7 @@ class Connection:
         self._queued_bytes = 0
         self._waiter: asyncio.Future[None] | None = None
         # Set by the stream once its response is under way: writes one event straight to the
-        # socket, False when it cannot now (proxy.http_protocol.body_writer). Used only while
+        # socket, False when it cannot now (proxy.server.http_protocol.body_writer). Used only while
         # the stream is parked in wait() with nothing queued, so events keep their order.
         self.direct: Callable[[bytes], bool] | None = None
         self._parked = False

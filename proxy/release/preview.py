@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 
-from proxy.changeset import Document, Plan, canonical
 from proxy.model import ErrorCode, Flag, FlagSet, InvalidDocument
+from proxy.release.changeset import Document, Plan, canonical
 
 SYNTHETIC_COUNT = 10_000
 
@@ -44,7 +44,7 @@ def load_samples(path: Path | str) -> list[dict[str, Any]]:
 def _compile(doc: Document) -> FlagSet:
     """Compile flag by flag: a flag that does not compile (stored by another tool) is left
     out rather than failing the whole estimate."""
-    from proxy.evaluation.compiler import compile_flag
+    from proxy.evaluation.documents import compile_flag
 
     flags: dict[str, Flag] = {}
     for key, raw in doc.flags.items():

@@ -7,10 +7,15 @@ import math
 import threading
 from typing import TYPE_CHECKING, Any
 
-from proxy.evaluation.builder import all_const as _all_const
-from proxy.evaluation.builder import apply_to_operand, coerce_array, function_op, single_operand
-from proxy.evaluation.builder import fn as _fn
-from proxy.evaluation.jsvalue import (
+from proxy.evaluation.jsonlogic.base import all_const as _all_const
+from proxy.evaluation.jsonlogic.base import (
+    apply_to_operand,
+    coerce_array,
+    function_op,
+    single_operand,
+)
+from proxy.evaluation.jsonlogic.base import fn as _fn
+from proxy.evaluation.jsonlogic.jsvalue import (
     MISSING,
     Const,
     JSThrow,
@@ -26,7 +31,7 @@ from proxy.evaluation.jsvalue import (
 )
 
 if TYPE_CHECKING:
-    from proxy.evaluation.jsonlogic import Compiled, LogicCompiler
+    from proxy.evaluation.jsonlogic.compiler import Compiled, LogicCompiler
 
 __all__ = ["BUILDERS", "coerce_array", "function_op"]
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import orjson
 
-from proxy.evaluation.jsonlogic import LogicCompiler, as_fn
-from proxy.evaluation.jsvalue import Const, JSThrow, to_string
+from proxy.evaluation.jsonlogic.compiler import LogicCompiler, as_fn
+from proxy.evaluation.jsonlogic.jsvalue import Const, JSThrow, to_string
 from proxy.model import (
     JSON,
     EvaluationResult,

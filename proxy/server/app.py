@@ -21,9 +21,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from proxy import gcpolicy
 from proxy.api import errors
 from proxy.api.admin import AdminApi
+from proxy.api.auth import Authenticator
 from proxy.api.cache import ResultCache
 from proxy.api.fastpath import FastOfrep
 from proxy.api.health import Health
@@ -31,9 +31,9 @@ from proxy.api.metrics import Metrics
 from proxy.api.ofrep import OfrepApi
 from proxy.api.openapi import OpenApi
 from proxy.api.tokens import StreamTokens
-from proxy.auth import Authenticator
 from proxy.config import Settings
 from proxy.keys import KeyRing
+from proxy.server import gcpolicy
 from proxy.store import Store
 
 log = logging.getLogger("flagedge.app")
@@ -145,7 +145,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
         if settings.metrics_dir is not None:
             rt.tasks.append(asyncio.create_task(_flush_metrics(rt), name="metrics-flush"))
         gcpolicy.settle()  # what startup allocated stays out of every later pass
-        if settings.gc_period > 0:  # collect on a clock, not inside requests (proxy/gcpolicy.py)
+        if settings.gc_period > 0:  # collect on a clock, not inside requests (proxy/server/gcpolicy.py)
             rt.tasks.append(asyncio.create_task(
                 gcpolicy.collect_on_clock(settings.gc_period), name="gc-clock"))
         else:

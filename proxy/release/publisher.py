@@ -17,10 +17,10 @@ from typing import Any
 
 import orjson
 
-from proxy.changeset import Document, Plan, canonical, make_plan
 from proxy.keys import ensure_secret
 from proxy.model import InvalidDocument, Problem
-from proxy.sources import layout
+from proxy.release.changeset import Document, Plan, canonical, make_plan
+from proxy.storage import layout
 
 SCHEMA_URL = "https://flagd.dev/schema/v0/flags.json"
 UNPARSABLE = "$unparsable"  # stands for stored JSON that does not parse (see document())
@@ -110,7 +110,7 @@ def read_state(client: Any, env: str) -> RemoteState:
 def parse_file(path: Path | str) -> Document:
     """Read, parse and validate a flag document; raises InvalidDocument with every problem
     (paths prefixed by the file name) or OSError."""
-    from proxy.evaluation.compiler import compile_document, load_document, validate_document
+    from proxy.evaluation.documents import compile_document, load_document, validate_document
 
     data = sys.stdin.buffer.read() if str(path) == "-" else Path(path).read_bytes()
     return parse_document(data, source=str(path), compile_document=compile_document,
@@ -120,7 +120,7 @@ def parse_file(path: Path | str) -> Document:
 def parse_document(data: bytes, *, source: str, compile_document: Any = None,
                    load_document: Any = None, validate_document: Any = None) -> Document:
     if compile_document is None:
-        from proxy.evaluation.compiler import compile_document, load_document, validate_document
+        from proxy.evaluation.documents import compile_document, load_document, validate_document
     try:
         doc = load_document(data)
     except InvalidDocument as exc:

@@ -1,0 +1,3 @@
+from proxy.provider.inprocess import FlagedgeProvider
+
+__all__ = ["FlagedgeProvider"]
