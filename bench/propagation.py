@@ -31,10 +31,11 @@ import redis.asyncio as aredis
 
 from proxy.dev.devredis import start_redis
 from proxy.keys import KeyRing
+from proxy.model import Change
 from proxy.release import publisher
 from proxy.release.changeset import Document
 from proxy.sources.redis import RedisSource
-from proxy.store import Change, Store
+from proxy.store import Store
 
 ENV = "bench"
 STAMPED_XADD = """

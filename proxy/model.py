@@ -6,12 +6,23 @@ objects and the API serialises them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeAlias
 
+import orjson
+
 JSON: TypeAlias = Any
+
+
+def canonical(value: JSON) -> bytes:
+    """The stored form of a flag / evaluators / metadata value: sorted keys, compact. Both
+    sides compare in it (the write side's diff, the read side's "did this flag change?"), so
+    reformatting a file is not a change while ``1`` vs ``1.0`` vs ``true`` still are."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
 Scalar: TypeAlias = str | int | float | bool
 #: A compiled targeting rule: takes the rule data (request context plus ``$flagd``) and returns
 #: the raw JsonLogic result (a variant name, a bool, ``None``...). It may raise on bad runtime
@@ -152,3 +163,18 @@ class InvalidDocument(ValueError):
     def __init__(self, problems: list[Problem]):
         self.problems = problems
         super().__init__("; ".join(str(p) for p in problems[:5]) + (" ..." if len(problems) > 5 else ""))
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What one publish changed in one environment."""
+
+    env: str
+    version: int
+    upserted: frozenset[str] = frozenset()  # flag keys added or changed
+    deleted: frozenset[str] = frozenset()  # flag keys removed
+    evaluators_changed: bool = False
+    metadata_changed: bool = False
+    reset: bool = False  # whole set replaced (load, resync, new epoch): recompute everything
+    written_at: float | None = None  # Unix seconds of the source write, for propagation metrics
+    applied_at: float = field(default_factory=time.time)

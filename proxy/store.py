@@ -13,24 +13,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from proxy.model import FlagSet
+from proxy.model import Change, FlagSet
 
 log = logging.getLogger("flagedge.store")
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    """What one publish changed in one environment."""
-
-    env: str
-    version: int
-    upserted: frozenset[str] = frozenset()  # flag keys added or changed
-    deleted: frozenset[str] = frozenset()  # flag keys removed
-    evaluators_changed: bool = False
-    metadata_changed: bool = False
-    reset: bool = False  # whole set replaced (load, resync, new epoch): recompute everything
-    written_at: float | None = None  # Unix seconds of the source write, for propagation metrics
-    applied_at: float = field(default_factory=time.time)
 
 
 Subscriber = Callable[[Change, FlagSet], None]

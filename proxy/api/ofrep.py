@@ -24,8 +24,8 @@ from proxy.api.metrics import HotMetrics
 from proxy.api.tokens import StreamTokens
 from proxy.config import Settings
 from proxy.evaluation.engine import evaluate, evaluate_all
-from proxy.model import ErrorCode, FlagSet
-from proxy.store import Change, Store
+from proxy.model import Change, ErrorCode, FlagSet
+from proxy.store import Store
 
 EVENTS_PATH = "/ofrep/v1/events"
 CATCH_UP_TIMEOUT = 0.5  # flagConfigEtag newer than us: wait this long for the store

@@ -12,21 +12,9 @@ from typing import Any
 
 import orjson
 
+from proxy.model import canonical
+
 JSONValue = Any
-
-
-def canonical(value: JSONValue) -> bytes:
-    """The stored form of a flag / evaluators / metadata value."""
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-
-
-def recanonical(raw: bytes | str) -> bytes:
-    """Stored bytes (maybe written by another tool) in canonical form; unparsable input is
-    returned as is so it compares unequal to anything valid."""
-    try:
-        return canonical(orjson.loads(raw))
-    except orjson.JSONDecodeError:
-        return raw.encode() if isinstance(raw, str) else raw
 
 
 @dataclass(frozen=True, slots=True)

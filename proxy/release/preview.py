@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 
-from proxy.model import ErrorCode, Flag, FlagSet, InvalidDocument
-from proxy.release.changeset import Document, Plan, canonical
+from proxy.model import ErrorCode, Flag, FlagSet, InvalidDocument, canonical
+from proxy.release.changeset import Document, Plan
 
 SYNTHETIC_COUNT = 10_000
 

@@ -18,8 +18,8 @@ from typing import Any
 import orjson
 
 from proxy.keys import ensure_secret
-from proxy.model import InvalidDocument, Problem
-from proxy.release.changeset import Document, Plan, canonical, make_plan
+from proxy.model import InvalidDocument, Problem, canonical
+from proxy.release.changeset import Document, Plan, make_plan
 from proxy.storage import layout
 
 SCHEMA_URL = "https://flagd.dev/schema/v0/flags.json"

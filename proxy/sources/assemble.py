@@ -15,9 +15,7 @@ from typing import Any
 
 import orjson
 
-from proxy.model import Flag, FlagSet, InvalidDocument, Problem
-from proxy.release.changeset import canonical
-from proxy.store import Change
+from proxy.model import Change, Flag, FlagSet, InvalidDocument, Problem, canonical
 
 log = logging.getLogger("flagedge.sources")
 

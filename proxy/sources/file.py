@@ -14,9 +14,8 @@ import os
 import secrets
 from pathlib import Path
 
-from proxy.model import FlagSet, InvalidDocument
-from proxy.release.changeset import canonical
-from proxy.store import Change, Store
+from proxy.model import Change, FlagSet, InvalidDocument, canonical
+from proxy.store import Store
 
 log = logging.getLogger("flagedge.sources.file")
 

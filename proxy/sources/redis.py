@@ -20,11 +20,12 @@ from typing import Any
 import orjson
 
 from proxy.keys import KeyRecord, KeyRing, records_from_redis
+from proxy.model import Change
 from proxy.sources.assemble import apply_change, build_full
 from proxy.sources.base import Backoff
 from proxy.storage import layout
 from proxy.storage import url as redisurl
-from proxy.store import Change, Store
+from proxy.store import Store
 
 log = logging.getLogger("flagedge.sources.redis")
 BOOTSTRAP_EPOCH = "bootstrap:"

@@ -21,8 +21,8 @@ from typing import Any
 
 import orjson
 
-from proxy.model import EvaluationResult, Flag, FlagSet
-from proxy.store import Change, Store
+from proxy.model import Change, EvaluationResult, Flag, FlagSet
+from proxy.store import Store
 from proxy.streams.connection import CapExceeded, Connection, StreamKind
 from proxy.streams.frames import (
     Propagation,

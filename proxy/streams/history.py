@@ -20,8 +20,7 @@ from typing import Any
 
 import orjson
 
-from proxy.model import JSON, FlagSet
-from proxy.store import Change
+from proxy.model import JSON, Change, FlagSet
 
 log = logging.getLogger("flagedge.changelog")
 

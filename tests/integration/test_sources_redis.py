@@ -15,11 +15,12 @@ import pytest
 import redis
 
 from proxy.keys import KeyRing
+from proxy.model import Change
 from proxy.release import publisher
 from proxy.release.changeset import Document, Plan
 from proxy.sources.redis import RedisSource
 from proxy.storage import layout
-from proxy.store import Change, Store
+from proxy.store import Store
 from tests.integration.source_support import stop, until
 from tests.redis_server import RedisServer, free_port
 

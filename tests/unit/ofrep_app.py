@@ -12,8 +12,9 @@ import httpx
 from proxy.config import Settings
 from proxy.evaluation.documents import compile_document
 from proxy.keys import KeyRecord, KeyRing, generate_key, hash_key
+from proxy.model import Change
 from proxy.server.app import Runtime, build_runtime, create_app
-from proxy.store import Change, Store
+from proxy.store import Store
 
 ENV = "test"
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.model import Flag, FlagSet, FlagState, VariantType
-from proxy.store import Change
+from proxy.model import Change, Flag, FlagSet, FlagState, VariantType
 from proxy.streams.history import ChangeLog, entry_from_redis, fetch_from_redis
 
 

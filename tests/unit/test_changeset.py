@@ -1,4 +1,5 @@
-from proxy.release.changeset import Document, canonical, describe, flag_changes, make_plan
+from proxy.model import canonical
+from proxy.release.changeset import Document, describe, flag_changes, make_plan
 
 ON = {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "on"}
 

@@ -11,8 +11,8 @@ import orjson
 import pytest
 import uvloop
 
-from proxy.model import Flag, FlagSet, FlagState, VariantType
-from proxy.store import Change, Store
+from proxy.model import Change, Flag, FlagSet, FlagState, VariantType
+from proxy.store import Store
 from proxy.streams import fanout as fanout_module
 from proxy.streams.connection import CapExceeded, Connection, StreamKind
 from proxy.streams.fanout import FanOut, yield_to_requests

@@ -18,9 +18,8 @@ from hypothesis import strategies as st
 
 from proxy.evaluation.documents import compile_document
 from proxy.evaluation.engine import evaluate
-from proxy.model import FlagSet
+from proxy.model import Change, FlagSet
 from proxy.provider.rules import RulesState
-from proxy.store import Change
 from proxy.streams.frames import id_only, rules_entry, rules_put
 from proxy.streams.history import entry_from_change
 

@@ -2,7 +2,7 @@
 
 import orjson
 
-from proxy.release.changeset import canonical
+from proxy.model import canonical
 from proxy.sources.assemble import apply_change, build_full
 
 ON = {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "on"}

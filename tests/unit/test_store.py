@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from proxy.model import FlagSet
-from proxy.store import Change, Store
+from proxy.model import Change, FlagSet
+from proxy.store import Store
 
 
 def snapshot(version: int) -> FlagSet:
