@@ -178,3 +178,33 @@ class Change:
     reset: bool = False  # whole set replaced (load, resync, new epoch): recompute everything
     written_at: float | None = None  # Unix seconds of the source write, for propagation metrics
     applied_at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeRecord:
+    """One versioned write as the change log ``flagedge:{ENV}:changes`` stores it (DESIGN §3).
+
+    ``after`` is ``{"flags": {key: flag | null}, "$evaluators"?: {...}, "metadata"?: {...}}``
+    (null: deleted; evaluators and metadata are the complete new maps); ``before`` has the
+    same shape with the touched state before the write. Either is None when another tool
+    stored JSON that does not parse: the record is still listed, never replayed or undone.
+    """
+
+    id: str
+    version: int  # -1 when the entry carries no readable version
+    epoch: str
+    op: str
+    at: float  # Unix seconds of the write
+    author: str
+    message: str
+    before: Mapping[str, JSON] | None
+    after: Mapping[str, JSON] | None
+
+    @property
+    def readable(self) -> bool:
+        return self.before is not None and self.after is not None
+
+    @property
+    def flags(self) -> list[str]:
+        """The flag keys the write touched, sorted."""
+        return sorted((self.after or {}).get("flags", {}))

@@ -27,7 +27,7 @@ def _run(args: argparse.Namespace) -> int:
 
     entries = publisher.history(c.client(args), args.env, args.limit or None)
     if args.json:
-        c.print_json([e.to_json() for e in entries])
+        c.print_json([publisher.history_json(e) for e in entries])
         return c.OK
     if not entries:
         print(f"no history for environment {args.env}")

@@ -18,9 +18,10 @@ from typing import Any
 import orjson
 
 from proxy.keys import ensure_secret
-from proxy.model import InvalidDocument, Problem, canonical
+from proxy.model import ChangeRecord, InvalidDocument, Problem, canonical
 from proxy.release.changeset import Document, Plan, make_plan
-from proxy.storage import layout
+from proxy.storage import changes, layout
+from proxy.storage.replies import text
 
 SCHEMA_URL = "https://flagd.dev/schema/v0/flags.json"
 UNPARSABLE = "$unparsable"  # stands for stored JSON that does not parse (see document())
@@ -38,9 +39,6 @@ class ConflictError(Exception):
 class HistoryTooShort(LookupError):
     """The change log (capped) no longer reaches the requested version."""
 
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +100,9 @@ class PushResult:
 def read_state(client: Any, env: str) -> RemoteState:
     layout.check_env(env)
     flags, meta, last = client.eval(layout.SNAPSHOT_LUA, 3, *layout.env_keys(env))
-    raw_flags = {_s(flags[i]): flags[i + 1] for i in range(0, len(flags), 2)}
-    meta_map = {_s(meta[i]): _s(meta[i + 1]) for i in range(0, len(meta), 2)}
-    return RemoteState(env, raw_flags, meta_map, _s(last))
+    raw_flags = {text(flags[i]): flags[i + 1] for i in range(0, len(flags), 2)}
+    meta_map = {text(meta[i]): text(meta[i + 1]) for i in range(0, len(meta), 2)}
+    return RemoteState(env, raw_flags, meta_map, text(last))
 
 
 def parse_file(path: Path | str) -> Document:
@@ -163,12 +161,12 @@ def write(client: Any, env: str, plan: Plan, *, expect_version: int | None = Non
         args += [key, value]
     args += sorted(plan.removed)
     reply = client.eval(layout.WRITE_LUA, 3, *layout.env_keys(env), *args)
-    status, version, epoch = _s(reply[0]), int(reply[1]), _s(reply[2])
+    status, version, epoch = text(reply[0]), int(reply[1]), text(reply[2])
     if status == "conflict":
         raise ConflictError(env, expect_version or 0, version)
     if status == "ok":
         register_env(client, env)
-        return PushResult("ok", env, version, epoch, plan, _s(reply[3]))
+        return PushResult("ok", env, version, epoch, plan, text(reply[3]))
     return PushResult("noop", env, version, epoch, plan)
 
 
@@ -190,9 +188,9 @@ def register_env(client: Any, env: str) -> None:
 
 def list_envs(client: Any) -> list[dict[str, Any]]:
     out = []
-    for env in sorted(_s(e) for e in client.smembers(layout.ENVS)):
+    for env in sorted(text(e) for e in client.smembers(layout.ENVS)):
         meta = client.hgetall(layout.meta_key(env))
-        meta = {_s(k): _s(v) for k, v in meta.items()}
+        meta = {text(k): text(v) for k, v in meta.items()}
         out.append({
             "env": env, "version": int(meta.get("version", 0)), "epoch": meta.get("epoch", ""),
             "flags": client.hlen(layout.flags_key(env)),
@@ -222,57 +220,24 @@ def export(client: Any, env: str) -> bytes:
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
-    id: str
-    version: int
-    epoch: str
-    op: str
-    at: float
-    author: str
-    message: str
-    before: dict[str, Any] | None
-    after: dict[str, Any] | None
-
-    @property
-    def flags(self) -> list[str]:
-        return sorted((self.after or {}).get("flags", {}))
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "version": self.version, "at": self.at, "author": self.author,
-            "message": self.message, "op": self.op, "flags": self.flags,
-            "evaluators_changed": "$evaluators" in (self.after or {}),
-            "metadata_changed": "metadata" in (self.after or {}), "id": self.id,
-            "readable": self.before is not None and self.after is not None,
-        }
+def history_json(record: ChangeRecord) -> dict[str, Any]:
+    """One change record as ``flagedge history --json`` prints it."""
+    after = record.after or {}
+    return {
+        "version": record.version, "at": record.at, "author": record.author,
+        "message": record.message, "op": record.op, "flags": record.flags,
+        "evaluators_changed": "$evaluators" in after,
+        "metadata_changed": "metadata" in after, "id": record.id,
+        "readable": record.readable,
+    }
 
 
-def _json_field(value: Any) -> dict[str, Any] | None:
-    try:
-        parsed = orjson.loads(value or b"{}")
-    except orjson.JSONDecodeError:
-        return None  # built from stored JSON that did not parse
-    return parsed if isinstance(parsed, dict) else None
-
-
-def parse_entry(entry_id: Any, fields: dict[Any, Any]) -> HistoryEntry:
-    """One change entry. An unreadable before/after (another tool stored bad JSON) becomes
-    ``None``: history still lists the entry, rollback refuses to undo through it."""
-    f = {_s(k): v for k, v in fields.items()}
-    return HistoryEntry(
-        id=_s(entry_id), version=int(f.get("version", 0)), epoch=_s(f.get("epoch", b"")),
-        op=_s(f.get("op", b"")), at=float(f.get("at", 0) or 0), author=_s(f.get("author", b"")),
-        message=_s(f.get("message", b"")), before=_json_field(f.get("before")),
-        after=_json_field(f.get("after")),
-    )
-
-
-def history(client: Any, env: str, limit: int | None = None) -> list[HistoryEntry]:
-    """Newest first."""
+def history(client: Any, env: str, limit: int | None = None) -> list[ChangeRecord]:
+    """Newest first. An unreadable before/after (another tool stored bad JSON) is listed:
+    rollback refuses to undo through it."""
     layout.check_env(env)
     rows = client.xrevrange(layout.changes_key(env), "+", "-", count=limit)
-    return [parse_entry(i, f) for i, f in rows]
+    return [changes.parse(i, f) for i, f in rows]
 
 
 def state_at(client: Any, env: str, version: int) -> tuple[RemoteState, Document]:
@@ -284,32 +249,23 @@ def state_at(client: Any, env: str, version: int) -> tuple[RemoteState, Document
     if version < 0 or version > state.version:
         raise LookupError(f"environment {env} has versions 0..{state.version}; "
                           f"cannot roll back to {version}")
-    doc = state.document()
-    flags, evaluators, metadata = dict(doc.flags), dict(doc.evaluators), dict(doc.metadata)
+    doc = state.document().to_json()
     expected = state.version
     oldest = None
     if expected > version:
         for entry_id, fields in client.xrevrange(layout.changes_key(env), state.last_id, "-"):
-            entry = parse_entry(entry_id, fields)
-            if entry.version > expected:  # written after our snapshot: not ours to undo
+            record = changes.parse(entry_id, fields)
+            if record.version > expected:  # written after our snapshot: not ours to undo
                 continue
-            if entry.version != expected or entry.epoch not in ("", state.epoch):
+            if record.version != expected or record.epoch not in ("", state.epoch):
                 break
-            if entry.before is None:
+            if record.before is None:
                 raise HistoryTooShort(
                     f"cannot roll back environment {env} to version {version}: the change "
-                    f"entry of version {entry.version} is unreadable (bad JSON stored by "
+                    f"entry of version {record.version} is unreadable (bad JSON stored by "
                     "another tool)")
-            oldest = entry.version
-            for key, before in entry.before.get("flags", {}).items():
-                if before is None:
-                    flags.pop(key, None)
-                else:
-                    flags[key] = before
-            if "$evaluators" in entry.before:
-                evaluators = entry.before["$evaluators"]
-            if "metadata" in entry.before:
-                metadata = entry.before["metadata"]
+            oldest = record.version
+            doc = changes.undo(doc, record.before)
             expected -= 1
             if expected == version:
                 break
@@ -318,7 +274,7 @@ def state_at(client: Any, env: str, version: int) -> tuple[RemoteState, Document
         raise HistoryTooShort(
             f"cannot roll back environment {env} to version {version}: the change log "
             f"(capped, and reset when Redis loses data) only reaches {reach}")
-    return state, Document(flags, evaluators, metadata)
+    return state, Document(doc["flags"], doc["$evaluators"], doc["metadata"])
 
 
 def rollback_plan(client: Any, env: str, version: int) -> tuple[RemoteState, Plan]:

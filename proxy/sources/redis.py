@@ -17,22 +17,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from proxy.keys import KeyRecord, KeyRing, records_from_redis
 from proxy.model import Change
 from proxy.sources.assemble import apply_change, build_full
 from proxy.sources.base import Backoff
-from proxy.storage import layout
+from proxy.storage import changes, layout
 from proxy.storage import url as redisurl
+from proxy.storage.replies import text
 from proxy.store import Store
 
 log = logging.getLogger("flagedge.sources.redis")
 BOOTSTRAP_EPOCH = "bootstrap:"
 
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class RedisSource:
@@ -143,7 +139,7 @@ class RedisSource:
     # -- full loads ------------------------------------------------------------------------------
     async def _last_id(self, client: Any, key: str) -> str:
         rows = await client.xrevrange(key, "+", "-", count=1)
-        return _s(rows[0][0]) if rows else "0-0"
+        return text(rows[0][0]) if rows else "0-0"
 
     async def _load_everything(self, client: Any) -> None:
         started = time.perf_counter()
@@ -160,7 +156,7 @@ class RedisSource:
         if self._events_id is not None and not data_lost:
             for _id, fields in await client.xrange(layout.EVENTS, f"({self._events_id}",
                                                    events_last):
-                f = {_s(k): _s(v) for k, v in fields.items()}
+                f = {text(k): text(v) for k, v in fields.items()}
                 if f.get("type") == "env" and f.get("op") == "deleted":
                     self._forget_env(f.get("env", ""))
         self._events_id = events_last
@@ -173,7 +169,7 @@ class RedisSource:
         elif data_lost:
             log.warning("redis lost its data (no flagedge:secret, no keys); keeping %d known "
                         "keys until keys are written again", len(self.keyring))
-        listed = {_s(e) for e in await client.smembers(layout.ENVS)}
+        listed = {text(e) for e in await client.smembers(layout.ENVS)}
         for env in sorted(listed | set(self.store.envs())):
             await self._load_env(client, env, listed=env in listed)
         self.ready = True
@@ -183,9 +179,9 @@ class RedisSource:
     async def _load_env(self, client: Any, env: str, listed: bool = True,
                         written_at: float | None = None) -> None:
         flags, meta, last = await client.eval(layout.SNAPSHOT_LUA, 3, *layout.env_keys(env))
-        raw_flags = {_s(flags[i]): flags[i + 1] for i in range(0, len(flags), 2)}
-        meta_map = {_s(meta[i]): _s(meta[i + 1]) for i in range(0, len(meta), 2)}
-        self._last[env] = _s(last)
+        raw_flags = {text(flags[i]): flags[i + 1] for i in range(0, len(flags), 2)}
+        meta_map = {text(meta[i]): text(meta[i + 1]) for i in range(0, len(meta), 2)}
+        self._last[env] = text(last)
         current = self.store.get(env)
         if "version" not in meta_map:
             if current is not None:
@@ -271,8 +267,8 @@ class RedisSource:
                     return
                 reply = await client.xread({key: start}, block=self.block_ms, count=1000)
                 for k, entries in reply or []:
-                    await queue.put((_s(k), entries))
-                    last = _s(entries[-1][0])
+                    await queue.put((text(k), entries))
+                    last = text(entries[-1][0])
                     if env is None:
                         self._events_id = last
                     await queue.join()  # wait until applied before reading on
@@ -306,28 +302,25 @@ class RedisSource:
 
     async def _handle(self, client: Any, reply: list[Any]) -> None:
         for key, entries in reply:
-            key = _s(key)
+            key = text(key)
             if key == layout.EVENTS:
                 for entry_id, fields in entries:
-                    self._events_id = _s(entry_id)
-                    await self._on_event(client, {_s(k): _s(v) for k, v in fields.items()})
+                    self._events_id = text(entry_id)
+                    await self._on_event(client, {text(k): text(v) for k, v in fields.items()})
                 continue
             env = layout.env_of_changes_key(key)
             for entry_id, fields in entries:
                 if env not in self._last:
                     break  # deleted meanwhile
-                self._last[env] = _s(entry_id)
+                self._last[env] = text(entry_id)
                 if not await self._on_entry(client, env, fields):
                     break  # reloaded: the snapshot covers the rest of this batch
 
     async def _on_entry(self, client: Any, env: str, fields: dict[Any, Any]) -> bool:
         current = self.store.get(env)
-        try:
-            version = int(fields[b"version"])
-            epoch = _s(fields.get(b"epoch", b"")) or (current.epoch if current else "")
-            written_at = float(fields.get(b"at", 0)) or None
-        except (KeyError, ValueError):
-            version, epoch, written_at = -1, "", None
+        record = changes.parse("", fields)
+        version, written_at = record.version, record.at or None
+        epoch = record.epoch or (current.epoch if current else "")
         if (current is None or env in self._stale or epoch != current.epoch
                 or version != current.version + 1):
             if (current is not None and env not in self._stale and epoch == current.epoch
@@ -337,10 +330,10 @@ class RedisSource:
                      current.version if current else None, version, epoch)
             await self._load_env(client, env, written_at=written_at)
             return False
-        try:
-            after = orjson.loads(fields[b"after"])
-        except (KeyError, ValueError, orjson.JSONDecodeError) as exc:
-            log.error("bad change entry env=%s version=%d: %s; full reload", env, version, exc)
+        after = record.after
+        if after is None:
+            log.error("bad change entry env=%s version=%d: after is not a JSON object; full "
+                      "reload", env, version)
             await self._load_env(client, env, written_at=written_at)
             return False
         fs, change, rej = apply_change(current, env, version, after, written_at)

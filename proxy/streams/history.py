@@ -18,9 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
-from proxy.model import JSON, Change, FlagSet
+from proxy.evaluation.documents import compile_document
+from proxy.model import JSON, Change, ChangeRecord, FlagSet
+from proxy.storage import changes, layout
+from proxy.storage.replies import text
 
 log = logging.getLogger("flagedge.changelog")
 
@@ -59,27 +60,22 @@ def entry_from_change(change: Change, flag_set: FlagSet) -> Entry:
     )
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def entry_from_redis(fields: Mapping[Any, Any]) -> Entry:
-    """Parse one change-stream entry (fields: version, epoch, op, before, after, at, ...).
-    ``after`` holds ``{"flags": {key: flag | null}, "$evaluators"?: {...}, "metadata"?: {...}}``
-    where null means deleted; evaluators and metadata are the complete new maps."""
-    f = {_text(k): v for k, v in fields.items()}
-    after = orjson.loads(f.get("after") or b"{}") or {}
-    flags = after.get("flags") or {}
+def entry_from_record(record: ChangeRecord) -> Entry | None:
+    """A change-log record as the streams replay it; None when it cannot be replayed (its
+    JSON does not parse, or it has no version)."""
+    if record.after is None or record.before is None or record.version < 0:
+        return None
+    flags = record.after.get("flags") or {}
     return Entry(
-        version=int(_text(f["version"])),
-        at=float(_text(f.get("at") or 0)),
+        version=record.version,
+        at=record.at,
         upserted={k: v for k, v in sorted(flags.items()) if v is not None},
         deleted=tuple(sorted(k for k, v in flags.items() if v is None)),
-        evaluators=after.get("$evaluators"),
-        metadata=after.get("metadata"),
+        evaluators=record.after.get("$evaluators"),
+        metadata=record.after.get("metadata"),
         reset=False,
-        epoch=_text(f.get("epoch") or ""),
-        before=orjson.loads(f.get("before") or b"{}") or {},
+        epoch=record.epoch,
+        before=record.before,
     )
 
 
@@ -174,8 +170,10 @@ async def fetch_from_redis(redis: Any, stream_key: str, version: int, current: i
         if not page:
             return None
         read += len(page)
-        for _stream_id, fields in page:
-            entry = entry_from_redis(fields)
+        for stream_id, fields in page:
+            entry = entry_from_record(changes.parse(stream_id, fields))
+            if entry is None:
+                return None  # unreadable: the caller sends a fresh put
             if epoch and entry.epoch and entry.epoch != epoch:
                 return None
             if entry.version > current:
@@ -184,7 +182,7 @@ async def fetch_from_redis(redis: Any, stream_key: str, version: int, current: i
                 collected.reverse()
                 return collected if _contiguous(collected, version, current) else None
             collected.append(entry)
-        last_id = _text(page[-1][0])
+        last_id = text(page[-1][0])
         upper = "(" + last_id  # exclusive upper bound (Redis >= 6.2)
         if len(page) < REDIS_PAGE:
             # Reached the oldest entry without passing ``version``: the stream may simply
@@ -221,10 +219,8 @@ class RedisHistory:
 
     async def _fetch(self, env: str, version: int, current: int, epoch: str
                      ) -> list[Entry] | None:
-        from proxy.storage.layout import changes_key
-
         try:
-            return await fetch_from_redis(self.redis, changes_key(env), version, current, epoch)
+            return await fetch_from_redis(self.redis, layout.changes_key(env), version, current, epoch)
         except Exception as exc:  # Redis down: the caller sends a snapshot instead
             log.warning("change log read failed: %s", exc, extra={"env": env})
             return None
@@ -246,28 +242,16 @@ class RedisHistory:
 
 
 def rebuild(current: FlagSet, entries: list[Entry], version: int) -> FlagSet | None:
-    from proxy.evaluation.documents import compile_document  # the engine helper's compiler
-
+    """``current`` with the ``before`` side of each entry undone, newest first, compiled as
+    ``version``; None when an entry has no ``before`` (a ring entry) or the old version no
+    longer compiles (the caller sends a ``put`` instead)."""
     doc = current.to_document()
-    flags: dict[str, JSON] = doc["flags"]
-    evaluators = doc.get("$evaluators", {})
-    metadata = doc.get("metadata", {})
     for entry in reversed(entries):
-        before = entry.before
-        if before is None:
+        if entry.before is None:
             return None  # a ring entry: no ``before`` side recorded
-        for key, raw in (before.get("flags") or {}).items():
-            if raw is None:
-                flags.pop(key, None)
-            else:
-                flags[key] = raw
-        if "$evaluators" in before:
-            evaluators = before["$evaluators"] or {}
-        if "metadata" in before:
-            metadata = before["metadata"] or {}
+        doc = changes.undo(doc, entry.before)
     try:
-        return compile_document({"flags": flags, "$evaluators": evaluators, "metadata": metadata},
-                                version=version, epoch=current.epoch)
+        return compile_document(doc, version=version, epoch=current.epoch)
     except Exception as exc:  # an old version that no longer compiles: send a put instead
         log.info("cannot rebuild version %d: %s", version, exc)
         return None

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from proxy.model import Change, Flag, FlagSet, FlagState, VariantType
-from proxy.streams.history import ChangeLog, entry_from_redis, fetch_from_redis
+from proxy.storage import changes
+from proxy.streams.history import ChangeLog, entry_from_record, fetch_from_redis
 
 
 def flag(key: str, default: str = "on") -> Flag:
@@ -78,13 +79,20 @@ def test_snapshots_are_kept_for_the_newest_versions_only():
 
 
 def test_entry_from_redis_fields():
-    e = entry_from_redis({b"version": b"7", b"epoch": b"ep", b"op": b"upsert",
+    e = entry_from_record(changes.parse(b"1-0", {b"version": b"7", b"epoch": b"ep", b"op": b"upsert",
                           b"before": b'{"flags":{"a":{"x":1},"b":null}}',
                           b"after": b'{"flags":{"a":null,"b":{"y":2}},"$evaluators":{"e":1}}',
-                          b"at": b"1700000000.250000"})
+                          b"at": b"1700000000.250000"}))
+    assert e is not None
     assert e.version == 7 and e.epoch == "ep" and e.at == 1700000000.25
     assert e.upserted == {"b": {"y": 2}} and e.deleted == ("a",)
     assert e.evaluators == {"e": 1} and e.metadata is None
+
+
+def test_an_unreadable_record_is_never_replayed():
+    bad = changes.parse(b"1-0", {b"version": b"7", b"before": b"{", b"after": b"{}"})
+    assert entry_from_record(bad) is None
+    assert entry_from_record(changes.parse(b"1-0", {b"after": b"{}"})) is None  # no version
 
 
 def _doc(n: int, extra: dict | None = None) -> dict:
