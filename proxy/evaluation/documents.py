@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -28,6 +28,7 @@ from proxy.model import (
     Problem,
     Reason,
     VariantType,
+    canonical,
 )
 
 log = logging.getLogger("flagedge.evaluation")
@@ -334,12 +335,70 @@ def compile_document(doc: Any, *, version: int = 0, epoch: str = "", updated_at:
         raise InvalidDocument([Problem("", "document is nested too deeply")]) from None
     if problems:
         raise InvalidDocument(problems)
-    return FlagSet(
-        flags=flags,
-        evaluators=evaluators,
-        metadata=set_md,
-        version=version,
-        epoch=epoch,
-        updated_at=updated_at,
-        uses_timestamp=any(f.uses_timestamp for f in flags.values()),
-    )
+    return flag_set(flags, evaluators, set_md, version=version, epoch=epoch,
+                    updated_at=updated_at)
+
+
+# -- applying one change ---------------------------------------------------------------------
+#: Compile one flag of a change: (key, raw flag, evaluators, set metadata, the compiled flag it
+#: replaces or None) -> the flag to serve (None: none). The Redis source keeps the replaced flag
+#: when the new one is invalid; the provider raises.
+FlagCompiler = Callable[[str, Any, Mapping[str, Any], Mapping[str, Any], Flag | None], Flag | None]
+
+
+def compile_flag_strictly(key: str, raw: Any, evaluators: Mapping[str, Any],
+                          metadata: Mapping[str, Any], _replaced: Flag | None) -> Flag:
+    """A :data:`FlagCompiler` that raises InvalidDocument on a bad flag."""
+    return compile_flag(key, raw, evaluators, metadata)
+
+
+def flag_set(flags: Mapping[str, Flag], evaluators: Mapping[str, Any],
+             metadata: Mapping[str, Any], *, version: int, epoch: str,
+             updated_at: float) -> FlagSet:
+    return FlagSet(flags=flags, evaluators=evaluators, metadata=metadata, version=version,
+                   epoch=epoch, updated_at=updated_at,
+                   uses_timestamp=any(f.uses_timestamp for f in flags.values()))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AppliedChange:
+    flag_set: FlagSet
+    upserted: frozenset[str]  # flags whose compiled form changed (named or dependent)
+    deleted: frozenset[str]
+    evaluators_changed: frozenset[str]  # names of evaluators added, removed or changed
+    metadata_changed: bool
+
+
+def apply_after(current: FlagSet, flags: Mapping[str, Any], evaluators: Mapping[str, Any],
+                metadata: Mapping[str, Any], *, version: int, epoch: str, updated_at: float,
+                compile_one: FlagCompiler = compile_flag_strictly) -> AppliedChange:
+    """``current`` with one change's ``after`` side applied: ``flags`` maps each flag the
+    change names to its new definition (None: deleted); ``evaluators`` and ``metadata`` are
+    the complete maps after it. Only what can differ is compiled again: the flags it names,
+    and those whose referenced ``$evaluators`` or the set metadata (merged into every flag)
+    moved. Compared in canonical JSON, so ``1`` and ``1.0`` count as a change."""
+    moved = frozenset(k for k in {*current.evaluators, *evaluators}
+                      if canonical(current.evaluators.get(k)) != canonical(evaluators.get(k)))
+    metadata_moved = canonical(dict(metadata)) != canonical(dict(current.metadata))
+    served = dict(current.flags)
+    touched = dict(flags)
+    deleted = frozenset(k for k, v in touched.items() if v is None and k in served)
+    for key in deleted:
+        del served[key]
+    if metadata_moved or moved:
+        for key, flag in current.flags.items():
+            if key not in touched and (metadata_moved or flag.refs & moved):
+                touched[key] = dict(flag.raw)
+    upserted: set[str] = set()
+    for key, raw in touched.items():
+        if raw is None:
+            continue
+        old = current.flags.get(key)
+        flag = compile_one(key, raw, evaluators, metadata, old)
+        if flag is not None and flag is not old:
+            served[key] = flag
+            upserted.add(key)
+    return AppliedChange(
+        flag_set(served, evaluators, metadata, version=version, epoch=epoch,
+                 updated_at=updated_at),
+        frozenset(upserted), deleted, moved, metadata_moved)

@@ -8,14 +8,15 @@ provider's CONFIGURATION_CHANGED event, and remembers the id to resume from.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from proxy.evaluation.documents import compile_document, compile_flag
-from proxy.model import Flag, FlagSet, InvalidDocument
+from proxy.evaluation.documents import apply_after, compile_document, flag_set
+from proxy.model import FlagSet, InvalidDocument
 
 
 class StreamPayloadError(ValueError):
@@ -139,20 +140,9 @@ def _patch(old: FlagSet, payload: Mapping[str, Any], version: int) -> FlagSet:
         metadata = payload["metadata"]
         if not isinstance(metadata, Mapping):
             raise StreamPayloadError("patch", "metadata is not an object")
-    touched = {name for name in evaluators.keys() | old.evaluators.keys()
-               if evaluators.get(name) != old.evaluators.get(name)}
-    flags = dict(old.flags)
-    # A flag needs recompiling when its definition, an evaluator it uses, or the set
-    # metadata (merged into every flag's) changed.
-    recompile: dict[str, Any] = {k: f.raw for k, f in flags.items()
-                                 if metadata != old.metadata or f.refs & touched}
-    recompile.update(upserts)
-    for key, raw in recompile.items():
-        if raw is None:  # merge-patch style deletion, tolerated
-            flags.pop(key, None)
-        else:
-            flags[key] = compile_flag(key, raw, dict(evaluators), dict(metadata))
-    return _flag_set(flags, evaluators, metadata, old, version, payload)
+    return apply_after(old, upserts, evaluators, metadata, version=version,
+                       epoch=str(payload.get("epoch", old.epoch)),
+                       updated_at=_updated_at(old, payload)).flag_set
 
 
 def _delete(old: FlagSet, payload: Mapping[str, Any], version: int) -> FlagSet:
@@ -162,19 +152,14 @@ def _delete(old: FlagSet, payload: Mapping[str, Any], version: int) -> FlagSet:
         raise StreamPayloadError("delete", "flags is not a list of keys")
     gone = set(keys)
     flags = {k: f for k, f in old.flags.items() if k not in gone}
-    return _flag_set(flags, old.evaluators, old.metadata, old, version, payload)
+    return flag_set(flags, old.evaluators, old.metadata, version=version,
+                    epoch=str(payload.get("epoch", old.epoch)),
+                    updated_at=_updated_at(old, payload))
 
 
 def _with_version(fs: FlagSet, version: int) -> FlagSet:
-    return FlagSet(flags=fs.flags, evaluators=fs.evaluators, metadata=fs.metadata,
-                   version=version, epoch=fs.epoch, updated_at=fs.updated_at,
-                   uses_timestamp=fs.uses_timestamp)
+    return dataclasses.replace(fs, version=version)
 
 
-def _flag_set(flags: Mapping[str, Flag], evaluators: Mapping[str, Any],
-              metadata: Mapping[str, Any], old: FlagSet, version: int,
-              payload: Mapping[str, Any]) -> FlagSet:
-    return FlagSet(flags=flags, evaluators=evaluators, metadata=metadata, version=version,
-                   epoch=str(payload.get("epoch", old.epoch)),
-                   updated_at=float(payload.get("updated_at", old.updated_at) or 0.0),
-                   uses_timestamp=any(f.uses_timestamp for f in flags.values()))
+def _updated_at(old: FlagSet, payload: Mapping[str, Any]) -> float:
+    return float(payload.get("updated_at", old.updated_at) or 0.0)

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from proxy.evaluation.documents import apply_after, compile_flag, flag_set, validate_evaluators
 from proxy.model import Change, Flag, FlagSet, InvalidDocument, Problem, canonical
 
 log = logging.getLogger("flagedge.sources")
@@ -52,8 +53,6 @@ def _parse(raw: Any, path: str) -> tuple[Any, list[Problem]]:
 
 
 def _evaluators(raw: Any, previous: Mapping[str, Any], rej: Rejections) -> Mapping[str, Any]:
-    from proxy.evaluation.documents import validate_evaluators
-
     value, problems = _parse(raw, "$evaluators")
     if value is None and not problems:
         return {}
@@ -82,8 +81,6 @@ def _metadata(raw: Any, previous: Mapping[str, Any], rej: Rejections) -> Mapping
 
 def _compile(key: str, raw: Any, evaluators: Mapping[str, Any], metadata: Mapping[str, Any],
              fallback: Flag | None, rej: Rejections) -> Flag | None:
-    from proxy.evaluation.documents import compile_flag
-
     value, problems = _parse(raw, f"flags.{key}")
     if not problems:
         try:
@@ -94,14 +91,6 @@ def _compile(key: str, raw: Any, evaluators: Mapping[str, Any], metadata: Mappin
             problems = [Problem(f"flags.{key}", f"cannot compile: {exc!r}")]
     rej.add(key, problems)
     return fallback
-
-
-def _flag_set(flags: dict[str, Flag], evaluators: Mapping[str, Any],
-              metadata: Mapping[str, Any], version: int, epoch: str,
-              updated_at: float) -> FlagSet:
-    return FlagSet(flags=flags, evaluators=evaluators, metadata=metadata, version=version,
-                   epoch=epoch, updated_at=updated_at,
-                   uses_timestamp=any(f.uses_timestamp for f in flags.values()))
 
 
 def build_full(env: str, raw_flags: Mapping[str, Any], meta: Mapping[str, str],
@@ -131,8 +120,8 @@ def build_full(env: str, raw_flags: Mapping[str, Any], meta: Mapping[str, str],
             if flag is not old:
                 upserted.add(key)
     version = int(meta.get("version", 0))
-    fs = _flag_set(flags, evaluators, metadata, version, meta.get("epoch", ""),
-                   float(meta.get("updated_at", 0) or 0))
+    fs = flag_set(flags, evaluators, metadata, version=version, epoch=meta.get("epoch", ""),
+                  updated_at=float(meta.get("updated_at", 0) or 0))
     change = Change(
         env=env, version=version, upserted=frozenset(upserted),
         deleted=frozenset(k for k in prev_flags if k not in flags),
@@ -156,41 +145,24 @@ def _same_raw(flag: Flag, raw: Any) -> bool:
 def apply_change(current: FlagSet, env: str, version: int, after: Mapping[str, Any],
                  written_at: float | None) -> tuple[FlagSet, Change, Rejections]:
     """Apply one change entry's ``after`` ({"flags": {key: flag | null}, "$evaluators"?,
-    "metadata"?}) to the current snapshot."""
+    "metadata"?}) to the current snapshot. An invalid flag, evaluators or metadata keeps its
+    last good version and is reported."""
     rej = Rejections(env)
     evaluators, metadata = current.evaluators, current.metadata
-    changed_evaluators: set[str] = set()
     if "$evaluators" in after:
         evaluators = _evaluators(after["$evaluators"], current.evaluators, rej)
-        changed_evaluators = {
-            k for k in {*current.evaluators, *evaluators}
-            if canonical(current.evaluators.get(k)) != canonical(evaluators.get(k))}
-    metadata_changed = False
     if "metadata" in after:
         metadata = _metadata(after["metadata"], current.metadata, rej)
-        metadata_changed = canonical(dict(metadata)) != canonical(dict(current.metadata))
-    flags = dict(current.flags)
-    touched = dict(after.get("flags") or {})
-    deleted = {k for k, v in touched.items() if v is None and k in flags}
-    for key in deleted:
-        del flags[key]
-    # Flags the change did not name still need recompiling when what they depend on moved.
-    if metadata_changed or changed_evaluators:
-        for key, flag in current.flags.items():
-            if key not in touched and (metadata_changed or flag.refs & changed_evaluators):
-                touched[key] = dict(flag.raw)
-    upserted: set[str] = set()
-    for key, raw in touched.items():
-        if raw is None:
-            continue
-        old = current.flags.get(key)
-        flag = _compile(key, raw, evaluators, metadata, old, rej)
-        if flag is not None and flag is not old:
-            flags[key] = flag
-            upserted.add(key)
-    fs = _flag_set(flags, evaluators, metadata, version, current.epoch,
-                   written_at or current.updated_at)
-    change = Change(env=env, version=version, upserted=frozenset(upserted),
-                    deleted=frozenset(deleted), evaluators_changed=bool(changed_evaluators),
-                    metadata_changed=metadata_changed, written_at=written_at)
-    return fs, change, rej
+
+    def compile_or_keep(key: str, raw: Any, evaluators: Mapping[str, Any],
+                        metadata: Mapping[str, Any], replaced: Flag | None) -> Flag | None:
+        return _compile(key, raw, evaluators, metadata, replaced, rej)
+
+    applied = apply_after(current, after.get("flags") or {}, evaluators, metadata,
+                          version=version, epoch=current.epoch,
+                          updated_at=written_at or current.updated_at,
+                          compile_one=compile_or_keep)
+    change = Change(env=env, version=version, upserted=applied.upserted,
+                    deleted=applied.deleted, evaluators_changed=bool(applied.evaluators_changed),
+                    metadata_changed=applied.metadata_changed, written_at=written_at)
+    return applied.flag_set, change, rej
