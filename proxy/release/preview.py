@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 
+from proxy.evaluation.documents import compile_flag
+from proxy.evaluation.engine import evaluate
 from proxy.model import ErrorCode, Flag, FlagSet, InvalidDocument, canonical
 from proxy.release.changeset import Document, Plan
 
@@ -44,8 +46,6 @@ def load_samples(path: Path | str) -> list[dict[str, Any]]:
 def _compile(doc: Document) -> FlagSet:
     """Compile flag by flag: a flag that does not compile (stored by another tool) is left
     out rather than failing the whole estimate."""
-    from proxy.evaluation.documents import compile_flag
-
     flags: dict[str, Flag] = {}
     for key, raw in doc.flags.items():
         try:
@@ -91,8 +91,6 @@ def rollout_impact(old: Document, new: Document, plan: Plan,
                    contexts: Iterable[Mapping[str, Any]],
                    progress: Callable[[int, int], None] | None = None) -> list[Impact]:
     """``progress(done, total)`` is called after each flag (long estimates show progress)."""
-    from proxy.evaluation.engine import evaluate
-
     before, after = _compile(old), _compile(new)
     contexts = list(contexts)
     out = []

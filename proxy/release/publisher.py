@@ -17,10 +17,11 @@ from typing import Any
 
 import orjson
 
-from proxy.keys import ensure_secret
+from proxy.evaluation.documents import compile_document, load_document, validate_document
 from proxy.model import ChangeRecord, InvalidDocument, Problem, canonical
 from proxy.release.changeset import Document, Plan, make_plan
 from proxy.storage import changes, layout
+from proxy.storage.keys import ensure_secret
 from proxy.storage.replies import text
 
 SCHEMA_URL = "https://flagd.dev/schema/v0/flags.json"
@@ -108,17 +109,11 @@ def read_state(client: Any, env: str) -> RemoteState:
 def parse_file(path: Path | str) -> Document:
     """Read, parse and validate a flag document; raises InvalidDocument with every problem
     (paths prefixed by the file name) or OSError."""
-    from proxy.evaluation.documents import compile_document, load_document, validate_document
-
     data = sys.stdin.buffer.read() if str(path) == "-" else Path(path).read_bytes()
-    return parse_document(data, source=str(path), compile_document=compile_document,
-                          load_document=load_document, validate_document=validate_document)
+    return parse_document(data, source=str(path))
 
 
-def parse_document(data: bytes, *, source: str, compile_document: Any = None,
-                   load_document: Any = None, validate_document: Any = None) -> Document:
-    if compile_document is None:
-        from proxy.evaluation.documents import compile_document, load_document, validate_document
+def parse_document(data: bytes, *, source: str) -> Document:
     try:
         doc = load_document(data)
     except InvalidDocument as exc:

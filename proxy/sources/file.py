@@ -14,6 +14,9 @@ import os
 import secrets
 from pathlib import Path
 
+from watchfiles import awatch
+
+from proxy.evaluation.documents import compile_document, load_document
 from proxy.model import Change, FlagSet, InvalidDocument, canonical
 from proxy.store import Store
 
@@ -24,8 +27,6 @@ def load_flag_file(path: Path, env: str, store: Store, *, version: int,
                    epoch: str) -> FlagSet | None:
     """Parse, validate and compile a flag file. On any problem: log each one (file, path),
     count a rejection and return None, so the caller keeps what it serves."""
-    from proxy.evaluation.documents import compile_document, load_document
-
     try:
         data = path.read_bytes()
         updated_at = path.stat().st_mtime
@@ -92,8 +93,6 @@ class FileSource:
                               degraded_reason=reason if self.ready else None, error=reason)
 
     async def run(self) -> None:
-        from watchfiles import awatch
-
         self.reload()
         name = self.path.name
         while True:

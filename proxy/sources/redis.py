@@ -17,12 +17,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from proxy.keys import KeyRecord, KeyRing, records_from_redis
+from redis.exceptions import RedisError
+
+from proxy.keys import KeyRecord, KeyRing
 from proxy.model import Change
 from proxy.sources.assemble import apply_change, build_full
 from proxy.sources.base import Backoff
+from proxy.sources.file import load_flag_file
 from proxy.storage import changes, layout
 from proxy.storage import url as redisurl
+from proxy.storage.keys import records_from_redis
 from proxy.storage.replies import text
 from proxy.store import Store
 
@@ -121,8 +125,6 @@ class RedisSource:
                                   degraded_reason=f"redis unreachable; serving {what}")
 
     def _load_bootstrap(self) -> None:
-        from proxy.sources.file import load_flag_file
-
         assert self.bootstrap is not None
         fs = load_flag_file(self.bootstrap, self.env, self.store, version=0,
                             epoch=BOOTSTRAP_EPOCH + str(self.bootstrap))
@@ -385,6 +387,4 @@ def _names(keys: frozenset[str], limit: int = 5) -> str:
 
 
 def _is_redis_fault(exc: BaseException) -> bool:
-    from redis.exceptions import RedisError
-
     return isinstance(exc, RedisError | OSError | TimeoutError)

@@ -14,6 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import redis
+import redis.asyncio
+import redis.asyncio.cluster
+import redis.asyncio.sentinel
+import redis.cluster
+import redis.sentinel
+
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 ENV_VAR = "FLAGEDGE_REDIS_URL"
 
@@ -72,22 +79,16 @@ def _check(url: str) -> str:
 
 def async_client(url: str, *, cluster: bool = False, **kwargs: Any) -> Any:
     """A ``redis.asyncio`` client (``Redis``, ``RedisCluster`` or a Sentinel master)."""
-    from redis.asyncio import Redis
-    from redis.asyncio.cluster import RedisCluster
-    from redis.asyncio.sentinel import Sentinel
-
     if cluster:  # one connection per node is the cluster client's own business
         kwargs.pop("single_connection_client", None)
-    return _client(url, cluster, kwargs, Redis, RedisCluster, Sentinel)
+    return _client(url, cluster, kwargs, redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster,
+                   redis.asyncio.sentinel.Sentinel)
 
 
 def sync_client(url: str, *, cluster: bool = False, **kwargs: Any) -> Any:
     """A blocking client for the CLI."""
-    from redis import Redis
-    from redis.cluster import RedisCluster
-    from redis.sentinel import Sentinel
-
-    return _client(url, cluster, kwargs, Redis, RedisCluster, Sentinel)
+    return _client(url, cluster, kwargs, redis.Redis, redis.cluster.RedisCluster,
+                   redis.sentinel.Sentinel)
 
 
 def _client(url: str, cluster: bool, kwargs: dict[str, Any], redis_cls: Any, cluster_cls: Any,
