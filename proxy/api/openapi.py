@@ -247,10 +247,6 @@ class OpenApi:
     def __init__(self) -> None:
         self._spec = build_spec()
 
-    def add_path(self, path: str, item: dict[str, Any]) -> None:
-        """Other surfaces (streams) document themselves here."""
-        self._spec["paths"][path] = item
-
     def routes(self) -> list[Route]:
         return [Route("/openapi.json", self.endpoint, methods=["GET"])]
 
