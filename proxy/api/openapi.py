@@ -160,7 +160,8 @@ def _stream(summary: str, params: list[dict[str, Any]]) -> dict[str, Any]:
                       "400": _json("bulkEvaluationFailure", "Bad context"), **_AUTH_ERRORS}}}
 
 
-def build_spec() -> dict[str, Any]:
+def _ofrep_paths() -> dict[str, Any]:
+    """OFREP's own paths, as open-feature/protocol describes them, and its events extension."""
     single = {"post": {
         "tags": ["OFREP core"], "summary": "OFREP single flag evaluation",
         "parameters": [_KEY_PARAM], "requestBody": _BODY,
@@ -184,6 +185,20 @@ def build_spec() -> dict[str, Any]:
         "responses": {"200": {"description": "text/event-stream of refetchEvaluation messages",
                               "content": {"text/event-stream": {"schema": {"type": "string"}}}},
                       **_AUTH_ERRORS}}}
+    return {
+        "/ofrep/v1/evaluate/flags/{key}": single,
+        "/ofrep/v1/evaluate/flags": bulk,
+        "/ofrep/v1/events": events,
+        "/ofrep/v1/configuration": {"get": {
+            "tags": ["OFREP extensions"], "summary": "Provider configuration",
+            "responses": {"200": {"description": "name and capabilities",
+                                  "content": {"application/json": {"schema": {
+                                      "type": "object"}}}}, **_AUTH_ERRORS}}},
+    }
+
+
+def _flagedge_paths() -> dict[str, Any]:
+    """flagedge's own surfaces: admin, streams and operations."""
     explain = {"post": {
         "tags": ["flagedge admin"], "summary": "Evaluation plus the rule path taken",
         "parameters": [_KEY_PARAM], "requestBody": _BODY,
@@ -192,47 +207,43 @@ def build_spec() -> dict[str, Any]:
     health = {"get": {"tags": ["ops"], "responses": {
         "200": _json("health", "Serving"), "503": _json("health", "No rules loaded")}}}
     return {
+        "/v1/explain/{key}": explain,
+        "/v1/envs": {"get": {
+            "tags": ["flagedge admin"],
+            "summary": "Environments served: version, epoch, flag count, source status "
+                       "(server key: its own; admin key: all)",
+            "responses": {"200": {"description": "environments",
+                                  "content": {"application/json": {"schema": {
+                                      "type": "object"}}}}, **_AUTH_ERRORS}}},
+        "/v1/rules": {"get": {
+            "tags": ["flagedge streams"], "summary": "The key's flagd document (server keys)",
+            "parameters": [_NOT_MODIFIED_PARAMS[0]],
+            "responses": {"200": {"description": "flagd flag-definition document",
+                                  "content": {"application/json": {"schema": {
+                                      "type": "object"}}}},
+                          "304": {"description": "Unchanged since If-None-Match"},
+                          **_AUTH_ERRORS}}},
+        "/v1/stream/evaluated": _stream(
+            "Values for one context, pushed (put, then patch/delete)", [
+                {"in": "query", "name": "context", "required": False,
+                 "schema": {"type": "string"}, "description": "base64url JSON object"}]),
+        "/v1/stream/rules": _stream("The flagd document, pushed (server keys)", []),
+        "/healthz": {"get": {"tags": ["ops"], "responses": {"200": _json("health", "Up")}}},
+        "/readyz": health,
+        "/metrics": {"get": {"tags": ["ops"], "security": [], "responses": {"200": {
+            "description": "Prometheus text format",
+            "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+    }
+
+
+def build_spec() -> dict[str, Any]:
+    return {
         "openapi": "3.1.0",
         "info": {"title": "flagedge (OFREP superset)", "version": VERSION,
                  "description": "OpenFeature Remote Evaluation Protocol, as served by flagedge."},
         "servers": [{"url": "/"}],
         "security": [{"ApiKeyAuth": []}, {"BearerAuth": []}],
-        "paths": {
-            "/ofrep/v1/evaluate/flags/{key}": single,
-            "/ofrep/v1/evaluate/flags": bulk,
-            "/ofrep/v1/events": events,
-            "/ofrep/v1/configuration": {"get": {
-                "tags": ["OFREP extensions"], "summary": "Provider configuration",
-                "responses": {"200": {"description": "name and capabilities",
-                                      "content": {"application/json": {"schema": {
-                                          "type": "object"}}}}, **_AUTH_ERRORS}}},
-            "/v1/explain/{key}": explain,
-            "/v1/envs": {"get": {
-                "tags": ["flagedge admin"],
-                "summary": "Environments served: version, epoch, flag count, source status "
-                           "(server key: its own; admin key: all)",
-                "responses": {"200": {"description": "environments",
-                                      "content": {"application/json": {"schema": {
-                                          "type": "object"}}}}, **_AUTH_ERRORS}}},
-            "/v1/rules": {"get": {
-                "tags": ["flagedge streams"], "summary": "The key's flagd document (server keys)",
-                "parameters": [_NOT_MODIFIED_PARAMS[0]],
-                "responses": {"200": {"description": "flagd flag-definition document",
-                                      "content": {"application/json": {"schema": {
-                                          "type": "object"}}}},
-                              "304": {"description": "Unchanged since If-None-Match"},
-                              **_AUTH_ERRORS}}},
-            "/v1/stream/evaluated": _stream(
-                "Values for one context, pushed (put, then patch/delete)", [
-                    {"in": "query", "name": "context", "required": False,
-                     "schema": {"type": "string"}, "description": "base64url JSON object"}]),
-            "/v1/stream/rules": _stream("The flagd document, pushed (server keys)", []),
-            "/healthz": {"get": {"tags": ["ops"], "responses": {"200": _json("health", "Up")}}},
-            "/readyz": health,
-            "/metrics": {"get": {"tags": ["ops"], "security": [], "responses": {"200": {
-                "description": "Prometheus text format",
-                "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
-        },
+        "paths": {**_ofrep_paths(), **_flagedge_paths()},
         "components": {
             "securitySchemes": {
                 "BearerAuth": {"type": "http", "scheme": "bearer"},
