@@ -37,8 +37,8 @@ from starlette.types import Message, Receive, Scope, Send
 from proxy.api import errors
 from proxy.api.auth import Authenticator
 from proxy.api.context import BadContext, check_context
+from proxy.api.transport import body_writer, connection_transport
 from proxy.model import ErrorCode, FlagSet
-from proxy.server.http_protocol import body_writer, connection_transport
 from proxy.store import Store
 from proxy.streams.connection import CapExceeded, Connection, StreamKind
 from proxy.streams.fanout import FanOut
@@ -332,7 +332,7 @@ def limit_send_buffers(transport: asyncio.WriteTransport, kernel_bytes: int) -> 
     - The kernel send buffer: capped at ``kernel_bytes`` (0: left to the OS, whose autotuning
       grows it to 4 MB), so a stalled socket stops taking bytes after ~2x that, not ~4 MB.
 
-    The transport comes from ``proxy.server.http_protocol.connection_transport``."""
+    The transport comes from ``proxy.api.transport.connection_transport``."""
     # Closed meanwhile (uvloop: RuntimeError, or a pseudo-socket at fd -1): nothing to tune.
     with contextlib.suppress(OSError, RuntimeError, ValueError):
         transport.set_write_buffer_limits(high=0)

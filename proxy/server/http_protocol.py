@@ -8,28 +8,26 @@ with the next write (the body), or when the response completes, the connection c
 event-loop tick ends, so a stream's headers are never held back; later writes of a streamed
 body (SSE events) go straight through. Order and flow control are unchanged.
 
-It also puts the request's cycle in ``scope["extensions"]["flagedge.cycle"]``, read only through
-:func:`connection_transport` (an endpoint tunes its own connection: ``proxy.api.streams`` caps
-SSE send buffers) and :func:`body_writer` (a started streamed body written without a trip
-through the middleware stack: the fan-out writes SSE events to idle streams directly).
+It also puts the request's cycle in ``scope["extensions"]["flagedge.cycle"]``
+(:data:`proxy.api.transport.CYCLE_EXTENSION`), read only through that module's readers, on the
+side that consumes it: ``connection_transport`` (an endpoint tunes its own connection:
+``proxy.api.streams`` caps SSE send buffers) and ``body_writer`` (a started streamed body
+written without a trip through the middleware stack: the fan-out writes SSE events to idle
+streams directly).
 """
 
 from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Callable
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-# scope["extensions"] key: a weak reference to uvicorn's RequestResponseCycle (read it with
-# the functions below)
-CYCLE_EXTENSION = "flagedge.cycle"
-BodyWriter = Callable[[bytes], bool]
+from proxy.api.transport import CYCLE_EXTENSION, TransportWrapper
 
 
-class GatheringTransport:
+class GatheringTransport(TransportWrapper):
     """Wraps a transport: after :meth:`hold_next`, the next write waits to be joined by the
     one after it (or is sent by :meth:`flush`: response end, close, end of the loop tick)."""
 
@@ -40,6 +38,9 @@ class GatheringTransport:
         self._loop = loop
         self._held: bytes | None = None
         self._hold = False
+
+    def loop_transport(self) -> asyncio.Transport:
+        return self._transport
 
     def hold_next(self) -> None:
         self._hold = True
@@ -87,7 +88,7 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
         # The scope is the cycle's own dict and its task has not run yet (it starts on a later
-        # loop tick): the endpoint finds its cycle there (see connection_transport/body_writer).
+        # loop tick): the endpoint finds its cycle there (proxy.api.transport's readers).
         # A weak reference: the cycle holds the scope, so a strong one would make every
         # request a reference cycle left to the garbage collector (HTTP bench, one A/B: 0.80x
         # of the echo instead of 0.92x).
@@ -100,47 +101,3 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
         self.transport.flush()  # type: ignore[attr-defined]
         super().on_response_complete()
 
-
-def _cycle(scope: dict[str, Any]) -> RequestResponseCycle | None:
-    ref: weakref.ref[RequestResponseCycle] | None = scope.get("extensions", {}).get(
-        CYCLE_EXTENSION)
-    return ref() if ref is not None else None
-
-
-def connection_transport(scope: dict[str, Any]) -> asyncio.Transport | None:
-    """The event loop's transport of the connection serving ``scope`` (None when not served by
-    :class:`GatheringHttpToolsProtocol`)."""
-    cycle = _cycle(scope)
-    if cycle is None:
-        return None
-    transport = cycle.transport
-    if isinstance(transport, GatheringTransport):
-        return transport._transport  # the loop's own, under the gathering wrapper
-    return transport
-
-
-def body_writer(scope: dict[str, Any]) -> BodyWriter | None:
-    """A function that writes one more chunk of this request's streamed (chunked) response body
-    straight to the transport, as ``send({"type": "http.response.body", "more_body": True})``
-    would, without the coroutines of every middleware in between. It returns False, writing
-    nothing, whenever ``send`` would have to wait or would not write: the head not sent yet,
-    the body complete, not chunked, the client gone, or the transport paused by flow control.
-    The caller then falls back to ``send``. For bodies the middleware has nothing to do with
-    (SSE events after the stream's first ``send``). None when not served by this protocol."""
-    cycle = _cycle(scope)
-    if cycle is None:
-        return None
-    flow, transport = cycle.flow, cycle.transport
-
-    def write(body: bytes) -> bool:
-        if (cycle.disconnected or flow.write_paused or not cycle.response_started
-                or cycle.response_complete or not cycle.chunked_encoding or not body
-                or transport.is_closing()):
-            return False
-        try:
-            transport.write(b"%x\r\n%b\r\n" % (len(body), body))
-        except RuntimeError:  # the transport closed under us: send() will find out
-            return False
-        return True
-
-    return write

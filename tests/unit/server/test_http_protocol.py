@@ -1,4 +1,5 @@
-"""One write per response (proxy.server.http_protocol), driven through uvicorn's real protocol code.
+"""One write per response (proxy.server.http_protocol), driven through uvicorn's real protocol code,
+and the scope extension it sets, read through proxy.api.transport.
 
 The transport here records writes instead of sending them: the count of ``write`` calls is what
 is under test. Real sockets and streams go through it in every integration test.
@@ -15,11 +16,8 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from proxy.server.http_protocol import (
-    GatheringHttpToolsProtocol,
-    body_writer,
-    connection_transport,
-)
+from proxy.api.transport import body_writer, connection_transport
+from proxy.server.http_protocol import GatheringHttpToolsProtocol
 from tests.waiting import until
 
 

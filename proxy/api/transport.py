@@ -1,0 +1,84 @@
+"""An endpoint's own connection, read from the request scope.
+
+The HTTP protocol (``proxy.server.http_protocol``) puts the request's uvicorn cycle in
+``scope["extensions"][CYCLE_EXTENSION]``; the readers of that extension live here, on the
+side that consumes it, so the API never imports the server:
+
+- :func:`connection_transport`: the event loop's transport of the connection (the SSE
+  streams cap their send buffers);
+- :func:`body_writer`: a started streamed body written without a trip through the
+  middleware stack (the fan-out writes SSE events to idle streams directly).
+
+Under any other server the extension is absent and both return None.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+# scope["extensions"] key: a weak reference to uvicorn's RequestResponseCycle (read it with
+# the functions below)
+CYCLE_EXTENSION = "flagedge.cycle"
+BodyWriter = Callable[[bytes], bool]
+
+
+class TransportWrapper:
+    """Base of a transport that wraps the event loop's own (the protocol's gathering
+    transport): :func:`connection_transport` hands out the one underneath."""
+
+    __slots__ = ()
+
+    def loop_transport(self) -> asyncio.Transport:
+        raise NotImplementedError
+
+
+def _cycle(scope: dict[str, Any]) -> RequestResponseCycle | None:
+    ref: weakref.ref[RequestResponseCycle] | None = scope.get("extensions", {}).get(
+        CYCLE_EXTENSION)
+    return ref() if ref is not None else None
+
+
+def connection_transport(scope: dict[str, Any]) -> asyncio.Transport | None:
+    """The event loop's transport of the connection serving ``scope`` (None when the protocol
+    did not set the extension)."""
+    cycle = _cycle(scope)
+    if cycle is None:
+        return None
+    transport = cycle.transport
+    if isinstance(transport, TransportWrapper):
+        return transport.loop_transport()  # the loop's own, under the gathering wrapper
+    return transport
+
+
+def body_writer(scope: dict[str, Any]) -> BodyWriter | None:
+    """A function that writes one more chunk of this request's streamed (chunked) response body
+    straight to the transport, as ``send({"type": "http.response.body", "more_body": True})``
+    would, without the coroutines of every middleware in between. It returns False, writing
+    nothing, whenever ``send`` would have to wait or would not write: the head not sent yet,
+    the body complete, not chunked, the client gone, or the transport paused by flow control.
+    The caller then falls back to ``send``. For bodies the middleware has nothing to do with
+    (SSE events after the stream's first ``send``). None when the protocol did not set the
+    extension."""
+    cycle = _cycle(scope)
+    if cycle is None:
+        return None
+    flow, transport = cycle.flow, cycle.transport
+
+    def write(body: bytes) -> bool:
+        if (cycle.disconnected or flow.write_paused or not cycle.response_started
+                or cycle.response_complete or not cycle.chunked_encoding or not body
+                or transport.is_closing()):
+            return False
+        try:
+            transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+        except RuntimeError:  # the transport closed under us: send() will find out
+            return False
+        return True
+
+    return write
