@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from proxy.evaluation.jsonlogic.base import coerce_array
+from proxy.evaluation.jsonlogic.base import Builder, coerce_array
 from proxy.evaluation.jsonlogic.base import fn as _fn
 from proxy.evaluation.jsonlogic.jsvalue import (
     FUNCTION,
@@ -25,15 +25,12 @@ from proxy.evaluation.jsonlogic.jsvalue import (
 )
 
 if TYPE_CHECKING:
-    from proxy.evaluation.jsonlogic.compiler import Compiled, LogicCompiler
+    from proxy.evaluation.jsonlogic.base import Compiled, Fn
+    from proxy.evaluation.jsonlogic.compiler import LogicCompiler
 
 _OBJ_SPECIAL = frozenset(
     ["constructor", "hasOwnProperty", "isPrototypeOf", "propertyIsEnumerable", "toLocaleString", "toString", "valueOf", "__defineGetter__", "__defineSetter__", "__lookupGetter__", "__lookupSetter__", "__proto__"]
 )
-
-
-
-
 
 
 # -- var / missing ------------------------------------------------------------------------
@@ -75,6 +72,11 @@ def build_var(cc: LogicCompiler, args: Any, path: str) -> Compiled:
     cc.reads_data(parts)
     if key.__class__ is not bool:
         cc.prev_writes += 1
+    return cc.recorded(_path_var(parts, default))
+
+
+def _path_var(parts: list[str], default: Compiled) -> Fn:
+    """Compiled ``var`` of a literal path: ``d?.a?.b ?? default`` (null and missing alike)."""
     dconst = default.__class__ is Const
     dv = default.value if dconst else None  # type: ignore[union-attr]
     dfn = None if dconst else _fn(default)
@@ -93,7 +95,7 @@ def build_var(cc: LogicCompiler, args: Any, path: str) -> Compiled:
 
         if dv is None:
             var1.plain_key = k  # type: ignore[attr-defined]  # lets callers inline the lookup
-        return cc.recorded(var1)
+        return var1
     if plain and dconst:
 
         def var_path(d: Any) -> Any:
@@ -113,7 +115,7 @@ def build_var(cc: LogicCompiler, args: Any, path: str) -> Compiled:
                 return dv
             return None if cur is FUNCTION else cur
 
-        return cc.recorded(var_path)
+        return var_path
 
     def var_generic(d: Any) -> Any:
         v = _lookup(d, parts)
@@ -121,7 +123,7 @@ def build_var(cc: LogicCompiler, args: Any, path: str) -> Compiled:
             return dv if dfn is None else dfn(d)
         return None if v is FUNCTION else v
 
-    return cc.recorded(var_generic)
+    return var_generic
 
 
 def _whole_data(d: Any) -> Any:
@@ -147,16 +149,7 @@ def _var_interpreted(cc: LogicCompiler, args: Any, path: str) -> Compiled:
     if args.__class__ is list and len(args) == 1 and args[0].__class__ is not list:
         args = args[0]
     if args.__class__ is list:
-        if len(args) > 2:
-            return cc.problem(path, f"var takes 1 or 2 arguments (path, default), got {len(args)}")
-        key = cc.compile(args[0], f"{path}[0]") if args else Const(MISSING)
-        default = cc.compile(args[1], f"{path}[1]") if len(args) == 2 else Const(None)
-        if key.__class__ is Const and key.value.__class__ in (str, int, float):  # type: ignore[union-attr]
-            cc.reads_data(split_path(to_string(key.value)) if key.value != "" else None)  # type: ignore[union-attr]
-        else:
-            cc.reads_data(None)
-        kf, df = _fn(key), _fn(default)
-        return lambda d: _var_method(d, kf(d), df(d))
+        return _var_interpreted_pair(cc, args, path)
     if args.__class__ is dict and args:
         cc.reads_data(None)
         kf = _fn(cc.compile(args, path))
@@ -168,7 +161,25 @@ def _var_interpreted(cc: LogicCompiler, args: Any, path: str) -> Compiled:
             return _var_method(d, k, None)
 
         return var_dynamic
-    key = args
+    return _var_interpreted_key(cc, args, path)
+
+
+def _var_interpreted_pair(cc: LogicCompiler, args: list[Any], path: str) -> Compiled:
+    """Interpreted ``{"var": [key, default]}`` (or ``[]``: the whole data)."""
+    if len(args) > 2:
+        return cc.problem(path, f"var takes 1 or 2 arguments (path, default), got {len(args)}")
+    key = cc.compile(args[0], f"{path}[0]") if args else Const(MISSING)
+    default = cc.compile(args[1], f"{path}[1]") if len(args) == 2 else Const(None)
+    if key.__class__ is Const and key.value.__class__ in (str, int, float):  # type: ignore[union-attr]
+        cc.reads_data(split_path(to_string(key.value)) if key.value != "" else None)  # type: ignore[union-attr]
+    else:
+        cc.reads_data(None)
+    kf, df = _fn(key), _fn(default)
+    return lambda d: _var_method(d, kf(d), df(d))
+
+
+def _var_interpreted_key(cc: LogicCompiler, key: Any, path: str) -> Compiled:
+    """Interpreted ``{"var": key}`` of a literal key."""
     if js_falsy(key):  # "", 0, null, false: the whole data
         cc.reads_data(None)
         return _whole_data
@@ -226,8 +237,6 @@ def _dynamic_var(cc: LogicCompiler, key: Compiled, default: Compiled, *, unpack:
         return None if v is FUNCTION else v
 
     return var_dynamic
-
-
 
 
 def missing_keys(keys: list[Any], d: Any) -> list[Any]:
@@ -334,4 +343,4 @@ def build_missing_some(cc: LogicCompiler, args: Any, path: str) -> Compiled:
     return missing_some
 
 
-BUILDERS: dict[str, Any] = {"var": build_var, "missing": build_missing, "missing_some": build_missing_some}
+BUILDERS: dict[str, Builder] = {"var": build_var, "missing": build_missing, "missing_some": build_missing_some}

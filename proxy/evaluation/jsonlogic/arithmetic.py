@@ -13,13 +13,14 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from proxy.evaluation.jsonlogic.base import all_const as _all_const
 from proxy.evaluation.jsonlogic.base import (
+    Builder,
     apply_to_operand,
     coerce_array,
     function_op,
     single_operand,
 )
+from proxy.evaluation.jsonlogic.base import all_const as _all_const
 from proxy.evaluation.jsonlogic.base import fn as _fn
 from proxy.evaluation.jsonlogic.jsvalue import (
     FUNCTION,
@@ -34,7 +35,9 @@ from proxy.evaluation.jsonlogic.jsvalue import (
 )
 
 if TYPE_CHECKING:
-    from proxy.evaluation.jsonlogic.compiler import Compiled, LogicCompiler
+    from proxy.evaluation.jsonlogic.base import Compiled
+    from proxy.evaluation.jsonlogic.compiler import LogicCompiler
+
 
 # -- arithmetic ---------------------------------------------------------------------------
 def operand(x: Any) -> int | float:
@@ -120,8 +123,6 @@ def _mod(vals: list[Any]) -> Any:
     for v in vals[1:]:
         r = js_mod(r, operand(v))
     return result(r)
-
-
 
 
 def plus_method(v: Any) -> Any:
@@ -235,25 +236,7 @@ def _arith(name: str, impl: Any, lo: int, zero_divisor: bool) -> Any:
         if args.__class__ is not list:
             args = [args]
         parts = cc.args(args, path, name, lo)
-        if parts is None:
-            return Const(None)
-        # What json-logic-engine rejects while compiling: literal arrays/objects and strings
-        # that are not numbers; for /, a divisor that is literally zero. (A folded array or a
-        # null/false divisor only fails when evaluated.)
-        bad = False
-        for i, p in enumerate(parts):
-            if p.__class__ is not Const:
-                continue
-            v, raw = p.value, args[i]  # type: ignore[union-attr]
-            if raw.__class__ is list or raw == {} or (v.__class__ is str and to_number(v) != to_number(v)):
-                bad = True
-                cc.problem(f"{path}[{i}]", f"{name}: operand {to_string(v)[:40]!r} is not a number")
-            elif zero_divisor and (i > 0 or len(parts) == 1) and (
-                (v.__class__ in (int, float, str)) and to_number(v) == 0
-            ):
-                bad = True
-                cc.problem(f"{path}[{i}]", "division by zero")
-        if bad:
+        if parts is None or _bad_literals(cc, name, args, parts, path, zero_divisor):
             return Const(None)
         if _all_const(parts):
             return cc.fold(path, lambda: impl([p.value for p in parts]))
@@ -278,6 +261,27 @@ def _arith(name: str, impl: Any, lo: int, zero_divisor: bool) -> Any:
     return build
 
 
+def _bad_literals(cc: LogicCompiler, name: str, args: list[Any], parts: list[Compiled], path: str,
+                  zero_divisor: bool) -> bool:
+    """Report what json-logic-engine rejects while compiling: literal arrays/objects and
+    strings that are not numbers; for /, a divisor that is literally zero. (A folded array or
+    a null/false divisor only fails when evaluated.)"""
+    bad = False
+    for i, p in enumerate(parts):
+        if p.__class__ is not Const:
+            continue
+        v, raw = p.value, args[i]  # type: ignore[union-attr]
+        if raw.__class__ is list or raw == {} or (v.__class__ is str and to_number(v) != to_number(v)):
+            bad = True
+            cc.problem(f"{path}[{i}]", f"{name}: operand {to_string(v)[:40]!r} is not a number")
+        elif zero_divisor and (i > 0 or len(parts) == 1) and (
+            (v.__class__ in (int, float, str)) and to_number(v) == 0
+        ):
+            bad = True
+            cc.problem(f"{path}[{i}]", "division by zero")
+    return bad
+
+
 def _extreme(is_max: bool) -> Any:
     def impl(vals: list[Any]) -> Any:
         if not vals:
@@ -294,8 +298,7 @@ def _extreme(is_max: bool) -> Any:
     return impl
 
 
-
-BUILDERS: dict[str, Any] = {
+BUILDERS: dict[str, Builder] = {
     "+": _arith("+", _add, 0, False),
     "*": _arith("*", _mul, 0, False),
     "-": _arith("-", _sub, 1, False),

@@ -1,113 +1,28 @@
-"""Builders for JsonLogic's string and array operators: cat, substr, in, merge, and the
-iterators map, filter, reduce, all, some, none (compiled and interpreted forms)."""
+"""Builders for JsonLogic's array operators: in, merge, and the iterators map, filter,
+reduce, all, some, none (compiled and interpreted forms)."""
 
 from __future__ import annotations
 
-import math
 import threading
 from typing import TYPE_CHECKING, Any
 
-from proxy.evaluation.jsonlogic.base import all_const as _all_const
-from proxy.evaluation.jsonlogic.base import (
-    apply_to_operand,
-    coerce_array,
-    function_op,
-    single_operand,
-)
+from proxy.evaluation.jsonlogic.base import Builder, function_op
 from proxy.evaluation.jsonlogic.base import fn as _fn
 from proxy.evaluation.jsonlogic.jsvalue import (
-    MISSING,
     Const,
     JSThrow,
-    is_object,
-    join_strings,
     js_falsy,
-    js_lt,
-    js_to_int,
     strict_eq,
-    to_number,
     to_string,
     truthy,
 )
 
 if TYPE_CHECKING:
-    from proxy.evaluation.jsonlogic.compiler import Compiled, LogicCompiler
-
-__all__ = ["BUILDERS", "coerce_array", "function_op"]
-
-
-# -- strings ------------------------------------------------------------------------------
-def _cat_method(v: Any) -> str:
-    if v.__class__ is str:
-        return v
-    if v.__class__ is list:
-        return join_strings(to_string(x) for x in v if x is not None)
-    if v is None:
-        raise JSThrow("cat of null")
-    return to_string(v)
+    from proxy.evaluation.jsonlogic.base import Compiled, Fn
+    from proxy.evaluation.jsonlogic.compiler import LogicCompiler
 
 
-def build_cat(cc: LogicCompiler, args: Any, path: str) -> Compiled:
-    if cc.interpreted and single_operand(args):
-        # the interpreter passes a single operand's value as is: cat of an array joins it
-        return apply_to_operand(cc, args, path, _cat_method)
-    if args.__class__ is dict and args:
-        f = _fn(cc.compile(args, path))
-
-        def cat_spread(d: Any) -> Any:
-            v = f(d)
-            if v.__class__ is str:
-                return v
-            if v.__class__ is not list:
-                if v is None:
-                    raise JSThrow("cat of null")
-                return to_string(v)
-            return join_strings(to_string(x) for x in v if x is not None)
-
-        return cat_spread
-    if args.__class__ is not list:
-        args = [args]
-    parts = [cc.compile(a, f"{path}[{i}]") for i, a in enumerate(args)]
-    if _all_const(parts):
-        # folded by the reference's interpreter, which skips nulls
-        return Const(join_strings(to_string(p.value) for p in parts if p.value is not None))  # type: ignore[union-attr]
-    fns = [_fn(p) for p in parts]
-    if cc.interpreted:  # the interpreter skips nulls
-        return lambda d: join_strings([to_string(v) for f in fns if (v := f(d)) is not None])
-    # compiled by the reference into '' + a + b: a null prints as "null"
-    return lambda d: join_strings([to_string(f(d)) for f in fns])
-
-
-def _js_add(a: Any, b: Any) -> Any:
-    """JS binary + on a number and a value (for substr's negative length)."""
-    if b.__class__ is str or is_object(b):
-        return to_string(a) + to_string(b)
-    return a + to_number(b)
-
-
-def js_substr(s: str, start: Any, length: Any) -> str:
-    size = len(s)
-    i = 0 if start is MISSING else js_to_int(start)
-    i = (max(size + i, 0) if i != -math.inf else 0) if i < 0 else min(i, size)
-    n = size if length is MISSING else js_to_int(length)
-    n = min(max(n, 0), size)
-    end = min(i + n, size)
-    return s[int(i):int(end)] if end > i else ""
-
-
-def _substr(vals: list[Any]) -> Any:
-    s = vals[0] if vals else None
-    if s.__class__ is not str:
-        raise JSThrow("substr needs a string")
-    start = vals[1] if len(vals) > 1 else MISSING
-    end = vals[2] if len(vals) > 2 else MISSING
-    if end is not MISSING and js_lt(end, 0):
-        r = js_substr(s, start, MISSING)
-        return js_substr(r, 0, _js_add(len(r), end))
-    return js_substr(s, start, end)
-
-
-# -- arrays -------------------------------------------------------------------------------
+# -- in / merge ---------------------------------------------------------------------------
 def _same_value_zero(a: Any, b: Any) -> bool:
     if a.__class__ is float and b.__class__ is float and a != a and b != b:
         return True
@@ -175,6 +90,7 @@ def _merge(vals: list[Any]) -> list[Any]:
     return out
 
 
+# -- iterators ----------------------------------------------------------------------------
 def _selection(v: Any) -> list[Any]:
     """JS ``(v || [])`` followed by an array method: a non-array throws."""
     if v.__class__ is list:
@@ -213,7 +129,6 @@ def _reduce_idiom(args: list[Any]) -> Any:
     return None
 
 
-
 # An accumulator fed back into itself (cat/merge of itself) doubles per element: 2^n for an
 # n-item array. Past this many characters + items the reduce fails (GENERAL) instead.
 MAX_ACCUMULATOR = 1_000_000
@@ -238,9 +153,10 @@ def _no_nested(v: Any) -> Any:
     return v
 
 
-def _iterator(name: str) -> Any:
+def _iterator(name: str) -> Builder:
+    hi = 3 if name == "reduce" else 2
+
     def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
-        hi = 3 if name == "reduce" else 2
         if args.__class__ is not list:
             return cc.problem(path, f"{name} takes [array, logic{', initial' if hi == 3 else ''}]")
         if not 2 <= len(args) <= hi:
@@ -251,74 +167,89 @@ def _iterator(name: str) -> Any:
             idiom = _reduce_idiom(args)
             if idiom is not None:  # the interpreter rewrites sum/product reductions
                 return cc.compile(idiom, path)
-        cc.scope += 1
-        before, outer = cc.prev_writes, (cc.cell, cc.recording)
-        cc.cell, cc.recording = [None], 0  # the mapper is a function of its own there
-        try:
-            # (the interpreter's filter shortcut prepares its mapper up front)
-            mapper = (cc.compile if name == "filter" else cc.lazy)(args[1], f"{path}[1]")
-        finally:
-            cc.scope -= 1
-            cc.prev_writes = before
-            cc.cell, cc.recording = outer
+        # (the interpreter's filter shortcut prepares its mapper up front)
+        mapper = _compile_mapper(cc, args[1], f"{path}[1]", eager=name == "filter")
         # the reference folds an iteration over a constant with a mapper that reads only the
         # element (for reduce, whatever the initial value: it is then read from empty data)
-        foldable = sel.__class__ is Const and cc._pure(args[1], True)
-        interp = cc.interpreted
+        foldable = sel.__class__ is Const and cc.is_deterministic(args[1], True)
         cell = None
         if name == "all":
             cc.prev_writes += 1
             cell = cc.cell if cc.records() else None
         init = cc.compile(args[2], f"{path}[2]") if len(args) == 3 else None
-        sf, mf = _charged(_fn(sel)), _fn(mapper)
-        # the interpreter loops over `length` for some/all/none: strings iterate their
-        # characters, other values nothing; compiled code calls the array method (throws)
-        items = _items if interp else _selection
-        if name == "map":
-            run = lambda d: [mf(x) for x in _selection(sf(d))]  # noqa: E731
-        elif name == "filter":
-            if interp and mapper.__class__ is Const:
-                keep = truthy(mapper.value)  # type: ignore[union-attr]
-                run = lambda d: sf(d) if keep else []  # noqa: E731
-            else:
-                run = lambda d: [x for x in _selection(sf(d)) if truthy(mf(x))]  # noqa: E731
-        elif name == "some":
-            run = lambda d: any(truthy(mf(x)) for x in items(sf(d)))  # noqa: E731
-        elif name == "none":
-            run = lambda d: not any(truthy(mf(x)) for x in items(sf(d)))  # noqa: E731
-        elif name == "all":
-
-            def run(d: Any) -> Any:
-                v = sf(d)
-                if cell is not None:
-                    cell[0] = v
-                if interp and js_falsy(v):  # `v || []` is checked for emptiness there
-                    return False
-                if v.__class__ is list and not v:
-                    return False
-                return all(truthy(mf(x)) for x in items(v))
-
-        else:
-            initf = None if init is None else _fn(init)
-
-            def run(d: Any) -> Any:
-                items = _selection(sf(d))
-                if initf is None:
-                    if not items:
-                        raise JSThrow("reduce of an empty array with no initial value")
-                    acc, rest = items[0], items[1:]
-                else:
-                    acc, rest = _no_nested(initf(d)), items
-                for x in rest:
-                    acc = _no_nested(mf({"accumulator": acc, "current": x}))
-                return acc
-
-        run = _budgeted(run)
+        run = _budgeted(_loop(name, _charged(_fn(sel)), mapper, init, cc.interpreted, cell))
         if foldable:
             return cc.fold(path, lambda: run({}))
         return run
 
     return build
+
+
+def _compile_mapper(cc: LogicCompiler, node: Any, path: str, *, eager: bool) -> Compiled:
+    """The mapper is a function of its own in the reference's generated code: ``var`` reads
+    the element there, and it has its own `prev` register."""
+    cc.scope += 1
+    before, outer = cc.prev_writes, (cc.cell, cc.recording)
+    cc.cell, cc.recording = [None], 0
+    try:
+        return (cc.compile if eager else cc.lazy)(node, path)
+    finally:
+        cc.scope -= 1
+        cc.prev_writes = before
+        cc.cell, cc.recording = outer
+
+
+def _loop(name: str, sf: Fn, mapper: Compiled, init: Compiled | None, interp: bool,
+          cell: list[Any] | None) -> Fn:
+    """The iteration itself, over what ``sf`` selects."""
+    mf = _fn(mapper)
+    # the interpreter loops over `length` for some/all/none: strings iterate their
+    # characters, other values nothing; compiled code calls the array method (throws)
+    items = _items if interp else _selection
+    if name == "map":
+        return lambda d: [mf(x) for x in _selection(sf(d))]
+    if name == "filter":
+        if interp and mapper.__class__ is Const:
+            keep = truthy(mapper.value)  # type: ignore[union-attr]
+            return lambda d: sf(d) if keep else []
+        return lambda d: [x for x in _selection(sf(d)) if truthy(mf(x))]
+    if name == "some":
+        return lambda d: any(truthy(mf(x)) for x in items(sf(d)))
+    if name == "none":
+        return lambda d: not any(truthy(mf(x)) for x in items(sf(d)))
+    if name == "all":
+        return _all(sf, mf, items, interp, cell)
+    return _reduce(sf, mf, None if init is None else _fn(init))
+
+
+def _all(sf: Fn, mf: Fn, items: Any, interp: bool, cell: list[Any] | None) -> Fn:
+    def run(d: Any) -> Any:
+        v = sf(d)
+        if cell is not None:
+            cell[0] = v
+        if interp and js_falsy(v):  # `v || []` is checked for emptiness there
+            return False
+        if v.__class__ is list and not v:
+            return False
+        return all(truthy(mf(x)) for x in items(v))
+
+    return run
+
+
+def _reduce(sf: Fn, mf: Fn, initf: Fn | None) -> Fn:
+    def run(d: Any) -> Any:
+        items = _selection(sf(d))
+        if initf is None:
+            if not items:
+                raise JSThrow("reduce of an empty array with no initial value")
+            acc, rest = items[0], items[1:]
+        else:
+            acc, rest = _no_nested(initf(d)), items
+        for x in rest:
+            acc = _no_nested(mf({"accumulator": acc, "current": x}))
+        return acc
+
+    return run
 
 
 # Nested iterators multiply: map over 1,000 items of a map over 1,000 of a map over 1,000 is a
@@ -356,9 +287,7 @@ def _charged(sf: Any) -> Any:
     return select
 
 
-BUILDERS: dict[str, Any] = {
-    "cat": build_cat,
-    "substr": function_op("substr", _substr, 1, 3),
+BUILDERS: dict[str, Builder] = {
     "in": build_in,
     "merge": function_op("merge", _merge),
     "map": _iterator("map"),

@@ -1,13 +1,26 @@
-"""Helpers shared by the operator builders (jsonlogic.py compiles, these build closures)."""
+"""What the compiler and every operator module share: the compiled-node types and the
+helpers builders use to turn compiled arguments into closures.
+
+``compiler.py`` walks the tree and looks each operator up in ``table.py``; the operator
+modules build closures with these helpers. The compiler type itself is needed here only for
+annotations (``TYPE_CHECKING``), so this module imports nothing but ``jsvalue``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from proxy.evaluation.jsonlogic.jsvalue import Const
 
 if TYPE_CHECKING:
-    from proxy.evaluation.jsonlogic.compiler import Compiled, LogicCompiler
+    from proxy.evaluation.jsonlogic.compiler import LogicCompiler
+
+# A compiled node: a closure over the request data, or a Const (a subtree folded at load).
+Fn = Callable[[Any], Any]
+Compiled = Fn | Const
+# A builder compiles one operation: (compiler, raw arguments, path of the operation).
+Builder = Callable[["LogicCompiler", Any, str], Compiled]
 
 
 def fn(c: Any) -> Any:

@@ -41,15 +41,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from proxy.evaluation.jsonlogic import logic as operators
+from proxy.evaluation.jsonlogic.base import Compiled, Fn
 from proxy.evaluation.jsonlogic.base import fn as as_fn
 from proxy.evaluation.jsonlogic.jsvalue import Const, JSThrow, to_string
+from proxy.evaluation.jsonlogic.table import ITERATORS, NEVER_FOLDED, OPERATORS
 from proxy.model import Problem
-
-Fn = Callable[[Any], Any]
-Compiled = Fn | Const
-# A builder compiles one operation: (compiler, raw arguments, path of the operation).
-Builder = Callable[["LogicCompiler", Any, str], Compiled]
 
 MAX_DEPTH = 64
 MAX_NODES = 100_000
@@ -251,7 +247,7 @@ class LogicCompiler:
             return Const(None)
         opath = join(path, op)
         try:
-            if self.interpreted or not self._pure(node, False):
+            if self.interpreted or not self.is_deterministic(node, False):
                 return builder(self, args, opath)
             # Nothing here reads the request: the reference evaluates this subtree once, while
             # compiling, with its interpreter (on empty data). Do the same; an error is a
@@ -272,7 +268,7 @@ class LogicCompiler:
         finally:
             self._depth -= 1
 
-    def _pure(self, node: Any, in_iterator: bool, refs: tuple[str, ...] = ()) -> bool:
+    def is_deterministic(self, node: Any, in_iterator: bool, refs: tuple[str, ...] = ()) -> bool:
         """json-logic-engine's isDeterministic: no read of the request (var outside an
         iterator's mapper, missing, missing_some) and none of flagd's operators."""
         key = (id(node), in_iterator)
@@ -281,7 +277,7 @@ class LogicCompiler:
             return known[1]
         out = True
         if node.__class__ is list:
-            out = all(self._pure(x, in_iterator, refs) for x in node)
+            out = all(self.is_deterministic(x, in_iterator, refs) for x in node)
         elif node.__class__ is dict and len(node) == 1:
             ((op, args),) = node.items()
             if op == "var":
@@ -290,15 +286,17 @@ class LogicCompiler:
                 out = in_iterator and "../../" not in to_string(args)
             elif op == "missing":
                 out = args == []
-            elif op in IMPURE:
+            elif op in NEVER_FOLDED:
                 out = False
             elif op == "$ref":
                 body = self.evaluators.get(args) if args.__class__ is str else None
-                out = body is not None and args not in refs and self._pure(body, in_iterator, (*refs, args))
+                out = (body is not None and args not in refs
+                       and self.is_deterministic(body, in_iterator, (*refs, args)))
             elif op in ITERATORS and args.__class__ is list and len(args) >= 2:
-                out = self._pure(args[0], in_iterator, refs) and self._pure(args[1], True, refs)
+                out = (self.is_deterministic(args[0], in_iterator, refs)
+                       and self.is_deterministic(args[1], True, refs))
             else:
-                out = self._pure(args, in_iterator, refs)
+                out = self.is_deterministic(args, in_iterator, refs)
         self._purity[key] = (node, out)  # holding the node keeps its id from being reused
         return out
 
@@ -363,30 +361,6 @@ class LogicCompiler:
 def _opaque(d: Any) -> Any:
     """Stands for an unexpanded $ref: not a constant, so nothing around it is folded."""
     return None
-
-
-# Operators the reference never folds at compile time (they read the request or are flagd's).
-IMPURE = frozenset({"missing_some", "fractional", "sem_ver", "starts_with", "ends_with"})
-ITERATORS = frozenset({"map", "filter", "reduce", "all", "some", "none"})
-
-OPERATORS: dict[str, Builder] = {}
-OPERATORS.update(operators.BUILDERS)
-
-
-def register(name: str, builder: Builder) -> None:
-    OPERATORS[name] = builder
-
-
-def _register_flagd_operators() -> None:
-    from proxy.evaluation.jsonlogic import fractional, semver, strings
-
-    register("fractional", fractional.build)
-    register("sem_ver", semver.build)
-    register("starts_with", strings.build_starts_with)
-    register("ends_with", strings.build_ends_with)
-
-
-_register_flagd_operators()
 
 
 def compile_logic(

@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING, Any
 import mmh3
 import orjson
 
+from proxy.evaluation.jsonlogic.base import Builder
 from proxy.evaluation.jsonlogic.base import fn as as_fn
 from proxy.evaluation.jsonlogic.jsvalue import MISSING, Const, to_string
 
 if TYPE_CHECKING:
-    from proxy.evaluation.jsonlogic.compiler import Compiled, LogicCompiler
+    from proxy.evaluation.jsonlogic.base import Compiled, Fn
+    from proxy.evaluation.jsonlogic.compiler import LogicCompiler
 
 MAX_TOTAL_WEIGHT = 2**31 - 1
 _VARIANT_TYPES = (str, int, float, bool, type(None))
@@ -176,25 +178,35 @@ def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
         return cc.problem(path, f"total weight {literal_total} exceeds {MAX_TOTAL_WEIGHT}")
     by_fn = as_fn(by) if callable(by) else None
     by_const = None if callable(by) else by
-    trace = cc.trace
-
     if all_literal and all(b.__class__ is Const for b in compiled):
-        table = runtime_buckets([b.value for b in compiled])
-        if table is None:
-            return Const(None)  # problems already reported
-        variants, cum, total = table
-        if baked_key is not None and by_fn is None and trace is None and total > 0:
-            return _keyed(baked_key, by_const if by_const.__class__ is str else None, variants, cum, total)
+        return _literal_buckets(cc, baked_key, by_fn, by_const, [b.value for b in compiled])
+    return _computed_buckets(cc, baked_key, by_fn, by_const, [as_fn(b) for b in compiled])
 
-        def fractional(d: Any) -> Any:
-            value = bucketing_value(d, by_fn(d) if by_fn is not None else by_const, baked_key)
-            if value is None or total == 0:
-                return None
-            return pick(value, variants, cum, total, trace)
 
-        return fractional
+def _literal_buckets(cc: LogicCompiler, baked_key: str | None, by_fn: Fn | None, by_const: Any,
+                     entries: list[Any]) -> Compiled:
+    """Buckets known at load: validated and accumulated once."""
+    table = runtime_buckets(entries)
+    if table is None:
+        return Const(None)  # problems already reported
+    variants, cum, total = table
+    trace = cc.trace
+    if baked_key is not None and by_fn is None and trace is None and total > 0:
+        return _keyed(baked_key, by_const if by_const.__class__ is str else None, variants, cum, total)
 
-    fns = [as_fn(b) for b in compiled]
+    def fractional(d: Any) -> Any:
+        value = bucketing_value(d, by_fn(d) if by_fn is not None else by_const, baked_key)
+        if value is None or total == 0:
+            return None
+        return pick(value, variants, cum, total, trace)
+
+    return fractional
+
+
+def _computed_buckets(cc: LogicCompiler, baked_key: str | None, by_fn: Fn | None, by_const: Any,
+                      fns: list[Fn]) -> Fn:
+    """Buckets (or weights) computed per request: validated like flagd does at run time."""
+    trace = cc.trace
 
     def fractional_dynamic(d: Any) -> Any:
         # arguments are evaluated first (an error there is an error even without a key)
@@ -212,3 +224,6 @@ def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
         return pick(value, variants, cum, total, trace)
 
     return fractional_dynamic
+
+
+BUILDERS: dict[str, Builder] = {"fractional": build}

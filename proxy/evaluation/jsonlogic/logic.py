@@ -1,16 +1,14 @@
 """Builders for JsonLogic's logic and comparison operators: if, and/or, !/!!, == ... >=.
 
 Each builder gets the compiler, the operator's raw arguments and its path, and returns a
-Const or a closure. Data access is in ``access``, arithmetic in ``arithmetic``, strings and
-arrays in ``operators_values``.
+Const or a closure.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from proxy.evaluation.jsonlogic import access, arithmetic
-from proxy.evaluation.jsonlogic import arrays as operators_values
+from proxy.evaluation.jsonlogic.base import Builder
 from proxy.evaluation.jsonlogic.base import fn as _fn
 from proxy.evaluation.jsonlogic.base import is_const as _is_const
 from proxy.evaluation.jsonlogic.jsvalue import (
@@ -27,7 +25,8 @@ from proxy.evaluation.jsonlogic.jsvalue import (
 )
 
 if TYPE_CHECKING:
-    from proxy.evaluation.jsonlogic.compiler import Compiled, LogicCompiler
+    from proxy.evaluation.jsonlogic.base import Compiled, Fn
+    from proxy.evaluation.jsonlogic.compiler import LogicCompiler
 
 
 # -- logic --------------------------------------------------------------------------------
@@ -41,17 +40,7 @@ def build_if(cc: LogicCompiler, args: Any, path: str) -> Compiled:
     n = len(args)
     if n == 0:
         return Const(None)
-    before, was = cc.prev_writes, cc.interpreted
-    if n < 3:  # the reference interprets short ifs (and all below them) instead of compiling
-        cc.interpreted = True
-    try:
-        # interpreted, only a 3-argument if prepares all its arguments up front
-        compile_arg = cc.lazy if cc.interpreted and n != 3 else cc.compile
-        parts = [compile_arg(a, f"{path}[{i}]") for i, a in enumerate(args)]
-    finally:
-        cc.interpreted = was
-    if n < 3:
-        cc.prev_writes = before
+    parts = _compile_if_args(cc, args, path)
     if n == 1:
         return parts[0]
     if n % 2 == 0:
@@ -74,23 +63,46 @@ def build_if(cc: LogicCompiler, args: Any, path: str) -> Compiled:
             return _fn(other)  # still not a constant for the reference (it reads data)
         return other
     if len(pairs) == 1:
-        (c, t) = pairs[0]
-        cf = _fn(c)
-        if t.__class__ is Const and other.__class__ is Const:
-            tv, ev = t.value, other.value  # type: ignore[union-attr]
+        return _if_one(*pairs[0], other)
+    return _if_chain(pairs, other)
 
-            def if_cc(d: Any) -> Any:
-                v = cf(d)
-                return tv if (v is True or (v is not False and truthy(v))) else ev
 
-            return if_cc
-        tf, ef = _fn(t), _fn(other)
+def _compile_if_args(cc: LogicCompiler, args: list[Any], path: str) -> list[Compiled]:
+    n = len(args)
+    before, was = cc.prev_writes, cc.interpreted
+    if n < 3:  # the reference interprets short ifs (and all below them) instead of compiling
+        cc.interpreted = True
+    try:
+        # interpreted, only a 3-argument if prepares all its arguments up front
+        compile_arg = cc.lazy if cc.interpreted and n != 3 else cc.compile
+        parts = [compile_arg(a, f"{path}[{i}]") for i, a in enumerate(args)]
+    finally:
+        cc.interpreted = was
+    if n < 3:
+        cc.prev_writes = before
+    return parts
 
-        def if1(d: Any) -> Any:
+
+def _if_one(c: Compiled, t: Compiled, other: Compiled) -> Fn:
+    cf = _fn(c)
+    if t.__class__ is Const and other.__class__ is Const:
+        tv, ev = t.value, other.value  # type: ignore[union-attr]
+
+        def if_cc(d: Any) -> Any:
             v = cf(d)
-            return tf(d) if (v is True or (v is not False and truthy(v))) else ef(d)
+            return tv if (v is True or (v is not False and truthy(v))) else ev
 
-        return if1
+        return if_cc
+    tf, ef = _fn(t), _fn(other)
+
+    def if1(d: Any) -> Any:
+        v = cf(d)
+        return tf(d) if (v is True or (v is not False and truthy(v))) else ef(d)
+
+    return if1
+
+
+def _if_chain(pairs: list[tuple[Compiled, Compiled]], other: Compiled) -> Fn:
     fpairs = [(_fn(c), _fn(t)) for c, t in pairs]
     ef = _fn(other)
 
@@ -102,8 +114,6 @@ def build_if(cc: LogicCompiler, args: Any, path: str) -> Compiled:
         return ef(d)
 
     return if_n
-
-
 
 
 def _traced_if(trace: list[str], path: str, conds: list[Any], thens: list[Any], other: Any) -> Any:
@@ -252,7 +262,7 @@ def _make_step(op: str) -> Any:
     return step
 
 
-def _build_compare(op: str) -> Any:
+def _build_compare(op: str) -> Builder:
     step = _make_step(op)
     plain = _PLAIN[op]
     strict = op in ("===", "!==")
@@ -266,83 +276,108 @@ def _build_compare(op: str) -> Any:
         if len(args) < 2:
             return cc.problem(path, f"{op} takes at least 2 operands, got {len(args)}")
         record_self = cc.records()
-        parts, writes = [], []
-        for i, a in enumerate(args):
-            before = cc.prev_writes
-            cc.recording += i > 0
-            try:
-                parts.append(cc.compile(a, f"{path}[{i}]"))
-            finally:
-                cc.recording -= i > 0
-            writes.append(cc.prev_writes > before and not cc.interpreted)
+        parts, writes = _compile_operands(cc, args, path)
         cc.prev_writes += 1
         if cc.interpreted:  # the interpreter compares each pair of raw operands
             return _interpreted_chain(cc, path, parts, step)
-        fns = [_fn(p) for p in parts]
-        cell = cc.cell
         # json-logic-engine compiles `a OP b` to `(prev = a) OP compareCheck(b, prev)`: `prev`
         # is whatever b's own code assigned last (a var does), else a.
         if len(parts) == 2 and not writes[1]:
-            fa, fb = fns
-            if _is_const(parts[1]) and not _is_const(parts[0]):
-                bv = parts[1].value  # type: ignore[union-attr]
-                cmp2 = lambda d: step(fa(d), bv)[0]  # noqa: E731
-                if bv.__class__ is str and op in ("==", "===", "!=", "!=="):
-                    # the common `var == "literal"`: two strings compare plainly
-                    equal = op in ("==", "===")
-
-                    def cmp_str(d: Any) -> bool:
-                        a = fa(d)
-                        if a.__class__ is str:
-                            return (a == bv) is equal
-                        return step(a, bv)[0]  # type: ignore[no-any-return]
-
-                    cmp2 = cmp_str
-            else:
-                cmp2 = lambda d: step(fa(d), fb(d))[0]  # noqa: E731
-            if all(_is_const(p) for p in parts):
-                return cc.fold(path, lambda: cmp2(None))
-            if record_self:
-
-                def cmp2_recorded(d: Any) -> bool:
-                    a = fa(d)
-                    cell[0] = a
-                    return step(a, fb(d))[0]  # type: ignore[no-any-return]
-
-                return cmp2_recorded
-            return cmp2
+            return _compiled_pair(cc, op, step, path, parts, record_self)
+        fns = [_fn(p) for p in parts]
         if len(parts) == 2:
-            fa, fb = fns
-
-            def cmp2_register(d: Any) -> bool:
-                a = fa(d)
-                cell[0] = a
-                b = fb(d)
-                return plain(a, checked(cell[0], b))  # type: ignore[no-any-return]
-
-            return cmp2_register
-        rest = list(zip(fns[1:], writes[1:], strict=True))
-
-        def chain(d: Any) -> bool:
-            left = fns[0](d)
-            cell[0] = left
-            for f, w in rest:
-                p = left
-                b = f(d)
-                if w:
-                    p = cell[0]
-                b2 = checked(p, b)
-                cell[0] = b2
-                if not plain(left, b2):
-                    return False
-                left = b2
-            return True
-
+            return _register_pair(fns[0], fns[1], cc.cell, plain, checked)
+        chain = _register_chain(fns, writes, cc.cell, plain, checked)
         if all(_is_const(p) for p in parts):
             return cc.fold(path, lambda: chain(None))
         return chain
 
     return build
+
+
+def _compile_operands(cc: LogicCompiler, args: list[Any], path: str) -> tuple[list[Compiled], list[bool]]:
+    """The operands, and for each whether its code assigns the `prev` register (compiled
+    only: a right-hand operand's assignments are recorded for the comparison to read)."""
+    parts, writes = [], []
+    for i, a in enumerate(args):
+        before = cc.prev_writes
+        cc.recording += i > 0
+        try:
+            parts.append(cc.compile(a, f"{path}[{i}]"))
+        finally:
+            cc.recording -= i > 0
+        writes.append(cc.prev_writes > before and not cc.interpreted)
+    return parts, writes
+
+
+def _compiled_pair(cc: LogicCompiler, op: str, step: Any, path: str, parts: list[Compiled],
+                   record_self: bool) -> Compiled:
+    """``a OP b`` where b's code leaves `prev` alone: `prev` is a, so step() compares them."""
+    fa, fb = _fn(parts[0]), _fn(parts[1])
+    if _is_const(parts[1]) and not _is_const(parts[0]):
+        bv = parts[1].value  # type: ignore[union-attr]
+        cmp2 = lambda d: step(fa(d), bv)[0]  # noqa: E731
+        if bv.__class__ is str and op in ("==", "===", "!=", "!=="):
+            # the common `var == "literal"`: two strings compare plainly
+            equal = op in ("==", "===")
+
+            def cmp_str(d: Any) -> bool:
+                a = fa(d)
+                if a.__class__ is str:
+                    return (a == bv) is equal
+                return step(a, bv)[0]  # type: ignore[no-any-return]
+
+            cmp2 = cmp_str
+    else:
+        cmp2 = lambda d: step(fa(d), fb(d))[0]  # noqa: E731
+    if all(_is_const(p) for p in parts):
+        return cc.fold(path, lambda: cmp2(None))
+    if record_self:
+        cell = cc.cell
+
+        def cmp2_recorded(d: Any) -> bool:
+            a = fa(d)
+            cell[0] = a
+            return step(a, fb(d))[0]  # type: ignore[no-any-return]
+
+        return cmp2_recorded
+    return cmp2
+
+
+def _register_pair(fa: Fn, fb: Fn, cell: list[Any], plain: Any, checked: Any) -> Fn:
+    """``a OP b`` where b's code assigns `prev`: b is checked against what it assigned."""
+
+    def cmp2_register(d: Any) -> bool:
+        a = fa(d)
+        cell[0] = a
+        b = fb(d)
+        return plain(a, checked(cell[0], b))  # type: ignore[no-any-return]
+
+    return cmp2_register
+
+
+def _register_chain(fns: list[Fn], writes: list[bool], cell: list[Any], plain: Any,
+                    checked: Any) -> Fn:
+    """``a OP b OP c ...``: each operand is checked against `prev`, which is the previous
+    operand unless its own code assigned the register."""
+    rest = list(zip(fns[1:], writes[1:], strict=True))
+
+    def chain(d: Any) -> bool:
+        left = fns[0](d)
+        cell[0] = left
+        for f, w in rest:
+            p = left
+            b = f(d)
+            if w:
+                p = cell[0]
+            b2 = checked(p, b)
+            cell[0] = b2
+            if not plain(left, b2):
+                return False
+            left = b2
+        return True
+
+    return chain
 
 
 def _interpreted_chain(cc: LogicCompiler, path: str, parts: list[Any], step: Any) -> Compiled:
@@ -368,7 +403,7 @@ def _interpreted_chain(cc: LogicCompiler, path: str, parts: list[Any], step: Any
     return chain
 
 
-BUILDERS: dict[str, Any] = {
+BUILDERS: dict[str, Builder] = {
     "if": build_if,
     "?:": build_if,
     "or": _build_andor(True),
@@ -377,6 +412,3 @@ BUILDERS: dict[str, Any] = {
     "!!": _build_not(False),
     **{op: _build_compare(op) for op in _PLAIN},
 }
-BUILDERS.update(access.BUILDERS)
-BUILDERS.update(arithmetic.BUILDERS)
-BUILDERS.update(operators_values.BUILDERS)

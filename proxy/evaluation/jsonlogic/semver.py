@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 import semver as _semver
 
-from proxy.evaluation.jsonlogic.base import coerce_array
+from proxy.evaluation.jsonlogic.base import Builder, coerce_array
 from proxy.evaluation.jsonlogic.base import fn as as_fn
 from proxy.evaluation.jsonlogic.jsvalue import MAX_SAFE_INTEGER, Const, to_string
 
 if TYPE_CHECKING:
-    from proxy.evaluation.jsonlogic.compiler import Compiled, LogicCompiler
+    from proxy.evaluation.jsonlogic.base import Compiled
+    from proxy.evaluation.jsonlogic.compiler import LogicCompiler
 
 Version = tuple[int, int, int, str | None]
 
@@ -137,3 +138,6 @@ def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
         return sem_ver_fast
     fns = [as_fn(p) for p in parts]
     return lambda d: sem_ver([f(d) for f in fns])
+
+
+BUILDERS: dict[str, Builder] = {"sem_ver": build}
