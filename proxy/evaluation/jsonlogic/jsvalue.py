@@ -65,11 +65,6 @@ def js_falsy(v: Any) -> bool:
     return c is str and v == ""
 
 
-def is_number(v: Any) -> bool:
-    c = v.__class__
-    return c is int or c is float
-
-
 def norm_number(x: float | int) -> int | float:
     """JS has one number type: integral results within the safe range become ints."""
     if x.__class__ is float:
