@@ -9,8 +9,9 @@
 
 Every stream: ``id:`` is the environment version, ``Last-Event-ID`` resumes, a ``retry:``
 hint comes first, a heartbeat comment every 15 s, auth by header or ``?token=``/``?key=``.
-Per-connection queues and coalescing live in :mod:`proxy.streams.fanout`. Query strings (keys,
-tokens, contexts) are never logged here.
+Per-connection queues and coalescing live in :mod:`proxy.streams.fanout`; the fan-out (and
+the Redis client of its resume history) is built by ``proxy.server.app`` and handed in. Query
+strings (keys, tokens, contexts) are never logged here.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import orjson
@@ -31,19 +32,21 @@ from sse_starlette import EventSourceResponse
 from sse_starlette.sse import AppStatus
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from proxy.api import errors
 from proxy.api.auth import Authenticator
 from proxy.api.context import BadContext, check_context
+from proxy.api.metrics import Metrics
 from proxy.api.transport import body_writer, connection_transport
+from proxy.config import Settings
+from proxy.keys import KeyRecord, KeyRing
 from proxy.model import ErrorCode, FlagSet
 from proxy.store import Store
 from proxy.streams.connection import CapExceeded, Connection, StreamKind
 from proxy.streams.fanout import FanOut
 from proxy.streams.frames import PING, PROPAGATION_BUCKETS, id_only
-from proxy.streams.history import ChangeLog
 
 log = logging.getLogger("flagedge.streams")
 
@@ -89,33 +92,24 @@ def last_event_id(request: Request) -> int | None:
 
 
 class StreamsApi:
-    def __init__(self, store: Store, auth: Authenticator, *, settings: Any = None,
-                 keyring: Any = None, metrics: Any = None, redis: Any = None,
-                 fanout: FanOut | None = None):
+    """The stream endpoints over a built fan-out (``proxy.server.app`` wires it); streams of a
+    key end when the key ring says it was revoked or changed."""
+
+    def __init__(self, store: Store, auth: Authenticator, fanout: FanOut, *, settings: Settings,
+                 keyring: KeyRing | None = None, metrics: Metrics | None = None):
         self.store = store
         self.auth = auth
         self.keyring = keyring
         self.settings = settings
-        if fanout is None:
-            from proxy.api.bulk_body import ofrep_item  # the bulk endpoint's item shape
-
-            fanout = FanOut(
-                store, ChangeLog(), render=ofrep_item, redis=redis,
-                stats=getattr(metrics, "hot", None),
-                max_per_key=int(getattr(settings, "sse_max_per_key", 10_000)),
-                max_total=int(getattr(settings, "sse_max_connections", 20_000)),
-                coalesce_s=int(getattr(settings, "sse_coalesce_ms", 100)) / 1000,
-            )
         self.fanout = fanout
-        self._send_buffer = int(getattr(settings, "sse_send_buffer", 0))
-        self._max_depth = int(getattr(settings, "max_context_depth", 10))
-        self._max_items = int(getattr(settings, "max_context_items", 1_000))
-        self._unsubscribe_keys: Any = None
+        self._send_buffer = settings.sse_send_buffer
+        self._max_depth = settings.max_context_depth
+        self._max_items = settings.max_context_items
+        self._unsubscribe_keys: Callable[[], None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
         self._doc_cache: tuple[FlagSet, bytes] | None = None
-        registry = getattr(metrics, "registry", None)
-        if registry is not None:
-            registry.register(_StreamsCollector(self.fanout))  # type: ignore[arg-type]
+        if metrics is not None:
+            metrics.registry.register(_StreamsCollector(self.fanout))  # type: ignore[arg-type]
 
     def routes(self) -> list[Route]:
         return [
@@ -133,7 +127,7 @@ class StreamsApi:
         """Subscribe to the store and the key ring. Needs no running loop: the fan-out makes
         its tasks when changes arrive, the shutdown watcher with the first stream."""
         self.fanout.start()
-        if self.keyring is not None and hasattr(self.keyring, "subscribe"):
+        if self.keyring is not None:
             self._unsubscribe_keys = self.keyring.subscribe(self._on_key_changed)
 
     def _watch(self) -> None:
@@ -149,10 +143,6 @@ class StreamsApi:
             await asyncio.gather(self._watch_task, return_exceptions=True)
             self._watch_task = None
         await self.fanout.stop()
-        redis = self.fanout.redis
-        if redis is not None:
-            with contextlib.suppress(Exception):
-                await redis.aclose()
 
     async def _watcher(self) -> None:
         """One task per process, not per stream: heartbeats every PING_S, and when uvicorn
@@ -170,7 +160,7 @@ class StreamsApi:
             n += 1
         log.info("server shutting down: closed %d streams", n)
 
-    def _on_key_changed(self, record: Any) -> None:
+    def _on_key_changed(self, record: KeyRecord) -> None:
         n = self.fanout.close_key(record.id, "key revoked or changed")
         if n:
             log.info("closed %d streams of key %s (revoked or changed)", n, record.id)
@@ -346,23 +336,6 @@ async def _until_disconnect(receive: Receive) -> None:
         message: Message = await receive()
         if message["type"] == "http.disconnect":
             return
-
-
-def mount(rt: Any) -> list[BaseRoute]:
-    """Build the streams surface on the app's runtime (``proxy.server.app.Runtime``): its routes,
-    started now, stopped by the lifespan's shutdown hooks."""
-    settings = rt.settings
-    redis = None
-    if getattr(settings, "flags", None) is None and getattr(settings, "redis", None):
-        from proxy.storage.url import async_client  # resume replay (XREVRANGE); lazy connect
-
-        redis = async_client(settings.redis, cluster=bool(getattr(settings, "cluster", False)))
-    streams = StreamsApi(rt.store, rt.auth, settings=settings, keyring=rt.keyring,
-                         metrics=rt.metrics, redis=redis)
-    streams.start()
-    rt.on_shutdown.append(streams.stop)
-    rt.streams = streams
-    return list(streams.routes())
 
 
 class _StreamsCollector:

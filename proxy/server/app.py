@@ -24,17 +24,22 @@ from starlette.routing import BaseRoute
 from proxy.api import errors
 from proxy.api.admin import AdminApi
 from proxy.api.auth import Authenticator
+from proxy.api.bulk_body import ofrep_item
 from proxy.api.cache import ResultCache
 from proxy.api.fastpath import FastOfrep
 from proxy.api.health import Health
 from proxy.api.metrics import Metrics
 from proxy.api.ofrep import OfrepApi
 from proxy.api.openapi import OpenApi
+from proxy.api.streams import StreamsApi
 from proxy.api.tokens import StreamTokens
 from proxy.config import Settings
 from proxy.keys import KeyRing
 from proxy.server import gcpolicy
+from proxy.storage.url import async_client
 from proxy.store import Store
+from proxy.streams.fanout import FanOut
+from proxy.streams.history import ChangeLog, RedisHistory
 
 log = logging.getLogger("flagedge.app")
 
@@ -205,12 +210,32 @@ async def _not_allowed(_request: Request, _exc: Exception) -> Response:
 
 def _surfaces(rt: Runtime) -> list[BaseRoute]:
     """Routes of the other HTTP surfaces (one line each; they read ``rt``)."""
-    from proxy.api import (
-        demo,  # the demo page at /demo/ (serve --demo)
-        streams,  # SSE streams + /v1/rules (stops via rt.on_shutdown)
-    )
+    from proxy.api import demo  # the demo page at /demo/ (serve --demo)
 
-    return [*streams.mount(rt), *(demo.mount(rt) if rt.settings.demo else [])]
+    return [*_streams(rt), *(demo.mount(rt) if rt.settings.demo else [])]
+
+
+def _streams(rt: Runtime) -> list[BaseRoute]:
+    """SSE streams + /v1/rules: the fan-out, with the Redis change log for resumes unless the
+    rules come from a file, started now and stopped (then the client closed) by the lifespan's
+    shutdown hooks."""
+    settings = rt.settings
+    redis = None
+    if settings.flags is None and settings.redis:
+        # Resume replay (XREVRANGE) only; connects lazily, on the first resume that needs it.
+        redis = async_client(settings.redis, cluster=settings.cluster)
+    fanout = FanOut(rt.store, ChangeLog(), render=ofrep_item, stats=rt.metrics.hot,
+                    history=RedisHistory(redis) if redis is not None else None,
+                    max_per_key=settings.sse_max_per_key,
+                    max_total=settings.sse_max_connections,
+                    coalesce_s=settings.sse_coalesce_ms / 1000)
+    streams = StreamsApi(rt.store, rt.auth, fanout, settings=settings, keyring=rt.keyring,
+                         metrics=rt.metrics)
+    streams.start()
+    rt.on_shutdown.append(streams.stop)
+    if redis is not None:
+        rt.on_shutdown.append(redis.aclose)
+    return list(streams.routes())
 
 
 def factory() -> Starlette:

@@ -1,20 +1,25 @@
 """One open SSE stream on the fan-out side: a bounded queue of encoded events, and what the
 client holds (version, per-flag result hashes). Pushing never blocks: over the bound the
 queue is dropped and a snapshot owed, so a stalled reader costs bounded memory and nobody
-else waits (``proxy.streams.fanout`` pushes, ``proxy.api.streams`` drains)."""
+else waits (``proxy.streams.fanout`` pushes, ``proxy.api.streams`` drains).
+
+A connection knows nothing of the fan-out that feeds it: it is created with what it uses, as
+small declared types (ld-relay's ``internal/streams`` shape): its :class:`Limits`, the
+:class:`~proxy.streams.frames.Counters` it counts in, a :data:`SnapshotFor` callback that
+builds the snapshot it is owed, and a :data:`SentHook` for events written straight to the
+socket. The fan-out shares one of each among all its connections.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from proxy.streams.frames import PING, count
-
-if TYPE_CHECKING:
-    from proxy.streams.fanout import FanOut
+from proxy.streams.frames import PING, Counters, count
 
 
 class StreamKind(StrEnum):
@@ -26,16 +31,37 @@ class StreamKind(StrEnum):
 Item = tuple[bytes, float | None]  # encoded event(s), source write time (for the metric)
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """How much one connection may hold queued before it is owed a snapshot instead."""
+
+    max_queue: int = 64  # events
+    max_queue_bytes: int = 1 << 20
+
+
+# The newest state for this connection in one event (b"" when there is none); it also sets
+# what the connection now holds (version, results). ``Snapshots.snapshot`` in the fan-out.
+SnapshotFor = Callable[["Connection"], bytes]
+# Counts an event the connection wrote straight to its socket (source write time or None).
+SentHook = Callable[["Connection", float | None], None]
+
+
 class Connection:
     """One open stream: a bounded queue of encoded events and what the client holds."""
 
     __slots__ = ("_parked", "_queue", "_queued_bytes", "_waiter", "close_reason", "closed",
-                 "context", "ctx_key", "direct", "env", "fanout", "key_id", "kind",
-                 "needs_snapshot", "pending", "results", "version")
+                 "context", "ctx_key", "direct", "env", "key_id", "kind", "limits",
+                 "needs_snapshot", "on_sent", "pending", "results", "snapshot_for", "stats",
+                 "version")
 
-    def __init__(self, fanout: FanOut, env: str, kind: StreamKind, key_id: str,
-                 context: dict[str, Any] | None = None, ctx_key: str = ""):
-        self.fanout = fanout
+    def __init__(self, env: str, kind: StreamKind, key_id: str,
+                 context: dict[str, Any] | None = None, ctx_key: str = "", *,
+                 snapshot_for: SnapshotFor, limits: Limits, stats: Counters,
+                 on_sent: SentHook):
+        self.snapshot_for = snapshot_for
+        self.limits = limits
+        self.stats = stats
+        self.on_sent = on_sent
         self.env = env
         self.kind = kind
         self.key_id = key_id
@@ -51,7 +77,7 @@ class Connection:
         self._queued_bytes = 0
         self._waiter: asyncio.Future[None] | None = None
         # Set by the stream once its response is under way: writes one event straight to the
-        # socket, False when it cannot now (proxy.server.http_protocol.body_writer). Used only while
+        # socket, False when it cannot now (proxy.api.transport.body_writer). Used only while
         # the stream is parked in wait() with nothing queued, so events keep their order.
         self.direct: Callable[[bytes], bool] | None = None
         self._parked = False
@@ -64,20 +90,21 @@ class Connection:
         """Never blocks. Over the bound, drop everything queued and owe a snapshot."""
         if self.closed or self.needs_snapshot:
             return  # a snapshot is owed: it will carry this change too
-        fo = self.fanout
         queue = self._queue
         # An idle stream's event goes out here and now: no wake-up, no task step, no send
         # through the middleware (10,000 streams x every change).
         if queue is None and self._parked and self.direct is not None and self.direct(payload):
-            fo.sent(self, written_at)
+            self.on_sent(self, written_at)
             return
         if queue is None:
             queue = self._queue = deque()
-        if len(queue) >= fo.max_queue or self._queued_bytes + len(payload) > fo.max_queue_bytes:
+        limits = self.limits
+        if (len(queue) >= limits.max_queue
+                or self._queued_bytes + len(payload) > limits.max_queue_bytes):
             self._queue = None
             self._queued_bytes = 0
             self.needs_snapshot = True
-            count(fo.stats, self.kind.value, "coalesced")
+            count(self.stats, self.kind.value, "coalesced")
         else:
             queue.append((payload, written_at))
             self._queued_bytes += len(payload)
@@ -154,7 +181,7 @@ class Connection:
         """The snapshot this connection is owed (and no longer owes), else b""."""
         while self.needs_snapshot and not self.closed:
             self.needs_snapshot = False
-            payload = self.fanout.snapshot(self)
+            payload = self.snapshot_for(self)
             if payload:
                 return payload
         return b""

@@ -7,6 +7,11 @@ stream) and pushes the bytes into every connection's bounded queue without ever 
 connection. A connection whose queue is full drops what it holds and is marked for a
 snapshot: when its reader next asks, it gets the newest state in one event (a notification,
 a ``put``), so a stalled reader costs a bounded amount of memory and nobody else waits.
+
+The fan-out owns the connections and hands each one what it uses (its limits, counters, the
+snapshot builder of :mod:`proxy.streams.snapshots`), never itself; what came before a new
+connection is :mod:`proxy.streams.resume`'s, given the store, the ring, the Redis history and
+the snapshot builders.
 """
 
 from __future__ import annotations
@@ -21,20 +26,24 @@ from typing import Any
 
 import orjson
 
-from proxy.model import Change, EvaluationResult, Flag, FlagSet
+from proxy.evaluation.engine import evaluate as engine_evaluate
+from proxy.evaluation.engine import evaluate_all as engine_evaluate_all
+from proxy.model import Change, EvaluationResult, FlagSet
 from proxy.store import Store
-from proxy.streams.connection import CapExceeded, Connection, StreamKind
+from proxy.streams import resume
+from proxy.streams.connection import CapExceeded, Connection, Limits, StreamKind
 from proxy.streams.frames import (
+    Counters,
     Propagation,
     StreamStats,
     count,
     diff_frames,
-    frame,
     notification,
     rules_entry,
-    rules_put,
 )
-from proxy.streams.history import ChangeLog, Entry, RedisHistory, entry_from_change
+from proxy.streams.history import ChangeLog, Entry, entry_from_change
+from proxy.streams.resume import History
+from proxy.streams.snapshots import EvaluateAll, Render, Snapshots, plain_render
 
 log = logging.getLogger("flagedge.fanout")
 
@@ -56,20 +65,6 @@ def merge_changes(changes: list[Change], fs: FlagSet) -> Change:
 
 
 Evaluate = Callable[[FlagSet, str, dict[str, Any]], EvaluationResult]
-EvaluateAll = Callable[[FlagSet, dict[str, Any]], list[EvaluationResult]]
-
-
-def _engine() -> tuple[Evaluate, EvaluateAll]:
-    from proxy.evaluation.engine import evaluate, evaluate_all  # the engine helper's module
-
-    return evaluate, evaluate_all
-
-
-Render = Callable[[EvaluationResult, Flag | None], dict[str, Any]]
-
-
-def _plain_render(result: EvaluationResult, _flag: Flag | None) -> dict[str, Any]:
-    return result.to_ofrep()
 
 
 # The fan-out holds the event loop for at most about this long before it lets requests run
@@ -100,32 +95,35 @@ class FanOut:
                  max_queue: int = 64, max_queue_bytes: int = 1 << 20, max_backlog: int = 32,
                  coalesce_s: float = 0.0,
                  max_per_key: int = 10_000, max_total: int = 20_000,
-                 engine: tuple[Evaluate, EvaluateAll] | None = None,
-                 render: Render = _plain_render, stats: Any = None, redis: Any = None):
+                 engine: tuple[Evaluate, EvaluateAll] = (engine_evaluate, engine_evaluate_all),
+                 render: Render = plain_render, stats: Counters | None = None,
+                 history: History | None = None):
         self.store = store
         self.changelog = changelog or ChangeLog()
-        self.max_queue = max_queue  # events queued per connection before coalescing
-        self.max_queue_bytes = max_queue_bytes
+        # Events (or bytes) queued per connection before it is owed a snapshot instead.
+        self.limits = Limits(max_queue, max_queue_bytes)
         self.max_backlog = max_backlog  # changes waiting for the fan-out before it skips ahead
         # Throttle per environment (leading + trailing edge): a change after a quiet spell of
         # this many seconds fans out at once; later ones within it are merged into one round.
         self.coalesce_s = coalesce_s
         self.max_per_key = max_per_key
         self.max_total = max_total
+        self.engine = engine
         self.render = render  # EvaluationResult -> OFREP item (the bulk endpoint's shape)
-        self.stats = stats if stats is not None else StreamStats()
+        self.snapshots = Snapshots(store, render, engine[1])
+        self.stats: Counters = stats if stats is not None else StreamStats()
         self.propagation = Propagation()
         self.rejected: dict[str, int] = {}  # cap -> connections refused
-        self.redis = redis  # change-stream fallback for resume; None = ring only
-        self.history = RedisHistory(redis) if redis is not None else None
-        self._engine = engine
+        self.history = history  # change-stream fallback for resume; None = ring only
+        # Made once and shared by every connection (a bound method per open would not be).
+        self._snapshot_for = self.snapshots.snapshot
+        self._on_sent = self.sent
         self._conns: dict[str, dict[StreamKind, set[Connection]]] = {}
         self._by_key: dict[str, set[Connection]] = {}
         self._total = 0
         self._inbox: dict[str, asyncio.Queue[tuple[Change, FlagSet, Entry]]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._unsubscribe: Callable[[], None] | None = None
-        self._rules_cache: tuple[FlagSet, bytes] | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -145,10 +143,12 @@ class FanOut:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     @property
-    def engine(self) -> tuple[Evaluate, EvaluateAll]:
-        if self._engine is None:
-            self._engine = _engine()
-        return self._engine
+    def max_queue(self) -> int:
+        return self.limits.max_queue
+
+    @property
+    def max_queue_bytes(self) -> int:
+        return self.limits.max_queue_bytes
 
     # -- connections ------------------------------------------------------------------------
     def check_caps(self, key_id: str) -> None:
@@ -166,7 +166,8 @@ class FanOut:
         self.check_caps(key_id)
         # str, not the orjson bytes (see Connection.results)
         ctx_key = orjson.dumps(context, option=orjson.OPT_SORT_KEYS).decode() if context else ""
-        conn = Connection(self, env, kind, key_id, context, ctx_key)
+        conn = Connection(env, kind, key_id, context, ctx_key, snapshot_for=self._snapshot_for,
+                          limits=self.limits, stats=self.stats, on_sent=self._on_sent)
         fs = self.store.get(env)
         conn.version = fs.version if fs is not None else 0
         self._conns.setdefault(env, {}).setdefault(kind, set()).add(conn)
@@ -234,47 +235,8 @@ class FanOut:
     async def initial(self, conn: Connection, last_id: int | None) -> bytes:
         """What a new connection gets before its queue (see :func:`proxy.streams.resume.initial`).
         Must run right after :meth:`open`."""
-        from proxy.streams.resume import initial
-
-        return await initial(self, conn, last_id)
-
-    # -- snapshots (what a reader that fell behind gets) ------------------------------------
-    def snapshot(self, conn: Connection) -> bytes:
-        fs = self.store.get(conn.env)
-        if fs is None:
-            return b""
-        conn.version = fs.version
-        if conn.kind is StreamKind.EVENTS:
-            return notification(fs.version, fs.updated_at or time.time())
-        if conn.kind is StreamKind.RULES:
-            return self.rules_put(fs)
-        return self.evaluated_put(conn, fs)
-
-    def rules_put(self, fs: FlagSet) -> bytes:
-        cached = self._rules_cache
-        if cached is not None and cached[0] is fs:
-            return cached[1]
-        payload = rules_put(fs)
-        self._rules_cache = (fs, payload)
-        return payload
-
-    def evaluate_context(self, fs: FlagSet, context: dict[str, Any]) -> dict[str, bytes]:
-        _, evaluate_all = self.engine
-        flags, render = fs.flags, self.render
-        results = sorted(evaluate_all(fs, context), key=lambda r: r.key)
-        return {r.key: orjson.dumps(render(r, flags.get(r.key))) for r in results}
-
-    def evaluated_put(self, conn: Connection, fs: FlagSet) -> bytes:
-        items = self.evaluate_context(fs, conn.context)
-        conn.results = {k: hash(v) for k, v in items.items()}
-        conn.version = fs.version
-        body = (b'{"flags":[' + b",".join(items.values()) + b'],"metadata":'
-                + orjson.dumps(dict(fs.metadata)) + b"}")
-        return frame("put", fs.version, body)
-
-    def evaluated_diff(self, conn: Connection, new: dict[str, bytes], keys: Iterable[str],
-                       version: int) -> bytes:
-        return diff_frames(conn.results, new, keys, version)
+        return await resume.initial(conn, last_id, store=self.store, ring=self.changelog,
+                                    history=self.history, snapshots=self.snapshots)
 
     # -- change intake (synchronous, from Store.publish) ------------------------------------
     def on_change(self, change: Change, flag_set: FlagSet) -> None:
@@ -397,7 +359,7 @@ class FanOut:
         rules = by_kind.get(StreamKind.RULES)
         if rules:
             if change.reset:
-                payload = self.rules_put(fs)
+                payload = self.snapshots.rules_put(fs)
             else:
                 payload = rules_entry(entry or entry_from_change(change, fs))
             for conn in list(rules):
@@ -451,6 +413,6 @@ class FanOut:
                 new = {k: encode(k, conn.context) for k in keys if k in flags}
                 per_context[conn.ctx_key] = new
             conn.version = change.version
-            payload = self.evaluated_diff(conn, new, keys, change.version)
+            payload = diff_frames(conn.results, new, keys, change.version)
             if payload:
                 conn.push(payload, change.written_at)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable
-from typing import Any
+from typing import Protocol
 
 import orjson
 
@@ -89,6 +89,14 @@ def diff_frames(held: dict[str, int], new: dict[str, bytes], keys: Iterable[str]
 PROPAGATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
+class Counters(Protocol):
+    """Where streams count: open connections per stream, events per (stream, outcome).
+    :class:`StreamStats`, or the API's hot metrics, which export them at scrape time."""
+
+    sse_connections: dict[str, int]
+    sse_events: dict[tuple[str, str], int]
+
+
 class StreamStats:
     """Plain counters (no locks, no label lookups: 10,000 connections may each count an
     event per change). The API's metrics object can be passed instead; it has the same
@@ -115,7 +123,7 @@ class Propagation:
         self.sums[stream] += seconds
 
 
-def count(stats: Any, stream: str, outcome: str, n: int = 1) -> None:
+def count(stats: Counters, stream: str, outcome: str, n: int = 1) -> None:
     key = (stream, outcome)
     stats.sse_events[key] = stats.sse_events.get(key, 0) + n
 

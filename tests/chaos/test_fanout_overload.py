@@ -11,7 +11,7 @@ from proxy.store import Store
 from proxy.streams.connection import StreamKind
 from proxy.streams.fanout import FanOut
 from proxy.streams.history import ChangeLog
-from tests.unit.test_fanout import Env, drain
+from tests.unit.streams.test_fanout import Env, drain
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
