@@ -16,10 +16,13 @@ from typing import Any
 
 import orjson
 
-from proxy.evaluation.jsonlogic.compiler import LogicCompiler, as_fn
+from proxy.evaluation.jsonlogic.base import Compiled
+from proxy.evaluation.jsonlogic.base import fn as as_fn
+from proxy.evaluation.jsonlogic.compiler import LogicCompiler
 from proxy.evaluation.jsonlogic.jsvalue import Const, JSThrow, to_string
 from proxy.model import (
     JSON,
+    ErrorCode,
     EvaluationResult,
     Flag,
     FlagSet,
@@ -173,8 +176,6 @@ def resolve(flag: Flag, res: Any) -> EvaluationResult:
 
 
 def general_error(flag: Flag, details: str) -> EvaluationResult:
-    from proxy.model import ErrorCode
-
     return EvaluationResult(
         key=flag.key, reason=Reason.ERROR, metadata=flag.metadata,
         error_code=ErrorCode.GENERAL, error_details=details,
@@ -202,7 +203,38 @@ def _build_flag(
     if state not in ("ENABLED", "DISABLED"):
         msg = "state is required (ENABLED or DISABLED)" if state is None else f"unknown state {state!r} (use ENABLED or DISABLED)"
         problems.append(Problem(f"{path}.state", msg))
-    variants = raw.get("variants")
+    variants, kinds = _variants(raw.get("variants"), path, problems)
+    default = raw.get("defaultVariant")
+    if default is not None and (default.__class__ is not str or default not in variants):
+        names = ", ".join(list(variants)[:8])
+        problems.append(Problem(f"{path}.defaultVariant", f"{default!r} is not one of the variants ({names})"))
+    flag_md = _metadata(raw.get("metadata"), f"{path}.metadata", problems)
+    cc = LogicCompiler(evaluators, flag_key=key)
+    compiled = _targeting(cc, raw.get("targeting"), path, problems)
+    if len(problems) > before:
+        return None
+
+    md = {**set_metadata, **flag_md}
+    flag = Flag(
+        key=key,
+        state=FlagState(state),
+        variants=variants,
+        variant_type=next(iter(kinds)),
+        default_variant=default,
+        metadata=md,
+        raw=raw,
+        rule=None if compiled is None else as_fn(compiled),
+        uses_timestamp=cc.uses_timestamp,
+        refs=frozenset(cc.refs),
+        match_results={n: EvaluationResult(key, Reason.TARGETING_MATCH, n, v, md) for n, v in variants.items()},
+        default_result=_default_result(key, variants, default, md),
+        reads_flagd=cc.needs_flagd,
+    )
+    return _with_static_result(flag, compiled, path, problems)
+
+
+def _variants(variants: Any, path: str, problems: list[Problem]) -> tuple[dict[str, Any], dict[VariantType, list[str]]]:
+    """The flag's variants (empty when unusable) and their names by type (one type if valid)."""
     kinds: dict[VariantType, list[str]] = {}
     if variants.__class__ is not dict or not variants:
         problems.append(Problem(f"{path}.variants", "variants must be a non-empty object of name -> value"))
@@ -220,51 +252,36 @@ def _build_flag(
     if len(kinds) > 1:
         detail = ", ".join(f"{k.value}: {', '.join(v[:3])}" for k, v in kinds.items())
         problems.append(Problem(f"{path}.variants", f"variants must all have one type, found {detail}"))
-    default = raw.get("defaultVariant")
-    if default is not None and (default.__class__ is not str or default not in variants):
-        names = ", ".join(list(variants)[:8])
-        problems.append(Problem(f"{path}.defaultVariant", f"{default!r} is not one of the variants ({names})"))
-    flag_md = _metadata(raw.get("metadata"), f"{path}.metadata", problems)
-    targeting = raw.get("targeting")
-    compiled = None
-    cc = LogicCompiler(evaluators, flag_key=key)
-    if targeting is not None and targeting != {}:
-        if targeting.__class__ is not dict:
-            problems.append(Problem(f"{path}.targeting", "targeting must be a JsonLogic object"))
-        else:
-            try:
-                compiled = cc.compile(targeting, f"{path}.targeting")
-            except RecursionError:  # far past MAX_DEPTH: still name the flag
-                cc.problem(f"{path}.targeting", "rule is nested too deeply")
-            except JSThrow as exc:  # a constant too large to handle (string/iteration limits)
-                cc.problem(f"{path}.targeting", f"constant expression fails: {exc}")
-            problems.extend(cc.problems)
-    if len(problems) > before:
-        return None
+    return variants, kinds
 
-    md = {**set_metadata, **flag_md}
-    match = {n: EvaluationResult(key, Reason.TARGETING_MATCH, n, v, md) for n, v in variants.items()}
-    default_res = _default_result(key, variants, default, md)
-    flag = Flag(
-        key=key,
-        state=FlagState(state),
-        variants=variants,
-        variant_type=next(iter(kinds)),
-        default_variant=default,
-        metadata=md,
-        raw=raw,
-        rule=None if compiled is None else as_fn(compiled),
-        uses_timestamp=cc.uses_timestamp,
-        refs=frozenset(cc.refs),
-        match_results=match,
-        default_result=default_res,
-        reads_flagd=cc.needs_flagd,
-    )
+
+def _targeting(cc: LogicCompiler, targeting: Any, path: str, problems: list[Problem]) -> Compiled | None:
+    """The flag's compiled targeting (None: none, or it has problems)."""
+    if targeting is None or targeting == {}:
+        return None
+    if targeting.__class__ is not dict:
+        problems.append(Problem(f"{path}.targeting", "targeting must be a JsonLogic object"))
+        return None
+    compiled = None
+    try:
+        compiled = cc.compile(targeting, f"{path}.targeting")
+    except RecursionError:  # far past MAX_DEPTH: still name the flag
+        cc.problem(f"{path}.targeting", "rule is nested too deeply")
+    except JSThrow as exc:  # a constant too large to handle (string/iteration limits)
+        cc.problem(f"{path}.targeting", f"constant expression fails: {exc}")
+    problems.extend(cc.problems)
+    return compiled
+
+
+def _with_static_result(flag: Flag, compiled: Compiled | None, path: str, problems: list[Problem]) -> Flag | None:
+    """``flag`` with its result precomputed when it cannot depend on the context (disabled,
+    no targeting, or targeting folded to a constant); None when that constant is no variant."""
+    key, md, default = flag.key, flag.metadata, flag.default_variant
     static = None
     if flag.state is FlagState.DISABLED:
         static = EvaluationResult(key, Reason.DISABLED, None, None, md)
     elif compiled is None:
-        static = EvaluationResult(key, Reason.STATIC, default, variants[default], md) if default is not None else default_res
+        static = EvaluationResult(key, Reason.STATIC, default, flag.variants[default], md) if default is not None else flag.default_result
     elif compiled.__class__ is Const:
         try:
             static = resolve(flag, compiled.value)

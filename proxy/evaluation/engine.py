@@ -17,7 +17,8 @@ from typing import Any
 import orjson
 
 from proxy.evaluation.documents import general_error, resolve
-from proxy.evaluation.jsonlogic.compiler import LogicCompiler, as_fn, describe
+from proxy.evaluation.jsonlogic.base import fn as as_fn
+from proxy.evaluation.jsonlogic.compiler import LogicCompiler, describe
 from proxy.model import ErrorCode, EvaluationResult, Flag, FlagSet, FlagState, Reason, error_result
 
 log = logging.getLogger("flagedge.evaluation")
