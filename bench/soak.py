@@ -420,10 +420,10 @@ async def soak(args: argparse.Namespace, redis_url: str, workdir: Path,
     import httpx
     import redis
 
-    from proxy import keys
     from proxy.dev.devredis import free_port
     from proxy.release import publisher
     from proxy.release.changeset import Document
+    from proxy.storage import keys
 
     rc = redis.Redis.from_url(redis_url)
     publisher.push(rc, ENV, Document.from_json(document()), author="soak")

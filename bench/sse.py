@@ -253,9 +253,9 @@ def measure(label: str, server_pid: int, port: int, n: int, key: str, fire_fn,
 def bench_flagedge(n: int, redis_url: str, workdir: Path, stream: str = "events") -> dict:
     import redis
 
-    from proxy import keys
     from proxy.dev.devredis import free_port
     from proxy.release import publisher
+    from proxy.storage import keys
 
     client = redis.Redis.from_url(redis_url)
     doc = {"flags": {f"f{i}": {"state": "ENABLED", "variants": {"on": True, "off": False},

@@ -1,38 +1,40 @@
-"""API keys: generation, hashing, the in-memory key ring, and the Redis CRUD used by the CLI.
+"""API keys without network I/O: hashing, :class:`KeyRecord`, kinds, the in-memory
+:class:`KeyRing` and :func:`identify` (which key is this?). The one read is
+:meth:`KeyRing.load_file`, of the ``--keys FILE`` an operator names.
 
 Redis holds only ``sha256(key)`` (``flagedge:keys`` HASH hash -> JSON record); the raw key is
 printed once by ``flagedge keys create`` and never stored. Running proxies keep a
-:class:`KeyRing` in memory, filled from Redis (and kept current through
-``flagedge:events``) or from a ``--keys FILE`` written by ``flagedge keys export``.
+:class:`KeyRing` in memory, filled from Redis (and kept current through ``flagedge:events``,
+see ``proxy.storage.keys`` for the CRUD) or from a ``--keys FILE`` written by
+``flagedge keys export``. The HTTP answers (401/403/429) live in ``proxy.api.auth``; the
+decisions here are shared with every surface that takes a key.
 """
 
 from __future__ import annotations
 
-import builtins
+import enum
 import hashlib
 import hmac
 import logging
 import secrets
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from proxy.storage import layout
-
 log = logging.getLogger("flagedge.keys")
 
-KINDS = ("client", "server", "admin")
+KINDS = ("client", "server", "admin")  # least to most powerful
+_RANK = {kind: rank for rank, kind in enumerate(KINDS)}
 PREFIXES = {"client": "fe_client_", "server": "fe_server_", "admin": "fe_admin_"}
 EXPORT_FORMAT = 1
 
 
-def hash_key(raw: str) -> str:
+def hash_key(api_key: str) -> str:
     """sha256 hex of the raw key: what Redis and key files store."""
-    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+    return hashlib.sha256(api_key.encode("utf-8")).hexdigest()
 
 
 def generate_key(kind: str) -> str:
@@ -41,6 +43,12 @@ def generate_key(kind: str) -> str:
     if kind not in PREFIXES:
         raise ValueError(f"unknown key kind {kind!r}: use one of {', '.join(KINDS)}")
     return PREFIXES[kind] + secrets.token_urlsafe(32)
+
+
+def kind_allows(kind: str, need: str) -> bool:
+    """May a key of ``kind`` do what needs ``need``? (client < server < admin; an unknown
+    kind may do nothing.)"""
+    return _RANK.get(kind, -1) >= _RANK[need]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,16 +100,19 @@ class KeyRing:
 
     def __init__(self) -> None:
         self._by_hash: dict[str, KeyRecord] = {}
+        # key id -> record, for stream tokens (they name the key by id): built on first use
+        # after any change, so a revocation is seen by the next token check.
+        self._by_id: dict[str, KeyRecord] | None = None
         self._subscribers: list[KeyCallback] = []
         self.loaded = False  # filled at least once (from Redis or a file)
 
     def __len__(self) -> int:
         return len(self._by_hash)
 
-    def lookup(self, raw_key: str) -> KeyRecord | None:
-        if not raw_key:
+    def lookup(self, api_key: str) -> KeyRecord | None:
+        if not api_key:
             return None
-        digest = hash_key(raw_key)
+        digest = hash_key(api_key)
         # The dict is keyed by the digest, not the secret, so its lookup leaks nothing
         # useful; the explicit compare keeps the final check constant-time regardless.
         record = self._by_hash.get(digest)
@@ -109,20 +120,28 @@ class KeyRing:
             return record
         return None
 
+    def by_id(self, key_id: str) -> KeyRecord | None:
+        """The live key with this id (12 hex), None if there is none (never was, or revoked).
+        O(keys) once after each change, a dict lookup after that."""
+        index = self._by_id
+        if index is None:
+            index = self._by_id = {record.id: record for record in self._by_hash.values()}
+        return index.get(key_id)
+
     def records(self) -> dict[str, KeyRecord]:
         return dict(self._by_hash)
 
     def replace_all(self, records: Mapping[str, KeyRecord]) -> None:
         old = self._by_hash
-        self._by_hash = dict(records)
+        self._by_hash, self._by_id = dict(records), None
         self.loaded = True
-        for h, rec in old.items():
-            if self._by_hash.get(h) != rec:
-                self._notify(rec)
+        for key_hash, record in old.items():
+            if self._by_hash.get(key_hash) != record:
+                self._notify(record)
 
     def put(self, key_hash: str, record: KeyRecord) -> None:
         old = self._by_hash.get(key_hash)
-        self._by_hash = {**self._by_hash, key_hash: record}
+        self._by_hash, self._by_id = {**self._by_hash, key_hash: record}, None
         if old is not None and old != record:
             self._notify(old)
 
@@ -131,7 +150,7 @@ class KeyRing:
             return None
         new = dict(self._by_hash)
         old = new.pop(key_hash)
-        self._by_hash = new
+        self._by_hash, self._by_id = new, None
         self._notify(old)
         return old
 
@@ -146,9 +165,9 @@ class KeyRing:
         return unsubscribe
 
     def _notify(self, record: KeyRecord) -> None:
-        for cb in tuple(self._subscribers):
+        for callback in tuple(self._subscribers):
             try:
-                cb(record)
+                callback(record)
             except Exception:
                 log.exception("key ring subscriber failed")
 
@@ -157,6 +176,33 @@ class KeyRing:
         raises ValueError naming the file and entry on bad content."""
         self.replace_all(parse_export(Path(path).read_bytes(), source=str(path)))
         return len(self._by_hash)
+
+
+# -- who is calling ------------------------------------------------------------------------
+class Refusal(enum.Enum):
+    """Why a key does not identify anyone."""
+
+    #: The ring was never filled (key source unreachable): a valid key cannot be told from a
+    #: bad one yet, so callers should retry rather than give up.
+    NOT_LOADED = "not loaded"
+    #: No such key: never created, or revoked.
+    UNKNOWN = "unknown"
+
+
+def identify(ring: KeyRing | None, api_key: str) -> KeyRecord | Refusal:
+    """The key a caller presented: its record (env, kind, rate limit), or why there is none.
+    No ring at all means no key is valid."""
+    record = ring.lookup(api_key) if ring is not None else None
+    if record is not None:
+        return record
+    if ring is not None and not ring.loaded:
+        return Refusal.NOT_LOADED
+    return Refusal.UNKNOWN
+
+
+def keys_loaded(ring: KeyRing | None) -> bool:
+    """Can the ring tell a valid key from a bad one? (Trivially yes without a ring.)"""
+    return ring is None or ring.loaded
 
 
 # -- export format -------------------------------------------------------------------------
@@ -173,96 +219,19 @@ def parse_export(data: bytes, source: str = "<keys>") -> dict[str, KeyRecord]:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise ValueError(f"{source}: not valid JSON: {exc}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("keys"), builtins.list):
+    if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
         raise ValueError(f"{source}: expected an object with a 'keys' list (flagedge keys export)")
     out: dict[str, KeyRecord] = {}
     for i, item in enumerate(doc["keys"]):
         where = f"{source}: keys[{i}]"
         if not isinstance(item, dict):
             raise ValueError(f"{where}: must be an object")
-        h = item.get("hash")
-        if not isinstance(h, str) or len(h) != 64 or any(c not in "0123456789abcdef" for c in h):
+        key_hash = item.get("hash")
+        if (not isinstance(key_hash, str) or len(key_hash) != 64
+                or any(c not in "0123456789abcdef" for c in key_hash)):
             raise ValueError(f"{where}.hash: must be a sha256 hex digest")
         try:
-            out[h] = KeyRecord.from_json(h, item)
+            out[key_hash] = KeyRecord.from_json(key_hash, item)
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
     return out
-
-
-# -- Redis CRUD (sync, for the CLI) ---------------------------------------------------------
-def ensure_secret(client: Any) -> None:
-    """``flagedge:secret`` signs stream tokens on every replica; created once."""
-    client.set(layout.SECRET, secrets.token_hex(32), nx=True)
-
-
-def _announce(client: Any, op: str, key_hash: str) -> None:
-    client.xadd(layout.EVENTS, {"type": "key", "op": op, "hash": key_hash},
-                maxlen=layout.EVENTS_MAXLEN, approximate=True)
-
-
-def create(client: Any, env: str, kind: str, name: str,
-           rate_limit: float | None = None) -> tuple[str, KeyRecord]:
-    """Create a key; returns (raw key, record). The raw key is not stored anywhere."""
-    layout.check_env(env)
-    raw = generate_key(kind)
-    digest = hash_key(raw)
-    record = KeyRecord(id=digest[:12], env=env, kind=kind, name=name,
-                       created_at=round(time.time(), 3), rate_limit=rate_limit)
-    ensure_secret(client)
-    client.hset(layout.KEYS, digest, orjson.dumps(record.to_json()))
-    _announce(client, "put", digest)
-    return raw, record
-
-
-def list_keys(client: Any, env: str | None = None) -> dict[str, KeyRecord]:
-    out: dict[str, KeyRecord] = {}
-    for h, raw in client.hgetall(layout.KEYS).items():
-        key_hash = h.decode() if isinstance(h, bytes) else h
-        try:
-            rec = KeyRecord.from_json(key_hash, raw)
-        except ValueError as exc:
-            log.warning("ignoring bad key record id=%s: %s", key_hash[:12], exc)
-            continue
-        if env is None or rec.env == env:
-            out[key_hash] = rec
-    return out
-
-
-def resolve(client: Any, id_or_hash: str) -> str:
-    """The full hash for a key id (12-hex prefix) or hash. Raises LookupError."""
-    matches = [h for h in list_keys(client) if h.startswith(id_or_hash.lower())]
-    if not id_or_hash or not matches:
-        raise LookupError(f"no key with id {id_or_hash!r}")
-    if len(matches) > 1:
-        raise LookupError(f"key id {id_or_hash!r} is ambiguous ({len(matches)} keys)")
-    return matches[0]
-
-
-def revoke(client: Any, id_or_hash: str) -> KeyRecord:
-    key_hash = resolve(client, id_or_hash)
-    raw = client.hget(layout.KEYS, key_hash)
-    client.hdel(layout.KEYS, key_hash)
-    _announce(client, "revoked", key_hash)
-    return KeyRecord.from_json(key_hash, raw)
-
-
-def export(client: Any, env: str | None = None) -> bytes:
-    return dump_export(list_keys(client, env))
-
-
-def records_from_redis(items: Iterable[tuple[Any, Any]]) -> dict[str, KeyRecord]:
-    """HGETALL pairs -> records, skipping (and logging) malformed ones."""
-    out: dict[str, KeyRecord] = {}
-    for h, raw in items:
-        key_hash = h.decode() if isinstance(h, bytes) else h
-        try:
-            out[key_hash] = KeyRecord.from_json(key_hash, raw)
-        except ValueError as exc:
-            log.warning("ignoring bad key record id=%s: %s", key_hash[:12], exc)
-    return out
-
-
-# The CLI-facing name (`keys list`). It shadows the builtin in this module, hence
-# `builtins.list` above.
-list = list_keys

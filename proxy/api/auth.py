@@ -13,29 +13,23 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from proxy.api import errors
 from proxy.api.tokens import StreamTokens
-from proxy.keys import hash_key
+from proxy.keys import KeyRecord, KeyRing, Refusal, hash_key, identify, keys_loaded, kind_allows
 
 log = logging.getLogger("flagedge.auth")
 
-KINDS = ("client", "server", "admin")
-_RANK = {kind: i for i, kind in enumerate(KINDS)}
+NOT_LOADED = "API keys are not loaded yet (key source unreachable)"
 
 
 def header_map(request: Request) -> dict[bytes, bytes]:
     """Raw request headers as a dict (ASGI names are lower-case bytes): one pass instead of
     a scan per ``request.headers.get``."""
     return dict(request.scope["headers"])
-
-
-class KeyLookup(Protocol):
-    def lookup(self, raw_key: str) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +42,7 @@ class Principal:
     via_token: bool = False
 
     def allows(self, kind: str) -> bool:
-        return _RANK.get(self.kind, -1) >= _RANK[kind]
+        return kind_allows(self.kind, kind)
 
 
 class TokenBucket:
@@ -69,7 +63,7 @@ class TokenBucket:
 
 
 class Authenticator:
-    def __init__(self, keyring: KeyLookup | None, tokens: StreamTokens, *, no_auth: bool = False,
+    def __init__(self, keyring: KeyRing | None, tokens: StreamTokens, *, no_auth: bool = False,
                  env: str = "default", rate_limit: float = 0.0, rate_burst: float = 0.0):
         self.keyring = keyring
         self.tokens = tokens
@@ -78,11 +72,9 @@ class Authenticator:
         self.rate_burst = rate_burst
         self._anonymous = Principal(env=env, kind="admin", key_id="no-auth", name="no-auth")
         self._buckets: dict[str, TokenBucket] = {}
-        self._live_ids: dict[str, Any] | None = None  # key id -> record
         self._known: dict[str, Principal] = {}
-        subscribe = getattr(keyring, "subscribe", None)
-        if callable(subscribe):
-            subscribe(self.on_key_changed)
+        if keyring is not None:
+            keyring.subscribe(self.on_key_changed)
         if no_auth:
             log.warning("AUTHENTICATION IS DISABLED (--no-auth): every caller is admin of env %r;"
                         " use this for local development only", env)
@@ -94,38 +86,38 @@ class Authenticator:
             return self._anonymous
         if headers is None:
             headers = header_map(request)
-        raw: str | None = None
-        auth = headers.get(b"authorization")
-        if auth:
-            scheme, _, value = auth.decode("latin-1").partition(" ")
+        api_key: str | None = None
+        authorization = headers.get(b"authorization")
+        if authorization:
+            scheme, _, value = authorization.decode("latin-1").partition(" ")
             if scheme.lower() != "bearer" or not value.strip():
                 return errors.unauthorized("Authorization must be 'Bearer <key>'")
-            raw = value.strip()
+            api_key = value.strip()
         else:
             x_key = headers.get(b"x-api-key")
-            raw = x_key.decode("latin-1") if x_key is not None else None
-        if raw is None and stream:
+            api_key = x_key.decode("latin-1") if x_key is not None else None
+        if api_key is None and stream:
             params = request.query_params
             token = params.get("token")
             if token is not None:
                 return self._from_token(token)
-            raw = params.get("key")
-        if not raw:
+            api_key = params.get("key")
+        if not api_key:
             return errors.unauthorized("missing API key (Authorization: Bearer, or X-API-Key)")
         # The memo is keyed by the key's sha256, like the key ring: no raw secret is kept as a
         # dict key (nor compared byte by byte against one).
-        digest = hash_key(raw)
+        digest = hash_key(api_key)
         principal = self._known.get(digest)
         if principal is None:
-            record = self.keyring.lookup(raw) if self.keyring is not None else None
-            if record is None:
-                if not self._keys_loaded():
-                    # We cannot tell a valid key from a bad one yet: a 401 would make clients
-                    # give up for good (the OFREP web provider goes FATAL); 503 says retry.
-                    return errors.unavailable("API keys are not loaded yet (key source unreachable)")
+            found = identify(self.keyring, api_key)
+            if found is Refusal.NOT_LOADED:
+                # We cannot tell a valid key from a bad one yet: a 401 would make clients
+                # give up for good (the OFREP web provider goes FATAL); 503 says retry.
+                return errors.unavailable(NOT_LOADED)
+            if found is Refusal.UNKNOWN:
                 return errors.unauthorized("unknown or revoked API key")
-            principal = Principal(env=record.env, kind=str(record.kind), key_id=record.id,
-                                  name=record.name, rate_limit=getattr(record, "rate_limit", None))
+            principal = Principal(env=found.env, kind=found.kind, key_id=found.id,
+                                  name=found.name, rate_limit=found.rate_limit)
             if len(self._known) > 10_000:
                 self._known.clear()
             # Hot-path memo of found keys; any revocation or change clears it (on_key_changed).
@@ -133,36 +125,21 @@ class Authenticator:
         return principal
 
     def _from_token(self, token: str) -> Principal | Response:
-        if not self._keys_loaded():
-            return errors.unavailable("API keys are not loaded yet (key source unreachable)")
+        if not keys_loaded(self.keyring):
+            return errors.unavailable(NOT_LOADED)
         grant = self.tokens.verify(token)
         if grant is None:
             return errors.unauthorized("invalid or expired stream token")
-        if not self._key_alive(grant.key_id):
+        # Is the key the token was issued to still valid? (Revocation ends its streams too.)
+        holder = self.keyring.by_id(grant.key_id) if self.keyring is not None else None
+        if holder is None:
             return errors.unauthorized("the key behind this stream token was revoked")
         # The key's own rate limit follows its token (else the token would bypass it).
-        record = (self._live_ids or {}).get(grant.key_id)
         return Principal(env=grant.env, kind=grant.kind, key_id=grant.key_id, via_token=True,
-                         rate_limit=getattr(record, "rate_limit", None))
+                         rate_limit=holder.rate_limit)
 
-    def _keys_loaded(self) -> bool:
-        return self.keyring is None or bool(getattr(self.keyring, "loaded", True))
-
-    def _key_alive(self, key_id: str) -> bool:
-        """Is the key a token was issued to still valid? (Revocation ends its streams too.)"""
-        if self.keyring is None:
-            return False
-        records = getattr(self.keyring, "records", None)
-        if records is None:
-            return True  # a key ring that cannot list: the signature alone decides
-        if self._live_ids is None or key_id not in self._live_ids:
-            # Recomputed only after a revocation or for a key added since: O(keys), rare.
-            self._live_ids = {r.id: r for r in records().values()}
-        return key_id in self._live_ids
-
-    def on_key_changed(self, record: Any) -> None:
+    def on_key_changed(self, record: KeyRecord) -> None:
         """Key ring callback (revoked or changed key): forget what we derived from it."""
-        self._live_ids = None
         self._known = {}
         self._buckets.pop(record.id, None)
 

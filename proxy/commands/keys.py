@@ -7,6 +7,7 @@ import sys
 import time
 
 from proxy.commands import _common as c
+from proxy.keys import KINDS
 
 HELP = "manage API keys (create prints the key once; Redis stores only its hash)"
 
@@ -15,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = sub.add_parser("create", help="create a key and print it once")
     c.add_env_argument(p)
-    p.add_argument("--kind", required=True, choices=["client", "server", "admin"])
+    p.add_argument("--kind", required=True, choices=KINDS)
     p.add_argument("--name", required=True, help="who or what uses the key")
     p.add_argument("--rate-limit", type=float, metavar="RPS",
                    help="requests per second allowed (per proxy worker)")
@@ -39,22 +40,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from proxy import keys
+    from proxy.storage import keys as stored_keys
 
     client = c.client(args)
     if args.action == "create":
         if args.rate_limit is not None and args.rate_limit <= 0:
             raise ValueError("--rate-limit must be a positive number")
-        raw, rec = keys.create(client, args.env, args.kind, args.name, args.rate_limit)
+        api_key, rec = stored_keys.create(client, args.env, args.kind, args.name, args.rate_limit)
         if args.json:
-            c.print_json({"key": raw, "id": rec.id, **rec.to_json()})
+            c.print_json({"key": api_key, "id": rec.id, **rec.to_json()})
         else:
-            print(raw)
+            print(api_key)
             print(f"created {rec.kind} key {rec.id} for {rec.env} ({rec.name}); "
                   "store it now: it is not shown again", file=sys.stderr)
         return c.OK
     if args.action == "list":
-        records = keys.list_keys(client, args.env)
+        records = stored_keys.list_keys(client, args.env)
         rows = sorted(records.values(), key=lambda r: (r.env, r.kind, r.name))
         if args.json:
             c.print_json([{"id": r.id, **r.to_json()} for r in rows])
@@ -68,10 +69,10 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"{r.id:12}  {r.env:16}  {r.kind:6}  {when:19}  {rps:>6}  {r.name}")
         return c.OK
     if args.action == "revoke":
-        rec = keys.revoke(client, args.id)
+        rec = stored_keys.revoke(client, args.id)
         print(f"revoked {rec.kind} key {rec.id} for {rec.env} ({rec.name})")
         return c.OK
-    data = keys.export(client, args.env)
+    data = stored_keys.export(client, args.env)
     if args.output:
         with open(args.output, "wb") as fh:
             fh.write(data)

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 import redis
 
-from proxy import keys
 from proxy.release import publisher
 from proxy.release.changeset import Document
+from proxy.storage import keys
 from proxy.storage.url import sync_client
 from tests.chaos.conftest import Load, Recorder, ready_state, until
 from tests.integration.streams_support import Stream

@@ -18,7 +18,7 @@ import orjson
 import pytest
 import redis
 
-from proxy import keys
+from proxy.storage import keys
 from tests.chaos.conftest import Load, Recorder, metric, push, ready_state, until
 from tests.integration.streams_support import Stream, b64_context
 

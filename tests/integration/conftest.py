@@ -131,7 +131,7 @@ class ProxyServer:
 
     def create_key(self, kind: str = "client", env: str | None = None,
                    rate_limit: float | None = None, name: str = "test", wait: bool = True) -> str:
-        from proxy import keys
+        from proxy.storage import keys
 
         raw, _record = keys.create(self.redis_client, env or self.env, kind, name,
                                    rate_limit=rate_limit)
@@ -140,9 +140,10 @@ class ProxyServer:
         return raw
 
     def revoke_key(self, raw: str) -> None:
-        from proxy import keys
+        from proxy.keys import hash_key
+        from proxy.storage import keys
 
-        keys.revoke(self.redis_client, keys.hash_key(raw)[:12])
+        keys.revoke(self.redis_client, hash_key(raw)[:12])
 
     def key_works(self, raw: str) -> bool:
         r = httpx.post(f"{self.url}/ofrep/v1/evaluate/flags", json={},

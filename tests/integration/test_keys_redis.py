@@ -9,9 +9,8 @@ import orjson
 import pytest
 import redis
 
-from proxy import keys
 from proxy.keys import KeyRing
-from proxy.storage import layout
+from proxy.storage import keys, layout
 from tests.integration.test_cli_publish import flagedge
 
 pytestmark = pytest.mark.integration

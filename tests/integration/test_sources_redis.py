@@ -210,7 +210,7 @@ async def test_invalid_flag_written_by_another_tool_is_rejected_alone(redis_serv
 
 
 async def test_key_ring_follows_create_and_revoke(redis_server, client):
-    from proxy import keys
+    from proxy.storage import keys
 
     raw_old, _ = keys.create(client, "prod", "server", "before-start")
     async with running(redis_server.url, client) as r:

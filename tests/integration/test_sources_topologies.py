@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from proxy import keys
 from proxy.keys import KeyRing
 from proxy.release import publisher
 from proxy.release.changeset import Document
 from proxy.sources.redis import RedisSource
-from proxy.storage import layout
+from proxy.storage import keys, layout
 from proxy.storage.url import sync_client
 from proxy.store import Store
 from tests.integration.source_support import stop, until

@@ -3,7 +3,18 @@ import hashlib
 import orjson
 import pytest
 
-from proxy.keys import KeyRecord, KeyRing, dump_export, generate_key, hash_key, parse_export
+from proxy.keys import (
+    KeyRecord,
+    KeyRing,
+    Refusal,
+    dump_export,
+    generate_key,
+    hash_key,
+    identify,
+    keys_loaded,
+    kind_allows,
+    parse_export,
+)
 
 
 def record(h: str, env: str = "prod", kind: str = "client") -> KeyRecord:
@@ -68,3 +79,46 @@ def test_export_round_trip_and_errors_name_the_entry(tmp_path):
         parse_export(orjson.dumps({"keys": [{"hash": "abc"}]}), source="k.json")
     with pytest.raises(ValueError, match="not valid JSON"):
         parse_export(b"{", source="k.json")
+
+
+def test_identify_names_the_record_or_why_there_is_none():
+    api_key = generate_key("server")
+    key_hash = hash_key(api_key)
+    ring = KeyRing()
+    # Never filled (key source unreachable): no key can be judged yet, not even a bad one.
+    assert identify(ring, api_key) is Refusal.NOT_LOADED
+    assert identify(ring, "fe_client_nope") is Refusal.NOT_LOADED
+    assert not keys_loaded(ring)
+    ring.replace_all({key_hash: record(key_hash, env="dev", kind="server")})
+    assert keys_loaded(ring)
+    assert identify(ring, api_key) == record(key_hash, env="dev", kind="server")
+    assert identify(ring, api_key + "x") is Refusal.UNKNOWN
+    assert identify(ring, "") is Refusal.UNKNOWN
+    ring.remove(key_hash)  # revoked
+    assert identify(ring, api_key) is Refusal.UNKNOWN
+
+
+def test_identify_without_a_ring_knows_no_key():
+    assert identify(None, generate_key("admin")) is Refusal.UNKNOWN
+    assert keys_loaded(None)
+
+
+def test_by_id_follows_puts_and_revocations():
+    ring = KeyRing()
+    h1, h2 = (hash_key(generate_key("client")) for _ in range(2))
+    ring.replace_all({h1: record(h1)})
+    assert ring.by_id(h1[:12]) == record(h1) and ring.by_id(h2[:12]) is None
+    ring.put(h2, record(h2, kind="server"))  # added after the first check
+    assert ring.by_id(h2[:12]) == record(h2, kind="server")
+    ring.put(h2, record(h2, kind="admin"))  # changed
+    assert ring.by_id(h2[:12]) == record(h2, kind="admin")
+    ring.remove(h1)
+    assert ring.by_id(h1[:12]) is None
+    ring.replace_all({})
+    assert ring.by_id(h2[:12]) is None
+
+
+def test_kinds_rank_client_server_admin():
+    assert kind_allows("admin", "client") and kind_allows("server", "server")
+    assert not kind_allows("client", "server") and not kind_allows("server", "admin")
+    assert not kind_allows("root", "client")  # an unknown kind may do nothing
