@@ -1,6 +1,7 @@
-"""Fuzzing the rule compiler and validator (complements tests/unit/test_properties.py, which
-fuzzes one flag's targeting with well-formed operators): whole random documents with
-``$evaluators``/``$ref``, malformed operator arguments, hostile depths and sizes.
+"""Fuzzing the rule compiler and validator (complements
+tests/unit/evaluation/test_properties.py, which fuzzes one flag's targeting with well-formed
+operators): whole random documents with ``$evaluators``/``$ref``, malformed operator
+arguments, hostile depths and sizes.
 
 Properties: nothing but ``InvalidDocument`` escapes ``validate_document``/``compile_document``,
 ``evaluate``/``evaluate_all``/``explain`` never raise, both agree on validity, every problem
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 
 from proxy.evaluation.documents import compile_document, load_document, validate_document
 from proxy.evaluation.engine import evaluate, evaluate_all, explain
-from proxy.evaluation.jsonlogic.compiler import OPERATORS
+from proxy.evaluation.jsonlogic.table import OPERATORS
 from proxy.model import ErrorCode, EvaluationResult, InvalidDocument, Problem
 
 pytestmark = pytest.mark.slow  # ~30 s of fuzzing and hostile sizes: not in test-fast

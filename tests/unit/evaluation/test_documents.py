@@ -17,7 +17,7 @@ from proxy.evaluation.documents import (
 )
 from proxy.model import FlagState, InvalidDocument, Problem, Reason, VariantType
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 GOOD_FLAG = {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "off"}
 
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from proxy.evaluation.documents import compile_document, validate_document
 from proxy.evaluation.engine import evaluate, evaluate_all
-from proxy.evaluation.jsonlogic.compiler import OPERATORS
+from proxy.evaluation.jsonlogic.table import OPERATORS
 from proxy.model import EvaluationResult, Problem
 
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
