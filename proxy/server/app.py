@@ -9,19 +9,21 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Route
 
-from proxy.api import errors
+from proxy.api import demo, errors
 from proxy.api.admin import AdminApi
 from proxy.api.auth import Authenticator
 from proxy.api.bulk_body import ofrep_item
@@ -33,9 +35,12 @@ from proxy.api.ofrep import OfrepApi
 from proxy.api.openapi import OpenApi
 from proxy.api.streams import StreamsApi
 from proxy.api.tokens import StreamTokens
-from proxy.config import Settings
+from proxy.config import Settings, load_settings
 from proxy.keys import KeyRing
 from proxy.server import gcpolicy
+from proxy.sources.base import Source
+from proxy.sources.file import FileSource
+from proxy.sources.redis import RedisSource
 from proxy.storage.url import async_client
 from proxy.store import Store
 from proxy.streams.fanout import FanOut
@@ -60,12 +65,12 @@ class Runtime:
     cache: ResultCache
     metrics: Metrics
     openapi: OpenApi
-    sources: list[Any] = field(default_factory=list)
+    sources: list[Source] = field(default_factory=list)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     on_shutdown: list[Callable[[], Any]] = field(default_factory=list)
 
     def source_ready(self) -> bool:
-        return any(getattr(s, "ready", False) for s in self.sources)
+        return any(source.ready for source in self.sources)
 
 
 def _fallback_secret(settings: Settings) -> bytes:
@@ -79,13 +84,9 @@ def _fallback_secret(settings: Settings) -> bytes:
     return secrets.token_bytes(32)
 
 
-def _build_sources(settings: Settings, store: Store, keyring: KeyRing) -> list[Any]:
+def _build_sources(settings: Settings, store: Store, keyring: KeyRing) -> list[Source]:
     if settings.flags is not None:
-        from proxy.sources.file import FileSource
-
         return [FileSource(settings.flags, store, env=settings.env)]
-    from proxy.sources.redis import RedisSource
-
     return [RedisSource(settings.redis, store, keyring, bootstrap=settings.bootstrap,
                         env=settings.env, cluster=settings.cluster)]
 
@@ -129,7 +130,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
         if settings.flags is None and not settings.stream_secret:
             # Every replica signs stream tokens with Redis's flagedge:secret once it is known.
             source = rt.sources[0]
-            rt.tokens.provider = lambda: getattr(source, "secret", None)
+            rt.tokens.provider = lambda: source.secret
 
     ofrep = OfrepApi(settings, rt.store, rt.auth, rt.tokens, rt.metrics.hot, rt.cache,
                      rt.source_ready if start_sources else (lambda: True))
@@ -137,8 +138,6 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
     admin = AdminApi(settings, rt.store, rt.auth, ofrep.source_ready)
     routes: list[BaseRoute] = [*ofrep.routes(), *admin.routes(), *health.routes(),
                                *rt.openapi.routes()]
-    from starlette.routing import Route
-
     routes.append(Route("/metrics", rt.metrics.endpoint, methods=["GET"]))
     routes += _surfaces(rt)
     routes += extra_routes or []
@@ -209,9 +208,8 @@ async def _not_allowed(_request: Request, _exc: Exception) -> Response:
 
 
 def _surfaces(rt: Runtime) -> list[BaseRoute]:
-    """Routes of the other HTTP surfaces (one line each; they read ``rt``)."""
-    from proxy.api import demo  # the demo page at /demo/ (serve --demo)
-
+    """Routes of the other HTTP surfaces (one line each; they read ``rt``): the streams, and
+    the demo page at /demo/ (serve --demo)."""
     return [*_streams(rt), *(demo.mount(rt) if rt.settings.demo else [])]
 
 
@@ -241,12 +239,6 @@ def _streams(rt: Runtime) -> list[BaseRoute]:
 def factory() -> Starlette:
     """uvicorn ``--factory`` entry for worker processes: settings come from the environment
     (``flagedge serve`` passes them as JSON in FLAGEDGE__SETTINGS)."""
-    import os
-
-    import orjson
-
-    from proxy.config import load_settings
-
     raw = os.environ.get("FLAGEDGE__SETTINGS")
     if raw:
         data = orjson.loads(raw)

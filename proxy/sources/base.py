@@ -1,9 +1,12 @@
-"""The contract every rule source implements (Redis, file).
+"""The contract every rule source implements (Redis, file), and the type the runtime holds
+them by (``server/app.py``: ``Runtime.sources: list[Source]``).
 
 A source owns one long-running task: ``run()`` loads rules, publishes them into the
 :class:`~proxy.store.Store` and follows changes until cancelled. It never raises for faults
 of its backend: it reports them through ``store.set_status`` and keeps the last good rules
-in service. The store knows nothing about sources.
+in service. The store knows nothing about sources. (flagd's ``isync.go`` has the same shape:
+Sync, ReSync, IsReady; here the store a source publishes into is given to its constructor,
+so ``run`` takes no ``apply`` callback.)
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ from typing import Protocol, runtime_checkable
 
 @runtime_checkable
 class Source(Protocol):
+    """What the runtime uses of a source: ``ready`` for readiness, ``secret`` for stream
+    tokens, ``run``/``close`` in the lifespan; ``resync`` for a full reload."""
+
     #: Rules loaded at least once (from the backend or a bootstrap file).
     ready: bool
     #: Bytes that sign stream tokens, shared by every replica (``flagedge:secret`` for Redis;
