@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-## Start the proxy with a local redis-server seeded with config/flags.json.
+## Start the proxy with a local redis-server seeded with config/flags.json. Both run as child
+## processes; Ctrl-C, SIGTERM (make forwards it) or SIGHUP stops both.
 run: $(STAMP)
 	$(PY) -m proxy.dev.devrun
 
