@@ -14,6 +14,7 @@ import pytest
 from proxy.evaluation.documents import validate_document, validate_evaluators
 from proxy.evaluation.jsonlogic.compiler import apply, compile_logic
 from proxy.evaluation.jsonlogic.jsvalue import JSThrow
+from tests.unit.evaluation.jsonlogic.same import same
 
 D: dict[str, Any] = {
     "x": 1, "s": "abc", "n": None, "z": 0, "e": "", "arr": [1, 2, 3], "obj": {"a": {"b": 2}},
@@ -151,22 +152,9 @@ ERR = [
 ]
 
 
-def _same(a: Any, b: Any) -> bool:
-    """Equal as JSON values, with JS numbers: 3 and 3.0 are one number, bools are not."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return a == b
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    return type(a) is type(b) and a == b
-
-
 @pytest.mark.parametrize(("logic", "data", "expected"), OK, ids=[repr(c[0])[:60] for c in OK])
 def test_matches_reference(logic: Any, data: Any, expected: Any) -> None:
-    assert _same(apply(logic, data), expected)
+    assert same(apply(logic, data), expected)
 
 
 @pytest.mark.parametrize(("logic", "data"), ERR, ids=[repr(c[0])[:60] for c in ERR])
@@ -330,7 +318,7 @@ INTERPRETED_ERR = [
 
 @pytest.mark.parametrize(("logic", "expected"), INTERPRETED, ids=[repr(c[0])[:60] for c in INTERPRETED])
 def test_interpreted_below_short_if_matches_reference(logic: Any, expected: Any) -> None:
-    assert _same(apply({"if": [True, logic]}, DI), expected)
+    assert same(apply({"if": [True, logic]}, DI), expected)
 
 
 @pytest.mark.parametrize("logic", INTERPRETED_ERR, ids=[repr(c)[:60] for c in INTERPRETED_ERR])
@@ -358,7 +346,7 @@ FOLDED = [
 
 @pytest.mark.parametrize(("logic", "data", "expected"), FOLDED, ids=[repr(c[0])[:60] for c in FOLDED])
 def test_folded_like_the_reference(logic: Any, data: Any, expected: Any) -> None:
-    assert _same(apply(logic, data), expected)
+    assert same(apply(logic, data), expected)
 
 
 def test_iteration_over_a_string_throws_unless_interpreted() -> None:
