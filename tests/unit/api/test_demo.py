@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 
 from proxy.api.demo import CONFIG_PLACEHOLDER, demo_routes, render_page
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def make_web_dir(tmp_path: Path, built: bool = True) -> Path:
