@@ -2,8 +2,12 @@
 kind (client < server < admin), their environment, and a per-key token-bucket rate limit.
 
 Keys are looked up by hash in a key ring fed by Redis (or ``--keys FILE``); the raw key is
-never stored or logged. Rate limits are per key *per worker process* (no Redis round trip on
-the hot path): with N workers and R replicas a key may get up to N*R times its limit.
+never stored or logged. Which key a caller holds, and whether it outranks a need, is decided
+in ``proxy.keys`` (shared with every surface that takes a key); this module reads the key
+from the request and answers 401/403/429/503.
+
+Rate limits are per key *per worker process* (no Redis round trip on the hot path): with N
+workers and R replicas a key may get up to N*R times its limit.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from starlette.responses import Response
 
 from proxy.api import errors
 from proxy.api.tokens import StreamTokens
-from proxy.keys import KeyRecord, KeyRing, Refusal, hash_key, identify, keys_loaded, kind_allows
+from proxy.keys import KeyRecord, KeyRing, Refusal, hash_key, keys_loaded, kind_allows
+from proxy.keys import identify as identify_key  # Authenticator.identify is the HTTP side
 
 log = logging.getLogger("flagedge.auth")
 
@@ -109,7 +114,7 @@ class Authenticator:
         digest = hash_key(api_key)
         principal = self._known.get(digest)
         if principal is None:
-            found = identify(self.keyring, api_key)
+            found = identify_key(self.keyring, api_key)
             if found is Refusal.NOT_LOADED:
                 # We cannot tell a valid key from a bad one yet: a 401 would make clients
                 # give up for good (the OFREP web provider goes FATAL); 503 says retry.
