@@ -142,47 +142,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
     routes += _surfaces(rt)
     routes += extra_routes or []
 
-    @contextlib.asynccontextmanager
-    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        for source in rt.sources:
-            rt.tasks.append(asyncio.create_task(source.run(), name=f"source:{type(source).__name__}"))
-        if settings.metrics_dir is not None:
-            rt.tasks.append(asyncio.create_task(_flush_metrics(rt), name="metrics-flush"))
-        gcpolicy.settle()  # what startup allocated stays out of every later pass
-        if settings.gc_period > 0:  # collect on a clock, not inside requests (proxy/server/gcpolicy.py)
-            rt.tasks.append(asyncio.create_task(
-                gcpolicy.collect_on_clock(settings.gc_period), name="gc-clock"))
-        else:
-            gcpolicy.automatic()
-        log.info("flagedge serving (%s)", "offline file " + str(settings.flags)
-                 if settings.flags else "redis")
-        try:
-            yield
-        finally:
-            for hook in rt.on_shutdown:
-                with contextlib.suppress(Exception):
-                    result = hook()
-                    if asyncio.iscoroutine(result):
-                        await result
-            for task in rt.tasks:
-                task.cancel()
-            await asyncio.gather(*rt.tasks, return_exceptions=True)
-            rt.tasks.clear()
-            for source in rt.sources:
-                with contextlib.suppress(Exception):
-                    await source.close()
-            if settings.metrics_dir is not None:
-                with contextlib.suppress(OSError):
-                    rt.metrics.hot.write_snapshot(settings.metrics_dir)
-            log.info("flagedge stopped")
-
-    middleware: list[Middleware] = []
-    if settings.cors_origins:
-        middleware.append(Middleware(
-            CORSMiddleware, allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST", "OPTIONS"], allow_headers=CORS_HEADERS,
-            expose_headers=["ETag"], max_age=CORS_MAX_AGE))
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
+    app = Starlette(routes=routes, middleware=_middleware(settings),
+                    lifespan=_lifespan(rt, settings),
                     exception_handlers={404: _not_found, 405: _not_allowed,
                                         Exception: _internal_error})
     app.state.flagedge = rt
@@ -191,6 +152,64 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
     app.add_middleware(FastOfrep, metrics=rt.metrics, ofrep=ofrep,
                        cors=bool(settings.cors_origins))
     return app
+
+
+def _lifespan(rt: Runtime, settings: Settings
+              ) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        _start(rt, settings)
+        try:
+            yield
+        finally:
+            await _stop(rt, settings)
+
+    return lifespan
+
+
+def _start(rt: Runtime, settings: Settings) -> None:
+    """The background work of a serving worker: sources, metrics files, the collector clock."""
+    for source in rt.sources:
+        rt.tasks.append(asyncio.create_task(source.run(), name=f"source:{type(source).__name__}"))
+    if settings.metrics_dir is not None:
+        rt.tasks.append(asyncio.create_task(_flush_metrics(rt), name="metrics-flush"))
+    gcpolicy.settle()  # what startup allocated stays out of every later pass
+    if settings.gc_period > 0:  # collect on a clock, not inside requests (proxy/server/gcpolicy.py)
+        rt.tasks.append(asyncio.create_task(
+            gcpolicy.collect_on_clock(settings.gc_period), name="gc-clock"))
+    else:
+        gcpolicy.automatic()
+    log.info("flagedge serving (%s)", "offline file " + str(settings.flags)
+             if settings.flags else "redis")
+
+
+async def _stop(rt: Runtime, settings: Settings) -> None:
+    """Shutdown hooks first (streams say goodbye), then tasks, sources, the last metrics."""
+    for hook in rt.on_shutdown:
+        with contextlib.suppress(Exception):
+            result = hook()
+            if asyncio.iscoroutine(result):
+                await result
+    for task in rt.tasks:
+        task.cancel()
+    await asyncio.gather(*rt.tasks, return_exceptions=True)
+    rt.tasks.clear()
+    for source in rt.sources:
+        with contextlib.suppress(Exception):
+            await source.close()
+    if settings.metrics_dir is not None:
+        with contextlib.suppress(OSError):
+            rt.metrics.hot.write_snapshot(settings.metrics_dir)
+    log.info("flagedge stopped")
+
+
+def _middleware(settings: Settings) -> list[Middleware]:
+    if not settings.cors_origins:
+        return []
+    return [Middleware(
+        CORSMiddleware, allow_origins=list(settings.cors_origins),
+        allow_methods=["GET", "POST", "OPTIONS"], allow_headers=CORS_HEADERS,
+        expose_headers=["ETag"], max_age=CORS_MAX_AGE)]
 
 
 async def _internal_error(request: Request, _exc: Exception) -> Response:
