@@ -269,7 +269,7 @@ def state_at(client: Any, env: str, version: int) -> tuple[RemoteState, Document
         raise HistoryTooShort(
             f"cannot roll back environment {env} to version {version}: the change log "
             f"(capped, and reset when Redis loses data) only reaches {reach}")
-    return state, Document(doc["flags"], doc["$evaluators"], doc["metadata"])
+    return state, Document(doc["flags"], doc.get("$evaluators") or {}, doc.get("metadata") or {})
 
 
 def rollback_plan(client: Any, env: str, version: int) -> tuple[RemoteState, Plan]:
