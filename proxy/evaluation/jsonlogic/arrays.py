@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-from proxy.evaluation.jsonlogic.base import Builder, function_op
+from proxy.evaluation.jsonlogic.base import Builder, Register, function_op
 from proxy.evaluation.jsonlogic.base import fn as _fn
 from proxy.evaluation.jsonlogic.jsvalue import (
     Const,
@@ -190,7 +190,7 @@ def _compile_mapper(cc: LogicCompiler, node: Any, path: str, *, eager: bool) -> 
     the element there, and it has its own `prev` register."""
     cc.scope += 1
     before, outer = cc.prev_writes, (cc.cell, cc.recording)
-    cc.cell, cc.recording = [None], 0
+    cc.cell, cc.recording = Register(), 0
     try:
         return (cc.compile if eager else cc.lazy)(node, path)
     finally:
@@ -200,7 +200,7 @@ def _compile_mapper(cc: LogicCompiler, node: Any, path: str, *, eager: bool) -> 
 
 
 def _loop(name: str, sf: Fn, mapper: Compiled, init: Compiled | None, interp: bool,
-          cell: list[Any] | None) -> Fn:
+          cell: Register | None) -> Fn:
     """The iteration itself, over what ``sf`` selects."""
     mf = _fn(mapper)
     # the interpreter loops over `length` for some/all/none: strings iterate their
@@ -222,7 +222,7 @@ def _loop(name: str, sf: Fn, mapper: Compiled, init: Compiled | None, interp: bo
     return _reduce(sf, mf, None if init is None else _fn(init))
 
 
-def _all(sf: Fn, mf: Fn, items: Any, interp: bool, cell: list[Any] | None) -> Fn:
+def _all(sf: Fn, mf: Fn, items: Any, interp: bool, cell: Register | None) -> Fn:
     def run(d: Any) -> Any:
         v = sf(d)
         if cell is not None:

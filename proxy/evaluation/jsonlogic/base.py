@@ -8,6 +8,7 @@ annotations (``TYPE_CHECKING``), so this module imports nothing but ``jsvalue``.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,25 @@ Fn = Callable[[Any], Any]
 Compiled = Fn | Const
 # A builder compiles one operation: (compiler, raw arguments, path of the operation).
 Builder = Callable[["LogicCompiler", Any, str], Compiled]
+
+
+class Register(threading.local):
+    """json-logic-engine's `prev` variable, which its compiled comparisons read after an
+    operand's code assigned it. The reference has one per call of the generated function;
+    a compiled rule here is shared by every thread that evaluates it, so each thread has its
+    own (an evaluation runs on one thread, start to end, and never re-enters itself).
+
+    Closures read and write ``cell.value``; ``cell[0]`` works too, for the few rarely run
+    sites that index it like the one-element list it used to be.
+    """
+
+    value: Any = None  # a thread's first read, before it ever assigned
+
+    def __getitem__(self, _: int) -> Any:
+        return self.value
+
+    def __setitem__(self, _: int, v: Any) -> None:
+        self.value = v
 
 
 def fn(c: Any) -> Any:

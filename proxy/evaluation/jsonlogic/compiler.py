@@ -41,7 +41,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from proxy.evaluation.jsonlogic.base import Compiled, Fn
+from proxy.evaluation.jsonlogic.base import Compiled, Fn, Register
 from proxy.evaluation.jsonlogic.base import fn as as_fn
 from proxy.evaluation.jsonlogic.jsvalue import Const, JSThrow, to_string
 from proxy.evaluation.jsonlogic.table import ITERATORS, NEVER_FOLDED, OPERATORS
@@ -113,8 +113,9 @@ class LogicCompiler:
         self.prev_writes = 0
         # The register itself, for the current generated function (each iterator mapper is its
         # own): closures that assign `prev` there store into it while `recording` (only inside
-        # the right-hand operand of a compiled comparison, where someone reads it).
-        self.cell: list[Any] = [None]
+        # the right-hand operand of a compiled comparison, where someone reads it); one per
+        # thread, as the reference has one per call (compiled rules are shared by threads).
+        self.cell = Register()
         self.recording = 0
 
     # -- reporting ------------------------------------------------------------------------
@@ -164,7 +165,7 @@ class LogicCompiler:
 
         def record(d: Any) -> Any:
             v = fn(d)
-            cell[0] = v
+            cell.value = v
             return v
 
         return record

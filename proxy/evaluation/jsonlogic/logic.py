@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from proxy.evaluation.jsonlogic.base import Builder
+from proxy.evaluation.jsonlogic.base import Builder, Register
 from proxy.evaluation.jsonlogic.base import fn as _fn
 from proxy.evaluation.jsonlogic.base import is_const as _is_const
 from proxy.evaluation.jsonlogic.jsvalue import (
@@ -337,26 +337,26 @@ def _compiled_pair(cc: LogicCompiler, op: str, step: Any, path: str, parts: list
 
         def cmp2_recorded(d: Any) -> bool:
             a = fa(d)
-            cell[0] = a
+            cell.value = a
             return step(a, fb(d))[0]  # type: ignore[no-any-return]
 
         return cmp2_recorded
     return cmp2
 
 
-def _register_pair(fa: Fn, fb: Fn, cell: list[Any], plain: Any, checked: Any) -> Fn:
+def _register_pair(fa: Fn, fb: Fn, cell: Register, plain: Any, checked: Any) -> Fn:
     """``a OP b`` where b's code assigns `prev`: b is checked against what it assigned."""
 
     def cmp2_register(d: Any) -> bool:
         a = fa(d)
-        cell[0] = a
+        cell.value = a
         b = fb(d)
-        return plain(a, checked(cell[0], b))  # type: ignore[no-any-return]
+        return plain(a, checked(cell.value, b))  # type: ignore[no-any-return]
 
     return cmp2_register
 
 
-def _register_chain(fns: list[Fn], writes: list[bool], cell: list[Any], plain: Any,
+def _register_chain(fns: list[Fn], writes: list[bool], cell: Register, plain: Any,
                     checked: Any) -> Fn:
     """``a OP b OP c ...``: each operand is checked against `prev`, which is the previous
     operand unless its own code assigned the register."""
@@ -364,14 +364,14 @@ def _register_chain(fns: list[Fn], writes: list[bool], cell: list[Any], plain: A
 
     def chain(d: Any) -> bool:
         left = fns[0](d)
-        cell[0] = left
+        cell.value = left
         for f, w in rest:
             p = left
             b = f(d)
             if w:
-                p = cell[0]
+                p = cell.value
             b2 = checked(p, b)
-            cell[0] = b2
+            cell.value = b2
             if not plain(left, b2):
                 return False
             left = b2
