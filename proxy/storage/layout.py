@@ -70,18 +70,42 @@ return {flags, meta, last}
 #       then n_upserts pairs (key, json), then keys to delete.
 # Writes only what differs from the stored state, builds `before`/`after` from the stored
 # raw JSON by concatenation (cjson would reorder keys and turn [] into {}), bumps the
-# version and appends the change entry: all or nothing, one slot.
+# version and appends the change entry: all or nothing, one slot, at any size.
+# Redis does not roll a script back when it fails part-way, so the script reads and checks
+# everything that could make a write fail (key types, a non-integer version, arguments)
+# before its first write; the writes after that cannot fail. HSET/HDEL go in chunks of
+# WRITE_CHUNK fields: Lua's unpack stops at ~8,000 values ("too many results to unpack").
 # Returns {'ok', version, epoch, stream_id} | {'noop', version, epoch} |
-#         {'conflict', version, epoch}.
+#         {'conflict', version, epoch}; a broken key or argument is an error reply.
+WRITE_CHUNK = 1000
 WRITE_LUA = """
-local current = tonumber(redis.call('HGET', KEYS[2], 'version') or '0')
+local function refuse(msg) return redis.error_reply('flagedge write refused, nothing written: ' .. msg) end
+local raw_version = redis.call('HGET', KEYS[2], 'version')
+if raw_version and not string.match(raw_version, '^%d+$') then
+  return refuse(KEYS[2] .. ' version is not a non-negative integer: ' .. raw_version)
+end
+local current = tonumber(raw_version or '0')
 local epoch = redis.call('HGET', KEYS[2], 'epoch')
+local flags_type = redis.call('TYPE', KEYS[1])['ok']
+if flags_type ~= 'none' and flags_type ~= 'hash' then
+  return refuse(KEYS[1] .. ' is a ' .. flags_type .. ', not a hash')
+end
+local changes_type = redis.call('TYPE', KEYS[3])['ok']
+if changes_type ~= 'none' and changes_type ~= 'stream' then
+  return refuse(KEYS[3] .. ' is a ' .. changes_type .. ', not a stream')
+end
+if not string.match(ARGV[5], '^%d+$') then
+  return refuse('maxlen must be a non-negative integer, got ' .. ARGV[5])
+end
+local n_up = tonumber(ARGV[9])
+if not n_up or n_up < 0 or 9 + 2 * n_up > #ARGV then
+  return refuse('bad upsert count ' .. tostring(ARGV[9]))
+end
 if ARGV[1] ~= '' and tonumber(ARGV[1]) ~= current then
   return {'conflict', current, epoch or ''}
 end
-local n_up = tonumber(ARGV[9])
 local before, after = {}, {}
-local up_keys, up_vals, del_keys = {}, {}, {}
+local up_pairs, del_keys = {}, {}
 local i = 10
 for _ = 1, n_up do
   local k, v = ARGV[i], ARGV[i + 1]
@@ -90,8 +114,8 @@ for _ = 1, n_up do
   if old ~= v then
     table.insert(before, cjson.encode(k) .. ':' .. (old or 'null'))
     table.insert(after, cjson.encode(k) .. ':' .. v)
-    table.insert(up_keys, k)
-    table.insert(up_vals, v)
+    table.insert(up_pairs, k)
+    table.insert(up_pairs, v)
   end
 end
 while i <= #ARGV do
@@ -106,7 +130,9 @@ while i <= #ARGV do
 end
 local b_parts = {'"flags":{' .. table.concat(before, ',') .. '}'}
 local a_parts = {'"flags":{' .. table.concat(after, ',') .. '}'}
-local touched = #up_keys + #del_keys
+local n_flags = #up_pairs / 2
+local touched = n_flags + #del_keys
+local meta_pairs = {}
 for _, field in ipairs({{'evaluators', '$evaluators', 7}, {'metadata', 'metadata', 8}}) do
   local new = ARGV[field[3]]
   if new ~= '' then
@@ -114,7 +140,8 @@ for _, field in ipairs({{'evaluators', '$evaluators', 7}, {'metadata', 'metadata
     if old ~= new then
       table.insert(b_parts, '"' .. field[2] .. '":' .. old)
       table.insert(a_parts, '"' .. field[2] .. '":' .. new)
-      redis.call('HSET', KEYS[2], field[1], new)
+      table.insert(meta_pairs, field[1])
+      table.insert(meta_pairs, new)
       touched = touched + 1
     end
   end
@@ -124,27 +151,35 @@ if touched == 0 then
 end
 local op = ARGV[6]
 if op == '' then
-  if #del_keys == 0 and touched == #up_keys then op = 'upsert'
-  elseif #up_keys == 0 and touched == #del_keys then op = 'delete'
+  if #del_keys == 0 and touched == n_flags then op = 'upsert'
+  elseif n_flags == 0 and touched == #del_keys then op = 'delete'
   else op = 'replace' end
 end
-if not epoch then
-  epoch = ARGV[2]
-  redis.call('HSET', KEYS[2], 'epoch', epoch)
-end
-for j = 1, #up_keys do redis.call('HSET', KEYS[1], up_keys[j], up_vals[j]) end
-if #del_keys > 0 then redis.call('HDEL', KEYS[1], unpack(del_keys)) end
-local version = redis.call('HINCRBY', KEYS[2], 'version', 1)
+local b_json = '{' .. table.concat(b_parts, ',') .. '}'
+local a_json = '{' .. table.concat(a_parts, ',') .. '}'
 local t = redis.call('TIME')
 local at = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
-redis.call('HSET', KEYS[2], 'updated_at', at, 'updated_by', ARGV[3])
+-- Everything is checked: from here on nothing can fail.
+local chunk = tonumber('WRITE_CHUNK')
+if not epoch then
+  epoch = ARGV[2]
+  table.insert(meta_pairs, 'epoch')
+  table.insert(meta_pairs, epoch)
+end
+for s = 1, #up_pairs, 2 * chunk do
+  redis.call('HSET', KEYS[1], unpack(up_pairs, s, math.min(s + 2 * chunk - 1, #up_pairs)))
+end
+for s = 1, #del_keys, chunk do
+  redis.call('HDEL', KEYS[1], unpack(del_keys, s, math.min(s + chunk - 1, #del_keys)))
+end
+local version = current + 1
+redis.call('HSET', KEYS[2], 'version', version, 'updated_at', at, 'updated_by', ARGV[3],
+  unpack(meta_pairs))
 local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*',
-  'version', version, 'epoch', epoch, 'op', op,
-  'before', '{' .. table.concat(b_parts, ',') .. '}',
-  'after', '{' .. table.concat(a_parts, ',') .. '}',
+  'version', version, 'epoch', epoch, 'op', op, 'before', b_json, 'after', a_json,
   'author', ARGV[3], 'message', ARGV[4], 'at', at)
 return {'ok', version, epoch, id}
-"""
+""".replace("'WRITE_CHUNK'", f"'{WRITE_CHUNK}'")
 
 # KEYS: flags, meta, changes. Deletes the environment's data (one slot).
 DELETE_LUA = """
