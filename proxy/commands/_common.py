@@ -4,7 +4,8 @@ Exit codes (stable, for scripts):
   0 success (diff: no differences)      1 invalid input (flags, sample, env name)
   2 usage error, unreadable file        3 version conflict (--expect-version)
   4 Redis unreachable or failing        5 not found (environment, key, version)
-  6 differences found (diff --exit-code)
+  6 differences found (diff --exit-code)   7 written, but fewer replicas than
+                                           --wait-replicas acknowledged it in time
 """
 
 from __future__ import annotations
@@ -18,11 +19,17 @@ from typing import Any
 import orjson
 
 OK, INVALID, USAGE, CONFLICT, REDIS, NOT_FOUND, DIFFERENT = 0, 1, 2, 3, 4, 5, 6
+NOT_REPLICATED = 7
+DEFAULT_WAIT_TIMEOUT_MS = 1000
 
 
 EXIT_CODES = ("exit codes: 0 ok, 1 invalid input, 2 usage error or unreadable file, "
               "3 version conflict, 4 Redis unreachable, 5 not found, "
-              "6 differences (diff --exit-code)")
+              "6 differences (diff --exit-code), 7 written but not on --wait-replicas replicas")
+
+
+class UsageError(Exception):
+    """Flags that cannot go together (exit 2)."""
 
 
 def add_redis_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +41,41 @@ def add_redis_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"Redis URL (redis://, rediss://, unix://, redis+sentinel://); "
                              f"default ${ENV_VAR} or redis://127.0.0.1:6379/0")
     parser.add_argument("--cluster", action="store_true", help="the URL is a Redis Cluster node")
+
+
+def add_wait_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--wait-replicas N`` / ``--wait-timeout MS`` for the commands that write."""
+    parser.add_argument("--wait-replicas", type=int, default=0, metavar="N",
+                        help="after writing, wait until N replicas acknowledged the write "
+                             "(Redis WAIT); fewer in time: exit 7, the write stays")
+    parser.add_argument("--wait-timeout", type=int, default=DEFAULT_WAIT_TIMEOUT_MS,
+                        metavar="MS", help="how long --wait-replicas waits (default "
+                                           f"{DEFAULT_WAIT_TIMEOUT_MS} ms)")
+
+
+def check_wait(args: argparse.Namespace) -> None:
+    """Refuse bad --wait-* values before anything is written."""
+    n = getattr(args, "wait_replicas", 0)
+    if not n:
+        return
+    if n < 0:
+        raise UsageError("--wait-replicas must be 0 or more")
+    if args.wait_timeout <= 0:
+        raise UsageError("--wait-timeout must be a positive number of milliseconds")
+    if getattr(args, "cluster", False):
+        raise UsageError(
+            "--wait-replicas is not supported with --cluster: redis-py sends WAIT to every "
+            "primary on connections other than the one that wrote, so its answer would not "
+            "cover this write")
+
+
+def wait_replicas(args: argparse.Namespace, client: Any) -> None:
+    """After a write: WAIT for --wait-replicas replicas (nothing when it is 0). Raises
+    NotReplicated (exit 7) when fewer acknowledged in time."""
+    if getattr(args, "wait_replicas", 0):
+        from proxy.release.publisher import wait_replicas
+
+        wait_replicas(client, args.wait_replicas, args.wait_timeout)
 
 
 def add_env_argument(parser: argparse.ArgumentParser) -> None:
@@ -50,8 +92,12 @@ def default_author() -> str:
 def client(args: argparse.Namespace) -> Any:
     from proxy.storage.url import default_url, sync_client
 
+    check_wait(args)
+    timeout = 30.0
+    if getattr(args, "wait_replicas", 0):  # WAIT blocks the reply up to --wait-timeout
+        timeout += args.wait_timeout / 1000
     return sync_client(args.redis or default_url(), cluster=getattr(args, "cluster", False),
-                       socket_connect_timeout=5, socket_timeout=30)
+                       socket_connect_timeout=5, socket_timeout=timeout)
 
 
 def redis_url(args: argparse.Namespace) -> str:
@@ -75,7 +121,7 @@ def guarded(args: argparse.Namespace, body: Any) -> int:
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
     from proxy.model import InvalidDocument
-    from proxy.release.publisher import ConflictError
+    from proxy.release.publisher import ConflictError, NotReplicated
 
     try:
         return int(body())
@@ -86,6 +132,12 @@ def guarded(args: argparse.Namespace, body: Any) -> int:
     except ConflictError as exc:
         err(str(exc))
         return CONFLICT
+    except NotReplicated as exc:
+        err(str(exc))
+        return NOT_REPLICATED
+    except UsageError as exc:
+        err(str(exc))
+        return USAGE
     except (RedisConnectionError, RedisTimeoutError) as exc:
         err(f"cannot reach Redis at {redis_url(args)}: {exc}")
         return REDIS

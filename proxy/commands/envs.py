@@ -18,6 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("delete", help="delete an environment's flags, metadata and history")
     p.add_argument("env", metavar="ENV")
     p.add_argument("--yes", action="store_true", help="really delete (required)")
+    c.add_wait_arguments(p)
     c.add_redis_arguments(p)
 
 
@@ -54,4 +55,5 @@ def _run(args: argparse.Namespace) -> int:
         raise LookupError(f"environment {args.env} does not exist")
     version = publisher.delete_env(client, args.env)
     print(f"deleted environment {args.env} (was at version {version})")
+    c.wait_replicas(args, client)
     return c.OK

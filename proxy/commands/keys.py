@@ -21,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--rate-limit", type=float, metavar="RPS",
                    help="requests per second allowed (per proxy worker)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    c.add_wait_arguments(p)
     c.add_redis_arguments(p)
     p = sub.add_parser("list", help="list keys (ids and names, never secrets)")
     p.add_argument("--env", default=None, help="only this environment")
@@ -28,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     c.add_redis_arguments(p)
     p = sub.add_parser("revoke", help="revoke a key by id (takes effect on every proxy)")
     p.add_argument("id", metavar="ID", help="key id (12 hex, from keys list) or full hash")
+    c.add_wait_arguments(p)
     c.add_redis_arguments(p)
     p = sub.add_parser("export", help="key hashes for `serve --keys FILE`")
     p.add_argument("--env", default=None, help="only this environment")
@@ -53,6 +55,7 @@ def _run(args: argparse.Namespace) -> int:
             print(api_key)
             print(f"created {rec.kind} key {rec.id} for {rec.env} ({rec.name}); "
                   "store it now: it is not shown again", file=sys.stderr)
+        c.wait_replicas(args, client)  # after printing: the key exists either way
         return c.OK
     if args.action == "list":
         records = stored_keys.list_keys(client, args.env)
@@ -71,6 +74,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.action == "revoke":
         rec = stored_keys.revoke(client, args.id)
         print(f"revoked {rec.kind} key {rec.id} for {rec.env} ({rec.name})")
+        c.wait_replicas(args, client)
         return c.OK
     data = stored_keys.export(client, args.env)
     if args.output:

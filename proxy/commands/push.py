@@ -23,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sample", metavar="FILE", help="contexts for the rollout impact "
                         "(JSON lines); default 10,000 synthetic targeting keys")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    c.add_wait_arguments(parser)
     c.add_redis_arguments(parser)
 
 
@@ -87,4 +88,6 @@ def _run(args: argparse.Namespace) -> int:
         n = len(plan.added), len(plan.changed), len(plan.removed)
         print(f"pushed {args.env} version {result.version}: {n[0]} added, {n[1]} changed, "
               f"{n[2]} removed")
+    if result.status == "ok":
+        c.wait_replicas(args, client)
     return c.OK

@@ -17,6 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--author", default=None, help="who rolls back")
     parser.add_argument("--dry-run", action="store_true", help="show the diff, write nothing")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    c.add_wait_arguments(parser)
     c.add_redis_arguments(parser)
 
 
@@ -52,4 +53,6 @@ def _run(args: argparse.Namespace) -> int:
         print(f"nothing to do: {args.env} already equals version {args.to}")
     else:
         print(f"rolled back {args.env}: version {result.version} equals version {args.to}")
+    if result.status == "ok":
+        c.wait_replicas(args, client)
     return c.OK

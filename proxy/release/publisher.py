@@ -41,6 +41,18 @@ class HistoryTooShort(LookupError):
     """The change log (capped) no longer reaches the requested version."""
 
 
+class NotReplicated(Exception):
+    """``WAIT``: fewer replicas than asked acknowledged the write in time. The write itself
+    is done on the primary and stays; a failover before it replicates can lose it."""
+
+    def __init__(self, wanted: int, acked: int, timeout_ms: int):
+        self.wanted, self.acked, self.timeout_ms = wanted, acked, timeout_ms
+        super().__init__(
+            f"only {acked} of {wanted} replicas acknowledged the write within {timeout_ms} ms "
+            "(Redis WAIT); it is written on the primary and stays written, but a failover "
+            "before it reaches a replica can lose it")
+
+
 
 @dataclass(frozen=True, slots=True)
 class RemoteState:
@@ -179,6 +191,17 @@ def register_env(client: Any, env: str) -> None:
     if client.sadd(layout.ENVS, env):
         client.xadd(layout.EVENTS, {"type": "env", "op": "created", "env": env},
                     maxlen=layout.EVENTS_MAXLEN, approximate=True)
+
+
+def wait_replicas(client: Any, replicas: int, timeout_ms: int) -> int:
+    """Block until ``replicas`` replicas acknowledged every write this client made (Redis
+    ``WAIT``), at most ``timeout_ms``; raises NotReplicated when fewer did. WAIT counts the
+    writes of its own connection: call it on the client that wrote, from the thread that
+    wrote (a sync redis-py client used by one thread hands back the same connection)."""
+    acked = int(client.wait(replicas, timeout_ms))
+    if acked < replicas:
+        raise NotReplicated(replicas, acked, timeout_ms)
+    return acked
 
 
 def list_envs(client: Any) -> list[dict[str, Any]]:
