@@ -4,8 +4,9 @@ Exit codes (stable, for scripts):
   0 success (diff: no differences)      1 invalid input (flags, sample, env name)
   2 usage error, unreadable file        3 version conflict (--expect-version)
   4 Redis unreachable or failing        5 not found (environment, key, version)
-  6 differences found (diff --exit-code)   7 written, but fewer replicas than
+  6 differences found (diff --exit-code)   8 written, but fewer replicas than
                                            --wait-replicas acknowledged it in time
+  (7 is reserved for "approval required", DESIGN §10)
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ from typing import Any
 import orjson
 
 OK, INVALID, USAGE, CONFLICT, REDIS, NOT_FOUND, DIFFERENT = 0, 1, 2, 3, 4, 5, 6
-NOT_REPLICATED = 7
+NOT_REPLICATED = 8  # 7 is DESIGN §10's "approval required"
 DEFAULT_WAIT_TIMEOUT_MS = 1000
 
 
 EXIT_CODES = ("exit codes: 0 ok, 1 invalid input, 2 usage error or unreadable file, "
               "3 version conflict, 4 Redis unreachable, 5 not found, "
-              "6 differences (diff --exit-code), 7 written but not on --wait-replicas replicas")
+              "6 differences (diff --exit-code), 8 written but not on --wait-replicas replicas")
 
 
 class UsageError(Exception):
@@ -47,7 +48,7 @@ def add_wait_arguments(parser: argparse.ArgumentParser) -> None:
     """``--wait-replicas N`` / ``--wait-timeout MS`` for the commands that write."""
     parser.add_argument("--wait-replicas", type=int, default=0, metavar="N",
                         help="after writing, wait until N replicas acknowledged the write "
-                             "(Redis WAIT); fewer in time: exit 7, the write stays")
+                             "(Redis WAIT); fewer in time: exit 8, the write stays")
     parser.add_argument("--wait-timeout", type=int, default=DEFAULT_WAIT_TIMEOUT_MS,
                         metavar="MS", help="how long --wait-replicas waits (default "
                                            f"{DEFAULT_WAIT_TIMEOUT_MS} ms)")
@@ -71,7 +72,7 @@ def check_wait(args: argparse.Namespace) -> None:
 
 def wait_replicas(args: argparse.Namespace, client: Any) -> None:
     """After a write: WAIT for --wait-replicas replicas (nothing when it is 0). Raises
-    NotReplicated (exit 7) when fewer acknowledged in time."""
+    NotReplicated (exit 8) when fewer acknowledged in time."""
     if getattr(args, "wait_replicas", 0):
         from proxy.release.publisher import wait_replicas
 

@@ -21,7 +21,7 @@ from tests.redis_server import RedisServer, wait_until
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-NOT_REPLICATED = 7  # proxy.commands._common.NOT_REPLICATED, as scripts see it
+NOT_REPLICATED = 8  # proxy.commands._common.NOT_REPLICATED, as scripts see it
 
 ON = {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "on"}
 OFF = {**ON, "defaultVariant": "off"}
