@@ -55,10 +55,27 @@ log = logging.getLogger("flagedge.provider")
 __all__ = ["FlagedgeProvider", "to_context", "to_resolution"]
 
 RULES_PATH = "/v1/stream/rules"
+# The longest a 429/503 ``Retry-After`` may hold the stream back: a misconfigured proxy or
+# balancer in front of flagedge must not park the provider (serving stale rules) for hours.
+RETRY_AFTER_MAX = 60.0
 
 
 class _Unauthorized(Exception):
     """401/403 from the stream: retrying with the same key cannot help."""
+
+
+class _Run:
+    """The rules served between two shutdowns, and the stream thread's loop and task that
+    keep them current once ``initialize`` started it. ``shutdown`` retires the run first and
+    puts a fresh one in its place; from then on the old thread changes nothing the provider
+    serves or reports, even if it outlives a shutdown whose wait for it timed out (a stalled
+    log handler, a huge document being compiled) and a new ``initialize`` has started."""
+
+    def __init__(self) -> None:
+        self.rules = RulesState()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.retired = False  # written under the provider's _lock
 
 
 class FlagedgeProvider(AbstractProvider):
@@ -73,6 +90,7 @@ class FlagedgeProvider(AbstractProvider):
         read_timeout: float = 45.0,  # three missed 15 s heartbeats: the connection is dead
         connect_timeout: float = 5.0,
         error_grace_period: float = 30.0,
+        shutdown_timeout: float = 10.0,
     ) -> None:
         super().__init__()
         self._url = base_url.rstrip("/") + RULES_PATH
@@ -82,16 +100,16 @@ class FlagedgeProvider(AbstractProvider):
         self._backoff_max = backoff_max
         self._timeout = httpx.Timeout(connect_timeout, read=read_timeout)
         self._error_grace_period = error_grace_period
-        self._rules = RulesState()
+        self._shutdown_timeout = shutdown_timeout
+        self._run = _Run()
         self._lock = threading.Lock()  # status transitions
+        self._emitting = threading.Lock()  # an event going out vs. shutdown retiring its run
         self._lifecycle = threading.Lock()  # thread start vs. shutdown
         self._status = ProviderStatus.NOT_READY
         self._first_rules = threading.Event()
         self._init_returned = False
         self._fatal: str | None = None
         self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def get_metadata(self) -> Metadata:
@@ -105,7 +123,7 @@ class FlagedgeProvider(AbstractProvider):
     @property
     def flag_set(self) -> FlagSet | None:
         """The rules currently served (an immutable snapshot)."""
-        return self._rules.flag_set
+        return self._run.rules.flag_set
 
     def initialize(self, evaluation_context: EvaluationContext) -> None:
         """Start following the stream and block until the first rules arrive."""
@@ -116,9 +134,9 @@ class FlagedgeProvider(AbstractProvider):
             self._fatal = None
             self._first_rules.clear()
         with self._lifecycle:  # shutdown() sees no thread or a started one
-            loop = asyncio.new_event_loop()  # created here so shutdown() can always reach it
-            self._loop, self._task = loop, None
-            self._thread = threading.Thread(target=self._thread_main, args=(loop,),
+            run = self._run
+            run.loop = asyncio.new_event_loop()  # created here so shutdown() can always reach it
+            self._thread = threading.Thread(target=self._thread_main, args=(run,),
                                             name="flagedge-provider", daemon=True)
             self._thread.start()
         self._first_rules.wait(self._init_timeout)
@@ -127,7 +145,7 @@ class FlagedgeProvider(AbstractProvider):
             if self._fatal is not None:
                 self._status = ProviderStatus.FATAL
                 raise ProviderFatalError(self._fatal)
-            if self._rules.flag_set is None:
+            if run.rules.flag_set is None:
                 self._status = ProviderStatus.ERROR
                 raise GeneralError(
                     f"no rules from {self._url} within {self._init_timeout}s; still trying"
@@ -135,18 +153,24 @@ class FlagedgeProvider(AbstractProvider):
             self._status = ProviderStatus.READY
 
     def shutdown(self) -> None:
-        """Stop the stream and forget the rules; ``initialize`` may be called again."""
+        """Stop the stream and forget the rules; ``initialize`` may be called again. Waits
+        up to ``shutdown_timeout`` for the stream thread; one that is still busy then is left
+        to end on its own, retired: it applies, reports and emits nothing any more."""
         with self._lifecycle:
-            loop, thread = self._loop, self._thread
-        if loop is not None and not loop.is_closed():
+            run, thread = self._run, self._thread
+        with self._emitting, self._lock:  # an event of this run still going out has gone
+            run.retired = True
+        if run.loop is not None and not run.loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed in the meantime
-                loop.call_soon_threadsafe(self._cancel_task)
+                run.loop.call_soon_threadsafe(_cancel, run)
         if thread is not None:
-            thread.join(timeout=10)
+            thread.join(timeout=self._shutdown_timeout)
+            if thread.is_alive():
+                log.warning("rules stream thread still busy after %.1fs; left to end on its "
+                            "own (it changes nothing any more)", self._shutdown_timeout)
         with self._lock:
-            self._thread = self._loop = self._task = None
+            self._thread, self._run = None, _Run()
             self._status = ProviderStatus.NOT_READY
-            self._rules = RulesState()
         self._first_rules.set()  # an initialize() still waiting gives up now
 
     # -- evaluation (caller threads; reads one immutable snapshot, no locks) ----------------
@@ -178,7 +202,7 @@ class FlagedgeProvider(AbstractProvider):
 
     def _resolve(self, key: str, default: Any, ctx: EvaluationContext | None,
                  expected: Expected) -> FlagResolutionDetails[Any]:
-        flag_set = self._rules.flag_set
+        flag_set = self._run.rules.flag_set
         if flag_set is None:
             return error(default, OFErrorCode.PROVIDER_NOT_READY, "no rules received yet")
         flag = flag_set.flags.get(key)
@@ -190,23 +214,19 @@ class FlagedgeProvider(AbstractProvider):
         return to_resolution(result, default, expected)
 
     # -- the stream (background thread) ----------------------------------------------------
-    def _thread_main(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _thread_main(self, run: _Run) -> None:
+        loop = run.loop
+        assert loop is not None
         asyncio.set_event_loop(loop)
         try:
-            self._task = loop.create_task(self._follow())
+            run.task = loop.create_task(self._follow(run))
             with contextlib.suppress(asyncio.CancelledError):
-                loop.run_until_complete(self._task)
+                loop.run_until_complete(run.task)
         finally:
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
-    def _cancel_task(self) -> None:
-        """Runs in the provider's loop (a cancel queued before the loop started runs after
-        the task was created, so it is never lost)."""
-        if self._task is not None:
-            self._task.cancel()
-
-    async def _follow(self) -> None:
+    async def _follow(self, run: _Run) -> None:
         attempt = 0
         down_since: float | None = None  # first failure of the current outage
         auth = {"Authorization": f"Bearer {self._api_key}"}
@@ -218,8 +238,8 @@ class FlagedgeProvider(AbstractProvider):
                 reason = "stream closed by the server"
                 try:
                     headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
-                    if self._rules.last_event_id is not None:
-                        headers["Last-Event-ID"] = self._rules.last_event_id
+                    if run.rules.last_event_id is not None:
+                        headers["Last-Event-ID"] = run.rules.last_event_id
                     async with aconnect_sse(client, "GET", self._url, headers=headers) as src:
                         status = src.response.status_code
                         if status in (401, 403):
@@ -228,30 +248,30 @@ class FlagedgeProvider(AbstractProvider):
                             server_wait = _retry_after(src.response.headers.get("retry-after"))
                         src.response.raise_for_status()
                         connected_at, down_since = time.monotonic(), None
-                        self._on_connected()
+                        self._on_connected(run)
                         async for sse in src.aiter_sse():
                             got_event = got_event or sse.event in ("put", "patch", "delete")
-                            self._on_rules_event(sse.event, sse.data, sse.id or None)
+                            self._on_rules_event(run, sse.event, sse.data, sse.id or None)
                 except _Unauthorized as exc:
                     reason = str(exc)
-                    if self._on_unauthorized(reason):
+                    if self._on_unauthorized(run, reason):
                         return
                 except StreamPayloadError as exc:
                     # Our copy may now differ from the server's: start over with a full put.
                     reason = f"bad {exc.event} event: {exc}"
                     log.error("rules stream: %s; resyncing", reason)
-                    self._rules.last_event_id = None
+                    run.rules.last_event_id = None
                 except (httpx.HTTPError, SSEError, OSError) as exc:
                     reason = f"{type(exc).__name__}: {exc}"
                 except Exception as exc:  # a bug must not silently end the stream thread
                     reason = f"unexpected {type(exc).__name__}: {exc}"
                     log.exception("rules stream: unexpected error; resyncing")
-                    self._rules.last_event_id = None
+                    run.rules.last_event_id = None
                 now = time.monotonic()
                 if got_event or (connected_at is not None and now - connected_at > 10):
                     attempt = 0  # it worked for a while: start the backoff over
                 down_since = down_since or now
-                self._on_disconnected(reason, now - down_since)
+                self._on_disconnected(run, reason, now - down_since)
                 await asyncio.sleep(max(self._backoff(attempt), server_wait))
                 attempt += 1
 
@@ -262,40 +282,51 @@ class FlagedgeProvider(AbstractProvider):
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
     # -- state transitions and events ------------------------------------------------------
-    def _on_connected(self) -> None:
+    # Each runs in the stream thread and first checks, under _lock, that its run is still
+    # the current one: a retired run's thread changes nothing (see _Run).
+    def _on_connected(self, run: _Run) -> None:
         with self._lock:
+            if run.retired:
+                return
             recovering = self._status in (ProviderStatus.STALE, ProviderStatus.ERROR)
-            if recovering and self._rules.flag_set is not None and self._init_returned:
+            if recovering and run.rules.flag_set is not None and self._init_returned:
                 self._status = ProviderStatus.READY
             else:
                 recovering = False
         log.info("rules stream connected")
         if recovering:
-            self.emit_provider_ready(ProviderEventDetails(message="rules stream reconnected"))
+            self._emit(run, self.emit_provider_ready,
+                       ProviderEventDetails(message="rules stream reconnected"))
 
-    def _on_rules_event(self, event: str, data: str, event_id: str | None) -> None:
-        applied = self._rules.apply(event, data, event_id)
+    def _on_rules_event(self, run: _Run, event: str, data: str, event_id: str | None) -> None:
+        if run.retired:  # its rules are no longer served: nothing to keep up to date
+            return
+        applied = run.rules.apply(event, data, event_id)
         if applied is None:
             return
         with self._lock:
+            if run.retired:
+                return
             announce_ready = (applied.first and self._init_returned
                               and self._status != ProviderStatus.READY)
             if announce_ready:
                 self._status = ProviderStatus.READY
-        self._first_rules.set()
+            self._first_rules.set()
         log.info("rules %s applied: version %s, %d flags changed", event, applied.version,
                  len(applied.flags_changed))
         meta: dict[str, bool | str | int | float] = {"version": applied.version}
         if announce_ready:
-            self.emit_provider_ready(ProviderEventDetails(message="rules received",
-                                                          metadata=meta))
+            self._emit(run, self.emit_provider_ready,
+                       ProviderEventDetails(message="rules received", metadata=meta))
         elif not applied.first and applied.flags_changed:
-            self.emit_provider_configuration_changed(ProviderEventDetails(
+            self._emit(run, self.emit_provider_configuration_changed, ProviderEventDetails(
                 flags_changed=list(applied.flags_changed), metadata=meta))
 
-    def _on_disconnected(self, reason: str, down_for: float) -> None:
+    def _on_disconnected(self, run: _Run, reason: str, down_for: float) -> None:
         event: Callable[[ProviderEventDetails], None] | None = None
         with self._lock:
+            if run.retired:
+                return
             if self._status == ProviderStatus.READY:
                 self._status, event = ProviderStatus.STALE, self.emit_provider_stale
             elif (self._status == ProviderStatus.STALE and down_for >= self._error_grace_period):
@@ -305,40 +336,61 @@ class FlagedgeProvider(AbstractProvider):
         log.log(level, "rules stream down for %.1fs (%s); serving the last rules", down_for,
                 reason)
         if event is not None:
-            event(ProviderEventDetails(message=f"rules stream down: {reason}",
-                                       error_code=OFErrorCode.GENERAL
-                                       if event == self.emit_provider_error else None))
+            self._emit(run, event, ProviderEventDetails(
+                message=f"rules stream down: {reason}",
+                error_code=OFErrorCode.GENERAL if event == self.emit_provider_error else None))
 
-    def _on_unauthorized(self, reason: str) -> bool:
+    def _on_unauthorized(self, run: _Run, reason: str) -> bool:
         """Before the first rules: fatal, stop. Later: ERROR, keep serving and retrying (the
         key may be restored). Returns True when the stream should stop."""
         log.error("rules stream refused: %s", reason)
         with self._lock:
-            if self._rules.flag_set is None:
+            if run.retired:
+                return True
+            if run.rules.flag_set is None:
                 self._fatal = reason
                 fatal_now = self._init_returned
             else:
                 fatal_now = False
             if fatal_now:
                 self._status = ProviderStatus.FATAL
-            emit_error = self._rules.flag_set is not None and self._status != ProviderStatus.ERROR
+            emit_error = run.rules.flag_set is not None and self._status != ProviderStatus.ERROR
             if emit_error:
                 self._status = ProviderStatus.ERROR
+            stop = self._fatal is not None
+            if stop:
+                self._first_rules.set()  # wake initialize() so it raises at once
         if fatal_now:
-            self.emit_provider_error(ProviderEventDetails(
+            self._emit(run, self.emit_provider_error, ProviderEventDetails(
                 message=reason, error_code=OFErrorCode.PROVIDER_FATAL))
         elif emit_error:
-            self.emit_provider_error(ProviderEventDetails(message=reason,
-                                                          error_code=OFErrorCode.GENERAL))
-        if self._fatal is not None:
-            self._first_rules.set()  # wake initialize() so it raises at once
-            return True
-        return False
+            self._emit(run, self.emit_provider_error,
+                       ProviderEventDetails(message=reason, error_code=OFErrorCode.GENERAL))
+        return stop
+
+    def _emit(self, run: _Run, emit: Callable[[ProviderEventDetails], None],
+              details: ProviderEventDetails) -> None:
+        """An event of ``run``, unless shutdown retired it since the transition was decided
+        (the SDK hands events to its executor: holding the lock here blocks nobody long)."""
+        with self._emitting:
+            if not run.retired:
+                emit(details)
+
+
+def _cancel(run: _Run) -> None:
+    """Runs in the run's own loop (a cancel queued before the loop started runs after the
+    task was created, so it is never lost)."""
+    if run.task is not None:
+        run.task.cancel()
 
 
 def _retry_after(value: str | None) -> float:
-    """Seconds of a ``Retry-After`` header (integer seconds; anything else: no hint)."""
+    """Seconds of a ``Retry-After`` header (integer seconds; anything else: no hint), at
+    most ``RETRY_AFTER_MAX``."""
     try:
-        return max(0.0, float(value)) if value else 0.0
+        seconds = float(value) if value else 0.0
     except ValueError:
         return 0.0
+    if seconds != seconds:  # "nan"
+        return 0.0
+    return min(max(0.0, seconds), RETRY_AFTER_MAX)

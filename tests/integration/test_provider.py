@@ -594,6 +594,73 @@ def test_shutdown_closes_the_stream(served: Any) -> None:
     wait_until(lambda: rules_streams(server) == 0, timeout=5, what="server to see the close")
 
 
+class StallOnApply(logging.Handler):
+    """Holds one thread inside its "rules ... applied" log line until released: a stalled
+    log sink, the way a stream thread can be busy when shutdown() stops waiting for it."""
+
+    def __init__(self, thread: threading.Thread) -> None:
+        super().__init__(logging.INFO)
+        self.thread = thread
+        self.stalled, self.go_on = threading.Event(), threading.Event()
+
+    def handle(self, record: logging.LogRecord) -> bool:  # no handler lock: others log on
+        self.emit(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if (threading.current_thread() is self.thread and not self.stalled.is_set()
+                and record.getMessage().startswith("rules ")
+                and " applied: version " in record.getMessage()):
+            self.stalled.set()
+            self.go_on.wait(30)
+
+
+def test_a_shutdown_that_times_out_leaves_the_old_thread_changing_nothing(
+        proxy_server: ProxyServer, openfeature_api: None) -> None:
+    server = proxy_server
+    server.push(FLAGS, wait=False)
+    provider = make_provider(server, server.create_key("server"), shutdown_timeout=0.3)
+    _client, events = connect(provider, "flagedge-provider-restart")
+    old = provider._thread
+    assert old is not None
+    stall = StallOnApply(old)
+    logger = logging.getLogger("flagedge.provider")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(stall)
+    try:
+        v2 = server.push(changed_doc(), wait=False)
+        assert stall.stalled.wait(10), "the stream thread never applied the push"
+        # applied into the old run, not yet announced: the thread is stuck in its log line
+        provider.shutdown()  # gives up on the thread after 0.3 s
+        assert old.is_alive()
+        provider.initialize(EvaluationContext())  # a new start gets the current rules, v2
+        new = provider._thread
+        assert new is not None and new is not old
+        assert provider.flag_set is not None and provider.flag_set.version == v2
+        mark = events.mark()
+        stall.go_on.set()  # the old thread goes on with what it was doing
+        wait_until(lambda: not old.is_alive(), timeout=10, what="the old stream thread to end")
+        wait_until(lambda: rules_streams(server) == 1, timeout=5,
+                   what="the old thread's stream to close")
+        v3_doc = changed_doc()
+        v3_doc["flags"]["welcome-banner"]["defaultVariant"] = "none"
+        v3 = server.push(v3_doc, wait=False)
+        details = events.wait(ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, mark,
+                              where=lambda d: d.metadata.get("version") == v3)
+        assert details.flags_changed == ["welcome-banner"]
+        assert new.is_alive() and provider.status == ProviderStatus.READY
+        # the old thread announced neither its v2 patch nor anything else after shutdown
+        changes = [d.metadata.get("version") for e, d in events.seen[mark:]
+                   if e == ProviderEvent.PROVIDER_CONFIGURATION_CHANGED]
+        assert changes == [v3]
+        assert events.kinds(mark) == [ProviderEvent.PROVIDER_CONFIGURATION_CHANGED]
+    finally:
+        stall.go_on.set()
+        logger.removeHandler(stall)
+        logger.setLevel(level)
+
+
 def rules_streams(server: ProxyServer) -> float:
     text = httpx.get(f"{server.url}/metrics", timeout=2.0).text
     for line in text.splitlines():

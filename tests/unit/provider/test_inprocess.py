@@ -20,7 +20,7 @@ from openfeature.exception import ErrorCode, GeneralError
 from openfeature.provider import ProviderStatus
 
 from proxy.provider import FlagedgeProvider
-from proxy.provider.inprocess import _retry_after, to_context
+from proxy.provider.inprocess import RETRY_AFTER_MAX, _retry_after, to_context
 from tests.redis_server import wait_until
 
 DOC = {
@@ -68,7 +68,7 @@ def put_event(doc: dict[str, Any], version: int) -> tuple[str, str, str]:
 def provider() -> FlagedgeProvider:
     """A provider that has received its first put and returned from initialize (as if)."""
     p = FlagedgeProvider("http://127.0.0.1:9", "srv_test")
-    p._on_rules_event(*put_event(DOC, 1))
+    p._on_rules_event(p._run, *put_event(DOC, 1))
     p._init_returned = True
     p._status = ProviderStatus.READY
     return p
@@ -106,7 +106,7 @@ def test_numbers(provider: FlagedgeProvider) -> None:
 def test_integer_request_for_a_fractional_number_is_a_type_mismatch() -> None:
     p = FlagedgeProvider("http://127.0.0.1:9", "k")
     doc = {"flags": {"f": {"state": "ENABLED", "variants": {"h": 0.5}, "defaultVariant": "h"}}}
-    p._on_rules_event(*put_event(doc, 1))
+    p._on_rules_event(p._run, *put_event(doc, 1))
     d = p.resolve_integer_details("f", 4)
     assert (d.value, d.error_code, d.reason) == (4, ErrorCode.TYPE_MISMATCH, "ERROR")
     assert p.resolve_float_details("f", 1.0).value == 0.5
@@ -162,7 +162,7 @@ def test_first_put_during_initialize_emits_nothing_sdk_sends_ready() -> None:
     p = FlagedgeProvider("http://127.0.0.1:9", "k")
     rec = Recorder()
     p.attach(rec)
-    p._on_rules_event(*put_event(DOC, 1))
+    p._on_rules_event(p._run, *put_event(DOC, 1))
     assert rec.events == []
     assert p._first_rules.is_set()
 
@@ -172,7 +172,7 @@ def test_first_put_after_a_timed_out_initialize_emits_ready() -> None:
     rec = Recorder()
     p.attach(rec)
     p._init_returned, p._status = True, ProviderStatus.ERROR
-    p._on_rules_event(*put_event(DOC, 1))
+    p._on_rules_event(p._run, *put_event(DOC, 1))
     assert rec.kinds() == [ProviderEvent.PROVIDER_READY]
     assert p.status == ProviderStatus.READY
 
@@ -181,9 +181,9 @@ def test_patch_emits_configuration_changed_with_keys(provider: FlagedgeProvider)
     rec = Recorder()
     provider.attach(rec)
     new_str = {**DOC["flags"]["str"], "defaultVariant": "blue"}
-    provider._on_rules_event("patch", orjson.dumps({"version": 2, "flags": {"str": new_str}})
+    provider._on_rules_event(provider._run, "patch", orjson.dumps({"version": 2, "flags": {"str": new_str}})
                              .decode(), "2")
-    provider._on_rules_event("delete", orjson.dumps({"version": 3, "flags": ["obj"]}).decode(),
+    provider._on_rules_event(provider._run, "delete", orjson.dumps({"version": 3, "flags": ["obj"]}).decode(),
                              "3")
     assert rec.kinds() == [ProviderEvent.PROVIDER_CONFIGURATION_CHANGED] * 2
     assert [d.flags_changed for _, d in rec.events] == [["str"], ["obj"]]
@@ -196,31 +196,31 @@ def test_disconnect_is_stale_then_error_after_grace_then_ready_on_reconnect(
     rec = Recorder()
     provider.attach(rec)
     provider._error_grace_period = 5
-    provider._on_disconnected("connection reset", 0.0)
-    provider._on_disconnected("connection refused", 1.0)  # still within the grace period
+    provider._on_disconnected(provider._run, "connection reset", 0.0)
+    provider._on_disconnected(provider._run, "connection refused", 1.0)  # still within the grace period
     assert rec.kinds() == [ProviderEvent.PROVIDER_STALE]
     # the last rules are still served while stale
     assert provider.resolve_string_details("str", "x").value == "red"
-    provider._on_disconnected("connection refused", 6.0)
+    provider._on_disconnected(provider._run, "connection refused", 6.0)
     assert rec.kinds()[-1] == ProviderEvent.PROVIDER_ERROR
     assert rec.events[-1][1].error_code == ErrorCode.GENERAL
-    provider._on_connected()
+    provider._on_connected(provider._run, )
     assert rec.kinds()[-1] == ProviderEvent.PROVIDER_READY
     assert provider.status == ProviderStatus.READY
-    provider._on_connected()  # already ready: nothing more
+    provider._on_connected(provider._run, )  # already ready: nothing more
     assert len(rec.events) == 3
 
 
 def test_unauthorized_before_rules_is_fatal_and_stops() -> None:
     p = FlagedgeProvider("http://127.0.0.1:9", "k")
-    assert p._on_unauthorized("401 from ...") is True
+    assert p._on_unauthorized(p._run, "401 from ...") is True
     assert p._first_rules.is_set() and p._fatal
 
 
 def test_unauthorized_after_rules_keeps_serving(provider: FlagedgeProvider) -> None:
     rec = Recorder()
     provider.attach(rec)
-    assert provider._on_unauthorized("403 from ...") is False
+    assert provider._on_unauthorized(provider._run, "403 from ...") is False
     assert rec.kinds() == [ProviderEvent.PROVIDER_ERROR]
     assert provider.resolve_string_details("str", "x").value == "red"
 
@@ -236,6 +236,9 @@ def test_backoff_is_capped_and_jittered() -> None:
 @pytest.mark.parametrize(("header", "seconds"), [
     ("5", 5.0), ("0", 0.0), (None, 0.0), ("", 0.0), ("-3", 0.0),
     ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # HTTP dates: fall back to our own backoff
+    ("nan", 0.0),
+    # capped: a misconfigured proxy or balancer must not park the stream for a day
+    ("86400", RETRY_AFTER_MAX), ("inf", RETRY_AFTER_MAX), ("1e308", RETRY_AFTER_MAX),
 ])
 def test_retry_after(header: str | None, seconds: float) -> None:
     assert _retry_after(header) == seconds
