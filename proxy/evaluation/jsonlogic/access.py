@@ -332,13 +332,13 @@ def build_missing_some(cc: LogicCompiler, args: Any, path: str) -> Compiled:
             raise JSThrow("missing_some needs a list of keys")
         miss = missing_direct(ks, d) if direct else missing_keys(ks, d)
         if cell is not None:
-            cell[0] = miss
+            cell.value = miss
         found = len(ks) - len(miss)
         if (js_le(need(d), found) if interpreted else not js_lt(found, need(d))):
             if record:
-                cell[0] = miss  # type: ignore[index]
+                cell.value = miss  # type: ignore[union-attr]
             return []
-        return cell[0] if need_writes else miss  # type: ignore[index]
+        return cell.value if need_writes else miss  # type: ignore[union-attr]
 
     return missing_some
 

@@ -229,7 +229,7 @@ def _arith(name: str, impl: Any, lo: int, zero_divisor: bool) -> Any:
             def spread(d: Any) -> Any:
                 v = inner(d)
                 if cell is not None:
-                    cell[0] = v
+                    cell.value = v
                 return impl(v) if v.__class__ is list else impl([v])
 
             return spread

@@ -226,7 +226,7 @@ def _all(sf: Fn, mf: Fn, items: Any, interp: bool, cell: Register | None) -> Fn:
     def run(d: Any) -> Any:
         v = sf(d)
         if cell is not None:
-            cell[0] = v
+            cell.value = v
         if interp and js_falsy(v):  # `v || []` is checked for emptiness there
             return False
         if v.__class__ is list and not v:

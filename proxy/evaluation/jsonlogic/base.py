@@ -30,17 +30,10 @@ class Register(threading.local):
     a compiled rule here is shared by every thread that evaluates it, so each thread has its
     own (an evaluation runs on one thread, start to end, and never re-enters itself).
 
-    Closures read and write ``cell.value``; ``cell[0]`` works too, for the few rarely run
-    sites that index it like the one-element list it used to be.
+    Closures read and write ``cell.value``.
     """
 
     value: Any = None  # a thread's first read, before it ever assigned
-
-    def __getitem__(self, _: int) -> Any:
-        return self.value
-
-    def __setitem__(self, _: int, v: Any) -> None:
-        self.value = v
 
 
 def fn(c: Any) -> Any:
