@@ -148,10 +148,12 @@ class RedisSource:
         existed = await client.exists(layout.SECRET)
         if not existed:
             await client.set(layout.SECRET, secrets.token_hex(32), nx=True)
-        self.secret = await client.get(layout.SECRET)
-        # The secret is created once and never deleted: its absence after we knew Redis means
-        # Redis lost its data, and an empty key hash then is a loss, not a mass revocation.
-        data_lost = not existed and self._events_id is not None
+        known, self.secret = self.secret, await client.get(layout.SECRET)
+        # The secret is created once and never deleted or changed: after we knew Redis, its
+        # absence, or a value other than the one we saw (another process found it missing
+        # first and created a new one), means Redis lost its data; an empty key hash then is
+        # that loss, not a mass revocation. Every process and worker tells on its own.
+        data_lost = self._events_id is not None and (not existed or self.secret != known)
         # Read the events position before the state it announces: later announcements are
         # then replayed by XREAD (applying them twice is harmless).
         events_last = await self._last_id(client, layout.EVENTS)
@@ -169,8 +171,9 @@ class RedisSource:
         if not self._keys_kept:
             self.keyring.replace_all(records)
         elif data_lost:
-            log.warning("redis lost its data (no flagedge:secret, no keys); keeping %d known "
-                        "keys until keys are written again", len(self.keyring))
+            log.warning("redis lost its data (flagedge:secret %s, no keys); keeping %d known "
+                        "keys until keys are written again",
+                        "missing" if not existed else "replaced", len(self.keyring))
         listed = {text(e) for e in await client.smembers(layout.ENVS)}
         for env in sorted(listed | set(self.store.envs())):
             await self._load_env(client, env, listed=env in listed)
