@@ -6,14 +6,19 @@ inputs with the same OFREP error codes.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
 from proxy.api import errors
 from proxy.model import ErrorCode
+
+log = logging.getLogger("flagedge.api")
+
+CLIENT_CLOSED = 499  # nginx's "client closed request": counted, never sent
 
 
 class BadContext(ValueError):
@@ -26,7 +31,9 @@ class BadContext(ValueError):
 async def read_body(request: Request, limit: int, declared: bytes | str | None = None
                     ) -> bytes | Response:
     """The request body, or a 413 once it exceeds ``limit`` bytes (checked on the declared
-    length first, then while streaming, so a lying or chunked client cannot push more)."""
+    length first, then while streaming, so a lying or chunked client cannot push more).
+    A client gone before its body was complete gets a 499 response: the server drops it
+    (there is no one to send it to) and the metrics count it, with no error logged."""
     if declared is None:
         declared = request.headers.get("content-length")
     if declared is not None:
@@ -41,8 +48,9 @@ async def read_body(request: Request, limit: int, declared: bytes | str | None =
     size = 0
     while True:
         message = await receive()
-        if message["type"] != "http.request":
-            raise ClientDisconnect()
+        if message["type"] != "http.request":  # http.disconnect: the client went away
+            log.debug("client disconnected after %d body bytes", size)
+            return Response(status_code=CLIENT_CLOSED)
         chunk = message.get("body", b"")
         if chunk:
             size += len(chunk)

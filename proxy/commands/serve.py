@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -83,6 +84,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help="serve the demo page (examples/web, OFREP web provider) at /demo/")
 
 
+def _stopped(signum: int, _frame: Any) -> None:
+    """SIGTERM outside uvicorn's own handlers: uvicorn re-raises the SIGTERM it handled once its
+    graceful shutdown is complete, and one arriving before it listens stops us as cleanly.
+    Either way the stop was asked for and clean: exit 0, not "killed by SIGTERM" (143)."""
+    raise SystemExit(0)
+
+
 def run(args: argparse.Namespace) -> int:
     import orjson
     import uvicorn
@@ -111,7 +119,6 @@ def run(args: argparse.Namespace) -> int:
     if settings.metrics_dir is not None:  # counters start at zero with each serve
         for old in settings.metrics_dir.glob("worker-*.json"):
             old.unlink(missing_ok=True)
-    os.environ["FLAGEDGE__SETTINGS"] = orjson.dumps(settings.to_json()).decode()
     common: dict[str, Any] = {
         "host": settings.host, "port": settings.port, "loop": "uvloop", "http": GatheringHttpToolsProtocol,
         "log_config": log_config(settings.log_level), "access_log": settings.access_log,
@@ -119,9 +126,21 @@ def run(args: argparse.Namespace) -> int:
         "server_header": False, "lifespan": "on",
     }
     if settings.workers > 1:
+        # Workers read the settings from a file only this user can read, named in the
+        # environment: the settings themselves (the Redis URL's password, stream_secret) never
+        # sit in a worker's environment (/proc/PID/environ, crash reports, its children).
+        # The file stays while serving (uvicorn restarts a dead worker) and goes at exit.
+        private = Path(tempfile.mkdtemp(prefix="flagedge-serve-"))  # mode 0700
+        settings_file = private / "settings.json"
+        fd = os.open(settings_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(orjson.dumps(settings.to_json()))
+        os.environ["FLAGEDGE__SETTINGS_FILE"] = str(settings_file)
+        signal.signal(signal.SIGTERM, _stopped)  # until uvicorn's supervisor takes SIGTERM
         try:
             uvicorn.run("proxy.server.app:factory", factory=True, workers=settings.workers, **common)
         finally:
+            shutil.rmtree(private, ignore_errors=True)
             if temp_metrics is not None:
                 shutil.rmtree(temp_metrics, ignore_errors=True)
     else:
@@ -130,5 +149,7 @@ def run(args: argparse.Namespace) -> int:
         from proxy.server.app import create_app
 
         logging.config.dictConfig(common["log_config"])  # so create_app's warnings show
-        uvicorn.run(create_app(settings), **common)
+        app = create_app(settings)
+        signal.signal(signal.SIGTERM, _stopped)
+        uvicorn.run(app, **common)
     return 0

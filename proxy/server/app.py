@@ -256,10 +256,12 @@ def _streams(rt: Runtime) -> list[BaseRoute]:
 
 
 def factory() -> Starlette:
-    """uvicorn ``--factory`` entry for worker processes: settings come from the environment
-    (``flagedge serve`` passes them as JSON in FLAGEDGE__SETTINGS)."""
-    raw = os.environ.get("FLAGEDGE__SETTINGS")
-    if raw:
-        data = orjson.loads(raw)
+    """uvicorn ``--factory`` entry for worker processes: ``flagedge serve --workers N`` writes
+    the settings as JSON to a 0600 file and names it in FLAGEDGE__SETTINGS_FILE (secrets stay
+    out of the workers' environment)."""
+    path = os.environ.get("FLAGEDGE__SETTINGS_FILE")
+    if path:
+        with open(path, "rb") as f:
+            data = orjson.loads(f.read())
         return create_app(load_settings(cli=data, environ={}))
     return create_app(load_settings())

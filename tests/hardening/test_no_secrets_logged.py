@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import secrets
+import socket
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import orjson
+import psutil
 import pytest
 
 from tests.hardening.conftest import BULK, b64_context, env_doc
+from tests.integration.conftest import ProxyServer
 from tests.integration.streams_support import Stream
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +41,7 @@ async def test_no_key_token_or_context_value_in_server_output(proxy_factory) -> 
     ctx = {"targetingKey": f"user-{MARK}", "email": f"{MARK}@example.com", "plan": "pro"}
     ctx_param = b64_context(ctx)
     bad_ctx_param = base64.urlsafe_b64encode(b'{"a": "' + MARK.encode() + b'"').decode()
-    secrets = [ckey, skey, akey, limited, doomed, unknown, ctx_param, bad_ctx_param, MARK]
+    secret_values = [ckey, skey, akey, limited, doomed, unknown, ctx_param, bad_ctx_param, MARK]
 
     async with httpx.AsyncClient(base_url=server.url, timeout=httpx.Timeout(10, read=None)) as c:
         def bearer(k: str) -> dict[str, str]:
@@ -44,7 +50,7 @@ async def test_no_key_token_or_context_value_in_server_output(proxy_factory) -> 
         bulk = await c.post(BULK, json={"context": ctx}, headers=bearer(ckey))
         uri = bulk.json()["eventStreams"][0]["endpoint"]["requestUri"]
         token = parse_qs(urlsplit(uri).query)["token"][0]
-        secrets.append(token)
+        secret_values.append(token)
         etag = bulk.headers["etag"]
         calls = [
             ("POST", BULK, {"json": {"context": ctx}, "headers": bearer(ckey) | {"If-None-Match": etag}}),
@@ -99,7 +105,7 @@ async def test_no_key_token_or_context_value_in_server_output(proxy_factory) -> 
     output = server.logs()
     assert "DEBUG" in output or "debug" in output.lower() or len(output) > 1000, output[-500:]
     assert "closed 1 streams of key" in output  # the revocation was logged, by id
-    for secret in secrets:
+    for secret in secret_values:
         assert secret not in output, f"{secret[:16]}... appears in the server output"
         assert secret not in metrics, f"{secret[:16]}... appears in /metrics"
     # Nor any recognisable piece of a key or token (a 16-character window of each).
@@ -108,3 +114,57 @@ async def test_no_key_token_or_context_value_in_server_output(proxy_factory) -> 
         for i in range(0, len(body) - 16, 8):
             assert body[i:i + 16] not in output, "part of a secret was logged"
     assert orjson.dumps(ctx).decode() not in output
+
+
+class PasswordRedis(RedisServer):
+    """A redis-server that wants a password (``--requirepass``); the URL carries it."""
+
+    def __init__(self, workdir: Path, password: str):
+        super().__init__(workdir, persist=False, extra_args=["--requirepass", password])
+        self.password = password
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    def ping(self) -> bool:  # unauthenticated: the refusal proves it is up
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(64).startswith((b"+PONG", b"-NOAUTH"))
+        except OSError:
+            return False
+
+
+def test_no_secret_in_the_environment_of_serve_or_its_workers(tmp_path) -> None:
+    password = "redispw" + secrets.token_hex(12)
+    stream_secret = "streamsecret" + secrets.token_hex(12)
+    redis = PasswordRedis(tmp_path / "redis", password).start()
+    server = ProxyServer(redis, tmp_path / "proxy",
+                         extra_args=["--workers", "2", "--stream-secret", stream_secret])
+    try:
+        server.start()
+        server.push(env_doc("test"))  # served: the workers did reach Redis with the password
+        parent = psutil.Process(server.proc.pid)  # type: ignore[union-attr]
+        workers = [p for p in parent.children(recursive=True)
+                   if "multiprocessing" in " ".join(p.cmdline())]
+        assert len(workers) >= 2, [p.cmdline() for p in parent.children(recursive=True)]
+        settings_files = set()
+        for proc in [parent, *workers]:
+            environ = Path(f"/proc/{proc.pid}/environ").read_bytes()
+            for var in environ.split(b"\0"):
+                if var.startswith(b"FLAGEDGE__SETTINGS_FILE="):
+                    settings_files.add(Path(var.split(b"=", 1)[1].decode()))
+            cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+            assert password.encode() not in environ, f"the Redis password is in {proc.pid}'s environ"
+            assert stream_secret.encode() not in environ, f"stream_secret is in {proc.pid}'s environ"
+            if proc is not parent:  # the parent's own command line is the caller's choice
+                assert password.encode() not in cmdline and stream_secret.encode() not in cmdline
+        assert all(f.stat().st_mode & 0o077 == 0 for f in settings_files)
+        assert server.stop() == 0
+        assert password not in server.logs() and stream_secret not in server.logs()
+        # The settings file the workers read was the user's alone, and is gone with the server.
+        assert settings_files and not any(f.exists() for f in settings_files), settings_files
+    finally:
+        server.kill()
+        redis.stop()

@@ -83,5 +83,5 @@ def test_sigterm_lets_in_flight_requests_finish(proxy_server):
     code = proxy_server.stop()
     t.join(5)
     assert result["r"].status_code == 200 and result["r"].json()["flags"][0]["key"] == "f"
-    assert code in (0, -15)  # uvicorn re-raises SIGTERM after its graceful shutdown
+    assert code == 0  # a clean SIGTERM: exit 0 (uvicorn's re-raised SIGTERM is caught)
     assert "flagedge stopped" in proxy_server.logs()
