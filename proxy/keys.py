@@ -195,9 +195,7 @@ def identify(ring: KeyRing | None, api_key: str) -> KeyRecord | Refusal:
     record = ring.lookup(api_key) if ring is not None else None
     if record is not None:
         return record
-    if ring is not None and not ring.loaded:
-        return Refusal.NOT_LOADED
-    return Refusal.UNKNOWN
+    return Refusal.UNKNOWN if keys_loaded(ring) else Refusal.NOT_LOADED
 
 
 def keys_loaded(ring: KeyRing | None) -> bool:
