@@ -8,9 +8,8 @@ provider's CONFIGURATION_CHANGED event, and remembers the id to resume from.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -158,7 +157,7 @@ def _delete(old: FlagSet, payload: Mapping[str, Any], version: int) -> FlagSet:
 
 
 def _with_version(fs: FlagSet, version: int) -> FlagSet:
-    return dataclasses.replace(fs, version=version)
+    return replace(fs, version=version)
 
 
 def _updated_at(old: FlagSet, payload: Mapping[str, Any]) -> float:
