@@ -112,10 +112,8 @@ class PushResult:
 
 def read_state(client: Any, env: str) -> RemoteState:
     layout.check_env(env)
-    flags, meta, last = client.eval(layout.SNAPSHOT_LUA, 3, *layout.env_keys(env))
-    raw_flags = {text(flags[i]): flags[i + 1] for i in range(0, len(flags), 2)}
-    meta_map = {text(meta[i]): text(meta[i + 1]) for i in range(0, len(meta), 2)}
-    return RemoteState(env, raw_flags, meta_map, text(last))
+    snapshot = layout.parse_snapshot(client.eval(layout.SNAPSHOT_LUA, 3, *layout.env_keys(env)))
+    return RemoteState(env, snapshot.flags, snapshot.meta, snapshot.last_id)
 
 
 def parse_file(path: Path | str) -> Document:

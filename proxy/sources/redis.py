@@ -183,10 +183,8 @@ class RedisSource:
 
     async def _load_env(self, client: Any, env: str, listed: bool = True,
                         written_at: float | None = None) -> None:
-        flags, meta, last = await client.eval(layout.SNAPSHOT_LUA, 3, *layout.env_keys(env))
-        raw_flags = {text(flags[i]): flags[i + 1] for i in range(0, len(flags), 2)}
-        meta_map = {text(meta[i]): text(meta[i + 1]) for i in range(0, len(meta), 2)}
-        self._last[env] = text(last)
+        raw_flags, meta_map, self._last[env] = layout.parse_snapshot(
+            await client.eval(layout.SNAPSHOT_LUA, 3, *layout.env_keys(env)))
         current = self.store.get(env)
         if "version" not in meta_map:
             if current is not None:

@@ -9,6 +9,10 @@ elsewhere and are written in a second step.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from proxy.storage.replies import text
 
 PREFIX = "flagedge"
 ENVS = f"{PREFIX}:envs"  # SET of environment names
@@ -63,6 +67,22 @@ if redis.call('EXISTS', KEYS[3]) == 1 then
 end
 return {flags, meta, last}
 """
+
+
+class Snapshot(NamedTuple):
+    """SNAPSHOT_LUA's reply: flag key -> stored flag JSON (bytes, parsed by the caller), the
+    meta hash as text, and the change stream's last entry id ("0-0" when empty)."""
+
+    flags: dict[str, bytes]
+    meta: dict[str, str]
+    last_id: str
+
+
+def parse_snapshot(reply: Sequence[Any]) -> Snapshot:
+    flags, meta, last = reply
+    return Snapshot({text(flags[i]): flags[i + 1] for i in range(0, len(flags), 2)},
+                    {text(meta[i]): text(meta[i + 1]) for i in range(0, len(meta), 2)},
+                    text(last))
 
 # KEYS: flags, meta, changes.
 # ARGV: expect_version ('' = any), new_epoch, author, message, maxlen, op ('' = derive),
