@@ -6,6 +6,7 @@ objects and the API serialises them.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -134,6 +135,15 @@ class FlagSet:
     epoch: str = ""
     updated_at: float = 0.0  # Unix seconds of the write that produced this version
     uses_timestamp: bool = False  # any flag reads $flagd.timestamp
+    # The write that produced this version: the Redis change-log entry id ("" for files).
+    # After a failover to a lagging replica, Redis can hold another version 10 than the one
+    # served before; the revision is what tells them apart.
+    revision: str = ""
+    #: This state's id on streams, in ETags and cache keys (:func:`state_id`); computed once.
+    state_id: str = field(init=False, compare=False, repr=False, default="")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state_id", state_id(self.version, self.epoch, self.revision))
 
     def to_document(self) -> dict[str, JSON]:
         """The flagd flag-definition document for these rules (as written, key-sorted)."""
@@ -143,6 +153,23 @@ class FlagSet:
         if self.metadata:
             doc["metadata"] = dict(self.metadata)
         return doc
+
+
+def state_id(version: int, epoch: str, revision: str) -> str:
+    """``VERSION-TAG``: the id of one state of an environment, carried by stream ``id:``
+    lines, ``Last-Event-ID``, OFREP notification etags and ``/v1/rules`` ETags (DESIGN §5).
+    The tag hashes the epoch and the revision, so a version number of another epoch (Redis
+    lost its data and was re-published) or of another write (a failover lost the one we saw)
+    never passes for the state a client holds. Every replica computes the same id from Redis.
+    """
+    tag = hashlib.blake2b(f"{epoch}\x00{revision}".encode(), digest_size=4).hexdigest()
+    return f"{version}-{tag}"
+
+
+def id_version(raw: str | None) -> int | None:
+    """The version number of a state id (or of a bare version, as older servers sent)."""
+    head = (raw or "").strip().partition("-")[0]
+    return int(head) if head.isascii() and head.isdigit() and len(head) <= 18 else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -19,6 +20,7 @@ log = logging.getLogger("flagedge.store")
 
 
 Subscriber = Callable[[Change, FlagSet], None]
+RECENT_STATES = 64  # state ids remembered per environment (OFREP catch-up: "did we serve it?")
 
 
 @dataclass(slots=True)
@@ -36,6 +38,7 @@ class Store:
         self._sets: dict[str, FlagSet] = {}
         self._subscribers: list[Subscriber] = []
         self._waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
+        self._recent: dict[str, deque[str]] = {}
         self.status: dict[str, SourceStatus] = {}
         self.rejected_total = 0  # flags or documents refused by validation
 
@@ -59,6 +62,10 @@ class Store:
         """Swap in a new snapshot and tell every subscriber. Subscribers run synchronously and
         must not block: they enqueue work of their own."""
         self._sets[env] = flag_set
+        recent = self._recent.get(env)
+        if recent is None:
+            recent = self._recent[env] = deque(maxlen=RECENT_STATES)
+        recent.append(flag_set.state_id)
         for subscriber in list(self._subscribers):
             try:
                 subscriber(change, flag_set)
@@ -70,6 +77,7 @@ class Store:
         """Forget an environment (``flagedge envs delete``)."""
         old = self._sets.pop(env, None)
         self.status.pop(env, None)
+        self._recent.pop(env, None)
         if old is not None:
             change = Change(env=env, version=old.version + 1, deleted=frozenset(old.flags), reset=True)
             empty = FlagSet(flags={}, version=change.version, epoch=old.epoch)
@@ -99,11 +107,22 @@ class Store:
 
         return unsubscribe
 
+    def has_served(self, env: str, state_id: str) -> bool:
+        """``state_id`` is one of the recent states of ``env`` published here."""
+        return state_id in self._recent.get(env, ())
+
     async def wait_for_version(self, env: str, version: int, timeout: float) -> bool:
         """Wait until ``env`` reaches ``version`` (OFREP flagConfigEtag catch-up)."""
         current = self._sets.get(env)
         if current is not None and current.version >= version:
             return True
+        return await self._wait(env, version, timeout)
+
+    async def wait_for_change(self, env: str, timeout: float) -> bool:
+        """Wait for the next publish of ``env``, whatever its version."""
+        return await self._wait(env, -1, timeout)
+
+    async def _wait(self, env: str, version: int, timeout: float) -> bool:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         waiters = self._waiters.setdefault(env, [])
         waiters.append((version, fut))

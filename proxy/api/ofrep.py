@@ -24,11 +24,11 @@ from proxy.api.metrics import HotMetrics
 from proxy.api.tokens import StreamTokens
 from proxy.config import Settings
 from proxy.evaluation.engine import evaluate, evaluate_all
-from proxy.model import Change, ErrorCode, FlagSet
+from proxy.model import Change, ErrorCode, FlagSet, id_version
 from proxy.store import Store
 
 EVENTS_PATH = "/ofrep/v1/events"
-CATCH_UP_TIMEOUT = 0.5  # flagConfigEtag newer than us: wait this long for the store
+CATCH_UP_TIMEOUT = 0.5  # flagConfigEtag we have not served yet: wait this long for the store
 # Contexts larger than this are evaluated, not cached: their canonical form is the cache key,
 # so 10,000 entries of near-limit contexts would hold ~640 MB (and they rarely repeat).
 MAX_CACHED_CONTEXT = 4096
@@ -36,15 +36,12 @@ _SORT = orjson.OPT_SORT_KEYS
 _NO_RULES = "no rules loaded yet: the rules source is not reachable (retry shortly)"
 
 
-def _version_param(text: str | None) -> int | None:
-    """``flagConfigEtag`` is our version number, possibly quoted or weak-prefixed."""
+def _etag_param(text: str | None) -> str | None:
+    """``flagConfigEtag``: the state id of our notification (a bare version from older
+    servers), possibly quoted or weak-prefixed."""
     if not text:
         return None
-    text = text.strip().removeprefix("W/").strip('"')
-    try:
-        return int(text)
-    except ValueError:
-        return None
+    return text.strip().removeprefix("W/").strip('"')[:64] or None
 
 
 def _float_param(text: str | None) -> float | None:
@@ -176,7 +173,7 @@ class OfrepApi:
             self.cache.bypassed += 1
         # Clients repeat a user's context byte for byte: a hit on the raw body skips parsing and
         # canonicalising it. The content type is part of the key (it decides a 400).
-        raw_key = ((principal.env, flag_set.epoch, flag_set.version,
+        raw_key = ((principal.env, flag_set.state_id, flag_set.version,
                     headers.get(b"content-type"), body)
                    if cacheable and len(body) <= MAX_CACHED_CONTEXT else None)
         entry = self.cache.get_raw(raw_key) if raw_key is not None else None
@@ -194,7 +191,7 @@ class OfrepApi:
             if cacheable and len(canonical) > MAX_CACHED_CONTEXT:
                 cacheable = False
                 self.cache.bypassed += 1
-            cache_key = (principal.env, flag_set.epoch, flag_set.version, canonical)
+            cache_key = (principal.env, flag_set.state_id, flag_set.version, canonical)
             if cacheable:
                 entry = self.cache.get(cache_key)
             if entry is None:
@@ -241,14 +238,20 @@ class OfrepApi:
         return streams, window
 
     async def _catch_up(self, request: Request, env: str, flag_set: FlagSet) -> FlagSet:
-        """OFREP ADR-0008 re-fetch after a change notification: if the client names a newer
-        rules version (or write time) than we serve, wait briefly for our store."""
+        """OFREP ADR-0008 re-fetch after a change notification: if the client names a rules
+        state (or write time) we have not served yet, wait briefly for our store."""
         params = request.query_params
-        wanted = _version_param(params.get("flagConfigEtag") or params.get("sseEtag"))
+        etag = _etag_param(params.get("flagConfigEtag") or params.get("sseEtag"))
+        wanted = id_version(etag)
         modified = _float_param(params.get("flagConfigLastModified")
                                 or params.get("sseLastModified"))
-        if wanted is not None and wanted > flag_set.version:
+        if etag is None or wanted is None:
+            if modified is not None and flag_set.updated_at and modified > flag_set.updated_at:
+                await self.store.wait_for_version(env, flag_set.version + 1, CATCH_UP_TIMEOUT)
+        elif wanted > flag_set.version:
             await self.store.wait_for_version(env, wanted, CATCH_UP_TIMEOUT)
-        elif modified is not None and flag_set.updated_at and modified > flag_set.updated_at:
-            await self.store.wait_for_version(env, flag_set.version + 1, CATCH_UP_TIMEOUT)
+        elif etag != flag_set.state_id and "-" in etag and not self.store.has_served(env, etag):
+            # A state of another epoch or write (a faster replica followed a re-publish or a
+            # failover before us): what we publish next is what it announced.
+            await self.store.wait_for_change(env, CATCH_UP_TIMEOUT)
         return self.store.get(env) or flag_set

@@ -7,7 +7,8 @@
   (flags, ``$evaluators``, metadata) and ``delete``.
 - ``GET /v1/rules`` (server keys): the same document with an ETag, for pollers.
 
-Every stream: ``id:`` is the environment version, ``Last-Event-ID`` resumes, a ``retry:``
+Every stream: ``id:`` is the environment's state id (``VERSION-TAG``, the tag naming its
+epoch and write: :func:`proxy.model.state_id`), ``Last-Event-ID`` resumes, a ``retry:``
 hint comes first, a heartbeat comment every 15 s, auth by header or ``?token=``/``?key=``.
 Per-connection queues and coalescing live in :mod:`proxy.streams.fanout`; the fan-out (and
 the Redis client of its resume history) is built by ``proxy.server.app`` and handed in. Query
@@ -46,7 +47,7 @@ from proxy.model import ErrorCode, FlagSet
 from proxy.store import Store
 from proxy.streams.connection import CapExceeded, Connection, StreamKind
 from proxy.streams.fanout import FanOut
-from proxy.streams.frames import PING, PROPAGATION_BUCKETS, id_only
+from proxy.streams.frames import PING, PROPAGATION_BUCKETS
 
 log = logging.getLogger("flagedge.streams")
 
@@ -78,17 +79,17 @@ def decode_context(text: str | None, max_depth: int, max_items: int) -> dict[str
     return context
 
 
-def last_event_id(request: Request) -> int | None:
-    """``Last-Event-ID`` (EventSource sends it on reconnect); anything not a version -> None
-    (the client then gets a fresh snapshot)."""
+MAX_EVENT_ID = 64  # our ids are ~20 characters; a longer one is nobody's state
+
+
+def last_event_id(request: Request) -> str | None:
+    """``Last-Event-ID`` (EventSource sends it on reconnect), or None when the client sends
+    none. Any other text is a state we do not know: the resume answers it with a fresh
+    snapshot (a notification on the events stream), never with silence."""
     text = request.headers.get("last-event-id") or request.query_params.get("lastEventId")
     if not text:
         return None
-    try:
-        value = int(text.strip())
-    except ValueError:
-        return None
-    return value if value >= 0 else None
+    return text.strip()[:MAX_EVENT_ID]
 
 
 class StreamsApi:
@@ -199,7 +200,7 @@ class StreamsApi:
         fs = self.store.get(principal.env)
         if fs is None:
             return errors.unavailable("no rules loaded yet for this environment")
-        etag = f'"{fs.epoch}-{fs.version}"'
+        etag = f'"{fs.state_id}"'
         headers = {"ETag": etag, "X-Flagedge-Version": str(fs.version),
                    "Cache-Control": "no-cache"}
         inm = request.headers.get("if-none-match")
@@ -282,7 +283,7 @@ class StreamResponse(EventSourceResponse):
             # The first frames may be a large put: keep no reference for the stream's life.
             first, self._first = self._first, b""
             await send({"type": "http.response.body", "more_body": True, "body": b"retry: %d\n"
-                        % RETRY_MS + (first or (id_only(conn.version) if conn.version else b"\n"))})
+                        % RETRY_MS + (first or b"\n")})  # b"": it holds the current state
             del first
             fanout.sent(conn, None)
             # From here on the middleware has nothing to do with this body: idle, the fan-out

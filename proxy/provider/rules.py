@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from proxy.evaluation.documents import apply_after, compile_document, flag_set
-from proxy.model import FlagSet, InvalidDocument
+from proxy.model import FlagSet, InvalidDocument, id_version
 
 
 class StreamPayloadError(ValueError):
@@ -63,7 +63,9 @@ class RulesState:
             raise StreamPayloadError(event, f"{event} before any put")
         if event != "put" and old is not None and version <= old.version:
             return None  # already applied (a replay overlapping what we had)
-        complete = event == "put" or event_id == str(version)
+        # A ``delete`` followed by a ``patch`` of the same version comes without an id (the
+        # SSE parser then repeats the previous one): only an id of this version completes it.
+        complete = event == "put" or id_version(event_id) == version
         try:
             if event == "put":
                 new = _put(payload, version)
@@ -103,11 +105,18 @@ def changed_flags(old: FlagSet, new: FlagSet) -> set[str]:
 
 
 def _version(event: str, payload: Mapping[str, Any], event_id: str | None) -> int:
-    raw = payload.get("version", event_id)
+    raw = payload.get("version")
     try:
-        return int(raw)  # type: ignore[arg-type]
+        return int(raw) if raw is not None else _id_version(event, event_id)
     except (TypeError, ValueError):
         raise StreamPayloadError(event, f"no usable version (id {event_id!r})") from None
+
+
+def _id_version(event: str, event_id: str | None) -> int:
+    version = id_version(event_id)
+    if version is None:
+        raise StreamPayloadError(event, f"no usable version (id {event_id!r})")
+    return version
 
 
 def _document(payload: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import time
@@ -198,12 +199,13 @@ class RedisSource:
                                   f"served {current.version}; keeping last good rules")
             return
         fs, change, rej = build_full(env, raw_flags, meta_map, current, written_at)
+        fs = dataclasses.replace(fs, revision=self._last[env])  # the newest change entry's id
         was_stale = self._stale.pop(env, None)
         self.store.set_status(env, connected=True)
         if rej.problems:
             self.store.rejected_total += rej.count
             rej.report(version)
-        if (current is not None and fs.version == current.version and fs.epoch == current.epoch
+        if (current is not None and fs.state_id == current.state_id
                 and not (change.upserted or change.deleted or change.evaluators_changed
                          or change.metadata_changed)):
             return  # nothing moved while we were away
@@ -327,7 +329,8 @@ class RedisSource:
         if (current is None or env in self._stale or epoch != current.epoch
                 or version != current.version + 1):
             if (current is not None and env not in self._stale and epoch == current.epoch
-                    and 0 < version <= current.version):
+                    and 0 < version <= current.version
+                    and not _stream_id_after(self._last[env], current.revision)):
                 return True  # already in the snapshot we loaded
             log.info("gap env=%s local=%s entry=%s epoch=%s: full reload", env,
                      current.version if current else None, version, epoch)
@@ -340,6 +343,7 @@ class RedisSource:
             await self._load_env(client, env, written_at=written_at)
             return False
         fs, change, rej = apply_change(current, env, version, after, written_at)
+        fs = dataclasses.replace(fs, revision=self._last[env])
         if rej.problems:
             self.store.rejected_total += rej.count
             rej.report(version)
@@ -379,6 +383,16 @@ def _reraise_if_cancelling() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+def _stream_id_after(a: str, b: str) -> bool:
+    """Stream entry id ``a`` comes after ``b`` ("MS-SEQ"; "" or malformed count as 0-0). An
+    entry at or below our version but after the write we hold is another history of those
+    numbers (a failover to a lagging replica), not a duplicate."""
+    def parts(x: str) -> tuple[int, int]:
+        ms, _, seq = x.partition("-")
+        return (int(ms), int(seq or 0)) if ms.isdigit() and (seq or "0").isdigit() else (0, 0)
+    return parts(a) > parts(b)
 
 
 def _names(keys: frozenset[str], limit: int = 5) -> str:

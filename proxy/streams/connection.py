@@ -51,8 +51,8 @@ class Connection:
 
     __slots__ = ("_parked", "_queue", "_queued_bytes", "_waiter", "close_reason", "closed",
                  "context", "ctx_key", "direct", "env", "key_id", "kind", "limits",
-                 "needs_snapshot", "on_sent", "pending", "results", "snapshot_for", "stats",
-                 "version")
+                 "needs_snapshot", "on_sent", "pending", "results", "snapshot_for", "state_id",
+                 "stats", "version")
 
     def __init__(self, env: str, kind: StreamKind, key_id: str,
                  context: dict[str, Any] | None = None, ctx_key: str = "", *,
@@ -68,6 +68,7 @@ class Connection:
         self.context = context or {}
         self.ctx_key = ctx_key  # canonical context: connections sharing it share the work
         self.version = 0  # newest version queued or sent to this client
+        self.state_id = ""  # ... and its state id (a reset of the same number is news)
         # Evaluated stream: flag key -> hash of the OFREP item JSON the client holds. A hash,
         # not the bytes: orjson output keeps a ~4 KB buffer each, 20 flags x 10,000 clients.
         self.results: dict[str, int] = {}
@@ -85,6 +86,10 @@ class Connection:
         self.pending = False  # evaluated resume still reading history: results not known yet
         self.closed = False
         self.close_reason = ""
+
+    def hold(self, version: int, state_id: str) -> None:
+        """The client now has (or has queued) this state."""
+        self.version, self.state_id = version, state_id
 
     def push(self, payload: bytes, written_at: float | None) -> None:
         """Never blocks. Over the bound, drop everything queued and owe a snapshot."""

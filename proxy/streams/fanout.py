@@ -84,10 +84,11 @@ async def yield_to_requests() -> float:
     return _clock()
 
 
-def _due(conn: Connection, change: Change) -> bool:
-    """The connection has not seen this change: a newer version, or a reset numbering versions
-    anew (a re-publish after Redis lost its data is a new epoch starting again at 1)."""
-    return conn.version < change.version or (change.reset and change.version < conn.version)
+def _due(conn: Connection, change: Change, fs: FlagSet) -> bool:
+    """The connection has not seen this change: a newer version, or a reset to a state it
+    does not hold (a re-publish after Redis lost its data numbers anew from 1; after a
+    failover to a lagging replica, Redis's version N can be another write than ours)."""
+    return conn.version < change.version or (change.reset and conn.state_id != fs.state_id)
 
 
 class FanOut:
@@ -169,7 +170,8 @@ class FanOut:
         conn = Connection(env, kind, key_id, context, ctx_key, snapshot_for=self._snapshot_for,
                           limits=self.limits, stats=self.stats, on_sent=self._on_sent)
         fs = self.store.get(env)
-        conn.version = fs.version if fs is not None else 0
+        if fs is not None:
+            conn.hold(fs.version, fs.state_id)
         self._conns.setdefault(env, {}).setdefault(kind, set()).add(conn)
         self._by_key.setdefault(key_id, set()).add(conn)
         self._total += 1
@@ -232,7 +234,7 @@ class FanOut:
                 self.propagation.observe(kind, max(0.0, now - at))
 
     # -- first events: snapshot or resume ---------------------------------------------------
-    async def initial(self, conn: Connection, last_id: int | None) -> bytes:
+    async def initial(self, conn: Connection, last_id: str | None) -> bytes:
         """What a new connection gets before its queue (see :func:`proxy.streams.resume.initial`).
         Must run right after :meth:`open`."""
         return await resume.initial(conn, last_id, store=self.store, ring=self.changelog,
@@ -349,10 +351,10 @@ class FanOut:
         n = 0
         events = by_kind.get(StreamKind.EVENTS)
         if events:
-            payload = notification(version, fs.updated_at or change.written_at or time.time())
+            payload = notification(fs.state_id, fs.updated_at or change.written_at or time.time())
             for conn in list(events):
-                if _due(conn, change):
-                    conn.version = version
+                if _due(conn, change, fs):
+                    conn.hold(version, fs.state_id)
                     conn.push(payload, written_at)
                     n += 1
                     yield n
@@ -363,10 +365,10 @@ class FanOut:
             else:
                 payload = rules_entry(entry or entry_from_change(change, fs))
             for conn in list(rules):
-                if _due(conn, change):
+                if _due(conn, change, fs):
                     # Opened during a merged round: only the versions after the one it holds.
                     own = partial(conn.version) if partial is not None else b""
-                    conn.version = version
+                    conn.hold(version, fs.state_id)
                     conn.push(own or payload, written_at)
                     n += 1
                     yield n
@@ -406,13 +408,13 @@ class FanOut:
             if conn.version == 0 and not conn.closed:  # opened before any rules: a put first
                 conn.owe_snapshot()
                 continue
-            if not _due(conn, change) or conn.needs_snapshot or conn.closed:
+            if not _due(conn, change, fs) or conn.needs_snapshot or conn.closed:
                 continue
             new = per_context.get(conn.ctx_key)
             if new is None:
                 new = {k: encode(k, conn.context) for k in keys if k in flags}
                 per_context[conn.ctx_key] = new
-            conn.version = change.version
-            payload = diff_frames(conn.results, new, keys, change.version)
+            conn.hold(change.version, fs.state_id)
+            payload = diff_frames(conn.results, new, keys, fs.state_id)
             if payload:
                 conn.push(payload, change.written_at)

@@ -13,27 +13,30 @@ from proxy.model import JSON, FlagSet
 from proxy.streams.history import Entry
 
 
-def frame(event: str | None, version: int | None, data: bytes | None) -> bytes:
+def frame(event: str | None, event_id: str | None, data: bytes | None) -> bytes:
+    """One SSE event; ``event_id`` is a state id (:func:`proxy.model.state_id`)."""
     parts = []
     if event is not None:
         parts.append(b"event: " + event.encode())
-    if version is not None:
-        parts.append(b"id: " + str(version).encode())
+    if event_id:  # an empty "id:" line would reset the client's Last-Event-ID
+        parts.append(b"id: " + event_id.encode())
     if data is not None:
         parts.append(b"data: " + data)  # orjson output never contains a newline
     return b"\n".join(parts) + b"\n\n"
 
 
-def notification(version: int, at: float) -> bytes:
-    data = orjson.dumps({"type": "refetchEvaluation", "etag": str(version),
+def notification(state_id: str, at: float) -> bytes:
+    """OFREP's change notification; its etag (the state id) comes back as the re-fetch's
+    ``flagConfigEtag``."""
+    data = orjson.dumps({"type": "refetchEvaluation", "etag": state_id,
                          "lastModified": int(at)})
-    return frame("message", version, data)
+    return frame("message", state_id, data)
 
 
 def rules_put(flag_set: FlagSet) -> bytes:
     data = orjson.dumps({"version": flag_set.version, "epoch": flag_set.epoch,
                          "updated_at": flag_set.updated_at, "document": flag_set.to_document()})
-    return frame("put", flag_set.version, data)
+    return frame("put", flag_set.state_id, data)
 
 
 def rules_entry(entry: Entry) -> bytes:
@@ -43,7 +46,7 @@ def rules_entry(entry: Entry) -> bytes:
     changed = entry.upserted or entry.evaluators is not None or entry.metadata is not None
     if entry.deleted:
         body = orjson.dumps({"version": entry.version, "flags": list(entry.deleted)})
-        out += frame("delete", None if changed else entry.version, body)
+        out += frame("delete", None if changed else entry.state_id, body)
     if changed or not entry.deleted:
         patch: dict[str, JSON] = {"version": entry.version, "updated_at": entry.at,
                                   "flags": dict(entry.upserted)}
@@ -51,20 +54,20 @@ def rules_entry(entry: Entry) -> bytes:
             patch["$evaluators"] = dict(entry.evaluators)
         if entry.metadata is not None:
             patch["metadata"] = dict(entry.metadata)
-        out += frame("patch", entry.version, orjson.dumps(patch))
+        out += frame("patch", entry.state_id, orjson.dumps(patch))
     return out
 
 
 PING = b": ping\n\n"  # the heartbeat: an SSE comment, which clients ignore
 
 
-def id_only(version: int) -> bytes:
+def id_only(state_id: str) -> bytes:
     """Moves the client's Last-Event-ID without dispatching an event (HTML SSE spec)."""
-    return frame(None, version, None)
+    return frame(None, state_id, None)
 
 
 def diff_frames(held: dict[str, int], new: dict[str, bytes], keys: Iterable[str],
-                version: int) -> bytes:
+                state_id: str) -> bytes:
     """Evaluated stream: ``patch`` for each of ``keys`` whose OFREP item differs from what the
     client ``held`` (item hashes, updated in place), ``delete`` for those gone. Empty when
     nothing differs for this context."""
@@ -80,9 +83,9 @@ def diff_frames(held: dict[str, int], new: dict[str, bytes], keys: Iterable[str]
             changed.append(item)
     out = b""
     if deleted:
-        out += frame("delete", None if changed else version, orjson.dumps({"flags": deleted}))
+        out += frame("delete", None if changed else state_id, orjson.dumps({"flags": deleted}))
     if changed:
-        out += frame("patch", version, b'{"flags":[' + b",".join(changed) + b"]}")
+        out += frame("patch", state_id, b'{"flags":[' + b",".join(changed) + b"]}")
     return out
 
 

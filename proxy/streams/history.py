@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.evaluation.documents import compile_document
-from proxy.model import JSON, Change, ChangeRecord, FlagSet
+from proxy.model import JSON, Change, ChangeRecord, FlagSet, id_version, state_id
 from proxy.storage import changes, layout
 from proxy.storage.replies import text
 
@@ -44,6 +44,7 @@ class Entry:
     reset: bool = False  # whole set replaced: only a fresh ``put`` describes it
     epoch: str = ""
     before: Mapping[str, JSON] | None = None  # Redis entries only: the touched state before
+    state_id: str = ""  # the state this entry leads to (:func:`proxy.model.state_id`)
 
 
 def entry_from_change(change: Change, flag_set: FlagSet) -> Entry:
@@ -57,6 +58,7 @@ def entry_from_change(change: Change, flag_set: FlagSet) -> Entry:
         metadata=dict(flag_set.metadata) if change.metadata_changed else None,
         reset=change.reset,
         epoch=flag_set.epoch,
+        state_id=flag_set.state_id,
     )
 
 
@@ -76,6 +78,7 @@ def entry_from_record(record: ChangeRecord) -> Entry | None:
         reset=False,
         epoch=record.epoch,
         before=record.before,
+        state_id=state_id(record.version, record.epoch, record.id),
     )
 
 
@@ -114,29 +117,34 @@ class ChangeLog:
     def forget(self, env: str) -> None:
         self._envs.pop(env, None)
 
-    def since(self, env: str, version: int, current: int) -> list[Entry] | None:
-        """Entries ``version+1 .. current`` in order, or None when the ring does not hold
-        every one of them (the caller then asks Redis, or sends a ``put``)."""
-        if version >= current:
-            return []
+    def since(self, env: str, held: str, current: int) -> list[Entry] | None:
+        """Entries after the state ``held`` (a state id) up to version ``current``, in order;
+        None when the ring does not hold that state itself (its id tells it from another
+        epoch's or write's same version number) and every entry after it. The caller then
+        asks Redis, or sends a ``put``."""
+        version = id_version(held)
         log_ = self._envs.get(env)
-        if log_ is None or not log_.entries:
+        if version is None or log_ is None or not log_.entries:
             return None
         entries = log_.entries
-        if entries[0].version > version + 1 or entries[-1].version < current:
+        if entries[0].version > version or entries[-1].version < current:
+            return None
+        if not any(e.version == version and e.state_id == held for e in entries):
             return None
         out = [e for e in entries if version < e.version <= current]
         if not _contiguous(out, version, current):
             return None
         return out
 
-    def snapshot(self, env: str, version: int) -> FlagSet | None:
+    def snapshot(self, env: str, held: str) -> FlagSet | None:
+        """The flag set of state ``held``, when still kept."""
         log_ = self._envs.get(env)
-        if log_ is None:
+        version = id_version(held)
+        if log_ is None or version is None:
             return None
         for fs in reversed(log_.snapshots):
             if fs.version == version:
-                return fs
+                return fs if fs.state_id == held else None
             if fs.version < version:
                 break
         return None
@@ -155,13 +163,15 @@ def _contiguous(entries: list[Entry], version: int, current: int) -> bool:
     return expected == current + 1
 
 
-async def fetch_from_redis(redis: Any, stream_key: str, version: int, current: int,
+async def fetch_from_redis(redis: Any, stream_key: str, held: str, current: int,
                            epoch: str = "") -> list[Entry] | None:
-    """Entries ``version+1 .. current`` from the Redis change stream, newest first pages
-    read back until ``version`` is reached. None when the stream does not reach back that
-    far (trimmed), has a gap, or belongs to another epoch."""
-    if version >= current:
-        return []
+    """Entries after state ``held`` up to version ``current`` from the Redis change stream,
+    newest first pages read back until the entry of ``held`` is reached. None when the
+    stream does not reach back that far (trimmed), has a gap, belongs to another epoch, or
+    its entry at that version is another state (another epoch's or write's)."""
+    version = id_version(held)
+    if version is None or version >= current:
+        return None
     collected: list[Entry] = []
     upper = "+"
     read = 0
@@ -179,16 +189,15 @@ async def fetch_from_redis(redis: Any, stream_key: str, version: int, current: i
             if entry.version > current:
                 continue
             if entry.version <= version:
+                if entry.state_id != held:
+                    return None  # the client holds another state of that number
                 collected.reverse()
                 return collected if _contiguous(collected, version, current) else None
             collected.append(entry)
         last_id = text(page[-1][0])
         upper = "(" + last_id  # exclusive upper bound (Redis >= 6.2)
         if len(page) < REDIS_PAGE:
-            # Reached the oldest entry without passing ``version``: the stream may simply
-            # start at version+1 (nothing trimmed) - accept only if contiguous from there.
-            collected.reverse()
-            return collected if _contiguous(collected, version, current) else None
+            return None  # reached the oldest entry: the held state is not in the stream
     return None
 
 
@@ -200,15 +209,15 @@ class RedisHistory:
     def __init__(self, redis: Any, size: int = 32):
         self.redis = redis
         self.size = size
-        self._entries: dict[tuple[str, int, int, str], asyncio.Future[list[Entry] | None]] = {}
-        self._sets: dict[tuple[str, int, int, str], FlagSet | None] = {}
+        self._entries: dict[tuple[str, str, int, str], asyncio.Future[list[Entry] | None]] = {}
+        self._sets: dict[tuple[str, str, str], FlagSet | None] = {}
 
-    async def entries(self, env: str, version: int, current: int, epoch: str
+    async def entries(self, env: str, held: str, current: int, epoch: str
                       ) -> list[Entry] | None:
-        key = (env, version, current, epoch)
+        key = (env, held, current, epoch)
         task = self._entries.get(key)
         if task is None:
-            task = asyncio.get_running_loop().create_task(self._fetch(env, version, current, epoch))
+            task = asyncio.get_running_loop().create_task(self._fetch(env, held, current, epoch))
             self._entries[key] = task
             while len(self._entries) > self.size:
                 del self._entries[next(iter(self._entries))]
@@ -217,22 +226,23 @@ class RedisHistory:
             self._entries.pop(key, None)  # maybe Redis was down: ask again next time
         return result
 
-    async def _fetch(self, env: str, version: int, current: int, epoch: str
+    async def _fetch(self, env: str, held: str, current: int, epoch: str
                      ) -> list[Entry] | None:
         try:
-            return await fetch_from_redis(self.redis, layout.changes_key(env), version, current, epoch)
+            return await fetch_from_redis(self.redis, layout.changes_key(env), held, current, epoch)
         except Exception as exc:  # Redis down: the caller sends a snapshot instead
             log.warning("change log read failed: %s", exc, extra={"env": env})
             return None
 
-    async def flag_set_at(self, env: str, current: FlagSet, version: int) -> FlagSet | None:
-        """The rules as they were at ``version``: the current document with the ``before``
-        side of every later change applied, newest first, then compiled."""
-        key = (env, version, current.version, current.epoch)
+    async def flag_set_at(self, env: str, current: FlagSet, held: str) -> FlagSet | None:
+        """The rules of state ``held``: the current document with the ``before`` side of
+        every later change applied, newest first, then compiled."""
+        key = (env, held, current.state_id)
         if key in self._sets:
             return self._sets[key]
-        entries = await self.entries(env, version, current.version, current.epoch)
-        if entries is None:
+        entries = await self.entries(env, held, current.version, current.epoch)
+        version = id_version(held)
+        if entries is None or version is None:
             return None
         old = rebuild(current, entries, version)
         self._sets[key] = old

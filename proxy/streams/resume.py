@@ -23,67 +23,69 @@ from proxy.streams.snapshots import Snapshots
 class Ring(Protocol):
     """The recent versions kept in memory."""
 
-    def since(self, env: str, version: int, current: int) -> list[Entry] | None:
-        """Entries ``version+1 .. current``, or None when not all are held."""
+    def since(self, env: str, held: str, current: int) -> list[Entry] | None:
+        """Entries after state ``held`` up to version ``current``, or None when the ring
+        does not hold that state and all of them."""
         ...
 
-    def snapshot(self, env: str, version: int) -> FlagSet | None:
-        """The flag set at ``version``, when still held."""
+    def snapshot(self, env: str, held: str) -> FlagSet | None:
+        """The flag set of state ``held``, when still kept."""
         ...
 
 
 class History(Protocol):
     """The change log in Redis, for what the ring no longer holds."""
 
-    async def entries(self, env: str, version: int, current: int, epoch: str
+    async def entries(self, env: str, held: str, current: int, epoch: str
                       ) -> list[Entry] | None:
-        """Entries ``version+1 .. current`` of ``epoch``, or None when they cannot be read."""
+        """Entries after state ``held`` up to ``current`` of ``epoch``, or None when they
+        cannot be read or ``held`` is not a state of this history."""
         ...
 
-    async def flag_set_at(self, env: str, current: FlagSet, version: int) -> FlagSet | None:
-        """The flag set as it was at ``version``, or None when it cannot be rebuilt."""
+    async def flag_set_at(self, env: str, current: FlagSet, held: str) -> FlagSet | None:
+        """The flag set of state ``held``, or None when it cannot be rebuilt."""
         ...
 
 
-async def initial(conn: Connection, last_id: int | None, *, store: Store, ring: Ring,
+async def initial(conn: Connection, last_id: str | None, *, store: Store, ring: Ring,
                   history: History | None, snapshots: Snapshots) -> bytes:
     """What a new connection gets before its queue: a snapshot (``put`` / id only) or,
-    with ``Last-Event-ID``, exactly the versions it missed (ring, then Redis), or a
-    fresh ``put`` when they cannot be replayed. Must run right after ``FanOut.open``."""
+    with ``Last-Event-ID`` (a state id), exactly the versions it missed (ring, then Redis),
+    or a fresh ``put`` when they cannot be replayed: the id is not a state this history
+    passed through (another epoch, another write of that number, a bare number from an
+    older server). Must run right after ``FanOut.open``."""
     fs = store.get(conn.env)
-    if fs is None or fs.version != conn.version:
+    if fs is None or fs.state_id != conn.state_id:
         conn.needs_snapshot = fs is not None  # store moved between open and here
         return b""
-    current = fs.version
     if conn.kind is StreamKind.EVALUATED:
         return await _initial_evaluated(conn, fs, last_id, ring, history, snapshots)
     if last_id is None:
-        return id_only(current) if conn.kind is StreamKind.EVENTS else snapshots.rules_put(fs)
-    if last_id > current:  # another epoch's numbering: start over
-        return notification(current, fs.updated_at) if conn.kind is StreamKind.EVENTS \
+        return id_only(fs.state_id) if conn.kind is StreamKind.EVENTS \
             else snapshots.rules_put(fs)
-    if last_id == current:
+    if last_id == fs.state_id:
         return b""
-    entries = ring.since(conn.env, last_id, current)
+    entries = ring.since(conn.env, last_id, fs.version)
     if entries is None and history is not None:
-        entries = await history.entries(conn.env, last_id, current, fs.epoch)
+        entries = await history.entries(conn.env, last_id, fs.version, fs.epoch)
+    if entries and entries[-1].state_id != fs.state_id:
+        entries = None  # the log's version N is another write than the one we serve
     if conn.kind is StreamKind.EVENTS:
         if entries is None or len(entries) > conn.limits.max_queue:
             # One notification covers any number of missed versions (each one makes an OFREP
             # client re-fetch): past the queue bound, coalesce as for a slow reader.
-            return notification(current, fs.updated_at)
-        return b"".join(notification(e.version, e.at) for e in entries)
+            return notification(fs.state_id, fs.updated_at)
+        return b"".join(notification(e.state_id, e.at) for e in entries)
     if entries is None or any(e.reset for e in entries):
         return snapshots.rules_put(fs)
     return b"".join(rules_entry(e) for e in entries)
 
 
-async def _initial_evaluated(conn: Connection, fs: FlagSet, last_id: int | None, ring: Ring,
+async def _initial_evaluated(conn: Connection, fs: FlagSet, last_id: str | None, ring: Ring,
                              history: History | None, snapshots: Snapshots) -> bytes:
-    current = fs.version
     old = None
-    if last_id is not None and last_id <= current:
-        old = fs if last_id == current else ring.snapshot(conn.env, last_id)
+    if last_id is not None:
+        old = fs if last_id == fs.state_id else ring.snapshot(conn.env, last_id)
         if old is None and history is not None:
             conn.pending = True  # a change arriving meanwhile makes it owe a snapshot
             try:
@@ -96,5 +98,5 @@ async def _initial_evaluated(conn: Connection, fs: FlagSet, last_id: int | None,
     if old is fs:
         return b""
     new = snapshots.evaluate_context(fs, conn.context)
-    diff = diff_frames(conn.results, new, set(conn.results) | set(new), current)
-    return diff or id_only(current)
+    diff = diff_frames(conn.results, new, set(conn.results) | set(new), fs.state_id)
+    return diff or id_only(fs.state_id)

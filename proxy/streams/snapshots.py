@@ -48,9 +48,9 @@ class Snapshots:
         fs = self.store.get(conn.env)
         if fs is None:
             return b""
-        conn.version = fs.version
+        conn.hold(fs.version, fs.state_id)
         if conn.kind is StreamKind.EVENTS:
-            return notification(fs.version, fs.updated_at or time.time())
+            return notification(fs.state_id, fs.updated_at or time.time())
         if conn.kind is StreamKind.RULES:
             return self.rules_put(fs)
         return self.evaluated_put(conn, fs)
@@ -74,7 +74,7 @@ class Snapshots:
         """The evaluated ``put`` for the connection's context; it now holds these results."""
         items = self.evaluate_context(fs, conn.context)
         conn.results = {k: hash(v) for k, v in items.items()}
-        conn.version = fs.version
+        conn.hold(fs.version, fs.state_id)
         body = (b'{"flags":[' + b",".join(items.values()) + b'],"metadata":'
                 + orjson.dumps(dict(fs.metadata)) + b"}")
-        return frame("put", fs.version, body)
+        return frame("put", fs.state_id, body)

@@ -20,6 +20,7 @@ import orjson
 import pytest
 import redis
 
+from proxy.model import id_version
 from proxy.release import publisher
 from proxy.release.changeset import Document
 from tests import waiting
@@ -162,8 +163,15 @@ class Recorder:
         self.events: list[Any] = []
 
     def ids(self) -> list[int]:
-        """Versions of the data events received so far (frames with data and an id)."""
-        return [int(e.id) for e in self.events if e.data and e.id]
+        """Versions of the data events received so far (frames with data and an id), read
+        from their state ids (``VERSION-TAG``); an id naming no version fails the test."""
+        versions = [id_version(e.id) for e in self.events if e.data and e.id]
+        assert None not in versions, [e.id for e in self.events]
+        return versions  # type: ignore[return-value]
+
+    def state_ids(self) -> list[str]:
+        """The raw state ids of the data events received so far (what a client resumes with)."""
+        return [e.id for e in self.events if e.data and e.id]
 
     def retry_hints(self) -> list[int]:
         return [e.retry for e in self.events if e.retry is not None]

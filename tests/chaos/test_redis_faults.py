@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from tests.chaos.conftest import Load, Recorder, metric, percentile, push, ready_state, until
-from tests.integration.streams_support import Stream, b64_context
+from tests.integration.streams_support import Stream, b64_context, state_id_in_redis, vid
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -38,6 +38,16 @@ async def open_streams(server, client, ckey: str, skey: str) -> list[Stream]:
     return [Stream(client, "/ofrep/v1/events", key=ckey),
             Stream(client, "/v1/stream/rules", key=skey),
             Stream(client, "/v1/stream/evaluated", key=ckey, params=ctx)]
+
+
+def state_id(url: str, version: int) -> str:
+    """The state id of ``version`` of env ``test`` from Redis, with a client of its own (the
+    test's Redis may have been restarted since any earlier client connected)."""
+    client = redis.Redis.from_url(url, socket_timeout=10)
+    try:
+        return state_id_in_redis(client, "test", version)
+    finally:
+        client.close()
 
 
 async def test_redis_sigkilled_for_5s_under_load_and_streams(proxy_server, redis_server, http):
@@ -100,12 +110,17 @@ async def test_redis_sigkilled_for_5s_under_load_and_streams(proxy_server, redis
                 assert orjson.loads(last.data)["flags"][0]["value"] == 6
             elif rec.stream.url.endswith("/rules"):
                 assert orjson.loads(last.data)["flags"]["n"] == number_flag(6)
-        # A client that was cut off during the outage resumes with Last-Event-ID and gets
-        # exactly the versions it missed.
+        # A client that was cut off during the outage resumes with Last-Event-ID (the state
+        # id it held, as the rules stream sent it before the outage) and gets exactly the
+        # versions it missed, each with the id any replica derives from Redis.
+        base_id = next(e.id for e in recs[1].events if e.data and vid(e) == base)
+        assert base_id == state_id(redis_server.url, base)
+        wanted = [state_id(redis_server.url, v) for v in versions]
         for url, key in (("/ofrep/v1/events", ckey), ("/v1/stream/rules", skey)):
-            async with Stream(client, url, key=key, last_event_id=str(base)) as resumed:
+            async with Stream(client, url, key=key, last_event_id=base_id) as resumed:
                 rec = Recorder(resumed)
                 assert await rec.drain_until(versions[-1]) == versions, url
+                assert rec.state_ids() == wanted, url
         await load.wait_more(20)
         failures = load.failures()
         assert not failures, failures[:3]
@@ -156,11 +171,14 @@ async def test_redis_restarted_empty_keeps_last_good_until_republished(proxy_ser
         # every open stream hears of it although its numbering went back to 1.
         v = await asyncio.to_thread(push, redis_server.url, "test", doc(9))
         assert v == 1
-        put = _data(await _next_event(rules, "put", timeout=5))
+        new_id = state_id(redis_server.url, 1)  # version 1 of the new epoch
+        put_sse = await _next_event(rules, "put", timeout=5)
+        put = _data(put_sse)
         assert put["epoch"] != old_epoch and put["version"] == 1
+        assert put_sse.id == new_id
         assert set(put["document"]["flags"]) == {"n"}
         note = await _next_event(events, "message", timeout=5)
-        assert note.id == "1" and _data(note)["etag"] == "1"
+        assert vid(note) == 1 and note.id == _data(note)["etag"] == new_id
         seen: dict[str, Any] = {}
         while set(seen) != {"patch", "delete"}:
             sse = await _next_event(evaluated, None, timeout=5)

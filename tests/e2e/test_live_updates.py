@@ -29,6 +29,7 @@ from tests.e2e.pageutil import (
     shown,
     wait_ready,
 )
+from tests.integration.streams_support import state_id_in_redis
 from tests.redis_server import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.integration]
@@ -60,11 +61,13 @@ def test_kill_switch_push_reaches_the_page_over_sse_within_2s(stack: Stack,
     assert page.evaluate("() => window.__sameDocument") == "yes"
     assert page.evaluate("() => window.flagedgeDemo.changes") == changes_before + 1
     assert ROLES["payments"] in page.evaluate("() => window.flagedgeDemo.lastChanged")
-    # The re-fetch was triggered by the SSE notification: it names the new version
-    # (OFREP ADR-0008 flagConfigEtag), which only the stream could have told the page.
+    # The re-fetch was triggered by the SSE notification: it names the new state (OFREP
+    # ADR-0008 flagConfigEtag = the notification's etag, the state id "VERSION-TAG" of the
+    # push), which only the stream could have told the page.
     refetches = bulk_requests(page)[bulks_before:]
     assert refetches, "no bulk re-fetch after the push"
-    assert refetches[-1].get("flagConfigEtag") == [str(version)], refetches
+    wanted = state_id_in_redis(stack.proxy.redis_client, stack.env, version)
+    assert refetches[-1].get("flagConfigEtag") == [wanted], refetches
     assert_page_matches_proxy(stack, page, user)
 
 

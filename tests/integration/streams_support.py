@@ -1,4 +1,5 @@
-"""Helpers for the stream tests: a real SSE client (httpx-sse) read in a task, with deadlines."""
+"""Helpers for the stream tests: a real SSE client (httpx-sse) read in a task, with deadlines,
+and the state ids (``VERSION-TAG``) the streams carry."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from typing import Any
 import httpx
 import orjson
 from httpx_sse import ServerSentEvent, aconnect_sse
+
+from proxy.model import id_version, state_id
+from proxy.storage.layout import changes_key
 
 DOC: dict[str, Any] = {
     "flags": {
@@ -115,6 +119,33 @@ class Stream:
 
 def data(sse: ServerSentEvent) -> Any:
     return orjson.loads(sse.data)
+
+
+def vid(event: ServerSentEvent) -> int | None:
+    """The version number named by an event's id (a state id ``VERSION-TAG``); None when the
+    event has no id or it names no version."""
+    return id_version(event.id)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def state_id_in_redis(redis_client: Any, env: str, version: int) -> str:
+    """The state id every proxy serves for ``version`` of ``env``, worked out from Redis alone:
+    the change-stream entry that wrote that version names its revision (the entry's XADD id)
+    and its epoch (the entry's ``epoch`` field). Read newest first, a page at a time (entries
+    carry whole documents); fails when the stream no longer holds that version (trimmed)."""
+    key, upper, count = changes_key(env), "+", 1  # the newest entry is the usual answer
+    while True:
+        page = redis_client.xrevrange(key, max=upper, count=count)
+        for entry_id, fields in page:
+            f = {_text(k): v for k, v in fields.items() if _text(k) in ("version", "epoch")}
+            if _text(f.get("version", "")) == str(version):
+                return state_id(version, _text(f.get("epoch", "")), _text(entry_id))
+        if len(page) < count:
+            raise AssertionError(f"no entry of version {version} in {key}")
+        upper, count = "(" + _text(page[-1][0]), 50
 
 
 async def push(server: Any, doc: dict[str, Any]) -> int:

@@ -13,6 +13,7 @@ import httpx
 import orjson
 import pytest
 
+from proxy.model import id_version
 from tests.integration.streams_support import (
     DOC,
     Stream,
@@ -21,6 +22,8 @@ from tests.integration.streams_support import (
     doc_with,
     metric,
     push,
+    state_id_in_redis,
+    vid,
 )
 
 pytestmark = pytest.mark.integration
@@ -60,7 +63,8 @@ async def test_revoked_key_stream_is_closed(proxy_server, client_for):
             assert s.error is None  # closed cleanly by the server
         assert not kept.ended.is_set()
         v2 = await push(proxy_server, doc_with(color=color("blue")))
-        assert (await kept.next()).id == str(v2)
+        assert (await kept.next()).id == state_id_in_redis(proxy_server.redis_client,
+                                                           proxy_server.env, v2)
     r = await client.get("/ofrep/v1/events", headers={"Authorization": f"Bearer {key}"})
     assert r.status_code == 401
     assert (await client.get(token_uri)).status_code == 401  # its stream token died with it
@@ -89,11 +93,12 @@ async def test_stalled_reader_does_not_delay_others(proxy_server, client_for):
                 version = await push(proxy_server, doc_with(big={
                     "state": "ENABLED", "variants": {"v": big + str(i)}, "defaultVariant": "v"}))
                 note = await live.next(timeout=5)
-                assert note.id == str(version)
+                assert vid(note) == version
                 assert time.monotonic() - start < 5
         text = (await client.get("/metrics")).text
         assert metric(text, "flagedge_sse_events_total", stream="rules", outcome="coalesced") >= 1
         assert metric(text, "flagedge_sse_connections", stream="rules") == 1
+        assert note.id == state_id_in_redis(proxy_server.redis_client, proxy_server.env, version)
     finally:
         stalled.close()
 
@@ -169,12 +174,14 @@ async def test_a_reader_that_stalls_then_catches_up_gets_every_byte_in_order(pro
                 "state": "ENABLED", "variants": {"v": f"{i:02d}" * 75_000},
                 "defaultVariant": "v"})))
         await asyncio.to_thread(reader.until, lambda ev: any(
-            e.get("id") == str(versions[-1]) for e in ev), deadline)
+            id_version(e.get("id")) == versions[-1] for e in ev), deadline)
     finally:
         sock.close()
-    ids = [int(e["id"]) for e in reader.events if "id" in e]
+    ids = [id_version(e["id"]) for e in reader.events if "id" in e]
     assert ids == sorted(set(ids)), ids  # strictly rising: nothing reordered or repeated
     assert ids[-1] == versions[-1]
+    last_id = [e["id"] for e in reader.events if "id" in e][-1]
+    assert last_id == state_id_in_redis(server.redis_client, server.env, versions[-1])
     newest = [v for v in map(big_value, reader.events) if v is not None][-1]
     assert newest == "19" * 75_000
     text = httpx.get(f"{server.url}/metrics").text

@@ -14,11 +14,15 @@ from tests.integration.streams_support import (
     doc_with,
     metric,
     push,
+    state_id_in_redis,
 )
 
 pytestmark = pytest.mark.integration
 
 
+def sid(server, version: int) -> str:
+    """The state id the proxy must send for ``version``, worked out from Redis."""
+    return state_id_in_redis(server.redis_client, server.env, version)
 
 
 async def test_push_reaches_events_rules_and_evaluated_streams(streams_served):
@@ -30,33 +34,37 @@ async def test_push_reaches_events_rules_and_evaluated_streams(streams_served):
             Stream(client, "/v1/stream/rules", key=skey) as rules, \
             Stream(client, "/v1/stream/evaluated", key=ckey, params={"context": ctx}) as ev:
         first = await events.next(data_only=False)
-        assert first.id == str(v1) and first.data == "" and first.retry == 3000
+        id1 = sid(server, v1)
+        assert first.id == id1 and first.data == "" and first.retry == 3000
         put = await rules.next()
-        assert put.event == "put" and put.id == str(v1)
+        assert put.event == "put" and put.id == id1
         assert set(data(put)["document"]["flags"]) == {"banner", "color"}
         eput = await ev.next()
-        assert eput.event == "put" and eput.id == str(v1)
+        assert eput.event == "put" and eput.id == id1
         items = {i["key"]: i for i in data(eput)["flags"]}
         assert items["banner"]["value"] is False and items["color"]["value"] == "red"
 
         v2 = await push(server, doc_with(color=color("blue")))
+        id2 = sid(server, v2)
+        assert id2 != id1
         note = await events.next()
-        assert (note.event, note.id) == ("message", str(v2))
-        assert data(note)["type"] == "refetchEvaluation" and data(note)["etag"] == str(v2)
+        assert (note.event, note.id) == ("message", id2)
+        assert data(note)["type"] == "refetchEvaluation" and data(note)["etag"] == id2
         assert isinstance(data(note)["lastModified"], int)
         patch = await rules.next()
-        assert (patch.event, patch.id) == ("patch", str(v2))
+        assert (patch.event, patch.id) == ("patch", id2)
         assert data(patch)["flags"]["color"]["defaultVariant"] == "blue"
         epatch = await ev.next()
-        assert (epatch.event, epatch.id) == ("patch", str(v2))
+        assert (epatch.event, epatch.id) == ("patch", id2)
         assert [(i["key"], i["value"]) for i in data(epatch)["flags"]] == [("color", "blue")]
 
         v3 = await push(server, doc_with(color=None))
-        assert (await events.next()).id == str(v3)
+        id3 = sid(server, v3)
+        assert (await events.next()).id == id3
         deleted = await rules.next()
-        assert (deleted.event, deleted.id, data(deleted)["flags"]) == ("delete", str(v3), ["color"])
+        assert (deleted.event, deleted.id, data(deleted)["flags"]) == ("delete", id3, ["color"])
         edel = await ev.next()
-        assert (edel.event, edel.id, data(edel)["flags"]) == ("delete", str(v3), ["color"])
+        assert (edel.event, edel.id, data(edel)["flags"]) == ("delete", id3, ["color"])
         metrics = (await client.get("/metrics")).text
         for stream in ("events", "rules", "evaluated"):
             assert metric(metrics, "flagedge_sse_connections", stream=stream) == 1
@@ -79,7 +87,7 @@ async def test_evaluated_stream_patches_only_contexts_whose_result_changed(strea
             **DOC["flags"]["banner"],
             "targeting": {"if": [{"in": [{"var": "plan"}, ["pro", "free"]]}, "on", None]}}))
         got = await s_free.next()
-        assert (got.event, got.id) == ("patch", str(v2))
+        assert (got.event, got.id) == ("patch", sid(server, v2))
         assert [(i["key"], i["value"], i["reason"]) for i in data(got)["flags"]] == [
             ("banner", True, "TARGETING_MATCH")]
         # A change that affects both: pro's next event is this one - it never saw v2.
@@ -87,10 +95,11 @@ async def test_evaluated_stream_patches_only_contexts_whose_result_changed(strea
             **DOC["flags"]["banner"],
             "targeting": {"if": [{"in": [{"var": "plan"}, ["pro", "free"]]}, "on", None]}}))
         got_pro = await s_pro.next()
-        assert (got_pro.event, got_pro.id) == ("patch", str(v3))
+        id3 = sid(server, v3)
+        assert (got_pro.event, got_pro.id) == ("patch", id3)
         assert [i["key"] for i in data(got_pro)["flags"]] == ["color"]
         got_free = await s_free.next()
-        assert (got_free.id, [i["key"] for i in data(got_free)["flags"]]) == (str(v3), ["color"])
+        assert (got_free.id, [i["key"] for i in data(got_free)["flags"]]) == (id3, ["color"])
         assert s_pro.events.empty()
 
 
@@ -122,12 +131,14 @@ async def test_rules_document_etag_and_304(streams_served):
     assert r.status_code == 200
     assert set(r.json()["flags"]) == {"banner", "color"}
     etag = r.headers["etag"]
+    assert etag == f'"{sid(server, v1)}"'  # the quoted state id
     assert r.headers["x-flagedge-version"] == str(v1)
     r304 = await client.get("/v1/rules", headers={**auth, "If-None-Match": etag})
     assert r304.status_code == 304 and r304.content == b""
-    await push(server, doc_with(color=color("blue")))
+    v2 = await push(server, doc_with(color=color("blue")))
     r2 = await client.get("/v1/rules", headers={**auth, "If-None-Match": etag})
-    assert r2.status_code == 200 and r2.headers["etag"] != etag
+    assert r2.status_code == 200 and r2.headers["etag"] == f'"{sid(server, v2)}"' != etag
+    assert r2.headers["x-flagedge-version"] == str(v2)
     assert r2.json()["flags"]["color"]["defaultVariant"] == "blue"
     ckey = server.create_key("client")
     assert (await client.get("/v1/rules", headers={"X-API-Key": ckey})).status_code == 403
@@ -159,4 +170,4 @@ async def test_ofrep_flow_bulk_event_streams_notification_refetch(streams_served
             headers={**auth, "If-None-Match": etag})
         assert refetch.status_code == 200 and refetch.headers["etag"] != etag
         assert {f["key"]: f["value"] for f in refetch.json()["flags"]}["color"] == "blue"
-        assert data(note)["etag"] == str(v2)
+        assert data(note)["etag"] == note.id == sid(server, v2)

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from proxy.evaluation.engine import evaluate
-from proxy.model import Reason
+from proxy.model import Reason, state_id
 from proxy.provider.rules import RulesState, StreamPayloadError
 
 
@@ -184,3 +184,80 @@ def test_disabled_and_targeted_flags_after_patch(state: RulesState) -> None:
     assert (hit.value, hit.reason) == (True, Reason.TARGETING_MATCH)
     miss = evaluate(state.flag_set, "b", {"targetingKey": "u2"})
     assert (miss.value, miss.reason) == (False, Reason.DEFAULT)
+
+
+# -- a server that sends state ids (VERSION-TAG) ----------------------------------------------
+def sid(version: int, epoch: str = "e1") -> str:
+    return state_id(version, epoch, f"{1_700_000_000_000 + version}-0")
+
+
+def test_state_ids_decode_and_a_delete_then_patch_completes_only_at_the_patch() -> None:
+    state = RulesState()
+    first = state.apply("put", orjson.dumps({"version": 5, "epoch": "e1", "document": DOC})
+                        .decode(), sid(5))
+    assert first is not None and first.version == 5 and state.last_event_id == sid(5)
+    # version 6 deletes b and changes a: its delete comes without an id line, so the parser
+    # still reports version 5's id; the version is complete only at its patch.
+    assert state.apply(*delete(6, ["b"], sid(5))) is None
+    assert state.flag_set is not None and state.flag_set.version == 5
+    assert "b" not in state.flag_set.flags
+    assert state.last_event_id == sid(5)  # a cut here resumes from 5 and replays both halves
+    body = orjson.dumps({"version": 6, "flags": {"a": flag("off")}}).decode()
+    applied = state.apply("patch", body, sid(6))
+    assert applied is not None and applied.version == 6
+    assert applied.flags_changed == ("a", "b")
+    assert state.flag_set.version == 6 and state.last_event_id == sid(6)
+    assert value(state, "a") is False
+    # a delete alone carries its own id: complete at once
+    gone = state.apply(*delete(7, ["a"], sid(7)))
+    assert gone is not None and gone.flags_changed == ("a",) and state.last_event_id == sid(7)
+
+
+def test_the_version_comes_from_the_payload_else_from_the_state_id() -> None:
+    state = RulesState()
+    state.apply("put", orjson.dumps({"epoch": "e1", "document": DOC}).decode(), sid(5))
+    assert state.flag_set is not None and state.flag_set.version == 5
+    applied = state.apply("patch", orjson.dumps({"flags": {"b": flag()}}).decode(), sid(6))
+    assert applied is not None and applied.version == 6 and state.flag_set.version == 6
+    assert state.apply("patch", orjson.dumps({"flags": {"b": flag("off")}}).decode(),
+                       sid(6)) is None  # a replay of version 6
+    # the payload's version wins over the id's
+    body = orjson.dumps({"version": 8, "flags": {"b": flag("off")}}).decode()
+    assert state.apply("patch", body, sid(8)) is not None and state.flag_set.version == 8
+    with pytest.raises(StreamPayloadError):  # neither says which version
+        state.apply("patch", orjson.dumps({"flags": {}}).decode(), "x-9")
+
+
+def test_a_put_of_a_lower_version_of_a_new_epoch_replaces_the_rules() -> None:
+    """Redis lost its data and was re-published: versions start again at 1 in epoch e2."""
+    state = RulesState()
+    state.apply("put", orjson.dumps({"version": 5, "epoch": "e1", "document": DOC}).decode(),
+                sid(5))
+    state.apply(*patch(6, {"a": flag("off")})[:2], sid(6))
+    doc = {"flags": {"c": flag(), "b": flag("on")}}
+    applied = state.apply("put", orjson.dumps({"version": 1, "epoch": "e2", "document": doc})
+                          .decode(), sid(1, "e2"))
+    assert applied is not None and not applied.first
+    assert applied.version == 1 and applied.flags_changed == ("a", "b", "c", "uses-ref")
+    assert state.flag_set is not None
+    assert (state.flag_set.version, state.flag_set.epoch) == (1, "e2")
+    assert sorted(state.flag_set.flags) == ["b", "c"]
+    assert state.last_event_id == sid(1, "e2")
+    # the new epoch's next versions apply (they are below 6, but not replays)
+    nxt = state.apply("patch", orjson.dumps({"version": 2, "flags": {"c": flag("off")}})
+                      .decode(), sid(2, "e2"))
+    assert nxt is not None and nxt.flags_changed == ("c",) and state.flag_set.version == 2
+    assert value(state, "c") is False and state.last_event_id == sid(2, "e2")
+
+
+def test_a_put_of_the_same_version_of_another_write_replaces_the_rules() -> None:
+    """After a failover, the server sends its version 5 (another write) as a put."""
+    state = RulesState()
+    state.apply("put", orjson.dumps({"version": 5, "epoch": "e1", "document": DOC}).decode(),
+                sid(5))
+    other = state_id(5, "e1", "1700000009999-0")
+    doc = {**DOC, "flags": {**DOC["flags"], "a": flag("off")}}
+    applied = state.apply("put", orjson.dumps({"version": 5, "epoch": "e1", "document": doc})
+                          .decode(), other)
+    assert applied is not None and applied.flags_changed == ("a",)
+    assert value(state, "a") is False and state.last_event_id == other

@@ -115,7 +115,7 @@ def test_random_histories_decode_to_the_servers_rules(specs: list[dict[str, Any]
         change = server_change(old, new)
         if not (change.upserted or change.deleted or change.evaluators_changed
                 or change.metadata_changed):
-            stream += id_only(new.version)  # nothing to send but the version moves
+            stream += id_only(new.state_id)  # nothing to send but the version moves
             continue
         stream += rules_entry(entry_from_change(change, new))
         expected_changes[new.version] = set(change.upserted | change.deleted)
@@ -128,7 +128,7 @@ def test_random_histories_decode_to_the_servers_rules(specs: list[dict[str, Any]
         if applied is not None:
             announced[applied.version] = set(applied.flags_changed)
             same_rules(state.flag_set, by_version[applied.version])
-    assert state.last_event_id == str(versions[-1].version)
+    assert state.last_event_id == versions[-1].state_id
     assert announced.get(1) == set(versions[0].flags)  # the first put: everything
     for version, touched in expected_changes.items():
         assert version in announced, version

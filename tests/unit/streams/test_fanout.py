@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import socket
 import tracemalloc
@@ -11,7 +12,7 @@ import orjson
 import pytest
 import uvloop
 
-from proxy.model import Change, Flag, FlagSet, FlagState, VariantType
+from proxy.model import Change, Flag, FlagSet, FlagState, VariantType, state_id
 from proxy.store import Store
 from proxy.streams import fanout as fanout_module
 from proxy.streams.connection import CapExceeded, Connection, StreamKind
@@ -36,21 +37,39 @@ class Env:
         self.store, self.name = store, name
         self.flags: dict[str, Flag] = {}
         self.version = 0
+        # Versions written more than once (same_version): how many times. Only these are
+        # kept, so that thousands of pushes hold nothing (a memory test counts the bytes).
+        self.rewrites: dict[int, int] = {}
 
     def push(self, upsert: dict[str, bool] | None = None, delete: tuple[str, ...] = (),
-             reset: bool = False) -> FlagSet:
+             reset: bool = False, same_version: bool = False) -> FlagSet:
+        """Publish the next version; ``same_version``: publish the current version number
+        again as another write (a failover to a lagging replica, whose version N is other
+        content)."""
         for k, on in (upsert or {}).items():
             self.flags[k] = make_flag(k, on)
         for k in delete:
             self.flags.pop(k, None)
-        self.version += 1
+        if same_version:
+            self.rewrites[self.version] = self.rewrites.get(self.version, 0) + 1
+        else:
+            self.version += 1
         fs = FlagSet(flags=dict(self.flags), version=self.version, epoch="e1",
-                     updated_at=1_700_000_000.0 + self.version)
+                     updated_at=1_700_000_000.0 + self.version,
+                     revision=self.revision(self.version))
         change = Change(env=self.name, version=self.version, upserted=frozenset(upsert or {}),
                         deleted=frozenset(delete), reset=reset,
                         written_at=1_700_000_000.0 + self.version)
         self.store.publish(self.name, fs, change)
         return fs
+
+    def revision(self, version: int) -> str:
+        """The Redis change-log entry id of the newest write of ``version``."""
+        return f"{1_700_000_000_000 + version}-{self.rewrites.get(version, 0)}"
+
+    def sid(self, version: int) -> str:
+        """The state id of ``version`` (its newest write)."""
+        return state_id(version, "e1", self.revision(version))
 
 
 def frames(payload: bytes) -> list[dict[str, str]]:
@@ -90,28 +109,29 @@ async def setup():
 async def test_events_stream_gets_one_notification_per_change(setup):
     _store, fanout, env = setup
     conn = fanout.open("prod", StreamKind.EVENTS, "k1")
-    assert frames(await fanout.initial(conn, None)) == [{"id": "1"}]
+    assert frames(await fanout.initial(conn, None)) == [{"id": env.sid(1)}]
     env.push({"b": True})
     env.push({"b": False})
     got = await drain(conn, 2)
-    assert [f["id"] for f in got] == ["2", "3"]
+    assert [f["id"] for f in got] == [env.sid(2), env.sid(3)]
     assert all(f["event"] == "message" for f in got)
     data = orjson.loads(got[1]["data"])
-    assert data == {"type": "refetchEvaluation", "etag": "3", "lastModified": 1_700_000_003}
+    assert data == {"type": "refetchEvaluation", "etag": env.sid(3),
+                    "lastModified": 1_700_000_003}
 
 
 async def test_rules_stream_put_then_patch_and_delete(setup):
     _store, fanout, env = setup
     conn = fanout.open("prod", StreamKind.RULES, "k1")
     put = frames(await fanout.initial(conn, None))
-    assert put[0]["event"] == "put" and put[0]["id"] == "1"
+    assert put[0]["event"] == "put" and put[0]["id"] == env.sid(1)
     assert orjson.loads(put[0]["data"])["document"]["flags"]["a"]["defaultVariant"] == "on"
     env.push({"b": True})
     env.push(delete=("a",))
     env.push({"c": False}, delete=("b",))
     got = await drain(conn, 4)
     assert [(f["event"], f.get("id")) for f in got] == [
-        ("patch", "2"), ("delete", "3"), ("delete", None), ("patch", "4")]
+        ("patch", env.sid(2)), ("delete", env.sid(3)), ("delete", None), ("patch", env.sid(4))]
     assert list(orjson.loads(got[0]["data"])["flags"]) == ["b"]
     assert orjson.loads(got[1]["data"])["flags"] == ["a"]
 
@@ -139,17 +159,17 @@ async def test_stalled_reader_is_bounded_and_gets_newest_state_without_delaying_
         assert stalled.queued <= fanout.max_queue
     async with asyncio.timeout(5):
         await task
-    assert received == [str(v) for v in range(2, 502)]  # every version, in order, no gaps
+    assert received == [env.sid(v) for v in range(2, 502)]  # every version, in order, no gaps
     assert peak <= fanout.max_queue_bytes
     assert stalled.needs_snapshot
     # When the stalled reader finally reads: one put with the newest state, then live again.
     item = await stalled.next()
     assert item is not None
     put = frames(item[0])
-    assert [(f["event"], f["id"]) for f in put] == [("put", "501")]
+    assert [(f["event"], f["id"]) for f in put] == [("put", env.sid(501))]
     assert len(orjson.loads(put[0]["data"])["document"]["flags"]) == 51
     env.push({"z": True})
-    assert [f["id"] for f in await drain(stalled, 1)] == ["502"]
+    assert [f["id"] for f in await drain(stalled, 1)] == [env.sid(502)]
     assert store.get("prod").version == 502
 
 
@@ -204,7 +224,7 @@ async def test_close_key_ends_only_that_keys_streams(setup):
     async with asyncio.timeout(1):
         assert await mine.next() is None
     env.push({"b": True})
-    assert [f["id"] for f in await drain(other, 1)] == ["2"]
+    assert [f["id"] for f in await drain(other, 1)] == [env.sid(2)]
 
 
 async def test_close_wakes_a_waiting_reader(setup):
@@ -223,10 +243,10 @@ async def test_connection_opened_before_fanout_ran_gets_no_duplicate(setup):
     env.push({"b": True})  # store is at 2; the fan-out task has not run yet
     conn = fanout.open("prod", StreamKind.RULES, "k1")
     put = frames(await fanout.initial(conn, None))
-    assert put[0]["id"] == "2"
+    assert put[0]["id"] == env.sid(2)
     env.push({"c": True})
     got = await drain(conn, 1)
-    assert [f["id"] for f in got] == ["3"]  # version 2 was not sent again
+    assert [f["id"] for f in got] == [env.sid(3)]  # version 2 was not sent again
     assert conn.queued == 0
 
 
@@ -236,14 +256,16 @@ async def test_resume_rules_from_ring_sends_exactly_the_missed_versions(setup):
         env.push({f"x{i}": True})  # versions 2..6
     await asyncio.sleep(0)
     conn = fanout.open("prod", StreamKind.RULES, "k1")
-    got = frames(await fanout.initial(conn, 3))
-    assert [(f["event"], f["id"]) for f in got] == [("patch", "4"), ("patch", "5"), ("patch", "6")]
+    got = frames(await fanout.initial(conn, env.sid(3)))
+    assert [(f["event"], f["id"]) for f in got] == [
+        ("patch", env.sid(4)), ("patch", env.sid(5)), ("patch", env.sid(6))]
     assert [list(orjson.loads(f["data"])["flags"]) for f in got] == [["x2"], ["x3"], ["x4"]]
     # Up to date: nothing. In the future (another epoch) or too old for the ring: a put.
     c2 = fanout.open("prod", StreamKind.RULES, "k2")
-    assert await fanout.initial(c2, 6) == b""
+    assert await fanout.initial(c2, env.sid(6)) == b""
     c3 = fanout.open("prod", StreamKind.EVENTS, "k3")
-    assert [f["id"] for f in frames(await fanout.initial(c3, 4))] == ["5", "6"]
+    assert [f["id"] for f in frames(await fanout.initial(c3, env.sid(4)))] == \
+        [env.sid(5), env.sid(6)]
 
 
 async def test_resume_too_old_for_ring_gets_a_put(setup):
@@ -251,13 +273,13 @@ async def test_resume_too_old_for_ring_gets_a_put(setup):
     for i in range(40):  # ring holds 16
         env.push({f"x{i % 5}": bool(i % 2)})
     conn = fanout.open("prod", StreamKind.RULES, "k1")
-    got = frames(await fanout.initial(conn, 2))
-    assert [(f["event"], f["id"]) for f in got] == [("put", "41")]
+    got = frames(await fanout.initial(conn, env.sid(2)))
+    assert [(f["event"], f["id"]) for f in got] == [("put", env.sid(41))]
     events = fanout.open("prod", StreamKind.EVENTS, "k2")
-    got = frames(await fanout.initial(events, 2))
-    assert [(f["event"], f["id"]) for f in got] == [("message", "41")]  # one covers them all
+    got = frames(await fanout.initial(events, env.sid(2)))
+    assert [(f["event"], f["id"]) for f in got] == [("message", env.sid(41))]  # one for all
     future = fanout.open("prod", StreamKind.RULES, "k3")
-    assert frames(await fanout.initial(future, 99))[0]["event"] == "put"
+    assert frames(await fanout.initial(future, "99"))[0]["event"] == "put"
 
 
 async def test_reset_change_sends_a_put_on_the_rules_stream(setup):
@@ -266,10 +288,74 @@ async def test_reset_change_sends_a_put_on_the_rules_stream(setup):
     await fanout.initial(conn, None)
     env.push({"q": True}, reset=True)
     got = await drain(conn, 1)
-    assert (got[0]["event"], got[0]["id"]) == ("put", "2")
+    assert (got[0]["event"], got[0]["id"]) == ("put", env.sid(2))
     # and resuming across a reset is a put too
     c2 = fanout.open("prod", StreamKind.RULES, "k2")
-    assert frames(await fanout.initial(c2, 1))[0]["event"] == "put"
+    assert frames(await fanout.initial(c2, env.sid(1)))[0]["event"] == "put"
+
+
+async def test_a_reset_to_the_same_version_reaches_events_and_rules_streams(setup):
+    """After a failover to a lagging replica, Redis's version 2 is another write than the one
+    the streams sent: the source publishes it as a reset of the same number, and every
+    connection at version 2 gets it (a notification, a put) under the new state id."""
+    _store, fanout, env = setup
+    env.push({"b": True})  # version 2, as first written
+    events = fanout.open("prod", StreamKind.EVENTS, "k1")
+    rules = fanout.open("prod", StreamKind.RULES, "k2")
+    assert frames(await fanout.initial(events, None)) == [{"id": env.sid(2)}]
+    await fanout.initial(rules, None)
+    assert events.version == rules.version == 2
+    seen = env.sid(2)
+    fs = env.push({"b": False, "c": True}, reset=True, same_version=True)
+    assert fs.version == 2 and fs.state_id == env.sid(2) != seen
+    got = await drain(events, 1)
+    assert [(f["event"], f["id"]) for f in got] == [("message", fs.state_id)]
+    assert orjson.loads(got[0]["data"])["etag"] == fs.state_id
+    got = await drain(rules, 1)
+    assert [(f["event"], f["id"]) for f in got] == [("put", fs.state_id)]
+    doc = orjson.loads(got[0]["data"])
+    assert doc["version"] == 2
+    assert {k: v["defaultVariant"] for k, v in doc["document"]["flags"].items()} == \
+        {"a": "on", "b": "off", "c": "on"}
+    assert events.queued == rules.queued == 0
+
+
+async def test_a_change_of_the_same_version_that_is_no_reset_is_not_sent_again(setup):
+    """Only a reset says "this number is other content now": a plain change of a version a
+    connection holds is one it has seen."""
+    _store, fanout, env = setup
+    env.push({"b": True})  # version 2
+    events = fanout.open("prod", StreamKind.EVENTS, "k1")
+    rules = fanout.open("prod", StreamKind.RULES, "k2")
+    await fanout.initial(events, None)
+    await fanout.initial(rules, None)
+    env.push({"d": True}, same_version=True)  # version 2 again, not a reset
+    env.push({"e": True})  # version 3: the next thing either stream gets
+    got = await drain(events, 1)
+    assert [(f["event"], f["id"]) for f in got] == [("message", env.sid(3))]
+    got = await drain(rules, 1)
+    assert [(f["event"], f["id"]) for f in got] == [("patch", env.sid(3))]
+    assert list(orjson.loads(got[0]["data"])["flags"]) == ["e"]
+    assert events.queued == rules.queued == 0
+
+
+@pytest.mark.parametrize("same_version", [False, True], ids=["next-version", "same-version"])
+async def test_a_connection_opened_after_a_reset_was_published_gets_it_once(setup,
+                                                                         same_version: bool):
+    """The store holds the reset already, the fan-out has not delivered it yet: the new
+    connection's first events carry that state, and the fan-out does not send it again."""
+    _store, fanout, env = setup
+    fs = env.push({"b": True}, reset=True, same_version=same_version)
+    events = fanout.open("prod", StreamKind.EVENTS, "k1")  # before the fan-out task runs
+    rules = fanout.open("prod", StreamKind.RULES, "k2")
+    assert frames(await fanout.initial(events, None)) == [{"id": fs.state_id}]
+    assert [(f["event"], f["id"]) for f in frames(await fanout.initial(rules, None))] == \
+        [("put", fs.state_id)]
+    nxt = env.push({"c": True})
+    assert [(f["event"], f["id"]) for f in await drain(events, 1)] == \
+        [("message", nxt.state_id)]
+    assert [(f["event"], f["id"]) for f in await drain(rules, 1)] == [("patch", nxt.state_id)]
+    assert events.queued == rules.queued == 0
 
 
 async def test_heartbeat_only_on_idle_connections(setup):
@@ -295,7 +381,13 @@ def _compiled(version: int, banner_targeting: dict, color: str = "red") -> FlagS
         "color": {"state": "ENABLED", "variants": {"red": "red", "blue": "blue"},
                   "defaultVariant": color},
     }}
-    return compile_document(doc, version=version, epoch="e", updated_at=1000.0 + version)
+    fs = compile_document(doc, version=version, epoch="e", updated_at=1000.0 + version)
+    return dataclasses.replace(fs, revision=f"{1_700_000_000_000 + version}-0")
+
+
+def sid(version: int) -> str:
+    """The state id of :func:`_compiled`'s ``version``."""
+    return _compiled(version, {}).state_id
 
 
 PRO_ONLY = {"if": [{"==": [{"var": "plan"}, "pro"]}, "on", None]}
@@ -320,20 +412,20 @@ async def test_evaluated_patch_goes_only_to_contexts_whose_result_changed():
         store.publish("prod", _compiled(3, PRO_OR_FREE, color="blue"),
                       Change(env="prod", version=3, upserted=frozenset({"color"})))
         free = await drain(conns["free"], 2)
-        assert [(f["event"], f["id"]) for f in free] == [("patch", "2"), ("patch", "3")]
+        assert [(f["event"], f["id"]) for f in free] == [("patch", sid(2)), ("patch", sid(3))]
         assert [i["key"] for i in orjson.loads(free[0]["data"])["flags"]] == ["banner"]
         pro = await drain(conns["pro"], 1)  # version 2 did not change anything for pro
-        assert [(f["event"], f["id"]) for f in pro] == [("patch", "3")]
+        assert [(f["event"], f["id"]) for f in pro] == [("patch", sid(3))]
         assert conns["pro"].queued == 0 and conns["team"].queued == 1
         # resume from version 1 (snapshot kept): one patch with everything that changed since
         late = fanout.open("prod", StreamKind.EVALUATED, "k", {"plan": "free"})
-        got = frames(await fanout.initial(late, 1))
-        assert [(f["event"], f["id"]) for f in got] == [("patch", "3")]
+        got = frames(await fanout.initial(late, sid(1)))
+        assert [(f["event"], f["id"]) for f in got] == [("patch", sid(3))]
         assert sorted(i["key"] for i in orjson.loads(got[0]["data"])["flags"]) == \
             ["banner", "color"]
         same = fanout.open("prod", StreamKind.EVALUATED, "k", {"plan": "pro"})
-        got = frames(await fanout.initial(same, 2))
-        assert [(f["event"], f["id"]) for f in got] == [("patch", "3")]
+        got = frames(await fanout.initial(same, sid(2)))
+        assert [(f["event"], f["id"]) for f in got] == [("patch", sid(3))]
         assert [i["key"] for i in orjson.loads(got[0]["data"])["flags"]] == ["color"]
         # a change that affects nobody's result: nothing queued, an id-only frame on resume
         store.publish("prod", _compiled(4, PRO_OR_FREE, color="blue"),
@@ -341,7 +433,7 @@ async def test_evaluated_patch_goes_only_to_contexts_whose_result_changed():
         await asyncio.sleep(0)
         assert conns["free"].queued == 0
         quiet = fanout.open("prod", StreamKind.EVALUATED, "k", {"plan": "team"})
-        assert frames(await fanout.initial(quiet, 3)) == [{"id": "4"}]
+        assert frames(await fanout.initial(quiet, sid(3))) == [{"id": sid(4)}]
     finally:
         await fanout.stop()
 
@@ -351,10 +443,11 @@ async def test_events_resume_past_the_queue_bound_is_one_notification(setup):
     for i in range(12):  # versions 2..13; the ring (16) still has them, max_queue is 8
         env.push({f"x{i}": True})
     conn = fanout.open("prod", StreamKind.EVENTS, "k1")
-    got = frames(await fanout.initial(conn, 1))
-    assert [(f["event"], f["id"]) for f in got] == [("message", "13")]
+    got = frames(await fanout.initial(conn, env.sid(1)))
+    assert [(f["event"], f["id"]) for f in got] == [("message", env.sid(13))]
     near = fanout.open("prod", StreamKind.EVENTS, "k2")
-    assert [f["id"] for f in frames(await fanout.initial(near, 6))] == [str(v) for v in range(7, 14)]
+    assert [f["id"] for f in frames(await fanout.initial(near, env.sid(6)))] == \
+        [env.sid(v) for v in range(7, 14)]
 
 
 async def test_evaluated_stream_opened_before_any_rules_gets_a_put_first():
@@ -366,8 +459,43 @@ async def test_evaluated_stream_opened_before_any_rules_gets_a_put_first():
         assert await fanout.initial(conn, None) == b""
         store.publish("prod", _compiled(1, PRO_ONLY), Change(env="prod", version=1, reset=True))
         got = await drain(conn, 1)
-        assert [(f["event"], f["id"]) for f in got] == [("put", "1")]
+        assert [(f["event"], f["id"]) for f in got] == [("put", sid(1))]
         assert len(orjson.loads(got[0]["data"])["flags"]) == 2
+    finally:
+        await fanout.stop()
+
+
+async def test_evaluated_reset_to_the_same_version_is_diffed_and_a_plain_change_is_not():
+    """A reset of the version an evaluated stream holds (another write after a failover):
+    each context gets a patch of what differs for it, under the new state id; a context whose
+    results are the same gets nothing. A non-reset change of that version is not sent."""
+    store = Store()
+    fanout = FanOut(store, ChangeLog())
+    fanout.start()
+    try:
+        store.publish("prod", _compiled(1, PRO_ONLY), Change(env="prod", version=1, reset=True))
+        conns = {plan: fanout.open("prod", StreamKind.EVALUATED, "k", {"plan": plan})
+                 for plan in ("pro", "free")}
+        for conn in conns.values():
+            assert frames(await fanout.initial(conn, None))[0]["id"] == sid(1)
+        other = dataclasses.replace(_compiled(1, PRO_OR_FREE), revision="1700000009999-0")
+        assert other.version == 1 and other.state_id != sid(1)
+        store.publish("prod", other, Change(env="prod", version=1, reset=True))
+        free = await drain(conns["free"], 1)
+        assert [(f["event"], f["id"]) for f in free] == [("patch", other.state_id)]
+        assert [(i["key"], i["value"]) for i in orjson.loads(free[0]["data"])["flags"]] == \
+            [("banner", True)]
+        # the same version once more, not as a reset: nobody gets it
+        plain = dataclasses.replace(_compiled(1, PRO_OR_FREE, color="blue"),
+                                    revision="1700000009998-0")
+        store.publish("prod", plain, Change(env="prod", version=1, upserted=frozenset({"color"})))
+        store.publish("prod", _compiled(2, PRO_OR_FREE, color="blue"),
+                      Change(env="prod", version=2, upserted=frozenset({"color"})))
+        for plan, conn in conns.items():  # the first thing after the reset is version 2
+            got = await drain(conn, 1)
+            assert [(f["event"], f["id"]) for f in got] == [("patch", sid(2))], plan
+            assert [i["key"] for i in orjson.loads(got[0]["data"])["flags"]] == ["color"]
+            assert conn.queued == 0
     finally:
         await fanout.stop()
 
@@ -394,27 +522,28 @@ async def test_throttle_never_delays_the_first_change_and_merges_a_burst(throttl
     await fanout.initial(events, None)
     env.push({"a": False})  # after a quiet spell: out at once, far within the window
     assert [(f["event"], f["id"]) for f in await drain(rules, 1, timeout=0.75)] == [
-        ("patch", "2")]
-    assert [f["id"] for f in await drain(events, 1, timeout=0.75)] == ["2"]
+        ("patch", env.sid(2))]
+    assert [f["id"] for f in await drain(events, 1, timeout=0.75)] == [env.sid(2)]
     env.push({"c": True})  # a burst inside the window ...
     env.push(delete=("b",))
     env.push({"c": False, "d": True})
     env.push({"e": True})
     env.push(delete=("e",))
     got = await drain(rules, 2, timeout=5)  # ... is one round at the newest version
-    assert [(f["event"], f.get("id")) for f in got] == [("delete", None), ("patch", "7")]
+    assert [(f["event"], f.get("id")) for f in got] == [("delete", None), ("patch", env.sid(7))]
     assert orjson.loads(got[0]["data"]) == {"version": 7, "flags": ["b", "e"]}
     patch = orjson.loads(got[1]["data"])
     assert patch["version"] == 7
     assert {k: v["defaultVariant"] for k, v in patch["flags"].items()} == {"c": "off", "d": "on"}
-    assert [f["id"] for f in await drain(events, 1, timeout=5)] == ["7"]
+    assert [f["id"] for f in await drain(events, 1, timeout=5)] == [env.sid(7)]
     assert rules.queued == 0 and events.queued == 0  # nothing else was sent
     assert fanout.stats.sse_events[("fanout", "merged")] == 4
     # The change log still holds every version: a resume replays exactly the missed ones.
-    assert [e.version for e in fanout.changelog.since("prod", 2, 7) or []] == [3, 4, 5, 6, 7]
+    assert [e.version for e in fanout.changelog.since("prod", env.sid(2), 7) or []] == \
+        [3, 4, 5, 6, 7]
     late = fanout.open("prod", StreamKind.RULES, "k3")
-    replay = frames(await fanout.initial(late, 4))
-    assert [f.get("id") for f in replay] == ["5", "6", "7"]
+    replay = frames(await fanout.initial(late, env.sid(4)))
+    assert [f.get("id") for f in replay] == [env.sid(5), env.sid(6), env.sid(7)]
 
 
 async def test_throttle_mid_window_rules_connection_gets_only_later_versions(throttled):
@@ -430,7 +559,8 @@ async def test_throttle_mid_window_rules_connection_gets_only_later_versions(thr
     env.push({"c": True})  # version 4
     early_got = await drain(early, 1, timeout=5)
     mid_got = await drain(mid, 1, timeout=5)
-    assert [f["id"] for f in early_got] == ["4"] and [f["id"] for f in mid_got] == ["4"]
+    assert [f["id"] for f in early_got] == [env.sid(4)]
+    assert [f["id"] for f in mid_got] == [env.sid(4)]
     assert set(orjson.loads(early_got[0]["data"])["flags"]) == {"b", "c"}
     assert set(orjson.loads(mid_got[0]["data"])["flags"]) == {"c"}  # not b: it has it
 
@@ -448,7 +578,7 @@ async def test_throttle_merges_evaluated_patches_per_context():
         store.publish("prod", _compiled(2, PRO_ONLY, color="blue"),
                       Change(env="prod", version=2, upserted=frozenset({"color"})))
         for conn in conns.values():
-            assert [f["id"] for f in await drain(conn, 1, timeout=0.75)] == ["2"]
+            assert [f["id"] for f in await drain(conn, 1, timeout=0.75)] == [sid(2)]
         store.publish("prod", _compiled(3, PRO_OR_FREE, color="blue"),
                       Change(env="prod", version=3, upserted=frozenset({"banner"})))
         store.publish("prod", _compiled(4, PRO_OR_FREE, color="red"),
@@ -457,7 +587,7 @@ async def test_throttle_merges_evaluated_patches_per_context():
         keys = {plan: [i["key"] for i in orjson.loads(fr[0]["data"])["flags"]]
                 for plan, fr in got.items()}
         assert keys == {"pro": ["color"], "free": ["banner", "color"]}  # only what changed
-        assert {fr[0]["id"] for fr in got.values()} == {"4"}
+        assert {fr[0]["id"] for fr in got.values()} == {sid(4)}
         assert all(c.queued == 0 for c in conns.values())
     finally:
         await fanout.stop()
@@ -489,7 +619,7 @@ async def test_take_sends_what_queued_up_as_one_payload(setup):
     conn.heartbeat()  # not idle: no heartbeat behind the events
     batch = conn.take()
     assert batch is not None
-    assert [f["id"] for f in frames(batch[0])] == ["2", "3", "4"]
+    assert [f["id"] for f in frames(batch[0])] == [env.sid(2), env.sid(3), env.sid(4)]
     assert batch[1] == [1_700_000_002.0, 1_700_000_003.0, 1_700_000_004.0]
     assert conn.queued == 0 and conn.queued_bytes == 0
     assert conn.take() is None and not conn.closed  # nothing ready: the stream waits
@@ -529,7 +659,7 @@ async def test_a_parked_stream_gets_events_written_directly_in_order(setup):
     waiter = conn.wait()  # parked
     env.push({"b": True})
     await until(lambda: wire)
-    assert [f["id"] for f in frames(wire[0])] == ["2"]
+    assert [f["id"] for f in frames(wire[0])] == [env.sid(2)]
     assert not waiter.done() and conn.queued == 0  # written, the stream never woke
     assert conn.wait() is waiter  # and it keeps waiting on the same future
     assert fanout.stats.sse_events[("events", "sent")] == sent + 1  # counted as sent
@@ -542,7 +672,7 @@ async def test_a_parked_stream_gets_events_written_directly_in_order(setup):
 
     accept[0] = True  # drained meanwhile, but the stream holds a batch it has not sent yet
     batch = conn.take()
-    assert batch is not None and [f["id"] for f in frames(batch[0])] == ["3"]
+    assert batch is not None and [f["id"] for f in frames(batch[0])] == [env.sid(3)]
     env.push({"c": True})
     await until(lambda: conn.queued == 1)
     assert len(wire) == 1  # version 4 waits behind version 3: not written ahead of it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from proxy.evaluation.documents import compile_document
@@ -19,6 +20,7 @@ DOC = {"flags": {"color": {"state": "ENABLED", "variants": {"red": "red", "blue"
 def setup() -> tuple[Store, Snapshots]:
     store = Store()
     fs = compile_document(DOC, version=3, epoch="e1", updated_at=1003.0)
+    fs = dataclasses.replace(fs, revision="1700000000003-0")  # as the Redis source sets it
     store.publish("prod", fs, Change(env="prod", version=3, reset=True))
     return store, Snapshots(store)
 
@@ -33,12 +35,13 @@ def test_a_snapshot_per_kind_and_the_connection_then_holds_the_current_version()
     fs = store.get("prod")
     assert fs is not None
     events = connection(snapshots, StreamKind.EVENTS)
-    assert snapshots.snapshot(events) == notification(3, 1003.0) and events.version == 3
+    assert snapshots.snapshot(events) == notification(fs.state_id, 1003.0) and events.version == 3
     rules = connection(snapshots, StreamKind.RULES)
     assert snapshots.snapshot(rules) == rules_put(fs) and rules.version == 3
     evaluated = connection(snapshots, StreamKind.EVALUATED)
     assert snapshots.snapshot(evaluated) == (
-        b'event: put\nid: 3\ndata: {"flags":[{"key":"color","reason":"STATIC","variant":"red",'
+        b"event: put\nid: " + fs.state_id.encode()
+        + b'\ndata: {"flags":[{"key":"color","reason":"STATIC","variant":"red",'
         b'"value":"red","metadata":{"team":"x"}}],"metadata":{"team":"x"}}\n\n')
     assert evaluated.version == 3 and set(evaluated.results) == {"color"}
 
