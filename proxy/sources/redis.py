@@ -57,6 +57,7 @@ class RedisSource:
         self._failures = 0
         self._bootstrap_tried = False
         self._keys_kept = False  # known keys kept after Redis lost its data
+        self._unloaded: set[str] = set()  # cluster: envs whose node was down at load
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _make_client(self) -> Any:
@@ -177,7 +178,15 @@ class RedisSource:
                         "missing" if not existed else "replaced", len(self.keyring))
         listed = {text(e) for e in await client.smembers(layout.ENVS)}
         for env in sorted(listed | set(self.store.envs())):
-            await self._load_env(client, env, listed=env in listed)
+            try:
+                await self._load_env(client, env, listed=env in listed)
+            except Exception as exc:
+                # Cluster: the node of this environment's slot is down; the others load and
+                # follow, and its reader retries (see _follow_cluster).
+                if not (self.cluster and _is_redis_fault(exc)):
+                    raise
+                self._unloaded.add(env)
+                self._node_down(env, exc)
         self.ready = True
         log.info("resync envs=%d keys=%d stale=%d took_ms=%.1f", len(self._last),
                  len(self.keyring), len(self._stale), (time.perf_counter() - started) * 1000)
@@ -259,32 +268,18 @@ class RedisSource:
 
     async def _follow_cluster(self, client: Any) -> None:
         """One blocking reader per stream (each its own slot), feeding one queue, so entries
-        are still applied by a single task."""
-        queue: asyncio.Queue[tuple[str, list[Any]]] = asyncio.Queue()
+        are still applied by a single task. A reader whose node is down marks its
+        environment degraded and retries alone: the other slots keep following."""
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         readers: dict[str, asyncio.Task[None]] = {}
-
-        async def reader(key: str) -> None:
-            while True:
-                _reraise_if_cancelling()
-                env = layout.env_of_changes_key(key) if key != layout.EVENTS else None
-                start = self._events_id if env is None else self._last.get(env)
-                if start is None:
-                    return
-                reply = await client.xread({key: start}, block=self.block_ms, count=1000)
-                for k, entries in reply or []:
-                    await queue.put((text(k), entries))
-                    last = text(entries[-1][0])
-                    if env is None:
-                        self._events_id = last
-                    await queue.join()  # wait until applied before reading on
-
         try:
             while True:
                 _reraise_if_cancelling()
                 if self._resync.is_set():
                     self._resync.clear()
                     await self._load_everything(client)
-                wanted = {layout.EVENTS, *(layout.changes_key(e) for e in self._last)}
+                wanted = {layout.EVENTS,
+                          *(layout.changes_key(e) for e in {*self._last, *self._unloaded})}
                 for key in list(readers):
                     if key not in wanted or readers[key].done():
                         task = readers.pop(key)
@@ -292,18 +287,82 @@ class RedisSource:
                             raise task.exception()  # type: ignore[misc]
                         task.cancel()
                 for key in wanted - readers.keys():
-                    readers[key] = asyncio.create_task(reader(key))
+                    readers[key] = asyncio.create_task(self._cluster_reader(client, key, queue))
                 try:
-                    key, entries = await asyncio.wait_for(queue.get(), timeout=0.5)
+                    key, got = await asyncio.wait_for(queue.get(), timeout=0.5)
                 except TimeoutError:
                     continue
                 try:
-                    await self._handle(client, [(key, entries)])
+                    await self._apply_read(client, key, got)
                 finally:
                     queue.task_done()
         finally:
             for task in readers.values():
                 task.cancel()
+
+    async def _cluster_reader(self, client: Any, key: str,
+                              queue: asyncio.Queue[tuple[str, Any]]) -> None:
+        """Read one stream; hand entries, a node failure (the exception) or its recovery
+        (:data:`_NODE_BACK`) to the applying task, waiting until each is applied."""
+        env = layout.env_of_changes_key(key) if key != layout.EVENTS else None
+        backoff, down = Backoff(cap=2.0), False
+        while True:
+            _reraise_if_cancelling()
+            try:
+                if env is not None and env in self._unloaded:
+                    await self._load_env(client, env)  # its node was down at load
+                    self._unloaded.discard(env)
+                start = self._events_id if env is None else self._last.get(env)
+                if start is None:
+                    return
+                reply = await client.xread({key: start}, block=self.block_ms, count=1000)
+            except Exception as exc:
+                _reraise_if_cancelling()
+                if not _is_redis_fault(exc):
+                    raise
+                if not down:
+                    down = True
+                    await queue.put((key, exc))
+                    await queue.join()
+                await asyncio.sleep(backoff.next())
+                continue
+            if down:
+                down = False
+                backoff.reset()
+                await queue.put((key, _NODE_BACK))
+                await queue.join()
+            for k, entries in reply or []:
+                await queue.put((text(k), entries))
+                if env is None:
+                    self._events_id = text(entries[-1][0])
+                await queue.join()  # wait until applied before reading on
+
+    async def _apply_read(self, client: Any, key: str, got: Any) -> None:
+        env = layout.env_of_changes_key(key) if key != layout.EVENTS else None
+        if isinstance(got, BaseException):
+            self._node_down(env, got)
+        elif got is _NODE_BACK:
+            log.info("redis node back for %s", f"env={env}" if env else "keys and events")
+            if env is not None and env not in self._unloaded:
+                await self._load_env(client, env)  # clears its degraded status
+        else:
+            await self._handle(client, [(key, got)])
+
+    def _node_down(self, env: str | None, exc: BaseException) -> None:
+        """Cluster: the node holding ``env``'s slot (None: the events stream's) is down."""
+        if env is None:
+            log.warning("redis node of %s unreachable (%s: %s): key and environment events "
+                        "wait for it; environments keep following", layout.EVENTS,
+                        type(exc).__name__, exc)
+            return
+        fs = self.store.get(env)
+        serving = f"serving version {fs.version}" if fs is not None else "no rules loaded"
+        reason = f"redis node for environment {env} unreachable; {serving}"
+        if self.store.status.get(env) is None or \
+                self.store.status[env].degraded_reason != reason:
+            log.warning("%s (%s: %s); other environments keep following", reason,
+                        type(exc).__name__, exc)
+        self.store.set_status(env, connected=False, degraded_reason=reason, error=str(exc))
 
     async def _handle(self, client: Any, reply: list[Any]) -> None:
         for key, entries in reply:
@@ -373,6 +432,9 @@ class RedisSource:
                 log.info("key updated id=%s", key_hash[:12])
             except ValueError as exc:
                 log.error("bad key record id=%s: %s", key_hash[:12], exc)
+
+
+_NODE_BACK = object()  # a cluster reader's node answers again
 
 
 def _reraise_if_cancelling() -> None:
