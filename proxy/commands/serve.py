@@ -37,7 +37,8 @@ def log_config(level: str) -> dict[str, Any]:
         "filters": {"redact": {"()": "proxy.commands.serve.RedactQuery"}},
         "formatters": {
             "plain": {"format": LOG_FORMAT},
-            "access": {"format": "%(asctime)s INFO access %(client_addr)s "
+            # The worker's pid: with --workers N, which process answered.
+            "access": {"format": "%(asctime)s INFO access [%(process)d] %(client_addr)s "
                                  '"%(request_line)s" %(status_code)s',
                        "()": "uvicorn.logging.AccessFormatter", "use_colors": False},
         },
