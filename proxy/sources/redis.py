@@ -264,8 +264,10 @@ class RedisSource:
         if secret != self.secret:
             self._resync.set()  # data lost (or re-created): the full load tells which
             return
-        if self._keys_kept and not records:
-            return  # still the data loss, not a mass revocation (see _load_everything)
+        if self._keys_kept and not records:  # still the data loss, not a mass revocation
+            log.debug("key refresh: no keys in redis since it lost its data; keeping %d "
+                      "known keys", len(self.keyring))
+            return
         if _stream_id(self._events_id) > _stream_id(events_last):
             return  # announcements newer than what we read were applied: next round
         before = self.keyring.records()

@@ -42,6 +42,19 @@ def test_keys_refresh_zero_is_off(proxy_factory):
     assert server.key_works(raw)  # no re-read: only announcements count
 
 
+def test_refresh_keeps_known_keys_after_redis_lost_its_data(proxy_factory, redis_server):
+    """An empty flagedge:keys after a data loss is the loss, not a mass revocation: the
+    periodic re-read must not drop the keys the full load kept."""
+    server = proxy_factory(extra_args=["--keys-refresh", "0.2", "--log-level", "debug"])
+    server.push(DOC)
+    raw = server.create_key()
+    redis_server.restart(empty=True)
+    kept = "key refresh: no keys in redis since it lost its data; keeping 1 known keys"
+    wait_until(lambda: server.logs().count(kept) >= 3, timeout=10,
+               what="three refresh rounds after the data loss")
+    assert server.key_works(raw)
+
+
 def test_revoke_writes_record_and_announcement_in_one_script(redis_server):
     client = redis.Redis.from_url(redis_server.url)
     raw, record = keys.create(client, "prod", "client", "web")
