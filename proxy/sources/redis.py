@@ -130,6 +130,7 @@ class RedisSource:
             log.error("not following redis: %s; serving last good rules, /readyz not ready",
                       reason)
         self.store.refused = reason
+        self.store.set_status("*", connected=True, degraded_reason=reason)  # for the metric
 
     def _on_down(self, exc: BaseException) -> None:
         self._failures += 1

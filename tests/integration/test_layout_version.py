@@ -59,9 +59,13 @@ def test_serve_keeps_last_good_rules_but_is_not_ready_on_a_newer_layout(proxy_fa
     wait_until(lambda: server.logs().count("not following redis") >= 1, timeout=5,
                what="the refusal logged")
     assert server.versions() == {"test": 1}
+    metrics = httpx.get(f"{server.url}/metrics", timeout=2.0).text
+    assert 'flagedge_source_degraded{env="*"} 1.0' in metrics
     server.redis_client.set(layout.LAYOUT, layout.LAYOUT_VERSION)  # e.g. a downgrade undone
     wait_until(lambda: readyz(server)[0] == 200, timeout=15, what="ready again")
     server.wait_version(2)
+    metrics = httpx.get(f"{server.url}/metrics", timeout=2.0).text
+    assert 'flagedge_source_degraded{env="*"} 0.0' in metrics
     assert server.logs().count(f"not following redis: {REASON}") == 1  # once, not per retry
 
 
