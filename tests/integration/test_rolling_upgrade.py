@@ -101,6 +101,7 @@ class Load:
     retried: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     seen: list[int] = field(default_factory=list)  # stream event ids, in order
+    pushed: list[int] = field(default_factory=list)  # versions written
     reconnects: int = 0
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -155,9 +156,14 @@ async def stream_loop(load: Load, key: str, last_id: int) -> None:
             except httpx.TransportError:
                 pass  # its process went away: reconnect below
             load.reconnects += 1
+            # Reconnect only once a change was pushed meanwhile, so the resume by
+            # Last-Event-ID has a missed version to replay (a quick reconnect might have none).
+            mark = len(load.pushed)
+            while len(load.pushed) <= mark and not load.stop.is_set():
+                await asyncio.sleep(0.02)
 
 
-async def push_loop(load: Load, redis_url: str, pushed: list[int]) -> None:
+async def push_loop(load: Load, redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     for n in itertools.count(2):
         if load.stop.is_set():
@@ -165,7 +171,7 @@ async def push_loop(load: Load, redis_url: str, pushed: list[int]) -> None:
         document = publisher.parse_document(orjson.dumps(counter_doc(n)), source="test")
         result = await asyncio.to_thread(publisher.push, client, "test", document,
                                          author="tests")
-        pushed.append(result.version)
+        load.pushed.append(result.version)
         await asyncio.sleep(0.3)  # a change every ~0.3 s, each its own stream event
 
 
@@ -199,11 +205,12 @@ async def run_rolling_restart(redis_server: RedisServer, old: list[CodeProxy],
         await asyncio.to_thread(server.start, "readyz")
     key = await asyncio.to_thread(old[0].create_key)
     await asyncio.to_thread(wait_until, lambda: old[1].key_works(key), 10, 0.05, "key on old1")
-    load = Load(ports=[s.port for s in old], in_rotation={s.port for s in old})
-    pushed: list[int] = [first]
+    load = Load(ports=[s.port for s in old], in_rotation={s.port for s in old},
+                pushed=[first])
+    pushed = load.pushed
     tasks = [asyncio.create_task(bulk_loop(load, key, w)) for w in range(2)]
     tasks.append(asyncio.create_task(stream_loop(load, key, first)))
-    pusher = asyncio.create_task(push_loop(load, redis_server.url, pushed))
+    pusher = asyncio.create_task(push_loop(load, redis_server.url))
     try:
         await asyncio.sleep(1.0)  # load and changes on the old release alone
         for o, n in zip(old, new, strict=True):
