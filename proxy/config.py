@@ -28,6 +28,7 @@ class SettingsError(ValueError):
 class Settings:
     redis: str = "redis://127.0.0.1:6379/0"
     cluster: bool = False
+    keys_refresh: float = 30.0  # seconds between re-reads of flagedge:keys (0 = announcements only)
     host: str = "0.0.0.0"
     port: int = 8080
     workers: int = 1
@@ -185,6 +186,8 @@ def validate(s: Settings) -> None:
         raise SettingsError("cache_size: must not be negative")
     if s.sse_send_buffer < 0:
         raise SettingsError("sse_send_buffer: must not be negative (0 keeps the OS default)")
+    if s.keys_refresh < 0:
+        raise SettingsError("keys_refresh: must not be negative (0 turns the re-read off)")
     if s.gc_period < 0:
         raise SettingsError("gc_period: must not be negative (0 keeps CPython's own schedule)")
     if s.stream_token_ttl < 60:

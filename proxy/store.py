@@ -41,6 +41,9 @@ class Store:
         self._recent: dict[str, deque[str]] = {}
         self.status: dict[str, SourceStatus] = {}
         self.rejected_total = 0  # flags or documents refused by validation
+        # Why the source refuses its backing store (a Redis layout newer than this code):
+        # the last good rules are still served, but /readyz says not ready, with this reason.
+        self.refused: str | None = None
 
     # -- read side (hot path: plain dict lookups, no locks) --------------------------------
     def get(self, env: str) -> FlagSet | None:

@@ -1,7 +1,8 @@
 """Liveness and readiness.
 
 ``/healthz``: the process answers. ``/readyz``: 503 until rules are loaded (or the source
-has loaded and found none); 200 ``ok``; 200 ``degraded`` with the reason while stale rules
+has loaded and found none), and while the source refuses its store (a newer Redis layout);
+200 ``ok``; 200 ``degraded`` with the reason while stale rules
 (last good set, or the bootstrap file) are served because the source is down.
 """
 
@@ -33,6 +34,8 @@ class Health:
         store = self.store
         envs = dict(store.versions())
         source_ok = self.source_ready()
+        if store.refused:
+            return 503, {"status": "unavailable", "reason": store.refused, "envs": envs}
         if not store.ready and not source_ok:
             errors = {env: st.last_error for env, st in store.status.items() if st.last_error}
             body: dict[str, object] = {"status": "unavailable",

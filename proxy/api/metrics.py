@@ -5,6 +5,10 @@ a custom collector turns them into metric families at scrape time. With several 
 workers (``metrics_dir`` set) each worker also writes its cumulative counters to a JSON
 snapshot in that directory every second, and a scrape served by any worker sums every
 worker's snapshot (its own taken live), so counts survive which worker answers.
+
+Series of deleted flags and environments are pruned: from the hot counters when the change
+is published, and at scrape time from every snapshot (other workers' may be a second old, and
+a worker that exited leaves its last one behind), by what the store serves now.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import bisect
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +71,7 @@ class HotMetrics:
         # Exposure counters by slot: each (env, flag, variant, reason) gets an index once, so
         # counting is an integer add and a bulk result carries its slots (``exposure_slots``).
         self._slot_of: dict[tuple[str, str, str, str], int] = {}
-        self._slot_keys: list[tuple[str, str, str, str]] = []
+        self._slot_keys: list[tuple[str, str, str, str] | None] = []  # None: pruned
         self._slot_counts: list[int] = []
         self._pending: list[Any] = []
         self.propagation = Histogram(PROPAGATION_BUCKETS)
@@ -103,7 +107,17 @@ class HotMetrics:
     @property
     def exposures(self) -> dict[tuple[str, str, str, str], int]:
         self.fold()
-        return {k: n for k, n in zip(self._slot_keys, self._slot_counts, strict=True) if n}
+        return {k: n for k, n in zip(self._slot_keys, self._slot_counts, strict=True)
+                if n and k is not None}
+
+    def prune(self, env: str, keep: Container[str] = ()) -> None:
+        """Drop the exposure series of every flag of ``env`` not in ``keep``. Their slots
+        stay allocated but unlisted (cached results may still count into them); a flag
+        created again gets a fresh slot, counting from zero."""
+        for key, slot in list(self._slot_of.items()):
+            if key[0] == env and key[1] not in keep:
+                del self._slot_of[key]
+                self._slot_keys[slot] = None
 
     def count_exposures(self, env: str, exposures: tuple[tuple[str, str | None, str], ...]) -> None:
         counts = self._slot_counts
@@ -132,9 +146,11 @@ class HotMetrics:
                 for slot in entry.exposures:
                     counts[slot] += n
 
-    def on_change(self, change: Change, _flag_set: Any) -> None:
+    def on_change(self, change: Change, flag_set: Any) -> None:
         if change.written_at:
             self.propagation.observe(max(0.0, change.applied_at - change.written_at))
+        if change.deleted or change.reset:  # not on every change: a pass over every series
+            self.prune(change.env, keep=flag_set.flags)  # env deleted: an empty set
 
     # -- multiprocess snapshots ----------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -233,7 +249,9 @@ class FlagedgeCollector:
                                  "Flag evaluations served (exposures) by env, flag, variant, reason",
                                  labels=["env", "flag", "variant", "reason"])
         for key, n in sorted(m["exposures"].items()):
-            ev.add_metric(list(key), n)
+            fs = self.store.get(key[0])
+            if fs is not None and key[1] in fs.flags:  # a deleted flag or env: pruned
+                ev.add_metric(list(key), n)
         yield ev
         hits, misses, bypassed = m["cache"]
         cache = CounterMetricFamily("flagedge_result_cache_lookups", "Bulk result cache lookups",

@@ -6,6 +6,7 @@ Exit codes (stable, for scripts):
   4 Redis unreachable or failing        5 not found (environment, key, version)
   6 differences found (diff --exit-code)   8 written, but fewer replicas than
                                            --wait-replicas acknowledged it in time
+  9 Redis holds a newer data layout (flagedge:layout) than this flagedge knows: upgrade
   (7 is reserved for "approval required", DESIGN §10)
 """
 
@@ -21,12 +22,14 @@ import orjson
 
 OK, INVALID, USAGE, CONFLICT, REDIS, NOT_FOUND, DIFFERENT = 0, 1, 2, 3, 4, 5, 6
 NOT_REPLICATED = 8  # 7 is DESIGN §10's "approval required"
+LAYOUT_TOO_NEW = 9
 DEFAULT_WAIT_TIMEOUT_MS = 1000
 
 
 EXIT_CODES = ("exit codes: 0 ok, 1 invalid input, 2 usage error or unreadable file, "
               "3 version conflict, 4 Redis unreachable, 5 not found, "
-              "6 differences (diff --exit-code), 8 written but not on --wait-replicas replicas")
+              "6 differences (diff --exit-code), 8 written but not on --wait-replicas replicas, "
+              "9 Redis layout newer than this flagedge")
 
 
 class UsageError(Exception):
@@ -91,14 +94,19 @@ def default_author() -> str:
 
 
 def client(args: argparse.Namespace) -> Any:
+    """A client for the Redis of ``args``, after checking its layout (LayoutTooNew: exit 9):
+    a CLI must neither misread nor write data laid out by a newer flagedge."""
+    from proxy.storage.layout import LAYOUT, check_layout
     from proxy.storage.url import default_url, sync_client
 
     check_wait(args)
     timeout = 30.0
     if getattr(args, "wait_replicas", 0):  # WAIT blocks the reply up to --wait-timeout
         timeout += args.wait_timeout / 1000
-    return sync_client(args.redis or default_url(), cluster=getattr(args, "cluster", False),
-                       socket_connect_timeout=5, socket_timeout=timeout)
+    redis_client = sync_client(args.redis or default_url(), cluster=getattr(args, "cluster", False),
+                               socket_connect_timeout=5, socket_timeout=timeout)
+    check_layout(redis_client.get(LAYOUT))
+    return redis_client
 
 
 def redis_url(args: argparse.Namespace) -> str:
@@ -123,9 +131,14 @@ def guarded(args: argparse.Namespace, body: Any) -> int:
 
     from proxy.model import InvalidDocument
     from proxy.release.publisher import ConflictError, NotReplicated
+    from proxy.storage.layout import LayoutTooNew
 
     try:
         return int(body())
+    except LayoutTooNew as exc:
+        err(f"Redis at {redis_url(args)}: {exc}; nothing was read or written: upgrade "
+            "flagedge")
+        return LAYOUT_TOO_NEW
     except InvalidDocument as exc:
         for p in exc.problems:
             err(str(p))

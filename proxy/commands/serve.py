@@ -73,6 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--cors-origins", help="comma-separated allowed browser origins, '*' for any")
     a("--no-auth", action="store_const", const=True,
       help="DANGER: no API keys; every caller is admin of --env (local use only)")
+    a("--keys-refresh", type=float,
+      help="seconds between re-reads of the keys in Redis, a safety net for lost "
+           "announcements (default 30; 0 = off)")
     a("--rate-limit", type=float, help="default requests/s per key and worker (0 = unlimited)")
     a("--rate-burst", type=float, help="token bucket size (default: the rate, at least 1)")
     a("--body-limit", type=int, help="max request body bytes (default 65536)")

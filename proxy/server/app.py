@@ -88,7 +88,8 @@ def _build_sources(settings: Settings, store: Store, keyring: KeyRing) -> list[S
     if settings.flags is not None:
         return [FileSource(settings.flags, store, env=settings.env)]
     return [RedisSource(settings.redis, store, keyring, bootstrap=settings.bootstrap,
-                        env=settings.env, cluster=settings.cluster)]
+                        env=settings.env, cluster=settings.cluster,
+                        keys_refresh=settings.keys_refresh)]
 
 
 async def _flush_metrics(rt: Runtime) -> None:

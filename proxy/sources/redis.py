@@ -4,7 +4,9 @@ One connection blocks in ``XREAD`` over every environment's change stream plus
 ``flagedge:events`` (in Cluster mode, one blocking reader per stream: a multi-key XREAD
 across slots is refused). Each entry is applied when its version is local+1; anything else
 (gap, trimmed stream, restart, new epoch) triggers a full reload of that environment. A
-Redis that comes back empty or older never wipes served rules (DESIGN §3).
+Redis that comes back empty or older never wipes served rules (DESIGN §3). Keys are re-read
+every ``keys_refresh`` seconds as well, in case an announcement was lost; a Redis whose
+``flagedge:layout`` is newer than this code is not followed at all.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from proxy.store import Store
 
 log = logging.getLogger("flagedge.sources.redis")
 BOOTSTRAP_EPOCH = "bootstrap:"
+LAYOUT_RETRY_S = 5.0  # how often a refused (too new) Redis layout is looked at again
 
 
 
@@ -40,12 +43,13 @@ class RedisSource:
     def __init__(self, url: str, store: Store, keyring: KeyRing, *,
                  bootstrap: Path | None = None, env: str = "default", cluster: bool = False,
                  block_ms: int = 2000, backoff_cap: float = 0.5,
-                 connect_timeout: float = 2.0) -> None:
+                 connect_timeout: float = 2.0, keys_refresh: float = 30.0) -> None:
         # backoff_cap: a retry at most every 0.5 s (a refused connect costs Redis nothing) so
         # the resync starts within a second of Redis answering, however long it was away.
         self.url, self.store, self.keyring = url, store, keyring
         self.bootstrap, self.env, self.cluster = bootstrap, env, cluster
         self.block_ms, self.backoff_cap, self.connect_timeout = block_ms, backoff_cap, connect_timeout
+        self.keys_refresh = keys_refresh  # seconds between key re-reads; 0 = announcements only
         self.ready = False
         self.connected = False
         self.secret: bytes | None = None
@@ -76,6 +80,9 @@ class RedisSource:
                 await self._session(client, backoff)
             except asyncio.CancelledError:
                 raise
+            except layout.LayoutTooNew as exc:
+                self._refuse(str(exc))
+                await asyncio.sleep(LAYOUT_RETRY_S)
             except Exception as exc:  # never raise for Redis faults: serve last good, retry
                 _reraise_if_cancelling()
                 self._on_down(exc)
@@ -98,16 +105,34 @@ class RedisSource:
     async def _session(self, client: Any, backoff: Backoff) -> None:
         await client.ping()
         await self._load_everything(client)
+        if self.store.refused:
+            log.warning("redis layout readable again; following it")
+            self.store.refused = None
         if not self.connected:
             log.info("redis connected url=%s envs=%d keys=%d", redisurl.redact(self.url),
                      len(self._last), len(self.keyring))
         self.connected, self._failures = True, 0
         self.store.set_status("*", connected=True)
         backoff.reset()
-        if self.cluster:
-            await self._follow_cluster(client)
-        else:
-            await self._follow(client)
+        refresher = (asyncio.create_task(self._refresh_loop(client), name="keys-refresh")
+                     if self.keys_refresh > 0 else None)
+        try:
+            if self.cluster:
+                await self._follow_cluster(client)
+            else:
+                await self._follow(client)
+        finally:
+            if refresher is not None:
+                refresher.cancel()
+
+    def _refuse(self, reason: str) -> None:
+        """Keep serving the last good rules, but report not ready: this Redis was written by
+        a newer flagedge, and reading it with this code could serve it wrong."""
+        if self.store.refused != reason:
+            log.error("not following redis: %s; serving last good rules, /readyz not ready",
+                      reason)
+        self.store.refused = reason
+        self.store.set_status("*", connected=True, degraded_reason=reason)  # for the metric
 
     def _on_down(self, exc: BaseException) -> None:
         self._failures += 1
@@ -147,6 +172,7 @@ class RedisSource:
 
     async def _load_everything(self, client: Any) -> None:
         started = time.perf_counter()
+        layout.check_layout(await client.get(layout.LAYOUT))  # before anything is read
         existed = await client.exists(layout.SECRET)
         if not existed:
             await client.set(layout.SECRET, secrets.token_hex(32), nx=True)
@@ -223,6 +249,47 @@ class RedisSource:
                  "rejected=%d%s%s", env, version, epoch, len(fs.flags), len(change.upserted),
                  len(change.deleted), rej.count, " (was stale)" if was_stale else "",
                  "" if listed else " (not in flagedge:envs)")
+
+    # -- periodic key re-read ------------------------------------------------------------------
+    async def _refresh_loop(self, client: Any) -> None:
+        """Every ``keys_refresh`` s, re-read flagedge:keys: a key changed without an
+        announcement (a lost XADD, an HDEL by hand) is still picked up. Runs beside the
+        follower; faults are the follower's to notice, so this one only logs them."""
+        while True:
+            await asyncio.sleep(self.keys_refresh)
+            try:
+                await self._refresh_keys(client)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("key refresh failed: %s: %s", type(exc).__name__, exc)
+
+    async def _refresh_keys(self, client: Any) -> None:
+        raw_layout, secret = await client.get(layout.LAYOUT), await client.get(layout.SECRET)
+        events_last = await self._last_id(client, layout.EVENTS)
+        records = records_from_redis((await client.hgetall(layout.KEYS)).items())
+        try:
+            layout.check_layout(raw_layout)
+        except layout.LayoutTooNew:
+            self._resync.set()  # the full load refuses it, ending this session
+            return
+        if secret != self.secret:
+            self._resync.set()  # data lost (or re-created): the full load tells which
+            return
+        if self._keys_kept and not records:  # still the data loss, not a mass revocation
+            log.debug("key refresh: no keys in redis since it lost its data; keeping %d "
+                      "known keys", len(self.keyring))
+            return
+        if _stream_id(self._events_id) > _stream_id(events_last):
+            return  # announcements newer than what we read were applied: next round
+        before = self.keyring.records()
+        if before == records:
+            return
+        self.keyring.replace_all(records)
+        self._keys_kept = False
+        gone, new = before.keys() - records.keys(), records.keys() - before.keys()
+        log.warning("key refresh: %d revoked and %d added without an announcement "
+                    "(revoked ids=%s)", len(gone), len(new), _names(frozenset(h[:12] for h in gone)))
 
     def _mark_stale(self, env: str, reason: str) -> None:
         if self._stale.get(env) != reason:
@@ -461,6 +528,12 @@ def _names(keys: frozenset[str], limit: int = 5) -> str:
     items = sorted(keys)
     text = ",".join(items[:limit])
     return text + (f",+{len(items) - limit}" if len(items) > limit else "") if items else "-"
+
+
+def _stream_id(entry_id: str | None) -> tuple[int, int]:
+    """A stream entry id as a comparable (ms, seq); None sorts first."""
+    ms, _, seq = (entry_id or "0-0").partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _is_redis_fault(exc: BaseException) -> bool:

@@ -2,6 +2,10 @@
 
 ``flagedge:keys`` is a HASH ``sha256(key)`` -> JSON :class:`~proxy.keys.KeyRecord`; every
 write is announced on ``flagedge:events`` so running proxies update their key rings at once.
+Write and announcement are one Lua script (KEY_WRITE_LUA), except on a Redis Cluster: there
+the two keys live in different slots (renaming them into one would strand every proxy and
+CLI already running), so the write comes first and the announcement second, and a proxy's
+periodic key re-read (``keys_refresh``) catches an announcement lost between the two.
 The raw key is returned by :func:`create` and stored nowhere.
 """
 
@@ -14,6 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
+import redis.cluster
 
 from proxy.keys import KeyRecord, dump_export, generate_key, hash_key
 from proxy.storage import layout
@@ -23,13 +28,27 @@ log = logging.getLogger("flagedge.keys")
 
 
 def ensure_secret(client: Any) -> None:
-    """``flagedge:secret`` signs stream tokens on every replica; created once."""
+    """``flagedge:secret`` signs stream tokens on every replica; created once. The first
+    write also stamps ``flagedge:layout`` (SET NX: data written by older code has no stamp
+    and reads as layout 1, which it is)."""
     client.set(layout.SECRET, secrets.token_hex(32), nx=True)
+    client.set(layout.LAYOUT, layout.LAYOUT_VERSION, nx=True)
 
 
-def _announce(client: Any, op: str, key_hash: str) -> None:
+def _write(client: Any, op: str, key_hash: str, record: bytes = b"") -> bytes | None:
+    """Write (``put``) or delete (``revoked``) one key record and announce it; returns the
+    record stored before (None: there was none, and a revoke then did nothing)."""
+    if not isinstance(client, redis.cluster.RedisCluster):
+        return client.eval(layout.KEY_WRITE_LUA, 3, layout.KEYS, layout.EVENTS, layout.LAYOUT,
+                           op, key_hash, record, str(layout.EVENTS_MAXLEN))
+    old = client.hget(layout.KEYS, key_hash)
+    if op == "put":
+        client.hset(layout.KEYS, key_hash, record)
+    elif old is None or not client.hdel(layout.KEYS, key_hash):
+        return None
     client.xadd(layout.EVENTS, {"type": "key", "op": op, "hash": key_hash},
                 maxlen=layout.EVENTS_MAXLEN, approximate=True)
+    return old  # type: ignore[no-any-return]
 
 
 def create(client: Any, env: str, kind: str, name: str,
@@ -41,8 +60,7 @@ def create(client: Any, env: str, kind: str, name: str,
     record = KeyRecord(id=digest[:12], env=env, kind=kind, name=name,
                        created_at=round(time.time(), 3), rate_limit=rate_limit)
     ensure_secret(client)
-    client.hset(layout.KEYS, digest, orjson.dumps(record.to_json()))
-    _announce(client, "put", digest)
+    _write(client, "put", digest, orjson.dumps(record.to_json()))
     return api_key, record
 
 
@@ -76,10 +94,11 @@ def resolve(client: Any, id_or_hash: str) -> str:
 
 
 def revoke(client: Any, id_or_hash: str) -> KeyRecord:
+    """Delete the key record and announce it, in one step (see the module docstring)."""
     key_hash = resolve(client, id_or_hash)
-    stored = client.hget(layout.KEYS, key_hash)
-    client.hdel(layout.KEYS, key_hash)
-    _announce(client, "revoked", key_hash)
+    stored = _write(client, "revoked", key_hash)
+    if stored is None:  # revoked by someone else since resolve()
+        raise LookupError(f"no key with id {id_or_hash!r}")
     return KeyRecord.from_json(key_hash, stored)
 
 

@@ -2,8 +2,10 @@
 
 Every key of one environment carries the hash tag ``{ENV}`` so the environment lives in one
 Redis Cluster slot and a single Lua script can read or write it atomically. The global keys
-(``flagedge:envs``, ``flagedge:keys``, ``flagedge:events``, ``flagedge:secret``) live
-elsewhere and are written in a second step.
+(``flagedge:envs``, ``flagedge:keys``, ``flagedge:events``, ``flagedge:secret``,
+``flagedge:layout``) live elsewhere and are written in a second step; a key write and its
+announcement are one script except in a Cluster, where ``flagedge:keys`` and
+``flagedge:events`` hash to different slots (see KEY_WRITE_LUA).
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ ENVS = f"{PREFIX}:envs"  # SET of environment names
 KEYS = f"{PREFIX}:keys"  # HASH sha256(api key) -> JSON record
 EVENTS = f"{PREFIX}:events"  # STREAM: env created/deleted, key put/revoked
 SECRET = f"{PREFIX}:secret"  # signs stream tokens; SET NX once
+LAYOUT = f"{PREFIX}:layout"  # integer: the version of this layout; missing = 1 (older writers)
+# The layout this code reads and writes. Bump it only with a change older code cannot read:
+# older proxies and CLIs then refuse that Redis with a clear message instead of misreading it.
+LAYOUT_VERSION = 1
 DEFAULT_MAXLEN = 10_000  # change stream cap (XADD MAXLEN ~)
 EVENTS_MAXLEN = 10_000
 
@@ -32,6 +38,30 @@ def check_env(env: str) -> str:
             f"invalid environment name {env!r}: use 1-64 letters, digits, '.', '_' or '-'"
         )
     return env
+
+
+class LayoutTooNew(Exception):
+    """Redis holds data in a layout newer than this code knows: refuse to read or write it."""
+
+    def __init__(self, found: int):
+        self.found = found
+        super().__init__(f"redis layout {found} is newer than this flagedge (knows "
+                         f"{LAYOUT_VERSION})")
+
+
+def check_layout(raw: Any) -> int:
+    """``GET flagedge:layout``'s reply -> the layout version; raises LayoutTooNew when newer
+    than LAYOUT_VERSION. Missing means 1 (data written before the key existed); a value that
+    is not an integer is another tool's or a future layout's: refused as newer too."""
+    if raw is None:
+        return 1
+    try:
+        found = int(text(raw))
+    except ValueError:
+        raise LayoutTooNew(LAYOUT_VERSION + 1) from None  # unreadable: not ours to write
+    if found > LAYOUT_VERSION:
+        raise LayoutTooNew(found)
+    return found
 
 
 def flags_key(env: str) -> str:
@@ -207,3 +237,40 @@ local version = tonumber(redis.call('HGET', KEYS[2], 'version') or '0')
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 return version
 """
+
+# KEYS: flagedge:keys, flagedge:events, flagedge:layout.
+# ARGV: op ('put' | 'revoked'), key hash (64 hex), record JSON ('' for revoked), events maxlen.
+# The key write and its announcement on flagedge:events, all or nothing: every argument and
+# key type is checked before the first write, and the writes after that cannot fail. Also
+# stamps the layout version (SET NX) as every first write does.
+# Returns the stored record before the write (nil if none); 'revoked' of an unknown hash
+# writes and announces nothing.
+KEY_WRITE_LUA = """
+local function refuse(msg) return redis.error_reply('flagedge key write refused, nothing written: ' .. msg) end
+local op, hash, record, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if op ~= 'put' and op ~= 'revoked' then return refuse('unknown op ' .. tostring(op)) end
+if not hash or not string.match(hash, '^' .. string.rep('%x', 64) .. '$') then
+  return refuse('key hash must be 64 hex digits, got ' .. tostring(hash))
+end
+if not maxlen or not string.match(maxlen, '^%d+$') then
+  return refuse('maxlen must be a non-negative integer, got ' .. tostring(maxlen))
+end
+if op == 'put' then
+  local ok, decoded = pcall(cjson.decode, record or '')
+  if not ok or type(decoded) ~= 'table' then return refuse('record is not a JSON object') end
+end
+for i, want in ipairs({'hash', 'stream', 'string'}) do
+  local kind = redis.call('TYPE', KEYS[i])['ok']
+  if kind ~= 'none' and kind ~= want then
+    return refuse(KEYS[i] .. ' is a ' .. kind .. ', not a ' .. want)
+  end
+end
+local old = redis.call('HGET', KEYS[1], hash)
+if op == 'revoked' and not old then return old end
+-- Everything is checked: from here on nothing can fail.
+if op == 'put' then redis.call('HSET', KEYS[1], hash, record)
+else redis.call('HDEL', KEYS[1], hash) end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'type', 'key', 'op', op, 'hash', hash)
+redis.call('SET', KEYS[3], 'LAYOUT_VERSION', 'NX')
+return old
+""".replace("'LAYOUT_VERSION'", f"'{LAYOUT_VERSION}'")

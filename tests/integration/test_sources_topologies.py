@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from proxy.keys import KeyRing
+from proxy.keys import KeyRing, hash_key
 from proxy.release import publisher
 from proxy.release.changeset import Document
 from proxy.sources.redis import RedisSource
@@ -94,6 +94,34 @@ async def test_cluster_publish_and_follow(cluster):
         await until(lambda: ring.lookup(raw) is None, timeout=1.0, what="revocation")
         state, target = publisher.state_at(client, "eu", 1)
         assert target.flags == {"a": ON} and state.version == 2
+    finally:
+        await stop(task)
+
+
+async def test_cluster_key_writes_and_refresh(cluster):
+    """On a Cluster, flagedge:keys and flagedge:events are in different slots: a key write
+    and its announcement are two steps there, and the periodic re-read is the safety net."""
+    url = cluster[0].url
+    client = sync_client(url, cluster=True)
+    assert client.keyslot(layout.KEYS) != client.keyslot(layout.EVENTS)
+    publisher.push(client, "prod", Document({"a": ON}))
+    raw, rec = keys.create(client, "prod", "client", "web")
+    assert client.get(layout.LAYOUT) == b"1"
+    store, ring = Store(), KeyRing()
+    source = RedisSource(url, store, ring, cluster=True, block_ms=1000, keys_refresh=0.2)
+    task = asyncio.create_task(source.run())
+    try:
+        await until(lambda: source.ready and ring.lookup(raw) is not None, timeout=10,
+                    what="cluster load")
+        other, _ = await asyncio.to_thread(keys.create, client, "prod", "server", "svc")
+        await until(lambda: ring.lookup(other) is not None, timeout=5, what="announced key")
+        client.hdel(layout.KEYS, hash_key(raw))  # no announcement (a lost second step)
+        await until(lambda: ring.lookup(raw) is None, timeout=5, what="refresh revocation")
+        assert ring.lookup(other) is not None
+        assert await asyncio.to_thread(keys.revoke, client, hash_key(other)) is not None
+        await until(lambda: ring.lookup(other) is None, timeout=5, what="announced revocation")
+        with pytest.raises(LookupError):
+            keys.revoke(client, rec.id)  # already gone
     finally:
         await stop(task)
 

@@ -253,7 +253,12 @@ async def test_worker_snapshots_are_summed(tmp_path):
     other.hot.count_exposures("e", (("f", "on", "STATIC"),))
     snap = other.hot.snapshot()
     (tmp_path / "worker-999999.json").write_bytes(__import__("orjson").dumps(snap))
-    mine = Metrics(Store(), tmp_path)
+    from proxy.model import Change, FlagSet
+
+    store = Store()  # exposures of flags the store does not serve are pruned at scrape time
+    store.publish("e", FlagSet(flags={"f": None}, version=1, epoch="x"),  # type: ignore[dict-item]
+                  Change(env="e", version=1, reset=True))
+    mine = Metrics(store, tmp_path)
     mine.hot.observe_request("/x", 200, 0.002)
     mine.hot.count_exposures("e", (("f", "on", "STATIC"),))
     from prometheus_client.exposition import generate_latest
