@@ -456,7 +456,7 @@ class RedisSource:
                 or version != current.version + 1):
             if (current is not None and env not in self._stale and epoch == current.epoch
                     and 0 < version <= current.version
-                    and not _stream_id_after(self._last[env], current.revision)):
+                    and _stream_id(self._last[env]) <= _stream_id(current.revision)):
                 return True  # already in the snapshot we loaded
             log.info("gap env=%s local=%s entry=%s epoch=%s: full reload", env,
                      current.version if current else None, version, epoch)
@@ -514,16 +514,6 @@ def _reraise_if_cancelling() -> None:
         raise asyncio.CancelledError
 
 
-def _stream_id_after(a: str, b: str) -> bool:
-    """Stream entry id ``a`` comes after ``b`` ("MS-SEQ"; "" or malformed count as 0-0). An
-    entry at or below our version but after the write we hold is another history of those
-    numbers (a failover to a lagging replica), not a duplicate."""
-    def parts(x: str) -> tuple[int, int]:
-        ms, _, seq = x.partition("-")
-        return (int(ms), int(seq or 0)) if ms.isdigit() and (seq or "0").isdigit() else (0, 0)
-    return parts(a) > parts(b)
-
-
 def _names(keys: frozenset[str], limit: int = 5) -> str:
     items = sorted(keys)
     text = ",".join(items[:limit])
@@ -531,9 +521,11 @@ def _names(keys: frozenset[str], limit: int = 5) -> str:
 
 
 def _stream_id(entry_id: str | None) -> tuple[int, int]:
-    """A stream entry id as a comparable (ms, seq); None sorts first."""
+    """A stream entry id as a comparable (ms, seq); None, "" or malformed sort first. An
+    entry at or below our version but after the write we hold is another history of those
+    numbers (a failover to a lagging replica), not a duplicate."""
     ms, _, seq = (entry_id or "0-0").partition("-")
-    return int(ms), int(seq or 0)
+    return (int(ms), int(seq or 0)) if ms.isdigit() and (seq or "0").isdigit() else (0, 0)
 
 
 def _is_redis_fault(exc: BaseException) -> bool:
