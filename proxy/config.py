@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "FLAGEDGE_"
-# Other spellings accepted (the CLI's Redis commands read FLAGEDGE_REDIS_URL).
-ALIASES = {"redis_url": "redis"}
+# Other spellings accepted (the CLI's Redis commands read FLAGEDGE_REDIS_URL; FLAGEDGE_SECRET
+# is the stream-token secret's older name). The canonical name wins when both are set.
+ALIASES = {"redis_url": "redis", "secret": "stream_secret"}
 
 
 class SettingsError(ValueError):
@@ -44,7 +45,9 @@ class Settings:
     max_context_depth: int = 10
     max_context_items: int = 1_000
     stream_token_ttl: int = 86_400  # seconds per stream-token validity window
-    stream_secret: str | None = None  # HMAC secret when Redis cannot supply flagedge:secret
+    # Stream-token HMAC secret (also FLAGEDGE_SECRET). With Redis, flagedge:secret is used
+    # when this is unset; offline, unset means a random secret per serve (tokens die with it).
+    stream_secret: str | None = None
     inactivity_delay: int = 120  # eventStreams inactivityDelaySec
     sse_max_per_key: int = 10_000  # open SSE streams per API key, per worker (429 beyond)
     sse_max_connections: int = 20_000  # open SSE streams per worker process (503 beyond)

@@ -76,7 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--rate-burst", type=float, help="token bucket size (default: the rate, at least 1)")
     a("--body-limit", type=int, help="max request body bytes (default 65536)")
     a("--cache-size", type=int, help="bulk result cache entries (default 10000)")
-    a("--stream-secret", help="stream-token HMAC secret when Redis cannot supply one")
+    a("--stream-secret", help="stream-token HMAC secret (FLAGEDGE_SECRET); default: Redis's "
+      "flagedge:secret, or random per serve offline")
     a("--log-level", help="debug, info, warning, error (default info)")
     a("--no-access-log", dest="access_log", action="store_const", const=False,
       help="disable the (query-string-free) access log")
@@ -111,6 +112,16 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             print(f"flagedge serve: --keys: {exc}", file=sys.stderr)
             return 2
+    if (settings.workers > 1 and settings.flags is not None and not settings.stream_secret
+            and not settings.no_auth):
+        # Offline there is no Redis to share a token secret: one random secret for all the
+        # workers (in their 0600 settings file), so a token from one opens streams on another.
+        import secrets
+
+        print("flagedge serve: warning: no stream_secret (FLAGEDGE_SECRET) set: stream tokens "
+              "are signed with a random secret of this serve; they stop working when it "
+              "restarts and are refused by other replicas", file=sys.stderr)
+        settings = settings.replace(stream_secret=secrets.token_urlsafe(32))
     temp_metrics = None
     if settings.workers > 1 and settings.metrics_dir is None:
         # Workers share counters through snapshots in one directory (see api/metrics.py).

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import secrets
@@ -74,13 +73,17 @@ class Runtime:
 
 
 def _fallback_secret(settings: Settings) -> bytes:
-    """Stream-token secret where Redis cannot supply ``flagedge:secret``: the configured one,
-    else one derived from the keys file (same on every worker/replica given the same file),
-    else random (tokens then work on this process only)."""
+    """Stream-token secret where Redis cannot supply ``flagedge:secret``: the configured
+    ``stream_secret`` (FLAGEDGE_SECRET), else random for this process. Never derived from the
+    keys file: that holds no secret (hashes an operator may hand around), so anyone with a
+    copy could mint tokens. (``serve --workers N`` offline draws one random secret for all
+    its workers and warns there.)"""
     if settings.stream_secret:
         return settings.stream_secret.encode()
-    if settings.keys is not None and settings.keys.exists():
-        return hashlib.sha256(b"flagedge-stream-token\0" + settings.keys.read_bytes()).digest()
+    if settings.flags is not None and not settings.no_auth:
+        log.warning("no stream_secret (FLAGEDGE_SECRET) set: stream tokens are signed with a "
+                    "random secret of this process; they stop working when it restarts and "
+                    "are refused by other replicas")
     return secrets.token_bytes(32)
 
 
@@ -127,10 +130,12 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
     rt = runtime or build_runtime(settings)
     if start_sources and not rt.sources:
         rt.sources = _build_sources(settings, rt.store, rt.keyring)
-        if settings.flags is None and not settings.stream_secret:
-            # Every replica signs stream tokens with Redis's flagedge:secret once it is known.
-            source = rt.sources[0]
+        source = rt.sources[0]
+        if isinstance(source, RedisSource) and not settings.stream_secret:
+            # Every replica signs stream tokens with Redis's flagedge:secret once it is known,
+            # and still accepts those signed with the one before a data loss.
             rt.tokens.provider = lambda: source.secret
+            rt.tokens.previous = lambda: source.previous_secret
 
     ofrep = OfrepApi(settings, rt.store, rt.auth, rt.tokens, rt.metrics.hot, rt.cache,
                      rt.source_ready if start_sources else (lambda: True))
