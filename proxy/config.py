@@ -48,6 +48,7 @@ class Settings:
     # Stream-token HMAC secret (also FLAGEDGE_SECRET). With Redis, flagedge:secret is used
     # when this is unset; offline, unset means a random secret per serve (tokens die with it).
     stream_secret: str | None = None
+    metrics_key: str | None = None  # when set, /metrics needs 'Authorization: Bearer <it>'
     inactivity_delay: int = 120  # eventStreams inactivityDelaySec
     sse_max_per_key: int = 10_000  # open SSE streams per API key, per worker (429 beyond)
     sse_max_connections: int = 20_000  # open SSE streams per worker process (503 beyond)

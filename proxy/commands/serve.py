@@ -78,6 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--cache-size", type=int, help="bulk result cache entries (default 10000)")
     a("--stream-secret", help="stream-token HMAC secret (FLAGEDGE_SECRET); default: Redis's "
       "flagedge:secret, or random per serve offline")
+    a("--metrics-key", help="require 'Authorization: Bearer KEY' on /metrics (FLAGEDGE_METRICS_KEY)")
     a("--log-level", help="debug, info, warning, error (default info)")
     a("--no-access-log", dest="access_log", action="store_const", const=False,
       help="disable the (query-string-free) access log")

@@ -29,7 +29,7 @@ from proxy.api.bulk_body import ofrep_item
 from proxy.api.cache import ResultCache
 from proxy.api.fastpath import FastOfrep
 from proxy.api.health import Health
-from proxy.api.metrics import Metrics
+from proxy.api.metrics import Metrics, MetricsAccess
 from proxy.api.ofrep import OfrepApi
 from proxy.api.openapi import OpenApi
 from proxy.api.streams import StreamsApi
@@ -116,7 +116,7 @@ def build_runtime(settings: Settings, store: Store | None = None,
     if settings.flags is not None and settings.keys is None and not settings.no_auth:
         log.warning("offline mode (--flags) without --keys or --no-auth: every request is 401")
     cache = ResultCache(settings.cache_size)
-    metrics = Metrics(store, settings.metrics_dir)
+    metrics = Metrics(store, settings.metrics_dir, MetricsAccess(settings.metrics_key))
     metrics.hot.cache = cache
     return Runtime(settings=settings, store=store, keyring=keyring, tokens=tokens, auth=auth,
                    cache=cache, metrics=metrics, openapi=OpenApi())
@@ -139,7 +139,9 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
 
     ofrep = OfrepApi(settings, rt.store, rt.auth, rt.tokens, rt.metrics.hot, rt.cache,
                      rt.source_ready if start_sources else (lambda: True))
-    health = Health(rt.store, rt.source_ready if start_sources else (lambda: True))
+    health = Health(rt.store, rt.source_ready if start_sources else (lambda: True),
+                    source="rules file" if settings.flags is not None else "redis",
+                    access=rt.metrics.access)
     admin = AdminApi(settings, rt.store, rt.auth, ofrep.source_ready)
     routes: list[BaseRoute] = [*ofrep.routes(), *admin.routes(), *health.routes(),
                                *rt.openapi.routes()]
