@@ -9,7 +9,8 @@ The body is what a load balancer needs and no more, since /readyz is open to the
 a status and a short reason from a fixed vocabulary ("redis unreachable", "stale: 2
 environments"), never the source's own error text (Redis errors name internal addresses).
 The full reasons go to the log when they change. The served version of each environment
-(``envs``) is listed only to those who may read /metrics, which shows as much.
+(``envs``) is listed only to those who may read /metrics, which shows as much (and, with an
+``admin_port``, only on that port).
 """
 
 from __future__ import annotations
@@ -30,12 +31,14 @@ log = logging.getLogger("flagedge.health")
 
 class Health:
     def __init__(self, store: Store, source_ready: Callable[[], bool], *,
-                 source: str = "rules source", access: MetricsAccess | None = None):
-        """``source`` names the rules source in reasons ("redis", "rules file")."""
+                 source: str = "rules source", access: MetricsAccess | None = None,
+                 details: Callable[[Request], bool] | None = None):
+        """``source`` names the rules source in reasons ("redis", "rules file");
+        ``details(request)``: may it see ``envs`` (default: whoever may read /metrics)."""
         self.store = store
         self.source_ready = source_ready
         self.source = source
-        self.access = access or MetricsAccess()
+        self.details = details or (access or MetricsAccess()).allows
         self._logged: object = None  # the last details logged (log on change only)
 
     def routes(self) -> list[Route]:
@@ -75,6 +78,6 @@ class Health:
 
     async def readyz(self, request: Request) -> Response:
         status, body = self.state()
-        if self.access.allows(request):
+        if self.details(request):
             body["envs"] = dict(self.store.versions())
         return json_response(body, status)

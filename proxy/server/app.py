@@ -21,6 +21,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from proxy.api import demo, errors
 from proxy.api.admin import AdminApi
@@ -139,13 +140,12 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
 
     ofrep = OfrepApi(settings, rt.store, rt.auth, rt.tokens, rt.metrics.hot, rt.cache,
                      rt.source_ready if start_sources else (lambda: True))
-    health = Health(rt.store, rt.source_ready if start_sources else (lambda: True),
-                    source="rules file" if settings.flags is not None else "redis",
-                    access=rt.metrics.access)
+    health = _health(rt, settings, start_sources, public=True)
     admin = AdminApi(settings, rt.store, rt.auth, ofrep.source_ready)
     routes: list[BaseRoute] = [*ofrep.routes(), *admin.routes(), *health.routes(),
                                *rt.openapi.routes()]
-    routes.append(Route("/metrics", rt.metrics.endpoint, methods=["GET"]))
+    if not settings.admin_port:
+        routes.append(Route("/metrics", rt.metrics.endpoint, methods=["GET"]))
     routes += _surfaces(rt)
     routes += extra_routes or []
 
@@ -158,7 +158,43 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
     # otherwise), CORS preflights and errors included.
     app.add_middleware(FastOfrep, metrics=rt.metrics, ofrep=ofrep,
                        cors=bool(settings.cors_origins))
+    if settings.admin_port:  # outermost: the admin port's requests see nothing else
+        app.add_middleware(AdminListener, port=settings.admin_port,
+                           admin=_admin_app(rt, settings, start_sources))
     return app
+
+
+def _health(rt: Runtime, settings: Settings, start_sources: bool, *, public: bool) -> Health:
+    """/healthz and /readyz; with an admin port, the public one lists no environments."""
+    access = rt.metrics.access
+    return Health(rt.store, rt.source_ready if start_sources else (lambda: True),
+                  source="rules file" if settings.flags is not None else "redis",
+                  access=access, details=(lambda _r: False) if public and settings.admin_port
+                  else access.allows)
+
+
+def _admin_app(rt: Runtime, settings: Settings, start_sources: bool) -> Starlette:
+    health = _health(rt, settings, start_sources, public=False)
+    return Starlette(routes=[Route("/metrics", rt.metrics.endpoint, methods=["GET"]),
+                             *health.routes()],
+                     exception_handlers={404: _not_found, 405: _not_allowed,
+                                         Exception: _internal_error})
+
+
+class AdminListener:
+    """Requests that came in on ``admin_port`` (uvicorn puts the local address of the
+    connection in ``scope["server"]``; a client cannot choose it) go to the admin app; all
+    else, lifespan included, to the main app. ``serve`` binds both ports (commands/serve.py)."""
+
+    def __init__(self, app: ASGIApp, port: int, admin: ASGIApp):
+        self.app, self.port, self.admin = app, port, admin
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        server = scope.get("server")
+        if server is not None and server[1] == self.port and scope["type"] == "http":
+            await self.admin(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
 def _lifespan(rt: Runtime, settings: Settings

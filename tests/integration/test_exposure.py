@@ -213,3 +213,32 @@ def _umask_world_readable():
         yield
     finally:
         os.umask(old)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_admin_port_serves_metrics_and_readiness_apart(proxy_factory, workers):
+    admin_port = free_port()
+    server = proxy_factory(extra_args=["--admin-port", str(admin_port),
+                                       "--workers", str(workers)])
+    server.push(DOC, wait=False)
+    key = server.create_key("client")
+    admin = f"http://127.0.0.1:{admin_port}"
+    wait_until(lambda: httpx.get(f"{admin}/readyz").json().get("envs") == {"test": 1},
+               timeout=10, what="version 1 served")
+    # Fresh connections: with --workers 2 the kernel hands them to either worker.
+    for _ in range(6):
+        assert httpx.get(f"{server.url}/metrics").status_code == 404
+        public = httpx.get(f"{server.url}/readyz")
+        assert public.json() == {"status": "ok"}  # no environments on the public port
+        scrape = httpx.get(f"{admin}/metrics")
+        assert scrape.status_code == 200 and 'flagedge_ruleset_version{env="test"}' in scrape.text
+        assert httpx.get(f"{admin}/healthz").json() == {"status": "ok"}
+        # Only the admin routes there; evaluations stay on the main port.
+        r = httpx.post(f"{admin}{BULK}", json={}, headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 404
+        r = httpx.post(f"{server.url}{BULK}", json={},
+                       headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 200
+    # The public port's requests are counted on the admin port's scrape.
+    assert 'route="/ofrep/v1/evaluate/flags"' in httpx.get(f"{admin}/metrics").text
+    assert server.stop() in (0, None)
