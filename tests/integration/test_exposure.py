@@ -136,6 +136,21 @@ def test_offline_token_secret_is_stream_secret_not_the_keys_file(proxy_server, p
     assert open_status(a, EVENTS, token=token_of(other, key))[0] == 401
 
 
+def test_offline_workers_share_a_random_secret_and_warn(proxy_server, proxy_factory,
+                                                       redis_server, tmp_path):
+    key = proxy_server.create_key("client")
+    keys_file = tmp_path / "keys.json"
+    export_keys(redis_server, keys_file)
+    flags = tmp_path / "flags.json"
+    flags.write_bytes(orjson.dumps(DOC))
+    server = proxy_factory(redis=None, wait="readyz", extra_args=[
+        "--flags", str(flags), "--keys", str(keys_file), "--workers", "2"])
+    assert "no stream_secret (FLAGEDGE_SECRET) set" in server.logs()
+    # Fresh connections land on either worker: each accepts the other's tokens.
+    for _ in range(8):
+        assert open_status(server, EVENTS, token=token_of(server, key))[0] == 200
+
+
 async def test_token_from_before_redis_data_loss_still_opens_events(proxy_server,
                                                                      redis_server):
     proxy_server.push(DOC)
