@@ -185,9 +185,8 @@ def validate(s: Settings) -> None:
     if s.workers < 1:
         raise SettingsError("workers: must be at least 1")
     if s.admin_port and (not 0 < s.admin_port < 65536 or s.admin_port == s.port):
-        raise SettingsError(f"admin_port: {s.admin_port} is not a TCP port other than port")
-    if s.admin_port < 0:
-        raise SettingsError(f"admin_port: {s.admin_port} is not a TCP port (0: no admin port)")
+        raise SettingsError(f"admin_port: {s.admin_port} is not a TCP port other than port "
+                            "(0: no admin port)")
     if s.body_limit < 256:
         raise SettingsError("body_limit: must be at least 256 bytes")
     if s.rate_limit < 0 or s.rate_burst < 0:
