@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "FLAGEDGE_"
-# Other spellings accepted (the CLI's Redis commands read FLAGEDGE_REDIS_URL).
-ALIASES = {"redis_url": "redis"}
+# Other spellings accepted (the CLI's Redis commands read FLAGEDGE_REDIS_URL; FLAGEDGE_SECRET
+# is the stream-token secret's older name). The canonical name wins when both are set.
+ALIASES = {"redis_url": "redis", "secret": "stream_secret"}
 
 
 class SettingsError(ValueError):
@@ -45,7 +46,13 @@ class Settings:
     max_context_depth: int = 10
     max_context_items: int = 1_000
     stream_token_ttl: int = 86_400  # seconds per stream-token validity window
-    stream_secret: str | None = None  # HMAC secret when Redis cannot supply flagedge:secret
+    # Stream-token HMAC secret (also FLAGEDGE_SECRET). With Redis, flagedge:secret is used
+    # when this is unset; offline, unset means a random secret per serve (tokens die with it).
+    stream_secret: str | None = None
+    metrics_key: str | None = None  # when set, /metrics needs 'Authorization: Bearer <it>'
+    # A second listener for /metrics, /readyz and /healthz (0: none); when set, the main port
+    # has no /metrics and its /readyz lists no environments.
+    admin_port: int = 0
     inactivity_delay: int = 120  # eventStreams inactivityDelaySec
     sse_max_per_key: int = 10_000  # open SSE streams per API key, per worker (429 beyond)
     sse_max_connections: int = 20_000  # open SSE streams per worker process (503 beyond)
@@ -178,6 +185,9 @@ def validate(s: Settings) -> None:
         raise SettingsError(f"port: {s.port} is not a TCP port")
     if s.workers < 1:
         raise SettingsError("workers: must be at least 1")
+    if s.admin_port and (not 0 < s.admin_port < 65536 or s.admin_port == s.port):
+        raise SettingsError(f"admin_port: {s.admin_port} is not a TCP port other than port "
+                            "(0: no admin port)")
     if s.body_limit < 256:
         raise SettingsError("body_limit: must be at least 256 bytes")
     if s.rate_limit < 0 or s.rate_burst < 0:

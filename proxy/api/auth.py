@@ -1,6 +1,11 @@
 """Who is calling: API keys (header, or on stream URLs ``?key=``/signed ``?token=``), their
 kind (client < server < admin), their environment, and a per-key token-bucket rate limit.
 
+URLs end up in browser history, proxy logs and Referer headers, so what a URL may carry is
+narrow: ``?key=`` only a client key (a server or admin key there is refused, 401, even when
+it is valid), ``?token=`` only on the stream its scope names (the OFREP events stream, see
+``proxy.api.tokens``) and only while the key it names is live with the same env and kind.
+
 Keys are looked up by hash in a key ring fed by Redis (or ``--keys FILE``); the raw key is
 never stored or logged. Which key a caller holds, and whether it outranks a need, is decided
 in ``proxy.keys`` (shared with every surface that takes a key); this module reads the key
@@ -29,6 +34,9 @@ from proxy.keys import identify as identify_key  # Authenticator.identify is the
 log = logging.getLogger("flagedge.auth")
 
 NOT_LOADED = "API keys are not loaded yet (key source unreachable)"
+KEY_IN_URL = ("server and admin keys are not accepted in URLs (?key=): send them in the "
+              "Authorization header")
+TOKEN_SCOPE = "stream tokens open only /ofrep/v1/events; send an API key header here"
 
 
 def header_map(request: Request) -> dict[bytes, bytes]:
@@ -85,8 +93,10 @@ class Authenticator:
                         " use this for local development only", env)
 
     # -- identification ------------------------------------------------------------------
-    def identify(self, request: Request, *, stream: bool = False,
+    def identify(self, request: Request, *, stream: bool = False, token_scope: str | None = None,
                  headers: Mapping[bytes, bytes] | None = None) -> Principal | Response:
+        """``stream``: the URL may carry ``?key=`` (client keys) or ``?token=`` (accepted
+        only when its scope is ``token_scope``)."""
         if self.no_auth:
             return self._anonymous
         if headers is None:
@@ -101,12 +111,14 @@ class Authenticator:
         else:
             x_key = headers.get(b"x-api-key")
             api_key = x_key.decode("latin-1") if x_key is not None else None
+        in_url = False
         if api_key is None and stream:
             params = request.query_params
             token = params.get("token")
             if token is not None:
-                return self._from_token(token)
+                return self._from_token(token, token_scope)
             api_key = params.get("key")
+            in_url = api_key is not None
         if not api_key:
             return errors.unauthorized("missing API key (Authorization: Bearer, or X-API-Key)")
         # The memo is keyed by the key's sha256, like the key ring: no raw secret is kept as a
@@ -127,20 +139,26 @@ class Authenticator:
                 self._known.clear()
             # Hot-path memo of found keys; any revocation or change clears it (on_key_changed).
             self._known[digest] = principal
+        if in_url and principal.kind != "client":
+            return errors.unauthorized(KEY_IN_URL)
         return principal
 
-    def _from_token(self, token: str) -> Principal | Response:
+    def _from_token(self, token: str, scope: str | None) -> Principal | Response:
         if not keys_loaded(self.keyring):
             return errors.unavailable(NOT_LOADED)
         grant = self.tokens.verify(token)
         if grant is None:
             return errors.unauthorized("invalid or expired stream token")
-        # Is the key the token was issued to still valid? (Revocation ends its streams too.)
+        if scope is None or grant.scope != scope:
+            return errors.unauthorized(TOKEN_SCOPE)
+        # Is the key the token was issued to still live, as it was? (Revocation ends its
+        # streams too; a key re-written with another env or kind does not keep its tokens.)
         holder = self.keyring.by_id(grant.key_id) if self.keyring is not None else None
-        if holder is None:
-            return errors.unauthorized("the key behind this stream token was revoked")
-        # The key's own rate limit follows its token (else the token would bypass it).
-        return Principal(env=grant.env, kind=grant.kind, key_id=grant.key_id, via_token=True,
+        if holder is None or (holder.env, holder.kind) != (grant.env, grant.kind):
+            return errors.unauthorized("the key behind this stream token was revoked or changed")
+        # A token opens what a client key opens, whatever key minted it; the key's own rate
+        # limit follows its token (else the token would bypass it).
+        return Principal(env=grant.env, kind="client", key_id=grant.key_id, via_token=True,
                          rate_limit=holder.rate_limit)
 
     def on_key_changed(self, record: KeyRecord) -> None:
@@ -150,9 +168,11 @@ class Authenticator:
 
     # -- authorisation + rate limit -------------------------------------------------------
     def authorize(self, request: Request, need: str, *, stream: bool = False,
+                  token_scope: str | None = None,
                   headers: Mapping[bytes, bytes] | None = None) -> Principal | Response:
         """The caller if it may do something that needs kind ``need``; else a 401/403/429."""
-        principal = self.identify(request, stream=stream, headers=headers)
+        principal = self.identify(request, stream=stream, token_scope=token_scope,
+                                  headers=headers)
         if isinstance(principal, Response):
             return principal
         if not principal.allows(need):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import hmac
 import os
 import time
 from collections.abc import Callable, Container, Iterator
@@ -34,6 +35,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from proxy.api import errors
 from proxy.model import Change
 from proxy.store import Store
 
@@ -312,17 +314,41 @@ class FlagedgeCollector:
         yield rejected
 
 
+class MetricsAccess:
+    """Who may read /metrics (every environment's name, version, flags and variants) and the
+    details of /readyz: anyone when no ``metrics_key`` is set, else only a request with
+    ``Authorization: Bearer <metrics_key>`` (compared in constant time)."""
+
+    def __init__(self, key: str | None = None):
+        self._key = key.encode() if key else None
+
+    @property
+    def open(self) -> bool:
+        return self._key is None
+
+    def allows(self, request: Request) -> bool:
+        if self._key is None:
+            return True
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            value.strip().encode("latin-1", "replace"), self._key)
+
+
 class Metrics:
     """The app's metrics: hot counters, a registry to scrape, the ASGI timing middleware."""
 
-    def __init__(self, store: Store, directory: Path | None = None):
+    def __init__(self, store: Store, directory: Path | None = None,
+                 access: MetricsAccess | None = None):
+        self.access = access or MetricsAccess()
         self.hot = HotMetrics()
         self.directory = directory
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(FlagedgeCollector(self.hot, store, directory))  # type: ignore[arg-type]
         store.subscribe(self.hot.on_change)
 
-    async def endpoint(self, _request: Request) -> Response:
+    async def endpoint(self, request: Request) -> Response:
+        if not self.access.allows(request):
+            return errors.unauthorized("/metrics needs 'Authorization: Bearer <metrics_key>'")
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
     def middleware(self, app: ASGIApp) -> ASGIApp:

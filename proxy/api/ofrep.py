@@ -220,6 +220,9 @@ class OfrepApi:
         return self.bodies.body(env, flag_set, evaluate_all(flag_set, context))
 
     def _event_streams(self, request: Request, principal: Principal) -> tuple[bytes, int | None]:
+        """The eventStreams entry: the events stream URL with a token for it. Every kind of
+        key gets one: the token opens that stream only (change notifications, no flag data;
+        proxy.api.tokens), which a server-side OFREP provider may follow without headers."""
         window = None if self.auth.no_auth else self.tokens.window()
         root = request.scope.get("root_path", "")
         memo_key = (principal.env, principal.kind, principal.key_id, window, root)

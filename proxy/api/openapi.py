@@ -134,9 +134,16 @@ SCHEMAS: dict[str, Any] = {
         "context": _ref("context"), "flag": {"type": "object"}}},
     "health": {"type": "object", "required": ["status"], "properties": {
         "status": {"type": "string", "enum": ["ok", "degraded", "unavailable"]},
-        "reason": {"type": "string"},
-        "envs": {"type": "object", "additionalProperties": {"type": "integer"}}}},
+        "reason": {"type": "string", "description": "A short fixed phrase ('redis "
+                   "unreachable', 'stale: 2 environments'); the details are in the log"},
+        "envs": {"type": "object", "additionalProperties": {"type": "integer"},
+                 "description": "Version per environment: only to whom may read /metrics "
+                                "(metrics_key; with admin_port, on that port only)"}}},
 }
+
+_KEY_QUERY = {"in": "query", "name": "key", "required": False, "schema": {"type": "string"},
+              "description": "A client key (EventSource cannot send headers); server and "
+                             "admin keys are refused here (401): send them in a header"}
 
 _NOT_MODIFIED_PARAMS = [
     {"in": "header", "name": "If-None-Match", "required": False, "schema": {"type": "string"},
@@ -151,8 +158,7 @@ _NOT_MODIFIED_PARAMS = [
 def _stream(summary: str, params: list[dict[str, Any]]) -> dict[str, Any]:
     return {"get": {
         "tags": ["flagedge streams"], "summary": summary,
-        "parameters": [*params, {"in": "query", "name": "token", "required": False,
-                                 "schema": {"type": "string"}, "description": "Stream token"},
+        "parameters": [*params, _KEY_QUERY,
                        {"in": "header", "name": "Last-Event-ID", "required": False,
                         "schema": {"type": "string"}, "description": "Version to resume from"}],
         "responses": {"200": {"description": "text/event-stream",
@@ -181,7 +187,10 @@ def _ofrep_paths() -> dict[str, Any]:
     events = {"get": {
         "tags": ["OFREP extensions"], "summary": "Change notifications (SSE, OFREP ADR-0008)",
         "parameters": [{"in": "query", "name": "token", "required": False,
-                        "schema": {"type": "string"}, "description": "Signed stream token"}],
+                        "schema": {"type": "string"}, "description":
+                        "Signed stream token from the bulk response's eventStreams: opens "
+                        "this stream only, while its key is live, for 1-2 x stream_token_ttl"},
+                       _KEY_QUERY],
         "responses": {"200": {"description": "text/event-stream of refetchEvaluation messages",
                               "content": {"text/event-stream": {"schema": {"type": "string"}}}},
                       **_AUTH_ERRORS}}}
@@ -230,9 +239,13 @@ def _flagedge_paths() -> dict[str, Any]:
         "/v1/stream/rules": _stream("The flagd document, pushed (server keys)", []),
         "/healthz": {"get": {"tags": ["ops"], "responses": {"200": _json("health", "Up")}}},
         "/readyz": health,
-        "/metrics": {"get": {"tags": ["ops"], "security": [], "responses": {"200": {
-            "description": "Prometheus text format",
-            "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/metrics": {"get": {
+            "tags": ["ops"], "security": [{"BearerAuth": []}, {}],
+            "description": "Open unless metrics_key is set (then 'Authorization: Bearer "
+                           "<metrics_key>'); with admin_port set, served on that port only",
+            "responses": {"200": {"description": "Prometheus text format",
+                                  "content": {"text/plain": {"schema": {"type": "string"}}}},
+                          "401": _json("authError", "metrics_key missing or wrong")}}},
     }
 
 

@@ -9,7 +9,8 @@
 
 Every stream: ``id:`` is the environment's state id (``VERSION-TAG``, the tag naming its
 epoch and write: :func:`proxy.model.state_id`), ``Last-Event-ID`` resumes, a ``retry:``
-hint comes first, a heartbeat comment every 15 s, auth by header or ``?token=``/``?key=``.
+hint comes first, a heartbeat comment every 15 s, auth by header or ``?key=`` (client keys
+only); a signed ``?token=`` opens the events stream only (``proxy.api.tokens``).
 Per-connection queues and coalescing live in :mod:`proxy.streams.fanout`; the fan-out (and
 the Redis client of its resume history) is built by ``proxy.server.app`` and handed in. Query
 strings (keys, tokens, contexts) are never logged here.
@@ -40,6 +41,7 @@ from proxy.api import errors
 from proxy.api.auth import Authenticator
 from proxy.api.context import BadContext, check_context
 from proxy.api.metrics import Metrics
+from proxy.api.tokens import EVENTS
 from proxy.api.transport import body_writer, connection_transport
 from proxy.config import Settings
 from proxy.keys import KeyRecord, KeyRing
@@ -58,6 +60,7 @@ CAP_RETRY_AFTER_S = 5
 MAX_CONTEXT_PARAM = 16 * 1024  # characters of ?context= (base64url)
 
 _NEED = {StreamKind.EVENTS: "client", StreamKind.EVALUATED: "client", StreamKind.RULES: "server"}
+_TOKEN_SCOPE = {StreamKind.EVENTS: EVENTS}  # the streams a ?token= may open
 
 
 def decode_context(text: str | None, max_depth: int, max_items: int) -> dict[str, Any]:
@@ -168,7 +171,8 @@ class StreamsApi:
 
     # -- endpoints --------------------------------------------------------------------------
     async def _open(self, request: Request, kind: StreamKind) -> Response:
-        principal = self.auth.authorize(request, _NEED[kind], stream=True)
+        principal = self.auth.authorize(request, _NEED[kind], stream=True,
+                                        token_scope=_TOKEN_SCOPE.get(kind))
         if isinstance(principal, Response):
             return principal
         context = None

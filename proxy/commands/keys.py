@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -78,8 +79,17 @@ def _run(args: argparse.Namespace) -> int:
         return c.OK
     data = stored_keys.export(client, args.env)
     if args.output:
-        with open(args.output, "wb") as fh:
-            fh.write(data)
+        _write_private(args.output, data)
     else:
         sys.stdout.buffer.write(data)
     return c.OK
+
+
+def _write_private(path: str, data: bytes) -> None:
+    """Key hashes are not keys, but they name every key and its kind, env and rate limit:
+    the file is created 0600 (never world-readable for a moment, as a chmod after writing
+    would leave it). An existing file is truncated; its mode is tightened too."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        os.fchmod(fh.fileno(), 0o600)
+        fh.write(data)

@@ -80,7 +80,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--rate-burst", type=float, help="token bucket size (default: the rate, at least 1)")
     a("--body-limit", type=int, help="max request body bytes (default 65536)")
     a("--cache-size", type=int, help="bulk result cache entries (default 10000)")
-    a("--stream-secret", help="stream-token HMAC secret when Redis cannot supply one")
+    a("--stream-secret", help="stream-token HMAC secret (FLAGEDGE_SECRET); default: Redis's "
+      "flagedge:secret, or random per serve offline")
+    a("--metrics-key", help="require 'Authorization: Bearer KEY' on /metrics (FLAGEDGE_METRICS_KEY)")
+    a("--admin-port", type=int,
+      help="serve /metrics, /readyz, /healthz on this port too (and /metrics only there)")
     a("--log-level", help="debug, info, warning, error (default info)")
     a("--no-access-log", dest="access_log", action="store_const", const=False,
       help="disable the (query-string-free) access log")
@@ -97,7 +101,6 @@ def _stopped(signum: int, _frame: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import orjson
-    import uvicorn
 
     from proxy.config import SettingsError, load_settings
     from proxy.server.http_protocol import GatheringHttpToolsProtocol
@@ -115,6 +118,16 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             print(f"flagedge serve: --keys: {exc}", file=sys.stderr)
             return 2
+    if (settings.workers > 1 and settings.flags is not None and not settings.stream_secret
+            and not settings.no_auth):
+        # Offline there is no Redis to share a token secret: one random secret for all the
+        # workers (in their 0600 settings file), so a token from one opens streams on another.
+        import secrets
+
+        print("flagedge serve: warning: no stream_secret (FLAGEDGE_SECRET) set: stream tokens "
+              "are signed with a random secret of this serve; they stop working when it "
+              "restarts and are refused by other replicas", file=sys.stderr)
+        settings = settings.replace(stream_secret=secrets.token_urlsafe(32))
     temp_metrics = None
     if settings.workers > 1 and settings.metrics_dir is None:
         # Workers share counters through snapshots in one directory (see api/metrics.py).
@@ -142,7 +155,8 @@ def run(args: argparse.Namespace) -> int:
         os.environ["FLAGEDGE__SETTINGS_FILE"] = str(settings_file)
         signal.signal(signal.SIGTERM, _stopped)  # until uvicorn's supervisor takes SIGTERM
         try:
-            uvicorn.run("proxy.server.app:factory", factory=True, workers=settings.workers, **common)
+            _run_uvicorn("proxy.server.app:factory", common, settings.workers,
+                         settings.admin_port)
         finally:
             shutil.rmtree(private, ignore_errors=True)
             if temp_metrics is not None:
@@ -155,5 +169,29 @@ def run(args: argparse.Namespace) -> int:
         logging.config.dictConfig(common["log_config"])  # so create_app's warnings show
         app = create_app(settings)
         signal.signal(signal.SIGTERM, _stopped)
-        uvicorn.run(app, **common)
+        _run_uvicorn(app, common, 1, settings.admin_port)
     return 0
+
+
+def _run_uvicorn(app: Any, common: dict[str, Any], workers: int, admin_port: int) -> None:
+    """``uvicorn.run``, with a second listener when ``admin_port`` is set. uvicorn binds one
+    socket itself; here both are bound (by its own ``Config.bind_socket``) and handed to the
+    server, or with ``--workers N`` to its supervisor, which gives every worker both. The
+    app tells them apart by the port a request came in on (``proxy.server.app``)."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    factory = workers > 1
+    if not admin_port:
+        uvicorn.run(app, factory=factory, workers=workers, **common)
+        return
+    config = uvicorn.Config(app, factory=factory, workers=workers, **common)
+    admin = uvicorn.Config(app, **{**common, "port": admin_port})
+    sockets = [config.bind_socket(), admin.bind_socket()]
+    if workers > 1:
+        Multiprocess(config, sockets=sockets).run()
+        return
+    server = uvicorn.Server(config)
+    server.run(sockets=sockets)
+    if not server.started:
+        raise SystemExit(3)  # uvicorn's STARTUP_FAILURE, as uvicorn.run exits

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import secrets
@@ -22,6 +21,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from proxy.api import demo, errors
 from proxy.api.admin import AdminApi
@@ -30,7 +30,7 @@ from proxy.api.bulk_body import ofrep_item
 from proxy.api.cache import ResultCache
 from proxy.api.fastpath import FastOfrep
 from proxy.api.health import Health
-from proxy.api.metrics import Metrics
+from proxy.api.metrics import Metrics, MetricsAccess
 from proxy.api.ofrep import OfrepApi
 from proxy.api.openapi import OpenApi
 from proxy.api.streams import StreamsApi
@@ -74,13 +74,17 @@ class Runtime:
 
 
 def _fallback_secret(settings: Settings) -> bytes:
-    """Stream-token secret where Redis cannot supply ``flagedge:secret``: the configured one,
-    else one derived from the keys file (same on every worker/replica given the same file),
-    else random (tokens then work on this process only)."""
+    """Stream-token secret where Redis cannot supply ``flagedge:secret``: the configured
+    ``stream_secret`` (FLAGEDGE_SECRET), else random for this process. Never derived from the
+    keys file: that holds no secret (hashes an operator may hand around), so anyone with a
+    copy could mint tokens. (``serve --workers N`` offline draws one random secret for all
+    its workers and warns there.)"""
     if settings.stream_secret:
         return settings.stream_secret.encode()
-    if settings.keys is not None and settings.keys.exists():
-        return hashlib.sha256(b"flagedge-stream-token\0" + settings.keys.read_bytes()).digest()
+    if settings.flags is not None and not settings.no_auth:
+        log.warning("no stream_secret (FLAGEDGE_SECRET) set: stream tokens are signed with a "
+                    "random secret of this process; they stop working when it restarts and "
+                    "are refused by other replicas")
     return secrets.token_bytes(32)
 
 
@@ -114,7 +118,7 @@ def build_runtime(settings: Settings, store: Store | None = None,
     if settings.flags is not None and settings.keys is None and not settings.no_auth:
         log.warning("offline mode (--flags) without --keys or --no-auth: every request is 401")
     cache = ResultCache(settings.cache_size)
-    metrics = Metrics(store, settings.metrics_dir)
+    metrics = Metrics(store, settings.metrics_dir, MetricsAccess(settings.metrics_key))
     metrics.hot.cache = cache
     return Runtime(settings=settings, store=store, keyring=keyring, tokens=tokens, auth=auth,
                    cache=cache, metrics=metrics, openapi=OpenApi())
@@ -128,18 +132,21 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
     rt = runtime or build_runtime(settings)
     if start_sources and not rt.sources:
         rt.sources = _build_sources(settings, rt.store, rt.keyring)
-        if settings.flags is None and not settings.stream_secret:
-            # Every replica signs stream tokens with Redis's flagedge:secret once it is known.
-            source = rt.sources[0]
+        source = rt.sources[0]
+        if isinstance(source, RedisSource) and not settings.stream_secret:
+            # Every replica signs stream tokens with Redis's flagedge:secret once it is known,
+            # and still accepts those signed with the one before a data loss.
             rt.tokens.provider = lambda: source.secret
+            rt.tokens.previous = lambda: source.previous_secret
 
     ofrep = OfrepApi(settings, rt.store, rt.auth, rt.tokens, rt.metrics.hot, rt.cache,
                      rt.source_ready if start_sources else (lambda: True))
-    health = Health(rt.store, rt.source_ready if start_sources else (lambda: True))
+    health = _health(rt, settings, start_sources, public=True)
     admin = AdminApi(settings, rt.store, rt.auth, ofrep.source_ready)
     routes: list[BaseRoute] = [*ofrep.routes(), *admin.routes(), *health.routes(),
                                *rt.openapi.routes()]
-    routes.append(Route("/metrics", rt.metrics.endpoint, methods=["GET"]))
+    if not settings.admin_port:
+        routes.append(Route("/metrics", rt.metrics.endpoint, methods=["GET"]))
     routes += _surfaces(rt)
     routes += extra_routes or []
 
@@ -152,7 +159,43 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
     # otherwise), CORS preflights and errors included.
     app.add_middleware(FastOfrep, metrics=rt.metrics, ofrep=ofrep,
                        cors=bool(settings.cors_origins))
+    if settings.admin_port:  # outermost: the admin port's requests see nothing else
+        app.add_middleware(AdminListener, port=settings.admin_port,
+                           admin=_admin_app(rt, settings, start_sources))
     return app
+
+
+def _health(rt: Runtime, settings: Settings, start_sources: bool, *, public: bool) -> Health:
+    """/healthz and /readyz; with an admin port, the public one lists no environments."""
+    access = rt.metrics.access
+    return Health(rt.store, rt.source_ready if start_sources else (lambda: True),
+                  source="rules file" if settings.flags is not None else "redis",
+                  access=access, details=(lambda _r: False) if public and settings.admin_port
+                  else access.allows)
+
+
+def _admin_app(rt: Runtime, settings: Settings, start_sources: bool) -> Starlette:
+    health = _health(rt, settings, start_sources, public=False)
+    return Starlette(routes=[Route("/metrics", rt.metrics.endpoint, methods=["GET"]),
+                             *health.routes()],
+                     exception_handlers={404: _not_found, 405: _not_allowed,
+                                         Exception: _internal_error})
+
+
+class AdminListener:
+    """Requests that came in on ``admin_port`` (uvicorn puts the local address of the
+    connection in ``scope["server"]``; a client cannot choose it) go to the admin app; all
+    else, lifespan included, to the main app. ``serve`` binds both ports (commands/serve.py)."""
+
+    def __init__(self, app: ASGIApp, port: int, admin: ASGIApp):
+        self.app, self.port, self.admin = app, port, admin
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        server = scope.get("server")
+        if server is not None and server[1] == self.port and scope["type"] == "http":
+            await self.admin(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
 def _lifespan(rt: Runtime, settings: Settings

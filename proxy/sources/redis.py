@@ -53,6 +53,9 @@ class RedisSource:
         self.ready = False
         self.connected = False
         self.secret: bytes | None = None
+        # flagedge:secret as it was before Redis lost its data: stream tokens signed with it
+        # stay valid for their lifetime (proxy.api.tokens).
+        self.previous_secret: bytes | None = None
         self._last: dict[str, str] = {}  # env -> last change-stream id seen
         self._stale: dict[str, str] = {}  # env -> why Redis is not adopted (reload on any entry)
         self._events_id: str | None = None
@@ -182,6 +185,8 @@ class RedisSource:
         # first and created a new one), means Redis lost its data; an empty key hash then is
         # that loss, not a mass revocation. Every process and worker tells on its own.
         data_lost = self._events_id is not None and (not existed or self.secret != known)
+        if known is not None and self.secret != known:
+            self.previous_secret = known
         # Read the events position before the state it announces: later announcements are
         # then replayed by XREAD (applying them twice is harmless).
         events_last = await self._last_id(client, layout.EVENTS)

@@ -49,7 +49,8 @@ async def test_started_while_redis_down_serves_bootstrap_then_adopts_redis(
                            wait="readyz")
     client = http(server)
     status, body = await ready_state(client)
-    assert status == 200 and body["status"] == "degraded" and "bootstrap" in body["reason"]
+    assert status == 200 and body["status"] == "degraded" and "unreachable" in body["reason"]
+    assert "bootstrap env=test" in server.logs()  # the details are in the log
     async with Load(server.url, raw, "origin", workers=4, rate=25) as load:
         await load.wait_more(60)
         assert {s.body["value"] for s in load.samples} == {"bootstrap"}

@@ -2,8 +2,9 @@
 ``beta``; every value names its environment, so a leak shows in a body): a key or stream
 token for alpha never reads beta through evaluations (single, bulk), the three streams,
 ``/v1/rules``, explain or ``/v1/envs``, by header, ``?key=`` or ``?token=``; tampered,
-forged and expired tokens are refused; ``?key=``/``?token=`` only work on stream URLs;
-client keys cannot read raw rules or explain."""
+forged and expired tokens are refused; ``?key=``/``?token=`` only work on stream URLs (a
+token on the events stream only, ``?key=`` for client keys only); client keys cannot read
+raw rules or explain."""
 
 from __future__ import annotations
 
@@ -113,19 +114,22 @@ def test_tampered_forged_and_expired_tokens_are_refused(two_envs: TwoEnvs) -> No
     token = stream_token(two_envs, "alpha")
     payload_b64, mac_b64 = token.split(".")
     payload = base64.urlsafe_b64decode(payload_b64 + "=" * (-len(payload_b64) % 4)).decode()
-    env, kind, key_id, window = payload.split("|")
-    assert (env, kind) == ("alpha", "client")
+    version, scope, env, kind, key_id, window = payload.split("|")
+    assert (version, scope, env, kind) == ("v2", "events", "alpha", "client")
     beta_id = hash_key(two_envs.key("beta", "client"))[:12]
 
     def b64(text: str) -> str:
         return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
 
+    head = f"{version}|{scope}"
     tampered = {
-        "env": f"{b64(f'beta|{kind}|{key_id}|{window}')}.{mac_b64}",
-        "kind": f"{b64(f'{env}|server|{key_id}|{window}')}.{mac_b64}",
-        "key id": f"{b64(f'{env}|{kind}|{beta_id}|{window}')}.{mac_b64}",
-        "window": f"{b64(f'{env}|{kind}|{key_id}|{int(window) + 1}')}.{mac_b64}",
-        "extra field": f"{b64(f'{env}|{kind}|{key_id}|{window}|x')}.{mac_b64}",
+        "env": f"{b64(f'{head}|beta|{kind}|{key_id}|{window}')}.{mac_b64}",
+        "kind": f"{b64(f'{head}|{env}|server|{key_id}|{window}')}.{mac_b64}",
+        "key id": f"{b64(f'{head}|{env}|{kind}|{beta_id}|{window}')}.{mac_b64}",
+        "window": f"{b64(f'{head}|{env}|{kind}|{key_id}|{int(window) + 1}')}.{mac_b64}",
+        "extra field": f"{b64(f'{head}|{env}|{kind}|{key_id}|{window}|x')}.{mac_b64}",
+        "scope": f"{b64(f'{version}|rules|{env}|{kind}|{key_id}|{window}')}.{mac_b64}",
+        "old format": f"{b64(f'{env}|{kind}|{key_id}|{window}')}.{mac_b64}",
         "signature bit": f"{payload_b64}.{mac_b64[:-2]}{'A' if mac_b64[-2] != 'A' else 'B'}{mac_b64[-1]}",
         "no signature": f"{payload_b64}.",
         "signature only": f".{mac_b64}",
@@ -166,16 +170,20 @@ async def test_streams_deliver_only_their_environment(two_envs: TwoEnvs) -> None
     akey, askey = two_envs.key("alpha", "client"), two_envs.key("alpha", "server")
     bkey = two_envs.key("beta", "client")
     async with httpx.AsyncClient(base_url=s.url, timeout=httpx.Timeout(10, read=None)) as c:
-        # A client token does not open the rules stream; a client key neither.
-        assert (await c.get("/v1/stream/rules", params={"token": token})).status_code == 403
+        # A token opens the events stream only; a client key does not open the rules stream;
+        # a server key is not taken in a URL.
+        for path in ("/v1/stream/rules", "/v1/stream/evaluated"):
+            r = await c.get(path, params={"token": token, "context": ctx})
+            assert r.status_code == 401, path
         r = await c.get("/v1/stream/rules", headers={"Authorization": f"Bearer {akey}"})
         assert r.status_code == 403
+        assert (await c.get("/v1/stream/rules", params={"key": askey})).status_code == 401
         async with Stream(c, "/ofrep/v1/events", params={"token": token}) as ev_tok, \
                 Stream(c, f"/ofrep/v1/events?key={akey}") as ev_key, \
-                Stream(c, "/v1/stream/evaluated", params={"token": token, "context": ctx}) as eva, \
+                Stream(c, "/v1/stream/evaluated", key=akey, params={"context": ctx}) as eva, \
                 Stream(c, f"/v1/stream/evaluated?key={akey}&context={ctx}") as eva_key, \
                 Stream(c, "/v1/stream/rules", key=askey) as rules, \
-                Stream(c, f"/v1/stream/rules?key={askey}") as rules_key, \
+                Stream(c, "/v1/stream/rules", key=askey) as rules_key, \
                 Stream(c, "/ofrep/v1/events", key=bkey) as beta_events:
             for first in (await eva.next(), await eva_key.next(), await rules.next(),
                           await rules_key.next()):

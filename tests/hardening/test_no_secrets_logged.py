@@ -73,6 +73,10 @@ async def test_no_key_token_or_context_value_in_server_output(proxy_factory) -> 
             ("GET", f"/v1/stream/evaluated?key={ckey}&context={bad_ctx_param}", {}),
             ("GET", f"/ofrep/v1/events?key={unknown}", {}),
             ("GET", f"/ofrep/v1/events?token={token}x", {}),
+            # Refused (a token opens the events stream only; no server key in a URL), and
+            # still never logged.
+            ("GET", f"/v1/stream/evaluated?token={token}&context={ctx_param}", {}),
+            ("GET", f"/v1/stream/rules?key={skey}", {}),
             ("GET", f"/no/such/route?key={ckey}&context={ctx_param}", {}),
         ]
         statuses = []
@@ -84,8 +88,9 @@ async def test_no_key_token_or_context_value_in_server_output(proxy_factory) -> 
 
         async with Stream(c, uri) as s1, \
                 Stream(c, f"/v1/stream/evaluated?key={ckey}&context={ctx_param}") as s2, \
-                Stream(c, f"/v1/stream/evaluated?token={token}&context={ctx_param}") as s3, \
-                Stream(c, f"/v1/stream/rules?key={skey}") as s4, \
+                Stream(c, "/v1/stream/evaluated", key=ckey,
+                       params={"context": ctx_param}) as s3, \
+                Stream(c, "/v1/stream/rules", key=skey) as s4, \
                 Stream(c, f"/ofrep/v1/events?key={doomed}") as s5:
             await s2.next()
             await s4.next()

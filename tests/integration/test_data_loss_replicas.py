@@ -80,7 +80,7 @@ def test_every_process_detects_redis_data_loss(proxy_factory, redis_server):
             assert r.json()["value"] == 2
         for _ in range(HITS // 2):
             body = readyz(server)
-            assert body["status"] == "degraded" and "no data" in body["reason"], body
+            assert body["status"] == "degraded" and "stale" in body["reason"], body
             assert body["envs"]["test"] == v2
     # Each process told the loss on its own, not only the one that recreated the secret.
     for server, n in zip(servers, WORKERS, strict=True):

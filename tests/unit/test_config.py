@@ -87,3 +87,16 @@ def test_redis_url_aliases(tmp_path):
     assert s.redis == "redis://h:1/0"
     cfg = write(tmp_path, 'redis_url = "redis://t:2/0"\n')
     assert load_settings(cli={"config": cfg}, environ={}).redis == "redis://t:2/0"
+
+
+def test_stream_secret_alias_and_its_precedence():
+    assert load_settings(environ={"FLAGEDGE_SECRET": "old-name"}).stream_secret == "old-name"
+    both = {"FLAGEDGE_SECRET": "old-name", "FLAGEDGE_STREAM_SECRET": "canonical"}
+    assert load_settings(environ=both).stream_secret == "canonical"
+
+
+@pytest.mark.parametrize("port", ["-1", "70000", "8080"])
+def test_admin_port_must_be_another_tcp_port(port):
+    with pytest.raises(SettingsError, match="admin_port"):
+        load_settings(cli={"admin_port": port}, environ={})
+    assert load_settings(cli={"admin_port": "9090"}, environ={}).admin_port == 9090

@@ -9,7 +9,7 @@ import pytest
 from starlette.requests import Request
 
 from proxy.api.auth import Authenticator, Principal, TokenBucket
-from proxy.api.tokens import StreamTokens
+from proxy.api.tokens import EVENTS, StreamTokens
 from proxy.keys import KeyRecord, KeyRing, generate_key, hash_key
 
 
@@ -17,6 +17,11 @@ def request(headers: dict[str, str] | None = None, query: str = "") -> Request:
     raw = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     return Request({"type": "http", "method": "POST", "path": "/x", "headers": raw,
                     "query_string": query.encode()})
+
+
+def events(auth: Authenticator, query: str):
+    """``auth`` on the OFREP events stream (where ?key= and ?token= are accepted)."""
+    return auth.authorize(request(query=query), "client", stream=True, token_scope=EVENTS)
 
 
 def ring_with(*specs: tuple[str, str, float | None]) -> tuple[KeyRing, list[str]]:
@@ -73,7 +78,7 @@ def test_query_key_only_on_stream_urls(tokens):
     ring, (client,) = ring_with(("e", "client", None))
     auth = Authenticator(ring, tokens)
     assert auth.authorize(request(query=f"key={client}"), "client").status_code == 401
-    assert isinstance(auth.authorize(request(query=f"key={client}"), "client", stream=True),
+    assert isinstance(events(auth, f"key={client}"),
                       Principal)
 
 
@@ -82,13 +87,13 @@ def test_stream_token_round_trip_expiry_forgery_and_revocation(tokens):
     auth = Authenticator(ring, tokens)
     rec = ring.lookup(client)
     token = tokens.issue("prod", "client", rec.id)
-    p = auth.authorize(request(query=f"token={token}"), "client", stream=True)
+    p = events(auth, f"token={token}")
     assert isinstance(p, Principal) and (p.env, p.key_id, p.via_token) == ("prod", rec.id, True)
     # Not accepted where only headers are allowed.
     assert auth.authorize(request(query=f"token={token}"), "client").status_code == 401
     # Forged: same payload, other secret.
     forged = StreamTokens(b"x" * 32, ttl=3600).issue("prod", "admin", rec.id)
-    assert auth.authorize(request(query=f"token={forged}"), "client", stream=True).status_code == 401
+    assert events(auth, f"token={forged}").status_code == 401
     assert tokens.verify("garbage") is None and tokens.verify("a.b") is None
     # Valid for its window and the next, not after.
     now = time.time()
@@ -99,7 +104,7 @@ def test_stream_token_round_trip_expiry_forgery_and_revocation(tokens):
     assert tokens.verify(older, now) is None
     # Revoking the key kills its tokens.
     ring.remove(hash_key(client))
-    resp = auth.authorize(request(query=f"token={token}"), "client", stream=True)
+    resp = events(auth, f"token={token}")
     assert resp.status_code == 401 and "revoked" in body(resp)["errorDetails"]
 
 
@@ -107,12 +112,12 @@ def test_token_for_key_added_after_first_check(tokens):
     ring, (a,) = ring_with(("e", "client", None))
     auth = Authenticator(ring, tokens)
     t = tokens.issue("e", "client", ring.lookup(a).id)
-    assert isinstance(auth.authorize(request(query=f"token={t}"), "client", stream=True), Principal)
+    assert isinstance(events(auth, f"token={t}"), Principal)
     raw = generate_key("client")
     h = hash_key(raw)
     ring.put(h, KeyRecord(id=h[:12], env="e", kind="client", name="late", created_at=0.0))
     t2 = tokens.issue("e", "client", h[:12])
-    assert isinstance(auth.authorize(request(query=f"token={t2}"), "client", stream=True), Principal)
+    assert isinstance(events(auth, f"token={t2}"), Principal)
 
 
 def test_rate_limit_429_with_integer_retry_after(tokens):
