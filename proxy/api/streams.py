@@ -189,6 +189,8 @@ class StreamsApi:
                 return errors.ofrep_error(429, "TOO_MANY_STREAMS", exc.reason,
                                           headers={"Retry-After": str(CAP_RETRY_AFTER_S)})
             return errors.unavailable(exc.reason, CAP_RETRY_AFTER_S)
+        if request.method == "HEAD":  # headers only (released when sent): nothing to replay
+            return StreamResponse(self.fanout, conn, b"", self._send_buffer)
         try:
             first = await self.fanout.initial(conn, last_event_id(request))
         except BaseException:

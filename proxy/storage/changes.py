@@ -3,7 +3,7 @@
 ``before`` side.
 
 Every reader of the change log goes through here: the Redis source following changes, the
-streams' resume (replaying missed versions, rebuilding an old version), and the write side's
+streams' resume (replaying missed versions) and the write side's
 history and rollback.
 """
 

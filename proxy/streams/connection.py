@@ -51,7 +51,7 @@ class Connection:
 
     __slots__ = ("_parked", "_queue", "_queued_bytes", "_waiter", "close_reason", "closed",
                  "context", "ctx_key", "direct", "env", "key_id", "kind", "limits",
-                 "needs_snapshot", "on_sent", "pending", "results", "snapshot_for", "state_id",
+                 "needs_snapshot", "on_sent", "results", "snapshot_for", "state_id",
                  "stats", "version")
 
     def __init__(self, env: str, kind: StreamKind, key_id: str,
@@ -83,7 +83,6 @@ class Connection:
         self.direct: Callable[[bytes], bool] | None = None
         self._parked = False
         self.needs_snapshot = False
-        self.pending = False  # evaluated resume still reading history: results not known yet
         self.closed = False
         self.close_reason = ""
 

@@ -402,9 +402,6 @@ class FanOut:
         for conn in conns:
             if _clock() - began >= SLICE_S:
                 began = await yield_to_requests()
-            if conn.pending:  # its results are being rebuilt: send the newest state after
-                conn.needs_snapshot = True
-                continue
             if conn.version == 0 and not conn.closed:  # opened before any rules: a put first
                 conn.owe_snapshot()
                 continue

@@ -5,8 +5,9 @@ stream needs to replay it (the new raw JSON of the touched flags, the deleted ke
 evaluators and metadata when they changed). The newest few versions also keep their
 :class:`FlagSet` snapshot, so the evaluated stream can diff a context's results between the
 client's version and now. When the ring does not reach back far enough, the Redis change
-stream ``flagedge:{ENV}:changes`` (DESIGN §3) is read with XREVRANGE; when that does not
-reach either (trimmed, another epoch, Redis down) the caller sends a fresh ``put``.
+stream ``flagedge:{ENV}:changes`` (DESIGN §3) is read with XREVRANGE, for rules streams
+only and at most :data:`REDIS_MAX_ENTRIES` entries back; when that does not reach either
+(trimmed, another epoch, too far, Redis down or busy) the caller sends a fresh ``put``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.evaluation.documents import compile_document
 from proxy.model import JSON, Change, ChangeRecord, FlagSet, id_version, state_id
 from proxy.storage import changes, layout
 from proxy.storage.replies import text
@@ -28,7 +28,10 @@ log = logging.getLogger("flagedge.changelog")
 DEFAULT_CAPACITY = 1024  # entries kept per environment
 DEFAULT_SNAPSHOTS = 32  # FlagSet snapshots kept per environment (evaluated-stream resume)
 REDIS_PAGE = 200  # entries per XREVRANGE round trip
-REDIS_MAX_ENTRIES = 10_000  # never read more than the stream's default cap
+# A resume further behind than this gets a put (one encode, shared) rather than a walk of
+# the log: a rules put costs less than parsing a thousand entries.
+REDIS_MAX_ENTRIES = 1_000
+REDIS_READS = 2  # change-log walks at a time per worker; past it, resumes get a put
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +46,6 @@ class Entry:
     metadata: Mapping[str, JSON] | None = None  # the full flag-set metadata, when it changed
     reset: bool = False  # whole set replaced: only a fresh ``put`` describes it
     epoch: str = ""
-    before: Mapping[str, JSON] | None = None  # Redis entries only: the touched state before
     state_id: str = ""  # the state this entry leads to (:func:`proxy.model.state_id`)
 
 
@@ -65,7 +67,7 @@ def entry_from_change(change: Change, flag_set: FlagSet) -> Entry:
 def entry_from_record(record: ChangeRecord) -> Entry | None:
     """A change-log record as the streams replay it; None when it cannot be replayed (its
     JSON does not parse, or it has no version)."""
-    if record.after is None or record.before is None or record.version < 0:
+    if not record.readable or record.version < 0:  # half of it another tool broke
         return None
     flags = record.after.get("flags") or {}
     return Entry(
@@ -77,7 +79,6 @@ def entry_from_record(record: ChangeRecord) -> Entry | None:
         metadata=record.after.get("metadata"),
         reset=False,
         epoch=record.epoch,
-        before=record.before,
         state_id=state_id(record.version, record.epoch, record.id),
     )
 
@@ -170,7 +171,7 @@ async def fetch_from_redis(redis: Any, stream_key: str, held: str, current: int,
     stream does not reach back that far (trimmed), has a gap, belongs to another epoch, or
     its entry at that version is another state (another epoch's or write's)."""
     version = id_version(held)
-    if version is None or version >= current:
+    if version is None or version >= current or current - version > REDIS_MAX_ENTRIES:
         return None
     collected: list[Entry] = []
     upper = "+"
@@ -202,21 +203,26 @@ async def fetch_from_redis(redis: Any, stream_key: str, held: str, current: int,
 
 
 class RedisHistory:
-    """Change-stream reads for resume, shared: after a proxy restart thousands of clients
-    reconnect with the same Last-Event-ID, and they cost one XREVRANGE walk (and, for the
-    evaluated stream, one rebuild of the old rules), not one each."""
+    """Change-stream reads for resume, shared and bounded: after a proxy restart thousands
+    of clients reconnect with the same Last-Event-ID and cost one XREVRANGE walk, not one
+    each; at most :data:`REDIS_READS` walks run at once, and a resume arriving while they do
+    gets a put (None) instead of queueing behind them."""
 
-    def __init__(self, redis: Any, size: int = 32):
+    def __init__(self, redis: Any, size: int = 32, reads: int = REDIS_READS):
         self.redis = redis
         self.size = size
+        self.reads = reads
+        self._running = 0
         self._entries: dict[tuple[str, str, int, str], asyncio.Future[list[Entry] | None]] = {}
-        self._sets: dict[tuple[str, str, str], FlagSet | None] = {}
 
     async def entries(self, env: str, held: str, current: int, epoch: str
                       ) -> list[Entry] | None:
         key = (env, held, current, epoch)
         task = self._entries.get(key)
         if task is None:
+            if self._running >= self.reads:
+                return None  # busy: a put costs less than waiting for the log
+            self._running += 1
             task = asyncio.get_running_loop().create_task(self._fetch(env, held, current, epoch))
             self._entries[key] = task
             while len(self._entries) > self.size:
@@ -233,35 +239,5 @@ class RedisHistory:
         except Exception as exc:  # Redis down: the caller sends a snapshot instead
             log.warning("change log read failed: %s", exc, extra={"env": env})
             return None
-
-    async def flag_set_at(self, env: str, current: FlagSet, held: str) -> FlagSet | None:
-        """The rules of state ``held``: the current document with the ``before`` side of
-        every later change applied, newest first, then compiled."""
-        key = (env, held, current.state_id)
-        if key in self._sets:
-            return self._sets[key]
-        entries = await self.entries(env, held, current.version, current.epoch)
-        version = id_version(held)
-        if entries is None or version is None:
-            return None
-        old = rebuild(current, entries, version)
-        self._sets[key] = old
-        while len(self._sets) > self.size:
-            del self._sets[next(iter(self._sets))]
-        return old
-
-
-def rebuild(current: FlagSet, entries: list[Entry], version: int) -> FlagSet | None:
-    """``current`` with the ``before`` side of each entry undone, newest first, compiled as
-    ``version``; None when an entry has no ``before`` (a ring entry) or the old version no
-    longer compiles (the caller sends a ``put`` instead)."""
-    doc = current.to_document()
-    for entry in reversed(entries):
-        if entry.before is None:
-            return None  # a ring entry: no ``before`` side recorded
-        doc = changes.undo(doc, entry.before)
-    try:
-        return compile_document(doc, version=version, epoch=current.epoch)
-    except Exception as exc:  # an old version that no longer compiles: send a put instead
-        log.info("cannot rebuild version %d: %s", version, exc)
-        return None
+        finally:
+            self._running -= 1

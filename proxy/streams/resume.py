@@ -1,6 +1,13 @@
 """The first events of a new stream: a snapshot, or with ``Last-Event-ID`` exactly the
-versions the client missed (memory ring, then the Redis change stream), or a fresh ``put``
-when they cannot be replayed (DESIGN §5).
+versions the client missed, or a fresh ``put`` when they cannot be replayed (DESIGN §5).
+
+The cost of a resume is bounded, because ``Last-Event-ID`` is chosen by the client and the
+client key ships in browsers (issue 20): the events and evaluated streams (client keys)
+resume from memory only — the ring of recent versions and snapshots — and past it get one
+notification or a ``put`` of the context's results, which cost what a bulk request costs.
+Only the rules stream (server keys) reads the Redis change log, at most
+:data:`~proxy.streams.history.REDIS_MAX_ENTRIES` entries, shared between clients asking for
+the same state, and a few reads at a time.
 
 Everything it reads comes in as arguments: the store, the ring, the history reader and the
 snapshot builders. The ring and the history are declared here as the small interfaces this
@@ -34,16 +41,12 @@ class Ring(Protocol):
 
 
 class History(Protocol):
-    """The change log in Redis, for what the ring no longer holds."""
+    """The change log in Redis, for what the ring no longer holds (rules streams only)."""
 
     async def entries(self, env: str, held: str, current: int, epoch: str
                       ) -> list[Entry] | None:
         """Entries after state ``held`` up to ``current`` of ``epoch``, or None when they
-        cannot be read or ``held`` is not a state of this history."""
-        ...
-
-    async def flag_set_at(self, env: str, current: FlagSet, held: str) -> FlagSet | None:
-        """The flag set of state ``held``, or None when it cannot be rebuilt."""
+        cannot be read (or not now) or ``held`` is not a state of this history."""
         ...
 
 
@@ -59,14 +62,14 @@ async def initial(conn: Connection, last_id: str | None, *, store: Store, ring: 
         conn.needs_snapshot = fs is not None  # store moved between open and here
         return b""
     if conn.kind is StreamKind.EVALUATED:
-        return await _initial_evaluated(conn, fs, last_id, ring, history, snapshots)
+        return _initial_evaluated(conn, fs, last_id, ring, snapshots)
     if last_id is None:
         return id_only(fs.state_id) if conn.kind is StreamKind.EVENTS \
             else snapshots.rules_put(fs)
     if last_id == fs.state_id:
         return b""
     entries = ring.since(conn.env, last_id, fs.version)
-    if entries is None and history is not None:
+    if entries is None and history is not None and conn.kind is StreamKind.RULES:
         entries = await history.entries(conn.env, last_id, fs.version, fs.epoch)
     if entries and entries[-1].state_id != fs.state_id:
         entries = None  # the log's version N is another write than the one we serve
@@ -81,17 +84,11 @@ async def initial(conn: Connection, last_id: str | None, *, store: Store, ring: 
     return b"".join(rules_entry(e) for e in entries)
 
 
-async def _initial_evaluated(conn: Connection, fs: FlagSet, last_id: str | None, ring: Ring,
-                             history: History | None, snapshots: Snapshots) -> bytes:
+def _initial_evaluated(conn: Connection, fs: FlagSet, last_id: str | None, ring: Ring,
+                       snapshots: Snapshots) -> bytes:
     old = None
     if last_id is not None:
         old = fs if last_id == fs.state_id else ring.snapshot(conn.env, last_id)
-        if old is None and history is not None:
-            conn.pending = True  # a change arriving meanwhile makes it owe a snapshot
-            try:
-                old = await history.flag_set_at(conn.env, fs, last_id)
-            finally:
-                conn.pending = False
     if old is None:
         return snapshots.evaluated_put(conn, fs)
     conn.results = {k: hash(v) for k, v in snapshots.evaluate_context(old, conn.context).items()}

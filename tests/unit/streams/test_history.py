@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from proxy.model import Change, Flag, FlagSet, FlagState, VariantType, state_id
 from proxy.storage import changes
-from proxy.streams.history import ChangeLog, entry_from_record, fetch_from_redis
+from proxy.streams.history import ChangeLog, RedisHistory, entry_from_record, fetch_from_redis
 
 
 def flag(key: str, default: str = "on") -> Flag:
@@ -241,46 +243,33 @@ async def test_fetch_from_redis_refuses_a_held_id_of_another_write(redis_server)
 
 
 @pytest.mark.integration
-async def test_history_rebuilds_an_old_version_from_the_before_side(redis_server):
+async def test_history_reads_are_bounded_in_depth_and_in_number(redis_server, monkeypatch):
+    """A resume further back than REDIS_MAX_ENTRIES, or one arriving while REDIS_READS walks
+    run, is a put (None), not a longer walk or a queue of them."""
     import redis
     import redis.asyncio as aredis
 
-    from proxy.evaluation.documents import compile_document
     from proxy.release.changeset import Document
     from proxy.release.publisher import push
     from proxy.storage.layout import changes_key
-    from proxy.streams.history import RedisHistory
+    from proxy.streams import history as module
 
-    docs = [
-        {"flags": {"a": {"state": "ENABLED", "variants": {"on": True, "off": False},
-                         "defaultVariant": "on", "targeting": {"$ref": "is_pro"}}},
-         "$evaluators": {"is_pro": {"if": [{"==": [{"var": "plan"}, "pro"]}, "on", "off"]}}},
-        _doc(1),
-        {**_doc(2), "$evaluators": {"x": {"==": [1, 1]}}, "metadata": {"team": "web"}},
-        _doc(3, {"g": {"state": "DISABLED", "variants": {"a": 1}, "defaultVariant": "a"}}),
-    ]
     sync = redis.Redis.from_url(redis_server.url)
-    for doc in docs:  # versions 1..4
-        push(sync, "prod", Document.from_json(doc), author="t")
+    for n in range(6):
+        push(sync, "prod", Document.from_json(_doc(n)), author="t")
     held = held_ids(sync, changes_key("prod"))
     client = aredis.Redis.from_url(redis_server.url)
     try:
-        history = RedisHistory(client)
-        current = compile_document(docs[-1], version=4, epoch=sync.hget(
-            "flagedge:{prod}:meta", "epoch").decode())
-        for version in (1, 2, 3):
-            old = await history.flag_set_at("prod", current, held[version])
-            assert old is not None and old.version == version
-            want = compile_document(docs[version - 1], version=version).to_document()
-            assert old.to_document() == want, version
-        # a version 2 of another write: not rebuilt (the caller sends a put)
-        assert await history.flag_set_at("prod", current, state_id(2, current.epoch, "1-0")) \
-            is None
-        # the same question again is answered from the cache, even with Redis gone
-        await client.aclose()
-        redis_server.stop()
-        assert (await history.flag_set_at("prod", current, held[2])).to_document() == \
-            compile_document(docs[1]).to_document()
+        monkeypatch.setattr(module, "REDIS_MAX_ENTRIES", 3)
+        key = changes_key("prod")
+        assert [e.version for e in await fetch_from_redis(client, key, held[3], 6)] == [4, 5, 6]
+        assert await fetch_from_redis(client, key, held[2], 6) is None  # 4 back: too deep
+        history = RedisHistory(client, reads=1)
+        first = asyncio.ensure_future(history.entries("prod", held[4], 6, ""))
+        await asyncio.sleep(0)  # one turn of the loop: its walk is now under way
+        assert await history.entries("prod", held[5], 6, "") is None  # busy: a put
+        assert [e.version for e in await first] == [5, 6]
+        assert [e.version for e in await history.entries("prod", held[5], 6, "")] == [6]
     finally:
         await client.aclose()
         sync.close()

@@ -3,7 +3,6 @@ builders and a fake Redis history: no fan-out involved."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from typing import Any
 
@@ -104,13 +103,6 @@ class FakeHistory:
                       epoch=epoch, state_id=self.env.sid(v))
                 for v in range(version + 1, current + 1)]
 
-    async def flag_set_at(self, env: str, current: FlagSet, held: str) -> FlagSet | None:
-        self.asked.append(("flag_set_at", env, current.version, held))
-        if self.conn is not None:
-            self.pending_seen.append(self.conn.pending)
-        await asyncio.sleep(0)
-        version = self._version_of(held)
-        return None if version is None else self.env.sets[version]
 
 
 def ids(payload: bytes) -> list[str]:
@@ -158,14 +150,17 @@ async def test_a_ring_miss_without_history_gets_a_put():
         notification(env.sid(12), 1012.0)
 
 
-async def test_a_ring_miss_is_read_from_the_history():
+async def test_a_ring_miss_is_read_from_the_history_by_rules_streams_only():
+    """The client key ships in browsers and picks its Last-Event-ID: its streams (events,
+    evaluated) never make the proxy read Redis; past the ring, one notification."""
     env = Env(12, ring=ChangeLog(capacity=4, snapshots=2))
     history = FakeHistory(env)
     got = await env.initial(env.open(StreamKind.EVENTS), env.sid(6), history)
-    assert got == b"".join(notification(env.sid(v), 2000.0 + v) for v in range(7, 13))
-    assert history.asked == [("entries", ENV, env.sid(6), 12, "e1")]
+    assert got == notification(env.sid(12), 1012.0)
+    assert history.asked == []
     rules = await env.initial(env.open(StreamKind.RULES), env.sid(6), history)
     assert ids(rules) == [env.sid(v) for v in range(7, 13)]
+    assert history.asked == [("entries", ENV, env.sid(6), 12, "e1")]
     history.asked.clear()
     await env.initial(env.open(StreamKind.RULES), env.sid(10), history)  # the ring has it
     assert history.asked == []
@@ -272,7 +267,7 @@ async def test_an_older_version_of_another_state_gets_a_put_though_the_ring_hold
         notification(env.sid(6), 1006.0)
     put = await env.initial(env.open(StreamKind.EVALUATED, {"plan": "pro"}), last_id, history)
     assert put.startswith(b"event: put\nid: " + env.sid(6).encode() + b"\n")
-    assert ("flag_set_at", ENV, 6, last_id) in history.asked  # asked, and Redis said no
+    assert history.asked == [("entries", ENV, last_id, 6, "e1")]  # rules only; Redis said no
 
 
 # -- the evaluated stream ---------------------------------------------------------------------
@@ -317,14 +312,16 @@ async def test_evaluated_a_change_that_changed_nothing_for_the_context_moves_the
         id_only(fs.state_id)
 
 
-async def test_evaluated_ring_miss_rebuilds_from_history_while_pending():
+async def test_evaluated_ring_miss_gets_a_put_without_reading_the_history():
+    """Rebuilding an old version from the log compiled the whole environment on the event
+    loop per request, for any id a browser chose: past the ring's snapshots, a put."""
     env = Env(12, ring=ChangeLog(capacity=4, snapshots=2))
     history = FakeHistory(env)
-    conn = history.conn = env.open(StreamKind.EVALUATED, {"plan": "pro"})
-    got = await env.initial(conn, env.sid(10), history)
-    assert history.asked == [("flag_set_at", ENV, 12, env.sid(10))]
-    assert history.pending_seen == [True] and not conn.pending  # cleared afterwards
-    assert ids(got) == [env.sid(12)] and items(got) == {"f11": True, "f12": True}
+    got = await env.initial(env.open(StreamKind.EVALUATED, {"plan": "pro"}), env.sid(10),
+                            history)
+    assert history.asked == []
+    assert got.startswith(b"event: put\nid: " + env.sid(12).encode() + b"\n")
+    assert len(items(got)) == 12
 
 
 async def test_evaluated_ring_miss_without_history_gets_a_put():

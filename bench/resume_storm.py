@@ -1,0 +1,216 @@
+"""Resume storm: 1,000 stream resumes with random old ``Last-Event-ID``s from one client key
+while normal clients evaluate; their p99 against a quiet run of the same clients (issue 20).
+
+A ``Last-Event-ID`` is chosen by the client, and the client key ships in browsers. Before
+issue 20 an id older than the memory ring made the proxy walk up to 10,000 Redis change
+entries and recompile the environment on the event loop, per request. Now client-key streams
+resume from memory only, and rules streams (server keys) read a bounded, shared log.
+
+One `flagedge serve` (defaults, one worker, core 0) on a redis-server of its own, with 50
+flags and 1,500 versions of history (the ring holds 1,024). Normal clients: a paced loop of
+bulk OFREP requests (``--rate`` per second) in a process on core 1. The storm: another process
+on core 1 opening evaluated and events streams with genuine old state ids (the worst case: each
+names a real version, so nothing is refused early), reading the first event, closing.
+Goal: storm p99 <= 1.5x quiet p99. Exit 1 when missed.
+
+    python bench/resume_storm.py [--resumes 1000] [--concurrency 20] [--rate 200]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [str(ROOT), str(_HERE)] + [p for p in sys.path
+                                         if Path(p or ".").resolve() not in (_HERE, ROOT)]
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import base64  # noqa: E402
+import multiprocessing  # noqa: E402
+import os  # noqa: E402
+import random  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import httpx  # noqa: E402
+import orjson  # noqa: E402
+from benchutil import pinned, stop  # noqa: E402
+
+ENV = "bench"
+FLAGS = 50
+HISTORY = 1_500
+GOAL = 1.5
+
+
+def document(n: int) -> dict:
+    flags = {f"f{i}": {"state": "ENABLED", "variants": {"on": True, "off": False},
+                       "defaultVariant": "on" if (i + n) % 3 else "off",
+                       "targeting": {"if": [{"in": [{"var": "plan"}, ["pro", f"p{i}"]]},
+                                            "on", None]}}
+             for i in range(FLAGS)}
+    return {"flags": flags}
+
+
+def state_ids(redis_url: str) -> list[str]:
+    """Every version's id as this checkout's proxy names it (bare versions before issue 20)."""
+    import redis
+
+    from proxy.storage import layout
+    try:
+        from proxy.model import state_id
+    except ImportError:  # the previous release: ids were versions
+        def state_id(version: int, _epoch: str, _revision: str) -> str:  # type: ignore[misc]
+            return str(version)
+    client = redis.Redis.from_url(redis_url)
+    ids = [state_id(int(f[b"version"]), f[b"epoch"].decode(), i.decode())
+           for i, f in client.xrange(layout.changes_key(ENV))]
+    client.close()
+    return ids
+
+
+def normal_clients(url: str, key: str, rate: float, seconds: float, out: multiprocessing.Queue
+                   ) -> None:
+    async def run() -> list[float]:
+        latencies: list[float] = []
+        async with httpx.AsyncClient(base_url=url, timeout=10.0,
+                                     headers={"Authorization": f"Bearer {key}"}) as c:
+            async def one(i: int) -> None:
+                body = {"context": {"targetingKey": f"user-{i % 5000}", "plan": "free"}}
+                t = time.perf_counter()
+                r = await c.post("/ofrep/v1/evaluate/flags", json=body)
+                r.raise_for_status()
+                latencies.append(time.perf_counter() - t)
+
+            tasks, start = [], time.perf_counter()
+            for i in range(int(rate * seconds)):
+                await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
+                tasks.append(asyncio.create_task(one(i)))
+            await asyncio.gather(*tasks)
+        return latencies
+
+    out.put(asyncio.run(run()))
+
+
+def storm(url: str, key: str, ids: list[str], resumes: int, concurrency: int,
+          out: multiprocessing.Queue) -> None:
+    async def run() -> tuple[int, float]:
+        sem, done = asyncio.Semaphore(concurrency), 0
+        ctx = base64.urlsafe_b64encode(orjson.dumps({"plan": "pro"})).rstrip(b"=").decode()
+        async with httpx.AsyncClient(base_url=url, timeout=30.0,
+                                     headers={"Authorization": f"Bearer {key}"}) as c:
+            async def one(i: int) -> None:
+                nonlocal done
+                path = "/v1/stream/evaluated" if i % 2 else "/ofrep/v1/events"
+                params = {"context": ctx} if i % 2 else None
+                async with sem, c.stream("GET", path, params=params, headers={
+                        "Last-Event-ID": random.choice(ids[:-100])}) as r:
+                    async for chunk in r.aiter_bytes():
+                        if b"data:" in chunk or b"id:" in chunk:
+                            break
+                done += 1
+
+            t = time.perf_counter()
+            await asyncio.gather(*(one(i) for i in range(resumes)))
+            return done, time.perf_counter() - t
+
+    out.put(asyncio.run(run()))
+
+
+def _pin(pid: int | None) -> None:
+    """Load generators on core 1 (the proxy is on core 0)."""
+    if pid is not None and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(pid, {1})
+
+
+def p99(values: list[float]) -> float:
+    return sorted(values)[int(len(values) * 0.99)] * 1000
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--resumes", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--rate", type=float, default=200.0)
+    args = parser.parse_args()
+
+    from proxy.dev.devredis import free_port, start_redis
+    from proxy.release import publisher
+    from proxy.storage import keys
+
+    tmp = Path(tempfile.mkdtemp(prefix="flagedge-resume-"))
+    redis_proc, redis_port = start_redis(tmp)
+    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    import redis
+
+    writer = redis.Redis.from_url(redis_url)
+    for n in range(HISTORY):
+        publisher.push(writer, ENV, publisher.parse_document(orjson.dumps(document(n)),
+                                                             source="bench"), author="bench")
+    key, _ = keys.create(writer, ENV, "client", "bench")
+    ids = state_ids(redis_url)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLAGEDGE_")}
+    edge = subprocess.Popen(pinned(0, [
+        sys.executable, "-m", "proxy", "serve", "--redis", redis_url, "--host", "127.0.0.1",
+        "--port", str(port), "--log-level", "warning"]), cwd=ROOT, env=env,
+        stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("flagedge did not become ready")
+            time.sleep(0.1)
+        # Seconds of normal load: long enough to hold the storm.
+        seconds = max(8.0, args.resumes / 100)
+        quiet = run_phase(url, key, ids, args, seconds, storming=False)
+        stormy, (done, took) = run_phase(url, key, ids, args, seconds, storming=True)
+    finally:
+        stop(edge)
+        redis_proc.terminate()
+        redis_proc.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
+    ratio = p99(stormy) / p99(quiet)
+    print(f"\nresume storm: {done} resumes with random old ids ({args.concurrency} at a time, "
+          f"{took:.1f}s) while normal clients evaluate at {args.rate:.0f}/s; "
+          f"{FLAGS} flags, {len(ids)} versions of history")
+    print(f"normal clients p99: quiet {p99(quiet):.1f} ms, during the storm "
+          f"{p99(stormy):.1f} ms: {ratio:.2f}x (goal <= {GOAL}x)")
+    return 0 if ratio <= GOAL and done == args.resumes else 1
+
+
+def run_phase(url: str, key: str, ids: list[str], args: argparse.Namespace, seconds: float,
+              storming: bool):
+    q: multiprocessing.Queue = multiprocessing.Queue()
+    s: multiprocessing.Queue = multiprocessing.Queue()
+    normal = multiprocessing.Process(target=normal_clients, args=(url, key, args.rate, seconds, q))
+    normal.start()
+    _pin(normal.pid)
+    attacker = None
+    if storming:
+        time.sleep(1.0)  # the storm starts once normal load runs (pacing, not synchronisation)
+        attacker = multiprocessing.Process(target=storm, args=(
+            url, key, ids, args.resumes, args.concurrency, s))
+        attacker.start()
+        _pin(attacker.pid)
+    latencies = q.get()
+    normal.join()
+    if attacker is None:
+        return latencies
+    result = s.get()
+    attacker.join()
+    return latencies, result
+
+
+if __name__ == "__main__":
+    sys.exit(main())
