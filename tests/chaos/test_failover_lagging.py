@@ -6,7 +6,8 @@ the lost write's id gets a snapshot, ``/v1/rules`` does not answer 304 and the O
 cache does not answer with the lost write's results.
 
 Real processes: a master, a replica and a sentinel (tests/chaos/test_failover.py's fixture),
-one `flagedge serve` on the redis+sentinel:// URL, httpx(-sse) clients.
+one `flagedge serve` on the redis+sentinel:// URL, httpx(-sse) clients and the in-process
+provider (FlagedgeProvider).
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from typing import Any
 
 import httpx
 import pytest
+from openfeature import api
 
 from proxy.model import id_version
+from proxy.provider import FlagedgeProvider
 from proxy.release import publisher
 from proxy.release.changeset import Document
 from proxy.storage import keys
@@ -44,6 +47,17 @@ async def test_failover_to_a_lagging_replica_reaches_every_client(sentinel_set, 
     skey, _ = keys.create(writer, "test", "server", "chaos")
     assert writer.execute_command("WAIT", 1, 5000) == 1  # the replica holds version 2
     server = proxy_factory(redis=None, extra_args=["--redis", s.url], wait="readyz")
+    provider = FlagedgeProvider(server.url, skey, init_timeout=10.0, backoff_initial=0.05,
+                                backoff_max=0.5)
+    await asyncio.to_thread(api.set_provider_and_wait, provider, "lagging")
+    in_process = api.get_client("lagging")
+    try:
+        await _run(s, server, writer, ckey, skey, in_process)
+    finally:
+        await asyncio.to_thread(api.shutdown)
+
+
+async def _run(s: Any, server: Any, writer: Any, ckey: str, skey: str, in_process: Any) -> None:
     auth = {"Authorization": f"Bearer {skey}"}
     ctx = b64_context({"targetingKey": "u1"})
     body = b'{"context":{"targetingKey":"u1"}}'  # byte for byte each time: the raw cache
@@ -72,6 +86,8 @@ async def test_failover_to_a_lagging_replica_reaches_every_client(sentinel_set, 
                 lost_rules = await http.get("/v1/rules", headers=auth)
                 for _ in range(2):  # seen twice: the raw body is now cached too
                     assert (await bulk()).json()["flags"][0]["value"] == 3
+                await until(lambda: in_process.get_integer_value("n", 0) == 3, 10,
+                            "the in-process provider at the lost write")
                 s.master.kill()
             finally:
                 os.kill(s.replica.proc.pid, signal.SIGCONT)
@@ -90,6 +106,8 @@ async def test_failover_to_a_lagging_replica_reaches_every_client(sentinel_set, 
             assert data(note)["etag"] == put.id
             patch = await _until(ev, lambda e: e.id == put.id)
             assert data(patch)["flags"][0]["value"] == 33
+            await until(lambda: in_process.get_integer_value("n", 0) == 33, 10,
+                        "the in-process provider at Redis's version 3")
 
         # Pollers holding the lost write's ETag get the new document.
         polled = await http.get("/v1/rules", headers={**auth,
