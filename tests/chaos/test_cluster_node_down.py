@@ -51,12 +51,7 @@ async def test_one_master_down_leaves_the_other_slots_following(cluster, proxy_f
         victim.kill()
         await until(lambda: all(f"redis node for environment {e} unreachable" in server.logs()
                                 for e in on_victim), 15, "the dead node's environments reported")
-        writer = sync_client(seed.url, cluster=True)
-        try:
-            for env in elsewhere:
-                assert publisher.push(writer, env, Document.from_json(flag_doc(2))).version == 2
-        finally:
-            writer.close()
+        push_version_2(seed.url, elsewhere)
         # While the node is still down: the healthy slots' pushes are applied.
         await until(lambda: _versions(client, {**{e: 2 for e in elsewhere},
                                                **{e: 1 for e in on_victim}}),
@@ -67,18 +62,22 @@ async def test_one_master_down_leaves_the_other_slots_following(cluster, proxy_f
 
         await asyncio.to_thread(victim.start)  # same port, AOF and nodes.conf: it rejoins
         await until(lambda: all(_cluster_ok(s) for s in cluster), 20, "cluster ok again")
-        writer = sync_client(seed.url, cluster=True)
-        try:
-            for env in on_victim:
-                assert publisher.push(writer, env, Document.from_json(flag_doc(2))).version == 2
-        finally:
-            writer.close()
+        push_version_2(seed.url, on_victim)
         await until(lambda: _versions(client, {e: 2 for e in ENVS}), 15,
                     "the returned node's environments followed again")
         await until(lambda: _ok(client), 10, "readyz ok")
     finally:
         client.close()
     assert "other environments keep following" in server.logs()
+
+
+def push_version_2(seed_url: str, envs: list[str]) -> None:
+    writer = sync_client(seed_url, cluster=True)
+    try:
+        for env in envs:
+            assert publisher.push(writer, env, Document.from_json(flag_doc(2))).version == 2
+    finally:
+        writer.close()
 
 
 def _versions(client, wanted: dict[str, int]) -> bool:

@@ -28,6 +28,7 @@ from openfeature.provider import ProviderStatus
 from proxy.provider import FlagedgeProvider
 from tests.integration.conftest import ProxyFactory, ProxyServer
 from tests.redis_server import wait_until
+from tests.tcp import pipe
 
 pytestmark = pytest.mark.integration
 
@@ -416,19 +417,7 @@ class Cuttable:
                 self.accepted += 1
                 self._socks += [conn, upstream]
             for a, b in ((conn, upstream), (upstream, conn)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
+                threading.Thread(target=pipe, args=(a, b), daemon=True).start()
 
     def cut(self) -> None:
         self.up = False

@@ -11,7 +11,6 @@ another zone or under load does.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import socket
 import threading
@@ -27,6 +26,7 @@ from proxy.model import id_version
 from tests.integration.conftest import ProxyServer
 from tests.integration.streams_support import Stream, data
 from tests.redis_server import RedisServer, wait_until
+from tests.tcp import pipe
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -59,22 +59,8 @@ class DelayedForwarder:
                 return
             up = socket.create_connection(("127.0.0.1", self.target_port))
             self._socks += [down, up]
-            threading.Thread(target=self._pump, args=(down, up, 0.0), daemon=True).start()
-            threading.Thread(target=self._pump, args=(up, down, self.delay), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket, delay: float) -> None:
-        try:
-            while chunk := src.recv(65536):
-                if delay:
-                    time.sleep(delay)  # the latency being simulated, not a wait for a condition
-                dst.sendall(chunk)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
+            threading.Thread(target=pipe, args=(down, up), daemon=True).start()
+            threading.Thread(target=pipe, args=(up, down, self.delay), daemon=True).start()
 
     def close(self) -> None:
         self.listener.close()
