@@ -8,15 +8,16 @@ ignored: a client cannot choose its own address.
 
 ``proxy.server.http_protocol`` resolves it once per request and puts it in
 ``scope["client"]``, so the access log and every endpoint see the same address
-(:func:`client_host`).
+(:func:`client_host`); limits count per :func:`limit_key` (an IPv6 client per /64).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
+from ipaddress import IPv4Address, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import Any
 
+IPV6_PREFIX = 64  # one IPv6 client (a home, a phone) routinely holds a whole /64
 MAX_HOST_CHARS = 64  # an unparseable X-Forwarded-For entry is kept as text, this long at most
 UNKNOWN = "unknown"  # no peer address (a Unix socket)
 
@@ -101,3 +102,15 @@ def client_host(scope: Mapping[str, Any]) -> str:
     """The request's client address as the HTTP server resolved it."""
     client = scope.get("client")
     return str(client[0]) if client else UNKNOWN
+
+
+def limit_key(scope: Mapping[str, Any]) -> str:
+    """What per-address limits count against: the client's IPv4 address, or its IPv6 /64
+    (otherwise one client with a /64 has 2**64 addresses, each with a fresh allowance)."""
+    host = client_host(scope)
+    ip = _parse(host)
+    if not isinstance(ip, IPv6Address):
+        return host
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(IPv6Network((ip, IPV6_PREFIX), strict=False))

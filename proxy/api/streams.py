@@ -37,7 +37,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from proxy.api import errors
 from proxy.api.auth import Authenticator
-from proxy.api.client_address import client_host
+from proxy.api.client_address import limit_key
 from proxy.api.context import BadContext, check_context
 from proxy.api.metrics import Metrics
 from proxy.api.transport import body_writer, connection_transport
@@ -180,7 +180,7 @@ class StreamsApi:
                 return errors.ofrep_error(400, exc.code, exc.details)
         try:
             conn = self.fanout.open(principal.env, kind, principal.key_id, context,
-                                    client_host(request.scope))
+                                    limit_key(request.scope))
         except CapExceeded as exc:
             if exc.status == 429:
                 return errors.ofrep_error(429, "TOO_MANY_STREAMS", exc.reason,

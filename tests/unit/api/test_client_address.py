@@ -10,6 +10,7 @@ from proxy.api.client_address import (
     client_host,
     forwarded_client,
     forwarded_for,
+    limit_key,
 )
 
 LB = TrustedProxies(["10.0.0.1", "192.168.0.0/16", "2001:db8::/32"])
@@ -62,3 +63,14 @@ def test_header_lines_and_scope():
     assert forwarded_for(headers) == ["1.1.1.1", "2.2.2.2"]
     assert client_host({"client": ("203.0.113.1", 0)}) == "203.0.113.1"
     assert client_host({"client": None}) == "unknown" and client_host({}) == "unknown"
+
+
+@pytest.mark.parametrize(("client", "key"), [
+    ("203.0.113.1", "203.0.113.1"),
+    ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+    ("2001:db8:1:2:bbbb::9", "2001:db8:1:2::/64"),  # the same client, another address
+    ("::ffff:203.0.113.1", "203.0.113.1"),
+    ("unknown", "unknown"),
+])
+def test_limits_count_an_ipv6_client_per_64(client, key):
+    assert limit_key({"client": (client, 0)}) == key
