@@ -33,6 +33,7 @@ import math
 import weakref
 from typing import Any
 
+import orjson
 from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
@@ -50,7 +51,8 @@ YIELD_S = 1e-9
 OVER_LIMIT_RETRY_S = 1
 _TIMED_OUT = error_response(408, b"Request Timeout", "REQUEST_TIMEOUT",
                             "the request was not received in time")
-_OVER_LIMIT_BODY = b'{"errorCode":"GENERAL","errorDetails":"this server holds its maximum of connections"}'
+_OVER_LIMIT_BODY = orjson.dumps({"errorCode": "GENERAL",
+                                 "errorDetails": "this server holds its maximum of connections"})
 
 
 class GatheringTransport(TransportWrapper):
