@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         wait_port(port, server)
         run_wrk(wrk, url, script, 3, args.connections)  # warm-up: the result cache fills
-        quiet1 = rounds(wrk, url, script, args)
+        quiet1 = rounds(wrk, url, script, args, server.pid)
         began = time.monotonic()
         attacker = subprocess.Popen(
             pinned(1, [sys.executable, __file__, "--loris", str(args.loris), "--streams",
@@ -251,13 +251,13 @@ def main(argv: list[str] | None = None) -> int:
             raise RuntimeError("the attacker did not get ready")
         setup_s = time.monotonic() - began
         user = real_user_stream(port, key)
-        attacked = rounds(wrk, url, script, args)
+        attacked = rounds(wrk, url, script, args, server.pid)
         during = refusals(port)
         attacker.stdin.write("\n")
         attacker.stdin.flush()
         done = json.loads(attacker.stdout.readline() or "{}").get("done", {})
         attacker.wait(30)
-        quiet2 = rounds(wrk, url, script, args)
+        quiet2 = rounds(wrk, url, script, args, server.pid)
     finally:
         if attacker is not None and attacker.poll() is None:
             attacker.kill()
@@ -266,12 +266,23 @@ def main(argv: list[str] | None = None) -> int:
     return report(args, quiet1, attacked, quiet2, ready, done, during, user, setup_s)
 
 
-def rounds(wrk: str, url: str, script: Path, args: argparse.Namespace
-           ) -> list[tuple[float, float, int]]:
-    """A phase as ``--rounds`` short wrk runs: on a shared machine another process's burst
-    spoils one run's p99, not the phase's median."""
-    return [run_wrk(wrk, url, script, args.duration / args.rounds, args.connections)
+Phase = tuple[list[tuple[float, float, int]], float]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/PID/stat, Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rounds(wrk: str, url: str, script: Path, args: argparse.Namespace, pid: int) -> Phase:
+    """A phase as ``--rounds`` short wrk runs (on a shared machine another process's burst
+    spoils one run's p99, not the phase's median), and the server's CPU share meanwhile
+    (near 1.0: the server was the bottleneck; well below: the clients or the machine)."""
+    cpu, began = cpu_seconds(pid), time.monotonic()
+    runs = [run_wrk(wrk, url, script, args.duration / args.rounds, args.connections)
             for _ in range(args.rounds)]
+    return runs, (cpu_seconds(pid) - cpu) / (time.monotonic() - began)
 
 
 def median(values: list[float]) -> float:
@@ -280,10 +291,10 @@ def median(values: list[float]) -> float:
     return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
-def report(args: argparse.Namespace, quiet1: list[tuple[float, float, int]],
-           attacked: list[tuple[float, float, int]], quiet2: list[tuple[float, float, int]],
-           ready: dict, done: dict, during: dict[str, float], user: tuple[int, str],
-           setup_s: float) -> int:
+def report(args: argparse.Namespace, quiet1_phase: Phase, attacked_phase: Phase,
+           quiet2_phase: Phase, ready: dict, done: dict, during: dict[str, float],
+           user: tuple[int, str], setup_s: float) -> int:
+    (quiet1, cpu1), (attacked, cpu_a), (quiet2, cpu2) = quiet1_phase, attacked_phase, quiet2_phase
     baseline = median([r[1] for r in quiet1 + quiet2])
     attacked_p99 = median([r[1] for r in attacked])
     ratio = attacked_p99 / baseline if baseline else float("inf")
@@ -298,11 +309,12 @@ def report(args: argparse.Namespace, quiet1: list[tuple[float, float, int]],
           f"server so far {done.get('loris_closed_by_server')}")
     for name, value in sorted(during.items()):
         print(f"  {name} {value:g}")
-    print(f"{'phase':10} {'req/s':>9} {'p99':>9}   p99 of each run")
-    for label, runs in (("quiet", quiet1), ("attacked", attacked), ("quiet", quiet2)):
+    print(f"{'phase':10} {'req/s':>9} {'p99':>9} {'server CPU':>10}   p99 of each run")
+    for label, runs, cpu in (("quiet", quiet1, cpu1), ("attacked", attacked, cpu_a),
+                             ("quiet", quiet2, cpu2)):
         each = " ".join(f"{r[1]:.1f}" for r in runs)
         print(f"{label:10} {median([r[0] for r in runs]):9.0f} "
-              f"{median([r[1] for r in runs]):7.2f}ms   {each}")
+              f"{median([r[1] for r in runs]):7.2f}ms {cpu:10.2f}   {each}")
     user_ok = user == (200, "put")
     print(f"p99 attacked/quiet {ratio:.2f} (goal <= 2.0); normal requests failed: {failed}; "
           f"real user's stream: {user[0]} {user[1] or '(no put)'} (goal 200 put)")
