@@ -8,6 +8,7 @@ Every setting has one name used everywhere: the TOML key (``cors_origins`` or
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -56,6 +57,15 @@ class Settings:
     inactivity_delay: int = 120  # eventStreams inactivityDelaySec
     sse_max_per_key: int = 10_000  # open SSE streams per API key, per worker (429 beyond)
     sse_max_connections: int = 20_000  # open SSE streams per worker process (503 beyond)
+    # Open SSE streams per client address, per worker (429 beyond): one holder of a client
+    # key (shipped in every browser) cannot take all of that key's streams.
+    sse_max_per_address: int = 100
+    # Addresses/CIDRs of our own proxies: from these peers the client address is the
+    # right-most X-Forwarded-For entry that is not one of them (none: the header is ignored).
+    trusted_proxies: tuple[str, ...] = ()
+    header_timeout: float = 10.0  # seconds to receive a request's head (408 and close beyond)
+    body_timeout: float = 30.0  # seconds to receive a whole request body after its head
+    max_connections: int = 25_000  # open connections per worker (streams count; 503 beyond)
     sse_coalesce_ms: int = 100  # SSE changes within this window merge into one round
     sse_send_buffer: int = 65_536  # kernel send buffer per SSE stream, bytes (0: OS default)
     gc_period: float = 2.0  # seconds between garbage collections (0: CPython's own schedule)
@@ -202,10 +212,26 @@ def validate(s: Settings) -> None:
         raise SettingsError("gc_period: must not be negative (0 keeps CPython's own schedule)")
     if s.stream_token_ttl < 60:
         raise SettingsError("stream_token_ttl: must be at least 60 seconds")
+    _validate_connections(s)
     if s.flags is not None and s.bootstrap is not None:
         raise SettingsError("--flags (offline) and --bootstrap (Redis fallback) exclude each other")
     if not s.env or any(c in s.env for c in "{}: "):
         raise SettingsError(f"env: {s.env!r} is not a valid environment name")
+
+
+def _validate_connections(s: Settings) -> None:
+    if s.header_timeout <= 0 or s.body_timeout <= 0:
+        raise SettingsError("header_timeout/body_timeout: must be positive seconds")
+    if s.max_connections < 1:
+        raise SettingsError("max_connections: must be at least 1")
+    if s.sse_max_per_address < 1:
+        raise SettingsError("sse_max_per_address: must be at least 1")
+    for entry in s.trusted_proxies:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise SettingsError(f"trusted_proxies: {entry!r} is not an IP address or CIDR"
+                                ) from None
 
 
 def settings_fields() -> dict[str, dataclasses.Field[Any]]:

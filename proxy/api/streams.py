@@ -39,6 +39,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from proxy.api import errors
 from proxy.api.auth import Authenticator
+from proxy.api.client_address import limit_key
 from proxy.api.context import BadContext, check_context
 from proxy.api.metrics import Metrics
 from proxy.api.tokens import EVENTS
@@ -183,7 +184,8 @@ class StreamsApi:
             except BadContext as exc:
                 return errors.ofrep_error(400, exc.code, exc.details)
         try:
-            conn = self.fanout.open(principal.env, kind, principal.key_id, context)
+            conn = self.fanout.open(principal.env, kind, principal.key_id, context,
+                                    limit_key(request.scope))
         except CapExceeded as exc:
             if exc.status == 429:
                 return errors.ofrep_error(429, "TOO_MANY_STREAMS", exc.reason,

@@ -85,6 +85,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--metrics-key", help="require 'Authorization: Bearer KEY' on /metrics (FLAGEDGE_METRICS_KEY)")
     a("--admin-port", type=int,
       help="serve /metrics, /readyz, /healthz on this port too (and /metrics only there)")
+    a("--header-timeout", type=float,
+      help="seconds to receive a request's head, else 408 and close (default 10)")
+    a("--body-timeout", type=float,
+      help="seconds to receive a request's body after its head (default 30)")
+    a("--max-connections", type=int,
+      help="open connections per worker, streams included; 503 beyond (default 25000)")
+    a("--sse-max-per-address", type=int,
+      help="open streams per client address and worker; 429 beyond (default 100)")
+    a("--trusted-proxies",
+      help="comma-separated proxy addresses/CIDRs whose X-Forwarded-For names the client")
     a("--log-level", help="debug, info, warning, error (default info)")
     a("--no-access-log", dest="access_log", action="store_const", const=False,
       help="disable the (query-string-free) access log")
@@ -103,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     import orjson
 
     from proxy.config import SettingsError, load_settings
+    from proxy.server import connections
     from proxy.server.http_protocol import GatheringHttpToolsProtocol
 
     try:
@@ -136,12 +147,20 @@ def run(args: argparse.Namespace) -> int:
     if settings.metrics_dir is not None:  # counters start at zero with each serve
         for old in settings.metrics_dir.glob("worker-*.json"):
             old.unlink(missing_ok=True)
+    # X-Forwarded-For is read by our protocol, from trusted_proxies only (not uvicorn's
+    # proxy_headers, which trusts 127.0.0.1 unless told otherwise).
     common: dict[str, Any] = {
         "host": settings.host, "port": settings.port, "loop": "uvloop", "http": GatheringHttpToolsProtocol,
         "log_config": log_config(settings.log_level), "access_log": settings.access_log,
-        "timeout_graceful_shutdown": settings.graceful_timeout, "proxy_headers": True,
+        "timeout_graceful_shutdown": settings.graceful_timeout, "proxy_headers": False,
         "server_header": False, "lifespan": "on",
     }
+    import logging.config
+
+    logging.config.dictConfig(common["log_config"])  # so startup's warnings show
+    # The listening process: its limits, and an open-file limit its workers inherit (each
+    # worker raises its own again, see proxy.server.app.factory).
+    connections.configure(settings)
     if settings.workers > 1:
         # Workers read the settings from a file only this user can read, named in the
         # environment: the settings themselves (the Redis URL's password, stream_secret) never
@@ -162,11 +181,8 @@ def run(args: argparse.Namespace) -> int:
             if temp_metrics is not None:
                 shutil.rmtree(temp_metrics, ignore_errors=True)
     else:
-        import logging.config
-
         from proxy.server.app import create_app
 
-        logging.config.dictConfig(common["log_config"])  # so create_app's warnings show
         app = create_app(settings)
         signal.signal(signal.SIGTERM, _stopped)
         _run_uvicorn(app, common, 1, settings.admin_port)

@@ -37,7 +37,7 @@ from proxy.api.streams import StreamsApi
 from proxy.api.tokens import StreamTokens
 from proxy.config import Settings, load_settings
 from proxy.keys import KeyRing
-from proxy.server import gcpolicy
+from proxy.server import connections, gcpolicy
 from proxy.sources.base import Source
 from proxy.sources.file import FileSource
 from proxy.sources.redis import RedisSource
@@ -147,6 +147,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
                                *rt.openapi.routes()]
     if not settings.admin_port:
         routes.append(Route("/metrics", rt.metrics.endpoint, methods=["GET"]))
+    rt.metrics.registry.register(connections.ConnectionsCollector())  # type: ignore[arg-type]
     routes += _surfaces(rt)
     routes += extra_routes or []
 
@@ -289,6 +290,7 @@ def _streams(rt: Runtime) -> list[BaseRoute]:
                     history=RedisHistory(redis) if redis is not None else None,
                     max_per_key=settings.sse_max_per_key,
                     max_total=settings.sse_max_connections,
+                    max_per_address=settings.sse_max_per_address,
                     coalesce_s=settings.sse_coalesce_ms / 1000)
     streams = StreamsApi(rt.store, rt.auth, fanout, settings=settings, keyring=rt.keyring,
                          metrics=rt.metrics)
@@ -307,5 +309,8 @@ def factory() -> Starlette:
     if path:
         with open(path, "rb") as f:
             data = orjson.loads(f.read())
-        return create_app(load_settings(cli=data, environ={}))
-    return create_app(load_settings())
+        settings = load_settings(cli=data, environ={})
+    else:
+        settings = load_settings()
+    connections.configure(settings)  # this worker's connection limits and open-file limit
+    return create_app(settings)

@@ -96,6 +96,7 @@ class FanOut:
                  max_queue: int = 64, max_queue_bytes: int = 1 << 20, max_backlog: int = 32,
                  coalesce_s: float = 0.0,
                  max_per_key: int = 10_000, max_total: int = 20_000,
+                 max_per_address: int = 100,
                  engine: tuple[Evaluate, EvaluateAll] = (engine_evaluate, engine_evaluate_all),
                  render: Render = plain_render, stats: Counters | None = None,
                  history: History | None = None):
@@ -109,6 +110,9 @@ class FanOut:
         self.coalesce_s = coalesce_s
         self.max_per_key = max_per_key
         self.max_total = max_total
+        # Beside the key's cap: a client key ships in every browser, so its cap alone would
+        # let one holder take every stream from that key's real users.
+        self.max_per_address = max_per_address
         self.engine = engine
         self.render = render  # EvaluationResult -> OFREP item (the bulk endpoint's shape)
         self.snapshots = Snapshots(store, render, engine[1])
@@ -121,6 +125,8 @@ class FanOut:
         self._on_sent = self.sent
         self._conns: dict[str, dict[StreamKind, set[Connection]]] = {}
         self._by_key: dict[str, set[Connection]] = {}
+        self._by_address: dict[str, int] = {}  # client address -> open connections
+        self._address_of: dict[Connection, str] = {}
         self._total = 0
         self._inbox: dict[str, asyncio.Queue[tuple[Change, FlagSet, Entry]]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -152,19 +158,24 @@ class FanOut:
         return self.limits.max_queue_bytes
 
     # -- connections ------------------------------------------------------------------------
-    def check_caps(self, key_id: str) -> None:
+    def check_caps(self, key_id: str, address: str | None = None) -> None:
         if self._total >= self.max_total:
             self.rejected["process"] = self.rejected.get("process", 0) + 1
             raise CapExceeded(503, f"this server holds its maximum of {self.max_total} streams")
         if len(self._by_key.get(key_id, ())) >= self.max_per_key:
             self.rejected["key"] = self.rejected.get("key", 0) + 1
             raise CapExceeded(429, f"this key holds its maximum of {self.max_per_key} streams")
+        if address is not None and self._by_address.get(address, 0) >= self.max_per_address:
+            self.rejected["address"] = self.rejected.get("address", 0) + 1
+            raise CapExceeded(429, f"this client address holds its maximum of "
+                                   f"{self.max_per_address} streams")
 
     def open(self, env: str, kind: StreamKind, key_id: str,
-             context: dict[str, Any] | None = None) -> Connection:
+             context: dict[str, Any] | None = None, address: str | None = None) -> Connection:
         """Register a connection at the store's current version (raises CapExceeded). From
-        here on every later change is queued on it; :meth:`initial` says what came before."""
-        self.check_caps(key_id)
+        here on every later change is queued on it; :meth:`initial` says what came before.
+        ``address`` is the client's (``None``: no per-address cap)."""
+        self.check_caps(key_id, address)
         # str, not the orjson bytes (see Connection.results)
         ctx_key = orjson.dumps(context, option=orjson.OPT_SORT_KEYS).decode() if context else ""
         conn = Connection(env, kind, key_id, context, ctx_key, snapshot_for=self._snapshot_for,
@@ -174,6 +185,9 @@ class FanOut:
             conn.hold(fs.version, fs.state_id)
         self._conns.setdefault(env, {}).setdefault(kind, set()).add(conn)
         self._by_key.setdefault(key_id, set()).add(conn)
+        if address is not None:
+            self._address_of[conn] = address
+            self._by_address[address] = self._by_address.get(address, 0) + 1
         self._total += 1
         gauge = self.stats.sse_connections
         gauge[kind.value] = gauge.get(kind.value, 0) + 1
@@ -192,6 +206,13 @@ class FanOut:
             keyed.discard(conn)
             if not keyed:
                 del self._by_key[conn.key_id]
+        address = self._address_of.pop(conn, None)
+        if address is not None:
+            left = self._by_address[address] - 1
+            if left:
+                self._by_address[address] = left
+            else:
+                del self._by_address[address]
 
     async def heartbeat(self) -> None:
         """A heartbeat on every idle connection (one timer for the process, not one each), in

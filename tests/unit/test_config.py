@@ -53,10 +53,20 @@ def test_booleans_paths_and_floats_from_env():
     ({"flags": "a.json", "bootstrap": "b.json"}, {}, "--flags"),
     ({"env": "a:b"}, {}, "env"),
     ({}, {"FLAGEDGE_SSE_SEND_BUFFER": "-1"}, "sse_send_buffer"),
+    ({}, {"FLAGEDGE_HEADER_TIMEOUT": "0"}, "header_timeout"),
+    ({"body_timeout": -1}, {}, "body_timeout"),
+    ({"max_connections": 0}, {}, "max_connections"),
+    ({"sse_max_per_address": 0}, {}, "sse_max_per_address"),
+    ({}, {"FLAGEDGE_TRUSTED_PROXIES": "10.0.0.0/8,lb.internal"}, "'lb.internal'"),
 ])
 def test_bad_values_name_their_origin(cli, environ, needle):
     with pytest.raises(SettingsError, match=needle):
         load_settings(cli=cli, environ=environ)
+
+
+def test_trusted_proxies_from_env_are_a_list():
+    s = load_settings(cli={}, environ={"FLAGEDGE_TRUSTED_PROXIES": "10.0.0.0/8, ::1"})
+    assert s.trusted_proxies == ("10.0.0.0/8", "::1")
 
 
 def test_unknown_toml_key_and_bad_toml_name_the_file(tmp_path):

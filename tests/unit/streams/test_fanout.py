@@ -216,6 +216,26 @@ async def test_caps_per_key_and_per_process(setup):
     assert fanout.stats.sse_connections["events"] == 5
 
 
+async def test_cap_per_client_address_beside_the_key_cap():
+    fanout = FanOut(Store(), max_per_key=10, max_total=10, max_per_address=2)
+    attacker = [fanout.open("prod", StreamKind.EVENTS, "k1", address="192.0.2.1")
+                for _ in range(2)]
+    with pytest.raises(CapExceeded) as exc:
+        fanout.open("prod", StreamKind.EVENTS, "k1", address="192.0.2.1")
+    assert exc.value.status == 429 and "address" in exc.value.reason
+    assert fanout.rejected == {"address": 1}
+    fanout.open("prod", StreamKind.EVENTS, "k1", address="192.0.2.2")  # a real user: room
+    fanout.open("prod", StreamKind.EVENTS, "k1")  # no address known: the key's cap only
+    fanout.release(attacker[0])
+    fanout.release(attacker[0])  # released twice (HEAD and finally): counted once
+    fanout.open("prod", StreamKind.EVENTS, "k1", address="192.0.2.1")
+    with pytest.raises(CapExceeded):
+        fanout.open("prod", StreamKind.EVENTS, "k2", address="192.0.2.1")  # any key
+    for conn in list(fanout.connections()):
+        fanout.release(conn)
+    assert fanout._by_address == {} and fanout._address_of == {}
+
+
 async def test_close_key_ends_only_that_keys_streams(setup):
     _store, fanout, env = setup
     mine = fanout.open("prod", StreamKind.EVENTS, "revoked")
