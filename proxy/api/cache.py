@@ -6,6 +6,11 @@ flag results (the ETag's base) and the exposures to count. A new rules version s
 (old entries age out of the LRU). Flag sets reading ``$flagd.timestamp`` are never cached.
 In front of it, raw request bodies alias the entries they resolved to (``get_raw``), so a
 client repeating a context byte for byte skips the JSON parse and the canonical form.
+
+Bounded by bytes (``cache_bytes``) as well as by entries (``cache_size``): an entry of 350
+flags holds a ~50 KB body and its key up to a 4 KB context, so a count alone let 10,000 of
+them reach ~500 MB. Each key's bytes and each entry's body are accounted once, an integer
+add on insert and a subtract on eviction; a hit costs nothing beyond the LRU move.
 """
 
 from __future__ import annotations
@@ -13,18 +18,40 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
+# Fixed bytes per stored item beyond its variable parts, measured with tracemalloc (CPython
+# 3.11, 64-bit: 5,000 puts of small keys onto one shared entry, then 5,000 distinct entries;
+# tests/unit/api/test_cache_bytes.py checks the totals against the heap). KEY_OVERHEAD: the
+# key tuple, its bytes object's header, the OrderedDict's slot (~190 B measured) and a raw
+# key's own content-type object (~50 B). ENTRY_OVERHEAD: the CachedResult object, its 16-byte
+# digest, the headers of its body and exposures tuple (~195 B measured). Each exposure slot
+# adds a pointer (the ints themselves belong to the metrics).
+KEY_OVERHEAD = 256
+ENTRY_OVERHEAD = 256
+POINTER = 8
+# An item larger than this share of the budget is not cached: one entry must not evict
+# dozens of others (and such contexts rarely repeat).
+MAX_ITEM_SHARE = 16
+
 
 class CachedResult:
     """One bulk result. ``pending`` counts responses served from it whose exposures are not
-    yet added to the metrics (folded in at scrape time: one integer add per request)."""
+    yet added to the metrics (folded in at scrape time: one integer add per request).
+    ``refs`` counts the ResultCache slots (canonical or alias) holding it, so its body is
+    accounted once however many aliases point at it."""
 
-    __slots__ = ("body_prefix", "digest", "exposures", "pending")
+    __slots__ = ("body_prefix", "digest", "exposures", "pending", "refs")
 
     def __init__(self, body_prefix: bytes, digest: bytes, exposures: tuple[int, ...]):
         self.body_prefix = body_prefix  # b'{"flags":[...],"metadata":{...}' — no closing brace
         self.digest = digest  # hash of the canonical flag results
         self.exposures = exposures  # HotMetrics.exposure_slots of its (flag, variant, reason)s
         self.pending = 0
+        self.refs = 0
+
+    @property
+    def nbytes(self) -> int:
+        """Approximate heap bytes of this result (body, exposures, the object itself)."""
+        return len(self.body_prefix) + POINTER * len(self.exposures) + ENTRY_OVERHEAD
 
 
 CacheKey = tuple[str, str, int, bytes]
@@ -32,13 +59,24 @@ CacheKey = tuple[str, str, int, bytes]
 RawKey = tuple[str, str, int, bytes | None, bytes]
 
 
+def key_bytes(key: CacheKey | RawKey) -> int:
+    """The bytes a key holds: its context (or raw body and content type) and fixed overhead.
+    The env, epoch and version objects are shared with the flag set."""
+    if len(key) == 4:
+        return len(key[3]) + KEY_OVERHEAD  # type: ignore[arg-type]
+    ctype = key[3]
+    return len(key[4]) + (len(ctype) if ctype is not None else 0) + KEY_OVERHEAD  # type: ignore[misc]
+
+
 class ResultCache:
-    def __init__(self, max_entries: int = 10_000):
-        self.max_entries = max_entries
+    def __init__(self, max_entries: int = 10_000, max_bytes: int = 64 * 1024 * 1024):
+        self.max_entries = max_entries  # per dict (canonical entries, aliases); 0 = off
+        self.max_bytes = max_bytes  # both dicts together, keys and bodies; 0 = off
         self._entries: OrderedDict[CacheKey, CachedResult] = OrderedDict()
         # Raw request bodies seen before, pointing at the entries above: a client repeating a
-        # context byte for byte is answered without parsing it. Same bound, same LRU order.
+        # context byte for byte is answered without parsing it. Same bounds, same LRU order.
         self._raw: OrderedDict[RawKey, CachedResult] = OrderedDict()
+        self.bytes = 0  # accounted bytes held: keys of both dicts, each entry's body once
         self.hits = 0
         self.misses = 0
         self.bypassed = 0
@@ -70,19 +108,43 @@ class ResultCache:
         self._put(self._raw, key, entry)
 
     def _put(self, entries: OrderedDict[Any, CachedResult], key: Any, entry: CachedResult) -> None:
-        if self.max_entries <= 0:
+        if self.max_entries <= 0 or self.max_bytes <= 0:
             return
+        size = key_bytes(key)
+        if size + entry.nbytes > self.max_bytes // MAX_ITEM_SHARE:
+            return
+        old = entries.pop(key, None)
+        if old is not None:
+            self._release(key, old)
         entries[key] = entry
-        entries.move_to_end(key)
+        if entry.refs == 0:
+            size += entry.nbytes
+        entry.refs += 1
+        self.bytes += size
         while len(entries) > self.max_entries:
-            entries.popitem(last=False)
+            self._release(*entries.popitem(last=False))
+        while self.bytes > self.max_bytes:
+            self._evict_one()
+
+    def _evict_one(self) -> None:
+        """Drop the least recently used item of the dict holding more items (each dict keeps
+        its own LRU order: an alias hit does not refresh its canonical entry)."""
+        entries, raw = self._entries, self._raw
+        if not raw or (entries and len(entries) >= len(raw)):
+            self._release(*entries.popitem(last=False))
+        else:
+            self._release(*raw.popitem(last=False))
+
+    def _release(self, key: Any, entry: CachedResult) -> None:
+        entry.refs -= 1
+        self.bytes -= key_bytes(key) + (entry.nbytes if entry.refs == 0 else 0)
 
     def drop_env(self, env: str) -> None:
         """Free the entries of an environment whose rules changed (they can never hit again)."""
         for entries in (self._entries, self._raw):
             stale = [k for k in entries if k[0] == env]
             for k in stale:
-                del entries[k]
+                self._release(k, entries.pop(k))
 
     @property
     def hit_ratio(self) -> float:

@@ -36,6 +36,7 @@ from proxy.api.openapi import OpenApi
 from proxy.api.streams import StreamsApi
 from proxy.api.tokens import StreamTokens
 from proxy.config import Settings, load_settings
+from proxy.evaluation.jsonlogic import semver
 from proxy.keys import KeyRing
 from proxy.server import gcpolicy
 from proxy.sources.base import Source
@@ -112,9 +113,11 @@ def build_runtime(settings: Settings, store: Store | None = None,
                          rate_limit=settings.rate_limit, rate_burst=settings.rate_burst)
     if settings.flags is not None and settings.keys is None and not settings.no_auth:
         log.warning("offline mode (--flags) without --keys or --no-auth: every request is 401")
-    cache = ResultCache(settings.cache_size)
+    cache = ResultCache(settings.cache_size, settings.cache_bytes)
     metrics = Metrics(store, settings.metrics_dir)
     metrics.hot.cache = cache
+    metrics.hot.held["results"] = lambda: cache.bytes
+    metrics.hot.held["semver"] = semver.cached_bytes
     return Runtime(settings=settings, store=store, keyring=keyring, tokens=tokens, auth=auth,
                    cache=cache, metrics=metrics, openapi=OpenApi())
 
@@ -134,6 +137,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
 
     ofrep = OfrepApi(settings, rt.store, rt.auth, rt.tokens, rt.metrics.hot, rt.cache,
                      rt.source_ready if start_sources else (lambda: True))
+    ofrep.bodies.max_bytes = settings.bodies_bytes
     health = Health(rt.store, rt.source_ready if start_sources else (lambda: True))
     admin = AdminApi(settings, rt.store, rt.auth, ofrep.source_ready)
     routes: list[BaseRoute] = [*ofrep.routes(), *admin.routes(), *health.routes(),
