@@ -39,7 +39,7 @@ class CachedResult:
     ``refs`` counts the ResultCache slots (canonical or alias) holding it, so its body is
     accounted once however many aliases point at it."""
 
-    __slots__ = ("body_prefix", "digest", "exposures", "pending", "refs")
+    __slots__ = ("body_prefix", "digest", "exposures", "nbytes", "pending", "refs")
 
     def __init__(self, body_prefix: bytes, digest: bytes, exposures: tuple[int, ...]):
         self.body_prefix = body_prefix  # b'{"flags":[...],"metadata":{...}' — no closing brace
@@ -47,11 +47,8 @@ class CachedResult:
         self.exposures = exposures  # HotMetrics.exposure_slots of its (flag, variant, reason)s
         self.pending = 0
         self.refs = 0
-
-    @property
-    def nbytes(self) -> int:
-        """Approximate heap bytes of this result (body, exposures, the object itself)."""
-        return len(self.body_prefix) + POINTER * len(self.exposures) + ENTRY_OVERHEAD
+        # Approximate heap bytes of this result (body, exposures, the object itself).
+        self.nbytes = len(body_prefix) + POINTER * len(exposures) + ENTRY_OVERHEAD
 
 
 CacheKey = tuple[str, str, int, bytes]
@@ -62,10 +59,16 @@ RawKey = tuple[str, str, int, bytes | None, bytes]
 def key_bytes(key: CacheKey | RawKey) -> int:
     """The bytes a key holds: its context (or raw body and content type) and fixed overhead.
     The env, epoch and version objects are shared with the flag set."""
-    if len(key) == 4:
-        return len(key[3]) + KEY_OVERHEAD  # type: ignore[arg-type]
     ctype = key[3]
-    return len(key[4]) + (len(ctype) if ctype is not None else 0) + KEY_OVERHEAD  # type: ignore[misc]
+    if len(key) == 4:
+        return len(ctype) + KEY_OVERHEAD  # type: ignore[arg-type]
+    return len(key[4]) + (len(ctype) if ctype is not None else 0) + KEY_OVERHEAD  # type: ignore[misc, arg-type]
+
+
+def _unref(key: CacheKey | RawKey, entry: CachedResult) -> int:
+    """The bytes freed by dropping ``key`` (its entry's too if no other key holds it)."""
+    refs = entry.refs = entry.refs - 1
+    return key_bytes(key) + (entry.nbytes if refs == 0 else 0)
 
 
 class ResultCache:
@@ -94,7 +97,7 @@ class ResultCache:
         return entry
 
     def put(self, key: CacheKey, entry: CachedResult) -> None:
-        self._put(self._entries, key, entry)
+        self._put(self._entries, key, len(key[3]) + KEY_OVERHEAD, entry, False)
 
     def get_raw(self, key: RawKey) -> CachedResult | None:
         """A hit counts as a hit; a miss is not counted (the canonical lookup that follows is)."""
@@ -105,46 +108,44 @@ class ResultCache:
         return entry
 
     def put_raw(self, key: RawKey, entry: CachedResult) -> None:
-        self._put(self._raw, key, entry)
+        ctype = key[3]
+        size = len(key[4]) + (len(ctype) if ctype is not None else 0) + KEY_OVERHEAD
+        self._put(self._raw, key, size, entry, True)
 
-    def _put(self, entries: OrderedDict[Any, CachedResult], key: Any, entry: CachedResult) -> None:
-        if self.max_entries <= 0 or self.max_bytes <= 0:
-            return
-        size = key_bytes(key)
-        if size + entry.nbytes > self.max_bytes // MAX_ITEM_SHARE:
-            return
-        old = entries.pop(key, None)
-        if old is not None:
-            self._release(key, old)
+    def _put(self, entries: OrderedDict[Any, CachedResult], key: Any, size: int,
+             entry: CachedResult, raw: bool) -> None:
+        """Insert with ``size`` the key's bytes: integer adds, and evictions past a bound.
+        In steady state every unique context evicts one item of the same dict, so that case
+        is inline (a function call costs more than the accounting)."""
+        nbytes = entry.nbytes
+        if self.max_entries <= 0 or (size + nbytes) * MAX_ITEM_SHARE > self.max_bytes:
+            return  # off (either bound 0), or one item would crowd out many
+        if key in entries:  # not expected (a put follows a miss); stay exact anyway
+            self.bytes -= _unref(key, entries.pop(key))
         entries[key] = entry
-        if entry.refs == 0:
-            size += entry.nbytes
-        entry.refs += 1
-        self.bytes += size
-        while len(entries) > self.max_entries:
-            self._release(*entries.popitem(last=False))
-        while self.bytes > self.max_bytes:
-            self._evict_one()
-
-    def _evict_one(self) -> None:
-        """Drop the least recently used item of the dict holding more items (each dict keeps
-        its own LRU order: an alias hit does not refresh its canonical entry)."""
-        entries, raw = self._entries, self._raw
-        if not raw or (entries and len(entries) >= len(raw)):
-            self._release(*entries.popitem(last=False))
-        else:
-            self._release(*raw.popitem(last=False))
-
-    def _release(self, key: Any, entry: CachedResult) -> None:
-        entry.refs -= 1
-        self.bytes -= key_bytes(key) + (entry.nbytes if entry.refs == 0 else 0)
+        refs = entry.refs
+        entry.refs = refs + 1
+        total = self.bytes + (size + nbytes if refs == 0 else size)
+        # Past a bound, the dict holding more items gives up its least recently used (each
+        # keeps its own LRU order: an alias hit does not refresh its canonical entry).
+        other = self._entries if raw else self._raw
+        while len(entries) > self.max_entries or total > self.max_bytes:
+            if len(entries) > self.max_entries or not other or len(entries) >= len(other):
+                k, old = entries.popitem(last=False)
+                refs = old.refs = old.refs - 1
+                ctype = k[3]
+                total -= (len(k[4]) + (len(ctype) if ctype is not None else 0) if raw
+                          else len(ctype)) + KEY_OVERHEAD + (old.nbytes if refs == 0 else 0)
+            else:
+                total -= _unref(*other.popitem(last=False))
+        self.bytes = total
 
     def drop_env(self, env: str) -> None:
         """Free the entries of an environment whose rules changed (they can never hit again)."""
         for entries in (self._entries, self._raw):
             stale = [k for k in entries if k[0] == env]
             for k in stale:
-                self._release(k, entries.pop(k))
+                self.bytes -= _unref(k, entries.pop(k))
 
     @property
     def hit_ratio(self) -> float:

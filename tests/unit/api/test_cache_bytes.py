@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import os
+import random
 import tracemalloc
 from collections.abc import Callable
 from typing import Any
@@ -83,6 +84,39 @@ def test_aliases_are_bounded_with_the_entries_and_a_body_is_counted_once() -> No
         assert small.bytes <= small.max_bytes
         assert small.get_raw(rkey(0)) is not None
     assert small.get_raw(rkey(1)) is None and small.get_raw(rkey(299)) is not None
+
+
+def recount(cache: ResultCache) -> int:
+    """The bytes held, counted from scratch: every key, every distinct entry once."""
+    held = {**{id(e): e for e in cache._entries.values()}, **{id(e): e for e in cache._raw.values()}}
+    return (sum(map(key_bytes, cache._entries)) + sum(map(key_bytes, cache._raw))
+            + sum(e.nbytes for e in held.values()))
+
+
+def test_accounting_stays_exact_through_any_mix_of_operations() -> None:
+    """Random puts, aliases (sharing entries or not), hits, replacements and env drops, with
+    both bounds in play: the running count always equals a recount, under the budget."""
+    rnd = random.Random(20)
+    cache = ResultCache(max_entries=60, max_bytes=256 * KB)
+    recent: list[CachedResult] = []
+    for step in range(3000):
+        op = rnd.random()
+        env = rnd.choice("ab")
+        i = rnd.randrange(150)
+        if op < 0.4:
+            entry = big_entry(rnd.choice((1, 3, 8)))
+            recent = [entry, *recent[:5]]
+            cache.put(ckey(i, env, pad=rnd.choice((10, 2000, 4000))), entry)
+        elif op < 0.75 and recent:
+            cache.put_raw(rkey(i, env, pad=rnd.choice((10, 2000, 4000))), rnd.choice(recent))
+        elif op < 0.95:
+            cache.get(ckey(i, env)) or cache.get_raw(rkey(i, env))
+        else:
+            cache.drop_env(env)
+        assert cache.bytes == recount(cache) <= cache.max_bytes, step
+        assert len(cache._entries) <= 60 and len(cache._raw) <= 60
+    assert all(e.refs == 0 for e in recent if e not in cache._entries.values()
+               and e not in cache._raw.values())
 
 
 def test_an_entry_over_a_share_of_the_budget_is_not_cached() -> None:
