@@ -1,6 +1,6 @@
 """Memory bounds (issue 20): the result cache and the bulk-body memo are bounded by bytes,
 keep LRU order under that bound, skip items too large for it, and account close to what the
-heap really holds (tracemalloc), never much less."""
+heap really holds (tracemalloc), never much less; the gauge sums what live workers hold."""
 
 from __future__ import annotations
 
@@ -9,16 +9,19 @@ import os
 import random
 import tracemalloc
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from proxy.api.bulk_body import BulkBodies, vector_bytes
 from proxy.api.cache import MAX_ITEM_SHARE, CachedResult, ResultCache, key_bytes
-from proxy.api.metrics import PENDING_FOLD_BYTES, HotMetrics
+from proxy.api.metrics import PENDING_FOLD_BYTES, FlagedgeCollector, HotMetrics
 from proxy.evaluation.documents import compile_document
 from proxy.evaluation.engine import evaluate_all
 from proxy.model import FlagSet
+from proxy.store import Store
 
 KB = 1024
 SLOTS = [1_000_000 + i for i in range(50)]  # exposure slots: ints owned by the metrics
@@ -256,3 +259,16 @@ def test_pending_exposures_keep_at_most_a_few_mb_of_bodies_alive() -> None:
         hot.count_entry(entry)
         assert sum(len(e.body_prefix) for e in hot._pending) <= PENDING_FOLD_BYTES + 1024 * KB
     assert hot.exposures == {("e", "f", "on", "STATIC"): 40}  # none lost by folding early
+
+
+def test_the_gauge_sums_live_workers_and_ignores_stale_snapshots(tmp_path: Path) -> None:
+    hot = HotMetrics()
+    hot.held["results"] = lambda: 1000
+    hot.held["bulk_bodies"] = lambda: 10
+    other = {**hot.snapshot(), "held": {"results": 500, "bulk_bodies": 5}}
+    (tmp_path / "worker-1.json").write_bytes(orjson.dumps(other))
+    stale = {**other, "at": other["at"] - 3600}  # a dead worker's last snapshot
+    (tmp_path / "worker-2.json").write_bytes(orjson.dumps(stale))
+    families = {m.name: m for m in FlagedgeCollector(hot, Store(), tmp_path).collect()}
+    held = {s.labels["cache"]: s.value for s in families["flagedge_cache_bytes"].samples}
+    assert held == {"results": 1500, "bulk_bodies": 15}
