@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import os
 import random
+import re
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -18,10 +19,12 @@ import pytest
 from proxy.api.bulk_body import BulkBodies, vector_bytes
 from proxy.api.cache import MAX_ITEM_SHARE, CachedResult, ResultCache, key_bytes
 from proxy.api.metrics import PENDING_FOLD_BYTES, FlagedgeCollector, HotMetrics
+from proxy.config import Settings, SettingsError, load_settings
 from proxy.evaluation.documents import compile_document
 from proxy.evaluation.engine import evaluate_all
 from proxy.model import FlagSet
 from proxy.store import Store
+from tests.unit.ofrep_app import ENV, App
 
 KB = 1024
 SLOTS = [1_000_000 + i for i in range(50)]  # exposure slots: ints owned by the metrics
@@ -272,3 +275,22 @@ def test_the_gauge_sums_live_workers_and_ignores_stale_snapshots(tmp_path: Path)
     families = {m.name: m for m in FlagedgeCollector(hot, Store(), tmp_path).collect()}
     held = {s.labels["cache"]: s.value for s in families["flagedge_cache_bytes"].samples}
     assert held == {"results": 1500, "bulk_bodies": 15}
+
+
+async def test_settings_reach_the_caches_and_the_gauge_reports_them() -> None:
+    app = App(Settings(env=ENV, cache_bytes=3 * 1024 * KB, bodies_bytes=5 * 1024 * KB))
+    hot = app.runtime.metrics.hot
+    assert app.runtime.cache.max_bytes == 3 * 1024 * KB
+    assert hot.held["bulk_bodies"].__self__.max_bytes == 5 * 1024 * KB  # type: ignore[attr-defined]
+    async with app.client() as client:
+        r = await client.post("/ofrep/v1/evaluate/flags", json={"context": {"targetingKey": "u"}})
+        assert r.status_code == 200
+        metrics = (await client.get("/metrics")).text
+    held = {m.group(1): float(m.group(2)) for m in re.finditer(
+        r'^flagedge_cache_bytes\{cache="([^"]+)"\} (\S+)$', metrics, re.M)}
+    assert held["results"] == app.runtime.cache.bytes > 0
+    assert held["bulk_bodies"] > 0 and "semver" in held
+    with pytest.raises(SettingsError, match="cache_bytes"):
+        load_settings(environ={"FLAGEDGE_CACHE_BYTES": "-1"})
+    with pytest.raises(SettingsError, match="bodies_bytes"):
+        load_settings(environ={"FLAGEDGE_BODIES_BYTES": "-5"})
