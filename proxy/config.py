@@ -43,7 +43,12 @@ class Settings:
     body_limit: int = 64 * 1024
     rate_limit: float = 0.0  # default requests/s per key and worker; 0 = unlimited
     rate_burst: float = 0.0  # bucket size; 0 = max(1, rate_limit)
-    cache_size: int = 10_000  # bulk results kept (LRU)
+    cache_size: int = 10_000  # bulk results kept (LRU); cache_bytes bounds them too
+    # Bytes of bulk results and their keys kept (LRU), per worker: with 350 flags an entry is
+    # ~55 KB, so 64 MB keeps ~1,200 of them (more of smaller flag sets, up to cache_size).
+    cache_bytes: int = 64 * 1024 * 1024
+    # Bytes of serialised bulk bodies memoised by outcome vector, all environments, per worker.
+    bodies_bytes: int = 32 * 1024 * 1024
     max_context_depth: int = 10
     max_context_items: int = 1_000
     stream_token_ttl: int = 86_400  # seconds per stream-token validity window
@@ -204,6 +209,8 @@ def validate(s: Settings) -> None:
         raise SettingsError("rate_limit/rate_burst: must not be negative")
     if s.cache_size < 0:
         raise SettingsError("cache_size: must not be negative")
+    if s.cache_bytes < 0 or s.bodies_bytes < 0:
+        raise SettingsError("cache_bytes/bodies_bytes: must not be negative (0 turns it off)")
     if s.sse_send_buffer < 0:
         raise SettingsError("sse_send_buffer: must not be negative (0 keeps the OS default)")
     if s.keys_refresh < 0:

@@ -6,6 +6,11 @@ flag results (the ETag's base) and the exposures to count. A new rules version s
 (old entries age out of the LRU). Flag sets reading ``$flagd.timestamp`` are never cached.
 In front of it, raw request bodies alias the entries they resolved to (``get_raw``), so a
 client repeating a context byte for byte skips the JSON parse and the canonical form.
+
+Bounded by bytes (``cache_bytes``) as well as by entries (``cache_size``): an entry of 350
+flags holds a ~50 KB body and its key up to a 4 KB context, so a count alone let 10,000 of
+them reach ~500 MB. Each key's bytes and each entry's body are accounted once, an integer
+add on insert and a subtract on eviction; a hit costs nothing beyond the LRU move.
 """
 
 from __future__ import annotations
@@ -13,18 +18,37 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
+# Fixed bytes per stored item beyond its variable parts, measured with tracemalloc (CPython
+# 3.11, 64-bit: 5,000 puts of small keys onto one shared entry, then 5,000 distinct entries;
+# tests/unit/api/test_cache_bytes.py checks the totals against the heap). KEY_OVERHEAD: the
+# key tuple, its bytes object's header, the OrderedDict's slot (~190 B measured) and a raw
+# key's own content-type object (~50 B). ENTRY_OVERHEAD: the CachedResult object, its 16-byte
+# digest, the headers of its body and exposures tuple (~195 B measured). Each exposure slot
+# adds a pointer (the ints themselves belong to the metrics).
+KEY_OVERHEAD = 256
+ENTRY_OVERHEAD = 256
+POINTER = 8
+# An item larger than this share of the budget is not cached: one entry must not evict
+# dozens of others (and such contexts rarely repeat).
+MAX_ITEM_SHARE = 16
+
 
 class CachedResult:
     """One bulk result. ``pending`` counts responses served from it whose exposures are not
-    yet added to the metrics (folded in at scrape time: one integer add per request)."""
+    yet added to the metrics (folded in at scrape time: one integer add per request).
+    ``refs`` counts the ResultCache slots (canonical or alias) holding it, so its body is
+    accounted once however many aliases point at it."""
 
-    __slots__ = ("body_prefix", "digest", "exposures", "pending")
+    __slots__ = ("body_prefix", "digest", "exposures", "nbytes", "pending", "refs")
 
     def __init__(self, body_prefix: bytes, digest: bytes, exposures: tuple[int, ...]):
         self.body_prefix = body_prefix  # b'{"flags":[...],"metadata":{...}' — no closing brace
         self.digest = digest  # hash of the canonical flag results
         self.exposures = exposures  # HotMetrics.exposure_slots of its (flag, variant, reason)s
         self.pending = 0
+        self.refs = 0
+        # Approximate heap bytes of this result (body, exposures, the object itself).
+        self.nbytes = len(body_prefix) + POINTER * len(exposures) + ENTRY_OVERHEAD
 
 
 CacheKey = tuple[str, str, int, bytes]
@@ -32,13 +56,30 @@ CacheKey = tuple[str, str, int, bytes]
 RawKey = tuple[str, str, int, bytes | None, bytes]
 
 
+def key_bytes(key: CacheKey | RawKey) -> int:
+    """The bytes a key holds: its context (or raw body and content type) and fixed overhead.
+    The env, epoch and version objects are shared with the flag set."""
+    ctype = key[3]
+    if len(key) == 4:
+        return len(ctype) + KEY_OVERHEAD  # type: ignore[arg-type]
+    return len(key[4]) + (len(ctype) if ctype is not None else 0) + KEY_OVERHEAD  # type: ignore[misc, arg-type]
+
+
+def _unref(key: CacheKey | RawKey, entry: CachedResult) -> int:
+    """The bytes freed by dropping ``key`` (its entry's too if no other key holds it)."""
+    refs = entry.refs = entry.refs - 1
+    return key_bytes(key) + (entry.nbytes if refs == 0 else 0)
+
+
 class ResultCache:
-    def __init__(self, max_entries: int = 10_000):
-        self.max_entries = max_entries
+    def __init__(self, max_entries: int = 10_000, max_bytes: int = 64 * 1024 * 1024):
+        self.max_entries = max_entries  # per dict (canonical entries, aliases); 0 = off
+        self.max_bytes = max_bytes  # both dicts together, keys and bodies; 0 = off
         self._entries: OrderedDict[CacheKey, CachedResult] = OrderedDict()
         # Raw request bodies seen before, pointing at the entries above: a client repeating a
-        # context byte for byte is answered without parsing it. Same bound, same LRU order.
+        # context byte for byte is answered without parsing it. Same bounds, same LRU order.
         self._raw: OrderedDict[RawKey, CachedResult] = OrderedDict()
+        self.bytes = 0  # accounted bytes held: keys of both dicts, each entry's body once
         self.hits = 0
         self.misses = 0
         self.bypassed = 0
@@ -56,7 +97,7 @@ class ResultCache:
         return entry
 
     def put(self, key: CacheKey, entry: CachedResult) -> None:
-        self._put(self._entries, key, entry)
+        self._put(self._entries, key, len(key[3]) + KEY_OVERHEAD, entry, False)
 
     def get_raw(self, key: RawKey) -> CachedResult | None:
         """A hit counts as a hit; a miss is not counted (the canonical lookup that follows is)."""
@@ -67,22 +108,44 @@ class ResultCache:
         return entry
 
     def put_raw(self, key: RawKey, entry: CachedResult) -> None:
-        self._put(self._raw, key, entry)
+        ctype = key[3]
+        size = len(key[4]) + (len(ctype) if ctype is not None else 0) + KEY_OVERHEAD
+        self._put(self._raw, key, size, entry, True)
 
-    def _put(self, entries: OrderedDict[Any, CachedResult], key: Any, entry: CachedResult) -> None:
-        if self.max_entries <= 0:
-            return
+    def _put(self, entries: OrderedDict[Any, CachedResult], key: Any, size: int,
+             entry: CachedResult, raw: bool) -> None:
+        """Insert with ``size`` the key's bytes: integer adds, and evictions past a bound.
+        In steady state every unique context evicts one item of the same dict, so that case
+        is inline (a function call costs more than the accounting)."""
+        nbytes = entry.nbytes
+        if self.max_entries <= 0 or (size + nbytes) * MAX_ITEM_SHARE > self.max_bytes:
+            return  # off (either bound 0), or one item would crowd out many
+        if key in entries:  # not expected (a put follows a miss); stay exact anyway
+            self.bytes -= _unref(key, entries.pop(key))
         entries[key] = entry
-        entries.move_to_end(key)
-        while len(entries) > self.max_entries:
-            entries.popitem(last=False)
+        refs = entry.refs
+        entry.refs = refs + 1
+        total = self.bytes + (size + nbytes if refs == 0 else size)
+        # Past a bound, the dict holding more items gives up its least recently used (each
+        # keeps its own LRU order: an alias hit does not refresh its canonical entry).
+        other = self._entries if raw else self._raw
+        while len(entries) > self.max_entries or total > self.max_bytes:
+            if len(entries) > self.max_entries or not other or len(entries) >= len(other):
+                k, old = entries.popitem(last=False)
+                refs = old.refs = old.refs - 1
+                ctype = k[3]
+                total -= (len(k[4]) + (len(ctype) if ctype is not None else 0) if raw
+                          else len(ctype)) + KEY_OVERHEAD + (old.nbytes if refs == 0 else 0)
+            else:
+                total -= _unref(*other.popitem(last=False))
+        self.bytes = total
 
     def drop_env(self, env: str) -> None:
         """Free the entries of an environment whose rules changed (they can never hit again)."""
         for entries in (self._entries, self._raw):
             stale = [k for k in entries if k[0] == env]
             for k in stale:
-                del entries[k]
+                self.bytes -= _unref(k, entries.pop(k))
 
     @property
     def hit_ratio(self) -> float:

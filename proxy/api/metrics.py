@@ -64,6 +64,7 @@ class Histogram:
 
 
 PENDING_FOLD = 1_000  # distinct bulk results counted but not yet expanded per flag
+PENDING_FOLD_BYTES = 8 * 1024 * 1024  # ... or this many bytes of their bodies (350 flags: ~160)
 
 
 class HotMetrics:
@@ -76,8 +77,11 @@ class HotMetrics:
         self._slot_keys: list[tuple[str, str, str, str] | None] = []  # None: pruned
         self._slot_counts: list[int] = []
         self._pending: list[Any] = []
+        self._pending_bytes = 0
         self.propagation = Histogram(PROPAGATION_BUCKETS)
         self.cache: Any = None  # the ResultCache (hits/misses/bypassed counters live there)
+        # Bytes held per cache (flagedge_cache_bytes{cache}): each cache registers a reader.
+        self.held: dict[str, Callable[[], int]] = {}
         # For the streams module: current connections per stream, events sent/coalesced.
         self.in_flight = 0  # HTTP requests being handled (streams included)
         self.sse_connections: dict[str, int] = {}
@@ -130,17 +134,20 @@ class HotMetrics:
         """Count the exposures of one bulk response served from ``entry`` (a CachedResult):
         an integer add now, added to its slots when metrics are read."""
         if entry.pending == 0:
-            # Each pending entry keeps its response body (~7 KB for 50 flags) alive after the
-            # result cache dropped it: fold often enough that this stays a few MB, not 100+.
-            # A fold is an integer add per flag per entry (~1 ms for 1,000 entries of 20).
-            # Fold *before* adding this one: folded, it would be counted but never listed.
-            if len(self._pending) >= PENDING_FOLD:
+            # Each pending entry keeps its response body (~7 KB for 50 flags, ~50 KB for 350)
+            # alive after the result cache dropped it: fold often enough that this stays a few
+            # MB, not 100+. A fold is an integer add per flag per entry (~1 ms for 1,000
+            # entries of 20). Fold *before* adding this one: folded, it would be counted but
+            # never listed.
+            if len(self._pending) >= PENDING_FOLD or self._pending_bytes >= PENDING_FOLD_BYTES:
                 self.fold()
             self._pending.append(entry)
+            self._pending_bytes += len(entry.body_prefix)
         entry.pending += 1
 
     def fold(self) -> None:
         pending, self._pending = self._pending, []
+        self._pending_bytes = 0
         counts = self._slot_counts
         for entry in pending:
             n, entry.pending = entry.pending, 0
@@ -167,6 +174,7 @@ class HotMetrics:
                       if self.cache is not None else [0, 0, 0]),
             "sse_connections": self.sse_connections,
             "sse_events": [[s, o, n] for (s, o), n in self.sse_events.items()],
+            "held": {name: read() for name, read in self.held.items()},
         }
 
     def write_snapshot(self, directory: Path) -> None:
@@ -187,7 +195,8 @@ def _merged(hot: HotMetrics, directory: Path | None) -> dict[str, Any]:
                     snaps.append(orjson.loads(path.read_bytes()))
     now = time.time()
     out: dict[str, Any] = {"requests": {}, "durations": {}, "exposures": {}, "cache": [0, 0, 0],
-                           "propagation": None, "sse_connections": {}, "sse_events": {}}
+                           "propagation": None, "sse_connections": {}, "sse_events": {},
+                           "held": {}}
     for snap in snaps:
         for r, s, n in snap["requests"]:
             out["requests"][(r, s)] = out["requests"].get((r, s), 0) + n
@@ -209,6 +218,8 @@ def _merged(hot: HotMetrics, directory: Path | None) -> dict[str, Any]:
         if now - snap["at"] <= LIVE_SNAPSHOT_S:
             for s, n in snap["sse_connections"].items():
                 out["sse_connections"][s] = out["sse_connections"].get(s, 0) + n
+            for name, n in snap.get("held", {}).items():
+                out["held"][name] = out["held"].get(name, 0) + n
     return out
 
 
@@ -265,6 +276,12 @@ class FlagedgeCollector:
         yield GaugeMetricFamily("flagedge_result_cache_hit_ratio",
                                 "Share of cacheable bulk lookups answered from the result cache",
                                 value=hits / (hits + misses) if hits + misses else 0.0)
+        held = GaugeMetricFamily("flagedge_cache_bytes",
+                                 "Bytes held by each cache (accounted; summed over workers)",
+                                 labels=["cache"])
+        for name, n in sorted(m["held"].items()):
+            held.add_metric([name], n)
+        yield held
         prop = _hist_family("flagedge_change_propagation_seconds",
                             "Time from the Redis write to the change being served", [])
         counts, total = m["propagation"]

@@ -29,8 +29,8 @@ from proxy.store import Store
 
 EVENTS_PATH = "/ofrep/v1/events"
 CATCH_UP_TIMEOUT = 0.5  # flagConfigEtag we have not served yet: wait this long for the store
-# Contexts larger than this are evaluated, not cached: their canonical form is the cache key,
-# so 10,000 entries of near-limit contexts would hold ~640 MB (and they rarely repeat).
+# Contexts larger than this are evaluated, not cached: they rarely repeat, and each would take
+# a large share of the cache's byte budget (``cache_bytes``).
 MAX_CACHED_CONTEXT = 4096
 _SORT = orjson.OPT_SORT_KEYS
 _NO_RULES = "no rules loaded yet: the rules source is not reachable (retry shortly)"
@@ -71,7 +71,7 @@ class OfrepApi:
         self.hot = metrics
         self.cache = cache
         self.source_ready = source_ready
-        self.bodies = BulkBodies(metrics)
+        self.bodies = BulkBodies(metrics, settings.bodies_bytes)
         self._streams_memo: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
         store.subscribe(self._on_change)
 

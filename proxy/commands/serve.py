@@ -80,6 +80,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--rate-burst", type=float, help="token bucket size (default: the rate, at least 1)")
     a("--body-limit", type=int, help="max request body bytes (default 65536)")
     a("--cache-size", type=int, help="bulk result cache entries (default 10000)")
+    a("--cache-bytes", type=int, help="bulk result cache bytes per worker (default 64 MB)")
+    a("--bodies-bytes", type=int,
+      help="memoised bulk body bytes per worker, all environments (default 32 MB)")
     a("--stream-secret", help="stream-token HMAC secret (FLAGEDGE_SECRET); default: Redis's "
       "flagedge:secret, or random per serve offline")
     a("--metrics-key", help="require 'Authorization: Bearer KEY' on /metrics (FLAGEDGE_METRICS_KEY)")

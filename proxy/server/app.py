@@ -36,6 +36,7 @@ from proxy.api.openapi import OpenApi
 from proxy.api.streams import StreamsApi
 from proxy.api.tokens import StreamTokens
 from proxy.config import Settings, load_settings
+from proxy.evaluation.jsonlogic import semver
 from proxy.keys import KeyRing
 from proxy.server import connections, gcpolicy
 from proxy.sources.base import Source
@@ -117,9 +118,11 @@ def build_runtime(settings: Settings, store: Store | None = None,
                          rate_limit=settings.rate_limit, rate_burst=settings.rate_burst)
     if settings.flags is not None and settings.keys is None and not settings.no_auth:
         log.warning("offline mode (--flags) without --keys or --no-auth: every request is 401")
-    cache = ResultCache(settings.cache_size)
+    cache = ResultCache(settings.cache_size, settings.cache_bytes)
     metrics = Metrics(store, settings.metrics_dir, MetricsAccess(settings.metrics_key))
     metrics.hot.cache = cache
+    metrics.hot.held["results"] = lambda: cache.bytes
+    metrics.hot.held["semver"] = semver.cached_bytes
     return Runtime(settings=settings, store=store, keyring=keyring, tokens=tokens, auth=auth,
                    cache=cache, metrics=metrics, openapi=OpenApi())
 

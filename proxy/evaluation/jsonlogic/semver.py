@@ -6,6 +6,12 @@ to "1.0.0" / "1.2.0"; anything else invalid gives null. ``^`` matches the major 
 ``~`` the major and minor. A literal target is parsed once at compile time; versions from
 the context go through a small hand-written parser behind an LRU cache (the ``semver``
 library is used for prerelease precedence, the rare slow path).
+
+Only strings of at most MAX_CACHED_VERSION characters are cached. Context strings can be as
+long as the request body (64 KB by default), so 4,096 cached adversarial ones held ~256 MB;
+real versions ("1.2.3-beta.4+build.567") are far shorter, and for a long string a cache hit
+saves little anyway (hashing and comparing it is linear, as the parse is). The cache then
+holds at most 4,096 x (2 x 64 + SEMVER_ENTRY_BYTES), about 1.8 MB.
 """
 
 from __future__ import annotations
@@ -35,10 +41,16 @@ _PARTIAL = re.compile(r"(0|[1-9]\d{0,15})(?:\.(0|[1-9]\d{0,15}))?", re.ASCII)
 _WS = " \t\n\v\f\r\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
 
 OPERATORS = ("=", "!=", "<", "<=", ">", ">=", "^", "~")
+MAX_CACHED_VERSION = 64  # characters; longer strings are parsed every time (see above)
+CACHED_VERSIONS = 4096
+# Heap bytes of one cached parse beyond its characters (the key's, and the prerelease's:
+# each at most MAX_CACHED_VERSION), measured with tracemalloc over 4,096 parses (CPython 3.11,
+# 64-bit): the key's str header, the lru_cache's link and dict slot, the result tuple (~230 B
+# for "1000.2.3") and the prerelease str's header (49 B); rounded up.
+SEMVER_ENTRY_BYTES = 320
 
 
-@functools.lru_cache(maxsize=4096)
-def parse_version(raw: str) -> Version | None:
+def _parse(raw: str) -> Version | None:
     s = raw[1:] if raw[:1] in ("v", "V") else raw
     t = s.strip(_WS)
     if len(t) <= 256:
@@ -55,6 +67,18 @@ def parse_version(raw: str) -> Version | None:
             return None
         return (major, minor, 0, None)
     return None
+
+
+cached_parse = functools.lru_cache(maxsize=CACHED_VERSIONS)(_parse)
+
+
+def parse_version(raw: str) -> Version | None:
+    return cached_parse(raw) if len(raw) <= MAX_CACHED_VERSION else _parse(raw)
+
+
+def cached_bytes() -> int:
+    """An upper bound of the bytes the parse cache holds (every string at the length cap)."""
+    return cached_parse.cache_info().currsize * (2 * MAX_CACHED_VERSION + SEMVER_ENTRY_BYTES)
 
 
 def to_version(v: Any) -> Version | None:
@@ -132,7 +156,10 @@ def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
 
         def sem_ver_fast(d: Any) -> bool | None:
             v = fv(d)
-            pv = parse_version(v) if v.__class__ is str else to_version(v)
+            if v.__class__ is str:  # parse_version inlined: this is the hot path
+                pv = cached_parse(v) if len(v) <= MAX_CACHED_VERSION else _parse(v)
+            else:
+                pv = to_version(v)
             return None if pv is None else test(pv, tv)
 
         return sem_ver_fast

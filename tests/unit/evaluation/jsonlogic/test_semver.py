@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from proxy.evaluation.jsonlogic import semver
 from proxy.evaluation.jsonlogic.compiler import apply, compile_logic
 from proxy.evaluation.jsonlogic.semver import compare, parse_version
 
@@ -108,10 +109,29 @@ def test_literal_arguments_are_validated(logic: Any, message: str) -> None:
 
 
 def test_context_versions_are_cached() -> None:
-    parse_version.cache_clear()
+    semver.cached_parse.cache_clear()
     logic = {"sem_ver": [{"var": "v"}, ">=", "1.0.0"]}
     compiled, _ = compile_logic(logic)
     for _ in range(5):
         assert compiled({"v": "3.1.4"}) is True  # type: ignore[operator]
-    info = parse_version.cache_info()
+    info = semver.cached_parse.cache_info()
     assert info.hits >= 4 and info.misses <= 2
+
+
+def test_long_context_strings_are_parsed_but_never_cached() -> None:
+    """An adversary's 60 KB "versions" would otherwise hold 4,096 x 60 KB in the cache."""
+    compiled, _ = compile_logic({"sem_ver": [{"var": "v"}, ">=", "1.0.0"]})
+    semver.cached_parse.cache_clear()  # the literal target was parsed once, at compile time
+    cap = semver.MAX_CACHED_VERSION
+    long_ok = "2.0.0-" + "a" * (cap * 2)  # a valid prerelease, just long
+    for i in range(semver.CACHED_VERSIONS + 10):
+        assert compiled({"v": f"{i}" + "7" * 60_000}) is None  # type: ignore[operator]
+        assert parse_version(f"v{i}" + "7" * 60_000) is None  # the generic path
+        assert compiled({"v": long_ok}) is True  # type: ignore[operator]
+    assert parse_version(long_ok) == (2, 0, 0, "a" * (cap * 2))
+    assert semver.cached_parse.cache_info().currsize == 0
+    assert semver.cached_bytes() == 0
+    for i in range(10):
+        assert compiled({"v": f"1.{i}.0"}) is True  # type: ignore[operator]
+    assert semver.cached_parse.cache_info().currsize == 10  # short ones are still cached
+    assert semver.cached_bytes() == 10 * (2 * cap + semver.SEMVER_ENTRY_BYTES)
