@@ -26,7 +26,7 @@ from tests.hardening.conftest import (
     http,
     ofrep_error_body,
 )
-from tests.integration.streams_support import Stream
+from tests.integration.streams_support import Stream, vid
 
 pytestmark = pytest.mark.integration
 
@@ -196,7 +196,7 @@ async def test_streams_deliver_only_their_environment(two_envs: TwoEnvs) -> None
             doc["flags"]["shared"]["variants"]["a"] = "beta-a2"
             doc["flags"]["shared"]["targeting"] = {}
             v_beta = await asyncio.to_thread(s.push, doc, "beta")
-            assert (await beta_events.next()).id == str(v_beta)
+            assert vid(await beta_events.next()) == v_beta
             # Then a change to alpha: the first thing every alpha stream sees is alpha's.
             doc = env_doc("alpha")
             doc["flags"]["shared"]["variants"]["a"] = "alpha-a2"
@@ -204,7 +204,7 @@ async def test_streams_deliver_only_their_environment(two_envs: TwoEnvs) -> None
             v_alpha = await asyncio.to_thread(s.push, doc, "alpha")
             for st in (ev_tok, ev_key, eva, eva_key, rules, rules_key):
                 got = await st.next()
-                assert got.id == str(v_alpha), (st.url, got.id, got.data[:200])
+                assert vid(got) == v_alpha, (st.url, got.id, got.data[:200])
                 assert "beta" not in got.data, got.data[:300]
                 if st in (eva, eva_key, rules, rules_key):  # they carry values: alpha's new one
                     assert "alpha-a2" in got.data, got.data[:300]

@@ -16,7 +16,7 @@ import pytest
 
 from proxy.keys import hash_key
 from tests.hardening.conftest import BULK, ROOT, TwoEnvs, b64_context, env_doc
-from tests.integration.streams_support import Stream
+from tests.integration.streams_support import Stream, vid
 
 pytestmark = pytest.mark.integration
 
@@ -114,7 +114,7 @@ async def test_revoked_keys_stop_everywhere_within_a_second(two_envs: TwoEnvs) -
             assert not kept.ended.is_set()
             v = await asyncio.to_thread(s.push, env_doc("alpha") | {"metadata": {"v": "2"}},
                                         "alpha")
-            assert (await kept.next()).id == str(v)
+            assert vid(await kept.next()) == v
 
 
 async def test_revocation_reaches_every_worker_within_a_second(proxy_factory) -> None:
