@@ -13,6 +13,7 @@ only and at most :data:`REDIS_MAX_ENTRIES` entries back; when that does not reac
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections import deque
 from collections.abc import Mapping
@@ -130,9 +131,10 @@ class ChangeLog:
         entries = log_.entries
         if entries[0].version > version or entries[-1].version < current:
             return None
-        if not any(e.version == version and e.state_id == held for e in entries):
+        start = _index(entries, version)
+        if start is None or entries[start].state_id != held:
             return None
-        out = [e for e in entries if version < e.version <= current]
+        out = list(itertools.islice(entries, start + 1, start + 1 + current - version))
         if not _contiguous(out, version, current):
             return None
         return out
@@ -153,6 +155,15 @@ class ChangeLog:
     def oldest(self, env: str) -> int | None:
         log_ = self._envs.get(env)
         return log_.entries[0].version if log_ and log_.entries else None
+
+
+def _index(entries: deque[Entry], version: int) -> int | None:
+    """Where ``version`` is in the ring: versions are mostly consecutive (a reload after a
+    gap can skip some), so look where it would be, then search."""
+    guess = version - entries[0].version
+    if 0 <= guess < len(entries) and entries[guess].version == version:
+        return guess
+    return next((i for i, e in enumerate(entries) if e.version == version), None)
 
 
 def _contiguous(entries: list[Entry], version: int, current: int) -> bool:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from proxy.model import FlagSet
+from proxy.model import FlagSet, id_version
 from proxy.store import Store
 from proxy.streams.connection import Connection, StreamKind
 from proxy.streams.frames import diff_frames, id_only, notification, rules_entry
@@ -68,6 +68,10 @@ async def initial(conn: Connection, last_id: str | None, *, store: Store, ring: 
             else snapshots.rules_put(fs)
     if last_id == fs.state_id:
         return b""
+    held = id_version(last_id)
+    if conn.kind is StreamKind.EVENTS and (held is None or fs.version - held > conn.limits.max_queue):
+        # One notification covers any number of missed versions, whatever their history.
+        return notification(fs.state_id, fs.updated_at)
     entries = ring.since(conn.env, last_id, fs.version)
     if entries is None and history is not None and conn.kind is StreamKind.RULES:
         entries = await history.entries(conn.env, last_id, fs.version, fs.epoch)
