@@ -44,6 +44,8 @@ MAX_VALUE_DEPTH = 64
 __all__ = [
     "compile_document",
     "compile_flag",
+    "compile_flag_tolerantly",
+    "error_flag",
     "load_document",
     "resolve",
     "validate_document",
@@ -211,7 +213,7 @@ def _build_flag(
     flag_md = _metadata(raw.get("metadata"), f"{path}.metadata", problems)
     cc = LogicCompiler(evaluators, flag_key=key)
     compiled = _targeting(cc, raw.get("targeting"), path, problems)
-    if len(problems) > before:
+    if any(not p.warning for p in problems[before:]):
         return None
 
     md = {**set_metadata, **flag_md}
@@ -287,10 +289,12 @@ def _with_static_result(flag: Flag, compiled: Compiled | None, path: str, proble
             static = resolve(flag, compiled.value)
             shown = to_string(compiled.value)[:100] if static.error_code is not None else ""
         except JSThrow as exc:  # a constant too large to name a variant
-            problems.append(Problem(f"{path}.targeting", f"targeting always fails: {exc}"))
+            problems.append(Problem(f"{path}.targeting", f"targeting always fails: {exc}",
+                                    ErrorCode.GENERAL))
             return None
         if static.error_code is not None:
-            problems.append(Problem(f"{path}.targeting", f"targeting always returns {shown!r}, which is not a variant"))
+            problems.append(Problem(f"{path}.targeting", f"targeting always returns {shown!r}, which is not a variant",
+                                    ErrorCode.GENERAL))
             return None
     if static is None:
         return flag
@@ -306,7 +310,42 @@ def compile_flag(key: str, raw_flag: Any, evaluators: Mapping[str, Any] | None, 
     return flag
 
 
-def _compile(doc: Any) -> tuple[list[Problem], dict[str, Flag], dict[str, Any], dict[str, Any]]:
+def compile_flag_tolerantly(key: str, raw: Any, evaluators: Mapping[str, Any] | None,
+                            set_metadata: Mapping[str, Any] | None) -> tuple[Flag, list[Problem]]:
+    """Compile one flag as a source serves it (strict at write time, tolerant at serve time,
+    like flagd): an invalid flag becomes a flag that answers the error flagd gives for it
+    at evaluation time; a flag with warnings only is served as flagd evaluates it. Returns
+    the flag and every problem found (warnings included)."""
+    problems: list[Problem] = []
+    flag = _build_flag(key, raw, evaluators or {}, set_metadata or {}, problems)
+    problems = _dedupe(problems)
+    if flag is None:
+        flag = error_flag(key, raw, problems or [Problem(f"flags.{key}", "invalid flag")],
+                          set_metadata or {})
+    return flag, problems
+
+
+def error_flag(key: str, raw: Any, problems: list[Problem], set_metadata: Mapping[str, Any]) -> Flag:
+    """A flag served as the error flagd answers for this invalid definition: GENERAL when its
+    rule always names no variant (flagd finds that out when evaluating), else PARSE_ERROR."""
+    hard = [p for p in problems if not p.warning] or problems
+    code = ErrorCode.GENERAL if all(p.code is ErrorCode.GENERAL for p in hard) else ErrorCode.PARSE_ERROR
+    more = f" (and {len(hard) - 1} more)" if len(hard) > 1 else ""
+    raw_map = raw if raw.__class__ is dict else {}
+    flag_md = raw_map.get("metadata")
+    md = {**set_metadata, **(flag_md if flag_md.__class__ is dict else {})}
+    variants = raw_map.get("variants")
+    variants = variants if variants.__class__ is dict else {}
+    kind = next((k for k in map(_kind, variants.values()) if k is not None), VariantType.STRING)
+    result = EvaluationResult(key, Reason.ERROR, metadata=md, error_code=code,
+                              error_details=f"invalid flag definition: {hard[0]}{more}")
+    return Flag(key=key, state=FlagState.ENABLED, variants=variants, variant_type=kind,
+                default_variant=None, metadata=md, raw=raw_map, static_result=result,
+                problems=tuple(problems))
+
+
+def _compile(doc: Any, tolerant: bool = False
+             ) -> tuple[list[Problem], dict[str, Flag], dict[str, Any], dict[str, Any]]:
     problems: list[Problem] = []
     flags: dict[str, Flag] = {}
     if doc.__class__ is not dict:
@@ -320,8 +359,17 @@ def _compile(doc: Any) -> tuple[list[Problem], dict[str, Flag], dict[str, Any], 
     if evaluators.__class__ is not dict:
         evaluators = {}
     set_md = _metadata(doc.get("metadata"), "metadata", problems)
+    if tolerant and any(p.path.split(".")[0] == "metadata" for p in problems):
+        set_md = {}  # served without the set's metadata (reported)
     for key, raw in raw_flags.items():
-        flag = _build_flag(key, raw, evaluators, set_md, problems)
+        if not tolerant:
+            flag = _build_flag(key, raw, evaluators, set_md, problems)
+        elif key.__class__ is str and key:
+            flag, found = compile_flag_tolerantly(key, raw, evaluators, set_md)
+            problems.extend(found)
+        else:
+            problems.append(Problem("flags", "flag keys must be non-empty strings"))
+            flag = None
         if flag is not None:
             flags[key] = flag
     return _dedupe(problems), flags, evaluators, set_md
@@ -342,18 +390,48 @@ def validate_document(doc: Any) -> list[Problem]:
         return [Problem("", f"internal error while validating: {exc!r}")]
 
 
-def compile_document(doc: Any, *, version: int = 0, epoch: str = "", updated_at: float = 0.0) -> FlagSet:
-    """Compile a whole document into a FlagSet; raises InvalidDocument with every problem."""
+def compile_document(doc: Any, *, version: int = 0, epoch: str = "", updated_at: float = 0.0,
+                     tolerant: bool = False) -> FlagSet:
+    """Compile a whole document into a FlagSet; raises InvalidDocument with every problem.
+
+    ``tolerant`` (sources serving a file they hold anyway): only a document that is no flag
+    document at all raises; an invalid flag is served as its evaluation-time error and every
+    problem is in the set's ``rejected`` (warnings are not: those flags are served)."""
     if isinstance(doc, (bytes, str)):
         doc = load_document(doc)
     try:
-        problems, flags, evaluators, set_md = _compile(doc)
+        problems, flags, evaluators, set_md = _compile(doc, tolerant)
     except RecursionError:
         raise InvalidDocument([Problem("", "document is nested too deeply")]) from None
-    if problems:
-        raise InvalidDocument(problems)
+    if not problems:
+        return flag_set(flags, evaluators, set_md, version=version, epoch=epoch,
+                        updated_at=updated_at)
+    if not tolerant or doc.__class__ is not dict or doc.get("flags").__class__ is not dict:
+        raise InvalidDocument(problems)  # tolerant: no flag document at all
     return flag_set(flags, evaluators, set_md, version=version, epoch=epoch,
-                    updated_at=updated_at)
+                    updated_at=updated_at, rejected=rejections(problems))
+
+
+def rejections(problems: list[Problem]) -> dict[str, tuple[Problem, ...]]:
+    """Problems that are not warnings, by flag key ("" for set-level ones)."""
+    out: dict[str, list[Problem]] = {}
+    for p in problems:
+        if not p.warning:
+            out.setdefault(flag_of(p.path), []).append(p)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def flag_of(path: str) -> str:
+    """The flag key a problem path names ("" when it names none). Keys may contain dots:
+    the path is matched against ``flags.<key>`` followed by a known flag member."""
+    if not path.startswith("flags."):
+        return ""
+    rest = path[len("flags."):]
+    for member in (".state", ".variants", ".defaultVariant", ".metadata", ".targeting"):
+        i = rest.find(member)
+        if i > 0 and (len(rest) == i + len(member) or rest[i + len(member)] in ".["):
+            return rest[:i]
+    return rest
 
 
 # -- applying one change ---------------------------------------------------------------------
@@ -371,10 +449,12 @@ def compile_flag_strictly(key: str, raw: Any, evaluators: Mapping[str, Any],
 
 def flag_set(flags: Mapping[str, Flag], evaluators: Mapping[str, Any],
              metadata: Mapping[str, Any], *, version: int, epoch: str,
-             updated_at: float) -> FlagSet:
+             updated_at: float, rejected: Mapping[str, tuple[Problem, ...]] | None = None
+             ) -> FlagSet:
     return FlagSet(flags=flags, evaluators=evaluators, metadata=metadata, version=version,
                    epoch=epoch, updated_at=updated_at,
-                   uses_timestamp=any(f.uses_timestamp for f in flags.values()))
+                   uses_timestamp=any(f.uses_timestamp for f in flags.values()),
+                   rejected=rejected or {})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -143,6 +143,10 @@ def _check_bucket(cc: LogicCompiler, raw: Any, path: str) -> tuple[Any, int | No
     return (lambda d: [vf(d), wf(d)]), literal
 
 
+def _null(d: Any) -> None:
+    return None
+
+
 def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
     # At the top level the flag key is known now; inside an iterator the reference reads the
     # element's $flagd (usually absent: null), so keep reading the data there.
@@ -163,7 +167,9 @@ def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
         if by.__class__ is Const:
             by = by.value
     elif first.__class__ is not list:
-        return cc.problem(f"{path}[0]", "the first argument must be a bucketing expression or a [variant, weight] bucket")
+        # refused by push/validate; flagd's evaluators answer null for it at run time
+        cc.warn(f"{path}[0]", "the first argument must be a bucketing expression or a [variant, weight] bucket")
+        return _null
     if start == len(args):
         return cc.problem(path, "fractional needs at least one bucket")
     compiled, literal_total, all_literal = [], 0, True
