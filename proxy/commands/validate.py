@@ -87,9 +87,13 @@ def run(args: argparse.Namespace) -> int:
         return 1 if problems else 0
     if problems:
         for p in problems:
-            note = " (warning: flagd answers null for it when evaluating)" if p.warning else ""
-            print(f"{name}: {p}{note}")
+            print(f"{name}: {p}")
         print(f"{name}: {len(problems)} problem{'s' if len(problems) != 1 else ''}, nothing changed", file=sys.stderr)
+        warned = [p.path for p in problems if p.warning]
+        if warned:
+            print(f"{name}: flagd answers null when it evaluates these (a source holding the file "
+                  f"serves them so): {', '.join(warned[:20])}{' ...' if len(warned) > 20 else ''}",
+                  file=sys.stderr)
         if served:
             listed = ", ".join(f"{k} ({code})" for k, code in sorted(served.items())[:20])
             more = " ..." if len(served) > 20 else ""

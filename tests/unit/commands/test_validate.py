@@ -75,5 +75,6 @@ def test_flagd_operator_checks_are_warnings_that_still_refuse(tmp_path: Path) ->
                                                "targeting": {"starts_with": ["abc"]}}}}))
     r = validate(str(bad))
     assert r.returncode == 1
-    assert "flags.x.targeting.starts_with: starts_with takes 2 arguments, got 1 (warning:" in r.stdout
+    assert f"{bad}: flags.x.targeting.starts_with: starts_with takes 2 arguments, got 1\n" in r.stdout
     assert "nothing changed" in r.stderr
+    assert "flagd answers null when it evaluates these" in r.stderr and "starts_with" in r.stderr

@@ -80,6 +80,10 @@ WARNED = {
                    "flags.ends-arity.targeting.ends_with"),
     "fractional-null": (flag({"fractional": [None, ["yes", 50], ["no", 50]]}),
                         "flags.fractional-null.targeting.fractional[0]"),
+    "fractional-weight": (flag({"fractional": [["yes", 50.5], ["no", 50]]}),
+                          "flags.fractional-weight.targeting.fractional[0]"),
+    "fractional-bucket": (flag({"fractional": [["yes", 1, 2], ["no", 50]]}),
+                          "flags.fractional-bucket.targeting.fractional[0]"),
 }
 
 

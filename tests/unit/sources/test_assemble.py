@@ -56,7 +56,7 @@ def test_apply_change_upserts_deletes_and_recompiles_dependents_of_evaluators():
 
 def test_apply_change_keeps_last_good_flag_on_invalid_json_or_rules():
     fs, _c, _r = build_full("prod", {"a": canonical(ON)}, meta(1), None)
-    bad = {**ON, "targeting": {"fractional": [["on", 50.5], ["off", 49.5]]}}
+    bad = {**ON, "targeting": {"invalid": [["on", 50.5], ["off", 49.5]]}}
     fs2, change, rej = apply_change(fs, "prod", 2, {"flags": {"a": bad, "n": bad}}, None)
     assert fs2.flags["a"] is fs.flags["a"]  # last good kept
     # a flag without a good version answers the error flagd gives for it
