@@ -1,8 +1,11 @@
 """flagd flag-definition documents -> compiled, validated :class:`FlagSet` snapshots.
 
 One pass both validates and compiles: every problem is collected with its JSON path
-(``flags.new-checkout.targeting.if[0].fractional[2]: weight must be an integer``), and only a
-document without problems becomes a FlagSet. ``$ref`` is resolved against ``$evaluators``
+(``flags.new-checkout.targeting.if[0].fractional[2]: weight must be an integer``). Strict
+(``validate``, ``push``): only a document without problems becomes a FlagSet. Tolerant
+(sources serving what they hold anyway, like flagd): every valid flag is served, an invalid
+one as the error flagd gives for it at evaluation time, and a flag with warnings only
+(checks flagd's evaluators make at run time, answering null) as flagd evaluates it. ``$ref`` is resolved against ``$evaluators``
 recursively while compiling (unknown names and cycles are problems). Results a flag can
 produce are precomputed here, so evaluating allocates nothing but the rule's own values.
 """

@@ -28,8 +28,8 @@ Divergences, on purpose:
   plain JavaScript (DESIGN §2);
 - wrong arity of an operator is a validation problem (the reference may return null or
   false at run time), as are invalid literal ``sem_ver`` operators/targets and literal
-  fractional weights; for flagd's own operators (``sem_ver``, ``starts_with``,
-  ``ends_with``, a ``fractional`` whose first argument is no bucket) it is a *warning*:
+  fractional buckets; for flagd's own operators (``sem_ver``, ``starts_with``,
+  ``ends_with``, ``fractional``'s literal buckets and first argument) it is a *warning*:
   refused by push/validate, but compiled to what the reference answers (null), which is how
   sources serve a flag they hold anyway;
 - the reference's code generator drops parentheses around ternary-compiled ``or``/``and``/
