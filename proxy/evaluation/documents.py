@@ -47,6 +47,7 @@ MAX_VALUE_DEPTH = 64
 __all__ = [
     "compile_document",
     "compile_flag",
+    "compile_flag_served",
     "compile_flag_tolerantly",
     "error_flag",
     "load_document",
@@ -448,6 +449,12 @@ def compile_flag_strictly(key: str, raw: Any, evaluators: Mapping[str, Any],
                           metadata: Mapping[str, Any], _replaced: Flag | None) -> Flag:
     """A :data:`FlagCompiler` that raises InvalidDocument on a bad flag."""
     return compile_flag(key, raw, evaluators, metadata)
+
+
+def compile_flag_served(key: str, raw: Any, evaluators: Mapping[str, Any],
+                        metadata: Mapping[str, Any], _replaced: Flag | None) -> Flag:
+    """A :data:`FlagCompiler` that serves a bad flag as its evaluation-time error."""
+    return compile_flag_tolerantly(key, raw, evaluators, metadata)[0]
 
 
 def flag_set(flags: Mapping[str, Flag], evaluators: Mapping[str, Any],

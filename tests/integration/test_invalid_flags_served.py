@@ -124,3 +124,27 @@ def test_write_path_stays_strict(proxy_server, tmp_path):
         text = out.stdout + out.stderr
         assert "flags.bad-op.targeting" in text and "flags.semver-arity.targeting.sem_ver" in text
     assert not proxy_server.redis_client.exists(layout.flags_key("test"))
+
+
+def test_in_process_provider_follows_a_source_with_an_invalid_flag(proxy_server):
+    """The rules stream carries the invalid flag as written; the in-process provider serves
+    it as its error too instead of refusing the whole update."""
+    from openfeature import api
+    from openfeature.exception import ErrorCode
+
+    from proxy.provider import FlagedgeProvider
+
+    proxy_server.push({"flags": {"good": ON}})
+    key = proxy_server.create_key("server")
+    publisher.write(proxy_server.redis_client, proxy_server.env,
+                    Plan(added={"bad-op": DOC["flags"]["bad-op"]}, changed={}, removed={}))
+    provider = FlagedgeProvider(proxy_server.url, key, init_timeout=10.0,
+                                backoff_initial=0.05, backoff_max=0.5)
+    try:
+        api.set_provider_and_wait(provider, domain="invalid-flags")
+        client = api.get_client("invalid-flags")
+        wait_until(lambda: client.get_boolean_details("bad-op", False).error_code
+                   is ErrorCode.PARSE_ERROR, timeout=10, what="bad flag served as its error")
+        assert client.get_boolean_details("good", False).value is True
+    finally:
+        api.shutdown()
