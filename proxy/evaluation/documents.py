@@ -348,8 +348,11 @@ def error_flag(key: str, raw: Any, problems: list[Problem], set_metadata: Mappin
                 problems=tuple(problems))
 
 
-def _compile(doc: Any, tolerant: bool = False
+def _compile(doc: Any, rejected: dict[str, tuple[Problem, ...]] | None = None
              ) -> tuple[list[Problem], dict[str, Flag], dict[str, Any], dict[str, Any]]:
+    """Every problem, the flags, evaluators and set metadata of ``doc``. With ``rejected``
+    (tolerant) an invalid flag is served as its error and recorded there by key ("" for
+    set-level problems); otherwise it is left out."""
     problems: list[Problem] = []
     flags: dict[str, Flag] = {}
     if doc.__class__ is not dict:
@@ -363,19 +366,23 @@ def _compile(doc: Any, tolerant: bool = False
     if evaluators.__class__ is not dict:
         evaluators = {}
     set_md = _metadata(doc.get("metadata"), "metadata", problems)
-    if tolerant and any(p.path.split(".")[0] == "metadata" for p in problems):
+    if rejected is not None and any(p.path.split(".")[0] == "metadata" for p in problems):
         set_md = {}  # served without the set's metadata (reported)
+    if rejected is not None and any(not p.warning for p in problems):
+        rejected[""] = tuple(p for p in problems if not p.warning)
     for key, raw in raw_flags.items():
-        if not tolerant:
+        if rejected is None or key.__class__ is not str or not key:
             flag = _build_flag(key, raw, evaluators, set_md, problems)
-        elif key.__class__ is str and key:
+        else:
             flag, found = compile_flag_tolerantly(key, raw, evaluators, set_md)
             problems.extend(found)
-        else:
-            problems.append(Problem("flags", "flag keys must be non-empty strings"))
-            flag = None
+            if flag.problems and any(not p.warning for p in found):
+                rejected[key] = tuple(p for p in found if not p.warning)
         if flag is not None:
             flags[key] = flag
+    if rejected is not None and "" not in rejected and any(
+            p.path == "flags" and not p.warning for p in problems):
+        rejected[""] = tuple(p for p in problems if p.path == "flags")
     return _dedupe(problems), flags, evaluators, set_md
 
 
@@ -403,8 +410,9 @@ def compile_document(doc: Any, *, version: int = 0, epoch: str = "", updated_at:
     problem is in the set's ``rejected`` (warnings are not: those flags are served)."""
     if isinstance(doc, (bytes, str)):
         doc = load_document(doc)
+    rejected: dict[str, tuple[Problem, ...]] | None = {} if tolerant else None
     try:
-        problems, flags, evaluators, set_md = _compile(doc, tolerant)
+        problems, flags, evaluators, set_md = _compile(doc, rejected)
     except RecursionError:
         raise InvalidDocument([Problem("", "document is nested too deeply")]) from None
     if not problems:
@@ -413,29 +421,7 @@ def compile_document(doc: Any, *, version: int = 0, epoch: str = "", updated_at:
     if not tolerant or doc.__class__ is not dict or doc.get("flags").__class__ is not dict:
         raise InvalidDocument(problems)  # tolerant: no flag document at all
     return flag_set(flags, evaluators, set_md, version=version, epoch=epoch,
-                    updated_at=updated_at, rejected=rejections(problems))
-
-
-def rejections(problems: list[Problem]) -> dict[str, tuple[Problem, ...]]:
-    """Problems that are not warnings, by flag key ("" for set-level ones)."""
-    out: dict[str, list[Problem]] = {}
-    for p in problems:
-        if not p.warning:
-            out.setdefault(flag_of(p.path), []).append(p)
-    return {k: tuple(v) for k, v in out.items()}
-
-
-def flag_of(path: str) -> str:
-    """The flag key a problem path names ("" when it names none). Keys may contain dots:
-    the path is matched against ``flags.<key>`` followed by a known flag member."""
-    if not path.startswith("flags."):
-        return ""
-    rest = path[len("flags."):]
-    for member in (".state", ".variants", ".defaultVariant", ".metadata", ".targeting"):
-        i = rest.find(member)
-        if i > 0 and (len(rest) == i + len(member) or rest[i + len(member)] in ".["):
-            return rest[:i]
-    return rest
+                    updated_at=updated_at, rejected=rejected)
 
 
 # -- applying one change ---------------------------------------------------------------------

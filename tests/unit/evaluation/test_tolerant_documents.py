@@ -9,7 +9,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from proxy.evaluation.documents import compile_document, flag_of, validate_document
+from proxy.evaluation.documents import compile_document, validate_document
 from proxy.evaluation.engine import evaluate, evaluate_all
 from proxy.model import ErrorCode, InvalidDocument, Reason
 
@@ -109,8 +109,9 @@ def test_a_warned_sem_ver_still_evaluates_its_arguments():
     assert evaluate(fs, "f", {"v": 1}).reason is Reason.DEFAULT
 
 
-def test_problem_paths_name_their_flag_even_with_dots_in_the_key():
-    assert flag_of("flags.a.b.targeting.if[0]") == "a.b"
-    assert flag_of("flags.a.state") == "a"
-    assert flag_of("flags.a") == "a"
-    assert flag_of("$evaluators.x") == ""
+def test_rejections_are_keyed_by_flag_even_with_member_names_in_the_key():
+    doc = {"flags": {"a": GOOD, "a.targeting": {**GOOD, "state": "MAYBE"}},
+           "$evaluators": {"e": {"invalid": []}}}
+    fs = compile_document(doc, tolerant=True)
+    assert set(fs.rejected) == {"a.targeting", ""}  # "" : the unused invalid evaluator
+    assert evaluate(fs, "a", {}).value is True
