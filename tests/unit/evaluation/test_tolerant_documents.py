@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from proxy.evaluation.documents import compile_document, validate_document
-from proxy.evaluation.engine import evaluate, evaluate_all
+from proxy.evaluation.engine import evaluate, evaluate_all, explain
 from proxy.model import ErrorCode, InvalidDocument, Reason
 
 VARIANTS = {"yes": "yes", "no": "no", "fallback": "fallback"}
@@ -115,3 +115,14 @@ def test_rejections_are_keyed_by_flag_even_with_member_names_in_the_key():
     fs = compile_document(doc, tolerant=True)
     assert set(fs.rejected) == {"a.targeting", ""}  # "" : the unused invalid evaluator
     assert evaluate(fs, "a", {}).value is True
+
+
+def test_explain_names_the_problem_of_an_invalid_flag_and_traces_a_warned_one():
+    fs = compile_document(DOC, tolerant=True)
+    result, lines = explain(fs, "unknown-op", {})
+    assert result.error_code is ErrorCode.PARSE_ERROR
+    assert lines == ["invalid flag definition -> error PARSE_ERROR: "
+                     "flags.unknown-op.targeting: unknown operator 'invalid'"]
+    fs = compile_document({"flags": {"s": WARNED["semver-op"][0]}}, tolerant=True)
+    result, lines = explain(fs, "s", {"v": "1.0.0"})
+    assert result.reason is Reason.DEFAULT and "could not be traced" not in " ".join(lines)
