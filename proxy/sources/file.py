@@ -1,7 +1,8 @@
 """File source: ``flagedge serve --flags FILE`` (offline, no Redis) and the ``--bootstrap``
 loader. The file is watched (watchfiles, on its directory so editors that save by rename are
 seen). Like flagd, a file is served tolerantly: an invalid flag answers the error flagd gives
-for it at evaluation time while every other flag is served; only a file that is no flag
+for it at evaluation time (or keeps the version served before the edit) while every other
+flag is served; only a file that is no flag
 document at all (unreadable, bad JSON) is refused, and then the last good rules stay.
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from watchfiles import awatch
 
-from proxy.evaluation.documents import compile_document, load_document
+from proxy.evaluation.documents import compile_document, flag_set, load_document
 from proxy.model import Change, FlagSet, InvalidDocument, canonical
 from proxy.store import Store
 
@@ -55,18 +56,35 @@ def read_flag_file(path: Path, env: str, store: Store, *, version: int,
                       p.message)
         store.rejected_total += 1
         raise InvalidFlagFile(f"invalid flag file {path}: {exc.problems[0]}") from None
+    fs = keep_last_good(fs, store.get(env))
     report_rejected(env, f"file={path}", fs)
     store.rejected_total += sum(1 for k in fs.rejected if k)
     return fs
+
+
+def keep_last_good(fs: FlagSet, previous: FlagSet | None) -> FlagSet:
+    """A flag an edit made invalid keeps the version served before (DESIGN §2, as the Redis
+    source does); only a flag without one is served as its error."""
+    if previous is None or not fs.rejected:
+        return fs
+    kept = {k: previous.flags[k] for k in fs.rejected
+            if k in previous.flags and not previous.flags[k].problems}
+    if not kept:
+        return fs
+    return flag_set({**fs.flags, **kept}, fs.evaluators, fs.metadata, version=fs.version,
+                    epoch=fs.epoch, updated_at=fs.updated_at, rejected=fs.rejected)
 
 
 def report_rejected(env: str, where: str, fs: FlagSet) -> None:
     """Log every rejected definition of a tolerant load, and what is served instead."""
     for key, problems in fs.rejected.items():
         flag = fs.flags.get(key)
-        served = ("served as " + flag.static_result.error_code.value
-                  if flag is not None and flag.static_result is not None
-                  and flag.static_result.error_code is not None else "not served")
+        if flag is None:
+            served = "not served"
+        elif not flag.problems:
+            served = "last good version kept"
+        else:
+            served = "served as " + str(getattr(flag.static_result, "error_code", None))
         for p in problems:
             log.error("rejected env=%s %s flag=%s path=%s problem=%s (%s)", env, where,
                       key or "-", p.path or "-", p.message, served if key else "ignored")

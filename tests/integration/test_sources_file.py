@@ -43,16 +43,19 @@ async def test_file_mode_reloads_on_edit_serves_bad_flags_as_errors_keeps_last_g
         await until(lambda: store.get("local").version == 2, what="reload after edit")
         assert store.get("local").flags["a"].default_variant == "off"
         with caplog.at_level(logging.ERROR, logger="flagedge.sources.file"):
-            # invalid flags: served as their evaluation-time error, the valid one as written
-            write(path, b'{"flags": {"a": {"state": "MAYBE", "variants": {}}, "b": 1, "c": '
-                        + orjson.dumps(ON) + b"}}")
+            # invalid flags: a keeps the version served before, the new n answers its
+            # evaluation-time error, b and c are served as written
+            write(path, b'{"flags": {"a": {"state": "MAYBE", "variants": {}}, "n": 1, "b": '
+                        + orjson.dumps(ON) + b', "c": ' + orjson.dumps(ON) + b"}}")
             await until(lambda: store.get("local").version == 3, what="edit with bad flags")
         fs = store.get("local")
-        assert set(fs.rejected) == {"a", "b"} and store.rejected_total == 2
-        assert evaluate(fs, "a", {}).error_code is ErrorCode.PARSE_ERROR
+        assert set(fs.rejected) == {"a", "n"} and store.rejected_total == 2
+        assert fs.flags["a"].default_variant == "off"  # last good version kept
+        assert evaluate(fs, "n", {}).error_code is ErrorCode.PARSE_ERROR
         assert evaluate(fs, "c", {}).value is True and not store.degraded()
+        assert "flag=a path=flags.a.state" in caplog.text and "last good version kept" in caplog.text
         assert f"file={path}" in caplog.text
-        assert "path=flags.a" in caplog.text and "path=flags.b" in caplog.text  # every problem
+        assert "path=flags.a" in caplog.text and "path=flags.n" in caplog.text  # every problem
         with caplog.at_level(logging.ERROR, logger="flagedge.sources.file"):
             write(path, b'{"flags": {"a": ')  # no flag document at all: last good kept
             await until(lambda: store.rejected_total == 3, what="invalid edit rejected")
