@@ -121,6 +121,9 @@ class Flag:
     match_results: Mapping[str, EvaluationResult] = field(default_factory=dict)  # per variant
     default_result: EvaluationResult | None = None  # reason DEFAULT (targeting gave null)
     reads_flagd: bool = True  # rule reads $flagd or the whole data (else the context is passed as is)
+    # Why this flag is served as an error (an invalid definition a source held anyway: a
+    # file, a direct Redis write); empty for a valid flag. Its static_result is that error.
+    problems: tuple[Problem, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +142,10 @@ class FlagSet:
     # After a failover to a lagging replica, Redis can hold another version 10 than the one
     # served before; the revision is what tells them apart.
     revision: str = ""
+    #: Definitions the source holds but could not serve as written: flag key -> its problems
+    #: (served as an error, or its last good version kept); "" for set-level ones
+    #: ($evaluators, metadata). Empty when every definition is valid.
+    rejected: Mapping[str, tuple[Problem, ...]] = field(default_factory=dict, compare=False)
     #: This state's id on streams, in ETags and cache keys (:func:`state_id`); computed once.
     state_id: str = field(init=False, compare=False, repr=False, default="")
 
@@ -179,6 +186,13 @@ class Problem:
 
     path: str
     message: str
+    #: The error flagd gives for the flag at evaluation time (a rule naming no variant is
+    #: GENERAL there; what its engine cannot compile, PARSE_ERROR).
+    code: ErrorCode = ErrorCode.PARSE_ERROR
+    #: flagedge refuses it at write time (push, validate) where flagd only answers null at
+    #: evaluation time (wrong arity of flagd's operators, an invalid literal sem_ver target):
+    #: a source that holds it serves the flag as flagd does.
+    warning: bool = False
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}" if self.path else self.message

@@ -30,6 +30,9 @@ class SourceStatus:
     connected: bool = False
     degraded_reason: str | None = None  # set while stale rules are served
     last_error: str | None = None
+    # The source answered but what it holds cannot be served at all (an invalid flag file):
+    # "invalid", not "unreachable", in /readyz and the 503 of an environment without rules.
+    invalid: bool = False
     since: float = field(default_factory=time.time)
 
 
@@ -55,6 +58,17 @@ class Store:
     @property
     def ready(self) -> bool:
         return bool(self._sets)
+
+    def invalid(self, env: str | None = None) -> bool:
+        """The source of ``env`` (of any environment: None) holds rules it cannot serve."""
+        if env is not None:
+            st = self.status.get(env)
+            return st is not None and st.invalid
+        return any(st.invalid for st in self.status.values())
+
+    def rejected(self) -> int:
+        """Flags served as errors or at their last good version, over every environment."""
+        return sum(sum(1 for k in fs.rejected if k) for fs in self._sets.values())
 
     def degraded(self) -> dict[str, str]:
         """Environment (or ``*``) -> reason, for every source serving stale rules."""
@@ -91,11 +105,11 @@ class Store:
                     log.exception("store subscriber failed", extra={"env": env})
 
     def set_status(self, env: str, *, connected: bool, degraded_reason: str | None = None,
-                   error: str | None = None) -> None:
+                   error: str | None = None, invalid: bool = False) -> None:
         st = self.status.setdefault(env, SourceStatus())
         if st.connected != connected or st.degraded_reason != degraded_reason:
             st.since = time.time()
-        st.connected, st.degraded_reason = connected, degraded_reason
+        st.connected, st.degraded_reason, st.invalid = connected, degraded_reason, invalid
         if error is not None:
             st.last_error = error
 

@@ -3,7 +3,9 @@
 ``/healthz``: the process answers. ``/readyz``: 503 until rules are loaded (or the source
 has loaded and found none), and while the source refuses its store (a newer Redis layout);
 200 ``ok``; 200 ``degraded`` while stale rules (last good set, or the bootstrap file) are
-served because the source is down or an environment could not be adopted.
+served because the source is down or an environment could not be adopted. ``rejected``: how
+many flags the sources hold but serve as an error (or at their last good version) because
+their definition is invalid; still ready, since every other flag is served.
 
 The body is what a load balancer needs and no more, since /readyz is open to the internet:
 a status and a short reason from a fixed vocabulary ("redis unreachable", "stale: 2
@@ -57,8 +59,9 @@ class Health:
         if not store.ready and not source_ok:
             self._log_details("not ready", {env: st.last_error for env, st in
                                             store.status.items() if st.last_error})
+            why = "invalid" if store.invalid() else "unreachable"
             return 503, {"status": "unavailable",
-                         "reason": f"{self.source} unreachable: no rules loaded yet"}
+                         "reason": f"{self.source} {why}: no rules loaded yet"}
         reasons = store.degraded()
         self._log_details("degraded" if reasons else "ready", reasons)
         parts = []
@@ -67,9 +70,13 @@ class Health:
         stale = len(reasons) - ("*" in reasons)
         if stale:
             parts.append(f"stale: {stale} environment{'' if stale == 1 else 's'}")
+        body: dict[str, object] = {"status": "ok"}
         if parts:
-            return 200, {"status": "degraded", "reason": "; ".join(parts)}
-        return 200, {"status": "ok"}
+            body = {"status": "degraded", "reason": "; ".join(parts)}
+        rejected = store.rejected()
+        if rejected:  # invalid flags answer their error; every other flag is served: ready
+            body["rejected"] = rejected
+        return 200, body
 
     def _log_details(self, what: str, details: dict[str, str]) -> None:
         if (what, details) != self._logged:

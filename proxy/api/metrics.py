@@ -329,6 +329,14 @@ class FlagedgeCollector:
                                        "Flags or documents refused by validation")
         rejected.add_metric([], self.store.rejected_total)
         yield rejected
+        held = GaugeMetricFamily(
+            "flagedge_rules_rejected_flags",
+            "Flags held by the source but served as their error (or last good version) "
+            "because their definition is invalid", labels=["env"])
+        for env in self.store.envs():
+            fs = self.store.get(env)
+            held.add_metric([env], float(sum(1 for k in fs.rejected if k)) if fs else 0.0)
+        yield held
 
 
 class MetricsAccess:

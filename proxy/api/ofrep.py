@@ -34,6 +34,7 @@ CATCH_UP_TIMEOUT = 0.5  # flagConfigEtag we have not served yet: wait this long 
 MAX_CACHED_CONTEXT = 4096
 _SORT = orjson.OPT_SORT_KEYS
 _NO_RULES = "no rules loaded yet: the rules source is not reachable (retry shortly)"
+_INVALID_RULES = "no rules loaded: the rules file is invalid (its problems are in the log)"
 
 
 def _etag_param(text: str | None) -> str | None:
@@ -115,7 +116,8 @@ class OfrepApi:
         flag_set = self.store.get(principal.env)
         if flag_set is None:
             if not self.source_ready():
-                return errors.unavailable(_NO_RULES)
+                return errors.unavailable(_INVALID_RULES if self.store.invalid(principal.env)
+                                          else _NO_RULES)
             flag_set = FlagSet(flags={})  # a known environment with nothing published yet
         return principal, flag_set, body, headers
 

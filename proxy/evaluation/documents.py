@@ -1,8 +1,11 @@
 """flagd flag-definition documents -> compiled, validated :class:`FlagSet` snapshots.
 
 One pass both validates and compiles: every problem is collected with its JSON path
-(``flags.new-checkout.targeting.if[0].fractional[2]: weight must be an integer``), and only a
-document without problems becomes a FlagSet. ``$ref`` is resolved against ``$evaluators``
+(``flags.new-checkout.targeting.if[0].fractional[2]: weight must be an integer``). Strict
+(``validate``, ``push``): only a document without problems becomes a FlagSet. Tolerant
+(sources serving what they hold anyway, like flagd): every valid flag is served, an invalid
+one as the error flagd gives for it at evaluation time, and a flag with warnings only
+(checks flagd's evaluators make at run time, answering null) as flagd evaluates it. ``$ref`` is resolved against ``$evaluators``
 recursively while compiling (unknown names and cycles are problems). Results a flag can
 produce are precomputed here, so evaluating allocates nothing but the rule's own values.
 """
@@ -44,6 +47,9 @@ MAX_VALUE_DEPTH = 64
 __all__ = [
     "compile_document",
     "compile_flag",
+    "compile_flag_served",
+    "compile_flag_tolerantly",
+    "error_flag",
     "load_document",
     "resolve",
     "validate_document",
@@ -211,7 +217,7 @@ def _build_flag(
     flag_md = _metadata(raw.get("metadata"), f"{path}.metadata", problems)
     cc = LogicCompiler(evaluators, flag_key=key)
     compiled = _targeting(cc, raw.get("targeting"), path, problems)
-    if len(problems) > before:
+    if any(not p.warning for p in problems[before:]):
         return None
 
     md = {**set_metadata, **flag_md}
@@ -287,10 +293,12 @@ def _with_static_result(flag: Flag, compiled: Compiled | None, path: str, proble
             static = resolve(flag, compiled.value)
             shown = to_string(compiled.value)[:100] if static.error_code is not None else ""
         except JSThrow as exc:  # a constant too large to name a variant
-            problems.append(Problem(f"{path}.targeting", f"targeting always fails: {exc}"))
+            problems.append(Problem(f"{path}.targeting", f"targeting always fails: {exc}",
+                                    ErrorCode.GENERAL))
             return None
         if static.error_code is not None:
-            problems.append(Problem(f"{path}.targeting", f"targeting always returns {shown!r}, which is not a variant"))
+            problems.append(Problem(f"{path}.targeting", f"targeting always returns {shown!r}, which is not a variant",
+                                    ErrorCode.GENERAL))
             return None
     if static is None:
         return flag
@@ -306,7 +314,45 @@ def compile_flag(key: str, raw_flag: Any, evaluators: Mapping[str, Any] | None, 
     return flag
 
 
-def _compile(doc: Any) -> tuple[list[Problem], dict[str, Flag], dict[str, Any], dict[str, Any]]:
+def compile_flag_tolerantly(key: str, raw: Any, evaluators: Mapping[str, Any] | None,
+                            set_metadata: Mapping[str, Any] | None) -> tuple[Flag, list[Problem]]:
+    """Compile one flag as a source serves it (strict at write time, tolerant at serve time,
+    like flagd): an invalid flag becomes a flag that answers the error flagd gives for it
+    at evaluation time; a flag with warnings only is served as flagd evaluates it. Returns
+    the flag and every problem found (warnings included)."""
+    problems: list[Problem] = []
+    flag = _build_flag(key, raw, evaluators or {}, set_metadata or {}, problems)
+    problems = _dedupe(problems)
+    if flag is None:
+        flag = error_flag(key, raw, problems or [Problem(f"flags.{key}", "invalid flag")],
+                          set_metadata or {})
+    return flag, problems
+
+
+def error_flag(key: str, raw: Any, problems: list[Problem], set_metadata: Mapping[str, Any]) -> Flag:
+    """A flag served as the error flagd answers for this invalid definition: GENERAL when its
+    rule always names no variant (flagd finds that out when evaluating), else PARSE_ERROR."""
+    hard = [p for p in problems if not p.warning] or problems
+    code = ErrorCode.GENERAL if all(p.code is ErrorCode.GENERAL for p in hard) else ErrorCode.PARSE_ERROR
+    more = f" (and {len(hard) - 1} more)" if len(hard) > 1 else ""
+    raw_map = raw if raw.__class__ is dict else {}
+    flag_md = raw_map.get("metadata")
+    md = {**set_metadata, **(flag_md if flag_md.__class__ is dict else {})}
+    variants = raw_map.get("variants")
+    variants = variants if variants.__class__ is dict else {}
+    kind = next((k for k in map(_kind, variants.values()) if k is not None), VariantType.STRING)
+    result = EvaluationResult(key, Reason.ERROR, metadata=md, error_code=code,
+                              error_details=f"invalid flag definition: {hard[0]}{more}")
+    return Flag(key=key, state=FlagState.ENABLED, variants=variants, variant_type=kind,
+                default_variant=None, metadata=md, raw=raw_map, static_result=result,
+                problems=tuple(problems))
+
+
+def _compile(doc: Any, rejected: dict[str, tuple[Problem, ...]] | None = None
+             ) -> tuple[list[Problem], dict[str, Flag], dict[str, Any], dict[str, Any]]:
+    """Every problem, the flags, evaluators and set metadata of ``doc``. With ``rejected``
+    (tolerant) an invalid flag is served as its error and recorded there by key ("" for
+    set-level problems); otherwise it is left out."""
     problems: list[Problem] = []
     flags: dict[str, Flag] = {}
     if doc.__class__ is not dict:
@@ -320,10 +366,23 @@ def _compile(doc: Any) -> tuple[list[Problem], dict[str, Flag], dict[str, Any], 
     if evaluators.__class__ is not dict:
         evaluators = {}
     set_md = _metadata(doc.get("metadata"), "metadata", problems)
+    if rejected is not None and any(p.path.split(".")[0] == "metadata" for p in problems):
+        set_md = {}  # served without the set's metadata (reported)
+    if rejected is not None and any(not p.warning for p in problems):
+        rejected[""] = tuple(p for p in problems if not p.warning)
     for key, raw in raw_flags.items():
-        flag = _build_flag(key, raw, evaluators, set_md, problems)
+        if rejected is None or key.__class__ is not str or not key:
+            flag = _build_flag(key, raw, evaluators, set_md, problems)
+        else:
+            flag, found = compile_flag_tolerantly(key, raw, evaluators, set_md)
+            problems.extend(found)
+            if flag.problems and any(not p.warning for p in found):
+                rejected[key] = tuple(p for p in found if not p.warning)
         if flag is not None:
             flags[key] = flag
+    if rejected is not None and "" not in rejected and any(
+            p.path == "flags" and not p.warning for p in problems):
+        rejected[""] = tuple(p for p in problems if p.path == "flags")
     return _dedupe(problems), flags, evaluators, set_md
 
 
@@ -342,18 +401,27 @@ def validate_document(doc: Any) -> list[Problem]:
         return [Problem("", f"internal error while validating: {exc!r}")]
 
 
-def compile_document(doc: Any, *, version: int = 0, epoch: str = "", updated_at: float = 0.0) -> FlagSet:
-    """Compile a whole document into a FlagSet; raises InvalidDocument with every problem."""
+def compile_document(doc: Any, *, version: int = 0, epoch: str = "", updated_at: float = 0.0,
+                     tolerant: bool = False) -> FlagSet:
+    """Compile a whole document into a FlagSet; raises InvalidDocument with every problem.
+
+    ``tolerant`` (sources serving a file they hold anyway): only a document that is no flag
+    document at all raises; an invalid flag is served as its evaluation-time error and every
+    problem is in the set's ``rejected`` (warnings are not: those flags are served)."""
     if isinstance(doc, (bytes, str)):
         doc = load_document(doc)
+    rejected: dict[str, tuple[Problem, ...]] | None = {} if tolerant else None
     try:
-        problems, flags, evaluators, set_md = _compile(doc)
+        problems, flags, evaluators, set_md = _compile(doc, rejected)
     except RecursionError:
         raise InvalidDocument([Problem("", "document is nested too deeply")]) from None
-    if problems:
-        raise InvalidDocument(problems)
+    if not problems:
+        return flag_set(flags, evaluators, set_md, version=version, epoch=epoch,
+                        updated_at=updated_at)
+    if not tolerant or doc.__class__ is not dict or doc.get("flags").__class__ is not dict:
+        raise InvalidDocument(problems)  # tolerant: no flag document at all
     return flag_set(flags, evaluators, set_md, version=version, epoch=epoch,
-                    updated_at=updated_at)
+                    updated_at=updated_at, rejected=rejected)
 
 
 # -- applying one change ---------------------------------------------------------------------
@@ -369,12 +437,20 @@ def compile_flag_strictly(key: str, raw: Any, evaluators: Mapping[str, Any],
     return compile_flag(key, raw, evaluators, metadata)
 
 
+def compile_flag_served(key: str, raw: Any, evaluators: Mapping[str, Any],
+                        metadata: Mapping[str, Any], _replaced: Flag | None) -> Flag:
+    """A :data:`FlagCompiler` that serves a bad flag as its evaluation-time error."""
+    return compile_flag_tolerantly(key, raw, evaluators, metadata)[0]
+
+
 def flag_set(flags: Mapping[str, Flag], evaluators: Mapping[str, Any],
              metadata: Mapping[str, Any], *, version: int, epoch: str,
-             updated_at: float) -> FlagSet:
+             updated_at: float, rejected: Mapping[str, tuple[Problem, ...]] | None = None
+             ) -> FlagSet:
     return FlagSet(flags=flags, evaluators=evaluators, metadata=metadata, version=version,
                    epoch=epoch, updated_at=updated_at,
-                   uses_timestamp=any(f.uses_timestamp for f in flags.values()))
+                   uses_timestamp=any(f.uses_timestamp for f in flags.values()),
+                   rejected=rejected or {})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

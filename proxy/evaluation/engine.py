@@ -153,6 +153,10 @@ def explain(flag_set: FlagSet, key: str, context: Mapping[str, Any] | None) -> t
     bad = _context_problem(context)
     if bad is not None:
         return error_result(key, ErrorCode.INVALID_CONTEXT, bad), [f"invalid context: {bad}"]
+    if flag.problems:  # an invalid definition a source holds: served as its error
+        res = evaluate(flag_set, key, context)
+        return res, [f"invalid flag definition -> error {res.error_code}: {p}" for p in flag.problems
+                     if not p.warning] or [f"error {res.error_code}"]
     if flag.state is FlagState.DISABLED:
         return evaluate(flag_set, key, context), ["state DISABLED -> no value (the client uses its default)"]
     targeting = flag.raw.get("targeting")
@@ -162,7 +166,7 @@ def explain(flag_set: FlagSet, key: str, context: Mapping[str, Any] | None) -> t
     lines: list[str] = []
     cc = LogicCompiler(flag_set.evaluators, trace=lines, flag_key=key)
     compiled = cc.compile(targeting, "")
-    if cc.problems:  # evaluators changed under us; fall back to the plain evaluation
+    if any(not p.warning for p in cc.problems):  # evaluators changed under us: plain evaluation
         return evaluate(flag_set, key, context), ["(rule could not be traced)"]
     data = dict(context)
     data["$flagd"] = {"flagKey": key, "timestamp": int(time.time())}

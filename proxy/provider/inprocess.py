@@ -206,7 +206,8 @@ class FlagedgeProvider(AbstractProvider):
         if flag_set is None:
             return error(default, OFErrorCode.PROVIDER_NOT_READY, "no rules received yet")
         flag = flag_set.flags.get(key)
-        if flag is not None and flag.variant_type not in expected.variant_types:
+        # (an invalid flag answers its own error, not a guess at its type)
+        if flag is not None and not flag.problems and flag.variant_type not in expected.variant_types:
             return error(default, OFErrorCode.TYPE_MISMATCH,
                           f"flag {key!r} is of type {flag.variant_type.value}, "
                           f"not {expected.name}")

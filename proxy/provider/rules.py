@@ -14,7 +14,12 @@ from typing import Any
 
 import orjson
 
-from proxy.evaluation.documents import apply_after, compile_document, flag_set
+from proxy.evaluation.documents import (
+    apply_after,
+    compile_document,
+    compile_flag_served,
+    flag_set,
+)
 from proxy.model import FlagSet, InvalidDocument, id_version
 
 
@@ -128,8 +133,11 @@ def _document(payload: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def _put(payload: Mapping[str, Any], version: int) -> FlagSet:
     doc = _document(payload)
+    # Tolerant, as flagedge serves it: a flag the server holds but cannot serve (an invalid
+    # file, a foreign Redis write) answers its evaluation-time error here too.
     return compile_document(dict(doc), version=version, epoch=str(payload.get("epoch", "")),
-                            updated_at=float(payload.get("updated_at", 0.0) or 0.0))
+                            updated_at=float(payload.get("updated_at", 0.0) or 0.0),
+                            tolerant=True)
 
 
 def _patch(old: FlagSet, payload: Mapping[str, Any], version: int) -> FlagSet:
@@ -150,7 +158,8 @@ def _patch(old: FlagSet, payload: Mapping[str, Any], version: int) -> FlagSet:
             raise StreamPayloadError("patch", "metadata is not an object")
     return apply_after(old, upserts, evaluators, metadata, version=version,
                        epoch=str(payload.get("epoch", old.epoch)),
-                       updated_at=_updated_at(old, payload)).flag_set
+                       updated_at=_updated_at(old, payload),
+                       compile_one=compile_flag_served).flag_set
 
 
 def _delete(old: FlagSet, payload: Mapping[str, Any], version: int) -> FlagSet:

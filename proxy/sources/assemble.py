@@ -1,13 +1,15 @@
 """Build flag-set snapshots from stored JSON, one flag at a time.
 
 Sources receive raw JSON that another tool may have written: a flag that does not parse or
-compile is rejected alone (its last good version stays, the problem is logged with
-env/flag/path and counted), so one bad write never takes a whole environment down.
+compile is rejected alone (its last good version stays; a flag without one answers the error
+flagd gives for it at evaluation time; the problem is logged with env/flag/path, counted and
+kept in the snapshot's ``rejected``), so one bad write never takes a whole environment down.
 Unchanged flags keep their compiled objects, so a resync recompiles nothing it need not.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,8 +17,14 @@ from typing import Any
 
 import orjson
 
-from proxy.evaluation.documents import apply_after, compile_flag, flag_set, validate_evaluators
-from proxy.model import Change, Flag, FlagSet, InvalidDocument, Problem, canonical
+from proxy.evaluation.documents import (
+    apply_after,
+    compile_flag_tolerantly,
+    error_flag,
+    flag_set,
+    validate_evaluators,
+)
+from proxy.model import Change, Flag, FlagSet, Problem, canonical
 
 log = logging.getLogger("flagedge.sources")
 
@@ -81,16 +89,35 @@ def _metadata(raw: Any, previous: Mapping[str, Any], rej: Rejections) -> Mapping
 
 def _compile(key: str, raw: Any, evaluators: Mapping[str, Any], metadata: Mapping[str, Any],
              fallback: Flag | None, rej: Rejections) -> Flag | None:
+    """The flag to serve for a stored definition: compiled when valid (warnings only: served
+    as flagd evaluates it); when invalid, its last good version if one was served, else the
+    error flagd gives for it at evaluation time. Problems go to ``rej``."""
     value, problems = _parse(raw, f"flags.{key}")
+    flag = None
     if not problems:
         try:
-            return compile_flag(key, value, evaluators, metadata)
-        except InvalidDocument as exc:
-            problems = exc.problems
+            flag, found = compile_flag_tolerantly(key, value, evaluators, metadata)
         except Exception as exc:  # a compiler bug must not stop the source
             problems = [Problem(f"flags.{key}", f"cannot compile: {exc!r}")]
+        else:
+            problems = [p for p in found if not p.warning]
+            for p in found:
+                if p.warning:
+                    log.warning("flag env=%s flag=%s path=%s: %s (served as flagd evaluates it)",
+                                rej.env, key, p.path, p.message)
+            if not problems:
+                return flag
     rej.add(key, problems)
-    return fallback
+    if fallback is not None and not fallback.problems:
+        return fallback
+    return flag if flag is not None else error_flag(key, value, problems, metadata)
+
+
+def _rejected(rej: Rejections) -> dict[str, tuple[Problem, ...]]:
+    out: dict[str, list[Problem]] = {}
+    for flag, p in rej.problems:
+        out.setdefault(flag, []).append(p)
+    return {k: tuple(v) for k, v in out.items()}
 
 
 def build_full(env: str, raw_flags: Mapping[str, Any], meta: Mapping[str, str],
@@ -113,6 +140,8 @@ def build_full(env: str, raw_flags: Mapping[str, Any], meta: Mapping[str, str],
         old = prev_flags.get(key)
         if same_context and old is not None and _same_raw(old, raw):
             flags[key] = old
+            if old.problems:  # still the same invalid definition: still rejected
+                rej.add(key, [p for p in old.problems if not p.warning])
             continue
         flag = _compile(key, raw, evaluators, metadata, old, rej)
         if flag is not None:
@@ -121,7 +150,7 @@ def build_full(env: str, raw_flags: Mapping[str, Any], meta: Mapping[str, str],
                 upserted.add(key)
     version = int(meta.get("version", 0))
     fs = flag_set(flags, evaluators, metadata, version=version, epoch=meta.get("epoch", ""),
-                  updated_at=float(meta.get("updated_at", 0) or 0))
+                  updated_at=float(meta.get("updated_at", 0) or 0), rejected=_rejected(rej))
     change = Change(
         env=env, version=version, upserted=frozenset(upserted),
         deleted=frozenset(k for k in prev_flags if k not in flags),
@@ -165,4 +194,13 @@ def apply_change(current: FlagSet, env: str, version: int, after: Mapping[str, A
     change = Change(env=env, version=version, upserted=applied.upserted,
                     deleted=applied.deleted, evaluators_changed=bool(applied.evaluators_changed),
                     metadata_changed=applied.metadata_changed, written_at=written_at)
-    return applied.flag_set, change, rej
+    # Rejections still standing: the previous ones this change did not touch, plus its own.
+    now = _rejected(rej)
+    settled = applied.upserted | applied.deleted
+    for key, problems in current.rejected.items():
+        if key in now or key in settled or (not key and ("$evaluators" in after
+                                                         or "metadata" in after)):
+            continue
+        now[key] = problems
+    fs = dataclasses.replace(applied.flag_set, rejected=now)
+    return fs, change, rej

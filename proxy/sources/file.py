@@ -1,6 +1,9 @@
 """File source: ``flagedge serve --flags FILE`` (offline, no Redis) and the ``--bootstrap``
 loader. The file is watched (watchfiles, on its directory so editors that save by rename are
-seen); an invalid edit keeps the last good rules and logs every problem.
+seen). Like flagd, a file is served tolerantly: an invalid flag answers the error flagd gives
+for it at evaluation time (or keeps the version served before the edit) while every other
+flag is served; only a file that is no flag
+document at all (unreadable, bad JSON) is refused, and then the last good rules stay.
 """
 
 from __future__ import annotations
@@ -16,32 +19,83 @@ from pathlib import Path
 
 from watchfiles import awatch
 
-from proxy.evaluation.documents import compile_document, load_document
+from proxy.evaluation.documents import compile_document, flag_set, load_document
 from proxy.model import Change, FlagSet, InvalidDocument, canonical
 from proxy.store import Store
 
 log = logging.getLogger("flagedge.sources.file")
 
 
-def load_flag_file(path: Path, env: str, store: Store, *, version: int,
-                   epoch: str) -> FlagSet | None:
-    """Parse, validate and compile a flag file. On any problem: log each one (file, path),
-    count a rejection and return None, so the caller keeps what it serves."""
+class InvalidFlagFile(Exception):
+    """The file cannot be served at all: unreadable, not JSON, or no flag document. (A file
+    with invalid flags is served: those flags answer their evaluation-time error.)"""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(reason)
+
+
+def read_flag_file(path: Path, env: str, store: Store, *, version: int,
+                   epoch: str) -> FlagSet:
+    """Parse and compile a flag file as a source serves it (tolerantly, like flagd): each
+    invalid flag is served as the error flagd gives for it and logged with file, flag and
+    JSON path; raises InvalidFlagFile (logged, counted) when nothing in it can be served."""
     try:
         data = path.read_bytes()
         updated_at = path.stat().st_mtime
     except OSError as exc:
         log.error("rejected env=%s file=%s: cannot read: %s", env, path, exc)
         store.rejected_total += 1
-        return None
+        raise InvalidFlagFile(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
-        return compile_document(load_document(data), version=version, epoch=epoch,
-                                updated_at=updated_at)
+        fs = compile_document(load_document(data), version=version, epoch=epoch,
+                              updated_at=updated_at, tolerant=True)
     except InvalidDocument as exc:
         for p in exc.problems:
             log.error("rejected env=%s file=%s path=%s problem=%s", env, path, p.path or "-",
                       p.message)
         store.rejected_total += 1
+        raise InvalidFlagFile(f"invalid flag file {path}: {exc.problems[0]}") from None
+    fs = keep_last_good(fs, store.get(env))
+    report_rejected(env, f"file={path}", fs)
+    store.rejected_total += sum(1 for k in fs.rejected if k)
+    return fs
+
+
+def keep_last_good(fs: FlagSet, previous: FlagSet | None) -> FlagSet:
+    """A flag an edit made invalid keeps the version served before (DESIGN §2, as the Redis
+    source does); only a flag without one is served as its error."""
+    if previous is None or not fs.rejected:
+        return fs
+    kept = {k: previous.flags[k] for k in fs.rejected
+            if k in previous.flags and not previous.flags[k].problems}
+    if not kept:
+        return fs
+    return flag_set({**fs.flags, **kept}, fs.evaluators, fs.metadata, version=fs.version,
+                    epoch=fs.epoch, updated_at=fs.updated_at, rejected=fs.rejected)
+
+
+def report_rejected(env: str, where: str, fs: FlagSet) -> None:
+    """Log every rejected definition of a tolerant load, and what is served instead."""
+    for key, problems in fs.rejected.items():
+        flag = fs.flags.get(key)
+        if flag is None:
+            served = "not served"
+        elif not flag.problems:
+            served = "last good version kept"
+        else:
+            served = "served as " + str(getattr(flag.static_result, "error_code", None))
+        for p in problems:
+            log.error("rejected env=%s %s flag=%s path=%s problem=%s (%s)", env, where,
+                      key or "-", p.path or "-", p.message, served if key else "ignored")
+
+
+def load_flag_file(path: Path, env: str, store: Store, *, version: int,
+                   epoch: str) -> FlagSet | None:
+    """:func:`read_flag_file`, None when the file cannot be served (already logged)."""
+    try:
+        return read_flag_file(path, env, store, version=version, epoch=epoch)
+    except InvalidFlagFile:
         return None
 
 
@@ -69,11 +123,13 @@ class FileSource:
             return False
         if digest == self._digest:
             return False
-        fs = load_flag_file(self.path, self.env, self.store, version=self._version + 1,
-                            epoch=self._epoch)
-        if fs is None:
+        try:
+            fs = read_flag_file(self.path, self.env, self.store, version=self._version + 1,
+                                epoch=self._epoch)
+        except InvalidFlagFile as exc:
             self._digest = digest  # same bad bytes again: nothing new to say
-            self._degrade(f"invalid edit of {self.path}; serving version {self._version}")
+            self._degrade(f"{exc.reason}; serving version {self._version}" if self.ready
+                          else exc.reason, invalid=True)
             return False
         previous = self.store.get(self.env)
         self._digest, self._version = digest, fs.version
@@ -87,10 +143,11 @@ class FileSource:
                  len(fs.flags))
         return True
 
-    def _degrade(self, reason: str) -> None:
+    def _degrade(self, reason: str, invalid: bool = False) -> None:
         log.warning("file source env=%s: %s", self.env, reason)
         self.store.set_status(self.env, connected=self.ready,
-                              degraded_reason=reason if self.ready else None, error=reason)
+                              degraded_reason=reason if self.ready else None, error=reason,
+                              invalid=invalid)
 
     async def run(self) -> None:
         self.reload()

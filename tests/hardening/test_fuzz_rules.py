@@ -114,6 +114,7 @@ def test_random_documents_validate_compile_and_evaluate_without_escaping(doc: An
     assert all(isinstance(p, Problem) and isinstance(p.path, str) and p.message for p in problems)
     # Through JSON too, as the CLI and every source see it.
     assert validate_document(orjson.dumps(doc)) == problems
+    check_tolerant(doc, ctx, problems)
     try:
         fs = compile_document(doc)
     except InvalidDocument as exc:
@@ -125,6 +126,24 @@ def test_random_documents_validate_compile_and_evaluate_without_escaping(doc: An
                 assert key is not None
         return
     assert not problems
+    check_results(fs, ctx)
+
+
+def check_tolerant(doc: Any, ctx: Any, problems: list[Problem]) -> None:
+    """As a source serves it (issue 26): only a document that is no flag document is
+    refused; otherwise every flag is served (valid ones as compiled, invalid ones as their
+    PARSE_ERROR/GENERAL) and nothing escapes evaluation."""
+    try:
+        fs = compile_document(doc, tolerant=True)
+    except InvalidDocument:
+        assert not isinstance(doc, dict) or not isinstance(doc.get("flags"), dict)
+        return
+    assert set(fs.flags) == {k for k in doc["flags"] if k}
+    assert set(fs.rejected) <= {*fs.flags, ""}
+    assert bool(fs.rejected) == any(not p.warning for p in problems)
+    for key, flag in fs.flags.items():
+        if key in fs.rejected:
+            assert flag.static_result.error_code in (ErrorCode.PARSE_ERROR, ErrorCode.GENERAL)
     check_results(fs, ctx)
 
 
@@ -149,6 +168,7 @@ def test_any_json_anywhere_in_a_document(doc: Any, part: Any) -> None:
                       {"flags": {"f": {"state": "ENABLED", "variants": {"a": 1}, "targeting": doc,
                                        "metadata": part}}}):
         problems = validate_document(candidate)
+        check_tolerant(candidate, {}, problems)
         try:
             compile_document(candidate)
         except InvalidDocument as exc:

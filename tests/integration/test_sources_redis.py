@@ -206,7 +206,14 @@ async def test_invalid_flag_written_by_another_tool_is_rejected_alone(redis_serv
         await until(lambda: r.store.rejected_total == 3, what="reload rejections")
         fs = r.store.get("prod")
         assert fs.flags["a"].raw == ON and fs.flags["b"].raw == ON and "c" in fs.flags
-        assert fs.version == 3
+        assert fs.version == 3 and set(fs.rejected) == {"a", "b"}
+        # A new flag without a good version is served as the error flagd gives for it.
+        plan = Plan(added={"d": {**ON, "targeting": {"invalid": []}}}, changed={}, removed={})
+        publisher.write(client, "prod", plan)
+        await until(lambda: r.version() == 4, what="bad new flag applied")
+        fs = r.store.get("prod")
+        assert fs.flags["d"].static_result.error_code.value == "PARSE_ERROR"
+        assert set(fs.rejected) == {"a", "b", "d"} and fs.flags["c"].raw == ON
 
 
 async def test_key_ring_follows_create_and_revoke(redis_server, client):
@@ -249,13 +256,26 @@ async def test_bootstrap_file_serves_until_redis_answers(tmp_path):
 
 async def test_bad_bootstrap_file_is_reported_not_served(tmp_path, caplog):
     boot = tmp_path / "boot.json"
-    boot.write_bytes(b'{"flags": {"x": {"state": "MAYBE"}}}')
+    boot.write_bytes(b'{"flags": {"x": {"state": "MAYBE"}')  # no flag document at all
     url = f"redis://127.0.0.1:{free_port()}/0"
     with caplog.at_level(logging.ERROR):
         async with running(url, redis.Redis.from_url(url), bootstrap=boot, env="prod") as r:
             await until(lambda: r.store.rejected_total >= 1, what="bootstrap rejected")
             assert not r.source.ready and r.store.get("prod") is None
-    assert f"file={boot}" in caplog.text and "flags.x" in caplog.text
+    assert f"file={boot}" in caplog.text and "invalid JSON" in caplog.text
+
+
+async def test_bootstrap_file_with_a_bad_flag_serves_the_others(tmp_path, caplog):
+    boot = tmp_path / "boot.json"
+    boot.write_bytes(orjson.dumps({"flags": {"x": {"state": "MAYBE"}, "ok": ON}}))
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    with caplog.at_level(logging.ERROR):
+        async with running(url, redis.Redis.from_url(url), bootstrap=boot, env="prod") as r:
+            await until(lambda: r.source.ready, what="bootstrap served")
+            fs = r.store.get("prod")
+            assert set(fs.flags) == {"x", "ok"} and set(fs.rejected) == {"x"}
+            assert fs.flags["x"].static_result.error_code.value == "PARSE_ERROR"
+    assert f"file={boot}" in caplog.text and "flag=x path=flags.x.state" in caplog.text
 
 
 

@@ -28,7 +28,10 @@ Divergences, on purpose:
   plain JavaScript (DESIGN §2);
 - wrong arity of an operator is a validation problem (the reference may return null or
   false at run time), as are invalid literal ``sem_ver`` operators/targets and literal
-  fractional weights;
+  fractional buckets; for flagd's own operators (``sem_ver``, ``starts_with``,
+  ``ends_with``, ``fractional``'s literal buckets and first argument) it is a *warning*:
+  refused by push/validate, but compiled to what the reference answers (null), which is how
+  sources serve a flag they hold anyway;
 - the reference's code generator drops parentheses around ternary-compiled ``or``/``and``/
   ``missing``/``missing_some``/``all`` inside ``cat`` and iterator selections
   (``{"cat": ["x", {"or": [...]}]}`` loses the ``"x"``); we evaluate them as written;
@@ -122,6 +125,11 @@ class LogicCompiler:
     def problem(self, path: str, message: str) -> Const:
         self.problems.append(Problem(path, message))
         return Const(None)
+
+    def warn(self, path: str, message: str) -> None:
+        """A problem flagedge refuses at write time but flagd only turns into null when it
+        evaluates: the caller compiles what the reference does (sources serve it so)."""
+        self.problems.append(Problem(path, message, warning=True))
 
     def fold(self, path: str, thunk: Callable[[], Any]) -> Const:
         """Evaluate a data-free subtree now; if it fails it fails on every request, so it is a

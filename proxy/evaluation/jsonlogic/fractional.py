@@ -5,7 +5,8 @@ is a string (or an expression yielding one), else ``flagKey + targetingKey``; a 
 empty targetingKey gives null. hash = unsigned 32-bit murmur3 (seed 0) of the UTF-8 bytes;
 bucket = (hash * total) >> 32; the first variant whose cumulative weight exceeds the bucket
 wins. Weights default to 1, negative ones count as 0, a non-integer one makes the result
-null. Literal buckets are validated and precomputed at compile time.
+null. Literal buckets are validated and precomputed at compile time; what is wrong with them
+is a warning (refused by push/validate) and evaluates to null, as in flagd's evaluators.
 
 Divergence, documented: flagd's JS evaluator hashes UTF-16 code units, so non-ASCII
 bucketing values land in other buckets there; we hash UTF-8 like flagd's Go evaluator.
@@ -124,23 +125,27 @@ def _check_bucket(cc: LogicCompiler, raw: Any, path: str) -> tuple[Any, int | No
     if raw.__class__ is dict and raw:
         return cc.compile(raw, path), None
     if raw.__class__ is not list or not 1 <= len(raw) <= 2:
-        cc.problem(path, "a bucket is [variant] or [variant, weight]")
+        cc.warn(path, "a bucket is [variant] or [variant, weight]")
         return Const(None), None
     variant = cc.compile(raw[0], f"{path}[0]")
     if variant.__class__ is Const and variant.value.__class__ not in _VARIANT_TYPES:  # type: ignore[union-attr]
-        cc.problem(path, "variant must be a string, number, boolean or null")
+        cc.warn(path, "variant must be a string, number, boolean or null")
     weight: Any = Const(1) if len(raw) == 1 else cc.compile(raw[1], f"{path}[1]")
     literal = None
     if weight.__class__ is Const:
         literal = _integer_weight(weight.value)
         if literal is None:
-            cc.problem(path, "weight must be an integer")
+            cc.warn(path, "weight must be an integer")
             literal = 0
         literal = max(0, literal)
     if variant.__class__ is Const and weight.__class__ is Const:
         return Const([variant.value, weight.value]), literal  # type: ignore[union-attr]
     vf, wf = as_fn(variant), as_fn(weight)
     return (lambda d: [vf(d), wf(d)]), literal
+
+
+def _null(d: Any) -> None:
+    return None
 
 
 def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
@@ -150,9 +155,11 @@ def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
     if baked_key is None:
         cc.needs_flagd = True
     if args.__class__ is not list:
-        return cc.problem(path, "fractional takes [bucketBy?, [variant, weight?], ...]")
+        cc.warn(path, "fractional takes [bucketBy?, [variant, weight?], ...]")
+        return _null
     if not args:
-        return cc.problem(path, "fractional needs at least one bucket")
+        cc.warn(path, "fractional needs at least one bucket")
+        return _null
     by: Any = None
     start = 0
     first = args[0]
@@ -163,9 +170,12 @@ def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
         if by.__class__ is Const:
             by = by.value
     elif first.__class__ is not list:
-        return cc.problem(f"{path}[0]", "the first argument must be a bucketing expression or a [variant, weight] bucket")
+        # refused by push/validate; flagd's evaluators answer null for it at run time
+        cc.warn(f"{path}[0]", "the first argument must be a bucketing expression or a [variant, weight] bucket")
+        return _null
     if start == len(args):
-        return cc.problem(path, "fractional needs at least one bucket")
+        cc.warn(path, "fractional needs at least one bucket")
+        return _null
     compiled, literal_total, all_literal = [], 0, True
     for i in range(start, len(args)):
         bucket, weight = _check_bucket(cc, args[i], f"{path}[{i}]")
@@ -175,7 +185,8 @@ def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
         else:
             literal_total += weight
     if literal_total > MAX_TOTAL_WEIGHT:
-        return cc.problem(path, f"total weight {literal_total} exceeds {MAX_TOTAL_WEIGHT}")
+        cc.warn(path, f"total weight {literal_total} exceeds {MAX_TOTAL_WEIGHT}")
+        return _null
     by_fn = as_fn(by) if callable(by) else None
     by_const = None if callable(by) else by
     if all_literal and all(b.__class__ is Const for b in compiled):

@@ -122,19 +122,35 @@ def sem_ver(vals: list[Any]) -> bool | None:
     return test(a, b)
 
 
+def _warned(cc: LogicCompiler, parts: list[Compiled], path: str) -> bool:
+    """Warn about an invalid literal operator or target; True when there was one."""
+    op, target = parts[1], parts[2]
+    warned = False
+    if op.__class__ is Const and to_string(op.value) not in _TESTS:  # type: ignore[union-attr]
+        cc.warn(f"{path}[1]", f"unknown sem_ver operator {op.value!r} (use one of {' '.join(OPERATORS)})")  # type: ignore[union-attr]
+        warned = True
+    if target.__class__ is Const and to_version(target.value) is None:  # type: ignore[union-attr]
+        cc.warn(f"{path}[2]", f"invalid semantic version {target.value!r}")  # type: ignore[union-attr]
+        warned = True
+    return warned
+
+
 def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
     if args.__class__ is dict and args:
         f = as_fn(cc.compile(args, path))
         return lambda d: sem_ver(coerce_array(f(d)))
-    if args.__class__ is not list or len(args) != 3:
-        n = len(args) if args.__class__ is list else 1
-        return cc.problem(path, f"sem_ver takes [version, operator, target], got {n} argument{'s' if n != 1 else ''}")
+    # Warnings (refused by push/validate; flagd answers null when it evaluates): wrong
+    # arity, an unknown literal operator, an invalid literal target. Such a rule is compiled
+    # in the generic form below, which evaluates the arguments as the reference does.
+    args = args if args.__class__ is list else [args]
     parts = [cc.compile(a, f"{path}[{i}]") for i, a in enumerate(args)]
+    if len(parts) != 3 or _warned(cc, parts, path):
+        if len(parts) != 3:
+            n = len(parts)
+            cc.warn(path, f"sem_ver takes [version, operator, target], got {n} argument{'s' if n != 1 else ''}")
+        fns = [as_fn(p) for p in parts]
+        return lambda d: sem_ver([f(d) for f in fns])
     op, target = parts[1], parts[2]
-    if op.__class__ is Const and to_string(op.value) not in _TESTS:  # type: ignore[union-attr]
-        return cc.problem(f"{path}[1]", f"unknown sem_ver operator {op.value!r} (use one of {' '.join(OPERATORS)})")  # type: ignore[union-attr]
-    if target.__class__ is Const and to_version(target.value) is None:  # type: ignore[union-attr]
-        return cc.problem(f"{path}[2]", f"invalid semantic version {target.value!r}")  # type: ignore[union-attr]
     if all(p.__class__ is Const for p in parts):  # not folded: the reference never does
         out = sem_ver([p.value for p in parts])  # type: ignore[union-attr]
         return lambda d: out

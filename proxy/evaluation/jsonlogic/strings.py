@@ -114,7 +114,7 @@ def _make(name: str, starts: bool) -> Any:
             return None
         return s.startswith(affix) if starts else s.endswith(affix)
 
-    generic = function_op(name, impl, 2, 2)
+    generic = function_op(name, impl)
 
     def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
         if args.__class__ is list and len(args) == 2 and args[1].__class__ is str:
@@ -138,6 +138,10 @@ def _make(name: str, starts: bool) -> Any:
                 return v.endswith(affix) if v.__class__ is str else None
 
             return ends_with
+        if not (args.__class__ is dict and args):
+            n = len(args) if args.__class__ is list else 1
+            if n != 2:  # refused by push/validate; the reference answers null at run time
+                cc.warn(path, f"{name} takes 2 arguments, got {n}")
         return generic(cc, args, path)
 
     return build

@@ -64,4 +64,17 @@ def test_json_output(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"flags": {"x": {"state": "ENABLED", "variants": {"a": 1}, "defaultVariant": "a", "targeting": {"$ref": "nope"}}}}))
     r = validate(str(bad), "--json")
     assert r.returncode == 1
-    assert json.loads(r.stdout)["problems"] == [{"path": "flags.x.targeting", "message": "unknown $ref 'nope' (no such entry in $evaluators)"}]
+    out = json.loads(r.stdout)
+    assert out["problems"] == [{"path": "flags.x.targeting", "message": "unknown $ref 'nope' (no such entry in $evaluators)", "warning": False}]
+    assert out["served_as_errors"] == {"x": "PARSE_ERROR"}  # what serve does with the file anyway
+
+
+def test_flagd_operator_checks_are_warnings_that_still_refuse(tmp_path: Path) -> None:
+    bad = tmp_path / "f.json"
+    bad.write_text(json.dumps({"flags": {"x": {"state": "ENABLED", "variants": {"a": 1}, "defaultVariant": "a",
+                                               "targeting": {"starts_with": ["abc"]}}}}))
+    r = validate(str(bad))
+    assert r.returncode == 1
+    assert f"{bad}: flags.x.targeting.starts_with: starts_with takes 2 arguments, got 1\n" in r.stdout
+    assert "nothing changed" in r.stderr
+    assert "flagd answers null when it evaluates these" in r.stderr and "starts_with" in r.stderr

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from proxy.evaluation.engine import evaluate
-from proxy.model import Reason, state_id
+from proxy.model import ErrorCode, Reason, state_id
 from proxy.provider.rules import RulesState, StreamPayloadError
 
 
@@ -157,9 +157,8 @@ def test_unknown_event_types_are_ignored(state: RulesState) -> None:
     ("patch", "not json", "6"),
     ("patch", "[1, 2]", "6"),
     ("patch", '{"flags": {"a": true}}', "x"),  # no version anywhere
-    ("patch", '{"version": 6, "flags": {"a": {"state": "ENABLED"}}}', "6"),  # invalid flag
     ("delete", '{"version": 6, "flags": "a"}', "6"),
-    ("put", '{"version": 6, "document": {"flags": {"a": {"variants": 3}}}}', "6"),
+    ("put", '{"version": 6, "document": {"flags": 3}}', "6"),  # no flag document
 ])
 def test_bad_events_raise_and_change_nothing(state: RulesState, event: tuple[str, str, str]
                                              ) -> None:
@@ -167,6 +166,22 @@ def test_bad_events_raise_and_change_nothing(state: RulesState, event: tuple[str
     with pytest.raises(StreamPayloadError):
         state.apply(*event)
     assert state.flag_set is before and state.last_event_id == before_id
+
+
+@pytest.mark.parametrize("event", [
+    ("patch", '{"version": 6, "flags": {"a": {"state": "ENABLED"}}}', "6"),
+    ("put", '{"version": 6, "document": {"flags": {"a": {"variants": 3}, "ok": '
+            '{"state": "ENABLED", "variants": {"on": true}, "defaultVariant": "on"}}}}', "6"),
+])
+def test_invalid_flags_are_served_as_their_error_like_the_server_does(
+        state: RulesState, event: tuple[str, str, str]) -> None:
+    # flagedge serves a flag it holds but cannot compile as its error (issue 26) and sends
+    # it on: the provider must not refuse the whole update for it
+    state.apply(*event)
+    assert state.flag_set is not None and state.flag_set.version == 6
+    assert evaluate(state.flag_set, "a", {}).error_code is ErrorCode.PARSE_ERROR
+    if event[0] == "put":
+        assert evaluate(state.flag_set, "ok", {}).value is True
 
 
 def test_patch_before_put_is_an_error() -> None:

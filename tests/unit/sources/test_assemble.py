@@ -2,7 +2,7 @@
 
 import orjson
 
-from proxy.model import canonical
+from proxy.model import ErrorCode, canonical
 from proxy.sources.assemble import apply_change, build_full
 
 ON = {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "on"}
@@ -56,10 +56,16 @@ def test_apply_change_upserts_deletes_and_recompiles_dependents_of_evaluators():
 
 def test_apply_change_keeps_last_good_flag_on_invalid_json_or_rules():
     fs, _c, _r = build_full("prod", {"a": canonical(ON)}, meta(1), None)
-    bad = {**ON, "targeting": {"fractional": [["on", 50.5], ["off", 49.5]]}}
+    bad = {**ON, "targeting": {"invalid": [["on", 50.5], ["off", 49.5]]}}
     fs2, change, rej = apply_change(fs, "prod", 2, {"flags": {"a": bad, "n": bad}}, None)
-    assert fs2.flags["a"] is fs.flags["a"] and "n" not in fs2.flags
-    assert rej.count == 2 and not change.upserted and fs2.version == 2
+    assert fs2.flags["a"] is fs.flags["a"]  # last good kept
+    # a flag without a good version answers the error flagd gives for it
+    assert fs2.flags["n"].static_result.error_code is ErrorCode.PARSE_ERROR
+    assert rej.count == 2 and change.upserted == {"n"} and fs2.version == 2
+    assert set(fs2.rejected) == {"a", "n"}
+    # fixing one settles its rejection; the other stays rejected
+    fs3, change, rej = apply_change(fs2, "prod", 3, {"flags": {"n": ON}}, None)
+    assert set(fs3.rejected) == {"a"} and rej.count == 0 and fs3.flags["n"].problems == ()
 
 
 def test_invalid_metadata_keeps_previous_metadata():
