@@ -92,6 +92,13 @@ class ProxyServer:
             self._log.close()
         return code
 
+    def close(self) -> None:
+        """Stop gracefully, or kill when that fails (fixture teardown)."""
+        try:
+            self.stop()
+        except Exception:
+            self.kill()
+
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
@@ -188,10 +195,7 @@ def proxy_factory(redis_server: RedisServer, tmp_path: Path) -> Iterator[ProxyFa
         yield make
     finally:
         for server in servers:
-            try:
-                server.stop()
-            except Exception:
-                server.kill()
+            server.close()
 
 
 @pytest.fixture

@@ -114,13 +114,20 @@ def test_keys_export_file_is_private(proxy_server, redis_server, tmp_path):
     assert orjson.loads(out.read_bytes())["keys"]
 
 
-def test_offline_token_secret_is_stream_secret_not_the_keys_file(proxy_server, proxy_factory,
-                                                                  redis_server, tmp_path):
+def offline_files(proxy_server, redis_server, tmp_path):
+    """A client key, the keys file exported from Redis and a flags file: what offline
+    `serve --flags --keys` runs on."""
     key = proxy_server.create_key("client")
     keys_file = tmp_path / "keys.json"
     export_keys(redis_server, keys_file)
     flags = tmp_path / "flags.json"
     flags.write_bytes(orjson.dumps(DOC))
+    return key, keys_file, flags
+
+
+def test_offline_token_secret_is_stream_secret_not_the_keys_file(proxy_server, proxy_factory,
+                                                                  redis_server, tmp_path):
+    key, keys_file, flags = offline_files(proxy_server, redis_server, tmp_path)
 
     def offline(secret: str):
         return proxy_factory(redis=None, wait="readyz",
@@ -138,11 +145,7 @@ def test_offline_token_secret_is_stream_secret_not_the_keys_file(proxy_server, p
 
 def test_offline_workers_share_a_random_secret_and_warn(proxy_server, proxy_factory,
                                                        redis_server, tmp_path):
-    key = proxy_server.create_key("client")
-    keys_file = tmp_path / "keys.json"
-    export_keys(redis_server, keys_file)
-    flags = tmp_path / "flags.json"
-    flags.write_bytes(orjson.dumps(DOC))
+    key, keys_file, flags = offline_files(proxy_server, redis_server, tmp_path)
     server = proxy_factory(redis=None, wait="readyz", extra_args=[
         "--flags", str(flags), "--keys", str(keys_file), "--workers", "2"])
     assert "no stream_secret (FLAGEDGE_SECRET) set" in server.logs()

@@ -105,10 +105,7 @@ def replicas(tmp_path_factory) -> Iterator[Replicas]:
         yield Replicas(fast, other, slow, ckey, skey)
     finally:
         for server in servers:
-            try:
-                server.stop()
-            except Exception:
-                server.kill()
+            server.close()
         forwarder.close()
         redis_server.stop()
 
