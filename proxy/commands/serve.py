@@ -132,24 +132,7 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             print(f"flagedge serve: --keys: {exc}", file=sys.stderr)
             return 2
-    if (settings.workers > 1 and settings.flags is not None and not settings.stream_secret
-            and not settings.no_auth):
-        # Offline there is no Redis to share a token secret: one random secret for all the
-        # workers (in their 0600 settings file), so a token from one opens streams on another.
-        import secrets
-
-        print("flagedge serve: warning: no stream_secret (FLAGEDGE_SECRET) set: stream tokens "
-              "are signed with a random secret of this serve; they stop working when it "
-              "restarts and are refused by other replicas", file=sys.stderr)
-        settings = settings.replace(stream_secret=secrets.token_urlsafe(32))
-    temp_metrics = None
-    if settings.workers > 1 and settings.metrics_dir is None:
-        # Workers share counters through snapshots in one directory (see api/metrics.py).
-        temp_metrics = Path(tempfile.mkdtemp(prefix="flagedge-metrics-"))
-        settings = settings.replace(metrics_dir=temp_metrics)
-    if settings.metrics_dir is not None:  # counters start at zero with each serve
-        for old in settings.metrics_dir.glob("worker-*.json"):
-            old.unlink(missing_ok=True)
+    settings, temp_metrics = _shared_by_workers(settings)
     # X-Forwarded-For is read by our protocol, from trusted_proxies only (not uvicorn's
     # proxy_headers, which trusts 127.0.0.1 unless told otherwise).
     common: dict[str, Any] = {
@@ -190,6 +173,30 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, _stopped)
         _run_uvicorn(app, common, 1, settings.admin_port)
     return 0
+
+
+def _shared_by_workers(settings: Any) -> tuple[Any, Path | None]:
+    """What ``--workers N`` share: an offline token secret (no Redis to hold one) and the
+    metrics snapshot directory (a temporary one, returned to be removed at exit)."""
+    if (settings.workers > 1 and settings.flags is not None and not settings.stream_secret
+            and not settings.no_auth):
+        # One random secret for all the workers (in their 0600 settings file), so a token
+        # from one opens streams on another.
+        import secrets
+
+        print("flagedge serve: warning: no stream_secret (FLAGEDGE_SECRET) set: stream tokens "
+              "are signed with a random secret of this serve; they stop working when it "
+              "restarts and are refused by other replicas", file=sys.stderr)
+        settings = settings.replace(stream_secret=secrets.token_urlsafe(32))
+    temp_metrics = None
+    if settings.workers > 1 and settings.metrics_dir is None:
+        # Workers share counters through snapshots in one directory (see api/metrics.py).
+        temp_metrics = Path(tempfile.mkdtemp(prefix="flagedge-metrics-"))
+        settings = settings.replace(metrics_dir=temp_metrics)
+    if settings.metrics_dir is not None:  # counters start at zero with each serve
+        for old in settings.metrics_dir.glob("worker-*.json"):
+            old.unlink(missing_ok=True)
+    return settings, temp_metrics
 
 
 def _run_uvicorn(app: Any, common: dict[str, Any], workers: int, admin_port: int) -> None:
