@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import shutil
 import signal
@@ -17,36 +16,17 @@ HELP = "serve OFREP evaluations and change streams over HTTP"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
-class RedactQuery(logging.Filter):
-    """Strip query strings from uvicorn access-log lines: keys, stream tokens and contexts
-    ride there (``?key=``, ``?token=``, ``?context=``)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
-        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
-            path = args[2].split("?", 1)[0]
-            record.args = (*args[:2], path, *args[3:])
-        return True
-
-
 def log_config(level: str) -> dict[str, Any]:
     level = level.upper()
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"redact": {"()": "proxy.commands.serve.RedactQuery"}},
-        "formatters": {
-            "plain": {"format": LOG_FORMAT},
-            # The worker's pid: with --workers N, which process answered.
-            "access": {"format": "%(asctime)s INFO access [%(process)d] %(client_addr)s "
-                                 '"%(request_line)s" %(status_code)s',
-                       "()": "uvicorn.logging.AccessFormatter", "use_colors": False},
-        },
+        "formatters": {"plain": {"format": LOG_FORMAT}},
         "handlers": {
             "default": {"class": "logging.StreamHandler", "formatter": "plain",
                         "stream": "ext://sys.stderr"},
-            "access": {"class": "logging.StreamHandler", "formatter": "access",
-                       "filters": ["redact"], "stream": "ext://sys.stdout"},
+            # Formats and buffers by itself, cuts query strings, names the worker's pid.
+            "access": {"()": "proxy.server.access_log.AccessLogHandler"},
         },
         "loggers": {
             "uvicorn": {"handlers": ["default"], "level": level, "propagate": False},

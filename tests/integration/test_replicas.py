@@ -202,9 +202,15 @@ async def test_a_revocation_closes_streams_on_every_replica_and_worker(replicas)
         streams = [Stream(http, f"{s.url}/ofrep/v1/events", key=key) for s in (r.other, r.slow)]
         # Streams on the --workers 2 replica until both of its workers hold some (the kernel
         # hands each new connection to either).
-        while len(stream_workers(r.fast, mark)) < 2 and len(streams) < 40:
+        opened = 0
+        while len(stream_workers(r.fast, mark)) < 2 and opened < 40:
             streams.append(Stream(http, f"{r.fast.url}/ofrep/v1/events", key=key))
             await streams[-1].__aenter__()
+            opened += 1
+            # The access log is written every 0.2 s: wait until it shows this stream.
+            await asyncio.to_thread(wait_until, lambda n=opened: len(
+                re.findall(r"\"GET /ofrep/v1/events", r.fast.logs()[mark:])) >= n, 5, 0.02,
+                "the access line of the stream just opened")
         assert len(stream_workers(r.fast, mark)) == 2
         for s in streams[:2]:
             await s.__aenter__()

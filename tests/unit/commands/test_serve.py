@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import logging
-
 from proxy.cli import main
-from proxy.commands.serve import RedactQuery, log_config
+from proxy.commands.serve import log_config
 
 
-def test_access_log_lines_lose_their_query_strings():
-    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1,
-                               '%s - "%s %s HTTP/%s" %d',
-                               ("1.2.3.4:5", "GET", "/ofrep/v1/events?token=SECRET&key=K", "1.1",
-                                200), None)
-    assert RedactQuery().filter(record)
-    assert record.getMessage() == '1.2.3.4:5 - "GET /ofrep/v1/events HTTP/1.1" 200'
+def test_access_log_is_the_buffered_handler_of_proxy_server_access_log():
     config = log_config("info")
-    assert config["handlers"]["access"]["filters"] == ["redact"]
+    assert config["handlers"]["access"] == {"()": "proxy.server.access_log.AccessLogHandler"}
+    assert config["loggers"]["uvicorn.access"]["handlers"] == ["access"]
 
 
 def test_bad_settings_and_key_files_exit_2_with_a_message(tmp_path, capsys):
