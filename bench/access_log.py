@@ -25,10 +25,8 @@ import os  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
-import time  # noqa: E402
 
-import orjson  # noqa: E402
-from benchutil import pinned, stop  # noqa: E402
+from benchutil import offline_files, pinned, stop  # noqa: E402
 from ofrep_http import ENV, _median, ensure_wrk, flag_document, lua_script, run_wrk, wait_port  # noqa: E402
 
 GOAL = 0.90  # throughput with the log on / with it off
@@ -44,15 +42,10 @@ def main() -> int:
     args = parser.parse_args()
 
     from proxy.dev.devredis import free_port
-    from proxy.keys import KeyRecord, dump_export, generate_key, hash_key
 
     wrk = ensure_wrk()
     tmp = Path(tempfile.mkdtemp(prefix="flagedge-accesslog-"))
-    (tmp / "flags.json").write_bytes(orjson.dumps(flag_document()))
-    key = generate_key("client")
-    digest = hash_key(key)
-    (tmp / "keys.json").write_bytes(dump_export({digest: KeyRecord(
-        id=digest[:12], env=ENV, kind="client", name="bench", created_at=time.time())}))
+    key = offline_files(tmp, flag_document(), ENV)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLAGEDGE_")}
     servers: dict[str, tuple[subprocess.Popen, int]] = {}
     logs = {}

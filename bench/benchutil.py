@@ -8,6 +8,8 @@ import resource
 import shutil
 import signal
 import subprocess
+import time
+from pathlib import Path
 
 
 def raise_nofile(want: int = 65_536) -> int:
@@ -35,3 +37,18 @@ def pinned(core: int, cmd: list[str]) -> list[str]:
     if shutil.which("taskset") and (os.cpu_count() or 1) > core:
         return ["taskset", "-c", str(core), *cmd]
     return cmd
+
+
+def offline_files(tmp: Path, document: dict, env: str) -> str:
+    """``tmp/flags.json`` (the document) and ``tmp/keys.json`` (one client key, hashes only)
+    for an offline ``flagedge serve --flags --keys``; returns the raw client key."""
+    import orjson
+
+    from proxy.keys import KeyRecord, dump_export, generate_key, hash_key
+
+    (tmp / "flags.json").write_bytes(orjson.dumps(document))
+    key = generate_key("client")
+    digest = hash_key(key)
+    (tmp / "keys.json").write_bytes(dump_export({digest: KeyRecord(
+        id=digest[:12], env=env, kind="client", name="bench", created_at=time.time())}))
+    return key

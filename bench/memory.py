@@ -40,12 +40,10 @@ import time  # noqa: E402
 from typing import Any  # noqa: E402
 
 import httpx  # noqa: E402
-import orjson  # noqa: E402
 import psutil  # noqa: E402
-from benchutil import pinned, stop  # noqa: E402
+from benchutil import offline_files, pinned, stop  # noqa: E402
 
 from proxy.dev.devredis import free_port  # noqa: E402
-from proxy.keys import KeyRecord, dump_export, generate_key, hash_key  # noqa: E402
 
 ENV = "bench"
 N_FLAGS = 350
@@ -238,11 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     checkout = args.checkout.resolve()
 
     tmp = Path(tempfile.mkdtemp(prefix="flagedge-memory-"))
-    (tmp / "flags.json").write_bytes(orjson.dumps(flag_document()))
-    key = generate_key("client")
-    digest = hash_key(key)
-    (tmp / "keys.json").write_bytes(dump_export({digest: KeyRecord(
-        id=digest[:12], env=ENV, kind="client", name="bench", created_at=time.time())}))
+    key = offline_files(tmp, flag_document(), ENV)
     ordinary = lua_script(tmp / "ordinary.lua", _ORDINARY, key)
     adversary = lua_script(tmp / "adversary.lua", _ADVERSARY, key)
 

@@ -22,8 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import orjson
-from benchutil import pinned, stop
+from benchutil import offline_files, pinned, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 # Run as a script, this file's folder is sys.path[0]: put the project root first instead, so
@@ -202,16 +201,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from proxy.dev.devredis import free_port
-    from proxy.keys import KeyRecord, dump_export, generate_key, hash_key
 
     wrk = ensure_wrk()
     tmp = Path(tempfile.mkdtemp(prefix="flagedge-bench-"))
+    key = offline_files(tmp, flag_document(), ENV)
     flags = tmp / "flags.json"
-    flags.write_bytes(orjson.dumps(flag_document()))
-    key = generate_key("client")
-    digest = hash_key(key)
-    (tmp / "keys.json").write_bytes(dump_export({digest: KeyRecord(
-        id=digest[:12], env=ENV, kind="client", name="bench", created_at=time.time())}))
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLAGEDGE_")}
     echo_port, edge_port = free_port(), free_port()

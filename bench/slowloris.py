@@ -31,8 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import orjson
-from benchutil import pinned, raise_nofile, stop
+from benchutil import offline_files, pinned, raise_nofile, stop
 
 # After benchutil: importing ofrep_http puts the project root first on sys.path, bench/ out.
 from ofrep_http import ENV, ROOT, ensure_wrk, flag_document, lua_script, run_wrk, wait_port
@@ -186,13 +185,8 @@ def refusals(port: int) -> dict[str, float]:
 
 
 def setup_files(tmp: Path) -> str:
-    from proxy.keys import KeyRecord, dump_export, generate_key, hash_key
 
-    (tmp / "flags.json").write_bytes(orjson.dumps(flag_document()))
-    key = generate_key("client")
-    digest = hash_key(key)
-    (tmp / "keys.json").write_bytes(dump_export({digest: KeyRecord(
-        id=digest[:12], env=ENV, kind="client", name="bench", created_at=time.time())}))
+    key = offline_files(tmp, flag_document(), ENV)
     return key
 
 
