@@ -177,8 +177,17 @@ def run_wrk(wrk: str, url: str, script: Path, duration: float, connections: int
     p99_text = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
     scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}[p99_text.group(2)]
     p99 = float(p99_text.group(1)) * scale
-    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    return rps, p99, int(non2xx.group(1)) if non2xx else 0
+    return rps, p99, failures(out)
+
+
+def failures(wrk_output: str) -> int:
+    """Requests that did not succeed: non-2xx/3xx answers, and socket errors (connect, read,
+    write, timeout), which wrk reports apart and a throughput figure would otherwise hide."""
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", wrk_output)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+                       wrk_output)
+    return (int(non2xx.group(1)) if non2xx else 0) + (
+        sum(int(n) for n in errors.groups()) if errors else 0)
 
 
 def _median(runs: list[tuple[float, float, int]]) -> tuple[float, float, int]:

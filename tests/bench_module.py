@@ -21,4 +21,5 @@ def load(name: str) -> ModuleType:
         spec.loader.exec_module(module)
         return module
     finally:
-        sys.path.remove(str(BENCH))
+        if str(BENCH) in sys.path:  # a script may have taken it off itself (ofrep_http.py)
+            sys.path.remove(str(BENCH))
