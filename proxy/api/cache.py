@@ -1,4 +1,4 @@
-"""Bulk-evaluation result cache: (env, epoch, version, canonical context) -> entry.
+"""Bulk-evaluation result cache: (env, state id, version, canonical context) -> entry.
 
 An entry holds what the bulk endpoint needs to answer without evaluating: the response body
 without ``eventStreams`` (which is per key and added afterwards), the digest of the canonical
@@ -52,16 +52,16 @@ class CachedResult:
 
 
 CacheKey = tuple[str, str, int, bytes]
-# (env, epoch, version, content type, raw request body): an alias of a canonical entry.
+# (env, state id, version, content type, raw request body): an alias of a canonical entry.
 RawKey = tuple[str, str, int, bytes | None, bytes]
 
 
 def key_bytes(key: CacheKey | RawKey) -> int:
     """The bytes a key holds: its context (or raw body and content type) and fixed overhead.
-    The env, epoch and version objects are shared with the flag set."""
-    ctype = key[3]
+    The env, state id and version objects are shared with the flag set."""
     if len(key) == 4:
-        return len(ctype) + KEY_OVERHEAD  # type: ignore[arg-type]
+        return len(key[3]) + KEY_OVERHEAD  # type: ignore[arg-type]  # canonical context
+    ctype = key[3]
     return len(key[4]) + (len(ctype) if ctype is not None else 0) + KEY_OVERHEAD  # type: ignore[misc, arg-type]
 
 
@@ -97,7 +97,7 @@ class ResultCache:
         return entry
 
     def put(self, key: CacheKey, entry: CachedResult) -> None:
-        self._put(self._entries, key, len(key[3]) + KEY_OVERHEAD, entry, False)
+        self._put(self._entries, key, key_bytes(key), entry, False)
 
     def get_raw(self, key: RawKey) -> CachedResult | None:
         """A hit counts as a hit; a miss is not counted (the canonical lookup that follows is)."""
@@ -108,9 +108,7 @@ class ResultCache:
         return entry
 
     def put_raw(self, key: RawKey, entry: CachedResult) -> None:
-        ctype = key[3]
-        size = len(key[4]) + (len(ctype) if ctype is not None else 0) + KEY_OVERHEAD
-        self._put(self._raw, key, size, entry, True)
+        self._put(self._raw, key, key_bytes(key), entry, True)
 
     def _put(self, entries: OrderedDict[Any, CachedResult], key: Any, size: int,
              entry: CachedResult, raw: bool) -> None:

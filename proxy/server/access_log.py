@@ -64,9 +64,8 @@ class AccessLogHandler(logging.Handler):
 
     def response(self, args: tuple[Any, ...]) -> None:
         """uvicorn's arguments for one response, without a LogRecord (:class:`AccessLogger`)."""
-        line = self.line(time.time(), args)
-        with self.lock:  # type: ignore[union-attr]
-            self._add(line, args[4])
+        with self.lock:  # type: ignore[union-attr]  # _time's cached text, too
+            self._add(self.line(time.time(), args), args[4])
 
     def line(self, created: float, args: tuple[Any, ...]) -> str:
         """uvicorn's arguments: client address, method, path with query, HTTP version,
@@ -112,7 +111,6 @@ class AccessLogHandler(logging.Handler):
         while not self._closed:
             self._wake.wait(FLUSH_S)
             self.flush()
-
 
 
 class AccessLogger(logging.Logger):
