@@ -27,7 +27,9 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 
 from benchutil import offline_files, pinned, stop  # noqa: E402
-from ofrep_http import ENV, _median, ensure_wrk, flag_document, lua_script, run_wrk, wait_port  # noqa: E402
+from ofrep_http import ENV, flag_document, lua_script  # noqa: E402
+from wrk import ensure_wrk, run_wrk, wait_port  # noqa: E402
+from wrk import median as _median  # noqa: E402
 
 GOAL = 0.90  # throughput with the log on / with it off
 

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from benchutil import offline_files, pinned, stop
+from wrk import ensure_wrk, median, run_wrk, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 # Run as a script, this file's folder is sys.path[0]: put the project root first instead, so
@@ -140,62 +139,6 @@ def lua_script(path: Path, unique: bool, key: str | None) -> Path:
     return path
 
 
-# -- processes --------------------------------------------------------------------------------
-def ensure_wrk() -> str:
-    found = shutil.which("wrk")
-    if found:
-        return found
-    print("wrk not found: installing the Debian package (apt-get install wrk)...", flush=True)
-    apt = ["apt-get"] if os.geteuid() == 0 else ["sudo", "apt-get"]
-    subprocess.run([*apt, "update", "-qq"], check=False)
-    subprocess.run([*apt, "install", "-y", "-qq", "wrk"], check=True)
-    return shutil.which("wrk") or "wrk"
-
-
-def wait_port(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on {port}")
-
-
-def run_wrk(wrk: str, url: str, script: Path, duration: float, connections: int
-            ) -> tuple[float, float, int]:
-    out = subprocess.run(
-        pinned(1, [wrk, "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "-s",
-                   str(script), url]),
-        capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p99_text = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
-    scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}[p99_text.group(2)]
-    p99 = float(p99_text.group(1)) * scale
-    return rps, p99, failures(out)
-
-
-def failures(wrk_output: str) -> int:
-    """Requests that did not succeed: non-2xx/3xx answers, and socket errors (connect, read,
-    write, timeout), which wrk reports apart and a throughput figure would otherwise hide."""
-    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", wrk_output)
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
-                       wrk_output)
-    return (int(non2xx.group(1)) if non2xx else 0) + (
-        sum(int(n) for n in errors.groups()) if errors else 0)
-
-
-def _median(runs: list[tuple[float, float, int]]) -> tuple[float, float, int]:
-    rps = sorted(r[0] for r in runs)[len(runs) // 2]
-    p99 = sorted(r[1] for r in runs)[len(runs) // 2]
-    return rps, p99, sum(r[2] for r in runs)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # Medians of alternating rounds: the machine's speed drifts by tens of % over seconds.
@@ -243,12 +186,12 @@ def main(argv: list[str] | None = None) -> int:
                 if args.warmup:  # (a): fills the result cache with most of the 10,000 users
                     run_wrk(wrk, *targets[name], args.warmup, args.connections)
             # Alternate short rounds so that noise from other processes hits both alike.
-            runs: dict[str, list[tuple[float, float, int]]] = {"echo": [], "flagedge": []}
+            runs: dict[str, list] = {"echo": [], "flagedge": []}
             for _ in range(args.rounds):
                 for name in ("echo", "flagedge"):
                     runs[name].append(run_wrk(wrk, *targets[name], args.duration / args.rounds,
                                               args.connections))
-            rows.append((label, {name: _median(r) for name, r in runs.items()}))
+            rows.append((label, {name: median(r) for name, r in runs.items()}))
     finally:
         stop(echo, timeout=15)
         stop(edge, timeout=15)

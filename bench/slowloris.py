@@ -34,7 +34,8 @@ from pathlib import Path
 from benchutil import offline_files, pinned, raise_nofile, stop
 
 # After benchutil: importing ofrep_http puts the project root first on sys.path, bench/ out.
-from ofrep_http import ENV, ROOT, ensure_wrk, flag_document, lua_script, run_wrk, wait_port
+from ofrep_http import ENV, ROOT, flag_document, lua_script
+from wrk import ensure_wrk, run_wrk, wait_port
 
 ATTACKER_ADDRESS = "203.0.113.66"  # what "our proxy" appends for the attacker
 USER_ADDRESS = "198.51.100.1"  # and for the real user

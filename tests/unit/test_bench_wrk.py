@@ -1,4 +1,4 @@
-"""bench/ofrep_http.py's reading of wrk's report: socket errors count as failures, as non-2xx
+"""bench/wrk.py's reading of wrk's report: socket errors count as failures, as non-2xx
 answers do (a run whose connections time out must not pass on its throughput)."""
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ REPORT = """Running 2s test @ http://127.0.0.1:1/ofrep/v1/evaluate/flags
 
 
 def test_a_clean_run_has_no_failures():
-    assert load("ofrep_http").failures(REPORT.format(extra="")) == 0
+    assert load("wrk").failures(REPORT.format(extra="")) == 0
 
 
 def test_non_2xx_and_socket_errors_are_failures():
-    wrk = load("ofrep_http")
+    wrk = load("wrk")
     assert wrk.failures(REPORT.format(extra="  Non-2xx or 3xx responses: 7\n")) == 7
     errors = "  Socket errors: connect 1, read 2, write 3, timeout 4\n"
     assert wrk.failures(REPORT.format(extra=errors)) == 10
