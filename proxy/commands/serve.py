@@ -16,25 +16,32 @@ HELP = "serve OFREP evaluations and change streams over HTTP"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
-def log_config(level: str) -> dict[str, Any]:
+def log_config(level: str, access_log: bool = True) -> dict[str, Any]:
+    """Logging for ``serve`` (and each of its workers). uvicorn's own access log is never on:
+    with ``access_log``, our protocol records responses to :mod:`proxy.server.access_log`'s
+    handler, which dictConfig creates here (it formats and buffers off the request path)."""
     level = level.upper()
-    return {
+    config: dict[str, Any] = {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"plain": {"format": LOG_FORMAT}},
         "handlers": {
             "default": {"class": "logging.StreamHandler", "formatter": "plain",
                         "stream": "ext://sys.stderr"},
-            # Formats and buffers by itself, cuts query strings, names the worker's pid.
-            "access": {"()": "proxy.server.access_log.AccessLogHandler"},
         },
         "loggers": {
             "uvicorn": {"handlers": ["default"], "level": level, "propagate": False},
             "uvicorn.error": {"level": level},
-            "uvicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+            "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
             "flagedge": {"handlers": ["default"], "level": level, "propagate": False},
         },
     }
+    if access_log:
+        # Formats and buffers by itself, cuts query strings, names the worker's pid.
+        config["handlers"]["access"] = {"()": "proxy.server.access_log.AccessLogHandler"}
+        config["loggers"]["flagedge.access"] = {"handlers": ["access"], "level": "INFO",
+                                                "propagate": False}
+    return config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -117,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     # proxy_headers, which trusts 127.0.0.1 unless told otherwise).
     common: dict[str, Any] = {
         "host": settings.host, "port": settings.port, "loop": "uvloop", "http": GatheringHttpToolsProtocol,
-        "log_config": log_config(settings.log_level), "access_log": settings.access_log,
+        "log_config": log_config(settings.log_level, settings.access_log), "access_log": False,
         "timeout_graceful_shutdown": settings.graceful_timeout, "proxy_headers": False,
         "server_header": False, "lifespan": "on",
     }

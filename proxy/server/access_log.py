@@ -1,25 +1,28 @@
 """The access log, cheap enough to leave on (issue 21).
 
-uvicorn logs each response through ``logging`` (its ``uvicorn.access`` logger). With its
-``AccessFormatter`` and a ``StreamHandler``, every line was formatted by the generic machinery
-(a ``strftime`` per line) and written and flushed on the request path: with the log on, bulk
-OFREP ran at about a third of its speed with it off (``bench/access_log.py``).
+uvicorn logs each response through ``logging`` (its ``uvicorn.access`` logger): a
+``LogRecord``, a formatter with a ``strftime`` and a write per line, on the request path.
+With it on, bulk OFREP ran at about a third of its speed with it off. Even reduced to a
+hand-written line per response, the call chain (uvicorn's argument building, the logger, the
+line) cost ~6 µs of a ~55 µs request (``bench/access_log.py``: 0.86x of the log off).
 
-:class:`AccessLogHandler` takes the same records and writes the same line:
+So uvicorn's access log stays off, and our protocol (:mod:`proxy.server.http_protocol`)
+records each response when its head is written: :meth:`AccessLogHandler.response` appends
+one tuple of objects that already exist (time, client, method, path, HTTP version, status)
+to a list. A background thread turns them into lines and writes them every :data:`FLUSH_S`,
+at once when a response is a 5xx (errors are never held back) or :data:`MAX_PENDING` wait,
+and at exit (``logging.shutdown`` flushes every handler). A process killed with SIGKILL
+loses at most the last :data:`FLUSH_S` of lines. The line is the one uvicorn's format gave:
 
     2026-12-06 17:50:27,123 INFO access [PID] 1.2.3.4:5 "GET /path HTTP/1.1" 200
 
-- formatted by hand from the record's arguments; the date and time text is made once a second;
-- the query string cut (keys, stream tokens and contexts ride there; never logged);
-- buffered and written by a background thread every :data:`FLUSH_S`, or at once when
-  :data:`BUFFER_BYTES` are waiting or a response is a 5xx (errors are never held back), and
-  at exit (``logging.shutdown`` flushes every handler). A process killed with SIGKILL can
-  lose at most the last :data:`FLUSH_S` of lines;
-- without a ``LogRecord``: building one per response cost more than the rest together (a
-  ``getpid`` system call, the caller's frame, thread and process names; measured with py-spy
-  under wrk). The handler makes ``uvicorn.access`` an :class:`AccessLogger`, whose ``info``
-  hands uvicorn's arguments straight to it. Other handlers added to that logger still get
-  ordinary records.
+The path is the decoded path without its query string (keys, stream tokens and contexts ride
+there; never logged); a path with spaces, quotes or control characters is percent-encoded so
+that it cannot forge a line. A streamed response (SSE) is logged when its head is sent.
+
+The handler is created by ``flagedge serve``'s logging configuration (in every worker) when
+the access log is on; creating it makes it the process's sink (:data:`SINK`). Other records
+logged to its logger are written as ordinary lines.
 """
 
 from __future__ import annotations
@@ -29,56 +32,73 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from typing import IO, Any
+from urllib.parse import quote
 
 FLUSH_S = 0.2
-BUFFER_BYTES = 64 * 1024
-LOGGER = "uvicorn.access"
+MAX_PENDING = 4096  # responses waiting for the flusher before it is woken early
+CHUNK = 128  # lines formatted per hold of the GIL
+LOGGER = "flagedge.access"
+_SAFE_PATH = "/:@!$&'()*+,;=-._~%"
+
+# (time, client (host, port) or None, method, path, HTTP version, status as 3 bytes)
+Response = tuple[float, Any, str, str, str, bytes]
+
+SINK: AccessLogHandler | None = None  # the process's access log, None while it is off
 
 
 class AccessLogHandler(logging.Handler):
     def __init__(self, stream: IO[str] | None = None) -> None:
         super().__init__()
-        access = logging.getLogger(LOGGER)
-        if not isinstance(access, AccessLogger):
-            # dictConfig builds handlers before it configures loggers, and uvicorn looks its
-            # logger up by name: the same object, given the fast ``info``.
-            access.__class__ = AccessLogger
+        global SINK
         self.stream = stream if stream is not None else sys.stdout
-        self._lines: list[str] = []
-        self._size = 0
+        # A deque: appended by the serving thread, popped by the flusher, without a lock.
+        self._pending: deque[Response] = deque()
+        self._lines: list[str] = []  # other records' lines, formatted when logged
         self._second = -1
         self._stamp = ""
         self._pid = os.getpid()
         self._wake = threading.Event()
         self._closed = False
         threading.Thread(target=self._flusher, name="access-log", daemon=True).start()
+        SINK = self
 
+    # -- the request path: no formatting, no lock, no write ------------------------------
+    def response(self, scope: dict[str, Any], status: bytes) -> None:
+        """One response whose head is being written (``status``: its 3 digits)."""
+        pending = self._pending
+        pending.append((time.time(), scope.get("client"), scope["method"], scope["path"],
+                        scope["http_version"], status))
+        if status[0] == 53 or len(pending) >= MAX_PENDING:  # b"5": a server error
+            self._wake.set()
+
+    # -- logging.Handler -----------------------------------------------------------------
     def emit(self, record: logging.LogRecord) -> None:  # called under self.lock
-        args: Any = record.args
-        if isinstance(args, tuple) and len(args) == 5:
-            self._add(self.line(record.created, args), args[4])
-        else:  # not uvicorn's access record
-            self._add(f"{self._time(record.created)} INFO access [{self._pid}] "
-                      f"{record.getMessage()}\n", 0)
+        self._lines.append(f"{self._time(record.created)} INFO access [{self._pid}] "
+                           f"{record.getMessage()}\n")
 
-    def response(self, args: tuple[Any, ...]) -> None:
-        """uvicorn's arguments for one response, without a LogRecord (:class:`AccessLogger`)."""
-        with self.lock:  # type: ignore[union-attr]  # _time's cached text, too
-            self._add(self.line(time.time(), args), args[4])
-
-    def line(self, created: float, args: tuple[Any, ...]) -> str:
-        """uvicorn's arguments: client address, method, path with query, HTTP version,
-        status."""
-        client, method, path, version, status = args
-        return (f'{self._time(created)} INFO access [{self._pid}] {client} '
-                f'"{method} {str(path).partition("?")[0]} HTTP/{version}" {status}\n')
-
-    def _add(self, line: str, status: Any) -> None:
-        self._lines.append(line)
-        self._size += len(line)
-        if self._size >= BUFFER_BYTES or (isinstance(status, int) and status >= 500):
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
             self._write()
+
+    def close(self) -> None:
+        global SINK
+        if SINK is self:
+            SINK = None
+        self._closed = True
+        self._wake.set()
+        self.flush()
+        super().close()
+
+    # -- the flusher's side ----------------------------------------------------------------
+    def line(self, response: Response) -> str:
+        created, client, method, path, version, status = response
+        if not (path.isascii() and path.isprintable()) or " " in path or '"' in path:
+            path = quote(path, safe=_SAFE_PATH)
+        peer = f"{client[0]}:{client[1]}" if client else "-"
+        return (f'{self._time(created)} INFO access [{self._pid}] {peer} '
+                f'"{method} {path} HTTP/{version}" {status.decode("ascii", "replace")}\n')
 
     def _time(self, created: float) -> str:
         second = int(created)
@@ -87,42 +107,26 @@ class AccessLogHandler(logging.Handler):
             self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
         return f"{self._stamp},{int((created - second) * 1000):03d}"
 
-    def flush(self) -> None:
-        with self.lock:  # type: ignore[union-attr]
-            self._write()
-
-    def close(self) -> None:
-        self._closed = True
-        self._wake.set()
-        self.flush()
-        super().close()
-
     def _write(self) -> None:
-        if not self._lines:
-            return
-        lines, self._lines, self._size = self._lines, [], 0
+        queued = self._pending
+        pending = [queued.popleft() for _ in range(len(queued))]  # appends meanwhile wait
+        lines, self._lines = self._lines, []
         try:
-            self.stream.write("".join(lines))
-            self.stream.flush()
+            if lines:
+                self.stream.write("".join(lines))
+            for start in range(0, len(pending), CHUNK):
+                # In slices, letting the serving thread have the GIL in between: formatting
+                # 0.2 s of lines at once held it for ~5 ms, a request's p99 (3.3 -> 5.6 ms).
+                if start:
+                    time.sleep(0)
+                self.stream.write("".join(map(self.line, pending[start:start + CHUNK])))
+            if lines or pending:
+                self.stream.flush()
         except (OSError, ValueError):  # the stream went away (a closed pipe at exit)
             pass
 
     def _flusher(self) -> None:
         while not self._closed:
             self._wake.wait(FLUSH_S)
+            self._wake.clear()
             self.flush()
-
-
-class AccessLogger(logging.Logger):
-    """``uvicorn.access``: uvicorn calls ``info(fmt, client, method, path, version, status)``
-    per response. With only access-log handlers attached, that skips the LogRecord."""
-
-    def info(self, msg: object, *args: Any, **kwargs: Any) -> None:
-        handlers = self.handlers
-        if (not self.disabled and handlers and len(args) == 5 and not kwargs
-                and all(h.__class__ is AccessLogHandler for h in handlers)):
-            if self.isEnabledFor(logging.INFO):
-                for handler in handlers:
-                    handler.response(args)  # type: ignore[attr-defined]
-            return
-        super().info(msg, *args, **kwargs)

@@ -39,6 +39,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 
 from proxy.api.client_address import forwarded_client, forwarded_for
 from proxy.api.transport import CYCLE_EXTENSION, TransportWrapper
+from proxy.server import access_log
 from proxy.server.connections import PROCESS, error_response
 
 # What a connection is reading, for its deadline.
@@ -59,19 +60,22 @@ class GatheringTransport(TransportWrapper):
     """Wraps a transport: after :meth:`hold_next`, the next write waits to be joined by the
     one after it (or is sent by :meth:`flush`: response end, close, end of the loop tick)."""
 
-    __slots__ = ("_held", "_hold", "_loop", "_transport")
+    __slots__ = ("_held", "_hold", "_loop", "_scope", "_transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
         self._transport = transport
         self._loop = loop
         self._held: bytes | None = None
         self._hold = False
+        self._scope: dict[str, Any] | None = None  # the request whose head is awaited
 
     def loop_transport(self) -> asyncio.Transport:
         return self._transport
 
-    def hold_next(self) -> None:
+    def hold_next(self, scope: dict[str, Any]) -> None:
+        """The next write is the response head of ``scope``'s request."""
         self._hold = True
+        self._scope = scope
 
     def write(self, data: bytes) -> None:
         if not data:
@@ -81,9 +85,18 @@ class GatheringTransport(TransportWrapper):
             self._held = None
             self._transport.write(held + data)
         elif self._hold:
+            if data[9:10] == b"1" and data.startswith(b"HTTP/"):
+                # An interim 100 Continue: the client waits for it to send its body, and it
+                # is not the response's head, which follows.
+                self._transport.write(data)
+                return
             self._hold = False
             self._held = bytes(data)
             self._loop.call_soon(self.flush)
+            sink = access_log.SINK
+            if sink is not None and self._scope is not None:
+                sink.response(self._scope, data[9:12])  # b"HTTP/1.1 200 OK\r\n..."
+            self._scope = None
         else:
             self._transport.write(data)
 
@@ -243,7 +256,7 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is not None and cycle.scope is self.scope:
             self.scope.setdefault("extensions", {})[CYCLE_EXTENSION] = weakref.ref(cycle)
-        self.transport.hold_next()  # type: ignore[attr-defined]  # the response head
+        self.transport.hold_next(self.scope)  # type: ignore[attr-defined]  # the response head
 
     def on_response_complete(self) -> None:
         self.transport.flush()  # type: ignore[attr-defined]

@@ -1,5 +1,6 @@
-"""The access log handler: uvicorn's records written as one line each, query strings cut,
-buffered off the request path, errors and exit never held back."""
+"""The access log: our protocol records each response's head (time, client, method, path,
+version, status) and a background thread writes them as lines, query strings never in them,
+off the request path, errors and exit never held back."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import io
 import logging
 import os
 import re
+from typing import Any
 
 from proxy.server import access_log
 from proxy.server.access_log import AccessLogHandler
@@ -15,26 +17,21 @@ from tests.redis_server import wait_until
 LINE = re.compile(r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO access \[(\d+)\] (.*)$')
 
 
-def record(path: str, status: int) -> logging.LogRecord:
-    """What uvicorn's httptools protocol logs for a response."""
-    return logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1,
-                             '%s - "%s %s HTTP/%s" %d', ("1.2.3.4:5", "GET", path, "1.1", status),
-                             None)
+def scope(path: str, method: str = "GET", client: Any = ("1.2.3.4", 5)) -> dict[str, Any]:
+    """The parts of an ASGI scope the log reads (uvicorn's path is decoded and has no query)."""
+    return {"client": client, "method": method, "path": path, "http_version": "1.1",
+            "query_string": b"token=SECRET&key=K"}
 
 
-def logger_with(handler: logging.Handler) -> logging.Logger:
-    log = logging.getLogger(f"test.access.{id(handler)}")
-    log.propagate = False
-    log.setLevel(logging.INFO)
-    log.addHandler(handler)
-    return log
+def lines(out: io.StringIO) -> list[str]:
+    return [LINE.match(ln).group(2) for ln in out.getvalue().splitlines()]
 
 
-def test_a_line_names_the_worker_and_loses_the_query_string():
+def test_a_line_names_the_worker_and_never_the_query_string():
     out = io.StringIO()
     handler = AccessLogHandler(out)
-    handler.handle(record("/ofrep/v1/events?token=SECRET&key=K", 200))
-    assert out.getvalue() == ""  # buffered: nothing written on the request path
+    handler.response(scope("/ofrep/v1/events"), b"200")
+    assert out.getvalue() == ""  # nothing formatted or written on the request path
     handler.flush()
     line = out.getvalue()
     assert "SECRET" not in line and "key=K" not in line
@@ -44,64 +41,55 @@ def test_a_line_names_the_worker_and_loses_the_query_string():
     handler.close()
 
 
-def test_a_server_error_is_written_at_once():
+def test_a_path_cannot_forge_a_line():
     out = io.StringIO()
     handler = AccessLogHandler(out)
-    handler.handle(record("/a", 200))
-    handler.handle(record("/b", 503))
-    assert [ln.split('"')[1] for ln in out.getvalue().splitlines()] == ["GET /a HTTP/1.1",
-                                                                       "GET /b HTTP/1.1"]
+    handler.response(scope('/a" 200\n2026-01-01 00:00:00,000 INFO access [1] x "GET /b'), b"404")
+    handler.response(scope("/é"), b"404")
+    handler.response(scope("/x", client=None), b"200")
+    handler.close()
+    assert lines(out) == ['1.2.3.4:5 "GET /a%22%20200%0A2026-01-01%2000:00:00,000%20INFO%20access'
+                          '%20%5B1%5D%20x%20%22GET%20/b HTTP/1.1" 404',
+                          '1.2.3.4:5 "GET /%C3%A9 HTTP/1.1" 404', '- "GET /x HTTP/1.1" 200']
+
+
+def test_a_server_error_wakes_the_writer_at_once():
+    out = io.StringIO()
+    handler = AccessLogHandler(out)
+    handler.response(scope("/a"), b"200")
+    handler.response(scope("/b", "POST"), b"503")
+    # Written by the flusher thread, woken by the 503 (not FLUSH_S later): both lines, in order.
+    wait_until(lambda: out.getvalue().count("\n") == 2, timeout=access_log.FLUSH_S * 20,
+               interval=0.005, what="the error to be written")
+    assert lines(out) == ['1.2.3.4:5 "GET /a HTTP/1.1" 200', '1.2.3.4:5 "POST /b HTTP/1.1" 503']
     handler.close()
 
 
-def test_a_full_buffer_is_written_and_close_writes_the_rest(monkeypatch):
-    monkeypatch.setattr(access_log, "BUFFER_BYTES", 200)
+def test_the_background_thread_writes_what_waits_and_close_writes_the_rest():
     out = io.StringIO()
     handler = AccessLogHandler(out)
-    for i in range(3):
-        handler.handle(record(f"/{i}", 200))
-    assert out.getvalue().count("\n") >= 2  # ~80 bytes a line: the 200-byte buffer filled
-    handler.handle(record("/last", 204))
-    handler.close()
-    assert out.getvalue().rstrip().endswith('"GET /last HTTP/1.1" 204')
-
-
-def test_the_background_thread_writes_what_waits():
-    out = io.StringIO()
-    handler = AccessLogHandler(out)
-    logger_with(handler).info('%s - "%s %s HTTP/%s" %d', "9.9.9.9:1", "POST", "/x?y", "1.1", 200)
-    # The flusher runs every FLUSH_S: wait for the line with a deadline.
+    handler.response(scope("/x", "POST"), b"200")
     wait_until(lambda: "POST /x" in out.getvalue(), timeout=access_log.FLUSH_S * 20,
                interval=0.01, what="the flusher thread to write the line")
-    assert '"POST /x HTTP/1.1" 200' in out.getvalue()
+    handler.response(scope("/last"), b"204")
     handler.close()
+    assert lines(out)[-1] == '1.2.3.4:5 "GET /last HTTP/1.1" 204'
 
 
-def test_uvicorns_logger_hands_its_arguments_straight_to_the_handler():
-    """uvicorn calls ``logging.getLogger("uvicorn.access").info(fmt, *5 args)``: with only
-    access-log handlers that builds no LogRecord; with another handler it logs as before."""
+def test_the_handler_is_the_sink_while_it_lives():
+    handler = AccessLogHandler(io.StringIO())
+    assert access_log.SINK is handler
+    handler.close()
+    assert access_log.SINK is None
+
+
+def test_other_records_on_its_logger_are_lines_too():
     out = io.StringIO()
     handler = AccessLogHandler(out)
-    access = logging.getLogger("uvicorn.access")
-    assert isinstance(access, access_log.AccessLogger)
-    saved = access.handlers[:], access.level, access.propagate
-    access.handlers, access.propagate = [handler], False
-    access.setLevel(logging.INFO)
-    seen: list[logging.LogRecord] = []
-
-    class Records(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            seen.append(record)
-
-    try:
-        access.info('%s - "%s %s HTTP/%s" %d', "1.2.3.4:5", "GET", "/a?k=1", "1.1", 200)
-        assert seen == []
-        access.addHandler(Records())
-        access.info('%s - "%s %s HTTP/%s" %d', "1.2.3.4:5", "GET", "/b", "1.1", 201)
-        assert [r.args[2] for r in seen] == ["/b"]
-    finally:
-        access.handlers, level, access.propagate = saved[0], saved[1], saved[2]
-        access.setLevel(level)
+    log = logging.getLogger(f"test.access.{id(handler)}")
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    log.addHandler(handler)
+    log.info("hello %s", "there")
     handler.close()
-    assert [ln.split('"')[1] for ln in out.getvalue().splitlines()] == ["GET /a HTTP/1.1",
-                                                                       "GET /b HTTP/1.1"]
+    assert lines(out) == ["hello there"]

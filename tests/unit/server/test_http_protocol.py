@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import io
 import weakref
 from typing import Any
 
@@ -17,6 +18,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from proxy.api.transport import body_writer, connection_transport
+from proxy.server.access_log import AccessLogHandler
 from proxy.server.http_protocol import GatheringHttpToolsProtocol
 from tests.waiting import until
 
@@ -146,12 +148,12 @@ async def test_only_the_head_is_held_and_it_counts_in_the_write_buffer_size():
     proto, transport = connect(plain)
     proto.transport.write(b"straight")  # no request head pending: not held
     assert transport.writes == [b"straight"]
-    proto.transport.hold_next()
+    proto.transport.hold_next({})
     proto.transport.write(b"abc")
     assert proto.transport.get_write_buffer_size() == 3 and transport.writes == [b"straight"]
     await until(lambda: transport.writes == [b"straight", b"abc"])  # the tick ended
     assert proto.transport.get_write_buffer_size() == 0
-    proto.transport.hold_next()
+    proto.transport.hold_next({})
     proto.transport.write(b"head")
     proto.transport.write(b"body")
     proto.transport.write(b"more")
@@ -264,3 +266,38 @@ async def test_a_finished_request_is_freed_without_the_garbage_collector():
         assert first() is None  # freed by reference counting alone
     finally:
         gc.enable()
+
+
+async def test_each_response_head_is_recorded_to_the_access_log_with_its_status():
+    async def missing(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 404,
+                    "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+
+    proto, transport = connect(missing)  # (uvicorn's Config resets logging: handler after it)
+    out = io.StringIO()
+    handler = AccessLogHandler(out)
+    try:
+        proto.data_received(b"GET /nope?key=SECRET HTTP/1.1\r\nHost: x\r\n\r\n")
+        await until(lambda: transport.writes)
+    finally:
+        handler.close()
+    assert out.getvalue().endswith('127.0.0.1:50000 "GET /nope HTTP/1.1" 404\n')
+
+
+async def test_an_interim_100_continue_goes_out_at_once_and_is_not_the_logged_head():
+    proto, transport = connect(plain)
+    out = io.StringIO()
+    handler = AccessLogHandler(out)
+    try:
+        proto.data_received(b"POST /x HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                            b"Content-Length: 2\r\n\r\n")
+        await until(lambda: transport.writes)  # the app awaits the body: uvicorn says continue
+        assert transport.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+        proto.data_received(b"{}")
+        await until(lambda: len(transport.writes) == 2)
+    finally:
+        handler.close()
+    assert transport.writes[1].startswith(b"HTTP/1.1 200 OK")
+    assert out.getvalue().endswith('"POST /x HTTP/1.1" 200\n') and out.getvalue().count("\n") == 1
