@@ -40,7 +40,8 @@ class AdminApi:
         principal = self.auth.authorize(request, "server")
         if isinstance(principal, Response):
             return principal
-        body = await read_body(request, self.settings.body_limit)
+        body = await read_body(request.receive, self.settings.body_limit,
+                               request.headers.get("content-length"))
         if isinstance(body, Response):
             return body
         try:

@@ -93,13 +93,14 @@ class Authenticator:
                         " use this for local development only", env)
 
     # -- identification ------------------------------------------------------------------
-    def identify(self, request: Request, *, stream: bool = False, token_scope: str | None = None,
+    def identify(self, request: Request | None, *, stream: bool = False, token_scope: str | None = None,
                  headers: Mapping[bytes, bytes] | None = None) -> Principal | Response:
         """``stream``: the URL may carry ``?key=`` (client keys) or ``?token=`` (accepted
         only when its scope is ``token_scope``)."""
         if self.no_auth:
             return self._anonymous
         if headers is None:
+            assert request is not None, "identify needs the request or its headers"
             headers = header_map(request)
         api_key: str | None = None
         authorization = headers.get(b"authorization")
@@ -112,7 +113,7 @@ class Authenticator:
             x_key = headers.get(b"x-api-key")
             api_key = x_key.decode("latin-1") if x_key is not None else None
         in_url = False
-        if api_key is None and stream:
+        if api_key is None and stream and request is not None:
             params = request.query_params
             token = params.get("token")
             if token is not None:
@@ -167,7 +168,7 @@ class Authenticator:
         self._buckets.pop(record.id, None)
 
     # -- authorisation + rate limit -------------------------------------------------------
-    def authorize(self, request: Request, need: str, *, stream: bool = False,
+    def authorize(self, request: Request | None, need: str, *, stream: bool = False,
                   token_scope: str | None = None,
                   headers: Mapping[bytes, bytes] | None = None) -> Principal | Response:
         """The caller if it may do something that needs kind ``need``; else a 401/403/429."""

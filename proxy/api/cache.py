@@ -23,10 +23,11 @@ from typing import Any
 # tests/unit/api/test_cache_bytes.py checks the totals against the heap). KEY_OVERHEAD: the
 # key tuple, its bytes object's header, the OrderedDict's slot (~190 B measured) and a raw
 # key's own content-type object (~50 B). ENTRY_OVERHEAD: the CachedResult object, its 16-byte
-# digest, the headers of its body and exposures tuple (~195 B measured). Each exposure slot
+# digest, the headers of its body and exposures tuple (~195 B measured), and the ETag it keeps
+# once served (~130 B: a 2-tuple and ~40 bytes of text). Each exposure slot
 # adds a pointer (the ints themselves belong to the metrics).
 KEY_OVERHEAD = 256
-ENTRY_OVERHEAD = 256
+ENTRY_OVERHEAD = 384
 POINTER = 8
 # An item larger than this share of the budget is not cached: one entry must not evict
 # dozens of others (and such contexts rarely repeat).
@@ -39,7 +40,7 @@ class CachedResult:
     ``refs`` counts the ResultCache slots (canonical or alias) holding it, so its body is
     accounted once however many aliases point at it."""
 
-    __slots__ = ("body_prefix", "digest", "exposures", "nbytes", "pending", "refs")
+    __slots__ = ("_etag", "body_prefix", "digest", "exposures", "nbytes", "pending", "refs")
 
     def __init__(self, body_prefix: bytes, digest: bytes, exposures: tuple[int, ...]):
         self.body_prefix = body_prefix  # b'{"flags":[...],"metadata":{...}' — no closing brace
@@ -49,6 +50,19 @@ class CachedResult:
         self.refs = 0
         # Approximate heap bytes of this result (body, exposures, the object itself).
         self.nbytes = len(body_prefix) + POINTER * len(exposures) + ENTRY_OVERHEAD
+        self._etag: tuple[int | None, bytes] | None = None
+
+    def etag(self, window: int | None) -> bytes:
+        """The ETag of a response served from this result: its digest, and the stream token
+        window when tokens are on (the body names the token). The last one is kept: it is the
+        same for every request of a window."""
+        held = self._etag
+        if held is not None and held[0] == window:
+            return held[1]
+        tag = self.digest.hex() if window is None else f"{self.digest.hex()}-{window}"
+        etag = f'"{tag}"'.encode()
+        self._etag = (window, etag)
+        return etag
 
 
 CacheKey = tuple[str, str, int, bytes]

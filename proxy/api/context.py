@@ -10,8 +10,8 @@ import logging
 from typing import Any
 
 import orjson
-from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive
 
 from proxy.api import errors
 from proxy.model import ErrorCode
@@ -28,14 +28,12 @@ class BadContext(ValueError):
         self.details = details
 
 
-async def read_body(request: Request, limit: int, declared: bytes | str | None = None
+async def read_body(receive: Receive, limit: int, declared: bytes | str | None = None
                     ) -> bytes | Response:
     """The request body, or a 413 once it exceeds ``limit`` bytes (checked on the declared
     length first, then while streaming, so a lying or chunked client cannot push more).
     A client gone before its body was complete gets a 499 response: the server drops it
     (there is no one to send it to) and the metrics count it, with no error logged."""
-    if declared is None:
-        declared = request.headers.get("content-length")
     if declared is not None:
         try:
             if int(declared) > limit:
@@ -43,7 +41,6 @@ async def read_body(request: Request, limit: int, declared: bytes | str | None =
         except ValueError:
             return errors.ofrep_error(400, ErrorCode.PARSE_ERROR, "bad Content-Length")
     # Read the ASGI messages directly (Request.stream's generator costs more on the hot path).
-    receive = request.receive
     chunks: list[bytes] = []
     size = 0
     while True:

@@ -6,14 +6,16 @@ compiled closures -> serialize once (``bulk_body``). No Redis round trip and no 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
 import orjson
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from proxy.api import errors
 from proxy.api.auth import Authenticator, Principal, header_map
@@ -62,6 +64,19 @@ def _etag_matches(header: str, etag: str) -> bool:
     return False
 
 
+class _Asgi:
+    """A handler ``(scope, receive, send) -> status`` as a Starlette route's ASGI endpoint (a
+    bound method would be taken for a request/response endpoint)."""
+
+    __slots__ = ("handler",)
+
+    def __init__(self, handler: Callable[[Scope, Receive, Send], Awaitable[int]]):
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.handler(scope, receive, send)
+
+
 class OfrepApi:
     def __init__(self, settings: Settings, store: Store, auth: Authenticator, tokens: StreamTokens,
                  metrics: HotMetrics, cache: ResultCache, source_ready: Callable[[], bool]):
@@ -83,7 +98,7 @@ class OfrepApi:
 
     def routes(self) -> list[Route]:
         return [
-            Route("/ofrep/v1/evaluate/flags", self.bulk, methods=["POST"]),
+            Route("/ofrep/v1/evaluate/flags", _Asgi(self.bulk), methods=["POST"]),
             Route("/ofrep/v1/evaluate/flags/{key:path}", self.single, methods=["POST"]),
             Route("/ofrep/v1/configuration", self.configuration, methods=["GET"]),
         ]
@@ -103,14 +118,13 @@ class OfrepApi:
         })
 
     # -- shared steps ----------------------------------------------------------------------
-    async def _begin(self, request: Request, key: str | None
-                     ) -> tuple[Principal, FlagSet, bytes, dict[bytes, bytes]] | Response:
+    async def _begin(self, headers: dict[bytes, bytes], receive: Receive
+                     ) -> tuple[Principal, FlagSet, bytes] | Response:
         """Caller, rules and the raw body (parsed by ``_context``: a cache hit skips that)."""
-        headers = header_map(request)
-        principal = self.auth.authorize(request, "client", headers=headers)
+        principal = self.auth.authorize(None, "client", headers=headers)
         if isinstance(principal, Response):
             return principal
-        body = await read_body(request, self.settings.body_limit, headers.get(b"content-length"))
+        body = await read_body(receive, self.settings.body_limit, headers.get(b"content-length"))
         if isinstance(body, Response):
             return body
         flag_set = self.store.get(principal.env)
@@ -119,7 +133,7 @@ class OfrepApi:
                 return errors.unavailable(_INVALID_RULES if self.store.invalid(principal.env)
                                           else _NO_RULES)
             flag_set = FlagSet(flags={})  # a known environment with nothing published yet
-        return principal, flag_set, body, headers
+        return principal, flag_set, body
 
     @staticmethod
     def _context(body: bytes, headers: dict[bytes, bytes], key: str | None
@@ -139,10 +153,11 @@ class OfrepApi:
     # -- POST /ofrep/v1/evaluate/flags/{key} ---------------------------------------------
     async def single(self, request: Request) -> Response:
         key = request.path_params["key"]
-        begun = await self._begin(request, key)
+        headers = header_map(request)
+        begun = await self._begin(headers, request.receive)
         if isinstance(begun, Response):
             return begun
-        principal, flag_set, body, headers = begun
+        principal, flag_set, body = begun
         context = self._context(body, headers, key)
         if isinstance(context, Response):
             return context
@@ -162,71 +177,93 @@ class OfrepApi:
         return errors.JsonBytes(orjson.dumps(item))
 
     # -- POST /ofrep/v1/evaluate/flags ---------------------------------------------------
-    async def bulk(self, request: Request) -> Response:
-        begun = await self._begin(request, None)
+    async def bulk(self, scope: Scope, receive: Receive, send: Send) -> int:
+        """A raw ASGI handler (the hot path: no Request or Response objects on success);
+        returns the status it sent."""
+        answer = await self._bulk(scope, receive, dict(scope["headers"]))
+        if answer.__class__ is not tuple:
+            await answer(scope, receive, send)  # type: ignore[operator]
+            return answer.status_code  # type: ignore[union-attr]
+        body, etag = answer  # type: ignore[misc]
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-length", b"%d" % len(body)), (b"content-type", b"application/json"),
+            (b"etag", etag)]})
+        await send({"type": "http.response.body", "body": body})
+        return 200
+
+    async def _bulk(self, scope: Scope, receive: Receive, headers: dict[bytes, bytes]
+                    ) -> tuple[bytes, bytes] | Response:
+        """The body and ETag of a 200, or another response."""
+        begun = await self._begin(headers, receive)
         if isinstance(begun, Response):
             return begun
-        principal, flag_set, body, headers = begun
-        if request.scope.get("query_string"):
-            flag_set = await self._catch_up(request, principal.env, flag_set)
+        principal, flag_set, body = begun
+        if scope["query_string"]:
+            flag_set = await self._catch_up(QueryParams(scope["query_string"]), principal.env,
+                                            flag_set)
+        entry = self._entry(principal.env, flag_set, body, headers.get(b"content-type"))
+        if isinstance(entry, Response):
+            return entry
+        streams, window = self._event_streams(scope, principal)
+        etag = entry.etag(window)
+        inm = headers.get(b"if-none-match")
+        if inm is not None and _etag_matches(inm.decode("latin-1"), etag.decode()):
+            return Response(status_code=304, headers={"ETag": etag.decode()})
+        self.hot.count_entry(entry)
+        # One join: chained ``+`` would copy the ~4 KB body three times.
+        return b"".join((entry.body_prefix, b',"eventStreams":', streams, b"}")), etag
 
+    def _entry(self, env: str, flag_set: FlagSet, body: bytes, content_type: bytes | None
+               ) -> CachedResult | Response:
+        """The cached or freshly evaluated result of one bulk request."""
         cacheable = not flag_set.uses_timestamp
         if not cacheable:
             self.cache.bypassed += 1
         # Clients repeat a user's context byte for byte: a hit on the raw body skips parsing and
         # canonicalising it. The content type is part of the key (it decides a 400).
-        raw_key = ((principal.env, flag_set.state_id, flag_set.version,
-                    headers.get(b"content-type"), body)
+        raw_key = ((env, flag_set.state_id, flag_set.version, content_type, body)
                    if cacheable and len(body) <= MAX_CACHED_CONTEXT else None)
         entry = self.cache.get_raw(raw_key) if raw_key is not None else None
+        if entry is not None:
+            return entry
+        try:
+            context = parse_request(body, content_type)
+        except BadContext as exc:
+            return errors.ofrep_error(400, exc.code, exc.details)
+        try:
+            canonical = orjson.dumps(context, option=_SORT)
+        except orjson.JSONEncodeError:  # nested past orjson's limit: far past ours
+            bad = self._check(context, None)
+            if bad is not None:
+                return bad
+            raise
+        if cacheable and len(canonical) > MAX_CACHED_CONTEXT:
+            cacheable = False
+            self.cache.bypassed += 1
+        cache_key = (env, flag_set.state_id, flag_set.version, canonical)
+        entry = self.cache.get(cache_key) if cacheable else None
         if entry is None:
-            context = self._context(body, headers, None)
-            if isinstance(context, Response):
-                return context
-            try:
-                canonical = orjson.dumps(context, option=_SORT)
-            except orjson.JSONEncodeError:  # nested past orjson's limit: far past ours
-                bad = self._check(context, None)
-                if bad is not None:
-                    return bad
-                raise
-            if cacheable and len(canonical) > MAX_CACHED_CONTEXT:
-                cacheable = False
-                self.cache.bypassed += 1
-            cache_key = (principal.env, flag_set.state_id, flag_set.version, canonical)
+            bad = self._check(context, None)
+            if bad is not None:
+                return bad
+            entry = self._evaluate_all(env, flag_set, context)
             if cacheable:
-                entry = self.cache.get(cache_key)
-            if entry is None:
-                bad = self._check(context, None)
-                if bad is not None:
-                    return bad
-                entry = self._evaluate_all(principal.env, flag_set, context)
-                if cacheable:
-                    self.cache.put(cache_key, entry)
-            elif raw_key is not None:
-                # Seen twice: worth an alias (aliasing every never-repeated context would
-                # double the cache work of unique traffic for nothing).
-                self.cache.put_raw(raw_key, entry)
-
-        streams, window = self._event_streams(request, principal)
-        etag = f'"{entry.digest.hex()}-{window}"' if window is not None else f'"{entry.digest.hex()}"'
-        inm = headers.get(b"if-none-match")
-        if inm is not None and _etag_matches(inm.decode("latin-1"), etag):
-            return Response(status_code=304, headers={"ETag": etag})
-        self.hot.count_entry(entry)
-        # One join: chained ``+`` would copy the ~4 KB body three times.
-        body = b"".join((entry.body_prefix, b',"eventStreams":', streams, b"}"))
-        return errors.JsonBytes(body, etag)
+                self.cache.put(cache_key, entry)
+        elif raw_key is not None:
+            # Seen twice: worth an alias (aliasing every never-repeated context would
+            # double the cache work of unique traffic for nothing).
+            self.cache.put_raw(raw_key, entry)
+        return entry
 
     def _evaluate_all(self, env: str, flag_set: FlagSet, context: dict[str, Any]) -> CachedResult:
         return self.bodies.body(env, flag_set, evaluate_all(flag_set, context))
 
-    def _event_streams(self, request: Request, principal: Principal) -> tuple[bytes, int | None]:
+    def _event_streams(self, scope: Scope, principal: Principal) -> tuple[bytes, int | None]:
         """The eventStreams entry: the events stream URL with a token for it. Every kind of
         key gets one: the token opens that stream only (change notifications, no flag data;
         proxy.api.tokens), which a server-side OFREP provider may follow without headers."""
         window = None if self.auth.no_auth else self.tokens.window()
-        root = request.scope.get("root_path", "")
+        root = scope.get("root_path", "")
         memo_key = (principal.env, principal.kind, principal.key_id, window, root)
         cached = self._streams_memo.get(memo_key)
         if cached is not None and self.tokens.secret is cached[1]:
@@ -242,10 +279,9 @@ class OfrepApi:
         self._streams_memo[memo_key] = (streams, self.tokens.secret)
         return streams, window
 
-    async def _catch_up(self, request: Request, env: str, flag_set: FlagSet) -> FlagSet:
+    async def _catch_up(self, params: QueryParams, env: str, flag_set: FlagSet) -> FlagSet:
         """OFREP ADR-0008 re-fetch after a change notification: if the client names a rules
         state (or write time) we have not served yet, wait briefly for our store."""
-        params = request.query_params
         etag = _etag_param(params.get("flagConfigEtag") or params.get("sseEtag"))
         wanted = id_version(etag)
         modified = _float_param(params.get("flagConfigLastModified")

@@ -154,19 +154,36 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
     routes += _surfaces(rt)
     routes += extra_routes or []
 
-    app = Starlette(routes=routes, middleware=_middleware(settings),
+    app = FlagedgeApp(routes=routes, middleware=_middleware(settings),
                     lifespan=_lifespan(rt, settings),
                     exception_handlers={404: _not_found, 405: _not_allowed,
                                         Exception: _internal_error})
     app.state.flagedge = rt
-    # Outermost: the OFREP evaluate fast path; it times every request (through the full stack
-    # otherwise), CORS preflights and errors included.
-    app.add_middleware(FastOfrep, metrics=rt.metrics, ofrep=ofrep,
-                       cors=bool(settings.cors_origins))
-    if settings.admin_port:  # outermost: the admin port's requests see nothing else
-        app.add_middleware(AdminListener, port=settings.admin_port,
-                           admin=_admin_app(rt, settings, start_sources))
+    admin_app = _admin_app(rt, settings, start_sources) if settings.admin_port else None
+
+    def front(stack: ASGIApp) -> ASGIApp:
+        # The OFREP evaluate fast path; it times every request (through the full stack
+        # otherwise), CORS preflights and errors included.
+        fast = FastOfrep(stack, metrics=rt.metrics, ofrep=ofrep, cors=bool(settings.cors_origins))
+        if admin_app is None:
+            return fast
+        # Outermost: the admin port's requests see nothing else.
+        return AdminListener(fast, port=settings.admin_port, admin=admin_app)
+
+    app.front = front
     return app
+
+
+class FlagedgeApp(Starlette):
+    """Starlette with ``front`` layers outside its error middleware (``build_middleware_stack``
+    puts ServerErrorMiddleware outermost): the OFREP fast path answers there, skipping that
+    layer's per-request wrapper (proxy.api.fastpath handles its own errors alike)."""
+
+    front: Callable[[ASGIApp], ASGIApp] | None = None
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        return self.front(stack) if self.front is not None else stack
 
 
 def _health(rt: Runtime, settings: Settings, start_sources: bool, *, public: bool) -> Health:

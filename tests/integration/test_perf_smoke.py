@@ -43,8 +43,8 @@ def test_a_bulk_request_costs_less_than_four_echo_requests(proxy_factory, tmp_pa
     server = proxy_factory(redis=None, env=bench.ENV, wait="readyz",
                            extra_args=["--flags", str(tmp_path / "flags.json"), "--no-auth"])
     echo_port = free_port()
-    echo = subprocess.Popen([sys.executable, str(BENCH / "ofrep_http.py"), "--echo",
-                             str(echo_port)], cwd=ROOT, stdout=subprocess.DEVNULL,
+    echo = subprocess.Popen([sys.executable, str(BENCH / "ofrep_http.py"), "--floor", "echo",
+                             "--port", str(echo_port)], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     path = "/ofrep/v1/evaluate/flags"
     headers = {"Content-Type": "application/json"}

@@ -19,8 +19,7 @@ SINGLE = BULK + "/"
 
 
 def _fast(edge: App) -> FastOfrep:
-    stack = edge.app.build_middleware_stack()  # ServerErrorMiddleware -> FastOfrep -> ...
-    fast = stack.app  # type: ignore[attr-defined]
+    fast = edge.app.build_middleware_stack()  # FastOfrep -> ServerErrorMiddleware -> ...
     assert isinstance(fast, FastOfrep)
     return fast
 
@@ -227,3 +226,31 @@ async def test_cors_still_applies_on_the_evaluate_routes():
         assert "etag" in r.headers["access-control-expose-headers"].lower()
         r = await c.post(SINGLE + "bool-flag", json={}, headers={"Origin": "https://app.example"})
         assert r.headers["access-control-allow-origin"] == "https://app.example"
+
+
+async def test_an_unexpected_error_is_the_json_500_the_full_stack_gives_and_is_raised(
+        edge, monkeypatch, caplog):
+    """The fast path sits outside Starlette's error middleware: it answers a bug alike (the
+    JSON 500, logged) and re-raises for the server to log its traceback."""
+    def broken(*_args: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(type(edge.runtime.store), "get", broken)
+    for app in (edge.app, _fast(edge)._timed):
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any], sent: list = sent) -> None:
+            sent.append(message)
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"{}", "more_body": False}
+
+        scope = {"type": "http", "method": "POST", "path": BULK, "raw_path": BULK.encode(),
+                 "root_path": "", "query_string": b"", "http_version": "1.1", "scheme": "http",
+                 "server": ("edge", 80), "client": None, "app": edge.app,
+                 "headers": [(b"authorization", f"Bearer {edge.keys['client']}".encode())]}
+        with pytest.raises(RuntimeError, match="boom"):
+            await app(scope, receive, send)
+        assert sent[0]["status"] == 500
+        assert b'"errorCode":"GENERAL"' in sent[1]["body"]
+    assert "unhandled error on /ofrep/v1/evaluate/flags" in caplog.text
