@@ -86,6 +86,11 @@ class Authenticator:
         self._anonymous = Principal(env=env, kind="admin", key_id="no-auth", name="no-auth")
         self._buckets: dict[str, TokenBucket] = {}
         self._known: dict[str, Principal] = {}
+        # Client keys by their raw Authorization header (b"Bearer fe_..."), unthrottled ones
+        # only: the OFREP hot path's one dict lookup (``client``). Client keys ship inside
+        # browser and mobile apps, so holding them raw in memory reveals nothing; server and
+        # admin keys are secrets and are only ever held as hashes (``_known``).
+        self._clients: dict[bytes, Principal] = {}
         if keyring is not None:
             keyring.subscribe(self.on_key_changed)
         if no_auth:
@@ -140,6 +145,11 @@ class Authenticator:
                 self._known.clear()
             # Hot-path memo of found keys; any revocation or change clears it (on_key_changed).
             self._known[digest] = principal
+        if (authorization and principal.kind == "client" and not principal.rate_limit
+                and not self.rate_limit):
+            if len(self._clients) > 10_000:
+                self._clients.clear()
+            self._clients[authorization] = principal
         if in_url and principal.kind != "client":
             return errors.unauthorized(KEY_IN_URL)
         return principal
@@ -165,7 +175,13 @@ class Authenticator:
     def on_key_changed(self, record: KeyRecord) -> None:
         """Key ring callback (revoked or changed key): forget what we derived from it."""
         self._known = {}
+        self._clients = {}
         self._buckets.pop(record.id, None)
+
+    def client(self, authorization: bytes | None) -> Principal | None:
+        """The OFREP hot path: the principal of a client key sent before in this exact
+        ``Authorization`` header, when nothing limits its rate; else None (``authorize``)."""
+        return self._clients.get(authorization) if authorization is not None else None
 
     # -- authorisation + rate limit -------------------------------------------------------
     def authorize(self, request: Request | None, need: str, *, stream: bool = False,

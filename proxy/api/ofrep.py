@@ -121,9 +121,11 @@ class OfrepApi:
     async def _begin(self, headers: dict[bytes, bytes], receive: Receive
                      ) -> tuple[Principal, FlagSet, bytes] | Response:
         """Caller, rules and the raw body (parsed by ``_context``: a cache hit skips that)."""
-        principal = self.auth.authorize(None, "client", headers=headers)
-        if isinstance(principal, Response):
-            return principal
+        principal = self.auth.client(headers.get(b"authorization"))
+        if principal is None:
+            principal = self.auth.authorize(None, "client", headers=headers)
+            if isinstance(principal, Response):
+                return principal
         body = await read_body(receive, self.settings.body_limit, headers.get(b"content-length"))
         if isinstance(body, Response):
             return body

@@ -172,3 +172,25 @@ def test_keys_not_loaded_yet_is_503_retry_not_401(tokens):
         assert "not loaded" in body(resp)["errorDetails"]
     ring.replace_all({})  # loaded, and the key is not in it
     assert auth.authorize(request({"X-API-Key": raw}), "client").status_code == 401
+
+
+def test_the_hot_path_memo_holds_unthrottled_client_keys_only_and_forgets_revoked_ones(tokens):
+    """``client(authorization)``: one dict lookup by the raw header for a client key seen
+    before; never a server key (a secret, held only hashed), nor a rate-limited key (its
+    bucket must see every request), nor a key revoked since."""
+    ring, (client, limited, server) = ring_with(("e", "client", None), ("e", "client", 5.0),
+                                                ("e", "server", None))
+    auth = Authenticator(ring, tokens)
+    header = {raw: f"Bearer {raw}" for raw in (client, limited, server)}
+    assert auth.client(header[client].encode()) is None  # not seen yet
+    for raw in (client, limited, server):
+        assert isinstance(auth.authorize(request({"Authorization": header[raw]}), "client"),
+                          Principal)
+    seen = auth.client(header[client].encode())
+    assert seen is not None and seen.kind == "client" and seen.env == "e"
+    assert auth.client(header[limited].encode()) is None
+    assert auth.client(header[server].encode()) is None
+    assert auth.client(None) is None
+    ring.remove(hash_key(client))
+    assert auth.client(header[client].encode()) is None
+    assert auth.authorize(request({"Authorization": header[client]}), "client").status_code == 401
