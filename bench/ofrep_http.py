@@ -5,13 +5,15 @@ warm-up: a user's first sight counts), one worker pinned to core 0 (taskset), lo
 (Debian package; installed with apt-get if missing) pinned to core 1, a Lua script posting
 varied bodies for 10,000 users:
 (a) repeated users: contexts recur, so the result cache answers most requests;
-(b) unique contexts: every request carries a never-seen attribute, so every request evaluates
-    every flag.
+(b) unique contexts: every request carries a never-seen attribute (a request id: one that no
+    rule reads, so the result cache, keyed on what the rules read, still answers);
+(c) new users: every request a never-seen targetingKey, which fractional rollouts and
+    several rules read: every request evaluates every flag.
 Workloads (``--workload``): ``realistic`` (the default) is 20 flags with the targeting teams
 write (nested if/and/or/in, sem_ver, starts_with, fractional behind conditions, $ref);
 ``mixed`` is the earlier one (7 static flags, simple rules, 6 fractional splits).
 Two floors in the same run: a bare Starlette echo (what the goals read against: (a) >= 0.8x,
-(b) >= 0.5x) and a raw ASGI echo on flagedge's own one-write protocol (what the HTTP layer
+(b) and (c) >= 0.5x) and a raw ASGI echo on flagedge's own one-write protocol (what the HTTP layer
 costs at best; the gap to it is what is left to win).
 
     python bench/ofrep_http.py [--workload realistic|mixed] [--duration 20] [--rounds 5]
@@ -214,6 +216,7 @@ LUA = r"""
 local plans = {"free", "pro", "enterprise", "team"}
 local countries = {"US", "DE", "FR", "GB", "XX"}
 local unique = UNIQUE
+local new_users = NEWUSERS
 local users = USERS
 local counter = 0
 local tid = 0
@@ -223,22 +226,35 @@ init = function(args) math.randomseed(os.time() + tid * 7919) end
 request = function()
   local n = math.random(1, users)
   local extra = ""
+  local who = "user-" .. n
+  counter = counter + 1
   if unique then
-    counter = counter + 1
     extra = string.format(',"requestId":"%d-%d"', tid, counter)
   end
+  if new_users then
+    who = string.format("new-%d-%d", tid, counter)
+  end
   local body = string.format(
-    '{"context":{"targetingKey":"user-%d","email":"user%d@%s","plan":"%s","country":"%s",' ..
+    '{"context":{"targetingKey":"%s","email":"user%d@%s","plan":"%s","country":"%s",' ..
     '"age":%d,"appVersion":"%d.%d.%d"%s}}',
-    n, n, (n % 10 == 0) and "example.com" or "mail.test", plans[n % 4 + 1],
+    who, n, (n % 10 == 0) and "example.com" or "mail.test", plans[n % 4 + 1],
     countries[n % 5 + 1], 13 + n % 70, 1 + n % 3, n % 5, n % 7, extra)
   return wrk.format("POST", nil, nil, body)
 end
 """
 
 
-def lua_script(path: Path, unique: bool, key: str | None) -> Path:
-    text = LUA.replace("UNIQUE", "true" if unique else "false").replace("USERS", str(USERS))
+# The three workloads: repeated users; unique contexts (each carries a never-seen attribute no
+# rule reads); new users (each a never-seen targetingKey, which rules and fractional read).
+REPEATED, UNIQUE, NEW_USERS = "repeated", "unique", "new-users"
+
+
+def lua_script(path: Path, unique: bool | str, key: str | None) -> Path:
+    """``unique``: one of the workloads (True/False: unique contexts / repeated users)."""
+    mode = unique if isinstance(unique, str) else UNIQUE if unique else REPEATED
+    text = (LUA.replace("UNIQUE", "true" if mode == UNIQUE else "false")
+            .replace("NEWUSERS", "true" if mode == NEW_USERS else "false")
+            .replace("USERS", str(USERS)))
     headers = 'wrk.headers["Content-Type"] = "application/json"\n'
     if key:
         headers += f'wrk.headers["Authorization"] = "Bearer {key}"\n'
@@ -247,7 +263,7 @@ def lua_script(path: Path, unique: bool, key: str | None) -> Path:
 
 
 FLOORS = ("echo", "raw")  # the goals read against "echo"; "raw" shows what is left
-GOALS = {False: 0.8, True: 0.5}  # repeated users / unique contexts, x the Starlette echo
+GOALS = {REPEATED: 0.8, UNIQUE: 0.5, NEW_USERS: 0.5}  # x the Starlette echo
 
 
 def start_servers(tmp: Path, args: argparse.Namespace) -> tuple[dict, str]:
@@ -272,7 +288,7 @@ def start_servers(tmp: Path, args: argparse.Namespace) -> tuple[dict, str]:
     return procs, key
 
 
-def measure(wrk: str, tmp: Path, procs: dict, key: str, unique: bool,
+def measure(wrk: str, tmp: Path, procs: dict, key: str, unique: str,
             args: argparse.Namespace) -> dict:
     """Alternating short rounds (the machine's speed drifts by tens of % over seconds, and
     noise then hits every server alike); medians per server."""
@@ -291,7 +307,7 @@ def measure(wrk: str, tmp: Path, procs: dict, key: str, unique: bool,
     return {name: median(r) for name, r in runs.items()}
 
 
-def rows_for(label: str, unique: bool, res: dict) -> list[Row]:
+def rows_for(label: str, unique: str, res: dict) -> list[Row]:
     edge, echo, raw = res["flagedge"], res["echo"], res["raw"]
     seen = (f"flagedge {edge.rps:,.0f} req/s p99 {edge.p99_ms:.1f} ms; echo {echo.rps:,.0f}; "
             f"raw ASGI {raw.rps:,.0f}")
@@ -337,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
                            headers={"Authorization": f"Bearer {key}"}, timeout=10)
         probe.raise_for_status()
         assert len(probe.json()["flags"]) == 20, probe.text
-        for label, unique in (("repeated users", False), ("unique contexts", True)):
+        for label, unique in (("repeated users", REPEATED), ("unique contexts", UNIQUE),
+                              ("new users", NEW_USERS)):
             rows += rows_for(label, unique, measure(wrk, tmp, procs, key, unique, args))
     finally:
         for proc, _port in procs.values():

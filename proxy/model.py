@@ -121,6 +121,9 @@ class Flag:
     match_results: Mapping[str, EvaluationResult] = field(default_factory=dict)  # per variant
     default_result: EvaluationResult | None = None  # reason DEFAULT (targeting gave null)
     reads_flagd: bool = True  # rule reads $flagd or the whole data (else the context is passed as is)
+    # Top-level context attributes the result can depend on; None: unknown (the whole data, a
+    # name computed at run time, $flagd.timestamp), or a Flag built without the compiler.
+    reads: frozenset[str] | None = None
     # Why this flag is served as an error (an invalid definition a source held anyway: a
     # file, a direct Redis write); empty for a valid flag. Its static_result is that error.
     problems: tuple[Problem, ...] = ()
@@ -138,6 +141,9 @@ class FlagSet:
     epoch: str = ""
     updated_at: float = 0.0  # Unix seconds of the write that produced this version
     uses_timestamp: bool = False  # any flag reads $flagd.timestamp
+    # Context attributes any flag's result can depend on, targetingKey always among them (a
+    # bad one is an error for every flag); None when some flag's reads are unknown.
+    reads: frozenset[str] | None = None
     # The write that produced this version: the Redis change-log entry id ("" for files).
     # After a failover to a lagging replica, Redis can hold another version 10 than the one
     # served before; the revision is what tells them apart.

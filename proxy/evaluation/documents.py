@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -235,6 +235,7 @@ def _build_flag(
         match_results={n: EvaluationResult(key, Reason.TARGETING_MATCH, n, v, md) for n, v in variants.items()},
         default_result=_default_result(key, variants, default, md),
         reads_flagd=cc.needs_flagd,
+        reads=None if cc.reads_unknown else frozenset(cc.reads),
     )
     return _with_static_result(flag, compiled, path, problems)
 
@@ -345,7 +346,7 @@ def error_flag(key: str, raw: Any, problems: list[Problem], set_metadata: Mappin
                               error_details=f"invalid flag definition: {hard[0]}{more}")
     return Flag(key=key, state=FlagState.ENABLED, variants=variants, variant_type=kind,
                 default_variant=None, metadata=md, raw=raw_map, static_result=result,
-                problems=tuple(problems))
+                problems=tuple(problems), reads=frozenset())
 
 
 def _compile(doc: Any, rejected: dict[str, tuple[Problem, ...]] | None = None
@@ -450,7 +451,20 @@ def flag_set(flags: Mapping[str, Flag], evaluators: Mapping[str, Any],
     return FlagSet(flags=flags, evaluators=evaluators, metadata=metadata, version=version,
                    epoch=epoch, updated_at=updated_at,
                    uses_timestamp=any(f.uses_timestamp for f in flags.values()),
-                   rejected=rejected or {})
+                   reads=reads_of(flags.values()), rejected=rejected or {})
+
+
+def reads_of(flags: Iterable[Flag]) -> frozenset[str] | None:
+    """What a set of flags reads of a context: the union of theirs and targetingKey, or None
+    when any one's is unknown."""
+    names = {"targetingKey"}
+    for flag in flags:
+        if flag.static_result is not None:
+            continue
+        if flag.reads is None:
+            return None
+        names |= flag.reads
+    return frozenset(names)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

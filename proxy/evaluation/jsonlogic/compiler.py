@@ -93,6 +93,11 @@ class LogicCompiler:
         self.refs: set[str] = set()
         self.uses_timestamp = False
         self.needs_flagd = False
+        # Top-level context attributes the rule reads (``reads_unknown``: the whole data, or a
+        # name known only at run time): results depend on nothing else (proxy.api.ofrep keys
+        # its result cache on them).
+        self.reads: set[str] = set()
+        self.reads_unknown = False
         self.trace = trace
         self.scope = 0  # > 0 inside map/filter/reduce/... where var reads the element
         # The reference compiles rules to JS, except below an `if` with fewer than three
@@ -157,10 +162,17 @@ class LogicCompiler:
             self.needs_flagd = True
             if self.scope == 0:
                 self.uses_timestamp = True
+                self.reads_unknown = True
         elif parts and parts[0] == "$flagd":
             self.needs_flagd = True
             if self.scope == 0 and (len(parts) == 1 or parts[1] == "timestamp"):
                 self.uses_timestamp = True
+                self.reads_unknown = True
+        elif self.scope == 0:  # inside an iterator a var reads the element, not the request
+            if parts:
+                self.reads.add(parts[0])
+            else:
+                self.reads_unknown = True
 
     def records(self) -> bool:
         return self.recording > 0 and not self.interpreted

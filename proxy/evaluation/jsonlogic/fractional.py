@@ -154,6 +154,9 @@ def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
     baked_key = cc.flag_key if cc.scope == 0 else None
     if baked_key is None:
         cc.needs_flagd = True
+    # Bucketing by flagKey + targetingKey (unless the first argument names the value: then
+    # its own reads are recorded as it compiles).
+    cc.reads_data(["targetingKey"])
     if args.__class__ is not list:
         cc.warn(path, "fractional takes [bucketBy?, [variant, weight?], ...]")
         return _null

@@ -267,3 +267,23 @@ async def test_worker_snapshots_are_summed(tmp_path):
     assert 'flagedge_http_requests_total{route="/x",status="200"} 2.0' in text
     assert 'flagedge_evaluations_total{env="e",flag="f",reason="STATIC",variant="on"} 2.0' in text
     assert 'flagedge_http_request_duration_seconds_count{route="/x"} 2.0' in text
+
+
+async def test_attributes_no_rule_reads_do_not_make_a_context_new(edge):
+    """The cache is keyed on what the rules read (plan, boom, targetingKey here): a request id
+    or a timestamp in every context still hits, answers the same body and ETag, and a
+    context over the limits is refused even when its read part was cached."""
+    first = await bulk(edge, {"targetingKey": "u1", "plan": "pro", "requestId": "r-1"})
+    assert (edge.runtime.cache.hits, edge.runtime.cache.misses) == (0, 1)
+    for n in range(2, 5):
+        again = await bulk(edge, {"targetingKey": "u1", "plan": "pro", "requestId": f"r-{n}",
+                                  "sentAt": 1700000000 + n})
+        assert again.content == first.content and again.headers["etag"] == first.headers["etag"]
+    assert (edge.runtime.cache.hits, edge.runtime.cache.misses) == (3, 1)
+    other = await bulk(edge, {"targetingKey": "u1", "plan": "free", "requestId": "r-9"})
+    assert other.headers["etag"] != first.headers["etag"] and edge.runtime.cache.misses == 2
+    deep: dict = {"x": 1}
+    for _ in range(edge.settings.max_context_depth + 1):
+        deep = {"x": deep}
+    refused = await bulk(edge, {"targetingKey": "u1", "plan": "pro", "unread": deep})
+    assert refused.status_code == 400 and refused.json()["errorCode"] == "INVALID_CONTEXT"
