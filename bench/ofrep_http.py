@@ -212,6 +212,29 @@ def realistic_document() -> dict:
 WORKLOADS = {"realistic": realistic_document, "mixed": flag_document}
 
 
+def scaled_document(n: int) -> dict:
+    """``n`` flags for the scaling curve (issue 27): the 20 realistic flags, then copies of
+    them (``NAME-2``, ...) alternating with static flags, so that about half of a large set
+    is static as in real environments."""
+    base = realistic_document()
+    flags = dict(base["flags"])
+    if n <= len(flags):
+        return {**base, "flags": dict(list(flags.items())[:n])}
+    targeted = [k for k, f in base["flags"].items() if "targeting" in f]
+    copy = 2
+    while len(flags) < n:
+        for key in targeted:
+            if len(flags) >= n:
+                break
+            flags[f"{key}-{copy}"] = base["flags"][key]
+            if len(flags) < n:
+                flags[f"static-{copy}-{key}"] = {
+                    "state": "ENABLED", "variants": {"on": True, "off": False},
+                    "defaultVariant": "on" if copy % 2 else "off"}
+        copy += 1
+    return {**base, "flags": flags}
+
+
 LUA = r"""
 local plans = {"free", "pro", "enterprise", "team"}
 local countries = {"US", "DE", "FR", "GB", "XX"}
@@ -271,7 +294,9 @@ def start_servers(tmp: Path, args: argparse.Namespace) -> tuple[dict, str]:
     to core 0; returns {name: (process, port)} and the client key."""
     from proxy.dev.devredis import free_port
 
-    key = offline_files(tmp, WORKLOADS[args.workload](), ENV)
+    document = (WORKLOADS[args.workload]() if args.flags == 20
+                else scaled_document(args.flags))
+    key = offline_files(tmp, document, ENV)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLAGEDGE_")}
     procs: dict = {}
     for floor in FLOORS:
@@ -324,6 +349,9 @@ def rows_for(label: str, unique: str, res: dict) -> list[Row]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", choices=sorted(WORKLOADS), default="realistic")
+    parser.add_argument("--flags", type=int, default=20,
+                        help="flags in the document: the realistic 20, scaled (about half "
+                             "static beyond 20)")
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--warmup", type=float, default=0.0,
                         help="seconds of load before measuring (default none: a user's first "
@@ -352,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
                            json={"context": {"targetingKey": "user-1"}},
                            headers={"Authorization": f"Bearer {key}"}, timeout=10)
         probe.raise_for_status()
-        assert len(probe.json()["flags"]) == 20, probe.text
+        assert len(probe.json()["flags"]) == args.flags, probe.text
         for label, unique in (("repeated users", REPEATED), ("unique contexts", UNIQUE),
                               ("new users", NEW_USERS)):
             rows += rows_for(label, unique, measure(wrk, tmp, procs, key, unique, args))
@@ -360,11 +388,12 @@ def main(argv: list[str] | None = None) -> int:
         for proc, _port in procs.values():
             stop(proc, timeout=15)
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"\nbulk OFREP, {args.workload} rules (20 flags), {USERS} users, "
+    print(f"\nbulk OFREP, {args.workload} rules ({args.flags} flags), {USERS} users, "
           f"{'access log off' if args.no_access_log else 'default settings'}, 1 worker on "
           f"core 0, wrk -c{args.connections} on core 1, {args.duration:.0f}s per server in "
           f"{args.rounds} alternating rounds (medians), warm-up {args.warmup:.0f}s")
-    return finish("ofrep_http", rows, {"workload": args.workload, "duration": args.duration,
+    return finish("ofrep_http", rows, {"workload": args.workload, "flags": args.flags,
+                                       "duration": args.duration,
                                        "rounds": args.rounds, "warmup": args.warmup,
                                        "access_log": not args.no_access_log})
 
