@@ -75,15 +75,19 @@ def table(rows: list[Row], script: str = "") -> str:
     return "\n".join(lines)
 
 
-def write(script: str, rows: list[Row], details: dict | None = None) -> Path:
+def write(script: str, rows: list[Row], details: dict | None = None,
+          skipped: str | None = None) -> Path:
     folder = Path(os.environ.get("FLAGEDGE_BENCH_RESULTS", RESULTS))
     folder.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
     path = folder / f"{now:%Y%m%dT%H%M%SZ}-{script}.json"
-    path.write_text(json.dumps({
+    record = {
         "script": script, "date": now.isoformat(timespec="seconds"), "commit": commit(),
-        "machine": machine(), "passed": all(r.passed for r in rows),
-        "rows": [asdict(r) for r in rows], "details": details or {}}, indent=2) + "\n")
+        "machine": machine(), "passed": bool(rows) and all(r.passed for r in rows),
+        "rows": [asdict(r) for r in rows], "details": details or {}}
+    if skipped is not None:
+        record["skipped"] = skipped
+    path.write_text(json.dumps(record, indent=2) + "\n")
     return path
 
 
@@ -96,3 +100,14 @@ def finish(script: str, rows: list[Row], details: dict | None = None) -> int:
     shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
     print(f"{'all goals met' if ok else 'GOAL MISSED'}; results: {shown}")
     return 0 if ok else 1
+
+
+SKIPPED = 77  # the exit code of a bench that could not run (automake's convention)
+
+
+def skipped(script: str, reason: str) -> int:
+    """A bench that cannot run here (a tool missing): written as skipped, with no rows, so
+    that it is never read as passed. The exit code is SKIPPED."""
+    path = write(script, [], {}, skipped=reason)
+    print(f"SKIPPED: {reason}; results: {path}")
+    return SKIPPED

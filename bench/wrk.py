@@ -33,6 +33,16 @@ def ensure_wrk() -> str:
     return shutil.which("wrk") or "wrk"
 
 
+def find_wrk() -> str | None:
+    """ensure_wrk(), or None when wrk is missing and cannot be installed: the bench then
+    reports itself skipped (report.skipped), never passed."""
+    try:
+        return ensure_wrk()
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"wrk could not be installed: {exc}", flush=True)
+        return None
+
+
 def wait_port(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
