@@ -135,3 +135,38 @@ def test_long_context_strings_are_parsed_but_never_cached() -> None:
         assert compiled({"v": f"1.{i}.0"}) is True  # type: ignore[operator]
     assert semver.cached_parse.cache_info().currsize == 10  # short ones are still cached
     assert semver.cached_bytes() == 10 * (2 * cap + semver.SEMVER_ENTRY_BYTES)
+
+
+@pytest.mark.parametrize("text", ["0.0.0", "4.2.13", "10.20.30", "999999999999999.0.1",
+                                  "1.999999999999999.2", "3.0.999999999999999"])
+def test_the_plain_form_parses_as_the_general_path_does(text: str) -> None:
+    """"X.Y.Z" has a fast path; with a leading space the same version can only take the
+    general one (whitespace is trimmed there): both must give the same answer."""
+    assert semver._parse(text) == semver._parse(f" {text}") == tuple(
+        [int(p) for p in text.split(".")] + [None])
+
+
+@pytest.mark.parametrize("text", ["01.2.3", "1.2.03", "\u0661.2.3", "+1.2.3",
+                                  "1_0.2.3", "9007199254740992.0.0"])
+def test_near_plain_strings_are_refused_as_before(text: str) -> None:
+    assert semver._parse(text) is None
+
+
+def test_sixteen_digits_still_reach_the_safe_integer_check() -> None:
+    assert semver._parse("9007199254740991.0.0") == (9007199254740991, 0, 0, None)
+
+
+VERSIONS = ["1.2.3", "1.2.4", "1.3.0", "2.0.0", "1.2.3-alpha", "1.2.3-beta.2", "1.2.4-rc.1",
+            "v1.2.3", "1.2", "1.2.3+build"]
+
+
+@pytest.mark.parametrize("op", semver.OPERATORS)
+@pytest.mark.parametrize("target", ["1.2.3", "1.2.3-beta.1", "1.2"])
+def test_the_compiled_comparison_matches_the_generic_one(op: str, target: str) -> None:
+    """The compiled rule (literal operator and target) compares plain versions as tuples;
+    sem_ver() on evaluated arguments always goes through compare(). They must agree."""
+    compiled, _ = compile_logic({"sem_ver": [{"var": "v"}, op, target]})
+    for version in VERSIONS:
+        expected = semver.sem_ver([version, op, target])
+        assert expected is not None
+        assert compiled({"v": version}) is expected, (version, op, target)  # type: ignore[operator]
