@@ -24,6 +24,12 @@ ratios against a baseline measured in the same run:
   about half when storms change nothing);
 - always, "before" (30 s of clients alone, no readers) against "during" (everything after).
 
+Goals (README, docs/streams.md; exit 1 when one is missed): 0 errors and every stalled stream
+still open at the end; RSS bounded: at most RSS_GROWTH_MB of growth over the second half of
+the changes (the documented runs: flat at 99-101 MB from t=40 s of 120); p99 unaffected: the
+storm windows' p99 at most P99_GOAL x the quiet windows' (the top of the A/A range the
+documented runs measured, 0.98-1.15x; during / before with ``--alternate 0``).
+
 ``--decoy`` sends the storm windows' writes to the second Redis too: an A/A run, where nothing
 differs between the windows for the proxy (the design's own noise floor). The bench's own
 processes (readers, writer, redis-servers) run at the lowest CPU priority, so they delay the
@@ -64,11 +70,14 @@ from typing import Any  # noqa: E402
 
 import orjson  # noqa: E402
 from benchutil import pinned, raise_nofile, stop  # noqa: E402
+from report import Row, at_least, at_most, finish  # noqa: E402
 
 ENV = "soak"
 FLAGS = 50
 STREAMS = ("events", "rules", "evaluated")
 GUARD_S = 0.5  # left out at the start of each alternating window
+RSS_GROWTH_MB = 5.0  # the most RSS may grow over the second half of the changes
+P99_GOAL = 1.15  # storm / quiet p99: the top of the documented A/A range
 
 
 ALLOW_LIST = 0  # set from --allow-list: emails in each targeted flag's rule
@@ -389,6 +398,35 @@ def busy(samples: list[tuple[float, float]], windows: list[tuple[float, float, b
     return cpu / wall if wall else float("nan")
 
 
+def rss_growth(samples: list[tuple[float, float]]) -> tuple[float, float]:
+    """(MB grown from the sample nearest the run's half-way point to the last sample, the
+    half-way sample's time) from (seconds, MB) samples: the start fills buffers and caches,
+    a leak keeps growing through the second half."""
+    end = samples[-1][0]
+    t, mb = min(samples[:-1] or samples, key=lambda s: abs(s[0] - end / 2))
+    return samples[-1][1] - mb, t
+
+
+def goals(errors: tuple[int, int], open_end: float, readers: int,
+          rss: list[tuple[float, float]], p99: dict[str, float]) -> list[Row]:
+    """The soak's rows. ``errors``: the normal clients' before and during the readers;
+    ``p99``: two seconds figures by name, the baseline first ({"quiet": .., "storm": ..})."""
+    growth, since = rss_growth(rss)
+    (base_name, base), (name, measured) = p99.items()
+    return [
+        at_most("normal clients' errors while the readers are open", errors[1], 0,
+                f"{errors[0]} before them", unit=""),
+        at_least("stalled streams still open at the end", open_end, readers,
+                 f"{readers} opened", unit=""),
+        at_most(f"RSS growth from t={since:.0f} s to the end (t={rss[-1][0]:.0f} s)", growth,
+                RSS_GROWTH_MB, f"{rss[0][1]:.1f} MB at the start, "
+                f"{max(v for _, v in rss):.1f} MB max", unit=" MB"),
+        at_most(f"normal clients' p99, {name} / {base_name}",
+                measured / base if base else float("inf"), P99_GOAL,
+                f"{base_name} {base * 1000:.2f} ms, {name} {measured * 1000:.2f} ms", unit="x"),
+    ]
+
+
 def background(pid: int = 0) -> None:
     """The lowest CPU priority for one of the bench's own processes (0: this one), so the
     timing clients sharing its core are held up by it less. Less, not never: the writer and
@@ -437,6 +475,9 @@ async def soak(args: argparse.Namespace, redis_url: str, workdir: Path,
     url = f"http://127.0.0.1:{port}"
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("FLAGEDGE_")},
            "FLAGEDGE_ACCESS_LOG": "false",
+           # The readers stand for many users but all come from 127.0.0.1: the per-address
+           # stream cap (sse_max_per_address, 100) would refuse all but 100 of them.
+           "FLAGEDGE_SSE_MAX_PER_ADDRESS": str(max(100, args.readers)),
            **dict(item.split("=", 1) for item in args.proxy_env)}
     log = (workdir / "proxy.log").open("wb")
     if args.gc_trace or args.rounds:
@@ -580,17 +621,30 @@ async def soak(args: argparse.Namespace, redis_url: str, workdir: Path,
         for label, values in (("overlapping a pass", inside), ("not overlapping", outside)):
             print(f"  during, {label}: n={len(values)} ({len(values) / max(1, len(during)):.0%})"
                   f" p50 {pct(values, 50) * 1000:.2f} ms p99 {pct(values, 99) * 1000:.2f} ms")
+    p99 = {"before": p99b, "during": p99d}
     if windows:
-        report_alternating(clients.starts.get("during", array("d")), during, windows, cpu)
+        quiet_p99, storm_p99 = report_alternating(clients.starts.get("during", array("d")),
+                                                  during, windows, cpu)
+        p99 = {"quiet windows": quiet_p99, "storm windows": storm_p99}
     print(f"  RATIOS during/before: p50 {p50d / p50b:.2f}x, p99 {p99d / p99b:.2f}x "
           f"(RSS max {max(rss_values):.1f} MB)")
-    return 0 if not clients.errors.get("during") and open_end >= args.readers else 1
+    errors = (clients.errors.get("before", 0), clients.errors.get("during", 0))
+    rows = goals(errors, open_end, args.readers, rss, p99)
+    details = {"args": {k: v for k, v in vars(args).items()
+                        if k in ("duration", "readers", "changes", "rate", "baseline",
+                                 "allow_list", "alternate", "control", "decoy", "pin")},
+               "rss_mb": rss, "changes_written": wrote[1:],
+               "events": {"sent": sent, "coalesced": coalesced, "after_last_change": late},
+               "p99_ms": {"before": p99b * 1000, "during": p99d * 1000},
+               "p50_ms": {"before": p50b * 1000, "during": p50d * 1000}}
+    return finish("soak", rows, details)
 
 
 def report_alternating(starts: array[float], latencies: list[float],
                        windows: list[tuple[float, float, bool]],
-                       cpu: list[tuple[float, float]]) -> None:
-    """Quiet against storm windows, pooled, beside the noise floor of the same run."""
+                       cpu: list[tuple[float, float]]) -> tuple[float, float]:
+    """Quiet against storm windows, pooled, beside the noise floor of the same run; returns
+    the pooled p99 of the quiet windows and of the storm windows."""
     per_window = split_by_schedule(starts, latencies, windows, GUARD_S)
     quiet = [w for w, (_, _, storm) in zip(per_window, windows, strict=True) if not storm]
     storms = [w for w, (_, _, storm) in zip(per_window, windows, strict=True) if storm]
@@ -609,6 +663,7 @@ def report_alternating(starts: array[float], latencies: list[float],
           "(about half when storms do nothing)")
     print(f"  RATIOS storm/quiet: p50 {pct(pooled['storm'], 50) / pct(pooled['quiet'], 50):.2f}x,"
           f" p99 {pct(pooled['storm'], 99) / pct(pooled['quiet'], 99):.2f}x")
+    return pct(pooled["quiet"], 99), pct(pooled["storm"], 99)
 
 
 def main() -> None:
