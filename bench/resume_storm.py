@@ -43,6 +43,7 @@ import time  # noqa: E402
 import httpx  # noqa: E402
 import orjson  # noqa: E402
 from benchutil import pinned, stop  # noqa: E402
+from report import at_least, at_most, finish  # noqa: E402
 
 ENV = "bench"
 FLAGS = 50
@@ -215,7 +216,14 @@ def main() -> int:
     print(f"normal clients p99 (median of {args.rounds} alternating rounds): quiet {quiet:.1f} ms "
           f"{_ms(quiet_p99s)}, during the storm {stormy:.1f} ms {_ms(storm_p99s)}: "
           f"{ratio:.2f}x (goal <= {GOAL}x)")
-    return 0 if ratio <= GOAL and done >= args.resumes else 1
+    rows = [at_most("normal clients' p99, storm / quiet (median of rounds)", ratio, GOAL,
+                    f"quiet p99 {quiet:.1f} ms, storm {stormy:.1f} ms", unit="x"),
+            at_least("resumes completed in the last storm", done, args.resumes,
+                     f"{done / took:.0f}/s for {took:.1f} s", unit="")]
+    details = {"resumes": args.resumes, "concurrency": args.concurrency, "rate": args.rate,
+               "rounds": args.rounds, "streams": args.streams, "history": len(ids),
+               "p99_ms": {"quiet": quiet_p99s, "storm": storm_p99s}}
+    return finish("resume_storm", rows, details)
 
 
 def run_phase(url: str, key: str, ids: list[str], args: argparse.Namespace, seconds: float,

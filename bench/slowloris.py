@@ -32,10 +32,13 @@ import time
 from pathlib import Path
 
 from benchutil import offline_files, pinned, raise_nofile, stop
+from report import at_least, at_most, finish, skipped
+from wrk import find_wrk, run_wrk, wait_port
 
-# After benchutil: importing ofrep_http puts the project root first on sys.path, bench/ out.
+# isort: split
+# After the bench/ imports: importing ofrep_http puts the project root first on sys.path,
+# bench/ out.
 from ofrep_http import ENV, ROOT, flag_document, lua_script
-from wrk import ensure_wrk, run_wrk, wait_port
 
 ATTACKER_ADDRESS = "203.0.113.66"  # what "our proxy" appends for the attacker
 USER_ADDRESS = "198.51.100.1"  # and for the real user
@@ -218,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from proxy.dev.devredis import free_port
 
-    wrk = ensure_wrk()
+    wrk = find_wrk()
+    if wrk is None:
+        return skipped("slowloris", "wrk is missing and could not be installed")
     tmp = Path(tempfile.mkdtemp(prefix="flagedge-slowloris-"))
     key = setup_files(tmp)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLAGEDGE_")}
@@ -313,7 +318,16 @@ def report(args: argparse.Namespace, quiet1_phase: Phase, attacked_phase: Phase,
     user_ok = user == (200, "put")
     print(f"p99 attacked/quiet {ratio:.2f} (goal <= 2.0); normal requests failed: {failed}; "
           f"real user's stream: {user[0]} {user[1] or '(no put)'} (goal 200 put)")
-    return 0 if ratio <= 2.0 and failed == 0 and user_ok else 1
+    rows = [at_most("normal clients' p99, attacked / quiet", ratio, 2.0,
+                    f"quiet p99 {baseline:.2f} ms, attacked {attacked_p99:.2f} ms", unit="x"),
+            at_most("normal requests failed", failed, 0, "wrk: non-2xx, socket errors"),
+            at_least("a real user's stream accepted (200 and a put)", int(user_ok), 1,
+                     f"got {user[0]} {user[1] or '(no put)'}", unit="")]
+    details = {"loris": args.loris, "streams": args.streams, "duration": args.duration,
+               "rounds": args.rounds, "connections": args.connections,
+               "attacker_ready": ready, "attacker_done": done, "metrics_during": during,
+               "server_cpu": {"quiet": cpu1, "attacked": cpu_a, "quiet_after": cpu2}}
+    return finish("slowloris", rows, details)
 
 
 if __name__ == "__main__":
