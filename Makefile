@@ -41,12 +41,15 @@ lint: $(STAMP)
 loadtest: $(STAMP)
 	$(PY) loadtests/run.py
 
-## Benchmarks: each prints ratios against a baseline measured in the same run.
+## Benchmarks: every bench with a goal in turn (bench/run_all.py), each against a baseline
+## measured in the same run; one table, written as JSON under bench/results/; exit 1 when a
+## goal is missed or a bench failed or was skipped. BENCH="evaluator propagation" runs some;
+## QUICK=1 runs each briefly; BENCH_LOCK=FILE holds an flock on FILE around each bench.
+BENCH      ?=
+QUICK      ?=
+BENCH_LOCK ?=
 bench: $(STAMP)
-	$(PY) bench/evaluator.py
-	$(PY) bench/propagation.py
-	$(PY) bench/ofrep_http.py
-	$(PY) bench/sse.py
+	$(PY) bench/run_all.py $(if $(QUICK),--quick) $(if $(BENCH_LOCK),--lock $(BENCH_LOCK)) $(BENCH)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
