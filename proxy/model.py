@@ -154,6 +154,10 @@ class FlagSet:
     rejected: Mapping[str, tuple[Problem, ...]] = field(default_factory=dict, compare=False)
     #: This state's id on streams, in ETags and cache keys (:func:`state_id`); computed once.
     state_id: str = field(init=False, compare=False, repr=False, default="")
+    #: How to evaluate every flag in bulk (proxy.evaluation.plan.plan_of), built on first use.
+    #: A cache on the snapshot, not state: it dies with the FlagSet (a side dict would need
+    #: weak references, and this frozen, slotted class has no __weakref__ slot).
+    plan: Any = field(init=False, compare=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state_id", state_id(self.version, self.epoch, self.revision))

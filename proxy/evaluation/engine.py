@@ -19,11 +19,12 @@ import orjson
 from proxy.evaluation.documents import general_error, resolve
 from proxy.evaluation.jsonlogic.base import fn as as_fn
 from proxy.evaluation.jsonlogic.compiler import LogicCompiler, describe
-from proxy.model import ErrorCode, EvaluationResult, Flag, FlagSet, FlagState, Reason, error_result
+from proxy.evaluation.plan import Plan, plan_of, unprecomputed
+from proxy.model import ErrorCode, EvaluationResult, FlagSet, FlagState, error_result
 
 log = logging.getLogger("flagedge.evaluation")
 
-__all__ = ["evaluate", "evaluate_all", "explain"]
+__all__ = ["evaluate", "evaluate_all", "evaluate_dynamic", "explain"]
 
 
 def _context_problem(context: Any) -> str | None:
@@ -54,7 +55,7 @@ def evaluate(flag_set: FlagSet, key: str, context: Mapping[str, Any] | None) -> 
     if static is not None:
         return static
     if flag.state is FlagState.DISABLED or flag.rule is None:
-        return _unprecomputed(flag)
+        return unprecomputed(flag)
     # the rule, inline: this is the hot path
     if flag.reads_flagd:
         data = dict(context)  # type: ignore[arg-type]
@@ -78,62 +79,25 @@ def evaluate(flag_set: FlagSet, key: str, context: Mapping[str, Any] | None) -> 
         return general_error(flag, f"evaluation failed: {exc!r}")
 
 
-def _unprecomputed(flag: Flag) -> EvaluationResult:
-    """A Flag built without the compiler's precomputed results (tests, tools)."""
-    if flag.state is FlagState.DISABLED:
-        return EvaluationResult(flag.key, Reason.DISABLED, None, None, flag.metadata)
-    if flag.rule is None and flag.default_variant is not None:
-        return EvaluationResult(flag.key, Reason.STATIC, flag.default_variant, flag.variants[flag.default_variant], flag.metadata)
-    return resolve(flag, None)
-
-
 def evaluate_all(flag_set: FlagSet, context: Mapping[str, Any] | None) -> list[EvaluationResult]:
-    """Evaluate every flag of the set (document order). Never raises."""
+    """Evaluate every flag of the set (document order). Never raises. Static flags give their
+    precomputed results; targeted flags go through the set's plan (grouped by what they read,
+    memoised on those values: proxy.evaluation.plan)."""
+    plan, dynamic = evaluate_dynamic(flag_set, context)
+    return dynamic if plan is None else plan.in_document_order(dynamic)
+
+
+def evaluate_dynamic(flag_set: FlagSet, context: Mapping[str, Any] | None
+                     ) -> tuple[Plan | None, list[EvaluationResult]]:
+    """(the set's plan, its dynamic flags' results in plan order), or (None, every flag's
+    INVALID_CONTEXT error in document order). Never raises."""
     if context is None:
         context = {}
     bad = _context_problem(context)
     if bad is not None:
-        return [error_result(k, ErrorCode.INVALID_CONTEXT, bad) for k in flag_set.flags]
-    ts = 0
-    data: dict[str, Any] | None = None
-    out: list[EvaluationResult] = []
-    append = out.append
-    for key, flag in flag_set.flags.items():
-        static = flag.static_result
-        if static is not None:
-            append(static)
-            continue
-        if flag.rule is None or flag.state is FlagState.DISABLED:
-            append(_unprecomputed(flag))
-            continue
-        if flag.reads_flagd:
-            if data is None:
-                data = dict(context)
-                ts = int(time.time())
-            data["$flagd"] = {"flagKey": key, "timestamp": ts}
-            d: Mapping[str, Any] = data
-        else:
-            d = context
-        try:
-            res = flag.rule(d)  # type: ignore[misc]
-        except Exception as exc:
-            append(general_error(flag, f"targeting failed: {describe(exc)}"))
-            continue
-        # The usual outcomes, inline (as in ``evaluate``): a variant name or null.
-        if res.__class__ is str:
-            r = flag.match_results.get(res)
-            if r is not None:
-                append(r)
-                continue
-        elif res is None and flag.default_result is not None:
-            append(flag.default_result)
-            continue
-        try:
-            append(resolve(flag, res))
-        except Exception as exc:
-            log.exception("resolving %s failed", key)
-            append(general_error(flag, f"evaluation failed: {exc!r}"))
-    return out
+        return None, [error_result(k, ErrorCode.INVALID_CONTEXT, bad) for k in flag_set.flags]
+    plan = plan_of(flag_set)
+    return plan, plan.evaluate(context)
 
 
 def _show(v: Any) -> str:

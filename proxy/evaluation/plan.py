@@ -1,0 +1,250 @@
+"""Bulk evaluation plans: a flag set's flags grouped by what they read (issue 27).
+
+A targeted flag's result depends only on the top-level context attributes its rule reads
+(``Flag.reads``: tests/unit/evaluation/test_reads.py checks it on the conformance generator's
+documents). So, once per flag set (:func:`plan_of`, kept on the immutable FlagSet):
+
+- static flags (a precomputed ``static_result``) are never evaluated: their results are fixed;
+- targeted flags with known reads are grouped by that set of attributes, and each group
+  memoises its flags' results on the values of those attributes (bounded, two generations);
+- flags whose reads are unknown (the whole data, a computed ``var``, the clock) and flags built
+  without the compiler are evaluated on every request, as before.
+
+A bulk evaluation is then a few dict lookups per group instead of a rule per flag, and the
+results are the very objects the compiler precomputed (the bulk-body memo keys on them).
+
+Memo keys are typed. Python's ``1 == 1.0 == True`` (and ``0.0 == -0.0``) hash alike, but a rule
+may tell them apart (``cat`` gives "1", "1.0"... and JavaScript division by -0.0 gives
+-Infinity), so booleans and floats are wrapped: a float by its exact hex form. A missing
+attribute is not null (``missing``, ``var`` defaults). Values other than strings, numbers,
+booleans and null (objects, arrays, anything a non-JSON caller passes) make the key unhashable:
+that group is evaluated without its memo for that request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from operator import itemgetter
+from typing import Any
+
+from proxy.evaluation.documents import general_error, resolve
+from proxy.evaluation.jsonlogic.compiler import describe
+from proxy.model import EvaluationResult, Flag, FlagSet, FlagState, Reason
+
+log = logging.getLogger("flagedge.evaluation")
+
+__all__ = ["Plan", "plan_of", "typed", "unprecomputed"]
+
+# Keys per memo generation: a group keeps between one and two generations of keys. With
+# 350 flags (bench/ofrep_http.py) the groups number ~20 and a key with its results ~300 B.
+MEMO_BOUND = 2048
+
+
+class _Unhashable:
+    """A value a memo key must not hold: any key containing it fails to hash."""
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return "<unhashable>"
+
+
+MISSING: Any = type("Missing", (), {"__repr__": lambda _self: "<missing>"})()
+_TRUE: Any = type("TrueKey", (), {"__repr__": lambda _self: "<true>"})()
+_FALSE: Any = type("FalseKey", (), {"__repr__": lambda _self: "<false>"})()
+_FLOAT = "float"  # first item of a float's key: (_FLOAT, value.hex()); no JSON value is a tuple
+UNHASHABLE: Any = _Unhashable()
+
+
+def typed(value: Any) -> Any:
+    """The memo-key form of one context value (see the module docstring)."""
+    c = value.__class__
+    if c is str or c is int or value is None or value is MISSING:
+        return value
+    if c is bool:
+        return _TRUE if value else _FALSE
+    if c is float:
+        return (_FLOAT, value.hex())
+    return UNHASHABLE
+
+
+def picker(indices: Sequence[int]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """``seq -> tuple(seq[i] for i in indices)`` in C (``itemgetter`` returns a bare item for
+    one index and refuses none)."""
+    if len(indices) > 1:
+        return itemgetter(*indices)  # type: ignore[return-value]
+    if len(indices) == 1:
+        one = indices[0]
+        return lambda seq: (seq[one],)
+    return lambda _seq: ()
+
+
+class _Scratch:
+    """Per request: the rule data with ``$flagd`` (built once, for rules that read it)."""
+
+    __slots__ = ("data", "ts")
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] | None = None
+        self.ts = 0
+
+
+def unprecomputed(flag: Flag) -> EvaluationResult:
+    """A Flag built without the compiler's precomputed results (tests, tools)."""
+    if flag.state is FlagState.DISABLED:
+        return EvaluationResult(flag.key, Reason.DISABLED, None, None, flag.metadata)
+    if flag.rule is None and flag.default_variant is not None:
+        return EvaluationResult(flag.key, Reason.STATIC, flag.default_variant,
+                                flag.variants[flag.default_variant], flag.metadata)
+    return resolve(flag, None)
+
+
+def run_flags(flags: Sequence[Flag], context: Mapping[str, Any], scratch: _Scratch,
+              out: list[EvaluationResult]) -> bool:
+    """Append the results of targeted ``flags`` to ``out``; False when one is an error (built
+    per request: never memoised)."""
+    clean = True
+    append = out.append
+    for flag in flags:
+        if flag.rule is None or flag.state is FlagState.DISABLED:
+            append(unprecomputed(flag))
+            continue
+        if flag.reads_flagd:
+            data = scratch.data
+            if data is None:
+                data = scratch.data = dict(context)
+                scratch.ts = int(time.time())
+            data["$flagd"] = {"flagKey": flag.key, "timestamp": scratch.ts}
+            d: Mapping[str, Any] = data
+        else:
+            d = context
+        try:
+            res = flag.rule(d)
+        except Exception as exc:  # bad operator arguments at run time: GENERAL, never a 500
+            append(general_error(flag, f"targeting failed: {describe(exc)}"))
+            clean = False
+            continue
+        # The usual outcomes, inline: a variant name or null.
+        if res.__class__ is str:
+            r = flag.match_results.get(res)
+            if r is not None:
+                append(r)
+                continue
+        elif res is None and flag.default_result is not None:
+            append(flag.default_result)
+            continue
+        try:
+            r = resolve(flag, res)
+        except Exception as exc:
+            log.exception("resolving %s failed", flag.key)
+            r = general_error(flag, f"evaluation failed: {exc!r}")
+        if r.error_code is not None:
+            clean = False
+        append(r)
+    return clean
+
+
+class Group:
+    """Targeted flags that read the same attributes, and their memo: the typed values of those
+    attributes -> the flags' results (a tuple, in the group's order)."""
+
+    __slots__ = ("attrs", "flags", "key_of", "old", "young")
+
+    def __init__(self, attrs: tuple[str, ...] | None, flags: list[Flag]):
+        self.attrs = attrs  # sorted; None: unknown reads, no memo
+        self.flags = tuple(flags)
+        # typed values by attribute -> this group's key (a bare value for one attribute)
+        self.key_of: Callable[[dict[str, Any]], Any] | None = (
+            None if attrs is None else itemgetter(*attrs) if attrs else (lambda _tv: ()))
+        self.young: dict[Any, tuple[EvaluationResult, ...]] = {}
+        self.old: dict[Any, tuple[EvaluationResult, ...]] = {}
+
+    def remember(self, key: Any, results: tuple[EvaluationResult, ...]) -> None:
+        if len(self.young) >= MEMO_BOUND:
+            self.old, self.young = self.young, {}
+        self.young[key] = results
+
+
+class Plan:
+    """How to evaluate every flag of one flag set in bulk. ``evaluate`` gives the results of
+    the dynamic flags in plan order (group by group); ``in_document_order`` merges them with
+    the static ones."""
+
+    __slots__ = ("_order", "attrs", "dynamic_keys", "groups", "positions", "static",
+                 "static_keys")
+
+    def __init__(self, flag_set: FlagSet):
+        static: list[tuple[int, EvaluationResult]] = []
+        by_reads: dict[frozenset[str] | None, list[tuple[int, Flag]]] = {}
+        unknown: list[tuple[int, Flag]] = []
+        for pos, flag in enumerate(flag_set.flags.values()):
+            if flag.static_result is not None:
+                static.append((pos, flag.static_result))
+            elif flag.reads is None or flag.rule is None or flag.state is FlagState.DISABLED:
+                unknown.append((pos, flag))
+            else:
+                by_reads.setdefault(flag.reads, []).append((pos, flag))
+        groups = [Group(tuple(sorted(reads or ())), [f for _p, f in members])
+                  for reads, members in by_reads.items()]
+        positions = [p for members in by_reads.values() for p, _f in members]
+        if unknown:
+            groups.append(Group(None, [f for _p, f in unknown]))
+            positions += [p for p, _f in unknown]
+        self.groups = tuple(groups)
+        self.static = tuple(r for _p, r in static)  # in document order
+        self.static_keys = tuple(r.key for r in self.static)
+        self.positions = tuple(positions)  # document positions of the dynamic results
+        self.dynamic_keys = tuple(f.key for g in groups for f in g.flags)
+        # every attribute a memoised group reads, typed once per request
+        self.attrs = tuple(sorted({a for g in groups if g.attrs for a in g.attrs}))
+        # static results + dynamic results -> document order
+        where = [p for p, _r in static] + positions
+        inverse = [0] * len(where)
+        for i, p in enumerate(where):
+            inverse[p] = i
+        self._order = picker(inverse)
+
+    def evaluate(self, context: Mapping[str, Any]) -> list[EvaluationResult]:
+        """The dynamic flags' results, plan order. ``context`` must be valid (a mapping whose
+        targetingKey, if any, is a string): ``engine.evaluate_all`` checks it."""
+        get = context.get
+        tv = {a: typed(get(a, MISSING)) for a in self.attrs}
+        scratch = _Scratch()
+        out: list[EvaluationResult] = []
+        for group in self.groups:
+            key_of = group.key_of
+            if key_of is None:
+                run_flags(group.flags, context, scratch, out)
+                continue
+            key = key_of(tv)
+            try:
+                hit = group.young.get(key)
+            except TypeError:  # an object or array among its attributes: no memo
+                run_flags(group.flags, context, scratch, out)
+                continue
+            if hit is None:
+                hit = group.old.get(key)
+                if hit is not None:
+                    group.remember(key, hit)  # still in use
+            if hit is not None:
+                out += hit
+                continue
+            n = len(out)
+            if run_flags(group.flags, context, scratch, out):
+                group.remember(key, tuple(out[n:]))
+        return out
+
+    def in_document_order(self, dynamic: Sequence[EvaluationResult]) -> list[EvaluationResult]:
+        return list(self._order(self.static + tuple(dynamic)))
+
+
+def plan_of(flag_set: FlagSet) -> Plan:
+    """The flag set's plan, built on first use and kept on it: a FlagSet never changes, so
+    neither does its plan (a new version is a new FlagSet, and the old plan goes with it)."""
+    plan = flag_set.plan
+    if plan is None:
+        plan = Plan(flag_set)
+        object.__setattr__(flag_set, "plan", plan)
+    return plan  # type: ignore[no-any-return]

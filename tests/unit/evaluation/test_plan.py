@@ -1,0 +1,144 @@
+"""Bulk evaluation plans (issue 27): flags grouped by what they read, each group memoised on
+the typed values of those attributes. A memo hit must give exactly what evaluating gives:
+1, 1.0 and True are different keys (Python finds them equal), a missing attribute is not
+null, and values that cannot be hashed skip the memo."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from proxy.evaluation import plan as plan_module
+from proxy.evaluation.documents import compile_document
+from proxy.evaluation.engine import evaluate, evaluate_all
+from proxy.evaluation.plan import plan_of
+from proxy.model import EvaluationResult, Flag, FlagSet, FlagState, Reason, VariantType
+from tests.conformance.generator import generate
+
+BOOL = {"on": True, "off": False}
+
+
+def doc(**targeting: Any) -> dict[str, Any]:
+    variants = {"1": "one", "true": "yes", "a": "A", "b": "B", "off": "-"}
+    return {"flags": {key: {"state": "ENABLED", "variants": variants, "defaultVariant": "off",
+                            "targeting": rule} for key, rule in targeting.items()}}
+
+
+def variants(fs: FlagSet, context: dict[str, Any]) -> list[str | None]:
+    return [r.variant for r in evaluate_all(fs, context)]
+
+
+def test_true_and_1_are_different_keys() -> None:
+    fs = compile_document(doc(f={"var": "x"}))  # names the variant "1" or "true"
+    seen = [variants(fs, {"x": x}) for x in (1, True, 1, True, "1", "true")]
+    assert seen == [["1"], ["true"], ["1"], ["true"], ["1"], ["true"]]
+    assert evaluate_all(fs, {"x": False})[0].error_code is not None  # "false": no variant
+    assert len(plan_of(fs).groups[0].young) == 4  # 1, True, "1", "true" (errors never are)
+
+
+def test_a_missing_attribute_is_not_null() -> None:
+    fs = compile_document(doc(f={"if": [{"missing": ["x"]}, "a", "b"]}))
+    assert [variants(fs, c) for c in ({}, {"x": None}, {}, {"x": None})] == [
+        ["a"], ["b"], ["a"], ["b"]]
+
+
+def by_type(d: Mapping[str, Any]) -> str:
+    """A rule only a non-JSON-logic caller could write: it names the value's Python type."""
+    if "x" not in d:
+        return "missing"
+    x = d["x"]
+    if x.__class__ is tuple:  # hashable, but 1 and True inside would make equal keys
+        return f"tuple-{x[0].__class__.__name__}"
+    return "neg" if x.__class__ is float and str(x).startswith("-") else x.__class__.__name__
+
+
+def test_ints_floats_bools_and_signed_zeros_are_different_keys() -> None:
+    """JsonLogic treats 1 and 1.0 alike, but the memo must not assume it of any rule."""
+    names = ["int", "float", "bool", "neg", "NoneType", "str", "missing", "tuple-int",
+             "tuple-bool"]
+    results = {n: EvaluationResult("f", Reason.TARGETING_MATCH, n, n, {}) for n in names}
+    flag = Flag(key="f", state=FlagState.ENABLED, variants={n: n for n in names},
+                variant_type=VariantType.STRING, default_variant=None, metadata={}, raw={},
+                rule=by_type, match_results=results, reads_flagd=False, reads=frozenset({"x"}))
+    fs = FlagSet(flags={"f": flag}, reads=frozenset({"x", "targetingKey"}))
+    contexts = [{"x": 1}, {"x": 1.0}, {"x": True}, {"x": 0.0}, {"x": -0.0}, {"x": 0},
+                {"x": False}, {"x": None}, {"x": "1"}, {}, {"x": (1,)}, {"x": (True,)}]
+    expected = ["int", "float", "bool", "float", "neg", "int", "bool", "NoneType", "str",
+                "missing", "tuple-int", "tuple-bool"]
+    for _ in range(2):  # the second round is served by the memo
+        got = [evaluate_all(fs, c)[0] for c in contexts]
+        assert [r.variant for r in got] == expected
+        assert all(r is results[r.variant] for r in got)
+
+
+def test_objects_and_arrays_skip_the_memo() -> None:
+    """(Other values a non-JSON caller may pass, tuples, skip it too: above.)"""
+    fs = compile_document(doc(f={"if": [{"==": [{"var": "x.a"}, 1]}, "a", "b"]},
+                              g={"if": [{"==": [{"var": "x.0"}, "v"]}, "a", "b"]}))
+    for _ in range(2):
+        assert variants(fs, {"x": {"a": 1}}) == ["a", "b"]
+        assert variants(fs, {"x": {"a": 2}}) == ["b", "b"]
+        assert variants(fs, {"x": ["v"]}) == ["b", "a"]
+        assert variants(fs, {"x": ["w"]}) == ["b", "b"]
+        assert variants(fs, {"x": "v"}) == ["b", "a"]  # a string: memoised
+    assert list(plan_of(fs).groups[0].young) == ["v"]
+
+
+def test_results_are_the_compilers_own_objects_and_static_flags_are_not_run() -> None:
+    fs = compile_document({"flags": {
+        "s": {"state": "ENABLED", "variants": BOOL, "defaultVariant": "on"},
+        "t": {"state": "ENABLED", "variants": BOOL, "defaultVariant": "off",
+              "targeting": {"if": [{"==": [{"var": "plan"}, "pro"]}, "on", None]}},
+        "d": {"state": "DISABLED", "variants": BOOL, "defaultVariant": "on"}}})
+    for context in ({"plan": "pro"}, {"plan": "pro"}, {"plan": "free"}, {}):
+        s, t, d = evaluate_all(fs, context)
+        assert s is fs.flags["s"].static_result and d is fs.flags["d"].static_result
+        assert t in (fs.flags["t"].match_results["on"], fs.flags["t"].default_result)
+    plan = plan_of(fs)
+    assert [f.key for g in plan.groups for f in g.flags] == ["t"]
+    assert plan_of(fs) is plan  # built once per flag set...
+    assert plan_of(dataclasses.replace(fs, version=2)) is not plan  # ...and per flag set
+
+
+def test_errors_are_evaluated_every_time() -> None:
+    fs = compile_document(doc(f={"var": "x"}))
+    first, again = evaluate_all(fs, {"x": "nope"})[0], evaluate_all(fs, {"x": "nope"})[0]
+    assert first.error_code is not None and first is not again  # built per request, as before
+    assert not plan_of(fs).groups[0].young
+
+
+def test_the_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(plan_module, "MEMO_BOUND", 8)
+    fs = compile_document(doc(f={"if": [{"==": [{"var": "x"}, "a"]}, "a", "b"]}))
+    group = plan_of(fs).groups[0]
+    for i in range(100):
+        assert variants(fs, {"x": "a" if i % 3 == 0 else f"x{i}"}) == ["a" if i % 3 == 0 else "b"]
+        assert len(group.young) <= 8 and len(group.old) <= 8
+    assert "a" in group.young  # in use all along: promoted, never aged out
+
+
+def outcome(r: EvaluationResult) -> tuple[Any, ...]:
+    return (r.key, r.variant, repr(r.value), r.reason, r.error_code, r.error_details,
+            dict(r.metadata))
+
+
+def test_bulk_equals_one_by_one_on_generated_documents() -> None:
+    """The conformance generator's documents and contexts (every operator, nested paths,
+    $refs, fractional): evaluate_all, memo cold and warm and in shuffled order, gives what
+    evaluating each flag on its own gives."""
+    rnd = random.Random(27)
+    checked = 0
+    for generated in generate(seed=2727, n_docs=300).docs:
+        fs = compile_document(generated.doc, tolerant=True)
+        contexts = [c.context for c in generated.cases] * 2
+        rnd.shuffle(contexts)
+        for context in contexts:
+            expected = [outcome(evaluate(fs, key, context)) for key in fs.flags]
+            assert [outcome(r) for r in evaluate_all(fs, context)] == expected, (
+                generated.doc, context)
+            checked += 1
+    assert checked > 2000
