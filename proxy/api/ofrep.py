@@ -25,7 +25,7 @@ from proxy.api.context import BadContext, check_context, parse_request, read_bod
 from proxy.api.metrics import HotMetrics
 from proxy.api.tokens import StreamTokens
 from proxy.config import Settings
-from proxy.evaluation.engine import evaluate, evaluate_all
+from proxy.evaluation.engine import evaluate, evaluate_dynamic
 from proxy.model import Change, ErrorCode, FlagSet, id_version
 from proxy.store import Store
 
@@ -257,7 +257,10 @@ class OfrepApi:
         return entry
 
     def _evaluate_all(self, env: str, flag_set: FlagSet, context: dict[str, Any]) -> CachedResult:
-        return self.bodies.body(env, flag_set, evaluate_all(flag_set, context))
+        plan, results = evaluate_dynamic(flag_set, context)
+        if plan is None:  # an INVALID_CONTEXT error for every flag
+            return self.bodies.generic(env, flag_set, results)
+        return self.bodies.entry(env, flag_set, plan, results)
 
     def _event_streams(self, scope: Scope, principal: Principal) -> tuple[bytes, int | None]:
         """The eventStreams entry: the events stream URL with a token for it. Every kind of

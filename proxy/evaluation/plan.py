@@ -40,6 +40,12 @@ __all__ = ["Plan", "plan_of", "typed", "unprecomputed"]
 # Keys per memo generation: a group keeps between one and two generations of keys. With
 # 350 flags (bench/ofrep_http.py) the groups number ~20 and a key with its results ~300 B.
 MEMO_BOUND = 2048
+# A memo that rarely hits costs more than it saves (a key, two lookups and an insert per
+# request: traffic of never-seen targetingKeys against a group that reads it). Every WINDOW
+# misses a group compares: with fewer than one hit per (its flags + 1) misses it evaluates
+# without the memo, dropped, for the next SKIP evaluations, then tries again.
+WINDOW = 256
+SKIP = 16_384
 
 
 class _Unhashable:
@@ -150,21 +156,30 @@ class Group:
     """Targeted flags that read the same attributes, and their memo: the typed values of those
     attributes -> the flags' results (a tuple, in the group's order)."""
 
-    __slots__ = ("attrs", "flags", "key_of", "old", "young")
+    __slots__ = ("attrs", "flags", "hits", "key_of", "misses", "old", "skip", "young")
 
     def __init__(self, attrs: tuple[str, ...] | None, flags: list[Flag]):
         self.attrs = attrs  # sorted; None: unknown reads, no memo
         self.flags = tuple(flags)
         # typed values by attribute -> this group's key (a bare value for one attribute)
-        self.key_of: Callable[[dict[str, Any]], Any] | None = (
-            None if attrs is None else itemgetter(*attrs) if attrs else (lambda _tv: ()))
+        self.key_of: Callable[[dict[str, Any]], Any] = (
+            itemgetter(*attrs) if attrs else (lambda _tv: ()))
         self.young: dict[Any, tuple[EvaluationResult, ...]] = {}
         self.old: dict[Any, tuple[EvaluationResult, ...]] = {}
+        self.hits = self.misses = 0
+        self.skip = -1 if attrs is None else 0  # evaluations left without the memo; -1: always
 
     def remember(self, key: Any, results: tuple[EvaluationResult, ...]) -> None:
         if len(self.young) >= MEMO_BOUND:
             self.old, self.young = self.young, {}
         self.young[key] = results
+
+    def review(self) -> None:
+        """After WINDOW misses: is the memo worth its cost?"""
+        if self.hits * (len(self.flags) + 1) < self.misses:
+            self.skip = SKIP
+            self.young, self.old = {}, {}
+        self.hits = self.misses = 0
 
 
 class Plan:
@@ -172,8 +187,8 @@ class Plan:
     the dynamic flags in plan order (group by group); ``in_document_order`` merges them with
     the static ones."""
 
-    __slots__ = ("_order", "attrs", "dynamic_keys", "groups", "positions", "static",
-                 "static_keys")
+    __slots__ = ("_order", "attrs", "dynamic_keys", "groups", "pick_dynamic", "positions",
+                 "static", "static_keys", "static_positions")
 
     def __init__(self, flag_set: FlagSet):
         static: list[tuple[int, EvaluationResult]] = []
@@ -195,7 +210,10 @@ class Plan:
         self.groups = tuple(groups)
         self.static = tuple(r for _p, r in static)  # in document order
         self.static_keys = tuple(r.key for r in self.static)
+        self.static_positions = tuple(p for p, _r in static)
         self.positions = tuple(positions)  # document positions of the dynamic results
+        # document-order results -> the dynamic ones, plan order
+        self.pick_dynamic = picker(self.positions)
         self.dynamic_keys = tuple(f.key for g in groups for f in g.flags)
         # every attribute a memoised group reads, typed once per request
         self.attrs = tuple(sorted({a for g in groups if g.attrs for a in g.attrs}))
@@ -214,11 +232,12 @@ class Plan:
         scratch = _Scratch()
         out: list[EvaluationResult] = []
         for group in self.groups:
-            key_of = group.key_of
-            if key_of is None:
+            if group.skip:  # no memo: unknown reads, or one that did not pay
+                if group.skip > 0:
+                    group.skip -= 1
                 run_flags(group.flags, context, scratch, out)
                 continue
-            key = key_of(tv)
+            key = group.key_of(tv)
             try:
                 hit = group.young.get(key)
             except TypeError:  # an object or array among its attributes: no memo
@@ -229,11 +248,15 @@ class Plan:
                 if hit is not None:
                     group.remember(key, hit)  # still in use
             if hit is not None:
+                group.hits += 1
                 out += hit
                 continue
             n = len(out)
             if run_flags(group.flags, context, scratch, out):
                 group.remember(key, tuple(out[n:]))
+            group.misses += 1
+            if group.misses >= WINDOW:
+                group.review()
         return out
 
     def in_document_order(self, dynamic: Sequence[EvaluationResult]) -> list[EvaluationResult]:

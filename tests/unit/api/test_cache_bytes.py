@@ -16,12 +16,13 @@ from typing import Any
 import orjson
 import pytest
 
-from proxy.api.bulk_body import BulkBodies, vector_bytes
+from proxy.api.bulk_body import BulkBodies, ofrep_item, vector_bytes
 from proxy.api.cache import MAX_ITEM_SHARE, CachedResult, ResultCache, key_bytes
 from proxy.api.metrics import PENDING_FOLD_BYTES, FlagedgeCollector, HotMetrics
 from proxy.config import Settings, SettingsError, load_settings
 from proxy.evaluation.documents import compile_document
 from proxy.evaluation.engine import evaluate_all
+from proxy.evaluation.plan import plan_of
 from proxy.model import FlagSet
 from proxy.store import Store
 from tests.unit.ofrep_app import ENV, App
@@ -183,8 +184,10 @@ def bulk(bodies: BulkBodies, fs: FlagSet, user: int, env: str = "e") -> CachedRe
     return bodies.body(env, fs, evaluate_all(fs, {"targetingKey": f"user-{user}"}))
 
 
-def vector(fs: FlagSet, user: int) -> tuple[int, ...]:
-    return tuple(map(id, evaluate_all(fs, {"targetingKey": f"user-{user}"})))
+def vector(fs: FlagSet, user: int) -> tuple[bytes, ...]:
+    """A user's key in the body memo: the dynamic flags' items as JSON, plan order."""
+    return tuple(orjson.dumps(ofrep_item(r, fs.flags[r.key]), option=orjson.OPT_SORT_KEYS)
+                 for r in plan_of(fs).evaluate({"targetingKey": f"user-{user}"}))
 
 
 def test_bodies_stay_under_their_byte_budget_and_keep_lru_order(split_set: FlagSet) -> None:
@@ -197,7 +200,7 @@ def test_bodies_stay_under_their_byte_budget_and_keep_lru_order(split_set: FlagS
         assert bulk(bodies, split_set, 0) is first  # a hit: still memoised, moved to the end
     memo = bodies._sets["e"]
     assert 30 <= len(memo.vectors) <= 50
-    assert bodies.bytes == sum(vector_bytes(e, len(v)) for v, (e, _r) in memo.vectors.items())
+    assert bodies.bytes == sum(vector_bytes(e, len(v)) for v, e in memo.vectors.items())
     n = len(memo.vectors)
     # LRU order: the newest n - 1 users and user 0 (used last), oldest first.
     assert list(memo.vectors) == [vector(split_set, u) for u in range(300 - (n - 1), 300)] + [

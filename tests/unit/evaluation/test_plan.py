@@ -142,3 +142,24 @@ def test_bulk_equals_one_by_one_on_generated_documents() -> None:
                 generated.doc, context)
             checked += 1
     assert checked > 2000
+
+
+def test_a_memo_that_does_not_pay_is_dropped_for_a_while(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never-seen targetingKeys against a group that reads it: every lookup misses, so the
+    group evaluates without its memo for SKIP evaluations, then tries it again; a group
+    whose keys repeat keeps its memo."""
+    monkeypatch.setattr(plan_module, "WINDOW", 16)
+    monkeypatch.setattr(plan_module, "SKIP", 32)
+    fs = compile_document(doc(f={"if": [{"==": [{"var": "targetingKey"}, "u3"]}, "a", "b"]},
+                              g={"if": [{"==": [{"var": "plan"}, "pro"]}, "a", "b"]}))
+    by_key, by_plan = plan_of(fs).groups
+    for i in range(16):
+        assert variants(fs, {"targetingKey": f"u{i}", "plan": "pro"}) == [
+            "a" if i == 3 else "b", "a"]
+    assert by_key.skip == 32 and not by_key.young  # off, its keys dropped
+    assert by_plan.skip == 0 and list(by_plan.young) == ["pro"]
+    for i in range(32):
+        assert variants(fs, {"targetingKey": "u3", "plan": "free"}) == ["a", "b"]
+    assert by_key.skip == 0 and not by_key.young  # back on at the next evaluation
+    assert variants(fs, {"targetingKey": "u3"}) == ["a", "b"]
+    assert list(by_key.young) == ["u3"]
