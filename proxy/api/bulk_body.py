@@ -33,21 +33,23 @@ from typing import Any
 
 import orjson
 
-from proxy.api.cache import MAX_ITEM_SHARE, CachedResult
+from proxy.api.cache import MAX_ITEM_SHARE, POINTER, CachedResult, Layout
 from proxy.api.metrics import HotMetrics
 from proxy.config import Settings
 from proxy.evaluation.plan import Plan, picker, plan_of
 from proxy.model import EvaluationResult, Flag, FlagSet, VariantType
 
 _SORT = orjson.OPT_SORT_KEYS
-# Bytes a memoised vector holds beyond its body, measured with tracemalloc (CPython 3.11,
-# 64-bit, 3,000 unique contexts over bench/memory.py's 350 flags; tests/unit/api/
-# test_cache_bytes.py checks the totals against the heap): ~56 B per flag (the vector's slot
-# and its id, an int object of 32 bytes; the slot in the kept ``results`` list; the exposure
-# slot) and ~480 B per vector (the tuples' and list's headers, the OrderedDict's slot, the
-# CachedResult); rounded up.
-VECTOR_PER_FLAG = 64
-VECTOR_OVERHEAD = 512
+# Bytes a memoised vector holds beyond its entry (which holds the key, its fragments): the
+# OrderedDict's slot and links. Measured with tracemalloc (CPython 3.11, 64-bit;
+# tests/unit/api/test_cache_bytes.py checks the totals against the heap); rounded up.
+VECTOR_OVERHEAD = 64
+BYTES_OVERHEAD = 33  # a bytes object's header: an error's fragment, built per request
+TUPLE_OVERHEAD = 56  # a tuple's header (with the garbage collector's)
+# Bodies up to this size are kept whole in their entries: a hit is then one join of two parts
+# (spliced, ~1 us more at 20 flags), and 10,000 of them take ~40 MB. Larger ones are spliced:
+# 350 flags' ~38 KB bodies would let the default cache_bytes keep ~1,800 users, not 10,000.
+WHOLE_BODY_MAX = 4096
 MIN_ITEMS_BOUND = 1024  # young generation of serialised results: at least this, or 4 per flag
 
 
@@ -106,29 +108,10 @@ class _Items:
         self.young[id(item[0])] = item
 
 
-class Layout:
-    """The fixed parts of one flag set's bulk bodies in one environment, in output order
-    (key-sorted): the static flags' items, already joined with their commas and the body's
-    head and metadata, between the slots of the dynamic flags. A body is
-    ``b"".join(order(segments + dynamic fragments (plan order) + (tail,)))``."""
-
-    __slots__ = ("digest", "order", "segments", "slots")
-
-    def __init__(self, segments: tuple[bytes, ...], order: Any, slots: tuple[int, ...],
-                 digest: int):
-        self.segments = segments
-        self.order = order
-        self.slots = slots  # the static flags' exposure slots
-        self.digest = digest  # the static items' and the metadata's share of the digest
-
-    def join(self, fragments: tuple[bytes, ...], tail: bytes) -> bytes:
-        return b"".join(self.order(self.segments + fragments + (tail,)))
-
-
 class _SetMemo:
     """Per flag set: its layout and bodies by outcome (the dynamic flags' fragments)."""
 
-    __slots__ = ("bound", "bytes", "flag_set", "layout", "vectors")
+    __slots__ = ("bound", "bytes", "flag_set", "layout", "vectors", "whole")
 
     def __init__(self, flag_set: FlagSet):
         self.flag_set = flag_set
@@ -137,11 +120,15 @@ class _SetMemo:
         # The memo's keys hold the fragments, so equal keys are equal bodies.
         self.vectors: OrderedDict[tuple[bytes, ...], CachedResult] = OrderedDict()
         self.bytes = 0  # accounted bytes of ``vectors``
+        self.whole: bool | None = None  # entries hold whole bodies (small ones), else spliced
 
 
-def vector_bytes(entry: CachedResult, n: int) -> int:
-    """Approximate heap bytes of one memoised vector of ``n`` results and its body."""
-    return len(entry.body_prefix) + VECTOR_PER_FLAG * n + VECTOR_OVERHEAD
+def vector_bytes(entry: CachedResult, key: tuple[bytes, ...]) -> int:
+    """Approximate heap bytes of one memoised vector: its entry, the memo's slot and the key
+    (unless the entry holds it: spliced, its fragments)."""
+    if entry.fragments is key:
+        return entry.nbytes + VECTOR_OVERHEAD
+    return entry.nbytes + VECTOR_OVERHEAD + POINTER * len(key) + TUPLE_OVERHEAD
 
 
 class BulkBodies:
@@ -175,7 +162,7 @@ class BulkBodies:
             self.bytes -= memo.bytes
 
     def _remember(self, memo: _SetMemo, vector: tuple[bytes, ...], entry: CachedResult) -> None:
-        size = vector_bytes(entry, len(vector))
+        size = vector_bytes(entry, vector)
         if size > self.max_bytes // MAX_ITEM_SHARE:
             return
         memo.vectors[vector] = entry
@@ -191,7 +178,7 @@ class BulkBodies:
         if memo.bytes * len(self._sets) < self.bytes:
             memo = max(self._sets.values(), key=lambda m: m.bytes)
         vector, entry = memo.vectors.popitem(last=False)
-        size = vector_bytes(entry, len(vector))
+        size = vector_bytes(entry, vector)
         memo.bytes -= size
         self.bytes -= size
 
@@ -270,9 +257,16 @@ class BulkBodies:
             if known is not None:
                 memo.vectors.move_to_end(fragments)
                 return known
-        entry = CachedResult(body_prefix=layout.join(fragments, b""),
-                             digest=body_digest(layout.digest + sum(map(_DIGEST, found))),
-                             exposures=layout.slots + tuple(map(_SLOT, found)))
+        digest = body_digest(layout.digest + sum(map(_DIGEST, found)))
+        slots = tuple(map(_SLOT, found))
+        if memo.whole is None:  # the first body tells how large this flag set's are
+            memo.whole = len(layout.join(fragments, b"")) <= WHOLE_BODY_MAX
+        if memo.whole:
+            entry = CachedResult(layout.join(fragments, b""), digest, layout.slots + slots)
+        else:
+            own = sum(len(f) + BYTES_OVERHEAD for f, r in zip(fragments, dynamic, strict=True)
+                      if r.error_code is not None) if per_request else 0
+            entry = CachedResult.spliced(layout, fragments, digest, slots, own)
         if not per_request:
             self._remember(memo, fragments, entry)
         return entry

@@ -29,21 +29,59 @@ from typing import Any
 KEY_OVERHEAD = 256
 ENTRY_OVERHEAD = 384
 POINTER = 8
+# A spliced entry (350 flags: ~3 KB): the object, its 16-byte digest, the headers of its
+# fragments and exposures tuples, and the ETag it keeps once served (measured as above).
+SPLICED_OVERHEAD = 320
 # An item larger than this share of the budget is not cached: one entry must not evict
 # dozens of others (and such contexts rarely repeat).
 MAX_ITEM_SHARE = 16
 
 
+class Layout:
+    """The parts a flag set's bulk bodies share in one environment (built by
+    ``proxy.api.bulk_body``): ``segments``, the static flags' items already joined with the
+    body's head, commas and metadata, and ``order``, which places them around an entry's
+    fragments and the response's tail. Its static flags' exposures are counted once per
+    metrics fold for every response served from its entries (``pending``)."""
+
+    __slots__ = ("digest", "order", "pending", "segments", "slots")
+
+    def __init__(self, segments: tuple[bytes, ...], order: Any, slots: tuple[int, ...],
+                 digest: int):
+        self.segments = segments
+        self.order = order  # segments + fragments + (tail,) -> the body's parts in order
+        self.slots = slots  # the static flags' exposure slots
+        self.digest = digest  # the static items' and the metadata's share of the digest
+        self.pending = 0
+
+    def join(self, fragments: tuple[bytes, ...], tail: bytes) -> bytes:
+        return b"".join(self.order(self.segments + fragments + (tail,)))
+
+
+def _whole(parts: tuple[bytes, ...]) -> tuple[bytes, ...]:
+    return parts
+
+
+# The layout of an entry holding its whole body (as its one fragment): nothing shared.
+WHOLE = Layout((), _whole, (), 0)
+
+
 class CachedResult:
-    """One bulk result. ``pending`` counts responses served from it whose exposures are not
-    yet added to the metrics (folded in at scrape time: one integer add per request).
-    ``refs`` counts the ResultCache slots (canonical or alias) holding it, so its body is
+    """One bulk result: its fragments (the dynamic flags' items as JSON, shared with every
+    other entry that has them) within a Layout, so an entry of 350 flags holds ~3 KB of
+    pointers, not a ~38 KB body. ``pending`` counts responses served from it whose exposures
+    are not yet added to the metrics (folded in at scrape time: one integer add per request).
+    ``refs`` counts the ResultCache slots (canonical or alias) holding it, so it is
     accounted once however many aliases point at it."""
 
-    __slots__ = ("_etag", "body_prefix", "digest", "exposures", "nbytes", "pending", "refs")
+    __slots__ = ("_etag", "digest", "exposures", "fragments", "layout", "nbytes", "pending",
+                 "refs")
 
     def __init__(self, body_prefix: bytes, digest: bytes, exposures: tuple[int, ...]):
-        self.body_prefix = body_prefix  # b'{"flags":[...],"metadata":{...}' — no closing brace
+        """An entry holding its whole body: b'{"flags":[...],"metadata":{...}' (no closing
+        brace); ``exposures``: every flag's slot."""
+        self.fragments = (body_prefix,)
+        self.layout = WHOLE
         self.digest = digest  # hash of the canonical flag results
         self.exposures = exposures  # HotMetrics.exposure_slots of its (flag, variant, reason)s
         self.pending = 0
@@ -51,6 +89,33 @@ class CachedResult:
         # Approximate heap bytes of this result (body, exposures, the object itself).
         self.nbytes = len(body_prefix) + POINTER * len(exposures) + ENTRY_OVERHEAD
         self._etag: tuple[int | None, bytes] | None = None
+
+    @classmethod
+    def spliced(cls, layout: Layout, fragments: tuple[bytes, ...], digest: bytes,
+                exposures: tuple[int, ...], own_bytes: int = 0) -> CachedResult:
+        """An entry of ``layout``'s flag set: ``fragments`` and ``exposures`` are the dynamic
+        flags' (the static ones' are the layout's); ``own_bytes``: fragments no other entry
+        shares (errors, built per request)."""
+        entry = cls.__new__(cls)
+        entry.fragments = fragments
+        entry.layout = layout
+        entry.digest = digest
+        entry.exposures = exposures
+        entry.pending = 0
+        entry.refs = 0
+        entry.nbytes = (POINTER * (len(fragments) + len(exposures)) + SPLICED_OVERHEAD
+                        + own_bytes)
+        entry._etag = None
+        return entry
+
+    def body(self, tail: bytes) -> bytes:
+        """The response body: the entry's, then ``tail`` (``,"eventStreams":[...]}``)."""
+        return self.layout.join(self.fragments, tail)
+
+    @property
+    def body_prefix(self) -> bytes:
+        """The body without ``eventStreams`` and the closing brace."""
+        return self.body(b"")
 
     def etag(self, window: int | None) -> bytes:
         """The ETag of a response served from this result: its digest, and the stream token

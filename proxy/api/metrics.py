@@ -134,26 +134,36 @@ class HotMetrics:
         """Count the exposures of one bulk response served from ``entry`` (a CachedResult):
         an integer add now, added to its slots when metrics are read."""
         if entry.pending == 0:
-            # Each pending entry keeps its response body (~7 KB for 50 flags, ~50 KB for 350)
-            # alive after the result cache dropped it: fold often enough that this stays a few
+            # Each pending entry keeps its memory (a whole body, or ~3 KB of pointers for
+            # 350 flags spliced) alive after the result cache dropped it: fold often enough that this stays a few
             # MB, not 100+. A fold is an integer add per flag per entry (~1 ms for 1,000
             # entries of 20). Fold *before* adding this one: folded, it would be counted but
             # never listed.
             if len(self._pending) >= PENDING_FOLD or self._pending_bytes >= PENDING_FOLD_BYTES:
                 self.fold()
             self._pending.append(entry)
-            self._pending_bytes += len(entry.body_prefix)
+            self._pending_bytes += entry.nbytes
         entry.pending += 1
 
     def fold(self) -> None:
         pending, self._pending = self._pending, []
         self._pending_bytes = 0
         counts = self._slot_counts
+        layouts = []  # the static flags of a flag set: counted once per fold, not per entry
         for entry in pending:
             n, entry.pending = entry.pending, 0
             if n:
                 for slot in entry.exposures:
                     counts[slot] += n
+                layout = entry.layout
+                if layout.slots:
+                    if not layout.pending:
+                        layouts.append(layout)
+                    layout.pending += n
+        for layout in layouts:
+            n, layout.pending = layout.pending, 0
+            for slot in layout.slots:
+                counts[slot] += n
 
     def on_change(self, change: Change, flag_set: Any) -> None:
         if change.written_at:

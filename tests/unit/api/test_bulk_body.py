@@ -128,3 +128,28 @@ def test_a_removed_environment_is_forgotten() -> None:
     assert ENV in api.bodies._items
     rt.store.remove(ENV)
     assert ENV not in api.bodies._items and ENV not in api.bodies._sets
+
+
+@pytest.mark.parametrize("whole_max", [bulk_body.WHOLE_BODY_MAX, 0])
+def test_exposures_count_every_flag_of_every_response_served(
+        whole_max: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spliced entries (larger bodies) hold only the dynamic flags' exposure slots; the static
+    flags' are their layout's, counted once per fold for all the responses served from its
+    entries. Small bodies are kept whole, with every flag's slot."""
+    monkeypatch.setattr(bulk_body, "WHOLE_BODY_MAX", whole_max)
+    doc = {"flags": {**DOC["flags"], "s1": {"state": "ENABLED", "variants": {"on": True, "off": False},
+                                             "defaultVariant": "on"}}}
+    hot = HotMetrics()
+    bodies = BulkBodies(hot)
+    fs = compile_document(doc, version=1, epoch="x")
+    served = [bodies.body("e", fs, evaluate_all(fs, ctx)) for ctx in (PRO, FREE, PRO, PRO)]
+    assert served[0] is served[2] and served[0].layout is served[1].layout
+    assert (served[0].layout.slots == ()) == (whole_max > 0)
+    for entry in (*served, served[1]):
+        hot.count_entry(entry)
+    counts = hot.exposures
+    assert counts[("e", "s1", "on", "STATIC")] == 5
+    assert counts[("e", "f0", "on", "TARGETING_MATCH")] == 3
+    assert counts[("e", "f0", "on", "DEFAULT")] == 2
+    hot.count_entry(served[1])
+    assert hot.exposures[("e", "s1", "on", "STATIC")] == 6  # folded again: nothing lost

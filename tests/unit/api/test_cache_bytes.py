@@ -166,12 +166,16 @@ def test_result_cache_accounting_matches_the_heap() -> None:
 
 
 # -- bulk bodies ---------------------------------------------------------------------------------
-def split_doc(n_flags: int, value_chars: int) -> dict[str, Any]:
-    """Fractional flags with long string values: nearly every user gets a body of its own."""
+def split_doc(n_flags: int, value_chars: int, n_static: int = 0) -> dict[str, Any]:
+    """Fractional flags with long string values: nearly every user gets a body of its own;
+    ``n_static`` static flags besides (as in large environments: about half)."""
     flags = {f"f{i:03d}": {"state": "ENABLED", "defaultVariant": "a",
                            "variants": {v: f"{v}{i}-" + "x" * value_chars for v in "abc"},
                            "targeting": {"fractional": [["a", 1], ["b", 1], ["c", 1]]}}
              for i in range(n_flags)}
+    flags.update({f"s{i:03d}": {"state": "ENABLED", "defaultVariant": "on",
+                                "variants": {"on": True, "off": False}}
+                  for i in range(n_static)})
     return {"flags": flags, "metadata": {"flagSetId": "mem"}}
 
 
@@ -190,8 +194,26 @@ def vector(fs: FlagSet, user: int) -> tuple[bytes, ...]:
                  for r in plan_of(fs).evaluate({"targetingKey": f"user-{user}"}))
 
 
+def one_vector(fs: FlagSet) -> int:
+    """The accounted bytes of one memoised vector of ``fs``."""
+    entry = bulk(BulkBodies(HotMetrics()), fs, 0)
+    return vector_bytes(entry, entry.fragments)
+
+
+def test_entries_hold_pointers_to_shared_fragments_not_bodies(split_set: FlagSet) -> None:
+    bodies = BulkBodies(HotMetrics())
+    one, two = bulk(bodies, split_set, 1), bulk(bodies, split_set, 2)
+    assert len(one.body_prefix) > 40 * KB and one.nbytes < 2 * KB  # 40 flags: 80 pointers
+    shared = {id(f) for f in one.fragments} & {id(f) for f in two.fragments}
+    assert len(shared) >= 5  # ~a third of the flags give both users the same item
+    assert one.body(b"}") == one.body_prefix + b"}"
+    assert orjson.loads(one.body(b"}"))["flags"] == sorted(
+        (r.to_ofrep() for r in evaluate_all(split_set, {"targetingKey": "user-1"})),
+        key=lambda item: item["key"])
+
+
 def test_bodies_stay_under_their_byte_budget_and_keep_lru_order(split_set: FlagSet) -> None:
-    budget = 2 * 1024 * KB  # ~45 bodies of ~45 KB
+    budget = 45 * one_vector(split_set)
     bodies = BulkBodies(HotMetrics(), max_bytes=budget)
     first = bulk(bodies, split_set, 0)
     for user in range(1, 300):
@@ -199,8 +221,8 @@ def test_bodies_stay_under_their_byte_budget_and_keep_lru_order(split_set: FlagS
         assert bodies.bytes <= budget
         assert bulk(bodies, split_set, 0) is first  # a hit: still memoised, moved to the end
     memo = bodies._sets["e"]
-    assert 30 <= len(memo.vectors) <= 50
-    assert bodies.bytes == sum(vector_bytes(e, len(v)) for v, e in memo.vectors.items())
+    assert 40 <= len(memo.vectors) <= 45
+    assert bodies.bytes == sum(vector_bytes(e, v) for v, e in memo.vectors.items())
     n = len(memo.vectors)
     # LRU order: the newest n - 1 users and user 0 (used last), oldest first.
     assert list(memo.vectors) == [vector(split_set, u) for u in range(300 - (n - 1), 300)] + [
@@ -208,7 +230,8 @@ def test_bodies_stay_under_their_byte_budget_and_keep_lru_order(split_set: FlagS
 
 
 def test_bodies_share_the_budget_fairly_across_environments(split_set: FlagSet) -> None:
-    budget = 2 * 1024 * KB
+    size = one_vector(split_set)
+    budget = 45 * size
     bodies = BulkBodies(HotMetrics(), max_bytes=budget)
     for user in range(200):
         bulk(bodies, split_set, user, env="busy")
@@ -216,17 +239,17 @@ def test_bodies_share_the_budget_fairly_across_environments(split_set: FlagSet) 
         bulk(bodies, split_set, 1000 + user, env="quiet")
         assert bodies.bytes <= budget
     quiet, busy = bodies._sets["quiet"].bytes, bodies._sets["busy"].bytes
-    assert quiet >= busy - 2 * vector_bytes(bulk(bodies, split_set, 0, "quiet"), 40)
+    assert quiet >= busy - 2 * size
     bodies.drop_env("busy")
     assert bodies.bytes == bodies._sets["quiet"].bytes
     fs2 = compile_document(split_doc(40, 1000), version=2, epoch="x")
     bulk(bodies, fs2, 0, env="quiet")  # a new flag set: the old one's bodies are released
-    assert bodies.bytes == bodies._sets["quiet"].bytes == vector_bytes(
-        bulk(bodies, fs2, 0, env="quiet"), 40)
+    again = bulk(bodies, fs2, 0, env="quiet")
+    assert bodies.bytes == bodies._sets["quiet"].bytes == vector_bytes(again, again.fragments)
 
 
 def test_a_body_over_a_share_of_the_budget_is_not_memoised(split_set: FlagSet) -> None:
-    bodies = BulkBodies(HotMetrics(), max_bytes=16 * 40 * KB)  # a share: < one ~42 KB body
+    bodies = BulkBodies(HotMetrics(), max_bytes=16 * one_vector(split_set) - 16)
     assert bulk(bodies, split_set, 1) is not bulk(bodies, split_set, 1)
     assert bodies.bytes == 0
     off = BulkBodies(HotMetrics(), max_bytes=0)
@@ -238,21 +261,63 @@ def test_bodies_accounting_matches_the_heap(split_set: FlagSet) -> None:
     for user in range(50):  # every result serialised once: not the memo's bytes
         bulk(bodies, split_set, user)
     before = bodies.bytes
+    # evaluated beforehand: the plan's memos are not the bodies' bytes
+    results = [evaluate_all(split_set, {"targetingKey": f"user-{u}"}) for u in range(1000, 1400)]
 
     def fill() -> None:
-        for user in range(1000, 1400):
-            bulk(bodies, split_set, user)
+        for r in results:
+            bodies.body("e", split_set, r)
 
     real, _ = heap_growth(fill)
     accounted = bodies.bytes - before
     assert 0.98 * real <= accounted <= 1.15 * real, (real, accounted)
 
 
+@pytest.fixture(scope="module")
+def large_set() -> FlagSet:
+    """350 flags, half static, half fractional (the issue's large environment)."""
+    return compile_document(split_doc(175, 40, n_static=175), version=1, epoch="x")
+
+
+def test_ten_thousand_users_of_350_flags_fit_the_default_budgets(large_set: FlagSet) -> None:
+    """Issue 27: a whole ~30 KB body per entry let the 64 MB default keep ~1,800 of 10,000
+    users; entries of pointers to shared items keep them all (and the memo most of them)."""
+    settings = Settings()
+    cache = ResultCache(settings.cache_size, settings.cache_bytes)
+    bodies = BulkBodies(HotMetrics(), settings.bodies_bytes)
+    for user in range(10_000):
+        cache.put(ckey(user, pad=200), bulk(bodies, large_set, user))
+    assert len(bulk(bodies, large_set, 0).body_prefix) > 20 * KB
+    assert len(cache) == 10_000 and cache.bytes <= cache.max_bytes
+    assert bodies.bytes <= bodies.max_bytes and len(bodies._sets["e"].vectors) > 5_000
+    assert cache.get(ckey(0, pad=200)) is not None
+
+
+def test_result_cache_accounting_of_spliced_entries_matches_the_heap(large_set: FlagSet) -> None:
+    """Entries share their items (serialised once, held by the items memo): what an entry adds
+    is its pointers, and that is what the cache accounts."""
+    bodies = BulkBodies(HotMetrics(), max_bytes=0)  # no memo: the cache's entries only
+    for user in range(300):  # every item serialised
+        bulk(bodies, large_set, user)
+    cache = ResultCache(max_entries=100_000, max_bytes=10**10)
+    results = [evaluate_all(large_set, {"targetingKey": f"user-{u}"}) for u in range(2000)]
+
+    def fill() -> None:
+        for user, r in enumerate(results):
+            entry = bodies.body("e", large_set, r)
+            cache.put(ckey(user, pad=200), entry)
+            if user % 2:
+                cache.put_raw(rkey(user, pad=200), entry)
+
+    real, _ = heap_growth(fill)
+    assert 0.98 * real <= cache.bytes <= 1.15 * real, (real, cache.bytes)
+
+
 def test_metrics_read_the_bytes_each_cache_holds(split_set: FlagSet) -> None:
     hot = HotMetrics()
     bodies = BulkBodies(hot, max_bytes=10**9)
     bulk(bodies, split_set, 1)
-    assert hot.snapshot()["held"]["bulk_bodies"] == bodies.bytes > 40 * KB
+    assert hot.snapshot()["held"]["bulk_bodies"] == bodies.bytes > 0
 
 
 def test_pending_exposures_keep_at_most_a_few_mb_of_bodies_alive() -> None:

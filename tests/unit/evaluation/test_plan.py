@@ -158,7 +158,7 @@ def test_a_memo_that_does_not_pay_is_dropped_for_a_while(monkeypatch: pytest.Mon
             "a" if i == 3 else "b", "a"]
     assert by_key.skip == 32 and not by_key.young  # off, its keys dropped
     assert by_plan.skip == 0 and list(by_plan.young) == ["pro"]
-    for i in range(32):
+    for _ in range(32):
         assert variants(fs, {"targetingKey": "u3", "plan": "free"}) == ["a", "b"]
     assert by_key.skip == 0 and not by_key.young  # back on at the next evaluation
     assert variants(fs, {"targetingKey": "u3"}) == ["a", "b"]
