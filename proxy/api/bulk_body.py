@@ -109,13 +109,21 @@ class _Items:
 
 
 class _SetMemo:
-    """Per flag set: its layout and bodies by outcome (the dynamic flags' fragments)."""
+    """Per flag set: its layout, what it was built from (to patch it for the next version:
+    ``BulkBodies._derived_layout``) and bodies by outcome (the dynamic flags' fragments)."""
 
-    __slots__ = ("bound", "bytes", "flag_set", "layout", "vectors", "whole")
+    __slots__ = ("base", "bound", "bytes", "flag_set", "layout", "metadata", "plan_token",
+                 "runs", "static_at", "static_items", "vectors", "whole")
 
-    def __init__(self, flag_set: FlagSet):
+    def __init__(self, flag_set: FlagSet, base: _SetMemo | None = None):
         self.flag_set = flag_set
+        self.base = base  # the previous flag set's memo, until this one's layout is built
         self.layout: Layout | None = None
+        self.plan_token: object = None  # the plan the layout was built for
+        self.runs: list[list[bytes]] = []  # each segment's parts
+        self.static_at: dict[str, tuple[int, int]] = {}  # static key -> (segment, part)
+        self.static_items: list[_Item] = []  # in plan.static order
+        self.metadata = b""
         self.bound = max(MIN_ITEMS_BOUND, 4 * len(flag_set.flags))
         # The memo's keys hold the fragments, so equal keys are equal bodies.
         self.vectors: OrderedDict[tuple[bytes, ...], CachedResult] = OrderedDict()
@@ -186,7 +194,10 @@ class BulkBodies:
         memo = self._sets.get(env)
         if memo is None or memo.flag_set is not flag_set:
             self._forget_bodies(env)  # an older flag set's: never asked for again
-            memo = self._sets[env] = _SetMemo(flag_set)
+            base = None
+            if memo is not None and memo.layout is not None:
+                base, memo.vectors, memo.bytes = memo, OrderedDict(), 0  # its layout only
+            memo = self._sets[env] = _SetMemo(flag_set, base)
         return memo
 
     def _env_items(self, env: str) -> _Items:
@@ -209,32 +220,75 @@ class BulkBodies:
         return hit
 
     def _layout(self, env: str, flag_set: FlagSet, memo: _SetMemo, plan: Plan) -> Layout:
+        base, memo.base = memo.base, None
+        derived = self._derived_layout(env, flag_set, memo, plan, base)
+        if derived is not None:
+            return derived
         items = self._env_items(env)
-        static = {r.key: self._item(env, flag_set, items, memo.bound, r) for r in plan.static}
+        memo.static_items = [self._item(env, flag_set, items, memo.bound, r) for r in plan.static]
+        static = dict(zip(plan.static_keys, memo.static_items, strict=True))
         dynamic = {key: i for i, key in enumerate(plan.dynamic_keys)}
-        metadata = orjson.dumps(dict(flag_set.metadata), option=_SORT)
-        segments: list[bytes] = []
+        memo.metadata = orjson.dumps(dict(flag_set.metadata), option=_SORT)
+        runs: list[list[bytes]] = []
         order: list[int] = []
         run = [b'{"flags":[']
         for n, key in enumerate(sorted(flag_set.flags)):
             if n:
                 run.append(b",")
             if key in dynamic:
-                order.append(len(segments))
-                segments.append(b"".join(run))
+                order.append(len(runs))
+                runs.append(run)
                 order.append(-1 - dynamic[key])  # placed once the segments are counted
                 run = []
             else:
+                memo.static_at[key] = (len(runs), len(run))
                 run.append(static[key][1])
-        run.append(b'],"metadata":' + metadata)
-        order.append(len(segments))
-        segments.append(b"".join(run))
-        order.append(len(segments) + len(dynamic))  # the tail
-        head = len(segments)
-        digest = sum(map(_DIGEST, static.values())) + int.from_bytes(
-            hashlib.blake2b(metadata, digest_size=16, person=b"metadata").digest())
-        return Layout(tuple(segments), picker([i if i >= 0 else head - 1 - i for i in order]),
-                      tuple(map(_SLOT, static.values())), digest)
+        run.append(b'],"metadata":' + memo.metadata)
+        order.append(len(runs))
+        runs.append(run)
+        order.append(len(runs) + len(dynamic))  # the tail
+        head = len(runs)
+        memo.runs = runs
+        memo.plan_token = plan.token
+        return self._layout_of(memo, picker([i if i >= 0 else head - 1 - i for i in order]),
+                               tuple(b"".join(r) for r in runs))
+
+    def _layout_of(self, memo: _SetMemo, order: Any, segments: tuple[bytes, ...]) -> Layout:
+        digest = sum(map(_DIGEST, memo.static_items)) + int.from_bytes(
+            hashlib.blake2b(memo.metadata, digest_size=16, person=b"metadata").digest())
+        return Layout(segments, order, tuple(map(_SLOT, memo.static_items)), digest)
+
+    def _derived_layout(self, env: str, flag_set: FlagSet, memo: _SetMemo, plan: Plan,
+                        base: _SetMemo | None) -> Layout | None:
+        """The layout of the previous flag set's memo patched, when ``plan`` derives from the
+        plan it was built for (the same flags in the same order: only the static items that
+        changed are serialised and their segments joined again), else None."""
+        if base is None or base.layout is None or base.flag_set.metadata != flag_set.metadata:
+            return None
+        changed = next((keys for token, keys in plan.lineage if token is base.plan_token), None)
+        if changed is None:
+            return None
+        memo.metadata, memo.static_at, memo.plan_token = base.metadata, base.static_at, plan.token
+        if not changed:  # only targeted flags changed: the same static parts
+            memo.runs, memo.static_items = base.runs, base.static_items
+            return base.layout
+        items = self._env_items(env)
+        runs, static_items = list(base.runs), list(base.static_items)
+        where = plan.where()
+        touched = set()
+        for key in changed:
+            segment, part = memo.static_at[key]
+            if segment not in touched:
+                runs[segment] = list(runs[segment])
+                touched.add(segment)
+            item = self._item(env, flag_set, items, memo.bound, plan.static[where[key][1]])
+            runs[segment][part] = item[1]
+            static_items[where[key][1]] = item
+        memo.runs, memo.static_items = runs, static_items
+        segments = list(base.layout.segments)
+        for segment in touched:
+            segments[segment] = b"".join(runs[segment])
+        return self._layout_of(memo, base.layout.order, tuple(segments))
 
     def entry(self, env: str, flag_set: FlagSet, plan: Plan,
               dynamic: Sequence[EvaluationResult]) -> CachedResult:
@@ -246,10 +300,10 @@ class BulkBodies:
             layout = memo.layout = self._layout(env, flag_set, memo, plan)
         items = self._env_items(env)
         per_request = False  # an error result: built per request, so neither memo keeps it
-        try:  # every result seen before: one pass in C
-            found = tuple(map(items.young.__getitem__, map(id, dynamic)))
-        except KeyError:
-            found = tuple(self._item(env, flag_set, items, memo.bound, r) for r in dynamic)
+        found = tuple(map(items.young.get, map(id, dynamic)))  # one pass in C
+        if None in found:  # results not seen lately (a new version's), or errors
+            found = tuple(f if f is not None else self._item(env, flag_set, items, memo.bound, r)
+                          for f, r in zip(found, dynamic, strict=True))
             per_request = any(r.error_code is not None for r in dynamic)
         fragments = tuple(map(_FRAG, found))
         if not per_request:

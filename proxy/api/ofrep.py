@@ -26,6 +26,7 @@ from proxy.api.metrics import HotMetrics
 from proxy.api.tokens import StreamTokens
 from proxy.config import Settings
 from proxy.evaluation.engine import evaluate, evaluate_dynamic
+from proxy.evaluation.plan import derive_plan
 from proxy.model import Change, ErrorCode, FlagSet, id_version
 from proxy.store import Store
 
@@ -89,12 +90,21 @@ class OfrepApi:
         self.source_ready = source_ready
         self.bodies = BulkBodies(metrics, settings.bodies_bytes)
         self._streams_memo: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
+        self._flag_sets: dict[str, FlagSet] = {}  # the last published per environment
         store.subscribe(self._on_change)
 
-    def _on_change(self, change: Change, _flag_set: FlagSet) -> None:
+    def _on_change(self, change: Change, flag_set: FlagSet) -> None:
         self.cache.drop_env(change.env)  # its entries can never hit again
         if self.store.get(change.env) is None:  # the environment was removed
             self.bodies.drop_env(change.env)
+            self._flag_sets.pop(change.env, None)
+            return
+        previous = self._flag_sets.get(change.env)
+        self._flag_sets[change.env] = flag_set
+        if previous is not None:
+            # At 100 changes/s nearly every bulk request meets a new version: what changed
+            # is patched into the previous plan (its memos kept), not planned again.
+            derive_plan(previous, flag_set)
 
     def routes(self) -> list[Route]:
         return [

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -35,7 +35,7 @@ from proxy.model import EvaluationResult, Flag, FlagSet, FlagState, Reason
 
 log = logging.getLogger("flagedge.evaluation")
 
-__all__ = ["Plan", "plan_of", "typed", "unprecomputed"]
+__all__ = ["Plan", "derive_plan", "plan_of", "typed", "unprecomputed"]
 
 # Keys per memo generation: a group keeps between one and two generations of keys. With
 # 350 flags (bench/ofrep_http.py) the groups number ~20 and a key with its results ~300 B.
@@ -46,6 +46,7 @@ MEMO_BOUND = 2048
 # without the memo, dropped, for the next SKIP evaluations, then tries again.
 WINDOW = 256
 SKIP = 16_384
+LINEAGE = 8  # ancestors a plan remembers (versions published between two bulk requests)
 
 
 class _Unhashable:
@@ -156,9 +157,12 @@ class Group:
     """Targeted flags that read the same attributes, and their memo: the typed values of those
     attributes -> the flags' results (a tuple, in the group's order)."""
 
-    __slots__ = ("attrs", "flags", "hits", "key_of", "misses", "old", "skip", "young")
+    __slots__ = ("attrs", "flags", "hits", "key_of", "misses", "old", "parent", "reads", "skip",
+                 "stale", "young")
 
-    def __init__(self, attrs: tuple[str, ...] | None, flags: list[Flag]):
+    def __init__(self, reads: frozenset[str] | None, flags: list[Flag]):
+        self.reads = reads
+        attrs = None if reads is None else tuple(sorted(reads))
         self.attrs = attrs  # sorted; None: unknown reads, no memo
         self.flags = tuple(flags)
         # typed values by attribute -> this group's key (a bare value for one attribute)
@@ -168,6 +172,43 @@ class Group:
         self.old: dict[Any, tuple[EvaluationResult, ...]] = {}
         self.hits = self.misses = 0
         self.skip = -1 if attrs is None else 0  # evaluations left without the memo; -1: always
+        # The group of the previous version this one derives from, and the indices of the
+        # flags changed since: its memo answers for the others (``patched``).
+        self.parent: Group | None = None
+        self.stale: tuple[int, ...] = ()
+
+    def derive(self, changed: dict[int, Flag]) -> Group:
+        """This group with the flags at ``changed``'s indices replaced. Its memo starts empty
+        but falls back on this one's, re-running only the changed flags; only one version
+        back (this group lets go of its own parent), so memos do not chain."""
+        flags = list(self.flags)
+        for i, flag in changed.items():
+            flags[i] = flag
+        group = Group(self.reads, flags)
+        group.skip, group.hits, group.misses = self.skip, self.hits, self.misses
+        if self.skip == 0:
+            group.parent, group.stale = self, tuple(sorted(changed))
+        self.parent, self.stale = None, ()
+        return group
+
+    def patched(self, key: Any, context: Mapping[str, Any], scratch: _Scratch
+                ) -> tuple[EvaluationResult, ...] | None:
+        """The results for ``key`` from the parent's memo with the changed flags run again,
+        or None (not there, or a changed flag gave an error: the caller runs them all)."""
+        parent = self.parent
+        if parent is None:
+            return None
+        hit = parent.young.get(key) or parent.old.get(key)
+        if hit is None:
+            return None
+        stale = self.stale
+        fresh: list[EvaluationResult] = []
+        if not run_flags([self.flags[i] for i in stale], context, scratch, fresh):
+            return None
+        results = list(hit)
+        for i, result in zip(stale, fresh, strict=True):
+            results[i] = result
+        return tuple(results)
 
     def remember(self, key: Any, results: tuple[EvaluationResult, ...]) -> None:
         if len(self.young) >= MEMO_BOUND:
@@ -187,22 +228,23 @@ class Plan:
     the dynamic flags in plan order (group by group); ``in_document_order`` merges them with
     the static ones."""
 
-    __slots__ = ("_order", "attrs", "dynamic_keys", "groups", "pick_dynamic", "positions",
-                 "static", "static_keys", "static_positions")
+    __slots__ = ("_order", "_where", "attrs", "dynamic_keys", "groups", "lineage",
+                 "pick_dynamic", "positions", "static", "static_keys", "static_positions",
+                 "token")
 
     def __init__(self, flag_set: FlagSet):
         static: list[tuple[int, EvaluationResult]] = []
         by_reads: dict[frozenset[str] | None, list[tuple[int, Flag]]] = {}
         unknown: list[tuple[int, Flag]] = []
         for pos, flag in enumerate(flag_set.flags.values()):
+            reads = _reads(flag)
             if flag.static_result is not None:
                 static.append((pos, flag.static_result))
-            elif flag.reads is None or flag.rule is None or flag.state is FlagState.DISABLED:
+            elif reads is None:
                 unknown.append((pos, flag))
             else:
-                by_reads.setdefault(flag.reads, []).append((pos, flag))
-        groups = [Group(tuple(sorted(reads or ())), [f for _p, f in members])
-                  for reads, members in by_reads.items()]
+                by_reads.setdefault(reads, []).append((pos, flag))
+        groups = [Group(reads, [f for _p, f in members]) for reads, members in by_reads.items()]
         positions = [p for members in by_reads.values() for p, _f in members]
         if unknown:
             groups.append(Group(None, [f for _p, f in unknown]))
@@ -223,6 +265,62 @@ class Plan:
         for i, p in enumerate(where):
             inverse[p] = i
         self._order = picker(inverse)
+        self._where: dict[str, tuple[int, int]] | None = None
+        self.token = object()  # this plan's identity for the plans derived from it
+        # (token of an ancestor, static keys changed since), newest first: what a body
+        # layout built for an ancestor must redo (proxy.api.bulk_body)
+        self.lineage: tuple[tuple[object, frozenset[str]], ...] = ()
+
+    def where(self) -> dict[str, tuple[int, int]]:
+        """key -> (-1, index in ``static``) or (group index, index in the group)."""
+        if self._where is None:
+            where = {key: (-1, i) for i, key in enumerate(self.static_keys)}
+            for g, group in enumerate(self.groups):
+                where.update((f.key, (g, i)) for i, f in enumerate(group.flags))
+            self._where = where
+        return self._where
+
+    def derive(self, flag_set: FlagSet, changed: Iterable[str]) -> Plan | None:
+        """The plan of ``flag_set``: this plan's flag set with only the flags named in
+        ``changed`` replaced (the same keys, in the same order), or None when that changes the
+        plan's shape (a flag turned static or targeted, or reads other attributes). Groups
+        whose flags did not change are shared with this plan, memo and all: their results
+        are the same objects. A change costs a request O(changed flags), not O(flags)."""
+        where = self.where()
+        if len(flag_set.flags) != len(where):
+            return None
+        static: list[EvaluationResult] | None = None
+        members: dict[int, dict[int, Flag]] = {}
+        changed_static = set()
+        for key in changed:
+            place, flag = where.get(key), flag_set.flags.get(key)
+            if place is None or flag is None:
+                return None
+            g, i = place
+            if g < 0:
+                if flag.static_result is None:
+                    return None
+                if static is None:
+                    static = list(self.static)
+                static[i] = flag.static_result
+                changed_static.add(key)
+            else:
+                group = self.groups[g]
+                if _reads(flag) != group.reads or flag.static_result is not None:
+                    return None
+                members.setdefault(g, {})[i] = flag
+        plan = Plan.__new__(Plan)
+        for name in ("_order", "_where", "attrs", "dynamic_keys", "pick_dynamic", "positions",
+                     "static_keys", "static_positions"):
+            setattr(plan, name, getattr(self, name))
+        plan.static = self.static if static is None else tuple(static)
+        plan.groups = tuple(group.derive(members[g]) if g in members else group
+                            for g, group in enumerate(self.groups))
+        plan.token = object()
+        done = frozenset(changed_static)
+        plan.lineage = ((self.token, done),
+                        *((t, keys | done) for t, keys in self.lineage[:LINEAGE - 1]))
+        return plan
 
     def evaluate(self, context: Mapping[str, Any]) -> list[EvaluationResult]:
         """The dynamic flags' results, plan order. ``context`` must be valid (a mapping whose
@@ -245,6 +343,8 @@ class Plan:
                 continue
             if hit is None:
                 hit = group.old.get(key)
+                if hit is None and group.parent is not None:
+                    hit = group.patched(key, context, scratch)
                 if hit is not None:
                     group.remember(key, hit)  # still in use
             if hit is not None:
@@ -261,6 +361,27 @@ class Plan:
 
     def in_document_order(self, dynamic: Sequence[EvaluationResult]) -> list[EvaluationResult]:
         return list(self._order(self.static + tuple(dynamic)))
+
+
+def _reads(flag: Flag) -> frozenset[str] | None:
+    """The group a targeted flag belongs in (None: evaluated every time)."""
+    if flag.rule is None or flag.state is FlagState.DISABLED:
+        return None
+    return flag.reads
+
+
+def derive_plan(previous: FlagSet, flag_set: FlagSet) -> None:
+    """Give ``flag_set``, the next version of ``previous``, a plan derived from
+    ``previous``'s when that one was built and both hold the same keys in the same order
+    (:meth:`Plan.derive`: what changed is found by comparing the Flag objects, so nothing
+    is assumed of how the new version was made); else it is built on first use."""
+    plan = previous.plan
+    old, new = previous.flags, flag_set.flags
+    if plan is None or flag_set.plan is not None or len(old) != len(new) or list(old) != list(new):
+        return
+    derived = plan.derive(flag_set, [k for k, f in new.items() if old[k] is not f])
+    if derived is not None:
+        object.__setattr__(flag_set, "plan", derived)
 
 
 def plan_of(flag_set: FlagSet) -> Plan:

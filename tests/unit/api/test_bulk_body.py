@@ -12,6 +12,7 @@ from proxy.api.metrics import HotMetrics
 from proxy.api.ofrep import OfrepApi
 from proxy.evaluation.documents import compile_document
 from proxy.evaluation.engine import evaluate_all
+from proxy.evaluation.plan import derive_plan, plan_of
 from proxy.model import FlagSet
 from proxy.sources.assemble import apply_change
 from tests.unit.ofrep_app import ENV, App, publish
@@ -153,3 +154,56 @@ def test_exposures_count_every_flag_of_every_response_served(
     assert counts[("e", "f0", "on", "DEFAULT")] == 2
     hot.count_entry(served[1])
     assert hot.exposures[("e", "s1", "on", "STATIC")] == 6  # folded again: nothing lost
+
+
+@pytest.mark.parametrize("whole_max", [bulk_body.WHOLE_BODY_MAX, 0])
+def test_layouts_patched_across_versions_give_fresh_bodies(
+        whole_max: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Versions one change apart, each plan derived from the previous one (as the endpoint
+    does at publish time), so each layout is the previous one patched: the bodies, digests
+    and exposures are what a fresh build gives. Static and targeted flags both change."""
+    monkeypatch.setattr(bulk_body, "WHOLE_BODY_MAX", whole_max)
+    static = {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "on"}
+    doc = {"flags": {**DOC["flags"], **{f"s{i}": static for i in range(6)}},
+           "metadata": {"flagSetId": "s"}}
+    hot = HotMetrics()
+    bodies = BulkBodies(hot)
+    fs = compile_document(doc, version=1, epoch="x")
+    bodies.body("e", fs, evaluate_all(fs, PRO))  # the first version's plan and layout
+    patched = 0
+    for n in range(40):
+        key = f"s{n % 6}" if n % 2 else f"f{n % 10}"
+        raw = {**static, "defaultVariant": "off" if n % 4 < 2 else "on"} if n % 2 else flag(
+            n % 4 < 2)
+        new, _change, _rej = apply_change(fs, "e", fs.version + 1, {"flags": {key: raw}}, None)
+        derive_plan(fs, new)
+        for context in (PRO, FREE):
+            got = bodies.body("e", new, evaluate_all(new, context))
+            fresh = HotMetrics()
+            want = BulkBodies(fresh).body("e", new, evaluate_all(new, context))
+            assert (got.body_prefix, got.digest) == (want.body_prefix, want.digest)
+            assert sorted(hot._slot_keys[s] for s in got.layout.slots + got.exposures) == sorted(
+                fresh._slot_keys[s] for s in want.layout.slots + want.exposures)
+        patched += bodies._sets["e"].plan_token is plan_of(new).token and bool(
+            plan_of(new).lineage)
+        fs = new
+    assert patched == 40
+
+
+async def test_the_endpoint_derives_each_new_versions_plan_at_publish() -> None:
+    app = App(doc=DOC)
+    async with app.client() as client:
+        first = await client.post("/ofrep/v1/evaluate/flags", json={"context": PRO})
+        assert first.status_code == 200
+        fs = app.store.get(ENV)
+        changed = {"flags": {**DOC["flags"], "f3": flag(False)}, "metadata": DOC["metadata"]}
+        publish(app.store, changed, 2)  # the endpoint's first change: no previous one kept
+        assert app.store.get(ENV).plan is None
+        await client.post("/ofrep/v1/evaluate/flags", json={"context": PRO})
+        fs = app.store.get(ENV)
+        new, change, _rej = apply_change(fs, ENV, 3, {"flags": {"f3": flag(True)}}, None)
+        app.store.publish(ENV, new, change)
+        assert plan_of(new).lineage[0][0] is plan_of(fs).token  # derived when published
+        got = await client.post("/ofrep/v1/evaluate/flags", json={"context": FREE})
+    want = BulkBodies(HotMetrics()).body(ENV, new, evaluate_all(new, FREE))
+    assert got.content.startswith(want.body_prefix + b',"eventStreams":')

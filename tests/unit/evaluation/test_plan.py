@@ -15,8 +15,9 @@ import pytest
 from proxy.evaluation import plan as plan_module
 from proxy.evaluation.documents import compile_document
 from proxy.evaluation.engine import evaluate, evaluate_all
-from proxy.evaluation.plan import plan_of
+from proxy.evaluation.plan import derive_plan, plan_of, typed
 from proxy.model import EvaluationResult, Flag, FlagSet, FlagState, Reason, VariantType
+from proxy.sources.assemble import apply_change
 from tests.conformance.generator import generate
 
 BOOL = {"on": True, "off": False}
@@ -163,3 +164,71 @@ def test_a_memo_that_does_not_pay_is_dropped_for_a_while(monkeypatch: pytest.Mon
     assert by_key.skip == 0 and not by_key.young  # back on at the next evaluation
     assert variants(fs, {"targetingKey": "u3"}) == ["a", "b"]
     assert list(by_key.young) == ["u3"]
+
+
+SHAPES = [("static", None), ("disabled", None), ("if", "plan"), ("if", "country"),
+          ("if", "targetingKey"), ("fractional", None)]
+
+
+def random_flag(rnd: random.Random, shape: tuple[str, str | None]) -> dict[str, Any]:
+    """A flag of one shape (static, disabled, targeted on one attribute, fractional) with
+    random variants and literals: a change of literals keeps the plan's shape, a change of
+    shape moves the flag to another group or makes it static."""
+    kind, attr = shape
+    flag: dict[str, Any] = {"state": "DISABLED" if kind == "disabled" else "ENABLED",
+                            "variants": {"a": "A", "b": "B", "c": "C"},
+                            "defaultVariant": rnd.choice("abc")}
+    if kind == "if":
+        flag["targeting"] = {"if": [{"==": [{"var": attr}, rnd.choice(["pro", "DE", "u1"])]},
+                                    rnd.choice("abc"), None]}
+    elif kind == "fractional":
+        flag["targeting"] = {"fractional": [["a", rnd.randrange(1, 5)], ["b", 1], ["c", 1]]}
+    return flag
+
+
+def test_derived_plans_give_what_fresh_plans_give() -> None:
+    """A run of versions, each changing a few flags as the Redis source applies a change, with
+    every plan derived from the one before (as the bulk endpoint does at publish time): the
+    results equal evaluating each flag on its own, memos carried over and patched included."""
+    rnd = random.Random(5)
+    keys = [f"f{i:02d}" for i in range(30)]
+    shapes = {k: rnd.choice(SHAPES) for k in keys}
+    fs = compile_document({"flags": {k: random_flag(rnd, shapes[k]) for k in keys}}, version=1)
+    contexts = [{"targetingKey": f"u{i % 4}", "plan": rnd.choice(["pro", "free"]),
+                 "country": rnd.choice(["DE", "US"])} for i in range(12)]
+    derived = 0
+    for version in range(2, 120):
+        for context in contexts:  # fill the memos this version's plan hands on
+            evaluate_all(fs, context)
+        changed = rnd.sample(keys, rnd.randrange(1, 4))
+        for key in changed:
+            if rnd.random() < 0.15:
+                shapes[key] = rnd.choice(SHAPES)
+        after = {"flags": {key: random_flag(rnd, shapes[key]) for key in changed}}
+        new, _change, _rejected = apply_change(fs, "e", version, after, None)
+        derive_plan(fs, new)
+        derived += new.plan is not None
+        previous_groups = {id(g) for g in plan_of(fs).groups}
+        for context in rnd.sample(contexts, 6):
+            expected = [outcome(evaluate(new, key, context)) for key in new.flags]
+            assert [outcome(r) for r in evaluate_all(new, context)] == expected, version
+        if new.plan is not None and new.plan.lineage:
+            kept = [g for g in plan_of(new).groups if id(g) in previous_groups]
+            moved = {k for k in keys if new.flags[k] is not fs.flags[k]}
+            assert all(not {f.key for f in g.flags} & moved for g in kept)
+        fs = new
+    assert derived > 40  # most changes keep the plan's shape
+
+
+def test_a_derived_group_answers_from_its_parents_memo() -> None:
+    fs = compile_document(doc(f={"if": [{"==": [{"var": "plan"}, "pro"]}, "a", "b"]},
+                              g={"if": [{"==": [{"var": "plan"}, "pro"]}, "b", "a"]}))
+    assert variants(fs, {"plan": "pro"}) == ["a", "b"]
+    flipped = doc(g={"if": [{"==": [{"var": "plan"}, "pro"]}, "1", "b"]})["flags"]["g"]
+    new, _change, _rejected = apply_change(fs, "e", 2, {"flags": {"g": flipped}}, None)
+    derive_plan(fs, new)
+    group = plan_of(new).groups[0]
+    assert group.parent is plan_of(fs).groups[0] and group.stale == (1,)
+    assert variants(new, {"plan": "pro"}) == ["a", "1"]  # f from the parent, g run again
+    assert group.young[typed("pro")][0] is fs.flags["f"].match_results["a"]
+    assert variants(new, {"plan": "free"}) == ["b", "b"]  # not in the parent's memo: run
