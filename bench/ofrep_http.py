@@ -16,7 +16,20 @@ Two floors in the same run: a bare Starlette echo (what the goals read against: 
 (b) and (c) >= 0.5x) and a raw ASGI echo on flagedge's own one-write protocol (what the HTTP layer
 costs at best; the gap to it is what is left to win).
 
+Large environments (issue 27), ``--flags N`` other than 20: ``scaled_document(N)`` (the 20
+realistic flags copied, about half static beyond 20) and a third floor, the bare Starlette
+echo answering a body of the size flagedge answers (what a 38 KB response costs the HTTP
+layer). Goals at 350 flags, default configuration: repeated users >= 0.8x that same-size
+echo; >= 6,900 req/s (Unleash Edge's published figure per core at 350 features) with every
+context unique, read as the unique-contexts workload (b) (the issue's own figure of
+1.1-2.6k was measured on it), new users (c) reported beside it; the worker's RSS after all
+three workloads <= 300 MB (VmRSS; also shown after each). ``--curve`` measures 20, 100, 350
+and 1,000 flags in one run (each size its own servers and floors): req/s and us per request
+(one worker on one core: 1e6 / req/s) per workload, the goals read at 350.
+
     python bench/ofrep_http.py [--workload realistic|mixed] [--duration 20] [--rounds 5]
+    python bench/ofrep_http.py --flags 350 --duration 10
+    python bench/ofrep_http.py --curve [--curve-flags 20,100,350,1000] --duration 6
 """
 
 from __future__ import annotations
@@ -73,13 +86,32 @@ async def raw_echo(scope, receive, send) -> None:  # pragma: no cover - the floo
     await send({"type": "http.response.body", "body": body})
 
 
-def serve_floor(kind: str, port: int) -> None:  # pragma: no cover
+def sized_app(size: int):  # pragma: no cover - runs in the floor process
+    """The echo app answering a JSON body of ``size`` bytes (flagedge's body size at large
+    flag counts) instead of the request's: the same-size floor of issue 27."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    answer = b'{"pad":"' + b"x" * max(0, size - 10) + b'"}'
+
+    async def echo(request: Request) -> Response:
+        await request.body()
+        return Response(answer, media_type="application/json")
+
+    return Starlette(routes=[Route("/ofrep/v1/evaluate/flags", echo, methods=["POST"])])
+
+
+def serve_floor(kind: str, port: int, size: int = 0) -> None:  # pragma: no cover
     import uvicorn
 
     if kind == "raw":
         from proxy.server.http_protocol import GatheringHttpToolsProtocol
 
         app, http = raw_echo, GatheringHttpToolsProtocol
+    elif kind == "sized":
+        app, http = sized_app(size), "httptools"
     else:
         app, http = echo_app(), "httptools"
     uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http=http, access_log=False,
@@ -286,23 +318,38 @@ def lua_script(path: Path, unique: bool | str, key: str | None) -> Path:
 
 
 FLOORS = ("echo", "raw")  # the goals read against "echo"; "raw" shows what is left
+SIZED = "sized"  # issue 27: the echo answering a body of flagedge's size
 GOALS = {REPEATED: 0.8, UNIQUE: 0.5, NEW_USERS: 0.5}  # x the Starlette echo
+LABELS = (("repeated users", REPEATED), ("unique contexts", UNIQUE), ("new users", NEW_USERS))
+# Issue 27, at 350 flags with default settings
+LARGE = 350
+UNLEASH_RPS = 6_900  # Unleash Edge's published req/s per core with 350 features
+SIZED_GOAL = 0.8  # repeated users / the same-size echo
+RSS_GOAL_MB = 300
+CURVE = (20, 100, 350, 1000)
 
 
-def start_servers(tmp: Path, args: argparse.Namespace) -> tuple[dict, str]:
-    """The two floors and ``flagedge serve`` (its defaults, offline flags + keys), each pinned
-    to core 0; returns {name: (process, port)} and the client key."""
+def document_for(args: argparse.Namespace, flags: int) -> dict:
+    return WORKLOADS[args.workload]() if flags == 20 else scaled_document(flags)
+
+
+def start_floor(kind: str, env: dict, size: int = 0) -> tuple[subprocess.Popen, int]:
     from proxy.dev.devredis import free_port
 
-    document = (WORKLOADS[args.workload]() if args.flags == 20
-                else scaled_document(args.flags))
-    key = offline_files(tmp, document, ENV)
+    port = free_port()
+    cmd = [sys.executable, __file__, "--floor", kind, "--port", str(port), "--size", str(size)]
+    return subprocess.Popen(pinned(0, cmd), env=env), port
+
+
+def start_servers(tmp: Path, args: argparse.Namespace, flags: int) -> tuple[dict, str]:
+    """The floors and ``flagedge serve`` (its defaults, offline flags + keys), each pinned
+    to core 0; returns {name: (process, port)} and the client key. The same-size floor is
+    started once flagedge's body size is known (``add_sized``)."""
+    from proxy.dev.devredis import free_port
+
+    key = offline_files(tmp, document_for(args, flags), ENV)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLAGEDGE_")}
-    procs: dict = {}
-    for floor in FLOORS:
-        port = free_port()
-        procs[floor] = (subprocess.Popen(pinned(0, [sys.executable, __file__, "--floor", floor,
-                                                    "--port", str(port)]), env=env), port)
+    procs: dict = {floor: start_floor(floor, env) for floor in FLOORS}
     port = free_port()
     logging = ["--no-access-log"] if args.no_access_log else []
     out = open(tmp / "access.log", "wb")  # the log goes to a file, as in production  # noqa: SIM115
@@ -311,6 +358,25 @@ def start_servers(tmp: Path, args: argparse.Namespace) -> tuple[dict, str]:
         str(tmp / "keys.json"), "--env", ENV, "--host", "127.0.0.1", "--port", str(port),
         *logging]), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT), port)
     return procs, key
+
+
+def probe(procs: dict, key: str, flags: int) -> int:
+    """One bulk request to flagedge: it answers every flag; returns the body's size."""
+    import httpx
+
+    r = httpx.post(f"http://127.0.0.1:{procs['flagedge'][1]}/ofrep/v1/evaluate/flags",
+                   json={"context": {"targetingKey": "user-1"}},
+                   headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    r.raise_for_status()
+    assert len(r.json()["flags"]) == flags, r.text
+    return len(r.content)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
 
 
 def measure(wrk: str, tmp: Path, procs: dict, key: str, unique: str,
@@ -332,6 +398,30 @@ def measure(wrk: str, tmp: Path, procs: dict, key: str, unique: str,
     return {name: median(r) for name, r in runs.items()}
 
 
+def run_size(wrk: str, args: argparse.Namespace, flags: int, sized: bool) -> dict:
+    """Servers for one document size and the three workloads against them: {"runs":
+    {workload: {server: WrkRun}}, "body": bytes, "rss": [MB after each workload]}."""
+    tmp = Path(tempfile.mkdtemp(prefix="flagedge-bench-"))
+    procs, key = start_servers(tmp, args, flags)
+    point: dict = {"flags": flags, "runs": {}, "rss": []}
+    try:
+        for proc, port in procs.values():
+            wait_port(port, proc)
+        point["body"] = probe(procs, key, flags)
+        if sized:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("FLAGEDGE_")}
+            procs[SIZED] = start_floor(SIZED, env, point["body"])
+            wait_port(procs[SIZED][1], procs[SIZED][0])
+        for _label, workload in LABELS:
+            point["runs"][workload] = measure(wrk, tmp, procs, key, workload, args)
+            point["rss"].append(rss_mb(procs["flagedge"][0].pid))
+    finally:
+        for proc, _port in procs.values():
+            stop(proc, timeout=15)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return point
+
+
 def rows_for(label: str, unique: str, res: dict) -> list[Row]:
     edge, echo, raw = res["flagedge"], res["echo"], res["raw"]
     seen = (f"flagedge {edge.rps:,.0f} req/s p99 {edge.p99_ms:.1f} ms; echo {echo.rps:,.0f}; "
@@ -346,12 +436,65 @@ def rows_for(label: str, unique: str, res: dict) -> list[Row]:
     return rows
 
 
+def report(what: str, measured: float, seen: str, unit: str = "") -> Row:
+    return Row(what, "report", round(measured, 3), seen, True, unit)
+
+
+def large_rows(point: dict) -> list[Row]:
+    """Issue 27's goals for one document size: goals at 350 flags, reports elsewhere."""
+    flags, body = point["flags"], point["body"]
+    goal = flags == LARGE
+    rows: list[Row] = []
+    for label, workload in LABELS:
+        res = point["runs"][workload]
+        edge, echo, sized, raw = res["flagedge"], res["echo"], res[SIZED], res["raw"]
+        seen = (f"flagedge {edge.rps:,.0f} req/s ({1e6 / edge.rps:.0f} us) p99 "
+                f"{edge.p99_ms:.1f} ms; same-size echo {sized.rps:,.0f} ({body / 1024:.1f} KB); "
+                f"echo {echo.rps:,.0f}; raw ASGI {raw.rps:,.0f}")
+        name = f"{flags} flags, {label}"
+        ratio = edge.rps / sized.rps
+        rows.append(at_least(f"{name}: flagedge / same-size echo", ratio, SIZED_GOAL, seen)
+                    if goal and workload == REPEATED else
+                    report(f"{name}: flagedge / same-size echo", ratio, seen, "x"))
+        if workload == UNIQUE and goal:
+            rows.append(at_least(f"{name}: req/s (Unleash Edge: {UNLEASH_RPS:,})", edge.rps,
+                                 UNLEASH_RPS, seen, unit=""))
+        else:
+            rows.append(report(f"{name}: req/s", edge.rps, seen))
+        rows.append(report(f"{name}: us per request (1 core)", 1e6 / edge.rps, seen, "us"))
+        lost = sum(r.failed for r in res.values())
+        if lost:
+            rows.append(at_most(f"{name}: failed requests (non-2xx, socket errors)", lost, 0))
+    rss = point["rss"]
+    seen = "after each workload: " + ", ".join(f"{v:.0f}" for v in rss) + " MB"
+    rows.append(at_most(f"{flags} flags: worker RSS after the runs (MB)", rss[-1], RSS_GOAL_MB,
+                        seen) if goal else report(f"{flags} flags: worker RSS (MB)", rss[-1], seen))
+    return rows
+
+
+def curve_table(points: list[dict]) -> str:
+    lines = [f"{'flags':>6} {'body KB':>8} {'workload':16} {'flagedge':>9} {'us/req':>7} "
+             f"{'same-size echo':>15} {'ratio':>6} {'echo':>8} {'raw ASGI':>9} {'RSS MB':>7}"]
+    for point in points:
+        for (label, workload), rss in zip(LABELS, point["rss"], strict=True):
+            res = point["runs"][workload]
+            edge, sized = res["flagedge"], res.get(SIZED)
+            same = f"{sized.rps:>15,.0f} {edge.rps / sized.rps:>6.2f}" if sized else f"{'':>22}"
+            lines.append(f"{point['flags']:>6} {point['body'] / 1024:>8.1f} {label:16} "
+                         f"{edge.rps:>9,.0f} {1e6 / edge.rps:>7.0f} {same} "
+                         f"{res['echo'].rps:>8,.0f} {res['raw'].rps:>9,.0f} {rss:>7.0f}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", choices=sorted(WORKLOADS), default="realistic")
     parser.add_argument("--flags", type=int, default=20,
                         help="flags in the document: the realistic 20, scaled (about half "
                              "static beyond 20)")
+    parser.add_argument("--curve", action="store_true",
+                        help="issue 27's cost curve: every size of --curve-flags in one run")
+    parser.add_argument("--curve-flags", default=",".join(map(str, CURVE)))
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--warmup", type=float, default=0.0,
                         help="seconds of load before measuring (default none: a user's first "
@@ -360,42 +503,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--no-access-log", action="store_true",
                         help="serve without the access log (not the default configuration)")
-    parser.add_argument("--floor", choices=FLOORS, help=argparse.SUPPRESS)  # internal
+    parser.add_argument("--floor", choices=(*FLOORS, SIZED), help=argparse.SUPPRESS)  # internal
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.floor:
-        serve_floor(args.floor, args.port)
+        serve_floor(args.floor, args.port, args.size)
         return 0
 
     wrk = ensure_wrk()
-    tmp = Path(tempfile.mkdtemp(prefix="flagedge-bench-"))
-    procs, key = start_servers(tmp, args)
+    sizes = [int(n) for n in args.curve_flags.split(",")] if args.curve else [args.flags]
+    points = [run_size(wrk, args, n, sized=args.curve or n != 20) for n in sizes]
     rows: list[Row] = []
-    try:
-        for proc, port in procs.values():
-            wait_port(port, proc)
-        import httpx
-
-        probe = httpx.post(f"http://127.0.0.1:{procs['flagedge'][1]}/ofrep/v1/evaluate/flags",
-                           json={"context": {"targetingKey": "user-1"}},
-                           headers={"Authorization": f"Bearer {key}"}, timeout=10)
-        probe.raise_for_status()
-        assert len(probe.json()["flags"]) == args.flags, probe.text
-        for label, unique in (("repeated users", REPEATED), ("unique contexts", UNIQUE),
-                              ("new users", NEW_USERS)):
-            rows += rows_for(label, unique, measure(wrk, tmp, procs, key, unique, args))
-    finally:
-        for proc, _port in procs.values():
-            stop(proc, timeout=15)
-        shutil.rmtree(tmp, ignore_errors=True)
-    print(f"\nbulk OFREP, {args.workload} rules ({args.flags} flags), {USERS} users, "
-          f"{'access log off' if args.no_access_log else 'default settings'}, 1 worker on "
+    for point in points:
+        if point["flags"] == 20 and not args.curve:
+            for label, workload in LABELS:
+                rows += rows_for(label, workload, point["runs"][workload])
+        else:
+            rows += large_rows(point)
+    print(f"\nbulk OFREP, {args.workload} rules ({', '.join(map(str, sizes))} flags), {USERS} "
+          f"users, {'access log off' if args.no_access_log else 'default settings'}, 1 worker on "
           f"core 0, wrk -c{args.connections} on core 1, {args.duration:.0f}s per server in "
           f"{args.rounds} alternating rounds (medians), warm-up {args.warmup:.0f}s")
-    return finish("ofrep_http", rows, {"workload": args.workload, "flags": args.flags,
-                                       "duration": args.duration,
-                                       "rounds": args.rounds, "warmup": args.warmup,
-                                       "access_log": not args.no_access_log})
+    if args.curve or sizes != [20]:
+        print(curve_table(points))
+    details = {"workload": args.workload, "flags": sizes, "duration": args.duration,
+               "rounds": args.rounds, "warmup": args.warmup,
+               "access_log": not args.no_access_log,
+               "points": [{"flags": p["flags"], "body_bytes": p["body"], "rss_mb": p["rss"],
+                           "rps": {w: {name: round(r.rps) for name, r in runs.items()}
+                                   for w, runs in p["runs"].items()}} for p in points]}
+    return finish("ofrep_http", rows, details)
 
 
 if __name__ == "__main__":
