@@ -11,8 +11,8 @@ bulk body is a join of bytes serialised the first time a result is seen. Two mem
   promote from there, so results of replaced flags are gone two generations later.
 - per flag set and environment: its layout (``Layout``: the static flags' items joined once,
   in output order, between the slots of the dynamic ones), and the outcome vector (the
-  dynamic flags' fragments, plan order) -> body. A body is one join of the layout's
-  segments and the dynamic fragments; many contexts share one vector. Bounded by bytes over all environments (``bodies_bytes``), LRU
+  dynamic flags' fragments, output order) -> entry. A body is one join of the layout's
+  segments and an entry's fragments; many contexts share one vector. Bounded by bytes over all environments (``bodies_bytes``), LRU
   within a flag set: with fractional flags nearly every context has a vector of its own, and
   a count bound (20,000 per environment) let 350-flag bodies reach ~1 GB per worker.
 
@@ -230,28 +230,23 @@ class BulkBodies:
         dynamic = {key: i for i, key in enumerate(plan.dynamic_keys)}
         memo.metadata = orjson.dumps(dict(flag_set.metadata), option=_SORT)
         runs: list[list[bytes]] = []
-        order: list[int] = []
+        order: list[int] = []  # output order -> index in the plan's order, per dynamic flag
         run = [b'{"flags":[']
         for n, key in enumerate(sorted(flag_set.flags)):
             if n:
                 run.append(b",")
             if key in dynamic:
-                order.append(len(runs))
                 runs.append(run)
-                order.append(-1 - dynamic[key])  # placed once the segments are counted
+                order.append(dynamic[key])
                 run = []
             else:
                 memo.static_at[key] = (len(runs), len(run))
                 run.append(static[key][1])
         run.append(b'],"metadata":' + memo.metadata)
-        order.append(len(runs))
         runs.append(run)
-        order.append(len(runs) + len(dynamic))  # the tail
-        head = len(runs)
         memo.runs = runs
         memo.plan_token = plan.token
-        return self._layout_of(memo, picker([i if i >= 0 else head - 1 - i for i in order]),
-                               tuple(b"".join(r) for r in runs))
+        return self._layout_of(memo, picker(order), tuple(b"".join(r) for r in runs))
 
     def _layout_of(self, memo: _SetMemo, order: Any, segments: tuple[bytes, ...]) -> Layout:
         digest = sum(map(_DIGEST, memo.static_items)) + int.from_bytes(
@@ -305,7 +300,7 @@ class BulkBodies:
             found = tuple(f if f is not None else self._item(env, flag_set, items, memo.bound, r)
                           for f, r in zip(found, dynamic, strict=True))
             per_request = any(r.error_code is not None for r in dynamic)
-        fragments = tuple(map(_FRAG, found))
+        fragments = layout.order(tuple(map(_FRAG, found)))  # output order
         if not per_request:
             known = memo.vectors.get(fragments)
             if known is not None:
@@ -318,7 +313,7 @@ class BulkBodies:
         if memo.whole:
             entry = CachedResult(layout.join(fragments, b""), digest, layout.slots + slots)
         else:
-            own = sum(len(f) + BYTES_OVERHEAD for f, r in zip(fragments, dynamic, strict=True)
+            own = sum(len(f[1]) + BYTES_OVERHEAD for f, r in zip(found, dynamic, strict=True)
                       if r.error_code is not None) if per_request else 0
             entry = CachedResult.spliced(layout, fragments, digest, slots, own)
         if not per_request:

@@ -40,22 +40,30 @@ MAX_ITEM_SHARE = 16
 class Layout:
     """The parts a flag set's bulk bodies share in one environment (built by
     ``proxy.api.bulk_body``): ``segments``, the static flags' items already joined with the
-    body's head, commas and metadata, and ``order``, which places them around an entry's
-    fragments and the response's tail. Its static flags' exposures are counted once per
-    metrics fold for every response served from its entries (``pending``)."""
+    body's head, commas and metadata, which alternate with an entry's fragments (the dynamic
+    flags' items, in output order) and end with the response's tail. ``order`` puts the
+    dynamic flags' items from the plan's order into output order (once per entry). Its static
+    flags' exposures are counted once per metrics fold for every response served from its
+    entries (``pending``)."""
 
-    __slots__ = ("digest", "order", "pending", "segments", "slots")
+    __slots__ = ("digest", "order", "pending", "segments", "slots", "template")
 
     def __init__(self, segments: tuple[bytes, ...], order: Any, slots: tuple[int, ...],
                  digest: int):
         self.segments = segments
-        self.order = order  # segments + fragments + (tail,) -> the body's parts in order
+        self.order = order  # dynamic fragments, plan order -> output order
         self.slots = slots  # the static flags' exposure slots
         self.digest = digest  # the static items' and the metadata's share of the digest
         self.pending = 0
+        # segment, fragment, segment, ..., segment, tail: filled by slice assignment in C
+        self.template: list[bytes] = [b""] * (2 * len(segments))
+        self.template[0::2] = segments
 
     def join(self, fragments: tuple[bytes, ...], tail: bytes) -> bytes:
-        return b"".join(self.order(self.segments + fragments + (tail,)))
+        parts = self.template.copy()
+        parts[1:-1:2] = fragments
+        parts[-1] = tail
+        return b"".join(parts)
 
 
 def _whole(parts: tuple[bytes, ...]) -> tuple[bytes, ...]:
@@ -63,7 +71,7 @@ def _whole(parts: tuple[bytes, ...]) -> tuple[bytes, ...]:
 
 
 # The layout of an entry holding its whole body (as its one fragment): nothing shared.
-WHOLE = Layout((), _whole, (), 0)
+WHOLE = Layout((b"", b""), _whole, (), 0)
 
 
 class CachedResult:

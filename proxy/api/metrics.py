@@ -18,7 +18,9 @@ import contextlib
 import hmac
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Container, Iterator
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -150,16 +152,23 @@ class HotMetrics:
         self._pending_bytes = 0
         counts = self._slot_counts
         layouts = []  # the static flags of a flag set: counted once per fold, not per entry
+        once: list[tuple[int, ...]] = []  # entries served once since the last fold (most)
         for entry in pending:
             n, entry.pending = entry.pending, 0
-            if n:
+            if n == 1:
+                once.append(entry.exposures)
+            elif n:
                 for slot in entry.exposures:
                     counts[slot] += n
-                layout = entry.layout
-                if layout.slots:
-                    if not layout.pending:
-                        layouts.append(layout)
-                    layout.pending += n
+            layout = entry.layout
+            if n and layout.slots:
+                if not layout.pending:
+                    layouts.append(layout)
+                layout.pending += n
+        # Tallied in C (Counter over all their slots), then one add per distinct slot: with
+        # 10,000 users of 350 flags each fold meets ~1,000 entries of ~180 slots.
+        for slot, n in Counter(chain.from_iterable(once)).items():
+            counts[slot] += n
         for layout in layouts:
             n, layout.pending = layout.pending, 0
             for slot in layout.slots:

@@ -189,9 +189,10 @@ def bulk(bodies: BulkBodies, fs: FlagSet, user: int, env: str = "e") -> CachedRe
 
 
 def vector(fs: FlagSet, user: int) -> tuple[bytes, ...]:
-    """A user's key in the body memo: the dynamic flags' items as JSON, plan order."""
+    """A user's key in the body memo: the dynamic flags' items as JSON, output order."""
+    dynamic = plan_of(fs).evaluate({"targetingKey": f"user-{user}"})
     return tuple(orjson.dumps(ofrep_item(r, fs.flags[r.key]), option=orjson.OPT_SORT_KEYS)
-                 for r in plan_of(fs).evaluate({"targetingKey": f"user-{user}"}))
+                 for r in sorted(dynamic, key=lambda r: r.key))
 
 
 def one_vector(fs: FlagSet) -> int:
