@@ -140,20 +140,60 @@ def _build_andor(is_or: bool) -> Any:
         parts = [cc.lazy(a, f"{path}[{i}]") for i, a in enumerate(args)]
         cc.prev_writes += 1
         fns = [_fn(p) for p in parts]
-
-        def andor(d: Any) -> Any:
-            v = None
-            for f in fns:
-                v = f(d)
-                if _is_true(v) is is_or:
-                    return v
-            return v
-
+        andor = _or(fns) if is_or else _and(fns)
         if all(_is_const(p) for p in parts):
             return cc.fold(path, lambda: andor(None))
         return cc.recorded(andor)
 
     return build
+
+
+# and/or with the truth test inline (``_is_true``: True, or not False/None and truthy) and the
+# common two-operand case unrolled: hot in rules (a call per operand saved).
+def _or(fns: list[Fn]) -> Fn:
+    if len(fns) == 2:
+        f0, f1 = fns
+
+        def or2(d: Any) -> Any:
+            v = f0(d)
+            if v is True or (v is not False and v is not None and truthy(v)):
+                return v
+            return f1(d)
+
+        return or2
+
+    def or_n(d: Any) -> Any:
+        v = None
+        for f in fns:
+            v = f(d)
+            if v is True or (v is not False and v is not None and truthy(v)):
+                return v
+        return v
+
+    return or_n
+
+
+def _and(fns: list[Fn]) -> Fn:
+    if len(fns) == 2:
+        f0, f1 = fns
+
+        def and2(d: Any) -> Any:
+            v = f0(d)
+            if v is False or v is None or (v is not True and not truthy(v)):
+                return v
+            return f1(d)
+
+        return and2
+
+    def and_n(d: Any) -> Any:
+        v = None
+        for f in fns:
+            v = f(d)
+            if v is False or v is None or (v is not True and not truthy(v)):
+                return v
+        return v
+
+    return and_n
 
 
 def _build_not(negate: bool) -> Any:
