@@ -35,11 +35,18 @@ from proxy.model import EvaluationResult, Flag, FlagSet, FlagState, Reason
 
 log = logging.getLogger("flagedge.evaluation")
 
-__all__ = ["Plan", "derive_plan", "plan_of", "typed", "unprecomputed"]
+__all__ = ["Plan", "derive_plan", "memo_bytes", "plan_of", "typed", "unprecomputed"]
 
 # Keys per memo generation: a group keeps between one and two generations of keys. With
 # 350 flags (bench/ofrep_http.py) the groups number ~20 and a key with its results ~300 B.
 MEMO_BOUND = 2048
+# ... and by bytes: a plan's memos together hold at most ~2x this (two generations), shared
+# out among its groups. Their keys keep context strings alive, so a string longer than
+# MAX_KEY_STRING (an adversary's 60 KB appVersion) makes a key unhashable: evaluated, never
+# memoised (bench/memory.py's adversarial traffic reached 414 MB of RSS before).
+MEMO_BYTES = 8 * 1024 * 1024
+MIN_GROUP_BYTES = 64 * 1024
+MAX_KEY_STRING = 256
 # A memo that rarely hits costs more than it saves (a key, two lookups and an insert per
 # request: traffic of never-seen targetingKeys against a group that reads it). Every WINDOW
 # misses a group compares: with fewer than one hit per (its flags + 1) misses it evaluates
@@ -66,9 +73,12 @@ UNHASHABLE: Any = _Unhashable()
 
 
 def typed(value: Any) -> Any:
-    """The memo-key form of one context value (see the module docstring)."""
+    """The memo-key form of one context value (see the module docstring; long strings are
+    not memoised)."""
     c = value.__class__
-    if c is str or c is int or value is None or value is MISSING:
+    if c is str:
+        return value if len(value) <= MAX_KEY_STRING else UNHASHABLE
+    if c is int or value is None or value is MISSING:
         return value
     if c is bool:
         return _TRUE if value else _FALSE
@@ -184,12 +194,22 @@ def _resolve(flag: Flag, res: Any) -> EvaluationResult:
         return general_error(flag, f"evaluation failed: {exc!r}")
 
 
+def entry_bytes(key: Any, n_results: int) -> int:
+    """Approximate heap bytes of one memo entry: the dict's slot, the key (a typed value or a
+    tuple of them, its strings included: it keeps them alive) and the results' tuple."""
+    if key.__class__ is tuple:
+        size = 56 + 8 * len(key) + sum(len(v) + 49 for v in key if v.__class__ is str)
+    else:
+        size = len(key) + 49 if key.__class__ is str else 32
+    return size + 64 + 56 + 8 * n_results
+
+
 class Group:
     """Targeted flags that read the same attributes, and their memo: the typed values of those
     attributes -> the flags' results (a tuple, in the group's order)."""
 
-    __slots__ = ("attrs", "flags", "hits", "key_of", "misses", "old", "parent", "reads", "skip",
-                 "stale", "steps", "young")
+    __slots__ = ("attrs", "flags", "hits", "key_of", "misses", "old", "old_bytes", "parent",
+                 "reads", "share", "skip", "stale", "steps", "young", "young_bytes")
 
     def __init__(self, reads: frozenset[str] | None, flags: list[Flag]):
         self.reads = reads
@@ -202,6 +222,8 @@ class Group:
             itemgetter(*attrs) if attrs else (lambda _tv: ()))
         self.young: dict[Any, tuple[EvaluationResult, ...]] = {}
         self.old: dict[Any, tuple[EvaluationResult, ...]] = {}
+        self.young_bytes = self.old_bytes = 0  # estimated bytes each generation holds
+        self.share = MEMO_BYTES  # the bytes ``young`` may hold (its plan's budget shared out)
         self.hits = self.misses = 0
         self.skip = -1 if attrs is None else 0  # evaluations left without the memo; -1: always
         # The group of the previous version this one derives from, and the indices of the
@@ -218,6 +240,7 @@ class Group:
             flags[i] = flag
         group = Group(self.reads, flags)
         group.skip, group.hits, group.misses = self.skip, self.hits, self.misses
+        group.share = self.share
         if self.skip == 0:
             group.parent, group.stale = self, tuple(sorted(changed))
         self.parent, self.stale = None, ()
@@ -243,15 +266,18 @@ class Group:
         return tuple(results)
 
     def remember(self, key: Any, results: tuple[EvaluationResult, ...]) -> None:
-        if len(self.young) >= MEMO_BOUND:
-            self.old, self.young = self.young, {}
+        size = entry_bytes(key, len(results))
+        if len(self.young) >= MEMO_BOUND or self.young_bytes + size > self.share:
+            self.old, self.old_bytes = self.young, self.young_bytes
+            self.young, self.young_bytes = {}, 0
         self.young[key] = results
+        self.young_bytes += size
 
     def review(self) -> None:
         """After WINDOW misses: is the memo worth its cost?"""
         if self.hits * (len(self.flags) + 1) < self.misses:
             self.skip = SKIP
-            self.young, self.old = {}, {}
+            self.young, self.old, self.young_bytes, self.old_bytes = {}, {}, 0, 0
         self.hits = self.misses = 0
 
 
@@ -281,6 +307,8 @@ class Plan:
         if unknown:
             groups.append(Group(None, [f for _p, f in unknown]))
             positions += [p for p, _f in unknown]
+        for group in groups:
+            group.share = max(MIN_GROUP_BYTES, MEMO_BYTES // len(groups))
         self.groups = tuple(groups)
         self.static = tuple(r for _p, r in static)  # in document order
         self.static_keys = tuple(r.key for r in self.static)
@@ -414,6 +442,20 @@ def derive_plan(previous: FlagSet, flag_set: FlagSet) -> None:
     derived = plan.derive(flag_set, [k for k, f in new.items() if old[k] is not f])
     if derived is not None:
         object.__setattr__(flag_set, "plan", derived)
+
+
+def memo_bytes(flag_set: FlagSet | None) -> int:
+    """The estimated bytes a flag set's plan memos hold (0 without a plan), the parents'
+    its derived groups fall back on included."""
+    plan = None if flag_set is None else flag_set.plan
+    if plan is None:
+        return 0
+    total = 0
+    for group in plan.groups:
+        total += group.young_bytes + group.old_bytes
+        if group.parent is not None:
+            total += group.parent.young_bytes + group.parent.old_bytes
+    return total
 
 
 def plan_of(flag_set: FlagSet) -> Plan:

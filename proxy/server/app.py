@@ -37,6 +37,7 @@ from proxy.api.streams import StreamsApi
 from proxy.api.tokens import StreamTokens
 from proxy.config import Settings, load_settings
 from proxy.evaluation.jsonlogic import semver
+from proxy.evaluation.plan import memo_bytes
 from proxy.keys import KeyRing
 from proxy.server import connections, gcpolicy
 from proxy.sources.base import Source
@@ -123,6 +124,7 @@ def build_runtime(settings: Settings, store: Store | None = None,
     metrics.hot.cache = cache
     metrics.hot.held["results"] = lambda: cache.bytes
     metrics.hot.held["semver"] = semver.cached_bytes
+    metrics.hot.held["plan_memos"] = lambda: sum(memo_bytes(store.get(e)) for e in store.envs())
     return Runtime(settings=settings, store=store, keyring=keyring, tokens=tokens, auth=auth,
                    cache=cache, metrics=metrics, openapi=OpenApi())
 

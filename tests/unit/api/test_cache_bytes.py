@@ -22,7 +22,7 @@ from proxy.api.metrics import PENDING_FOLD_BYTES, FlagedgeCollector, HotMetrics
 from proxy.config import Settings, SettingsError, load_settings
 from proxy.evaluation.documents import compile_document
 from proxy.evaluation.engine import evaluate_all
-from proxy.evaluation.plan import plan_of
+from proxy.evaluation.plan import memo_bytes, plan_of
 from proxy.model import FlagSet
 from proxy.store import Store
 from tests.unit.ofrep_app import ENV, App
@@ -359,6 +359,7 @@ async def test_settings_reach_the_caches_and_the_gauge_reports_them() -> None:
         r'^flagedge_cache_bytes\{cache="([^"]+)"\} (\S+)$', metrics, re.M)}
     assert held["results"] == app.runtime.cache.bytes > 0
     assert held["bulk_bodies"] > 0 and "semver" in held
+    assert held["plan_memos"] == memo_bytes(app.store.get(ENV)) > 0  # "plan" memoised
     with pytest.raises(SettingsError, match="cache_bytes"):
         load_settings(environ={"FLAGEDGE_CACHE_BYTES": "-1"})
     with pytest.raises(SettingsError, match="bodies_bytes"):

@@ -6,7 +6,9 @@ null, and values that cannot be hashed skip the memo."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 import random
+import tracemalloc
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,7 +17,7 @@ import pytest
 from proxy.evaluation import plan as plan_module
 from proxy.evaluation.documents import compile_document
 from proxy.evaluation.engine import evaluate, evaluate_all
-from proxy.evaluation.plan import derive_plan, plan_of, typed
+from proxy.evaluation.plan import derive_plan, memo_bytes, plan_of, typed
 from proxy.model import EvaluationResult, Flag, FlagSet, FlagState, Reason, VariantType
 from proxy.sources.assemble import apply_change
 from tests.conformance.generator import generate
@@ -232,3 +234,43 @@ def test_a_derived_group_answers_from_its_parents_memo() -> None:
     assert variants(new, {"plan": "pro"}) == ["a", "1"]  # f from the parent, g run again
     assert group.young[typed("pro")][0] is fs.flags["f"].match_results["a"]
     assert variants(new, {"plan": "free"}) == ["b", "b"]  # not in the parent's memo: run
+
+
+def test_long_strings_are_never_memoised() -> None:
+    """Memo keys keep their strings alive: an adversary's 60 KB appVersion must not sit in
+    thousands of them (bench/memory.py)."""
+    fs = compile_document(doc(f={"if": [{"starts_with": [{"var": "v"}, "2."]}, "a", "b"]}))
+    long = "2." + "1" * plan_module.MAX_KEY_STRING
+    assert variants(fs, {"v": long}) == ["a"] and variants(fs, {"v": long}) == ["a"]
+    assert variants(fs, {"v": "1.0.0"}) == ["b"]
+    assert list(plan_of(fs).groups[0].young) == ["1.0.0"]
+
+
+def test_memos_are_bounded_by_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unique keys of 200 characters that still hit often enough to keep the memo on: the
+    memo holds at most two generations of its share of the plan's bytes, on the heap too."""
+    monkeypatch.setattr(plan_module, "MEMO_BYTES", 64 * 1024)
+    monkeypatch.setattr(plan_module, "MIN_GROUP_BYTES", 16 * 1024)
+    fs = compile_document(doc(f={"if": [{"==": [{"var": "x"}, "a"]}, "a", "b"]},
+                              g={"if": [{"==": [{"var": "y"}, "a"]}, "a", "b"]}))
+    group = plan_of(fs).groups[0]
+    assert group.share == 32 * 1024
+
+    def fill() -> None:
+        for i in range(3000):
+            evaluate_all(fs, {"x": "a"})  # hits keep the memo on
+            evaluate_all(fs, {"x": f"{i:08d}" + "x" * 192})
+            assert group.young_bytes <= group.share
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        fill()
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert group.skip == 0 and len(group.young) + len(group.old) < 3000
+    assert held <= 2 * group.share * 1.15, held
+    assert 0.9 * held <= memo_bytes(fs) <= 1.3 * held, (memo_bytes(fs), held)
