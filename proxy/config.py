@@ -44,10 +44,12 @@ class Settings:
     rate_limit: float = 0.0  # default requests/s per key and worker; 0 = unlimited
     rate_burst: float = 0.0  # bucket size; 0 = max(1, rate_limit)
     cache_size: int = 10_000  # bulk results kept (LRU); cache_bytes bounds them too
-    # Bytes of bulk results and their keys kept (LRU), per worker: with 350 flags an entry is
-    # ~55 KB, so 64 MB keeps ~1,200 of them (more of smaller flag sets, up to cache_size).
+    # Bytes of bulk results and their keys kept (LRU), per worker. A small body (<= 4 KB) is
+    # kept whole; a larger one as pointers to items its flag set's entries share (350 flags:
+    # ~3.5 KB an entry, key included), so 64 MB keeps the 10,000 of cache_size.
     cache_bytes: int = 64 * 1024 * 1024
-    # Bytes of serialised bulk bodies memoised by outcome vector, all environments, per worker.
+    # Bytes of bulk results memoised by outcome vector (shared by the users who get the same
+    # results), all environments, per worker.
     bodies_bytes: int = 32 * 1024 * 1024
     max_context_depth: int = 10
     max_context_items: int = 1_000
