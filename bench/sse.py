@@ -61,6 +61,7 @@ sys.path[:] = [str(ROOT), str(_HERE)] + [p for p in sys.path
 
 import argparse  # noqa: E402
 import os  # noqa: E402
+import signal  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
@@ -188,8 +189,17 @@ def server_pid(proc: subprocess.Popen) -> int:
     return proc.pid
 
 
-def run_rounds(out: Measured, pid: int, port: int, key: str, writer: Writer, rounds: int
-               ) -> Measured:
+def start_profiler(py_spy: str, pid: int, out: Path) -> subprocess.Popen:
+    """py-spy sampling the server during the rounds (on the clients' core), collapsed stacks
+    to ``out``; stopped with SIGINT. A diagnostic: py-spy is no project dependency."""
+    return subprocess.Popen(pinned(CLIENT_CORE, [
+        py_spy, "record", "--pid", str(pid), "--rate", "1000", "--format", "raw",
+        "--output", str(out), "--nonblocking"]), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+
+
+def run_rounds(out: Measured, pid: int, port: int, key: str, writer: Writer, rounds: int,
+               profile: tuple[str, Path] | None = None) -> Measured:
     """Open the streams (client process on CLIENT_CORE), then ``rounds`` writes."""
     client = subprocess.Popen(
         pinned(CLIENT_CORE, [sys.executable, __file__, "--client", "--port", str(port),
@@ -202,6 +212,9 @@ def run_rounds(out: Measured, pid: int, port: int, key: str, writer: Writer, rou
         if line != "READY":
             raise RuntimeError(f"{out.server} {out.stream} N={out.n}: clients: {line!r}")
         out.rss_open_kb = rss_kb(pid)
+        profiler = start_profiler(profile[0], pid, profile[1]) if profile else None
+        if profiler is not None:
+            time.sleep(1.0)  # py-spy attaches
         for _ in range(rounds):
             time.sleep(ROUND_GAP_S)
             client.stdin.write("ARM\n")
@@ -217,6 +230,9 @@ def run_rounds(out: Measured, pid: int, port: int, key: str, writer: Writer, rou
             out.missing += result["missing"]
             out.frame_bytes = result["frame_bytes"]
             out.client_cpu_ms.append(result["client_cpu_ms"])
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(30)
         client.stdin.write("QUIT\n")
         client.stdin.flush()
         client.wait(30)
@@ -255,7 +271,7 @@ def flagedge_env(n: int) -> dict[str, str]:
 
 
 def measure_flagedge(stream: str, n: int, redis_url: str, writer: Writer, rounds: int,
-                     logs: Path) -> Measured:
+                     logs: Path, py_spy: str = "") -> Measured:
     import httpx
 
     from proxy.dev.devredis import free_port
@@ -273,8 +289,10 @@ def measure_flagedge(stream: str, n: int, redis_url: str, writer: Writer, rounds
             for _ in range(20):  # warm the request path before the RSS baseline
                 httpx.post(f"http://127.0.0.1:{port}/ofrep/v1/evaluate/flags", json={},
                            headers={"Authorization": f"Bearer {raw_key}"}, timeout=10)
+            profile = (py_spy, Path(f"sse-profile-{stream}-{n}.txt").resolve()) if py_spy \
+                else None
             return run_rounds(Measured("flagedge", stream, n), server_pid(proc), port, raw_key,
-                              writer, rounds)
+                              writer, rounds, profile)
         finally:
             stop(proc)
 
@@ -331,6 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=10_000,
                         help="clients on the rules and evaluated streams")
     parser.add_argument("--streams", default="events,rules,evaluated")
+    parser.add_argument("--py-spy", default="", metavar="PATH",
+                        help="profile flagedge during the rounds with this py-spy binary "
+                             "(collapsed stacks: ./sse-profile-STREAM-N.txt)")
     internal = parser.add_argument_group("internal (the client and baseline processes)")
     internal.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     internal.add_argument("--baseline", action="store_true", help=argparse.SUPPRESS)
@@ -389,7 +410,7 @@ def run(args: argparse.Namespace) -> int:
                 orjson.dumps(flag_document(False)), source="bench"), author="bench")
             for stream, n in cases(args):
                 fe = measure_flagedge(stream, n, redis_server.url, writer, args.rounds,
-                                      Path(tmp))
+                                      Path(tmp), args.py_spy)
                 base = measure_baseline(stream, n, redis_server.url, writer, args.rounds,
                                         round(fe.frame_bytes))
                 rows += case_rows(fe, base)
