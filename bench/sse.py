@@ -271,7 +271,8 @@ def flagedge_env(n: int) -> dict[str, str]:
 
 
 def measure_flagedge(stream: str, n: int, redis_url: str, writer: Writer, rounds: int,
-                     logs: Path, py_spy: str = "") -> Measured:
+                     logs: Path, py_spy: str = "", checkout: Path = ROOT,
+                     label: str = "flagedge") -> Measured:
     import httpx
 
     from proxy.dev.devredis import free_port
@@ -279,10 +280,11 @@ def measure_flagedge(stream: str, n: int, redis_url: str, writer: Writer, rounds
 
     raw_key, _ = keys.create(writer.client, ENV, KEY_KIND[stream], f"bench-{stream}-{n}")
     port = free_port()
-    with (logs / f"flagedge-{stream}-{n}.log").open("wb") as log:
+    env = {**flagedge_env(n), "PYTHONPATH": str(checkout)}
+    with (logs / f"{label}-{stream}-{n}.log").open("wb") as log:
         proc = subprocess.Popen(pinned(SERVER_CORE, [
             sys.executable, "-m", "proxy", "serve", "--host", "127.0.0.1", "--port", str(port),
-            "--redis", redis_url, "--env", ENV]), cwd=ROOT, env=flagedge_env(n), stdout=log,
+            "--redis", redis_url, "--env", ENV]), cwd=checkout, env=env, stdout=log,
             stderr=subprocess.STDOUT)
         try:
             wait_http(f"http://127.0.0.1:{port}/readyz", proc)
@@ -291,7 +293,7 @@ def measure_flagedge(stream: str, n: int, redis_url: str, writer: Writer, rounds
                            headers={"Authorization": f"Bearer {raw_key}"}, timeout=10)
             profile = (py_spy, Path(f"sse-profile-{stream}-{n}.txt").resolve()) if py_spy \
                 else None
-            return run_rounds(Measured("flagedge", stream, n), server_pid(proc), port, raw_key,
+            return run_rounds(Measured(label, stream, n), server_pid(proc), port, raw_key,
                               writer, rounds, profile)
         finally:
             stop(proc)
@@ -352,6 +354,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--py-spy", default="", metavar="PATH",
                         help="profile flagedge during the rounds with this py-spy binary "
                              "(collapsed stacks: ./sse-profile-STREAM-N.txt)")
+    parser.add_argument("--compare", type=Path, metavar="DIR",
+                        help="also measure the flagedge of another checkout (e.g. a worktree "
+                             "of the commit before a change) in each case, for before/after "
+                             "figures from the same run; no goal rows for it")
     internal = parser.add_argument_group("internal (the client and baseline processes)")
     internal.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     internal.add_argument("--baseline", action="store_true", help=argparse.SUPPRESS)
@@ -411,11 +417,19 @@ def run(args: argparse.Namespace) -> int:
             for stream, n in cases(args):
                 fe = measure_flagedge(stream, n, redis_server.url, writer, args.rounds,
                                       Path(tmp), args.py_spy)
+                case: dict[str, Any] = {"flagedge": fe.summary()}
+                if args.compare:
+                    other = measure_flagedge(stream, n, redis_server.url, writer, args.rounds,
+                                             Path(tmp), checkout=args.compare.resolve(),
+                                             label="compared")
+                    case["compared"] = {**other.summary(), "checkout": str(args.compare)}
+                    print(f"  this / compared checkout: median round p99 "
+                          f"{fe.round_p99 / other.round_p99:.2f}x", flush=True)
                 base = measure_baseline(stream, n, redis_server.url, writer, args.rounds,
                                         round(fe.frame_bytes))
                 rows += case_rows(fe, base)
                 missing += fe.missing + base.missing
-                details["cases"].append({"flagedge": fe.summary(), "baseline": base.summary()})
+                details["cases"].append({**case, "baseline": base.summary()})
         finally:
             redis_server.stop()
     rows.append(at_most("notifications missed (flagedge and baseline, all cases)", missing, 0))

@@ -232,6 +232,43 @@ async def test_the_body_writer_declines_once_the_client_is_gone():
     await steps.put(None)
 
 
+async def test_the_body_writer_frames_each_body_it_is_given():
+    """Each body is framed once and reused while the same bytes go to other streams (a change
+    goes to thousands): a body of the same length, or the earlier one again, is still framed
+    as itself."""
+    steps: list[asyncio.Queue[Any]] = [asyncio.Queue(), asyncio.Queue()]
+    writers: list[Any] = []
+    streams = [connect(streaming_app(q, writers)) for q in steps]
+    for (proto, transport), q in zip(streams, steps, strict=True):
+        proto.data_received(GET)
+        await q.put(b"data: 0\n\n")
+        await until(lambda t=transport: b"".join(t.writes).endswith(b"data: 0\n\n\r\n"))
+    first, second = b"data: 1\n\n", b"data: 2\n\n"
+    for body in (first, first, second, first):
+        for write in writers:
+            assert write(body) is True
+    for _proto, transport in streams:
+        assert transport.writes[-4:] == [b"9\r\ndata: 1\n\n\r\n", b"9\r\ndata: 1\n\n\r\n",
+                                         b"9\r\ndata: 2\n\n\r\n", b"9\r\ndata: 1\n\n\r\n"]
+    for q in steps:
+        await q.put(None)
+
+
+async def test_the_body_writer_declines_once_the_connection_is_closing():
+    """Closed by the server (shutdown, a sweep), not yet lost: asked of the loop's transport
+    under the gathering wrapper."""
+    steps: asyncio.Queue[Any] = asyncio.Queue()
+    writers: list[Any] = []
+    proto, transport = connect(streaming_app(steps, writers))
+    proto.data_received(GET)
+    await steps.put(b"data: 1\n\n")
+    await until(lambda: b"".join(transport.writes).endswith(b"data: 1\n\n\r\n"))
+    transport.close()
+    n = len(transport.writes)
+    assert writers[0](b"data: 2\n\n") is False and len(transport.writes) == n
+    await steps.put(None)
+
+
 async def test_the_body_writer_declines_a_body_that_is_not_chunked():
     writers: list[Any] = []
 
