@@ -112,3 +112,11 @@ def test_stream_ratio_is_read_on_the_median_write_of_each_side():
     (row,) = sse.case_rows(measured(sse, "flagedge", "evaluated", 10_000, [190.0, 201.0, 210.0]),
                            base)
     assert not row.passed
+
+
+def test_the_default_cases_are_the_goals_and_clients_apply_to_every_stream():
+    sse = load("sse")
+    assert sse.cases("events,rules,evaluated", None) == [
+        ("events", 1_000), ("events", 10_000), ("rules", 10_000), ("evaluated", 10_000)]
+    assert sse.cases("events,rules,evaluated", "1000") == [  # make bench's quick run
+        ("events", 1_000), ("rules", 1_000), ("evaluated", 1_000)]
