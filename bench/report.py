@@ -51,7 +51,10 @@ def machine() -> dict:
     except OSError:
         pass
     return {"node": platform.node(), "system": platform.platform(), "cpu": model,
-            "cores": os.cpu_count(), "python": platform.python_version()}
+            "cores": os.cpu_count(), "python": platform.python_version(),
+            # At the end of the run: other work on the machine shows here (it slows the
+            # baselines too, and flatters ratios against them).
+            "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()]}
 
 
 def commit() -> str:
