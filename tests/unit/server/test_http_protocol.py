@@ -218,13 +218,20 @@ async def test_the_body_writer_writes_exactly_what_send_would():
     assert write(b"data: 5\n\n") is False and len(transport.writes) == n
 
 
-async def test_the_body_writer_declines_once_the_client_is_gone():
+async def a_started_stream() -> tuple[Any, RecordingTransport, list[Any], asyncio.Queue[Any]]:
+    """A streamed response whose first event went out: the protocol, its transport, the
+    body writer (in a list) and the app's queue of events (None ends the response)."""
     steps: asyncio.Queue[Any] = asyncio.Queue()
     writers: list[Any] = []
     proto, transport = connect(streaming_app(steps, writers))
     proto.data_received(GET)
     await steps.put(b"data: 1\n\n")
     await until(lambda: b"".join(transport.writes).endswith(b"data: 1\n\n\r\n"))
+    return proto, transport, writers, steps
+
+
+async def test_the_body_writer_declines_once_the_client_is_gone():
+    proto, transport, writers, steps = await a_started_stream()
     n = len(transport.writes)
     assert writers[0](b"data: 2\n\n") is True and len(transport.writes) == n + 1
     proto.connection_lost(None)
@@ -257,12 +264,7 @@ async def test_the_body_writer_frames_each_body_it_is_given():
 async def test_the_body_writer_declines_once_the_connection_is_closing():
     """Closed by the server (shutdown, a sweep), not yet lost: asked of the loop's transport
     under the gathering wrapper."""
-    steps: asyncio.Queue[Any] = asyncio.Queue()
-    writers: list[Any] = []
-    proto, transport = connect(streaming_app(steps, writers))
-    proto.data_received(GET)
-    await steps.put(b"data: 1\n\n")
-    await until(lambda: b"".join(transport.writes).endswith(b"data: 1\n\n\r\n"))
+    _proto, transport, writers, steps = await a_started_stream()
     transport.close()
     n = len(transport.writes)
     assert writers[0](b"data: 2\n\n") is False and len(transport.writes) == n
