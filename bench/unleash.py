@@ -76,7 +76,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 from typing import NamedTuple
@@ -119,23 +118,20 @@ SEGMENTS = [{"id": BETA, "name": "beta", "constraints": [
     constraint("userId", "STR_STARTS_WITH", "user-1"), version_at_least("2.0.0")]}]
 
 
-@dataclass(frozen=True)
-class When:
+class When(NamedTuple):
     """One ``if`` branch: all constraints (and segments) hold -> ``variant`` (None: "on")."""
     constraints: tuple[dict, ...] = ()
     variant: str | None = None
     segments: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True)
-class Rollout:
+class Rollout(NamedTuple):
     """A boolean ``fractional`` [on p, off 100 - p] behind its constraints."""
     percent: int
     constraints: tuple[dict, ...] = ()
 
 
-@dataclass(frozen=True)
-class Split:
+class Split(NamedTuple):
     """A non-boolean ``fractional`` (variant, weight) ... behind its constraints."""
     weights: tuple[tuple[str, int], ...]
     constraints: tuple[dict, ...] = ()
