@@ -48,17 +48,19 @@ different strings with different seeds, so the same user can land in another buc
 proportions are the same, the users are not; (2) missing or malformed attributes: a context
 without ``appVersion`` passes the inverted SEMVER_LT (">=") in Unleash and fails ``sem_ver`` in
 flagd; without ``age``, NUM_LT fails where JSON Logic's ``<`` compares null as 0; without a
-targetingKey (userId), Unleash's rollout is off where flagd's fractional falls back; (3)
-versions with a leading "v" or a pre-release tag compare differently (node-semver vs flagd).
+targetingKey (userId), flagd answers the default variant where Unleash's rollout does not hold
+(the toggle falls through to its next strategy, or is off); (3) versions with a leading "v"
+or a pre-release tag compare differently (node-semver vs flagedge: "v2.3.0" is 2.3.0 in
+flagedge and no version in Unleash; "2.0.0-beta" is major 2 for ``^`` but below 2.0.0).
 The workload sends every attribute, well formed, so only (1) applies to what is measured.
 
 ``--check`` runs the translation against both real servers: with every fractional pinned to
 its first and then its last variant (both documents rewritten alike), all 20 answers must be
-equal for 1,000 workload users and 2,000 edge contexts (``EDGES``: each attribute drawn on its
-own from values at the rules' edges); with the real rules, the rule-only flags must be equal and each
-fractional flag's proportions must agree within 5 sigma over 4,000 new users. Before measuring,
-every run checks the rule-only flags for 300 users (a row: a measurement against a peer that
-answers something else is not a comparison).
+equal for 1,000 workload users and 2,000 edge contexts (``EDGES``: each attribute drawn on
+its own from values at the rules' edges); with the real rules, the rule-only flags must be
+equal and each fractional flag's proportions must agree within 5 sigma over 4,000 new users
+(~40 s). Before measuring, every run checks the rule-only flags for 300 users (a row: a
+measurement against a peer that answers something else is not a comparison).
 
     python bench/unleash.py [--duration 20] [--rounds 5] [--warmup 2] [--check]
 """
