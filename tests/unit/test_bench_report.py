@@ -30,8 +30,8 @@ def test_a_skipped_row_fails_nothing_and_says_why(report, tmp_path: Path, capsys
     saved = written(tmp_path)
     assert saved["passed"] is True
     assert saved["rows"][1] == {"what": "peer", "goal": ">= 6x", "measured": 0.0,
-                                     "baseline": "npm not found", "passed": False, "unit": "",
-                                     "skipped": True}
+                                "baseline": "npm not found", "passed": False, "unit": "",
+                                "skipped": True}
 
 
 def test_a_skip_does_not_hide_a_miss(report, tmp_path: Path) -> None:
