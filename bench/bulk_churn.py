@@ -53,6 +53,10 @@ def request(body: bytes, key: bytes) -> Request:
     return Request(scope, receive)
 
 
+async def _discard(_message: dict[str, Any]) -> None:
+    return None
+
+
 class Bench:
     def __init__(self) -> None:
         soak.ALLOW_LIST = 100
@@ -87,9 +91,9 @@ class Bench:
                 self.change()  # not timed: the Redis source's work, not the request's
             r = request(self.bodies[k % len(self.bodies)], self.key)
             t0 = time.perf_counter()
-            response = await self.api.bulk(r)
+            status = await self.api.bulk(r.scope, r.receive, _discard)  # a raw ASGI handler
             out.append(time.perf_counter() - t0)
-            assert response.status_code == 200
+            assert status == 200
         return sorted(out)
 
 
