@@ -46,6 +46,7 @@ QUICK: dict[str, list[str]] = {
     "propagation": ["--n", "200", "--rounds", "4"],
     "ofrep_http": ["--duration", "4", "--rounds", "2", "--warmup", "1"],
     "access_log": ["--duration", "4", "--rounds", "2"],
+    "unleash": ["--duration", "4", "--rounds", "2"],
     "sse": ["--clients", "1000"],
     "memory": ["--duration", "8", "--warmup", "3"],
     "resume_storm": ["--resumes", "300", "--rounds", "1"],
@@ -94,10 +95,13 @@ def read_outcome(script: str, folder: Path, exit_code: int | None, seconds: floa
         out.status, out.note = "skipped", str(record["skipped"])
     elif not rows:
         out.status, out.note = "failed", f"no rows (exit {exit_code})"
-    elif not all(r.passed for r in rows):
+    elif not all(r.passed or r.skipped for r in rows):
         out.status = "missed"
         if exit_code != 1:
             out.note = f"exit {exit_code}"
+    elif any(r.skipped for r in rows):  # some goals not measured here (a peer missing)
+        out.status = "skipped"
+        out.note = "; ".join(f"{r.what}: {r.baseline}" for r in rows if r.skipped)
     elif exit_code != 0:
         out.status, out.note = "failed", f"exit {exit_code} though its rows passed"
     return out
@@ -108,7 +112,7 @@ def table(outcomes: list[Outcome]) -> str:
     for o in outcomes:
         for r in o.rows:
             lines.append(f"{o.script:13} {r.what[:58]:58} {r.goal:>10} {r.measured:>10.3g} "
-                         f"{'yes' if r.passed else 'NO':>7}  {r.baseline}")
+                         f"{'skip' if r.skipped else 'yes' if r.passed else 'NO':>7}  {r.baseline}")
         if o.status in ("failed", "skipped") or o.note:
             lines.append(f"{o.script:13} {'(' + o.note + ')' if o.note else '':58} "
                          f"{'':>10} {'':>10} {o.status.upper():>7}")

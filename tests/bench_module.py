@@ -18,7 +18,9 @@ def load(name: str) -> ModuleType:
         spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses look their module up there
+        # Registered before it runs, as importlib's recipe does: dataclasses look their
+        # module up by name (report.Row).
+        sys.modules[spec.name] = module
         spec.loader.exec_module(module)
         return module
     finally:

@@ -52,10 +52,10 @@ class FastOfrep:
             return
         path: str = scope["path"]
         if path == BULK_PATH:
-            handler, route = self._single, BULK_ROUTE  # (bulk is called raw, below)
+            route = BULK_ROUTE
         elif (path.startswith(SINGLE_PREFIX) and len(path) > len(SINGLE_PREFIX)
               and "\n" not in path):  # the route's regex treats newlines its own way
-            handler, route = self._single, SINGLE_ROUTE
+            route = SINGLE_ROUTE
             scope["path_params"] = {"key": path[len(SINGLE_PREFIX):]}
         else:
             await self._timed(scope, receive, send)
@@ -71,7 +71,7 @@ class FastOfrep:
             if route is BULK_ROUTE:  # a raw ASGI handler
                 status = await self._bulk(scope, receive, send)
             else:
-                response = await handler(Request(scope, receive))
+                response = await self._single(Request(scope, receive))
                 status = response.status_code
                 await response(scope, receive, send)
         except Exception:

@@ -69,16 +69,40 @@ def body_writer(scope: dict[str, Any]) -> BodyWriter | None:
     if cycle is None:
         return None
     flow, transport = cycle.flow, cycle.transport
+    # Asked of the loop's own transport: through the gathering wrapper's __getattr__ this
+    # one call was a tenth of the fan-out's time at 10,000 streams.
+    own = transport.loop_transport() if isinstance(transport, TransportWrapper) else transport
+    is_closing = own.is_closing
 
     def write(body: bytes) -> bool:
         if (cycle.disconnected or flow.write_paused or not cycle.response_started
                 or cycle.response_complete or not cycle.chunked_encoding or not body
-                or transport.is_closing()):
+                or is_closing()):
             return False
         try:
-            transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+            transport.write(_chunk(body))
         except RuntimeError:  # the transport closed under us: send() will find out
             return False
         return True
 
     return write
+
+
+class _LastChunk:
+    """``body`` as one chunk of a chunked HTTP body, remembering the last one framed: a change
+    sends the same bytes object to every idle stream, so it is framed once, not 10,000
+    times. Holding the last body (one payload at most) keeps its id from being reused by
+    another object."""
+
+    __slots__ = ("body", "chunk")
+
+    def __init__(self) -> None:
+        self.body = self.chunk = b""
+
+    def __call__(self, body: bytes) -> bytes:
+        if body is not self.body:
+            self.body, self.chunk = body, b"%x\r\n%b\r\n" % (len(body), body)
+        return self.chunk
+
+
+_chunk = _LastChunk()

@@ -5,9 +5,11 @@ else waits (``proxy.streams.fanout`` pushes, ``proxy.api.streams`` drains).
 
 A connection knows nothing of the fan-out that feeds it: it is created with what it uses, as
 small declared types (ld-relay's ``internal/streams`` shape): its :class:`Limits`, the
-:class:`~proxy.streams.frames.Counters` it counts in, a :data:`SnapshotFor` callback that
-builds the snapshot it is owed, and a :data:`SentHook` for events written straight to the
-socket. The fan-out shares one of each among all its connections.
+:class:`~proxy.streams.frames.Counters` it counts in and a :data:`SnapshotFor` callback that
+builds the snapshot it is owed. The fan-out shares one of each among all its connections.
+An event :meth:`Connection.push` wrote straight to the socket is counted by its caller (the
+fan-out, once per slice of connections), one that waits in the queue by the stream that
+sends it.
 """
 
 from __future__ import annotations
@@ -42,8 +44,6 @@ class Limits:
 # The newest state for this connection in one event (b"" when there is none); it also sets
 # what the connection now holds (version, results). ``Snapshots.snapshot`` in the fan-out.
 SnapshotFor = Callable[["Connection"], bytes]
-# Counts an event the connection wrote straight to its socket (source write time or None).
-SentHook = Callable[["Connection", float | None], None]
 
 
 class Connection:
@@ -51,17 +51,15 @@ class Connection:
 
     __slots__ = ("_parked", "_queue", "_queued_bytes", "_waiter", "close_reason", "closed",
                  "context", "ctx_key", "direct", "env", "key_id", "kind", "limits",
-                 "needs_snapshot", "on_sent", "results", "snapshot_for", "state_id",
+                 "needs_snapshot", "results", "snapshot_for", "state_id",
                  "stats", "version")
 
     def __init__(self, env: str, kind: StreamKind, key_id: str,
                  context: dict[str, Any] | None = None, ctx_key: str = "", *,
-                 snapshot_for: SnapshotFor, limits: Limits, stats: Counters,
-                 on_sent: SentHook):
+                 snapshot_for: SnapshotFor, limits: Limits, stats: Counters):
         self.snapshot_for = snapshot_for
         self.limits = limits
         self.stats = stats
-        self.on_sent = on_sent
         self.env = env
         self.kind = kind
         self.key_id = key_id
@@ -90,16 +88,17 @@ class Connection:
         """The client now has (or has queued) this state."""
         self.version, self.state_id = version, state_id
 
-    def push(self, payload: bytes, written_at: float | None) -> None:
-        """Never blocks. Over the bound, drop everything queued and owe a snapshot."""
+    def push(self, payload: bytes, written_at: float | None) -> bool:
+        """Never blocks. Over the bound, drop everything queued and owe a snapshot. True when
+        the event went straight to the socket (the caller counts it as sent); else it is
+        queued (the stream counts it when it sends), or owed as part of a snapshot."""
         if self.closed or self.needs_snapshot:
-            return  # a snapshot is owed: it will carry this change too
+            return False  # a snapshot is owed: it will carry this change too
         queue = self._queue
         # An idle stream's event goes out here and now: no wake-up, no task step, no send
         # through the middleware (10,000 streams x every change).
         if queue is None and self._parked and self.direct is not None and self.direct(payload):
-            self.on_sent(self, written_at)
-            return
+            return True
         if queue is None:
             queue = self._queue = deque()
         limits = self.limits
@@ -113,6 +112,7 @@ class Connection:
             queue.append((payload, written_at))
             self._queued_bytes += len(payload)
         self._wake()
+        return False
 
     def owe_snapshot(self) -> None:
         self._queue = None

@@ -117,13 +117,14 @@ class Propagation:
         self.counts: dict[str, list[int]] = {}
         self.sums: dict[str, float] = {}
 
-    def observe(self, stream: str, seconds: float) -> None:
+    def observe(self, stream: str, seconds: float, events: int = 1) -> None:
+        """``events`` events that each took ``seconds``."""
         counts = self.counts.get(stream)
         if counts is None:
             counts = self.counts[stream] = [0] * (len(PROPAGATION_BUCKETS) + 1)
             self.sums[stream] = 0.0
-        counts[bisect.bisect_left(PROPAGATION_BUCKETS, seconds)] += 1
-        self.sums[stream] += seconds
+        counts[bisect.bisect_left(PROPAGATION_BUCKETS, seconds)] += events
+        self.sums[stream] += seconds * events
 
 
 def count(stats: Counters, stream: str, outcome: str, n: int = 1) -> None:

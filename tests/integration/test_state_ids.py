@@ -137,7 +137,9 @@ def test_a_provider_holding_the_old_epoch_converges_after_a_proxy_restart(
         server.start(wait="readyz")
         wait_until(lambda: client.get_integer_value("n", 0) == 13, timeout=10,
                    what="the provider to take epoch B's version 3")
-        assert any(d.flags_changed == ["n"] for d in changed)
+        # The SDK runs handlers after the provider swapped its rules: wait for the event too.
+        wait_until(lambda: any(d.flags_changed == ["n"] for d in changed), timeout=5,
+                   what="PROVIDER_CONFIGURATION_CHANGED naming n")
     finally:
         api.shutdown()
 

@@ -1,5 +1,7 @@
-"""bench/report.py: each goal a row that passes or fails on its own figure, the exit code a
-bench script returns, and the JSON it leaves for `make bench` (bench/run_all.py)."""
+"""bench/report.py: each goal a row that passes or fails on its own figure (or is skipped: not
+measured here, failing nothing, never read as a pass by a reader that only knows
+``passed``), the exit code a bench script returns, and the JSON it leaves for `make bench`
+(bench/run_all.py)."""
 
 from __future__ import annotations
 
@@ -52,7 +54,7 @@ def test_finish_writes_rows_machine_commit_and_date(report: ModuleType, results:
     record = json.loads(path.read_text())
     assert record["script"] == "demo" and record["passed"] is True
     assert record["rows"] == [{"what": "a", "goal": ">= 1x", "measured": 2, "baseline": "base 1",
-                               "passed": True, "unit": "x"}]
+                               "passed": True, "unit": "x", "skipped": False}]
     assert record["details"] == {"n": 5}
     assert record["commit"] and record["date"] and record["machine"]["cores"]
     assert "skipped" not in record
@@ -64,3 +66,31 @@ def test_a_skipped_bench_is_written_as_skipped_never_passed(report: ModuleType,
     record = json.loads(next(results.glob("*-demo.json")).read_text())
     assert record["skipped"] == "wrk is missing"
     assert record["passed"] is False and record["rows"] == []
+
+
+def written(folder: Path) -> dict:
+    (path,) = folder.glob("*.json")
+    return json.loads(path.read_text())
+
+
+def test_a_skipped_row_fails_nothing_and_says_why(report: ModuleType, results: Path, capsys) -> None:
+    rows = [report.at_least("measured", 7.0, 6.0), report.skip("peer", ">= 6x", "npm not found")]
+    assert report.finish("t", rows) == 0
+    out = capsys.readouterr().out
+    assert "skip  npm not found" in out and "1 row skipped" in out
+    saved = written(results)
+    assert saved["passed"] is True
+    assert saved["rows"][1] == {"what": "peer", "goal": ">= 6x", "measured": 0.0,
+                                "baseline": "npm not found", "passed": False, "unit": "",
+                                "skipped": True}
+
+
+def test_a_skip_does_not_hide_a_miss(report: ModuleType, results: Path) -> None:
+    rows = [report.at_least("measured", 5.0, 6.0), report.skip("peer", ">= 6x", "no npm")]
+    assert report.finish("t", rows) == 1
+    assert written(results)["passed"] is False
+
+
+def test_nothing_measured_is_said_so(report: ModuleType, results: Path, capsys) -> None:
+    assert report.finish("t", [report.skip("peer", ">= 6x", "no npm")]) == 0
+    assert "nothing measured" in capsys.readouterr().out

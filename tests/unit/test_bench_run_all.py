@@ -88,6 +88,22 @@ def test_a_skipped_script_shows_as_skipped_and_fails_the_suite(
     assert run_all.read_outcome("sse", tmp_path / "none", report.SKIPPED).status == "skipped"
 
 
+def test_a_script_with_a_skipped_row_is_skipped_unless_another_row_missed(
+        run_all: ModuleType, report: ModuleType, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench/unleash.py measures flagedge, then skips the peer's rows where npm is missing:
+    its goals were not measured, so the suite does not pass; a miss beside it stays a miss."""
+    peer = report.skip("vs Unleash Proxy", ">= 6x", "npm not found")
+    folder = results_of(report, tmp_path / "a", monkeypatch, "unleash",
+                        [report.at_least("flagedge runs", 2, 1), peer])
+    out = run_all.read_outcome("unleash", folder, 0)
+    assert out.status == "skipped" and "npm not found" in out.note
+    assert "skip" in run_all.table([out]) and run_all.exit_code([out]) == 1
+    folder = results_of(report, tmp_path / "b", monkeypatch, "unleash",
+                        [report.at_least("flagedge runs", 0.5, 1), peer])
+    assert run_all.read_outcome("unleash", folder, 1).status == "missed"
+
+
 def test_an_empty_or_unreadable_result_is_a_failure(run_all: ModuleType, tmp_path: Path
                                                    ) -> None:
     (tmp_path / "a").mkdir()

@@ -79,3 +79,30 @@ def test_no_result_depends_on_an_attribute_no_rule_reads():
                 assert _outcomes(flag_set, padded) == expected, (doc.doc, context)
             checked += 1
     assert checked > 1000  # most generated documents have known reads
+
+
+def test_bulk_evaluation_answers_what_each_flag_answers_alone_every_time():
+    """``evaluate_all`` may serve results from memos keyed on what rules read (issue 27's
+    bulk plans); whatever it does, each result is the flag's own ``evaluate`` on the same
+    context, on first sight and on every repeat (memo hits), contexts differing in one read
+    value or one value's type (1, 1.0, True) included."""
+    from proxy.evaluation.engine import evaluate
+
+    checked = 0
+    for doc in generate(seed=4242, n_docs=300).docs:
+        flag_set = compile_document(doc.doc, tolerant=True)
+        contexts = [c.context for c in doc.cases]
+        variants = []
+        for context in contexts:
+            for name, value in list(context.items())[:2]:
+                for other in (1, 1.0, True, None, "1"):
+                    if other != value or type(other) is not type(value):
+                        variants.append({**context, name: other})
+        for context in [*contexts, *variants, *contexts, *variants]:
+            alone = [evaluate(flag_set, key, context) for key in flag_set.flags]
+            together = evaluate_all(flag_set, context)
+            assert [(r.key, r.variant, repr(r.value), r.reason, r.error_code)
+                    for r in together] == [(r.key, r.variant, repr(r.value), r.reason,
+                                            r.error_code) for r in alone], (doc.doc, context)
+            checked += 1
+    assert checked > 10_000

@@ -218,17 +218,56 @@ async def test_the_body_writer_writes_exactly_what_send_would():
     assert write(b"data: 5\n\n") is False and len(transport.writes) == n
 
 
-async def test_the_body_writer_declines_once_the_client_is_gone():
+async def a_started_stream() -> tuple[Any, RecordingTransport, list[Any], asyncio.Queue[Any]]:
+    """A streamed response whose first event went out: the protocol, its transport, the
+    body writer (in a list) and the app's queue of events (None ends the response)."""
     steps: asyncio.Queue[Any] = asyncio.Queue()
     writers: list[Any] = []
     proto, transport = connect(streaming_app(steps, writers))
     proto.data_received(GET)
     await steps.put(b"data: 1\n\n")
     await until(lambda: b"".join(transport.writes).endswith(b"data: 1\n\n\r\n"))
+    return proto, transport, writers, steps
+
+
+async def test_the_body_writer_declines_once_the_client_is_gone():
+    proto, transport, writers, steps = await a_started_stream()
     n = len(transport.writes)
     assert writers[0](b"data: 2\n\n") is True and len(transport.writes) == n + 1
     proto.connection_lost(None)
     assert writers[0](b"data: 3\n\n") is False and len(transport.writes) == n + 1
+    await steps.put(None)
+
+
+async def test_the_body_writer_frames_each_body_it_is_given():
+    """Each body is framed once and reused while the same bytes go to other streams (a change
+    goes to thousands): a body of the same length, or the earlier one again, is still framed
+    as itself."""
+    steps: list[asyncio.Queue[Any]] = [asyncio.Queue(), asyncio.Queue()]
+    writers: list[Any] = []
+    streams = [connect(streaming_app(q, writers)) for q in steps]
+    for (proto, transport), q in zip(streams, steps, strict=True):
+        proto.data_received(GET)
+        await q.put(b"data: 0\n\n")
+        await until(lambda t=transport: b"".join(t.writes).endswith(b"data: 0\n\n\r\n"))
+    first, second = b"data: 1\n\n", b"data: 2\n\n"
+    for body in (first, first, second, first):
+        for write in writers:
+            assert write(body) is True
+    for _proto, transport in streams:
+        assert transport.writes[-4:] == [b"9\r\ndata: 1\n\n\r\n", b"9\r\ndata: 1\n\n\r\n",
+                                         b"9\r\ndata: 2\n\n\r\n", b"9\r\ndata: 1\n\n\r\n"]
+    for q in steps:
+        await q.put(None)
+
+
+async def test_the_body_writer_declines_once_the_connection_is_closing():
+    """Closed by the server (shutdown, a sweep), not yet lost: asked of the loop's transport
+    under the gathering wrapper."""
+    _proto, transport, writers, steps = await a_started_stream()
+    transport.close()
+    n = len(transport.writes)
+    assert writers[0](b"data: 2\n\n") is False and len(transport.writes) == n
     await steps.put(None)
 
 

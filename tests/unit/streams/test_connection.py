@@ -1,5 +1,5 @@
 """One stream's bounded queue (proxy.streams.connection), without a fan-out: a connection gets
-its limits, counters, snapshot callback and sent hook when created, so each is a plain fake."""
+its limits, counters and snapshot callback when created, so each is a plain fake."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ class Wiring:
     def __init__(self, snapshot: bytes = b"event: put\nid: 9\ndata: {}\n\n") -> None:
         self.payload = snapshot
         self.snapshots = 0
-        self.sent: list[float | None] = []
         self.stats = StreamStats()
 
     def snapshot_for(self, conn: Connection) -> bytes:
@@ -23,13 +22,9 @@ class Wiring:
         conn.version = 9
         return self.payload
 
-    def on_sent(self, _conn: Connection, written_at: float | None) -> None:
-        self.sent.append(written_at)
-
     def connection(self, max_queue: int = 3, max_queue_bytes: int = 1000) -> Connection:
         return Connection("prod", StreamKind.RULES, "k1", snapshot_for=self.snapshot_for,
-                          limits=Limits(max_queue, max_queue_bytes), stats=self.stats,
-                          on_sent=self.on_sent)
+                          limits=Limits(max_queue, max_queue_bytes), stats=self.stats)
 
 
 def test_pushes_under_the_bound_queue_and_leave_in_one_payload():
@@ -118,14 +113,14 @@ async def test_a_parked_stream_is_written_to_directly_and_not_woken():
     wire: list[bytes] = []
     conn.direct = lambda body: wire.append(body) is None
     waiter = conn.wait()  # parked
-    conn.push(b"a", 7.0)
+    assert conn.push(b"a", 7.0) is True  # sent now: the caller counts it
     conn.heartbeat()
-    assert wire == [b"a", PING] and wiring.sent == [7.0]  # counted through the hook
+    assert wire == [b"a", PING]
     assert not waiter.done() and conn.queued == 0
     conn.direct = lambda body: False  # socket full: queue and wake instead
-    conn.push(b"b", 8.0)
+    assert conn.push(b"b", 8.0) is False  # queued: the stream counts it when it sends
     assert waiter.done() and conn.take() == (b"b", [8.0])
-    conn.push(b"c", 9.0)  # not parked (the stream is sending): queued, never direct
+    assert conn.push(b"c", 9.0) is False  # not parked (the stream is sending): queued
     assert conn.queued == 1
 
 

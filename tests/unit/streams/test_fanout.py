@@ -816,3 +816,27 @@ async def test_a_parked_stream_gets_its_heartbeat_written_directly(setup):
     accept[0] = False  # the socket is full
     await fanout.heartbeat()
     assert waiter.done() and conn.take() == (b"", [])  # queued: the stream sends it
+
+
+@pytest.mark.parametrize("kind", [StreamKind.EVENTS, StreamKind.RULES, StreamKind.EVALUATED])
+async def test_direct_writes_are_counted_once_each_across_slices(monkeypatch, setup, kind):
+    """The fan-out counts what it wrote straight to sockets once per slice, not per
+    connection: every event still counts once as sent and once in the propagation histogram,
+    including those of a slice cut short by a yield (two connections per slice here)."""
+    _store, fanout, env = setup
+    fanout.max_per_key = fanout.max_total = 100
+    conns = []
+    for i in range(21):  # an odd number: the last slice is not full
+        conn = fanout.open("prod", kind, f"k{i}", {"targetingKey": f"u{i}"}
+                           if kind is StreamKind.EVALUATED else None)
+        await fanout.initial(conn, None)
+        conn.direct = lambda body: True
+        conn.wait()  # parked: pushes go straight to the writer
+        conns.append(conn)
+    slice_clock(monkeypatch)
+    sent = fanout.stats.sse_events.get((kind.value, "sent"), 0)
+    env.push({"b": True})
+    await until(lambda: all(c.version == 2 for c in conns))
+    await until(lambda: fanout.stats.sse_events.get((kind.value, "sent"), 0) == sent + 21)
+    counts = fanout.propagation.counts[kind.value]
+    assert sum(counts) == 21 and all(c.queued == 0 for c in conns)

@@ -67,8 +67,7 @@ class Env:
     def open(self, kind: StreamKind, context: dict[str, Any] | None = None,
              max_queue: int = 64) -> Connection:
         conn = Connection(ENV, kind, "k", context, snapshot_for=self.snapshots.snapshot,
-                          limits=Limits(max_queue=max_queue), stats=StreamStats(),
-                          on_sent=lambda _c, _at: None)
+                          limits=Limits(max_queue=max_queue), stats=StreamStats())
         fs = self.store.get(ENV)
         if fs is not None:
             conn.hold(fs.version, fs.state_id)  # as FanOut.open does

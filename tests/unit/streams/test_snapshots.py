@@ -27,7 +27,7 @@ def setup() -> tuple[Store, Snapshots]:
 
 def connection(snapshots: Snapshots, kind: StreamKind, env: str = "prod") -> Connection:
     return Connection(env, kind, "k", {}, snapshot_for=snapshots.snapshot, limits=Limits(),
-                      stats=StreamStats(), on_sent=lambda _c, _at: None)
+                      stats=StreamStats())
 
 
 def test_a_snapshot_per_kind_and_the_connection_then_holds_the_current_version():
