@@ -9,7 +9,6 @@ the outcome to one of the results precomputed at compile time.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -19,10 +18,8 @@ import orjson
 from proxy.evaluation.documents import general_error, resolve
 from proxy.evaluation.jsonlogic.base import fn as as_fn
 from proxy.evaluation.jsonlogic.compiler import LogicCompiler, describe
-from proxy.evaluation.plan import Plan, plan_of, unprecomputed
+from proxy.evaluation.plan import Plan, plan_of, resolve_safely, unprecomputed
 from proxy.model import ErrorCode, EvaluationResult, FlagSet, FlagState, error_result
-
-log = logging.getLogger("flagedge.evaluation")
 
 __all__ = ["evaluate", "evaluate_all", "evaluate_dynamic", "explain"]
 
@@ -72,11 +69,7 @@ def evaluate(flag_set: FlagSet, key: str, context: Mapping[str, Any] | None) -> 
             return r
     elif res is None and flag.default_result is not None:
         return flag.default_result
-    try:
-        return resolve(flag, res)
-    except Exception as exc:
-        log.exception("resolving %s failed", key)
-        return general_error(flag, f"evaluation failed: {exc!r}")
+    return resolve_safely(flag, res)
 
 
 def evaluate_all(flag_set: FlagSet, context: Mapping[str, Any] | None) -> list[EvaluationResult]:

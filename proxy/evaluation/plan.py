@@ -157,7 +157,7 @@ def run_flags(steps: Sequence[Step], context: Mapping[str, Any], scratch: _Scrat
         elif res is None and default is not None:
             append(default)
             continue
-        r = _resolve(flag, res)
+        r = resolve_safely(flag, res)
         clean = clean and r.error_code is None
         append(r)
     return clean
@@ -183,10 +183,12 @@ def _run_slow(flag: Flag, context: Mapping[str, Any], scratch: _Scratch) -> Eval
             return r
     elif res is None and flag.default_result is not None:
         return flag.default_result
-    return _resolve(flag, res)
+    return resolve_safely(flag, res)
 
 
-def _resolve(flag: Flag, res: Any) -> EvaluationResult:
+def resolve_safely(flag: Flag, res: Any) -> EvaluationResult:
+    """A rule's outcome that is neither a variant name nor null, as the flag's result; a
+    GENERAL error (logged) when resolving it fails."""
     try:
         return resolve(flag, res)
     except Exception as exc:
