@@ -66,3 +66,36 @@ def test_raw_aliases_count_hits_only_are_bounded_and_dropped_with_their_env():
     cache.drop_env("a")
     assert cache.get_raw(raw("a", 1, b"y")) is None
     assert cache.get_raw(raw("b", 1, b"z")) is not None
+
+
+def test_a_context_is_admitted_on_its_second_sight():
+    cache = ResultCache(10)
+    assert cache.offer(key("e", 1, b"a"), entry(1)) is False  # first sight: only remembered
+    assert len(cache) == 0 and cache.bytes == 0
+    assert cache.offer(key("e", 1, b"a"), entry(1)) is True
+    assert cache.get(key("e", 1, b"a")) is not None
+    assert cache.offer(key("e", 2, b"a"), entry(2)) is False  # another version: another key
+
+
+def test_never_repeated_contexts_leave_the_cache_to_those_that_repeat():
+    cache = ResultCache(100)
+    for n in range(50):  # regulars, each seen twice: cached
+        for _ in range(2):
+            cache.offer(key("e", 1, b"user-%d" % n), entry(n % 200))
+    for n in range(10_000):  # a stream of one-off contexts evicts none of them
+        cache.offer(key("e", 1, b"new-%d" % n), entry(1))
+    assert len(cache) == 50
+    assert all(cache.get(key("e", 1, b"user-%d" % n)) is not None for n in range(50))
+
+
+def test_the_doorkeeper_forgets_after_two_generations():
+    from proxy.api.cache import Doorkeeper
+
+    door = Doorkeeper(3)
+    assert not door.seen_before("a")
+    for k in ("b", "c", "d"):  # "a" moves to the old generation when "d" starts a new one
+        assert not door.seen_before(k)
+    assert door.seen_before("a")  # still remembered (old generation)
+    for k in ("e", "f", "g"):  # "g" retires the generation holding "a"
+        door.seen_before(k)
+    assert not door.seen_before("a")
