@@ -22,6 +22,7 @@ COMMANDS = [
     "rollback",
     "envs",
     "keys",
+    "insights",
 ]
 
 

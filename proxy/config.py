@@ -76,6 +76,8 @@ class Settings:
     sse_coalesce_ms: int = 100  # SSE changes within this window merge into one round
     sse_send_buffer: int = 65_536  # kernel send buffer per SSE stream, bytes (0: OS default)
     gc_period: float = 2.0  # seconds between garbage collections (0: CPython's own schedule)
+    insights_flush: float = 5.0  # seconds between exposure flushes to Redis (0: none)
+    insights_days: int = 30  # days insights keep daily exposures and unique users
     access_log: bool = True  # query strings are always redacted
     log_level: str = "info"
     graceful_timeout: float = 10.0
@@ -219,6 +221,10 @@ def validate(s: Settings) -> None:
         raise SettingsError("keys_refresh: must not be negative (0 turns the re-read off)")
     if s.gc_period < 0:
         raise SettingsError("gc_period: must not be negative (0 keeps CPython's own schedule)")
+    if s.insights_flush < 0:
+        raise SettingsError("insights_flush: must not be negative (0 turns flushing off)")
+    if s.insights_days < 1:
+        raise SettingsError("insights_days: must be at least 1")
     if s.stream_token_ttl < 60:
         raise SettingsError("stream_token_ttl: must be at least 60 seconds")
     _validate_connections(s)

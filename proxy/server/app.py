@@ -28,6 +28,7 @@ from proxy.api.admin import AdminApi
 from proxy.api.auth import Authenticator
 from proxy.api.bulk_body import ofrep_item
 from proxy.api.cache import ResultCache
+from proxy.api.exposures import ExposuresApi
 from proxy.api.fastpath import FastOfrep
 from proxy.api.health import Health
 from proxy.api.metrics import Metrics, MetricsAccess
@@ -38,6 +39,7 @@ from proxy.api.tokens import StreamTokens
 from proxy.config import Settings, load_settings
 from proxy.evaluation.jsonlogic import semver
 from proxy.evaluation.plan import memo_bytes
+from proxy.insights.exposures import Flusher
 from proxy.keys import KeyRing
 from proxy.server import connections, gcpolicy
 from proxy.sources.base import Source
@@ -70,6 +72,7 @@ class Runtime:
     sources: list[Source] = field(default_factory=list)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     on_shutdown: list[Callable[[], Any]] = field(default_factory=list)
+    on_stopped: list[Callable[[], Any]] = field(default_factory=list)  # after the tasks
 
     def source_ready(self) -> bool:
         return any(source.ready for source in self.sources)
@@ -240,6 +243,7 @@ def _start(rt: Runtime, settings: Settings) -> None:
         rt.tasks.append(asyncio.create_task(source.run(), name=f"source:{type(source).__name__}"))
     if settings.metrics_dir is not None:
         rt.tasks.append(asyncio.create_task(_flush_metrics(rt), name="metrics-flush"))
+    _start_insights(rt, settings)
     gcpolicy.settle()  # what startup allocated stays out of every later pass
     if settings.gc_period > 0:  # collect on a clock, not inside requests (proxy/server/gcpolicy.py)
         rt.tasks.append(asyncio.create_task(
@@ -261,6 +265,9 @@ async def _stop(rt: Runtime, settings: Settings) -> None:
         task.cancel()
     await asyncio.gather(*rt.tasks, return_exceptions=True)
     rt.tasks.clear()
+    for hook in rt.on_stopped:
+        with contextlib.suppress(Exception):
+            await hook()
     for source in rt.sources:
         with contextlib.suppress(Exception):
             await source.close()
@@ -268,6 +275,17 @@ async def _stop(rt: Runtime, settings: Settings) -> None:
         with contextlib.suppress(OSError):
             rt.metrics.hot.write_snapshot(settings.metrics_dir)
     log.info("flagedge stopped")
+
+
+def _start_insights(rt: Runtime, settings: Settings) -> None:
+    """Each worker writes its exposure counts to Redis (DESIGN §11); not offline."""
+    if not settings.insights_flush or not any(isinstance(s, RedisSource) for s in rt.sources):
+        return
+    client = async_client(settings.redis, cluster=settings.cluster)
+    flusher = Flusher(client, rt.metrics.hot, rt.store, days=settings.insights_days)
+    rt.tasks.append(asyncio.create_task(flusher.run(settings.insights_flush),
+                                        name="insights-flush"))
+    rt.on_stopped.append(client.aclose)
 
 
 def _middleware(settings: Settings) -> list[Middleware]:
@@ -296,7 +314,8 @@ async def _not_allowed(_request: Request, _exc: Exception) -> Response:
 def _surfaces(rt: Runtime) -> list[BaseRoute]:
     """Routes of the other HTTP surfaces (one line each; they read ``rt``): the streams, and
     the demo page at /demo/ (serve --demo)."""
-    return [*_streams(rt), *(demo.mount(rt) if rt.settings.demo else [])]
+    exposures = ExposuresApi(rt.settings, rt.store, rt.auth, rt.metrics.hot)
+    return [*_streams(rt), *exposures.routes(), *(demo.mount(rt) if rt.settings.demo else [])]
 
 
 def _streams(rt: Runtime) -> list[BaseRoute]:
