@@ -20,7 +20,13 @@ from proxy.evaluation.documents import (
     compile_flag_served,
     flag_set,
 )
-from proxy.model import DEFAULT_FRACTIONAL_HASH, FlagSet, FractionalHash, InvalidDocument, id_version
+from proxy.model import (
+    DEFAULT_FRACTIONAL_HASH,
+    FlagSet,
+    FractionalHash,
+    InvalidDocument,
+    id_version,
+)
 
 
 class StreamPayloadError(ValueError):
