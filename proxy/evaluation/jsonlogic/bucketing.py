@@ -198,6 +198,8 @@ def decide_v3(d: Any, first: Any, rest: list[Any], flag_key: str | None,
     else:
         key, entries = (None if first is None else cbor_key(first)), rest
     if key is None:
+        if trace is not None:
+            trace.append("fractional (v3): no bucketing value (no targetingKey, or null) -> null")
         return None
     table = v3_buckets(entries)
     if table is None:

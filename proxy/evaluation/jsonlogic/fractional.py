@@ -250,7 +250,7 @@ def build_v3(cc: LogicCompiler, args: Any, path: str) -> Compiled:
         compiled.append(bucket)
         all_literal = all_literal and weight is not None
     if all_literal and all(b.__class__ is Const for b in compiled):
-        return _literal_v3(cc, baked_key, first, [b.value for b in compiled])
+        return _literal_v3(cc, baked_key, first, [b.value for b in compiled], start == 0)
     fns = [as_fn(b) for b in compiled]
     first_fn = first if callable(first) else (lambda d, v=first: v)
     trace = cc.trace
@@ -265,34 +265,34 @@ def build_v3(cc: LogicCompiler, args: Any, path: str) -> Compiled:
     return fractional_v3_dynamic
 
 
-def _literal_v3(cc: LogicCompiler, baked_key: str | None, first: Any,
-                entries: list[Any]) -> Compiled:
-    """Literal buckets, validated once; the shorthand with a known flag key hashes a
-    precomputed CBOR prefix plus the targetingKey (the hot path)."""
+def _literal_v3(cc: LogicCompiler, baked_key: str | None, first: Any, entries: list[Any],
+                first_is_bucket: bool) -> Compiled:
+    """Literal buckets (``entries``; the first argument's among them when it is a literal
+    bucket), validated once; the shorthand with a known flag key hashes a precomputed CBOR
+    prefix plus the targetingKey (the hot path)."""
     trace = cc.trace
-    if callable(first):  # a computed bucketBy: a list there is a bucket after all
-        rest = entries
+    rest = entries[1:] if first_is_bucket else entries
+    if callable(first) or trace is not None:  # computed bucketBy (maybe a list), or explain
+        value = entries[0] if first_is_bucket else first
+        by = first if callable(first) else (lambda d: value)
 
         def fractional_v3_by(d: Any) -> Any:
-            return decide_v3(d, first(d), rest, baked_key, trace)
+            return decide_v3(d, by(d), rest, baked_key, trace)
 
         return fractional_v3_by
-    if first.__class__ is list:
-        first, entries = entries[0], entries[1:]
-    table = v3_buckets(entries if first.__class__ is not list else [first, *entries])
+    shorthand = first_is_bucket or first.__class__ is list  # a folded list is a bucket too
+    table = v3_buckets(entries if first_is_bucket else [first, *rest] if shorthand else rest)
     if table is None:
         return Const(None)  # problems already reported (or a total of 0)
     variants, cum, total = table
-    if first.__class__ is not list:
+    if not shorthand:  # a constant bucketing value: always the same bucket
         key = None if first is None else cbor_key(first)
         const = None if key is None else pick_bytes(key, variants, cum, total)
-        if trace is None:
-            return lambda d: const
-        return lambda d: None if key is None else pick_bytes(key, variants, cum, total, trace)
+        return lambda d: const
     prefix = None if baked_key is None else shorthand_prefix(baked_key)
-    if prefix is None or trace is not None:
+    if prefix is None:
         return lambda d: (None if (k := shorthand_key(d, baked_key)) is None
-                          else pick_bytes(k, variants, cum, total, trace))
+                          else pick_bytes(k, variants, cum, total))
     return _keyed_v3(prefix, variants, cum, total)
 
 

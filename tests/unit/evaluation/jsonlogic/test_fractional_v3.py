@@ -109,6 +109,15 @@ def test_a_list_first_argument_is_a_bucket_even_when_computed() -> None:
                      [["a", 50], ["b", 50]], None) == 1
 
 
+def test_a_folded_list_first_argument_is_a_bucket() -> None:
+    fs = _v3({"fractional": [{"merge": [["a"]]}, ["b"]]})
+    for i in range(30):
+        ctx = {"targetingKey": f"u{i}"}
+        want = decide_v3({**ctx, "$flagd": {"flagKey": "f"}}, ["a"], [["b"]], None)
+        assert evaluate(fs, "f", ctx).variant == want
+    assert {evaluate(fs, "f", {"targetingKey": f"u{i}"}).variant for i in range(30)} == {"a", "b"}
+
+
 @pytest.mark.parametrize("ctx", [{}, {"targetingKey": ""}])
 def test_shorthand_without_a_targeting_key_is_default(ctx: dict[str, Any]) -> None:
     fs = _v3({"fractional": [["a", 50], ["b", 50]]})
