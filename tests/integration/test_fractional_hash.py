@@ -21,6 +21,7 @@ from openfeature.evaluation_context import EvaluationContext
 
 from proxy.evaluation.documents import compile_document
 from proxy.evaluation.engine import evaluate
+from proxy.model import FractionalHash
 from proxy.storage import layout
 from tests.integration.conftest import ProxyServer
 from tests.integration.test_cli_publish import doc_file, flagedge
@@ -112,6 +113,35 @@ def test_envs_set_needs_yes_and_is_a_versioned_change(redis_server: Any, tmp_pat
     hist = orjson.loads(flagedge("history", "--env", "prod", "--json", url=url).stdout)
     assert [(h["version"], h["fractional_hash"]) for h in hist] == [(2, "v3"), (1, None)]
     assert "fractional_hash=v3" in flagedge("history", "--env", "prod", url=url).stdout
+    # the dry run's impact estimate hashes as the environment does
+    moved = {"flags": {**DOC["flags"], "split": {**DOC["flags"]["split"], "targeting": {
+        "fractional": [["a", 40], ["b", 30], ["c", 30]]}}}}
+    r = flagedge("push", doc_file(tmp_path, "moved.json", moved), "--env", "prod", "--dry-run",
+                 url=url)
+    assert r.returncode == 0, r.stderr
+    assert impact_line("split", DOC, moved, FractionalHash.V3) in r.stdout, r.stdout
+    assert impact_line("split", DOC, moved, FractionalHash.V2) not in r.stdout
+    more = doc_file(tmp_path, "more.json", {"flags": {**DOC["flags"], "new": DOC["flags"][
+        "plain"]}})
+    # rollback restores rules, not the hashing setting
+    assert flagedge("push", more, "--env", "prod", url=url).returncode == 0
+    r = flagedge("rollback", "--env", "prod", "--to", "1", url=url)
+    assert r.returncode == 0, r.stderr
+    meta = _meta(url, "prod")
+    assert (meta["version"], meta["fractional_hash"]) == ("4", "v3")
+
+
+def impact_line(key: str, old: dict[str, Any], new: dict[str, Any],
+                generation: FractionalHash) -> str:
+    """The share of push --dry-run's synthetic contexts whose answer moves, hashed so."""
+    from proxy.release.preview import synthetic_contexts
+
+    before = compile_document(old, fractional_hash=generation)
+    after = compile_document(new, fractional_hash=generation)
+    ctxs = synthetic_contexts()
+    moved = sum(evaluate(before, key, c).variant != evaluate(after, key, c).variant
+                for c in ctxs)
+    return f"  {key}: {moved / len(ctxs):.2%} of {len(ctxs)} contexts change"
 
 
 def test_envs_list_shows_the_setting(redis_server: Any, tmp_path: Path) -> None:
