@@ -17,8 +17,20 @@ from typing import Any
 
 import orjson
 
-from proxy.evaluation.documents import compile_document, load_document, validate_document
-from proxy.model import ChangeRecord, InvalidDocument, Problem, canonical
+from proxy.evaluation.documents import (
+    FRACTIONAL_HASH_KEY,
+    compile_document,
+    load_document,
+    validate_document,
+)
+from proxy.model import (
+    DEFAULT_FRACTIONAL_HASH,
+    ChangeRecord,
+    FractionalHash,
+    InvalidDocument,
+    Problem,
+    canonical,
+)
 from proxy.release.changeset import Document, Plan, make_plan
 from proxy.storage import changes, layout
 from proxy.storage.keys import ensure_secret
@@ -74,6 +86,12 @@ class RemoteState:
     @property
     def exists(self) -> bool:
         return "version" in self.meta
+
+    @property
+    def fractional_hash(self) -> FractionalHash:
+        """The environment's hashing generation (DESIGN §9; unset: v2). Raises ValueError on
+        a value this flagedge does not know."""
+        return FractionalHash.parse(self.meta.get("fractional_hash") or DEFAULT_FRACTIONAL_HASH)
 
     def document(self, strict: bool = False) -> Document:
         """The stored state as a Document. A flag whose stored JSON does not parse (written
@@ -144,15 +162,40 @@ def _prefixed(source: str, p: Problem) -> Problem:
 
 
 def diff(client: Any, env: str, new: Document) -> tuple[RemoteState, Plan]:
+    """The stored state and what ``new`` changes in it; raises InvalidDocument when ``new``
+    does not fit the environment's hashing generation (:func:`check_generation`)."""
     state = read_state(client, env)
+    check_generation(state, new)
     return state, make_plan(state.document(), new)
+
+
+def check_generation(state: RemoteState, new: Document) -> None:
+    """A document declaring another ``$fractionalHash`` than the environment's is refused (a
+    push never switches hashing: ``flagedge envs set``); one validated as v2 is validated
+    again for a v3 environment, whose ``fractional`` refuses more (a ``50.0`` weight)."""
+    generation = state.fractional_hash
+    if new.fractional_hash is not None and new.fractional_hash is not generation:
+        raise InvalidDocument([Problem(FRACTIONAL_HASH_KEY, (
+            f"the document declares {new.fractional_hash.value} but environment {state.env} "
+            f"hashes {generation.value}; switch it with `flagedge envs set {state.env} "
+            f"--fractional-hash {new.fractional_hash.value} --yes` (it re-buckets users) or "
+            "drop the key"))])
+    if generation is not DEFAULT_FRACTIONAL_HASH:
+        try:
+            compile_document(new.to_json(), fractional_hash=generation)
+        except InvalidDocument as exc:
+            raise InvalidDocument([Problem(p.path, f"{p.message} (environment {state.env} "
+                                           f"hashes {generation.value})")
+                                   for p in exc.problems]) from None
 
 
 def write(client: Any, env: str, plan: Plan, *, expect_version: int | None = None,
           author: str = "", message: str = "", op: str = "",
-          maxlen: int = layout.DEFAULT_MAXLEN) -> PushResult:
-    """Apply a plan in one Lua script. Only the plan's changes are sent; the script skips
-    any that already hold, so a stale plan never reverts someone else's other flags."""
+          maxlen: int = layout.DEFAULT_MAXLEN,
+          fractional_hash: FractionalHash | None = None) -> PushResult:
+    """Apply a plan (and a new hashing generation, if given) in one Lua script. Only the
+    plan's changes are sent; the script skips any that already hold, so a stale plan never
+    reverts someone else's other flags."""
     layout.check_env(env)
     upserts = plan.upserts()
     args: list[Any] = [
@@ -161,6 +204,7 @@ def write(client: Any, env: str, plan: Plan, *, expect_version: int | None = Non
         canonical(plan.evaluators[1]) if plan.evaluators else "",
         canonical(plan.metadata[1]) if plan.metadata else "",
         str(len(upserts)),
+        "" if fractional_hash is None else fractional_hash.value,
     ]
     for key, value in sorted(upserts.items()):
         args += [key, value]
@@ -182,6 +226,24 @@ def push(client: Any, env: str, new: Document, *, expect_version: int | None = N
         raise ConflictError(env, expect_version, state.version)
     return write(client, env, plan, expect_version=expect_version, author=author,
                  message=message)
+
+
+def set_fractional_hash(client: Any, env: str, generation: FractionalHash, *,
+                        expect_version: int | None = None, author: str = "",
+                        message: str = "") -> PushResult:
+    """Switch the environment's ``fractional`` hashing (DESIGN §9): a versioned change like a
+    push (one script: meta field, version, change entry with ``fractional_hash`` before and
+    after), which every replica and stream follows. It re-buckets users; the CLI asks first.
+    Raises LookupError for an environment that does not exist."""
+    state = read_state(client, env)
+    if not state.exists:
+        raise LookupError(f"environment {env} does not exist in Redis")
+    if expect_version is not None and state.version != expect_version:
+        raise ConflictError(env, expect_version, state.version)
+    empty = make_plan(state.document(), state.document())
+    return write(client, env, empty, expect_version=expect_version, author=author,
+                 message=message or f"fractional hashing {generation.value}",
+                 fractional_hash=generation)
 
 
 def register_env(client: Any, env: str) -> None:
@@ -212,6 +274,7 @@ def list_envs(client: Any) -> list[dict[str, Any]]:
             "flags": client.hlen(layout.flags_key(env)),
             "updated_at": float(meta["updated_at"]) if "updated_at" in meta else None,
             "updated_by": meta.get("updated_by", ""),
+            "fractional_hash": meta.get("fractional_hash") or DEFAULT_FRACTIONAL_HASH.value,
         })
     return out
 
@@ -233,6 +296,8 @@ def export(client: Any, env: str) -> bytes:
     if not state.exists:
         raise LookupError(f"environment {env} does not exist in Redis")
     doc = {"$schema": SCHEMA_URL, **state.document(strict=True).to_json()}
+    if state.fractional_hash is not DEFAULT_FRACTIONAL_HASH:  # a file served as it is here
+        doc[FRACTIONAL_HASH_KEY] = state.fractional_hash.value
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
 
 
@@ -244,6 +309,7 @@ def history_json(record: ChangeRecord) -> dict[str, Any]:
         "message": record.message, "op": record.op, "flags": record.flags,
         "evaluators_changed": "$evaluators" in after,
         "metadata_changed": "metadata" in after, "id": record.id,
+        "fractional_hash": after.get("fractional_hash"),
         "readable": record.readable,
     }
 
