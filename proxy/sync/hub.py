@@ -121,6 +121,7 @@ class DocumentHub:
             log.exception("sync: rendering the document of env %r failed; the last one stays",
                           env)
             return False
+        self.stats.rendered[env] = flag_set.version
         old = self._docs.get(env)
         if old is not None and old.text == text:
             return False

@@ -31,6 +31,8 @@ class SyncStats:
         self.messages: dict[tuple[str, str], int] = {}  # (rpc, env) -> responses sent
         self.refused_size: dict[str, int] = {}  # env -> documents over the message limit
         self.refusals: dict[str, int] = {}  # reason -> calls refused
+        # env -> rules version its document was last rendered from (sent only when changed)
+        self.rendered: dict[str, int] = {}
 
     def stream_opened(self, env: str) -> None:
         self.open_streams[env] = self.open_streams.get(env, 0) + 1
@@ -52,7 +54,8 @@ class SyncStats:
     def snapshot(self) -> dict[str, Any]:
         return {"at": time.time(), "open_streams": self.open_streams,
                 "messages": [[r, e, n] for (r, e), n in self.messages.items()],
-                "refused_size": self.refused_size, "refusals": self.refusals}
+                "refused_size": self.refused_size, "refusals": self.refusals,
+                "rendered": self.rendered}
 
     def write_snapshot(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -72,10 +75,12 @@ def merged(stats: SyncStats, directory: Path | None) -> dict[str, Any]:
                     snaps.append(orjson.loads(path.read_bytes()))
     now = time.time()
     out: dict[str, Any] = {"open_streams": {}, "messages": {}, "refused_size": {},
-                           "refusals": {}}
+                           "refusals": {}, "rendered": {}}
     for snap in snaps:
         if now - snap["at"] <= LIVE_SNAPSHOT_S:
             _add(out["open_streams"], snap["open_streams"].items())
+            for env, version in snap.get("rendered", {}).items():
+                out["rendered"][env] = max(version, out["rendered"].get(env, version))
         _add(out["messages"], (((r, e), n) for r, e, n in snap["messages"]))
         _add(out["refused_size"], snap["refused_size"].items())
         _add(out["refusals"], snap["refusals"].items())
@@ -119,3 +124,10 @@ class SyncCollector:
         for reason, n in sorted(m["refusals"].items()):
             refusals.add_metric([reason], n)
         yield refusals
+        rendered = GaugeMetricFamily(
+            "flagedge_sync_document_version",
+            "Rules version each environment's sync document was last rendered from (newest "
+            "over workers; a render equal to the last document is not sent)", labels=["env"])
+        for env, version in sorted(m["rendered"].items()):
+            rendered.add_metric([env], version)
+        yield rendered
