@@ -69,11 +69,25 @@ def stripped_flag(flag: Flag, evaluators: Mapping[str, JSON]) -> dict[str, JSON]
     return out
 
 
-def sync_document(flag_set: FlagSet, env: str) -> dict[str, Any]:
+#: id(Flag) -> (the Flag, its stripped form): a new FlagSet keeps the Flag objects a change
+#: did not touch, so a render re-shapes only the changed flags (holding the Flag keeps its id
+#: from being reused; the caller keeps one memo per environment and :func:`render` prunes it).
+ShapeMemo = dict[int, tuple[Flag, dict[str, JSON] | None]]
+
+
+def sync_document(flag_set: FlagSet, env: str, memo: ShapeMemo | None = None
+                  ) -> dict[str, Any]:
     """The document for ``env``'s rules (a dict; :func:`render` gives its text)."""
     flags = {}
     for key in sorted(flag_set.flags):
-        shaped = stripped_flag(flag_set.flags[key], flag_set.evaluators)
+        flag = flag_set.flags[key]
+        known = memo.get(id(flag)) if memo is not None else None
+        if known is not None and known[0] is flag:
+            shaped = known[1]
+        else:
+            shaped = stripped_flag(flag, flag_set.evaluators)
+            if memo is not None:
+                memo[id(flag)] = (flag, shaped)
         if shaped is not None:
             flags[key] = shaped
     metadata = dict(flag_set.metadata)
@@ -81,6 +95,12 @@ def sync_document(flag_set: FlagSet, env: str) -> dict[str, Any]:
     return {"flags": flags, "metadata": metadata}
 
 
-def render(flag_set: FlagSet, env: str) -> str:
-    """The document's canonical text (sorted keys, compact UTF-8)."""
-    return orjson.dumps(sync_document(flag_set, env), option=orjson.OPT_SORT_KEYS).decode()
+def render(flag_set: FlagSet, env: str, memo: ShapeMemo | None = None) -> str:
+    """The document's canonical text (sorted keys, compact UTF-8). With ``memo`` (one per
+    environment), flags shaped for an earlier render are reused and the rest forgotten."""
+    doc = sync_document(flag_set, env, memo)
+    if memo is not None and len(memo) > len(flag_set.flags):
+        live = {id(f) for f in flag_set.flags.values()}
+        for stale in [k for k in memo if k not in live]:
+            del memo[stale]
+    return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS).decode()

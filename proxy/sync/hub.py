@@ -24,7 +24,7 @@ from proxy.model import Change, FlagSet
 from proxy.store import Store
 from proxy.sync import sync_pb2
 from proxy.sync.caller import Caller
-from proxy.sync.document import render
+from proxy.sync.document import ShapeMemo, render
 from proxy.sync.metrics import SyncStats
 
 log = logging.getLogger("flagedge.sync")
@@ -66,13 +66,14 @@ def build(env: str, text: str) -> Rendered:
 class DocumentHub:
     def __init__(self, store: Store, stats: SyncStats, *, coalesce_s: float = 0.1,
                  max_bytes: int = MAX_MESSAGE_BYTES,
-                 renderer: Callable[[FlagSet, str], str] = render):
+                 renderer: Callable[[FlagSet, str, ShapeMemo], str] = render):
         self.store, self.stats = store, stats
         self.coalesce_s, self.max_bytes, self.renderer = coalesce_s, max_bytes, renderer
         self._docs: dict[str, Rendered] = {}
         self._pending: dict[str, FlagSet] = {}  # env -> newest set not rendered yet
         self._timer: asyncio.TimerHandle | None = None
         self._watches: dict[str, set[Watch]] = {}
+        self._memos: dict[str, ShapeMemo] = {}  # env -> its flags' stripped forms
         self._unsubscribe: Callable[[], None] | None = None
 
     def start(self) -> None:
@@ -116,7 +117,7 @@ class DocumentHub:
     def _render(self, env: str, flag_set: FlagSet) -> bool:
         """Render ``env``'s document; True when it changed (streams have something to send)."""
         try:
-            text = self.renderer(flag_set, env)
+            text = self.renderer(flag_set, env, self._memos.setdefault(env, {}))
         except Exception:  # a bug here must not end every stream: keep the last good one
             log.exception("sync: rendering the document of env %r failed; the last one stays",
                           env)

@@ -73,3 +73,17 @@ def test_inline_refs_refuses_unknown_names_and_cycles() -> None:
         inline_refs({"$ref": "a"}, {"a": {"!": {"$ref": "b"}}, "b": {"$ref": "a"}})
     # an object with more keys than $ref is data, not a reference
     assert inline_refs({"$ref": "a", "x": 1}, {}) == {"$ref": "a", "x": 1}
+
+
+def test_the_memo_reshapes_only_changed_flags_and_forgets_deleted_ones() -> None:
+    from proxy.evaluation.documents import apply_after
+
+    memo: dict = {}
+    one = compile_document(DOC)
+    text = render(one, "prod", memo)
+    assert len(memo) == 2
+    changed = {**DOC["flags"]["a"], "defaultVariant": "x", "state": "ENABLED"}
+    two = apply_after(one, {"a": changed, "b": None}, DOC["$evaluators"], DOC["metadata"],
+                      version=2, epoch="", updated_at=0).flag_set
+    assert render(two, "prod", memo) == render(two, "prod")  # memo or not, the same text
+    assert set(memo) == {id(two.flags["a"])} and text != render(two, "prod")

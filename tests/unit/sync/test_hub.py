@@ -13,7 +13,7 @@ from proxy.evaluation.documents import compile_document
 from proxy.model import Change, FlagSet
 from proxy.store import Store
 from proxy.sync.caller import Caller
-from proxy.sync.document import render
+from proxy.sync.document import ShapeMemo, render
 from proxy.sync.hub import DocumentHub
 from proxy.sync.metrics import SyncStats
 from tests.waiting import until
@@ -52,9 +52,9 @@ async def test_changes_within_the_window_coalesce_into_one_wake() -> None:
     hub, stats = hub_of(store)
     rendered: list[int] = []
 
-    def counting(flag_set: FlagSet, env: str) -> str:
+    def counting(flag_set: FlagSet, env: str, memo: ShapeMemo) -> str:
         rendered.append(flag_set.version)
-        return render(flag_set, env)
+        return render(flag_set, env, memo)
 
     hub.renderer = counting
     hub.current("prod")
