@@ -257,7 +257,7 @@ class OfrepApi:
         if entry is None:
             entry = self._evaluate_all(env, flag_set, context)
             if cacheable:
-                self.cache.put(cache_key, entry)
+                self.cache.offer(cache_key, entry)  # on its second sight
         elif raw_key is not None and len(keyed) == len(context):
             # Seen twice: worth an alias (aliasing every never-repeated context would
             # double the cache work of unique traffic for nothing; a body with attributes no

@@ -66,3 +66,48 @@ def test_raw_aliases_count_hits_only_are_bounded_and_dropped_with_their_env():
     cache.drop_env("a")
     assert cache.get_raw(raw("a", 1, b"y")) is None
     assert cache.get_raw(raw("b", 1, b"z")) is not None
+
+
+def test_a_full_cache_admits_a_context_on_its_second_sight():
+    cache = ResultCache(3)
+    for n in range(3):  # room: admitted at once
+        assert cache.offer(key("e", 1, b"%d" % n), entry(n)) is True
+    assert cache.offer(key("e", 1, b"a"), entry(7)) is False  # full: only remembered
+    assert len(cache) == 3 and cache.get(key("e", 1, b"0")) is not None
+    assert cache.offer(key("e", 1, b"a"), entry(7)) is True  # seen before: evicts the LRU
+    assert cache.get(key("e", 1, b"a")) is not None and cache.get(key("e", 1, b"1")) is None
+    assert cache.offer(key("e", 2, b"a"), entry(8)) is False  # another version: another key
+
+
+def test_never_repeated_contexts_leave_a_full_cache_to_those_that_repeat():
+    cache = ResultCache(50)
+    for n in range(50):  # the regulars fill it
+        cache.offer(key("e", 1, b"user-%d" % n), entry(n % 200))
+    for n in range(10_000):  # a stream of one-off contexts evicts none of them
+        cache.offer(key("e", 1, b"new-%d" % n), entry(1))
+    assert len(cache) == 50
+    assert all(cache.get(key("e", 1, b"user-%d" % n)) is not None for n in range(50))
+
+
+def test_a_full_byte_budget_counts_as_full():
+    from proxy.api.cache import key_bytes
+
+    one = entry(1)
+    budget = 20 * (key_bytes(key("e", 1, b"aa")) + one.nbytes)
+    cache = ResultCache(100, budget)
+    assert all(cache.offer(key("e", 1, b"%02d" % n), entry(n)) for n in range(20))
+    assert len(cache) == 20
+    assert cache.offer(key("e", 1, b"xx"), entry(3)) is False  # no bytes left: a first sight
+
+
+def test_the_doorkeeper_forgets_after_two_generations():
+    from proxy.api.cache import Doorkeeper
+
+    door = Doorkeeper(3)
+    assert not door.seen_before("a")
+    for k in ("b", "c", "d"):  # "a" moves to the old generation when "d" starts a new one
+        assert not door.seen_before(k)
+    assert door.seen_before("a")  # still remembered (old generation)
+    for k in ("e", "f", "g"):  # "g" retires the generation holding "a"
+        door.seen_before(k)
+    assert not door.seen_before("a")
