@@ -1,8 +1,9 @@
 """Each environment's sync document, rendered once per content change and shared by every
 stream of that environment (DESIGN §9).
 
-A store change marks its environment and renders it ``coalesce_s`` later (changes within the
-window make one document, like SSE rounds). A render whose text equals the current one is
+A store change marks its environment and renders it on the next loop turn when nothing was
+rendered in the last ``coalesce_s`` (a lone push goes out at once), else when that window
+ends: changes within it make one document, like SSE rounds. A render whose text equals the current one is
 dropped: providers fire CONFIGURATION_CHANGED on every message. A document over the gRPC
 message limit is refused with a log line and a metric; the last good one stays.
 
@@ -72,6 +73,7 @@ class DocumentHub:
         self._docs: dict[str, Rendered] = {}
         self._pending: dict[str, FlagSet] = {}  # env -> newest set not rendered yet
         self._timer: asyncio.TimerHandle | None = None
+        self._flushed_at = float("-inf")  # loop time of the last flush
         self._watches: dict[str, set[Watch]] = {}
         self._memos: dict[str, ShapeMemo] = {}  # env -> its flags' stripped forms
         self._unsubscribe: Callable[[], None] | None = None
@@ -104,10 +106,12 @@ class DocumentHub:
         self._pending[change.env] = flag_set
         if self._timer is None:
             loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(self.coalesce_s, self._flush)
+            wait = max(0.0, self._flushed_at + self.coalesce_s - loop.time())
+            self._timer = loop.call_later(wait, self._flush)
 
     def _flush(self) -> None:
         self._timer = None
+        self._flushed_at = asyncio.get_running_loop().time()
         pending, self._pending = self._pending, {}
         for env, flag_set in pending.items():
             if self._render(env, flag_set):

@@ -14,6 +14,7 @@ import json
 import logging
 import sys
 import threading
+import time
 
 from openfeature import api
 from openfeature.contrib.provider.flagd import FlagdProvider
@@ -38,7 +39,8 @@ class Forward(logging.Handler):
 
 def on(event):
     def handle(details):
-        emit({"event": event.value, "flags_changed": sorted(details.flags_changed or [])})
+        emit({"event": event.value, "flags_changed": sorted(details.flags_changed or []),
+              "at": time.time()})
     return handle
 
 

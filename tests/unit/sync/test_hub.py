@@ -4,6 +4,7 @@ refused with the last good one kept, streams waking for their environment only."
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import grpc
@@ -68,6 +69,23 @@ async def test_changes_within_the_window_coalesce_into_one_wake() -> None:
     assert '"d"' in hub.current("prod").text  # type: ignore[union-attr]
     assert not other.wake.is_set()
     assert stats.rendered == {"prod": 4}
+
+
+async def test_a_lone_change_goes_at_once_and_one_right_after_waits_for_the_window() -> None:
+    store = Store()
+    publish(store, "prod", doc("a"), 1)
+    hub, stats = hub_of(store, coalesce_s=0.3)
+    hub.current("prod")
+    watch = hub.watch(Caller("prod", "server", "k"))
+    started = asyncio.get_running_loop().time()
+    publish(store, "prod", doc("b"), 2)
+    await until(watch.wake.is_set, timeout=2, what="the leading-edge render")
+    assert asyncio.get_running_loop().time() - started < 0.2  # not after the window
+    watch.wake.clear()
+    publish(store, "prod", doc("c"), 3)
+    await until(lambda: stats.rendered.get("prod") == 3, timeout=2, what="the trailing render")
+    assert asyncio.get_running_loop().time() - started >= 0.3  # held until the window ended
+    assert watch.wake.is_set()
 
 
 async def test_byte_equal_render_wakes_nobody() -> None:
