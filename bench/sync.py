@@ -2,12 +2,13 @@
 ``/v1/stream/rules`` SSE clients of the same server in the same run, and the Python flagd
 provider's CONFIGURATION_CHANGED after a write.
 
-One `flagedge serve --sync-port` (default settings) on its own redis-server; the streams are
-grpc.aio calls in this process (over CHANNELS connections), the SSE clients raw asyncio
-sockets in this process too. Each round the driver stamps the time, writes a new flag
+One `flagedge serve --sync-port` (default settings but the SSE per-address cap) on its own
+redis-server; the streams are grpc.aio calls in this process (over CHANNELS connections),
+the SSE clients raw asyncio sockets in this process too, in two phases: the sync streams
+alone, then the SSE clients alone, so neither fan-out competes with the other. Each round the driver stamps the time, writes a new flag
 document to Redis (as `flagedge push` does) and waits until every stream and every SSE
 client has it; a client's time is when it read the new document. Memory per stream: the
-server's RSS with the streams open minus before, divided by the streams.
+server's RSS with a phase's streams open minus before them, divided by their number.
 
 The provider: ``openfeature-provider-flagd`` 0.5.2 (its venv under .cache/, as the tests make
 it) in in-process mode; each of ``--pushes`` writes is timed from the write to the event's
@@ -98,7 +99,10 @@ class Clients:
             self.changed.clear()
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"round {round_no}: not every client got it")
+                late_sync = sum(r < round_no for r, _ in self.sync)
+                late_sse = sum(r < round_no for r, _ in self.sse)
+                raise TimeoutError(f"round {round_no}: {late_sync} streams and {late_sse} SSE "
+                                   "clients did not get it")
             await asyncio.wait_for(self.changed.wait(), left)
 
 
@@ -138,9 +142,29 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
+async def rounds_of(kind: str, clients: Clients, client: Any, first: int, rounds: int
+                    ) -> list[float]:
+    out: list[float] = []
+    for round_no in range(first, first + rounds):
+        await asyncio.sleep(SPACING_S)  # pacing, not synchronisation
+        at = await asyncio.to_thread(push, client, round_no)
+        await clients.all_at(round_no)
+        out += [(t - at) * 1000 for _, t in getattr(clients, kind)]
+    return out
+
+
+async def close(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def fan_out(server: subprocess.Popen[bytes], sync_port: int, http_port: int, key: str,
                   client: Any, n: int, rounds: int) -> dict[str, Any]:
+    """Two phases on one server: n sync streams alone, then n SSE clients alone (each
+    fan-out measured without the other competing for the two cores)."""
     clients = Clients(n)
+    clients.sse = [(1 << 30, 0.0)] * n  # not in this phase
     before = rss_kb(server.pid)
     channels = [grpc.aio.insecure_channel(f"127.0.0.1:{sync_port}",
                                           options=[("grpc.use_local_subchannel_pool", 1)])
@@ -148,24 +172,21 @@ async def fan_out(server: subprocess.Popen[bytes], sync_port: int, http_port: in
     stubs = [sync_pb2_grpc.FlagSyncServiceStub(c) for c in channels]
     tasks = [asyncio.create_task(follow_sync(stubs[i % CHANNELS], key, i, clients))
              for i in range(n)]
-    await clients.all_at(-1)
-    tasks += [asyncio.create_task(follow_sse(http_port, key, i, clients)) for i in range(n)]
     await clients.all_at(0, timeout=60)
-    per_stream = (rss_kb(server.pid) - before) / (2 * n)  # both kinds open
-    sync_ms: list[float] = []
-    sse_ms: list[float] = []
-    for round_no in range(1, rounds + 1):
-        await asyncio.sleep(SPACING_S)  # pacing, not synchronisation
-        at = await asyncio.to_thread(push, client, round_no)
-        await clients.all_at(round_no)
-        sync_ms += [(t - at) * 1000 for _, t in clients.sync]
-        sse_ms += [(t - at) * 1000 for _, t in clients.sse]
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    sync_kb = (rss_kb(server.pid) - before) / n
+    sync_ms = await rounds_of("sync", clients, client, 1, rounds)
+    await close(tasks)
     for channel in channels:
         await channel.close()
-    return {"sync_ms": sync_ms, "sse_ms": sse_ms, "kb_per_stream_both_kinds": per_stream}
+
+    clients.sync, clients.sse = [(1 << 30, 0.0)] * n, [(-1, 0.0)] * n
+    before = rss_kb(server.pid)
+    tasks = [asyncio.create_task(follow_sse(http_port, key, i, clients)) for i in range(n)]
+    await clients.all_at(rounds, timeout=60)
+    sse_kb = (rss_kb(server.pid) - before) / n
+    sse_ms = await rounds_of("sse", clients, client, rounds + 1, rounds)
+    await close(tasks)
+    return {"sync_ms": sync_ms, "sse_ms": sse_ms, "sync_kb": sync_kb, "sse_kb": sse_kb}
 
 
 def provider_latencies(sync_port: int, key: str, client: Any, pushes: int,
@@ -197,7 +218,9 @@ def serve(redis_url: str, http_port: int, sync_port: int, workdir: Path
     proc = subprocess.Popen([sys.executable, "-m", "proxy", "serve", "--redis", redis_url,
                              "--port", str(http_port), "--sync-port", str(sync_port),
                              "--host", "127.0.0.1", "--no-access-log", "--log-level",
-                             "warning"], cwd=ROOT, env=env, stdout=log,
+                             "warning",
+                             # every SSE client comes from 127.0.0.1 (the default cap is 100)
+                             "--sse-max-per-address", "100000"], cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -239,7 +262,8 @@ def main() -> int:
         "streams": args.streams, "rounds": args.rounds, "pushes": args.pushes,
         "sync_p50_ms": pct(fan["sync_ms"], 50), "sync_p99_ms": sync_p99,
         "sse_p50_ms": pct(fan["sse_ms"], 50), "sse_p99_ms": sse_p99,
-        "server_rss_kb_per_stream": fan["kb_per_stream_both_kinds"],
+        "server_rss_kb_per_sync_stream": fan["sync_kb"],
+        "server_rss_kb_per_sse_stream": fan["sse_kb"],
         "provider_changed_p50_ms": statistics.median(provider),
         "provider_changed_p99_ms": pct(provider, 99),
     }
