@@ -61,6 +61,9 @@ class Settings:
     # A second listener for /metrics, /readyz and /healthz (0: none); when set, the main port
     # has no /metrics and its /readyz lists no environments.
     admin_port: int = 0
+    # flagd sync over gRPC (DESIGN §9) on this port, same host; 0 = off, so replicas on one
+    # host never collide (`make run` and the Docker image use 8015).
+    sync_port: int = 0
     inactivity_delay: int = 120  # eventStreams inactivityDelaySec
     sse_max_per_key: int = 10_000  # open SSE streams per API key, per worker (429 beyond)
     sse_max_connections: int = 20_000  # open SSE streams per worker process (503 beyond)
@@ -207,6 +210,9 @@ def validate(s: Settings) -> None:
     if s.admin_port and (not 0 < s.admin_port < 65536 or s.admin_port == s.port):
         raise SettingsError(f"admin_port: {s.admin_port} is not a TCP port other than port "
                             "(0: no admin port)")
+    if s.sync_port and (not 0 < s.sync_port < 65536 or s.sync_port in (s.port, s.admin_port)):
+        raise SettingsError(f"sync_port: {s.sync_port} is not a TCP port other than port and "
+                            "admin_port (0: no flagd sync)")
     if s.body_limit < 256:
         raise SettingsError("body_limit: must be at least 256 bytes")
     if s.rate_limit < 0 or s.rate_burst < 0:

@@ -12,6 +12,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -49,6 +50,8 @@ from proxy.storage.url import async_client
 from proxy.store import Store
 from proxy.streams.fanout import FanOut
 from proxy.streams.history import ChangeLog, RedisHistory
+from proxy.sync.metrics import SyncCollector, SyncStats
+from proxy.sync.server import SyncServer
 
 log = logging.getLogger("flagedge.app")
 
@@ -70,6 +73,7 @@ class Runtime:
     metrics: Metrics
     openapi: OpenApi
     sources: list[Source] = field(default_factory=list)
+    sync: SyncServer | None = None  # flagd sync over gRPC (settings.sync_port)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     on_shutdown: list[Callable[[], Any]] = field(default_factory=list)
     on_stopped: list[Callable[[], Any]] = field(default_factory=list)  # after the tasks
@@ -105,9 +109,16 @@ async def _flush_metrics(rt: Runtime) -> None:
     directory = rt.settings.metrics_dir
     assert directory is not None
     while True:
-        with contextlib.suppress(OSError):
-            rt.metrics.hot.write_snapshot(directory)
+        _write_snapshots(rt, directory)
         await asyncio.sleep(METRICS_FLUSH_S)
+
+
+def _write_snapshots(rt: Runtime, directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        rt.metrics.hot.write_snapshot(directory)
+    if rt.sync is not None:
+        with contextlib.suppress(OSError):
+            rt.sync.stats.write_snapshot(directory)
 
 
 def build_runtime(settings: Settings, store: Store | None = None,
@@ -156,6 +167,10 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
     if not settings.admin_port:
         routes.append(Route("/metrics", rt.metrics.endpoint, methods=["GET"]))
     rt.metrics.registry.register(connections.ConnectionsCollector())  # type: ignore[arg-type]
+    if settings.sync_port and rt.sync is None:
+        rt.sync = SyncServer(settings, rt.store, rt.keyring, SyncStats())
+        rt.metrics.registry.register(  # type: ignore[arg-type]
+            SyncCollector(rt.sync.stats, settings.metrics_dir))
     routes += _surfaces(rt)
     routes += extra_routes or []
 
@@ -229,6 +244,8 @@ def _lifespan(rt: Runtime, settings: Settings
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         _start(rt, settings)
+        if rt.sync is not None:  # flagd sync beside HTTP; a port it cannot bind fails startup
+            await rt.sync.start()
         try:
             yield
         finally:
@@ -255,7 +272,11 @@ def _start(rt: Runtime, settings: Settings) -> None:
 
 
 async def _stop(rt: Runtime, settings: Settings) -> None:
-    """Shutdown hooks first (streams say goodbye), then tasks, sources, the last metrics."""
+    """Sync streams and shutdown hooks first (streams say goodbye: UNAVAILABLE, SSE's last
+    frames), then tasks, sources, the last metrics."""
+    if rt.sync is not None:
+        with contextlib.suppress(Exception):
+            await rt.sync.stop()
     for hook in rt.on_shutdown:
         with contextlib.suppress(Exception):
             result = hook()
@@ -272,8 +293,7 @@ async def _stop(rt: Runtime, settings: Settings) -> None:
         with contextlib.suppress(Exception):
             await source.close()
     if settings.metrics_dir is not None:
-        with contextlib.suppress(OSError):
-            rt.metrics.hot.write_snapshot(settings.metrics_dir)
+        _write_snapshots(rt, settings.metrics_dir)
     log.info("flagedge stopped")
 
 
