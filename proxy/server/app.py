@@ -168,7 +168,10 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
         routes.append(Route("/metrics", rt.metrics.endpoint, methods=["GET"]))
     rt.metrics.registry.register(connections.ConnectionsCollector())  # type: ignore[arg-type]
     if settings.sync_port and rt.sync is None:
-        rt.sync = SyncServer(settings, rt.store, rt.keyring, SyncStats())
+        hot = rt.metrics.hot
+        rt.sync = SyncServer(settings, rt.store, rt.keyring, SyncStats(),
+                             on_consumer=lambda env, key_id: hot.note_usage(env, "consumers",
+                                                                            key_id))
         rt.metrics.registry.register(  # type: ignore[arg-type]
             SyncCollector(rt.sync.stats, settings.metrics_dir))
     routes += _surfaces(rt)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -54,12 +55,13 @@ class SyncServer:
     cannot), ``stop()`` aborts every stream with UNAVAILABLE, then stops the server."""
 
     def __init__(self, settings: Settings, store: Store, keyring: KeyRing,
-                 stats: SyncStats | None = None):
+                 stats: SyncStats | None = None,
+                 on_consumer: Callable[[str, str], None] | None = None):
         self.settings, self.store = settings, store
         self.stats = stats or SyncStats()
         self.hub = DocumentHub(store, self.stats, coalesce_s=settings.sse_coalesce_ms / 1000)
         self.gate = Gate(keyring, no_auth=settings.no_auth, env=settings.env)
-        self.service = SyncService(self.hub, self.gate, self.stats)
+        self.service = SyncService(self.hub, self.gate, self.stats, on_consumer)
         self.service.watch_keys(keyring)
         self.health = health_aio.HealthServicer()
         self.server: grpc.aio.Server | None = None

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
@@ -29,8 +29,12 @@ NO_RULES = "no rules are loaded for this environment yet"
 
 
 class SyncService(sync_pb2_grpc.FlagSyncServiceServicer):
-    def __init__(self, hub: DocumentHub, gate: Gate, stats: SyncStats):
+    def __init__(self, hub: DocumentHub, gate: Gate, stats: SyncStats,
+                 on_consumer: Callable[[str, str], None] | None = None):
         self.hub, self.gate, self.stats = hub, gate, stats
+        # (env, key id) of a caller taking rules to evaluate elsewhere: insights' usage
+        # completeness (a provider reporting no exposures leaves usage partly unknown).
+        self.on_consumer = on_consumer
 
     def watch_keys(self, keyring: KeyRing) -> None:
         """End the streams of a key the ring reports revoked or changed (within the event
@@ -50,6 +54,8 @@ class SyncService(sync_pb2_grpc.FlagSyncServiceServicer):
             self.stats.refused(found.reason)
             await context.abort(found.code, found.details)
         assert isinstance(found, Caller)
+        if self.on_consumer is not None:
+            self.on_consumer(found.env, found.key_id)
         return found
 
     async def SyncFlags(self, request: sync_pb2.SyncFlagsRequest,

@@ -142,3 +142,21 @@ def redis_server_client(server) -> Any:
     import redis
 
     return redis.Redis.from_url(server.url)
+
+
+def test_a_flagd_sync_consumer_makes_usage_partly_unknown(proxy_factory, redis_server):
+    import grpc
+
+    from proxy.sync import sync_pb2, sync_pb2_grpc
+    from tests.integration.sync.conftest import start_sync_server
+
+    sync = start_sync_server(proxy_factory, DOC, extra_args=[])
+    sync.proxy.stop()  # restarted with a fast flush (start_sync_server takes no environ)
+    sync.proxy.environ.update(FAST)
+    sync.proxy.start()
+    assert insights(redis_server.url, "flags")["usage"] == "complete"
+    with grpc.insecure_channel(sync.target) as channel:
+        stub = sync_pb2_grpc.FlagSyncServiceStub(channel)
+        stub.FetchAllFlags(sync_pb2.FetchAllFlagsRequest(provider_id=sync.key), timeout=5)
+    wait_until(lambda: insights(redis_server.url, "flags")["usage"] == "partly unknown",
+               timeout=10, what="the sync consumer noted")
