@@ -81,6 +81,7 @@ class Settings:
     gc_period: float = 2.0  # seconds between garbage collections (0: CPython's own schedule)
     insights_flush: float = 5.0  # seconds between exposure flushes to Redis (0: none)
     insights_days: int = 30  # days insights keep daily exposures and unique users
+    track_rate: float = 5.0  # POST /v1/track requests/s per client address, per worker (0: none)
     access_log: bool = True  # query strings are always redacted
     log_level: str = "info"
     graceful_timeout: float = 10.0
@@ -229,6 +230,8 @@ def validate(s: Settings) -> None:
         raise SettingsError("gc_period: must not be negative (0 keeps CPython's own schedule)")
     if s.insights_flush < 0:
         raise SettingsError("insights_flush: must not be negative (0 turns flushing off)")
+    if s.track_rate < 0:
+        raise SettingsError("track_rate: must not be negative (0 turns the limit off)")
     if s.insights_days < 1:
         raise SettingsError("insights_days: must be at least 1")
     if s.stream_token_ttl < 60:

@@ -98,6 +98,9 @@ class EvaluationResult:
     metadata: Mapping[str, Scalar] = field(default_factory=dict)
     error_code: ErrorCode | None = None
     error_details: str | None = None
+    # Chosen by an experiment flag's ``fractional`` split (DESIGN §11: only those users are
+    # assigned); never on the wire, where the reason stays flagd's.
+    assigned: bool = field(default=False, compare=False)
 
     @property
     def has_value(self) -> bool:
@@ -117,6 +120,13 @@ class EvaluationResult:
             body["value"] = self.value
         body["metadata"] = dict(self.metadata)
         return body
+
+
+class Assigned(str):
+    """A variant name a ``fractional`` split chose, in an experiment flag's rule: the rule's
+    outcome is then a split assignment (DESIGN §11), not a variant some condition named."""
+
+    __slots__ = ()
 
 
 def error_result(key: str, code: ErrorCode, details: str) -> EvaluationResult:
@@ -152,6 +162,11 @@ class Flag:
     # The rule uses ``fractional`` (itself or through ``$ref``): compiled for one hashing
     # generation, so a change of the environment's generation recompiles it.
     fractional: bool = False
+    # An experiment (metadata kind "experiment" or an experimentId, no $flagd.timestamp):
+    # the revision its assignments are recorded under (a content hash of everything that
+    # decides them, so a changed split starts a new analysis); None otherwise.
+    experiment: str | None = None
+    assigned_results: Mapping[str, EvaluationResult] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +195,8 @@ class FlagSet:
     #: How every ``fractional`` of this set hashes (its flags are compiled for it). Not part
     #: of :meth:`to_document`: flagd documents (files aside, ``$fractionalHash``) never carry it.
     fractional_hash: FractionalHash = DEFAULT_FRACTIONAL_HASH
+    #: Keys of its experiment flags (``Flag.experiment``): evaluations record assignments.
+    experiments: tuple[str, ...] = field(default=(), compare=False)
     #: This state's id on streams, in ETags and cache keys (:func:`state_id`); computed once.
     state_id: str = field(init=False, compare=False, repr=False, default="")
     #: How to evaluate every flag in bulk (proxy.evaluation.plan.plan_of), built on first use.

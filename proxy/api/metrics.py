@@ -66,6 +66,8 @@ class Histogram:
 
 
 MAX_USERS_PER_FLUSH = 100_000  # targetingKeys held per environment between insights flushes
+MAX_ASSIGNMENTS = 200_000  # experiment assignments held between insights flushes (all envs)
+MAX_EVENTS = 100_000  # tracked events held between insights flushes (all envs)
 PENDING_FOLD = 1_000  # distinct bulk results counted but not yet expanded per flag
 PENDING_FOLD_BYTES = 8 * 1024 * 1024  # ... or this many bytes of their bodies (350 flags: ~160)
 
@@ -91,8 +93,12 @@ class HotMetrics:
         self.sse_events: dict[tuple[str, str], int] = {}  # (stream, outcome) -> count
         # For insights (proxy.insights.exposures reads these through its Counts protocol).
         self.users: dict[str, set[str]] = {}  # env -> targetingKeys seen since the last flush
-        self.users_dropped = 0
         self.usage: dict[str, dict[str, set[str]]] = {}  # env -> consumers/reporters key ids
+        # (env, flag, revision) -> targetingKey -> variant: split assignments to record
+        self.assignments: dict[tuple[str, str, str], dict[str, str]] = {}
+        self._assignments_held = 0
+        self.events: list[tuple[str, str, str, float | None]] = []  # env, event, tk, value
+        self.dropped = {"users": 0, "assignments": 0, "events": 0}
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         key = (route, status)
@@ -140,11 +146,41 @@ class HotMetrics:
         if len(seen) < MAX_USERS_PER_FLUSH:
             seen.add(targeting_key)
         elif targeting_key not in seen:
-            self.users_dropped += 1
+            self.dropped["users"] += 1
 
     def take_users(self) -> dict[str, set[str]]:
         users, self.users = self.users, {}
         return users
+
+    def assign(self, env: str, flag: str, revision: str, targeting_key: str,
+               variant: str) -> None:
+        """An experiment's split assigned this user (DESIGN §11); the first one holds."""
+        users = self.assignments.get((env, flag, revision))
+        if users is None:
+            users = self.assignments[(env, flag, revision)] = {}
+        elif targeting_key in users:
+            return
+        if self._assignments_held >= MAX_ASSIGNMENTS:
+            self.dropped["assignments"] += 1
+            return
+        users[targeting_key] = variant
+        self._assignments_held += 1
+
+    def take_assignments(self) -> dict[tuple[str, str, str], dict[str, str]]:
+        taken, self.assignments, self._assignments_held = self.assignments, {}, 0
+        return taken
+
+    def track(self, env: str, event: str, targeting_key: str, value: float | None) -> bool:
+        """A tracked event (``POST /v1/track``); False when the buffer is full (dropped)."""
+        if len(self.events) >= MAX_EVENTS:
+            self.dropped["events"] += 1
+            return False
+        self.events.append((env, event, targeting_key, value))
+        return True
+
+    def take_events(self) -> list[tuple[str, str, str, float | None]]:
+        taken, self.events = self.events, []
+        return taken
 
     def note_usage(self, env: str, kind: str, key_id: str) -> None:
         """``kind``: "consumers" (took rules to evaluate elsewhere) or "reporters" (reported

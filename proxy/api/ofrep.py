@@ -7,7 +7,7 @@ compiled closures -> serialize once (``bulk_body``). No Redis round trip and no 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import quote
 
@@ -28,7 +28,7 @@ from proxy.api.tokens import StreamTokens
 from proxy.config import Settings
 from proxy.evaluation.engine import evaluate, evaluate_dynamic
 from proxy.evaluation.plan import derive_plan
-from proxy.model import Change, ErrorCode, FlagSet, id_version
+from proxy.model import Change, ErrorCode, EvaluationResult, FlagSet, id_version
 from proxy.store import Store
 
 EVENTS_PATH = "/ofrep/v1/events"
@@ -83,6 +83,20 @@ def _see_user(hot: HotMetrics, env: str, context: dict[str, Any]) -> None:
     key = context.get("targetingKey")
     if key.__class__ is str and key:
         hot.see_user(env, key)
+
+
+def _record_assignments(hot: HotMetrics, env: str, flag_set: FlagSet, context: dict[str, Any],
+                        results: Iterable[EvaluationResult]) -> None:
+    """Experiment split assignments among ``results`` (DESIGN §11). Recorded when evaluated:
+    an answer from the result cache is the same user's same assignment."""
+    key = context.get("targetingKey")
+    if key.__class__ is not str or not key:
+        return
+    for r in results:
+        if r.assigned:
+            revision = flag_set.flags[r.key].experiment
+            if revision is not None and r.variant is not None:
+                hot.assign(env, r.key, revision, key, r.variant)
 
 
 class OfrepApi:
@@ -186,6 +200,8 @@ class OfrepApi:
             return bad
         result = evaluate(flag_set, key, context)
         _see_user(self.hot, principal.env, context)
+        if result.assigned:
+            _record_assignments(self.hot, principal.env, flag_set, context, (result,))
         if result.error_code is not None:
             status = 404 if result.error_code is ErrorCode.FLAG_NOT_FOUND else 400
             code = result.error_code
@@ -284,6 +300,8 @@ class OfrepApi:
         plan, results = evaluate_dynamic(flag_set, context)
         if plan is None:  # an INVALID_CONTEXT error for every flag
             return self.bodies.generic(env, flag_set, results)
+        if flag_set.experiments:
+            _record_assignments(self.hot, env, flag_set, context, results)
         return self.bodies.entry(env, flag_set, plan, results)
 
     def _event_streams(self, scope: Scope, principal: Principal) -> tuple[bytes, int | None]:

@@ -1,15 +1,16 @@
-"""flagedge insights flags|stale --env ENV: what flags did, from the counts every proxy
-writes to Redis (DESIGN §11)."""
+"""flagedge insights flags|stale|experiment --env ENV: what flags did, from the counts every
+proxy writes to Redis (DESIGN §11)."""
 
 from __future__ import annotations
 
 import argparse
 import re
 import time
+from typing import Any
 
 from proxy.commands import _common as c
 
-HELP = "exposures per flag and variant, unique users, stale flags (DESIGN §11)"
+HELP = "exposures per flag and variant, unique users, stale flags, experiment results (DESIGN §11)"
 DURATION = re.compile(r"^(\d+)([smhd])$")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 
@@ -30,7 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     stale = sub.add_parser("stale", help="flags unused, or serving one variant to everyone")
     stale.add_argument("--unused", type=duration, default=30 * 86_400, metavar="DURATION",
                        help="window ending now (default 30d)")
-    for p in (flags, stale):
+    exp = sub.add_parser("experiment", help="an experiment's results for one tracked event")
+    exp.add_argument("flag", metavar="KEY", help="the experiment flag")
+    exp.add_argument("--event", required=True, metavar="NAME", help="the tracked event")
+    for p in (flags, stale, exp):
         c.add_env_argument(p)
         p.add_argument("--json", action="store_true", help="machine-readable output")
         c.add_redis_arguments(p)
@@ -50,12 +54,58 @@ def _run(args: argparse.Namespace) -> int:
         c.err(f"environment {args.env!r} not found")
         return c.NOT_FOUND
     flags = sorted(state.raw_flags)
+    if args.what == "experiment":
+        return _experiment(client, args, state)
     end = time.time()
     if args.what == "flags":
         out = usage.flags_report(client, args.env, flags, end - args.since, end)
         return _show_flags(out, args.json)
     out = usage.stale_report(client, args.env, flags, end - args.unused, end)
     return _show_stale(out, args.json)
+
+
+def _experiment(client: Any, args: argparse.Namespace, state: Any) -> int:
+    from proxy.evaluation.documents import compile_document
+    from proxy.insights import results, usage
+    from proxy.model import FractionalHash
+
+    doc = state.document().to_json()
+    doc.pop("$fractionalHash", None)  # the environment's setting decides, as served
+    generation = FractionalHash.parse(state.meta.get("fractional_hash", "v2"))
+    flag = compile_document(doc, tolerant=True, fractional_hash=generation).flags.get(args.flag)
+    if flag is None:
+        c.err(f"flag {args.flag!r} not found in environment {args.env!r}")
+        return c.NOT_FOUND
+    if flag.experiment is None:
+        c.err(f"{args.flag!r} is not an experiment: it needs metadata kind \"experiment\" or "
+              "an experimentId, a fractional split, and no $flagd.timestamp")
+        return c.INVALID
+    control = str(flag.metadata.get("control") or flag.default_variant or next(iter(flag.variants)))
+    arms = usage.experiment_arms(client, args.env, args.flag, flag.experiment, args.event,
+                                 flag.variants)
+    weights = results.split_weights(flag.raw.get("targeting"), doc.get("$evaluators")) or {}
+    out = results.experiment_report(args.flag, args.event, flag.experiment, arms, control,
+                                    weights)
+    if args.json:
+        c.print_json(out)
+        return c.OK
+    print(f"experiment {out['flag']} (revision {out['revision']}), event {out['event']!r}, "
+          f"control {out['control']!r}")
+    print(f"{'VARIANT':16}  {'ASSIGNED':>9}  {'CONVERTED':>9}  {'RATE (95% CI)':24}  "
+          "DIFF vs CONTROL (95% CI)        p (Holm)")
+    for v in out["variants"]:
+        rate = "-" if v["rate"] is None else \
+            f"{v['rate']:.2%} ({v['ci'][0]:.2%}-{v['ci'][1]:.2%})"
+        diff = "" if v["diff"] is None else \
+            f"{v['diff']:+.2%} ({v['diff_ci'][0]:+.2%} to {v['diff_ci'][1]:+.2%})"
+        p = "" if v["p_value"] is None else f"{v['p_value']:.3g} ({v['test']})"
+        print(f"{v['variant'][:16]:16}  {v['assigned']:>9}  {v['converted']:>9}  {rate:24}  "
+              f"{diff:30}  {p}")
+    if out["srm"]["warning"]:
+        print(f"WARNING: {out['srm']['warning']}")
+    for note in out["notes"]:
+        print(f"note: {note}")
+    return c.OK
 
 
 def _show_flags(out: dict, as_json: bool) -> int:

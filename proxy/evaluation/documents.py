@@ -254,7 +254,8 @@ def flag_set(flags: Mapping[str, Flag], evaluators: Mapping[str, Any],
                    epoch=epoch, updated_at=updated_at,
                    uses_timestamp=any(f.uses_timestamp for f in flags.values()),
                    reads=reads_of(flags.values()), rejected=rejected or {},
-                   fractional_hash=fractional_hash)
+                   fractional_hash=fractional_hash,
+                   experiments=tuple(k for k, f in flags.items() if f.experiment))
 
 
 def reads_of(flags: Iterable[Flag]) -> frozenset[str] | None:

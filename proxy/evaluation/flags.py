@@ -8,6 +8,7 @@ answers the error flagd gives for it at evaluation time). Whole documents:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -18,6 +19,7 @@ from proxy.evaluation.jsonlogic.compiler import LogicCompiler
 from proxy.evaluation.jsonlogic.jsvalue import Const, JSThrow, to_string
 from proxy.model import (
     DEFAULT_FRACTIONAL_HASH,
+    Assigned,
     ErrorCode,
     EvaluationResult,
     Flag,
@@ -27,6 +29,7 @@ from proxy.model import (
     Problem,
     Reason,
     VariantType,
+    canonical,
 )
 
 log = logging.getLogger("flagedge.evaluation")
@@ -88,6 +91,10 @@ def resolve(flag: Flag, res: Any) -> EvaluationResult:
         if flag.default_result is not None:
             return flag.default_result
         return _default_result(flag.key, flag.variants, flag.default_variant, flag.metadata)
+    if res.__class__ is Assigned:  # an experiment's split assignment (DESIGN §11)
+        r = flag.assigned_results.get(res)
+        if r is not None:
+            return r
     name = res if res.__class__ is str else to_string(res)
     r = flag.match_results.get(name)
     if r is not None:
@@ -132,12 +139,16 @@ def build_flag(
         names = ", ".join(list(variants)[:8])
         problems.append(Problem(f"{path}.defaultVariant", f"{default!r} is not one of the variants ({names})"))
     flag_md = metadata_of(raw.get("metadata"), f"{path}.metadata", problems)
-    cc = LogicCompiler(evaluators, flag_key=key, fractional_hash=fractional_hash)
+    cc = LogicCompiler(evaluators, flag_key=key, fractional_hash=fractional_hash,
+                       mark_assigned=is_experiment(flag_md))
     compiled = _targeting(cc, raw.get("targeting"), path, problems)
     if any(not p.warning for p in problems[before:]):
         return None
 
     md = {**set_metadata, **flag_md}
+    matched = {n: EvaluationResult(key, Reason.TARGETING_MATCH, n, v, md)
+               for n, v in variants.items()}
+    revision = experiment_revision(raw, cc, evaluators) if cc.mark_assigned else None
     flag = Flag(
         key=key,
         state=FlagState(state),
@@ -149,13 +160,35 @@ def build_flag(
         rule=None if compiled is None else as_fn(compiled),
         uses_timestamp=cc.uses_timestamp,
         refs=frozenset(cc.refs),
-        match_results={n: EvaluationResult(key, Reason.TARGETING_MATCH, n, v, md) for n, v in variants.items()},
+        match_results=matched,
         default_result=_default_result(key, variants, default, md),
         reads_flagd=cc.needs_flagd,
         reads=None if cc.reads_unknown else frozenset(cc.reads),
         fractional=cc.uses_fractional,
+        experiment=revision,
+        assigned_results={} if revision is None else {
+            n: dataclasses.replace(r, assigned=True) for n, r in matched.items()},
     )
     return _with_static_result(flag, compiled, path, problems)
+
+
+def is_experiment(flag_metadata: Mapping[str, Any]) -> bool:
+    """DESIGN §11: metadata ``kind: "experiment"`` or an ``experimentId``."""
+    return flag_metadata.get("kind") == "experiment" or "experimentId" in flag_metadata
+
+
+def experiment_revision(raw: Mapping[str, Any], cc: LogicCompiler,
+                        evaluators: Mapping[str, Any]) -> str | None:
+    """The revision an experiment's assignments are recorded under: a hash of everything that
+    decides them (state, variants, default, targeting, the ``$evaluators`` it uses, the
+    hashing generation); None when the rule has no split or reads ``$flagd.timestamp``
+    (time-stepped: not an experiment, DESIGN §11)."""
+    if not cc.uses_fractional or cc.uses_timestamp:
+        return None
+    decided = [raw.get("state"), raw.get("variants"), raw.get("defaultVariant"),
+               raw.get("targeting"), {name: evaluators.get(name) for name in sorted(cc.refs)},
+               cc.fractional_hash.value]
+    return hashlib.blake2b(canonical(decided), digest_size=6).hexdigest()
 
 
 def _variants(variants: Any, path: str, problems: list[Problem]) -> tuple[dict[str, Any], dict[VariantType, list[str]]]:

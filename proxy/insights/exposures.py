@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
+from proxy.insights.experiments import Experiments
 from proxy.storage import insights as keys
 from proxy.store import Store
 
@@ -41,6 +42,14 @@ class Counts(Protocol):
         """The targetingKeys seen per environment since the last call."""
         ...
 
+    def take_assignments(self) -> dict[tuple[str, str, str], dict[str, str]]:
+        """(env, flag, revision) -> targetingKey -> variant: split assignments served."""
+        ...
+
+    def take_events(self) -> list[tuple[str, str, str, float | None]]:
+        """(env, event, targetingKey, value) tracked since the last call."""
+        ...
+
     def take_usage(self) -> dict[str, dict[str, set[str]]]:
         """Per environment, ``{"consumers": key ids, "reporters": key ids}`` since the last
         call: keys that took rules to evaluate elsewhere, and keys that reported exposures."""
@@ -59,6 +68,7 @@ class Flusher:
         self._users: dict[str, set[str]] = {}  # seen, not yet written
         self._usage: dict[str, dict[str, set[str]]] = {}
         self._born: dict[str, Any] = {}  # env -> the flag set whose flags were last marked
+        self.experiments = Experiments(client, store, self.retention_s)
         self.users_dropped = 0
         self.failures = 0
         self.last_seconds = 0.0  # duration of the last flush
@@ -78,6 +88,14 @@ class Flusher:
                 self.failures += 1
                 log.warning("insights flush of %s failed (%s); counts held for the next one",
                             env, type(exc).__name__)
+        self.experiments.hold_assignments(self.counts.take_assignments())
+        self.experiments.hold_events(self.counts.take_events())
+        try:
+            await self.experiments.flush()
+        except Exception as exc:  # held for the next flush
+            self.failures += 1
+            log.warning("insights flush of experiments failed (%s); held for the next one",
+                        type(exc).__name__)
         self.last_seconds = time.perf_counter() - started
         return written
 

@@ -80,3 +80,41 @@ def sample_ratio(arms: Sequence[Arm], weights: Mapping[str, float]) -> dict[str,
                    "split as the weights say, so differences between variants cannot be "
                    "trusted; look for redirects, caching or bots that treat variants apart")
     return {"p_value": fit.p_value, "warning": warning}
+
+
+def split_weights(targeting: Any, evaluators: Mapping[str, Any] | None = None
+                  ) -> dict[str, float] | None:
+    """The weights of the first ``fractional`` split in a rule (``$ref``s followed): variant
+    -> weight (1 when unwritten); None when there is none or a weight is computed."""
+    node = _first_fractional(targeting, evaluators or {}, set())
+    if not isinstance(node, list):
+        return None
+    buckets = node if node and isinstance(node[0], list) else node[1:]
+    weights: dict[str, float] = {}
+    for bucket in buckets:
+        if not isinstance(bucket, list) or not bucket or not isinstance(bucket[0], str):
+            return None
+        weight = bucket[1] if len(bucket) > 1 else 1
+        if weight.__class__ not in (int, float):
+            return None
+        weights[bucket[0]] = weights.get(bucket[0], 0) + max(0, weight)
+    return weights or None
+
+
+def _first_fractional(node: Any, evaluators: Mapping[str, Any], seen: set[str]) -> Any:
+    if isinstance(node, dict):
+        if "fractional" in node and len(node) == 1:
+            return node["fractional"]
+        ref = node.get("$ref") if len(node) == 1 else None
+        if isinstance(ref, str) and ref in evaluators and ref not in seen:
+            return _first_fractional(evaluators[ref], evaluators, seen | {ref})
+        children: Any = node.values()
+    elif isinstance(node, list):
+        children = node
+    else:
+        return None
+    for child in children:
+        found = _first_fractional(child, evaluators, seen)
+        if found is not None:
+            return found
+    return None

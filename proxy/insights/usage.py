@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from proxy.insights.results import Arm
 from proxy.storage import insights as keys
 from proxy.storage.replies import text
 
@@ -94,3 +95,13 @@ def stale_report(client: Any, env: str, flags: Iterable[str], start: float, end:
             only = next(iter(variants)) or "(no variant)"
             out.append({"flag": flag, "reason": f"served only {only!r} to everyone"})
     return {"env": env, "unused": end - start, "usage": usage, "flags": out}
+
+
+def experiment_arms(client: Any, env: str, flag: str, revision: str, event: str,
+                    variants: Iterable[str]) -> list[Arm]:
+    """Assigned and converted users per variant of one experiment revision."""
+    base = keys.experiment_key(env, flag, revision)
+    assigned = {text(k): int(v) for k, v in client.hgetall(base + ":assigned").items()}
+    converted = {text(k): int(v)
+                 for k, v in client.hgetall(f"{base}:converted:{event}").items()}
+    return [Arm(v, assigned.get(v, 0), converted.get(v, 0)) for v in variants]

@@ -37,6 +37,7 @@ from proxy.api.ofrep import OfrepApi
 from proxy.api.openapi import OpenApi
 from proxy.api.streams import StreamsApi
 from proxy.api.tokens import StreamTokens
+from proxy.api.track import TrackApi
 from proxy.config import Settings, load_settings
 from proxy.evaluation.jsonlogic import semver
 from proxy.evaluation.plan import memo_bytes
@@ -338,7 +339,9 @@ def _surfaces(rt: Runtime) -> list[BaseRoute]:
     """Routes of the other HTTP surfaces (one line each; they read ``rt``): the streams, and
     the demo page at /demo/ (serve --demo)."""
     exposures = ExposuresApi(rt.settings, rt.store, rt.auth, rt.metrics.hot)
-    return [*_streams(rt), *exposures.routes(), *(demo.mount(rt) if rt.settings.demo else [])]
+    track = TrackApi(rt.settings, rt.auth, rt.metrics.hot)
+    return [*_streams(rt), *exposures.routes(), *track.routes(),
+            *(demo.mount(rt) if rt.settings.demo else [])]
 
 
 def _streams(rt: Runtime) -> list[BaseRoute]:

@@ -13,6 +13,14 @@
   rules to evaluate in-process / last reported exposures: usage is complete when every
   consumer of a window also reported in it.
 
+Experiments (one set of keys per flag revision, ``{rev}`` = ``Flag.experiment``):
+
+- ``flagedge:{ENV}:exp:{flag}:{rev}`` HASH targetingKey -> variant (HSETNX: the first holds)
+- ``...:assigned`` HASH variant -> users assigned (counted when HSETNX set one)
+- ``...:users:{event}`` SET of targetingKeys that sent ``event`` (converted users, exact)
+- ``...:{converted|count|sum|sumsq}:{event}`` HASH variant -> converted users, events,
+  the sum of their values and of their squares
+
 An exposure field is the JSON array ``[flag, variant, reason]`` (flag keys may hold any
 character, so no separator is safe); ``variant`` is "" for an error or a disabled flag.
 """
@@ -98,3 +106,56 @@ def parse_field(raw: bytes | str) -> tuple[str, str, str] | None:
             and all(isinstance(v, str) for v in value)):
         return value[0], value[1], value[2]
     return None
+
+
+def experiment_key(env: str, flag: str, revision: str) -> str:
+    return f"{_tag(env)}:exp:{flag}:{revision}"
+
+
+STATS = ("converted", "count", "sum", "sumsq")
+
+
+def experiment_keys(env: str, flag: str, revision: str, event: str) -> list[str]:
+    """KEYS of ``ATTRIBUTE_LUA``: assignments, converted users, then ``STATS``' hashes."""
+    base = experiment_key(env, flag, revision)
+    return [base, f"{base}:users:{event}", *(f"{base}:{stat}:{event}" for stat in STATS)]
+
+
+# KEYS: assignments, assigned counts. ARGV: retention seconds, then targetingKey, variant, ...
+# The first assignment of a user holds (a rule change starts another revision); counts move
+# only when one is set, so they stay exact however often workers and replicas report a user.
+ASSIGN_LUA = """
+for i = 2, #ARGV, 2 do
+  if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) == 1 then
+    redis.call('HINCRBY', KEYS[2], ARGV[i + 1], 1)
+  end
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return 0
+"""
+
+# KEYS: experiment_keys(...). ARGV: retention seconds, then targetingKey, value ("" for
+# none), ... Each event is attributed to the user's stored assignment, never re-evaluated;
+# returns the positions (1-based pairs) of users with no assignment yet, to be held.
+ATTRIBUTE_LUA = """
+local unassigned = {}
+for i = 2, #ARGV, 2 do
+  local variant = redis.call('HGET', KEYS[1], ARGV[i])
+  if not variant then
+    table.insert(unassigned, (i - 2) / 2 + 1)
+  else
+    if redis.call('SADD', KEYS[2], ARGV[i]) == 1 then
+      redis.call('HINCRBY', KEYS[3], variant, 1)
+    end
+    redis.call('HINCRBY', KEYS[4], variant, 1)
+    local value = tonumber(ARGV[i + 1])
+    if value then
+      redis.call('HINCRBYFLOAT', KEYS[5], variant, value)
+      redis.call('HINCRBYFLOAT', KEYS[6], variant, value * value)
+    end
+  end
+end
+for k = 2, #KEYS do redis.call('EXPIRE', KEYS[k], ARGV[1]) end
+return unassigned
+"""

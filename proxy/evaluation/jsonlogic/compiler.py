@@ -77,7 +77,8 @@ class LogicCompiler:
     compiles (below an ``if`` with fewer than three arguments).
     With ``trace`` set to a list, traced operators append what they decided (explain).
     ``fractional_hash`` is the environment's hashing generation, which ``fractional`` is
-    compiled for; ``uses_fractional`` records that the rule has one.
+    compiled for; ``uses_fractional`` records that the rule has one; ``mark_assigned``
+    (experiment flags) marks the variants it picks.
     """
 
     def __init__(
@@ -88,11 +89,15 @@ class LogicCompiler:
         flag_key: str | None = None,
         expand_refs: bool = True,
         fractional_hash: FractionalHash = DEFAULT_FRACTIONAL_HASH,
+        mark_assigned: bool = False,
     ):
         self.evaluators: Mapping[str, Any] = evaluators or {}
         self.flag_key = flag_key  # known when compiling a flag: $flagd.flagKey is a constant
         self.expand_refs = expand_refs  # False: check $ref names only (validating $evaluators)
         self.fractional_hash = fractional_hash
+        # An experiment flag: what ``fractional`` picks is marked (model.Assigned), so the
+        # flag's result tells a split assignment from a variant a condition named.
+        self.mark_assigned = mark_assigned
         self.uses_fractional = False
         self.problems: list[Problem] = []
         self.refs: set[str] = set()

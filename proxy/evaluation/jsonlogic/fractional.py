@@ -49,7 +49,7 @@ from proxy.evaluation.jsonlogic.bucketing import (
     v3_weight,
 )
 from proxy.evaluation.jsonlogic.jsvalue import MISSING, Const, to_string
-from proxy.model import FractionalHash
+from proxy.model import Assigned, FractionalHash
 
 if TYPE_CHECKING:
     from proxy.evaluation.jsonlogic.base import Compiled, Fn
@@ -128,9 +128,20 @@ def _null(d: Any) -> None:
 
 def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
     cc.uses_fractional = True
-    if cc.fractional_hash is FractionalHash.V3:
-        return build_v3(cc, args, path)
-    return build_v2(cc, args, path)
+    built = build_v3(cc, args, path) if cc.fractional_hash is FractionalHash.V3 else \
+        build_v2(cc, args, path)
+    return _marked(built) if cc.mark_assigned else built
+
+
+def _marked(built: Compiled) -> Fn:
+    """``built`` with the variant names it picks marked as split assignments."""
+    inner = as_fn(built)
+
+    def fractional_assigned(d: Any) -> Any:
+        picked = inner(d)
+        return Assigned(picked) if picked.__class__ is str else picked
+
+    return fractional_assigned
 
 
 def build_v2(cc: LogicCompiler, args: Any, path: str) -> Compiled:

@@ -45,5 +45,5 @@ def test_users_held_between_flushes_are_bounded_and_drops_counted():
     for i in range(MAX_USERS_PER_FLUSH + 5):
         hot.see_user("e", f"u{i}")
     hot.see_user("e", "u1")  # already held: not a drop
-    assert len(hot.users["e"]) == MAX_USERS_PER_FLUSH and hot.users_dropped == 5
+    assert len(hot.users["e"]) == MAX_USERS_PER_FLUSH and hot.dropped["users"] == 5
     assert len(hot.take_users()["e"]) == MAX_USERS_PER_FLUSH and hot.take_users() == {}

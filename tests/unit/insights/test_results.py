@@ -79,3 +79,15 @@ def test_small_counts_take_fishers_test_and_an_empty_arm_has_no_difference():
     assert empty["variants"][0]["rate"] is None and empty["variants"][1]["diff"] is None
     with pytest.raises(ValueError, match="control variant"):
         experiment_report("f", "e", "1", [Arm("a", 1, 0)], "control", {"a": 1})
+
+
+def test_split_weights_are_read_from_the_first_fractional_even_through_a_ref():
+    from proxy.insights.results import split_weights
+
+    rule = {"if": [{"in": [{"var": "plan"}, ["pro"]]}, "b",
+                   {"fractional": [{"var": "email"}, ["a", 34], ["b", 33], ["c"]]}]}
+    assert split_weights(rule) == {"a": 34, "b": 33, "c": 1}
+    assert split_weights({"$ref": "split"}, {"split": {"fractional": [["x", 10], ["y", 90]]}}) \
+        == {"x": 10, "y": 90}
+    assert split_weights({"fractional": [["a", {"var": "w"}], ["b", 1]]}) is None  # computed
+    assert split_weights({"==": [1, 1]}) is None
