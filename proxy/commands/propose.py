@@ -45,6 +45,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"nothing to propose: {args.env} at version {state.version} already has these "
               "rules")
         return c.OK
+    review.expire_due(client, args.env)  # tidy: the release worker will do this too
     request = review.propose_plan(client, args.env, state, plan, actor=Actor.cli(c.author(args)),
                                   message=args.message, expires_in=expires_in,
                                   apply_at=apply_at)

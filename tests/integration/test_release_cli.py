@@ -163,7 +163,31 @@ def test_an_expired_request_is_never_applied(prod, tmp_path):
     assert r.returncode == 3 and "expired" in r.stderr
     stored = stored_request(client, "prod", 1)
     assert stored["state"] == "expired" and stored["approvals"] == []
+    assert stored["reason"].startswith("expired at ")
     assert version(client, "prod") == 1 and stored_flag(client, "prod", "a") == ON
+
+
+def test_propose_expires_overdue_requests_of_its_environment(prod, tmp_path):
+    url, client = prod
+    new = doc_file(tmp_path, "v2.json", {"a": OFF, "b": ON})
+    r = flagedge("propose", new, "--env", "prod", "-m", "x", "--expires", "1s", "--json",
+                 url=url, author="ann")
+    expires_at = orjson.loads(r.stdout)["expires_at"]
+    text = flagedge("requests", "show", "1", "--env", "prod", url=url).stdout
+    assert "request 1 in prod: open\n" in text
+
+    def redis_now() -> float:
+        seconds, micros = client.time()
+        return seconds + micros / 1e6
+
+    wait_until(lambda: redis_now() > expires_at, timeout=5, what="Redis' clock past expiry")
+    text = flagedge("requests", "show", "1", "--env", "prod", url=url).stdout
+    assert "open (past its expiry" in text
+    assert stored_request(client, "prod", 1)["state"] == "open"  # a read writes nothing
+    assert flagedge("propose", new, "--env", "prod", "-m", "again", url=url,
+                    author="ann").returncode == 0
+    assert stored_request(client, "prod", 1)["state"] == "expired"
+    assert stored_request(client, "prod", 2)["state"] == "open"
 
 
 def test_a_conflicting_request_writes_nothing_and_names_what_moved(prod, tmp_path):
