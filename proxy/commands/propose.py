@@ -39,7 +39,7 @@ def _run(args: argparse.Namespace) -> int:
     expires_in = parse_duration(args.expires)
     new = publisher.parse_file(args.file)
     client = c.client(args)
-    apply_at = parse_time(args.at, review.redis_now(client)) if args.at else None
+    apply_at = parse_time(args.at, review.redis_now(client, args.env)) if args.at else None
     state, plan = publisher.diff(client, args.env, new)
     if plan.empty:
         print(f"nothing to propose: {args.env} at version {state.version} already has these "

@@ -36,7 +36,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.json:
             c.print_json(request.to_json())
         else:
-            print("\n".join(_review.details(request, args.env, review.redis_now(client))))
+            print("\n".join(_review.details(request, args.env, review.redis_now(client, args.env))))
         return c.OK
     rows = [r for r in review.list_requests(client, args.env) if args.all or r.state == "open"]
     if args.json:

@@ -63,10 +63,9 @@ class Outcome:
     reason: str = ""
 
 
-def redis_now(client: Any) -> float:
+def redis_now(client: Any, env: str) -> float:
     """Redis' clock (the apply script decides expiry by it: so do we)."""
-    seconds, micros = client.time()
-    return round(int(seconds) + int(micros) / 1e6, 3)
+    return stored.redis_time(client, env)
 
 
 def check(decision: authz.Decision) -> None:
@@ -111,7 +110,7 @@ def propose_plan(client: Any, env: str, state: publisher.RemoteState, plan: Plan
     check(authz.may_propose(actor))
     if plan.empty:
         raise ValueError(f"nothing to propose: environment {env} already has these rules")
-    now = redis_now(client)
+    now = redis_now(client, env)
     change = change_of(plan, state.document())
     request = Request(
         id=0, state="open", base_version=state.version, author=actor.name, message=message,
@@ -163,7 +162,7 @@ def approve(client: Any, env: str, request_id: int, actor: authz.Actor) -> Outco
         now = preview(publisher.read_state(client, env), dict(request.change))
         approved = None
         if actor.name not in request.approved_by:
-            approval = Approval(actor.name, redis_now(client), request.content_hash)
+            approval = Approval(actor.name, redis_now(client, env), request.content_hash)
             approved = request.replace(approvals=(*request.approvals, approval), preview=now)
         reply = stored.call_apply(client, env, apply_args(raw, request, approved, now))
         outcome = _outcome(client, env, request_id, reply)
@@ -227,7 +226,7 @@ def expire_due(client: Any, env: str) -> list[int]:
     """Flip every open request past its expiry (by Redis' clock) to ``expired``; returns
     their ids. Each flip is checked again by the script, so a request approved or applied
     meanwhile stays as it is."""
-    now, done = redis_now(client), []
+    now, done = redis_now(client, env), []
     layout.check_env(env)
     for request_id, raw in stored.read_all_raw(client, env).items():
         try:

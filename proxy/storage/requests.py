@@ -217,6 +217,17 @@ return {'applied', res[2], res[3], res[4] or ''}
 """
 
 
+# KEYS: requests (only to route the call to the environment's node in a Cluster).
+TIME_LUA = "return redis.call('TIME')"
+
+
+def redis_time(client: Any, env: str) -> float:
+    """Unix seconds by the clock of the Redis node holding ``env`` (the one the apply
+    script reads), to the millisecond."""
+    seconds, micros = client.eval(TIME_LUA, 1, requests_key(layout.check_env(env)))
+    return round(int(seconds) + int(micros) / 1e6, 3)
+
+
 def call_apply(client: Any, env: str, args: list[Any]) -> list[Any]:
     return list(client.eval(APPLY_LUA, 5, *apply_keys(env), *args))
 

@@ -17,6 +17,7 @@ from proxy.release import publisher, review
 from proxy.release.authorization import Actor
 from proxy.release.changeset import Document
 from proxy.storage import policy
+from proxy.storage.url import sync_client
 from tests.integration.release_support import (
     OFF,
     ON,
@@ -25,6 +26,7 @@ from tests.integration.release_support import (
     stored_request,
     version,
 )
+from tests.integration.test_sources_topologies import cluster  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -189,3 +191,23 @@ def test_policy_set_between_check_and_write_is_caught_by_the_script(client):
     result = publisher.write(client, "prod", plan, guard={"kill": "1"}, author="ops")
     assert result.status == "ok"
     assert publisher.history(client, "prod")[0].kill
+
+
+def test_release_control_on_a_redis_cluster(cluster):  # noqa: F811
+    """Every request key lives in the environment's slot: the scripts run on a Cluster, and
+    the CLI's --cluster reaches them (two environments, so two slots)."""
+    url = cluster[0].url
+    c = sync_client(url, cluster=True)
+    for env in ("prod", "staging"):
+        publisher.push(c, env, document({"a": ON}))
+        policy.write(c, env, policy.Policy(1))
+        assert policy.read(c, env) == policy.Policy(1)
+        request = review.propose(c, env, document({"a": OFF}), actor=Actor.cli("ann"),
+                                 message="x")
+        with pytest.raises(publisher.ApprovalRequired):
+            publisher.write(c, env, publisher.diff(c, env, document({"a": OFF}))[1], guard={})
+        r = flagedge("approve", str(request.id), "--env", env, "--cluster", url=url,
+                     author="bob")
+        assert r.returncode == 0, r.stderr
+        assert publisher.read_state(c, env).version == 2
+        assert publisher.history(c, env)[0].approvers == ("bob",)
