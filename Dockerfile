@@ -23,8 +23,10 @@ RUN pip install --no-compile --no-deps . \
 
 USER 10001
 ENV FLAGEDGE_HOST=0.0.0.0 \
-    FLAGEDGE_PORT=8080
-EXPOSE 8080
+    FLAGEDGE_PORT=8080 \
+    FLAGEDGE_SYNC_PORT=8015
+# 8080: HTTP (OFREP, SSE, admin API); 8015: flagd sync over gRPC (flagd's in-process providers).
+EXPOSE 8080 8015
 
 HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
     CMD ["python", "-c", "import os, sys, urllib.request; port = os.environ.get('FLAGEDGE_PORT', '8080'); sys.exit(0 if urllib.request.urlopen(f'http://127.0.0.1:{port}/readyz', timeout=2).status == 200 else 1)"]

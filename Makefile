@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-fast lint bench clean loadtest
+.PHONY: run test test-fast lint bench clean loadtest proto
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ test-fast: $(STAMP)
 e2e: $(STAMP)
 	$(PY) -m tests.e2e.setup_browser
 	$(PY) -m pytest -q -ra -m e2e tests/e2e
+
+## Regenerate the flagd sync gRPC stubs (proxy/sync/sync_pb2*.py, committed) from the vendored
+## protobuf/flagd/sync/v1/sync.proto with grpcio-tools.
+proto: $(STAMP)
+	$(PY) scripts/gen_proto.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check proxy tests bench

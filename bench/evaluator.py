@@ -13,7 +13,9 @@ fractional, openfeature-flagd-core 2.x hashes canonical CBOR of [flagKey, target
 where flagedge (like flagd-core 1.0 and @openfeature/flagd-core 4.0.1, the conformance
 reference) hashes flagKey + targetingKey: there each engine's answer is checked against the
 bucket its own hash input falls in under the flag's weights, computed here with mmh3, and
-exact agreement is reported beside it.
+exact agreement is reported beside it. flagedge's hashing generation v3 (an environment's
+``--fractional-hash v3``) hashes as flagd-core 2.x does: its answers must agree exactly, and it
+is timed as ``fractional-v3`` (the v2 rows are the default generation's hot path).
 
     python bench/evaluator.py [--runs 7] [--n 20000]
 """
@@ -40,6 +42,7 @@ from report import Row, at_least, at_most, finish, skipped  # noqa: E402
 from proxy.evaluation.documents import compile_document  # noqa: E402
 from proxy.evaluation.engine import evaluate  # noqa: E402
 from proxy.evaluation.jsonlogic.semver import cached_parse  # noqa: E402
+from proxy.model import FractionalHash  # noqa: E402
 
 GOAL = 10.0
 BOOL = {"on": True, "off": False}
@@ -217,11 +220,17 @@ def main() -> int:
                                     "(pip install -e '.[bench]')")
 
     flag_set = compile_document(DOC)
+    flag_set_v3 = compile_document(DOC, fractional_hash=FractionalHash.V3)
     core = FlagdCore()
     core.set_flags(DOC)
     fresh = Fresh()
 
-    counts = agreement(flag_set, core, contexts(fresh.take(args.check), args.check))
+    checked_ctxs = contexts(fresh.take(args.check), args.check)
+    counts = agreement(flag_set, core, checked_ctxs)
+    counts["fractional_v3_differ"] = sum(
+        evaluate(flag_set_v3, "fractional", c).variant != theirs.variant
+        for c, theirs in zip(checked_ctxs, (core.resolve_boolean_value("fractional", False, oc)
+                                            for oc in as_openfeature(checked_ctxs)), strict=True))
     checked = f"{args.check} contexts"
     rows = [
         at_most("agreement: static, if-in, sem-ver answers that differ", counts["differ"], 0,
@@ -229,6 +238,9 @@ def main() -> int:
         at_most("agreement: fractional answers off their own hash's bucket",
                 counts["fractional_off_bucket"], 0, f"{checked} x 2 engines"),
     ]
+    if not FLAGD_CORE_VERSION.startswith(("0.", "1.")):
+        rows.append(at_most("agreement: fractional v3 answers that differ from flagd-core",
+                            counts["fractional_v3_differ"], 0, checked))
     print(f"agreement over {checked}: {counts['differ']} differing answers (static, if-in, "
           f"sem-ver); fractional: {counts['fractional_off_bucket']} off their bucket, "
           f"{counts['fractional_differ']} differ exactly between the engines "
@@ -245,6 +257,9 @@ def main() -> int:
         timings[key] = ours, base = measure(flag_set, core, key, fresh, args.n, base_n, args.runs)
         hits += cached_parse.cache_info().hits - before
         print(f"{key:<12} {ours:>12.0f} {base:>14.0f} {base / ours:>8.1f}x")
+    timings["fractional-v3"] = ours, base = measure(flag_set_v3, core, "fractional", fresh,
+                                                   args.n, base_n, args.runs)
+    print(f"{'fractional-v3':<12} {ours:>12.0f} {base:>14.0f} {base / ours:>8.1f}x")
     cbor_ns = cbor_step_ns(base_n)
     print(f"(flagd-core's CBOR step alone: {cbor_ns:.0f} ns per fractional evaluation)")
     rows += rows_for(timings)

@@ -61,6 +61,9 @@ class Settings:
     # A second listener for /metrics, /readyz and /healthz (0: none); when set, the main port
     # has no /metrics and its /readyz lists no environments.
     admin_port: int = 0
+    # flagd sync over gRPC (DESIGN §9) on this port, same host; 0 = off, so replicas on one
+    # host never collide (`make run` and the Docker image use 8015).
+    sync_port: int = 0
     inactivity_delay: int = 120  # eventStreams inactivityDelaySec
     sse_max_per_key: int = 10_000  # open SSE streams per API key, per worker (429 beyond)
     sse_max_connections: int = 20_000  # open SSE streams per worker process (503 beyond)
@@ -76,6 +79,8 @@ class Settings:
     sse_coalesce_ms: int = 100  # SSE changes within this window merge into one round
     sse_send_buffer: int = 65_536  # kernel send buffer per SSE stream, bytes (0: OS default)
     gc_period: float = 2.0  # seconds between garbage collections (0: CPython's own schedule)
+    insights_flush: float = 5.0  # seconds between exposure flushes to Redis (0: none)
+    insights_days: int = 30  # days insights keep daily exposures and unique users
     access_log: bool = True  # query strings are always redacted
     log_level: str = "info"
     graceful_timeout: float = 10.0
@@ -205,6 +210,9 @@ def validate(s: Settings) -> None:
     if s.admin_port and (not 0 < s.admin_port < 65536 or s.admin_port == s.port):
         raise SettingsError(f"admin_port: {s.admin_port} is not a TCP port other than port "
                             "(0: no admin port)")
+    if s.sync_port and (not 0 < s.sync_port < 65536 or s.sync_port in (s.port, s.admin_port)):
+        raise SettingsError(f"sync_port: {s.sync_port} is not a TCP port other than port and "
+                            "admin_port (0: no flagd sync)")
     if s.body_limit < 256:
         raise SettingsError("body_limit: must be at least 256 bytes")
     if s.rate_limit < 0 or s.rate_burst < 0:
@@ -219,6 +227,10 @@ def validate(s: Settings) -> None:
         raise SettingsError("keys_refresh: must not be negative (0 turns the re-read off)")
     if s.gc_period < 0:
         raise SettingsError("gc_period: must not be negative (0 keeps CPython's own schedule)")
+    if s.insights_flush < 0:
+        raise SettingsError("insights_flush: must not be negative (0 turns flushing off)")
+    if s.insights_days < 1:
+        raise SettingsError("insights_days: must be at least 1")
     if s.stream_token_ttl < 60:
         raise SettingsError("stream_token_ttl: must be at least 60 seconds")
     _validate_connections(s)

@@ -53,6 +53,28 @@ class ErrorCode(StrEnum):
     GENERAL = "GENERAL"
 
 
+class FractionalHash(StrEnum):
+    """How flagd's ``fractional`` hashes its bucketing value, chosen per environment
+    (DESIGN §9): ``v2`` murmur3 of ``flagKey + targetingKey`` (or of the bucketBy string) as
+    UTF-8; ``v3`` murmur3 of the canonical CBOR of ``[flagKey, targetingKey]`` or of the
+    evaluated bucketBy value (openfeature-flagd-core 2.x). A change re-buckets users."""
+
+    V2 = "v2"
+    V3 = "v3"
+
+    @classmethod
+    def parse(cls, raw: object) -> FractionalHash:
+        """A stored or declared setting; raises ValueError naming the allowed values."""
+        try:
+            return cls(raw)
+        except ValueError:
+            allowed = ", ".join(m.value for m in cls)
+            raise ValueError(f"unknown fractional hashing {raw!r} (use {allowed})") from None
+
+
+DEFAULT_FRACTIONAL_HASH = FractionalHash.V2
+
+
 class VariantType(StrEnum):
     BOOLEAN = "boolean"
     STRING = "string"
@@ -127,6 +149,9 @@ class Flag:
     # Why this flag is served as an error (an invalid definition a source held anyway: a
     # file, a direct Redis write); empty for a valid flag. Its static_result is that error.
     problems: tuple[Problem, ...] = ()
+    # The rule uses ``fractional`` (itself or through ``$ref``): compiled for one hashing
+    # generation, so a change of the environment's generation recompiles it.
+    fractional: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +177,9 @@ class FlagSet:
     #: (served as an error, or its last good version kept); "" for set-level ones
     #: ($evaluators, metadata). Empty when every definition is valid.
     rejected: Mapping[str, tuple[Problem, ...]] = field(default_factory=dict, compare=False)
+    #: How every ``fractional`` of this set hashes (its flags are compiled for it). Not part
+    #: of :meth:`to_document`: flagd documents (files aside, ``$fractionalHash``) never carry it.
+    fractional_hash: FractionalHash = DEFAULT_FRACTIONAL_HASH
     #: This state's id on streams, in ETags and cache keys (:func:`state_id`); computed once.
     state_id: str = field(init=False, compare=False, repr=False, default="")
     #: How to evaluate every flag in bulk (proxy.evaluation.plan.plan_of), built on first use.

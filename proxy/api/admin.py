@@ -63,6 +63,7 @@ class AdminApi:
         body_out: dict[str, Any] = {
             "env": principal.env,
             "version": flag_set.version,
+            "fractionalHash": flag_set.fractional_hash.value,
             "result": ofrep_item(result, flag),
             "path": list(path),
             "context": context,
@@ -83,7 +84,7 @@ class AdminApi:
                 continue
             status = self.store.status.get(env) or self.store.status.get("*")
             out[env] = {"version": fs.version, "epoch": fs.epoch, "updatedAt": fs.updated_at,
-                        "flags": len(fs.flags),
+                        "flags": len(fs.flags), "fractionalHash": fs.fractional_hash.value,
                         "connected": bool(status and status.connected),
                         "degraded": status.degraded_reason if status else None}
         return errors.json_response({"flagedge": VERSION, "envs": out})

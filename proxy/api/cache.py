@@ -268,6 +268,11 @@ class ResultCache:
                 total -= _unref(*other.popitem(last=False))
         self.bytes = total
 
+    def drop_raw(self) -> None:
+        """Forget every raw-body alias (their entries stay, reachable by canonical key)."""
+        while self._raw:
+            self.bytes -= _unref(*self._raw.popitem(last=False))
+
     def drop_env(self, env: str) -> None:
         """Free the entries of an environment whose rules changed (they can never hit again)."""
         for entries in (self._entries, self._raw):

@@ -65,6 +65,7 @@ class Histogram:
         return [self.counts, self.sum]
 
 
+MAX_USERS_PER_FLUSH = 100_000  # targetingKeys held per environment between insights flushes
 PENDING_FOLD = 1_000  # distinct bulk results counted but not yet expanded per flag
 PENDING_FOLD_BYTES = 8 * 1024 * 1024  # ... or this many bytes of their bodies (350 flags: ~160)
 
@@ -88,6 +89,10 @@ class HotMetrics:
         self.in_flight = 0  # HTTP requests being handled (streams included)
         self.sse_connections: dict[str, int] = {}
         self.sse_events: dict[tuple[str, str], int] = {}  # (stream, outcome) -> count
+        # For insights (proxy.insights.exposures reads these through its Counts protocol).
+        self.users: dict[str, set[str]] = {}  # env -> targetingKeys seen since the last flush
+        self.users_dropped = 0
+        self.usage: dict[str, dict[str, set[str]]] = {}  # env -> consumers/reporters key ids
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         key = (route, status)
@@ -127,10 +132,38 @@ class HotMetrics:
                 del self._slot_of[key]
                 self._slot_keys[slot] = None
 
+    def see_user(self, env: str, targeting_key: str) -> None:
+        """A user was served in ``env`` (the day's unique users, DESIGN §11)."""
+        seen = self.users.get(env)
+        if seen is None:
+            seen = self.users[env] = set()
+        if len(seen) < MAX_USERS_PER_FLUSH:
+            seen.add(targeting_key)
+        elif targeting_key not in seen:
+            self.users_dropped += 1
+
+    def take_users(self) -> dict[str, set[str]]:
+        users, self.users = self.users, {}
+        return users
+
+    def note_usage(self, env: str, kind: str, key_id: str) -> None:
+        """``kind``: "consumers" (took rules to evaluate elsewhere) or "reporters" (reported
+        exposures of its own evaluations)."""
+        self.usage.setdefault(env, {}).setdefault(kind, set()).add(key_id)
+
+    def take_usage(self) -> dict[str, dict[str, set[str]]]:
+        usage, self.usage = self.usage, {}
+        return usage
+
     def count_exposures(self, env: str, exposures: tuple[tuple[str, str | None, str], ...]) -> None:
         counts = self._slot_counts
         for flag, variant, reason in exposures:  # the single-flag endpoint: no tuple of slots
             counts[self.exposure_slot(env, flag, variant, reason)] += 1
+
+    def count_reported(self, env: str, flag: str, variant: str | None, reason: str,
+                       n: int) -> None:
+        """Exposures a provider evaluated in-process and reported (``POST /v1/exposures``)."""
+        self._slot_counts[self.exposure_slot(env, flag, variant, reason)] += n
 
     def count_entry(self, entry: Any) -> None:
         """Count the exposures of one bulk response served from ``entry`` (a CachedResult):

@@ -6,6 +6,7 @@ compiled closures -> serialize once (``bulk_body``). No Redis round trip and no 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
@@ -78,6 +79,12 @@ class _Asgi:
         await self.handler(scope, receive, send)
 
 
+def _see_user(hot: HotMetrics, env: str, context: dict[str, Any]) -> None:
+    key = context.get("targetingKey")
+    if key.__class__ is str and key:
+        hot.see_user(env, key)
+
+
 class OfrepApi:
     def __init__(self, settings: Settings, store: Store, auth: Authenticator, tokens: StreamTokens,
                  metrics: HotMetrics, cache: ResultCache, source_ready: Callable[[], bool]):
@@ -91,6 +98,7 @@ class OfrepApi:
         self.bodies = BulkBodies(metrics, settings.bodies_bytes)
         self._streams_memo: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
         self._flag_sets: dict[str, FlagSet] = {}  # the last published per environment
+        self._today = int(time.time() // 86_400)  # UTC day: raw-body aliases live within one
         store.subscribe(self._on_change)
 
     def _on_change(self, change: Change, flag_set: FlagSet) -> None:
@@ -177,6 +185,7 @@ class OfrepApi:
         if bad is not None:
             return bad
         result = evaluate(flag_set, key, context)
+        _see_user(self.hot, principal.env, context)
         if result.error_code is not None:
             status = 404 if result.error_code is ErrorCode.FLAG_NOT_FOUND else 400
             code = result.error_code
@@ -220,6 +229,7 @@ class OfrepApi:
         etag = entry.etag(window)
         inm = headers.get(b"if-none-match")
         if inm is not None and _etag_matches(inm.decode("latin-1"), etag.decode()):
+            self.hot.count_entry(entry)  # the client shows the results it confirms (§11)
             return Response(status_code=304, headers={"ETag": etag.decode()})
         self.hot.count_entry(entry)
         return entry.body(streams), etag  # one join: the shared parts, the entry's, the tail
@@ -234,6 +244,10 @@ class OfrepApi:
         # canonicalising it. The content type is part of the key (it decides a 400).
         raw_key = ((env, flag_set.state_id, flag_set.version, content_type, body)
                    if cacheable and len(body) <= MAX_CACHED_CONTEXT else None)
+        today = int(time.time() // 86_400)
+        if today != self._today:  # each alias is parsed once a day: the day's unique users
+            self._today = today
+            self.cache.drop_raw()
         entry = self.cache.get_raw(raw_key) if raw_key is not None else None
         if entry is not None:
             return entry
@@ -244,6 +258,7 @@ class OfrepApi:
         bad = self._check(context, None)  # (an answer from the cache must not skip it)
         if bad is not None:
             return bad
+        _see_user(self.hot, env, context)
         # Keyed on what the rules read: attributes no rule reads (request ids, timestamps,
         # user agents) cannot change a result, and must not make every context unique.
         reads = flag_set.reads

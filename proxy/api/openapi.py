@@ -128,6 +128,9 @@ SCHEMAS: dict[str, Any] = {
         "errorDetails": _ref("errorDetails")}},
     "explainResponse": {"type": "object", "properties": {
         "env": {"type": "string"}, "version": {"type": "integer"},
+        "fractionalHash": {"type": "string", "enum": ["v2", "v3"],
+                           "description": "How the environment's fractional rules hash "
+                                          "(flagedge envs set ENV --fractional-hash)"},
         "result": {"oneOf": [_ref("evaluationSuccess"), _ref("evaluationFailure")]},
         "path": {"type": "array", "items": {"type": "string"},
                  "description": "Rule path taken: if branches, fractional bucket/hash, $refs"},

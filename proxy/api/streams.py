@@ -113,6 +113,7 @@ class StreamsApi:
         self._unsubscribe_keys: Callable[[], None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
         self._doc_cache: tuple[FlagSet, bytes] | None = None
+        self._hot = metrics.hot if metrics is not None else None
         if metrics is not None:
             metrics.registry.register(_StreamsCollector(self.fanout))  # type: ignore[arg-type]
 
@@ -177,6 +178,8 @@ class StreamsApi:
         if isinstance(principal, Response):
             return principal
         context = None
+        if kind is StreamKind.RULES and self._hot is not None:  # evaluates elsewhere (§11)
+            self._hot.note_usage(principal.env, "consumers", principal.key_id)
         if kind is StreamKind.EVALUATED:
             try:
                 context = decode_context(request.query_params.get("context"), self._max_depth,

@@ -199,7 +199,8 @@ def add_break_glass_argument(parser: argparse.ArgumentParser) -> None:
                              "marked break_glass in the change log)")
 
 
-def release_guard(args: argparse.Namespace, client: Any, kind: str = "change") -> Any:
+def release_guard(args: argparse.Namespace, client: Any, kind: str = "change",
+                  hint: str = "use flagedge propose") -> Any:
     """How this CLI write passes release control (DESIGN §10), decided by
     ``release.authorization`` for a CLI caller (every role): the ``guard`` for
     ``publisher.write`` (``{}`` or the change entry's mark), or the Decision when the write
@@ -218,6 +219,6 @@ def release_guard(args: argparse.Namespace, client: Any, kind: str = "change") -
         return decision
     if not decision:
         if decision.reason == authz.APPROVAL_REQUIRED:
-            raise ApprovalRequired(args.env, current.approvals)
+            raise ApprovalRequired(args.env, current.approvals, hint)
         raise Refused(decision.reason)
     return {decision.mark.value: "1"} if decision.mark else {}

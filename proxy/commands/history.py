@@ -37,7 +37,9 @@ def _run(args: argparse.Namespace) -> int:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.at))
         after = e.after or {}
         touched = e.flags + (["$evaluators"] if "$evaluators" in after else []) + (
-            ["metadata"] if "metadata" in after else []) + ([] if e.after else ["(unreadable)"])
+            ["metadata"] if "metadata" in after else []) + (
+            [f"fractional_hash={after['fractional_hash']}"] if "fractional_hash" in after else []
+        ) + ([] if e.after else ["(unreadable)"])
         names = ", ".join(touched[:6]) + (f" +{len(touched) - 6}" if len(touched) > 6 else "")
         marks = publisher.release_marks(e)
         print(f"{e.version:>7}  {when:19}  {e.author[:12]:12}  {e.op:7}  {names}"

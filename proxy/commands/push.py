@@ -64,7 +64,8 @@ def _run(args: argparse.Namespace) -> int:
 
             contexts = samples if samples is not None else synthetic_contexts()
             impacts = rollout_impact(state.document(), new, plan, contexts,
-                                     progress=_progress if sys.stderr.isatty() else None)
+                                     progress=_progress if sys.stderr.isatty() else None,
+                                     fractional_hash=state.fractional_hash)
             if sys.stderr.isatty():
                 sys.stderr.write("\r\033[K")
             out["impact"] = [i.to_json() for i in impacts]

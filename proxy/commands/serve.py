@@ -75,6 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--metrics-key", help="require 'Authorization: Bearer KEY' on /metrics (FLAGEDGE_METRICS_KEY)")
     a("--admin-port", type=int,
       help="serve /metrics, /readyz, /healthz on this port too (and /metrics only there)")
+    a("--sync-port", type=int,
+      help="serve flagd sync (gRPC, flagd.sync.v1) on this port for flagd's in-process "
+           "providers and flagd itself (default 0: off)")
     a("--header-timeout", type=float,
       help="seconds to receive a request's head, else 408 and close (default 10)")
     a("--body-timeout", type=float,
@@ -181,8 +184,9 @@ def _shared_by_workers(settings: Any) -> tuple[Any, Path | None]:
         temp_metrics = Path(tempfile.mkdtemp(prefix="flagedge-metrics-"))
         settings = settings.replace(metrics_dir=temp_metrics)
     if settings.metrics_dir is not None:  # counters start at zero with each serve
-        for old in settings.metrics_dir.glob("worker-*.json"):
-            old.unlink(missing_ok=True)
+        for pattern in ("worker-*.json", "sync-*.json"):
+            for old in settings.metrics_dir.glob(pattern):
+                old.unlink(missing_ok=True)
     return settings, temp_metrics
 
 

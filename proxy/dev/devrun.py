@@ -101,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m proxy.dev.devrun", description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.environ.get("FLAGEDGE_PORT", 8080)))
     parser.add_argument("--flags", type=Path, default=ROOT / "config" / "flags.json")
+    parser.add_argument("--sync-port", type=int,
+                        default=int(os.environ.get("FLAGEDGE_SYNC_PORT", 8015)),
+                        help="flagd sync (gRPC) port for flagd's in-process providers")
     args = parser.parse_args(argv)
 
     supervisor = Supervisor()
@@ -137,16 +140,24 @@ def _run(args: argparse.Namespace, supervisor: Supervisor, redis_pid: int,
     found = re.search(r"fe_client_[A-Za-z0-9_\-]+", created.stdout)
     if created.returncode != 0 or not found:
         return _fail("creating a demo client key", created)
-    print(_banner(args, url, redis_pid, found.group(0)), flush=True)
+    server = _flagedge(["keys", "create", "--env", ENV, "--kind", "server", "--name",
+                        "make-run-flagd-sync", "--redis", url], env)
+    if supervisor.stop_signal is not None:
+        return supervisor.exit_code()
+    server_key = re.search(r"fe_server_[A-Za-z0-9_\-]+", server.stdout)
+    if server.returncode != 0 or not server_key:
+        return _fail("creating a server key for flagd sync", server)
+    print(_banner(args, url, redis_pid, found.group(0), server_key.group(0)), flush=True)
     serve = supervisor.start([sys.executable, "-m", "proxy", "serve", "--redis", url,
                               "--env", ENV, "--port", str(args.port), "--cors-origins", "*",
-                              "--demo"], env)
+                              "--sync-port", str(args.sync_port), "--demo"], env)
     if serve is None:
         return supervisor.exit_code()
     return supervisor.exit_code(serve.wait())
 
 
-def _banner(args: argparse.Namespace, url: str, redis_pid: int, api_key: str) -> str:
+def _banner(args: argparse.Namespace, url: str, redis_pid: int, api_key: str,
+            server_key: str) -> str:
     base = f"http://localhost:{args.port}"
     demo_note = ("" if (ROOT / "examples" / "web" / "dist" / "app.js").exists() else
                  "\n            (build it first: cd examples/web && npm ci && npm run build)")
@@ -162,6 +173,8 @@ flagedge dev server
 
   readiness {base}/readyz    metrics {base}/metrics    API {base}/openapi.json
   demo page {base}/demo/?key={api_key}&user=user-1{demo_note}
+  flagd sync localhost:{args.sync_port} (gRPC; flagd in-process providers, e.g.
+            FLAGD_RESOLVER=in-process FLAGD_PORT={args.sync_port} FLAGD_PROVIDER_ID={server_key})
 Ctrl-C stops the proxy and redis.
 """
 

@@ -24,12 +24,14 @@ from proxy.evaluation.jsonlogic.base import fn as as_fn
 from proxy.evaluation.jsonlogic.compiler import LogicCompiler
 from proxy.evaluation.jsonlogic.jsvalue import Const, JSThrow, to_string
 from proxy.model import (
+    DEFAULT_FRACTIONAL_HASH,
     JSON,
     ErrorCode,
     EvaluationResult,
     Flag,
     FlagSet,
     FlagState,
+    FractionalHash,
     InvalidDocument,
     Problem,
     Reason,
@@ -195,7 +197,8 @@ def _default_result(key: str, variants: Mapping[str, Any], default: str | None, 
 
 
 def _build_flag(
-    key: Any, raw: Any, evaluators: Mapping[str, Any], set_metadata: Mapping[str, Any], problems: list[Problem]
+    key: Any, raw: Any, evaluators: Mapping[str, Any], set_metadata: Mapping[str, Any], problems: list[Problem],
+    fractional_hash: FractionalHash = DEFAULT_FRACTIONAL_HASH,
 ) -> Flag | None:
     path = f"flags.{key}"
     before = len(problems)
@@ -215,7 +218,7 @@ def _build_flag(
         names = ", ".join(list(variants)[:8])
         problems.append(Problem(f"{path}.defaultVariant", f"{default!r} is not one of the variants ({names})"))
     flag_md = _metadata(raw.get("metadata"), f"{path}.metadata", problems)
-    cc = LogicCompiler(evaluators, flag_key=key)
+    cc = LogicCompiler(evaluators, flag_key=key, fractional_hash=fractional_hash)
     compiled = _targeting(cc, raw.get("targeting"), path, problems)
     if any(not p.warning for p in problems[before:]):
         return None
@@ -236,6 +239,7 @@ def _build_flag(
         default_result=_default_result(key, variants, default, md),
         reads_flagd=cc.needs_flagd,
         reads=None if cc.reads_unknown else frozenset(cc.reads),
+        fractional=cc.uses_fractional,
     )
     return _with_static_result(flag, compiled, path, problems)
 
@@ -306,23 +310,27 @@ def _with_static_result(flag: Flag, compiled: Compiled | None, path: str, proble
     return dataclasses.replace(flag, static_result=static)
 
 
-def compile_flag(key: str, raw_flag: Any, evaluators: Mapping[str, Any] | None, set_metadata: Mapping[str, Any] | None) -> Flag:
+def compile_flag(key: str, raw_flag: Any, evaluators: Mapping[str, Any] | None, set_metadata: Mapping[str, Any] | None,
+                 fractional_hash: FractionalHash = DEFAULT_FRACTIONAL_HASH) -> Flag:
     """Compile one flag; raises InvalidDocument (paths ``flags.<key>....``)."""
     problems: list[Problem] = []
-    flag = _build_flag(key, raw_flag, evaluators or {}, set_metadata or {}, problems)
+    flag = _build_flag(key, raw_flag, evaluators or {}, set_metadata or {}, problems,
+                       fractional_hash)
     if flag is None or problems:
         raise InvalidDocument(_dedupe(problems) or [Problem(f"flags.{key}", "invalid flag")])
     return flag
 
 
 def compile_flag_tolerantly(key: str, raw: Any, evaluators: Mapping[str, Any] | None,
-                            set_metadata: Mapping[str, Any] | None) -> tuple[Flag, list[Problem]]:
+                            set_metadata: Mapping[str, Any] | None,
+                            fractional_hash: FractionalHash = DEFAULT_FRACTIONAL_HASH,
+                            ) -> tuple[Flag, list[Problem]]:
     """Compile one flag as a source serves it (strict at write time, tolerant at serve time,
     like flagd): an invalid flag becomes a flag that answers the error flagd gives for it
     at evaluation time; a flag with warnings only is served as flagd evaluates it. Returns
     the flag and every problem found (warnings included)."""
     problems: list[Problem] = []
-    flag = _build_flag(key, raw, evaluators or {}, set_metadata or {}, problems)
+    flag = _build_flag(key, raw, evaluators or {}, set_metadata or {}, problems, fractional_hash)
     problems = _dedupe(problems)
     if flag is None:
         flag = error_flag(key, raw, problems or [Problem(f"flags.{key}", "invalid flag")],
@@ -349,15 +357,20 @@ def error_flag(key: str, raw: Any, problems: list[Problem], set_metadata: Mappin
                 problems=tuple(problems), reads=frozenset())
 
 
-def _compile(doc: Any, rejected: dict[str, tuple[Problem, ...]] | None = None
-             ) -> tuple[list[Problem], dict[str, Flag], dict[str, Any], dict[str, Any]]:
-    """Every problem, the flags, evaluators and set metadata of ``doc``. With ``rejected``
-    (tolerant) an invalid flag is served as its error and recorded there by key ("" for
-    set-level problems); otherwise it is left out."""
+def _compile(doc: Any, rejected: dict[str, tuple[Problem, ...]] | None = None,
+             fractional_hash: FractionalHash | None = None,
+             ) -> tuple[list[Problem], dict[str, Flag], dict[str, Any], dict[str, Any], FractionalHash]:
+    """Every problem, the flags, evaluators, set metadata and hashing generation of ``doc``
+    (``fractional_hash``, else the one the document declares). With ``rejected`` (tolerant)
+    an invalid flag is served as its error and recorded there by key ("" for set-level
+    problems); otherwise it is left out."""
     problems: list[Problem] = []
     flags: dict[str, Flag] = {}
     if doc.__class__ is not dict:
-        return [Problem("", "a flag document must be a JSON object with a 'flags' object")], flags, {}, {}
+        return ([Problem("", "a flag document must be a JSON object with a 'flags' object")],
+                flags, {}, {}, fractional_hash or DEFAULT_FRACTIONAL_HASH)
+    if fractional_hash is None:
+        fractional_hash = declared_fractional_hash(doc, problems)
     raw_flags = doc.get("flags")
     if raw_flags.__class__ is not dict:
         problems.append(Problem("flags", "'flags' is required and must be an object"))
@@ -373,9 +386,9 @@ def _compile(doc: Any, rejected: dict[str, tuple[Problem, ...]] | None = None
         rejected[""] = tuple(p for p in problems if not p.warning)
     for key, raw in raw_flags.items():
         if rejected is None or key.__class__ is not str or not key:
-            flag = _build_flag(key, raw, evaluators, set_md, problems)
+            flag = _build_flag(key, raw, evaluators, set_md, problems, fractional_hash)
         else:
-            flag, found = compile_flag_tolerantly(key, raw, evaluators, set_md)
+            flag, found = compile_flag_tolerantly(key, raw, evaluators, set_md, fractional_hash)
             problems.extend(found)
             if flag.problems and any(not p.warning for p in found):
                 rejected[key] = tuple(p for p in found if not p.warning)
@@ -384,7 +397,29 @@ def _compile(doc: Any, rejected: dict[str, tuple[Problem, ...]] | None = None
     if rejected is not None and "" not in rejected and any(
             p.path == "flags" and not p.warning for p in problems):
         rejected[""] = tuple(p for p in problems if p.path == "flags")
-    return _dedupe(problems), flags, evaluators, set_md
+    return _dedupe(problems), flags, evaluators, set_md, fractional_hash
+
+
+#: A document's own hashing generation (files, ``--bootstrap``, exports): a top-level key,
+#: like ``$schema`` and ``$evaluators`` outside ``flags``. flagd ignores it; flagedge never
+#: sends it to flagd or to providers (the rules stream carries the generation beside the
+#: document).
+FRACTIONAL_HASH_KEY = "$fractionalHash"
+
+
+def declared_fractional_hash(doc: Mapping[str, Any], problems: list[Problem] | None = None
+                             ) -> FractionalHash:
+    """The generation ``doc`` declares (``"$fractionalHash": "v3"``), v2 when it declares
+    none; an unknown value is a problem (the set-level kind: served as v2 meanwhile)."""
+    raw = doc.get(FRACTIONAL_HASH_KEY)
+    if raw is None:
+        return DEFAULT_FRACTIONAL_HASH
+    try:
+        return FractionalHash.parse(raw)
+    except ValueError as exc:
+        if problems is not None:
+            problems.append(Problem(FRACTIONAL_HASH_KEY, str(exc)))
+        return DEFAULT_FRACTIONAL_HASH
 
 
 def validate_document(doc: Any) -> list[Problem]:
@@ -403,7 +438,8 @@ def validate_document(doc: Any) -> list[Problem]:
 
 
 def compile_document(doc: Any, *, version: int = 0, epoch: str = "", updated_at: float = 0.0,
-                     tolerant: bool = False) -> FlagSet:
+                     tolerant: bool = False, fractional_hash: FractionalHash | None = None
+                     ) -> FlagSet:
     """Compile a whole document into a FlagSet; raises InvalidDocument with every problem.
 
     ``tolerant`` (sources serving a file they hold anyway): only a document that is no flag
@@ -413,45 +449,50 @@ def compile_document(doc: Any, *, version: int = 0, epoch: str = "", updated_at:
         doc = load_document(doc)
     rejected: dict[str, tuple[Problem, ...]] | None = {} if tolerant else None
     try:
-        problems, flags, evaluators, set_md = _compile(doc, rejected)
+        problems, flags, evaluators, set_md, generation = _compile(doc, rejected, fractional_hash)
     except RecursionError:
         raise InvalidDocument([Problem("", "document is nested too deeply")]) from None
     if not problems:
         return flag_set(flags, evaluators, set_md, version=version, epoch=epoch,
-                        updated_at=updated_at)
+                        updated_at=updated_at, fractional_hash=generation)
     if not tolerant or doc.__class__ is not dict or doc.get("flags").__class__ is not dict:
         raise InvalidDocument(problems)  # tolerant: no flag document at all
     return flag_set(flags, evaluators, set_md, version=version, epoch=epoch,
-                    updated_at=updated_at, rejected=rejected)
+                    updated_at=updated_at, rejected=rejected, fractional_hash=generation)
 
 
 # -- applying one change ---------------------------------------------------------------------
 #: Compile one flag of a change: (key, raw flag, evaluators, set metadata, the compiled flag it
-#: replaces or None) -> the flag to serve (None: none). The Redis source keeps the replaced flag
-#: when the new one is invalid; the provider raises.
-FlagCompiler = Callable[[str, Any, Mapping[str, Any], Mapping[str, Any], Flag | None], Flag | None]
+#: replaces or None, the hashing generation) -> the flag to serve (None: none). The Redis
+#: source keeps the replaced flag when the new one is invalid; the provider raises.
+FlagCompiler = Callable[[str, Any, Mapping[str, Any], Mapping[str, Any], Flag | None,
+                         FractionalHash], Flag | None]
 
 
 def compile_flag_strictly(key: str, raw: Any, evaluators: Mapping[str, Any],
-                          metadata: Mapping[str, Any], _replaced: Flag | None) -> Flag:
+                          metadata: Mapping[str, Any], _replaced: Flag | None,
+                          fractional_hash: FractionalHash) -> Flag:
     """A :data:`FlagCompiler` that raises InvalidDocument on a bad flag."""
-    return compile_flag(key, raw, evaluators, metadata)
+    return compile_flag(key, raw, evaluators, metadata, fractional_hash)
 
 
 def compile_flag_served(key: str, raw: Any, evaluators: Mapping[str, Any],
-                        metadata: Mapping[str, Any], _replaced: Flag | None) -> Flag:
+                        metadata: Mapping[str, Any], _replaced: Flag | None,
+                        fractional_hash: FractionalHash) -> Flag:
     """A :data:`FlagCompiler` that serves a bad flag as its evaluation-time error."""
-    return compile_flag_tolerantly(key, raw, evaluators, metadata)[0]
+    return compile_flag_tolerantly(key, raw, evaluators, metadata, fractional_hash)[0]
 
 
 def flag_set(flags: Mapping[str, Flag], evaluators: Mapping[str, Any],
              metadata: Mapping[str, Any], *, version: int, epoch: str,
-             updated_at: float, rejected: Mapping[str, tuple[Problem, ...]] | None = None
-             ) -> FlagSet:
+             updated_at: float, rejected: Mapping[str, tuple[Problem, ...]] | None = None,
+             fractional_hash: FractionalHash = DEFAULT_FRACTIONAL_HASH) -> FlagSet:
+    """A FlagSet of flags compiled for ``fractional_hash``, with what is derived of them."""
     return FlagSet(flags=flags, evaluators=evaluators, metadata=metadata, version=version,
                    epoch=epoch, updated_at=updated_at,
                    uses_timestamp=any(f.uses_timestamp for f in flags.values()),
-                   reads=reads_of(flags.values()), rejected=rejected or {})
+                   reads=reads_of(flags.values()), rejected=rejected or {},
+                   fractional_hash=fractional_hash)
 
 
 def reads_of(flags: Iterable[Flag]) -> frozenset[str] | None:
@@ -478,12 +519,17 @@ class AppliedChange:
 
 def apply_after(current: FlagSet, flags: Mapping[str, Any], evaluators: Mapping[str, Any],
                 metadata: Mapping[str, Any], *, version: int, epoch: str, updated_at: float,
-                compile_one: FlagCompiler = compile_flag_strictly) -> AppliedChange:
+                compile_one: FlagCompiler = compile_flag_strictly,
+                fractional_hash: FractionalHash | None = None) -> AppliedChange:
     """``current`` with one change's ``after`` side applied: ``flags`` maps each flag the
     change names to its new definition (None: deleted); ``evaluators`` and ``metadata`` are
-    the complete maps after it. Only what can differ is compiled again: the flags it names,
-    and those whose referenced ``$evaluators`` or the set metadata (merged into every flag)
-    moved. Compared in canonical JSON, so ``1`` and ``1.0`` count as a change."""
+    the complete maps after it; ``fractional_hash`` the hashing generation after it (None:
+    unchanged). Only what can differ is compiled again: the flags it names, those whose
+    referenced ``$evaluators`` or the set metadata (merged into every flag) moved, and on a
+    new generation those using ``fractional``. Compared in canonical JSON, so ``1`` and
+    ``1.0`` count as a change."""
+    generation = current.fractional_hash if fractional_hash is None else fractional_hash
+    rehash = generation is not current.fractional_hash
     moved = frozenset(k for k in {*current.evaluators, *evaluators}
                       if canonical(current.evaluators.get(k)) != canonical(evaluators.get(k)))
     metadata_moved = canonical(dict(metadata)) != canonical(dict(current.metadata))
@@ -492,20 +538,21 @@ def apply_after(current: FlagSet, flags: Mapping[str, Any], evaluators: Mapping[
     deleted = frozenset(k for k, v in touched.items() if v is None and k in served)
     for key in deleted:
         del served[key]
-    if metadata_moved or moved:
+    if metadata_moved or moved or rehash:
         for key, flag in current.flags.items():
-            if key not in touched and (metadata_moved or flag.refs & moved):
+            if key not in touched and (metadata_moved or flag.refs & moved
+                                       or (rehash and flag.fractional)):
                 touched[key] = dict(flag.raw)
     upserted: set[str] = set()
     for key, raw in touched.items():
         if raw is None:
             continue
         old = current.flags.get(key)
-        flag = compile_one(key, raw, evaluators, metadata, old)
+        flag = compile_one(key, raw, evaluators, metadata, old, generation)
         if flag is not None and flag is not old:
             served[key] = flag
             upserted.add(key)
     return AppliedChange(
         flag_set(served, evaluators, metadata, version=version, epoch=epoch,
-                 updated_at=updated_at),
+                 updated_at=updated_at, fractional_hash=generation),
         frozenset(upserted), deleted, moved, metadata_moved)

@@ -121,7 +121,8 @@ def explain(flag_set: FlagSet, key: str, context: Mapping[str, Any] | None) -> t
         res = evaluate(flag_set, key, context)
         return res, [f"no targeting -> defaultVariant {_show(flag.default_variant)} ({res.reason.value})"]
     lines: list[str] = []
-    cc = LogicCompiler(flag_set.evaluators, trace=lines, flag_key=key)
+    cc = LogicCompiler(flag_set.evaluators, trace=lines, flag_key=key,
+                       fractional_hash=flag_set.fractional_hash)
     compiled = cc.compile(targeting, "")
     if any(not p.warning for p in cc.problems):  # evaluators changed under us: plain evaluation
         return evaluate(flag_set, key, context), ["(rule could not be traced)"]

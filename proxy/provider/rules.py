@@ -20,7 +20,13 @@ from proxy.evaluation.documents import (
     compile_flag_served,
     flag_set,
 )
-from proxy.model import FlagSet, InvalidDocument, id_version
+from proxy.model import (
+    DEFAULT_FRACTIONAL_HASH,
+    FlagSet,
+    FractionalHash,
+    InvalidDocument,
+    id_version,
+)
 
 
 class StreamPayloadError(ValueError):
@@ -102,9 +108,10 @@ def changed_flags(old: FlagSet, new: FlagSet) -> set[str]:
     """Keys whose evaluation may differ: added, removed, or a different definition, merged
     metadata or referenced ``$evaluators`` body."""
     changed = set(old.flags.keys() ^ new.flags.keys())
+    rehashed = old.fractional_hash is not new.fractional_hash
     for key in old.flags.keys() & new.flags.keys():
         a, b = old.flags[key], new.flags[key]
-        if a.raw != b.raw or a.metadata != b.metadata or any(old.evaluators.get(r) != new.evaluators.get(r) for r in a.refs | b.refs):
+        if (rehashed and b.fractional) or a.raw != b.raw or a.metadata != b.metadata or any(old.evaluators.get(r) != new.evaluators.get(r) for r in a.refs | b.refs):
             changed.add(key)
     return changed
 
@@ -131,13 +138,28 @@ def _document(payload: Mapping[str, Any]) -> Mapping[str, Any]:
     return doc
 
 
+def _fractional_hash(event: str, payload: Mapping[str, Any],
+                     default: FractionalHash) -> FractionalHash:
+    """The environment's hashing generation, sent beside the document (DESIGN §9); a server
+    that sends none hashes v2."""
+    raw = payload.get("fractional_hash")
+    if raw is None:
+        return default
+    try:
+        return FractionalHash.parse(raw)
+    except ValueError as exc:  # a newer server's generation: evaluating it as v2 would lie
+        raise StreamPayloadError(event, str(exc)) from None
+
+
 def _put(payload: Mapping[str, Any], version: int) -> FlagSet:
     doc = _document(payload)
     # Tolerant, as flagedge serves it: a flag the server holds but cannot serve (an invalid
     # file, a foreign Redis write) answers its evaluation-time error here too.
     return compile_document(dict(doc), version=version, epoch=str(payload.get("epoch", "")),
                             updated_at=float(payload.get("updated_at", 0.0) or 0.0),
-                            tolerant=True)
+                            tolerant=True,
+                            fractional_hash=_fractional_hash("put", payload,
+                                                             DEFAULT_FRACTIONAL_HASH))
 
 
 def _patch(old: FlagSet, payload: Mapping[str, Any], version: int) -> FlagSet:
@@ -159,7 +181,9 @@ def _patch(old: FlagSet, payload: Mapping[str, Any], version: int) -> FlagSet:
     return apply_after(old, upserts, evaluators, metadata, version=version,
                        epoch=str(payload.get("epoch", old.epoch)),
                        updated_at=_updated_at(old, payload),
-                       compile_one=compile_flag_served).flag_set
+                       compile_one=compile_flag_served,
+                       fractional_hash=_fractional_hash("patch", payload,
+                                                        old.fractional_hash)).flag_set
 
 
 def _delete(old: FlagSet, payload: Mapping[str, Any], version: int) -> FlagSet:
@@ -171,7 +195,7 @@ def _delete(old: FlagSet, payload: Mapping[str, Any], version: int) -> FlagSet:
     flags = {k: f for k, f in old.flags.items() if k not in gone}
     return flag_set(flags, old.evaluators, old.metadata, version=version,
                     epoch=str(payload.get("epoch", old.epoch)),
-                    updated_at=_updated_at(old, payload))
+                    updated_at=_updated_at(old, payload), fractional_hash=old.fractional_hash)
 
 
 def _with_version(fs: FlagSet, version: int) -> FlagSet:

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from proxy.model import canonical
+from proxy.model import FractionalHash, canonical
 
 JSONValue = Any
 
@@ -24,13 +24,18 @@ class Document:
     flags: Mapping[str, JSONValue]
     evaluators: Mapping[str, JSONValue] = field(default_factory=dict)
     metadata: Mapping[str, JSONValue] = field(default_factory=dict)
+    #: The hashing generation a file declares (``$fractionalHash``); None: it declares none.
+    #: Not stored by a push: the environment's own setting (``envs set``) decides.
+    fractional_hash: FractionalHash | None = None
 
     @classmethod
     def from_json(cls, doc: Mapping[str, JSONValue]) -> Document:
+        declared = doc.get("$fractionalHash")
         return cls(
             flags=dict(doc.get("flags") or {}),
             evaluators=dict(doc.get("$evaluators") or {}),
             metadata=dict(doc.get("metadata") or {}),
+            fractional_hash=None if declared is None else FractionalHash.parse(declared),
         )
 
     def to_json(self) -> dict[str, JSONValue]:

@@ -13,7 +13,15 @@ import orjson
 
 from proxy.evaluation.documents import compile_flag
 from proxy.evaluation.engine import evaluate
-from proxy.model import ErrorCode, Flag, FlagSet, InvalidDocument, canonical
+from proxy.model import (
+    DEFAULT_FRACTIONAL_HASH,
+    ErrorCode,
+    Flag,
+    FlagSet,
+    FractionalHash,
+    InvalidDocument,
+    canonical,
+)
 from proxy.release.changeset import Document, Plan
 
 SYNTHETIC_COUNT = 10_000
@@ -43,16 +51,17 @@ def load_samples(path: Path | str) -> list[dict[str, Any]]:
     return out
 
 
-def _compile(doc: Document) -> FlagSet:
-    """Compile flag by flag: a flag that does not compile (stored by another tool) is left
-    out rather than failing the whole estimate."""
+def _compile(doc: Document, fractional_hash: FractionalHash) -> FlagSet:
+    """Compile flag by flag for the environment's hashing: a flag that does not compile
+    (stored by another tool) is left out rather than failing the whole estimate."""
     flags: dict[str, Flag] = {}
     for key, raw in doc.flags.items():
         try:
-            flags[key] = compile_flag(key, raw, doc.evaluators, doc.metadata)
+            flags[key] = compile_flag(key, raw, doc.evaluators, doc.metadata, fractional_hash)
         except (InvalidDocument, Exception):
             continue
-    return FlagSet(flags=flags, evaluators=doc.evaluators, metadata=doc.metadata)
+    return FlagSet(flags=flags, evaluators=doc.evaluators, metadata=doc.metadata,
+                   fractional_hash=fractional_hash)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +98,11 @@ def _label(result: Any) -> tuple[str, bytes]:
 
 def rollout_impact(old: Document, new: Document, plan: Plan,
                    contexts: Iterable[Mapping[str, Any]],
-                   progress: Callable[[int, int], None] | None = None) -> list[Impact]:
-    """``progress(done, total)`` is called after each flag (long estimates show progress)."""
-    before, after = _compile(old), _compile(new)
+                   progress: Callable[[int, int], None] | None = None,
+                   fractional_hash: FractionalHash = DEFAULT_FRACTIONAL_HASH) -> list[Impact]:
+    """``progress(done, total)`` is called after each flag (long estimates show progress);
+    both sides are evaluated with the environment's ``fractional_hash``."""
+    before, after = _compile(old, fractional_hash), _compile(new, fractional_hash)
     contexts = list(contexts)
     out = []
     # Evaluator or metadata changes can move flags the plan does not name.

@@ -18,8 +18,20 @@ from typing import Any
 
 import orjson
 
-from proxy.evaluation.documents import compile_document, load_document, validate_document
-from proxy.model import ChangeRecord, InvalidDocument, Problem, canonical
+from proxy.evaluation.documents import (
+    FRACTIONAL_HASH_KEY,
+    compile_document,
+    load_document,
+    validate_document,
+)
+from proxy.model import (
+    DEFAULT_FRACTIONAL_HASH,
+    ChangeRecord,
+    FractionalHash,
+    InvalidDocument,
+    Problem,
+    canonical,
+)
 from proxy.release.changeset import Document, Plan, make_plan
 from proxy.storage import changes, layout, policy
 from proxy.storage import requests as stored_requests
@@ -42,11 +54,10 @@ class ConflictError(Exception):
 class ApprovalRequired(Exception):
     """A direct write to a protected environment (DESIGN §10, exit 7): nothing written."""
 
-    def __init__(self, env: str, approvals: int):
+    def __init__(self, env: str, approvals: int, hint: str = "use flagedge propose"):
         self.env, self.approvals = env, approvals
-        super().__init__(f"approval required: use flagedge propose (environment {env} is "
-                         f"protected: changes need {approvals} approval"
-                         f"{'s' if approvals != 1 else ''})")
+        super().__init__(f"approval required: {hint} (environment {env} is protected: "
+                         f"changes need {approvals} approval{'s' if approvals != 1 else ''})")
 
 
 class HistoryTooShort(LookupError):
@@ -86,6 +97,12 @@ class RemoteState:
     @property
     def exists(self) -> bool:
         return "version" in self.meta
+
+    @property
+    def fractional_hash(self) -> FractionalHash:
+        """The environment's hashing generation (DESIGN §9; unset: v2). Raises ValueError on
+        a value this flagedge does not know."""
+        return FractionalHash.parse(self.meta.get("fractional_hash") or DEFAULT_FRACTIONAL_HASH)
 
     def document(self, strict: bool = False) -> Document:
         """The stored state as a Document. A flag whose stored JSON does not parse (written
@@ -156,22 +173,47 @@ def _prefixed(source: str, p: Problem) -> Problem:
 
 
 def diff(client: Any, env: str, new: Document) -> tuple[RemoteState, Plan]:
+    """The stored state and what ``new`` changes in it; raises InvalidDocument when ``new``
+    does not fit the environment's hashing generation (:func:`check_generation`)."""
     state = read_state(client, env)
+    check_generation(state, new)
     return state, make_plan(state.document(), new)
+
+
+def check_generation(state: RemoteState, new: Document) -> None:
+    """A document declaring another ``$fractionalHash`` than the environment's is refused (a
+    push never switches hashing: ``flagedge envs set``); one validated as v2 is validated
+    again for a v3 environment, whose ``fractional`` refuses more (a ``50.0`` weight)."""
+    generation = state.fractional_hash
+    if new.fractional_hash is not None and new.fractional_hash is not generation:
+        raise InvalidDocument([Problem(FRACTIONAL_HASH_KEY, (
+            f"the document declares {new.fractional_hash.value} but environment {state.env} "
+            f"hashes {generation.value}; switch it with `flagedge envs set {state.env} "
+            f"--fractional-hash {new.fractional_hash.value} --yes` (it re-buckets users) or "
+            "drop the key"))])
+    if generation is not DEFAULT_FRACTIONAL_HASH:
+        try:
+            compile_document(new.to_json(), fractional_hash=generation)
+        except InvalidDocument as exc:
+            raise InvalidDocument([Problem(p.path, f"{p.message} (environment {state.env} "
+                                           f"hashes {generation.value})")
+                                   for p in exc.problems]) from None
 
 
 def write(client: Any, env: str, plan: Plan, *, expect_version: int | None = None,
           author: str = "", message: str = "", op: str = "",
           maxlen: int = layout.DEFAULT_MAXLEN,
+          fractional_hash: FractionalHash | None = None,
           guard: Mapping[str, str] | None = None) -> PushResult:
-    """Apply a plan in one Lua script. Only the plan's changes are sent; the script skips
-    any that already hold, so a stale plan never reverts someone else's other flags.
+    """Apply a plan (and a new hashing generation, if given) in one Lua script. Only the
+    plan's changes are sent; the script skips any that already hold, so a stale plan never
+    reverts someone else's other flags.
     ``guard`` (the CLI's writes, DESIGN §10): the same script refuses the write
     (ApprovalRequired) where the environment is protected, unless ``guard`` holds a mark for
     the change entry (``{"kill": "1"}``, ``{"break_glass": "1"}``), which lets it through."""
     layout.check_env(env)
     args = write_args(plan, expect_version=expect_version, author=author, message=message,
-                      op=op, maxlen=maxlen)
+                      op=op, maxlen=maxlen, fractional_hash=fractional_hash)
     if guard is not None:
         reply = client.eval(stored_requests.GUARDED_WRITE_LUA, 4,
                             *stored_requests.guarded_keys(env),
@@ -191,7 +233,7 @@ def write(client: Any, env: str, plan: Plan, *, expect_version: int | None = Non
 
 def write_args(plan: Plan, *, expect_version: int | None = None, author: str = "",
                message: str = "", op: str = "", maxlen: int = layout.DEFAULT_MAXLEN,
-               ) -> list[Any]:
+               fractional_hash: FractionalHash | None = None) -> list[Any]:
     """WRITE_LUA's ARGV for a plan: the one place they are built (the apply script of
     change requests runs the same write with them)."""
     upserts = plan.upserts()
@@ -201,6 +243,7 @@ def write_args(plan: Plan, *, expect_version: int | None = None, author: str = "
         canonical(plan.evaluators[1]) if plan.evaluators else "",
         canonical(plan.metadata[1]) if plan.metadata else "",
         str(len(upserts)),
+        "" if fractional_hash is None else fractional_hash.value,
     ]
     for key, value in sorted(upserts.items()):
         args += [key, value]
@@ -215,6 +258,25 @@ def push(client: Any, env: str, new: Document, *, expect_version: int | None = N
         raise ConflictError(env, expect_version, state.version)
     return write(client, env, plan, expect_version=expect_version, author=author,
                  message=message)
+
+
+def set_fractional_hash(client: Any, env: str, generation: FractionalHash, *,
+                        expect_version: int | None = None, author: str = "",
+                        message: str = "", guard: Mapping[str, str] | None = None,
+                        ) -> PushResult:
+    """Switch the environment's ``fractional`` hashing (DESIGN §9): a versioned change like a
+    push (one script: meta field, version, change entry with ``fractional_hash`` before and
+    after), which every replica and stream follows. It re-buckets users; the CLI asks first.
+    Raises LookupError for an environment that does not exist."""
+    state = read_state(client, env)
+    if not state.exists:
+        raise LookupError(f"environment {env} does not exist in Redis")
+    if expect_version is not None and state.version != expect_version:
+        raise ConflictError(env, expect_version, state.version)
+    empty = make_plan(state.document(), state.document())
+    return write(client, env, empty, expect_version=expect_version, author=author,
+                 message=message or f"fractional hashing {generation.value}",
+                 fractional_hash=generation, guard=guard)
 
 
 def register_env(client: Any, env: str) -> None:
@@ -245,6 +307,7 @@ def list_envs(client: Any) -> list[dict[str, Any]]:
             "flags": client.hlen(layout.flags_key(env)),
             "updated_at": float(meta["updated_at"]) if "updated_at" in meta else None,
             "updated_by": meta.get("updated_by", ""),
+            "fractional_hash": meta.get("fractional_hash") or DEFAULT_FRACTIONAL_HASH.value,
             "policy": policy.read(client, env).to_json(),
         })
     return out
@@ -267,6 +330,8 @@ def export(client: Any, env: str) -> bytes:
     if not state.exists:
         raise LookupError(f"environment {env} does not exist in Redis")
     doc = {"$schema": SCHEMA_URL, **state.document(strict=True).to_json()}
+    if state.fractional_hash is not DEFAULT_FRACTIONAL_HASH:  # a file served as it is here
+        doc[FRACTIONAL_HASH_KEY] = state.fractional_hash.value
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
 
 
@@ -278,6 +343,7 @@ def history_json(record: ChangeRecord) -> dict[str, Any]:
         "message": record.message, "op": record.op, "flags": record.flags,
         "evaluators_changed": "$evaluators" in after,
         "metadata_changed": "metadata" in after, "id": record.id,
+        "fractional_hash": after.get("fractional_hash"),
         "readable": record.readable,
         "request": record.request, "approvers": list(record.approvers),
         "kill": record.kill, "break_glass": record.break_glass,

@@ -97,7 +97,8 @@ def preview(state: publisher.RemoteState, change: dict[str, Any]) -> dict[str, A
     current = state.document()
     new = applied_to(current, change)
     plan = make_plan(current, new)
-    impact = rollout_impact(current, new, plan, synthetic_contexts()) if not plan.empty else []
+    impact = rollout_impact(current, new, plan, synthetic_contexts(),
+                            fractional_hash=state.fractional_hash) if not plan.empty else []
     return {"version": state.version, "diff": plan.to_json(),
             "impact": [i.to_json() for i in impact]}
 

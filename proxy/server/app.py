@@ -12,6 +12,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -28,6 +29,7 @@ from proxy.api.admin import AdminApi
 from proxy.api.auth import Authenticator
 from proxy.api.bulk_body import ofrep_item
 from proxy.api.cache import ResultCache
+from proxy.api.exposures import ExposuresApi
 from proxy.api.fastpath import FastOfrep
 from proxy.api.health import Health
 from proxy.api.metrics import Metrics, MetricsAccess
@@ -38,6 +40,7 @@ from proxy.api.tokens import StreamTokens
 from proxy.config import Settings, load_settings
 from proxy.evaluation.jsonlogic import semver
 from proxy.evaluation.plan import memo_bytes
+from proxy.insights.exposures import Flusher
 from proxy.keys import KeyRing
 from proxy.server import connections, gcpolicy
 from proxy.sources.base import Source
@@ -47,6 +50,8 @@ from proxy.storage.url import async_client
 from proxy.store import Store
 from proxy.streams.fanout import FanOut
 from proxy.streams.history import ChangeLog, RedisHistory
+from proxy.sync.metrics import SyncCollector, SyncStats
+from proxy.sync.server import SyncServer
 
 log = logging.getLogger("flagedge.app")
 
@@ -68,8 +73,10 @@ class Runtime:
     metrics: Metrics
     openapi: OpenApi
     sources: list[Source] = field(default_factory=list)
+    sync: SyncServer | None = None  # flagd sync over gRPC (settings.sync_port)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     on_shutdown: list[Callable[[], Any]] = field(default_factory=list)
+    on_stopped: list[Callable[[], Any]] = field(default_factory=list)  # after the tasks
 
     def source_ready(self) -> bool:
         return any(source.ready for source in self.sources)
@@ -102,9 +109,16 @@ async def _flush_metrics(rt: Runtime) -> None:
     directory = rt.settings.metrics_dir
     assert directory is not None
     while True:
-        with contextlib.suppress(OSError):
-            rt.metrics.hot.write_snapshot(directory)
+        _write_snapshots(rt, directory)
         await asyncio.sleep(METRICS_FLUSH_S)
+
+
+def _write_snapshots(rt: Runtime, directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        rt.metrics.hot.write_snapshot(directory)
+    if rt.sync is not None:
+        with contextlib.suppress(OSError):
+            rt.sync.stats.write_snapshot(directory)
 
 
 def build_runtime(settings: Settings, store: Store | None = None,
@@ -153,6 +167,13 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
     if not settings.admin_port:
         routes.append(Route("/metrics", rt.metrics.endpoint, methods=["GET"]))
     rt.metrics.registry.register(connections.ConnectionsCollector())  # type: ignore[arg-type]
+    if settings.sync_port and rt.sync is None:
+        hot = rt.metrics.hot
+        rt.sync = SyncServer(settings, rt.store, rt.keyring, SyncStats(),
+                             on_consumer=lambda env, key_id: hot.note_usage(env, "consumers",
+                                                                            key_id))
+        rt.metrics.registry.register(  # type: ignore[arg-type]
+            SyncCollector(rt.sync.stats, settings.metrics_dir))
     routes += _surfaces(rt)
     routes += extra_routes or []
 
@@ -226,6 +247,8 @@ def _lifespan(rt: Runtime, settings: Settings
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         _start(rt, settings)
+        if rt.sync is not None:  # flagd sync beside HTTP; a port it cannot bind fails startup
+            await rt.sync.start()
         try:
             yield
         finally:
@@ -240,6 +263,7 @@ def _start(rt: Runtime, settings: Settings) -> None:
         rt.tasks.append(asyncio.create_task(source.run(), name=f"source:{type(source).__name__}"))
     if settings.metrics_dir is not None:
         rt.tasks.append(asyncio.create_task(_flush_metrics(rt), name="metrics-flush"))
+    _start_insights(rt, settings)
     gcpolicy.settle()  # what startup allocated stays out of every later pass
     if settings.gc_period > 0:  # collect on a clock, not inside requests (proxy/server/gcpolicy.py)
         rt.tasks.append(asyncio.create_task(
@@ -251,7 +275,11 @@ def _start(rt: Runtime, settings: Settings) -> None:
 
 
 async def _stop(rt: Runtime, settings: Settings) -> None:
-    """Shutdown hooks first (streams say goodbye), then tasks, sources, the last metrics."""
+    """Sync streams and shutdown hooks first (streams say goodbye: UNAVAILABLE, SSE's last
+    frames), then tasks, sources, the last metrics."""
+    if rt.sync is not None:
+        with contextlib.suppress(Exception):
+            await rt.sync.stop()
     for hook in rt.on_shutdown:
         with contextlib.suppress(Exception):
             result = hook()
@@ -261,13 +289,26 @@ async def _stop(rt: Runtime, settings: Settings) -> None:
         task.cancel()
     await asyncio.gather(*rt.tasks, return_exceptions=True)
     rt.tasks.clear()
+    for hook in rt.on_stopped:
+        with contextlib.suppress(Exception):
+            await hook()
     for source in rt.sources:
         with contextlib.suppress(Exception):
             await source.close()
     if settings.metrics_dir is not None:
-        with contextlib.suppress(OSError):
-            rt.metrics.hot.write_snapshot(settings.metrics_dir)
+        _write_snapshots(rt, settings.metrics_dir)
     log.info("flagedge stopped")
+
+
+def _start_insights(rt: Runtime, settings: Settings) -> None:
+    """Each worker writes its exposure counts to Redis (DESIGN §11); not offline."""
+    if not settings.insights_flush or not any(isinstance(s, RedisSource) for s in rt.sources):
+        return
+    client = async_client(settings.redis, cluster=settings.cluster)
+    flusher = Flusher(client, rt.metrics.hot, rt.store, days=settings.insights_days)
+    rt.tasks.append(asyncio.create_task(flusher.run(settings.insights_flush),
+                                        name="insights-flush"))
+    rt.on_stopped.append(client.aclose)
 
 
 def _middleware(settings: Settings) -> list[Middleware]:
@@ -296,7 +337,8 @@ async def _not_allowed(_request: Request, _exc: Exception) -> Response:
 def _surfaces(rt: Runtime) -> list[BaseRoute]:
     """Routes of the other HTTP surfaces (one line each; they read ``rt``): the streams, and
     the demo page at /demo/ (serve --demo)."""
-    return [*_streams(rt), *(demo.mount(rt) if rt.settings.demo else [])]
+    exposures = ExposuresApi(rt.settings, rt.store, rt.auth, rt.metrics.hot)
+    return [*_streams(rt), *exposures.routes(), *(demo.mount(rt) if rt.settings.demo else [])]
 
 
 def _streams(rt: Runtime) -> list[BaseRoute]:

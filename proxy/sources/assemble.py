@@ -24,7 +24,15 @@ from proxy.evaluation.documents import (
     flag_set,
     validate_evaluators,
 )
-from proxy.model import Change, Flag, FlagSet, Problem, canonical
+from proxy.model import (
+    DEFAULT_FRACTIONAL_HASH,
+    Change,
+    Flag,
+    FlagSet,
+    FractionalHash,
+    Problem,
+    canonical,
+)
 
 log = logging.getLogger("flagedge.sources")
 
@@ -87,8 +95,21 @@ def _metadata(raw: Any, previous: Mapping[str, Any], rej: Rejections) -> Mapping
     return value
 
 
+def _fractional_hash(raw: Any, previous: FractionalHash, rej: Rejections) -> FractionalHash:
+    """The stored ``fractional_hash`` (meta field or change entry): unset is v2; a value this
+    code does not know keeps the previous generation and is reported."""
+    if raw is None or raw == "":
+        return DEFAULT_FRACTIONAL_HASH
+    try:
+        return FractionalHash.parse(raw.decode() if isinstance(raw, bytes) else raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        rej.add("", [Problem("fractional_hash", str(exc))])
+        return previous
+
+
 def _compile(key: str, raw: Any, evaluators: Mapping[str, Any], metadata: Mapping[str, Any],
-             fallback: Flag | None, rej: Rejections) -> Flag | None:
+             fallback: Flag | None, rej: Rejections,
+             fractional_hash: FractionalHash = DEFAULT_FRACTIONAL_HASH) -> Flag | None:
     """The flag to serve for a stored definition: compiled when valid (warnings only: served
     as flagd evaluates it); when invalid, its last good version if one was served, else the
     error flagd gives for it at evaluation time. Problems go to ``rej``."""
@@ -96,7 +117,8 @@ def _compile(key: str, raw: Any, evaluators: Mapping[str, Any], metadata: Mappin
     flag = None
     if not problems:
         try:
-            flag, found = compile_flag_tolerantly(key, value, evaluators, metadata)
+            flag, found = compile_flag_tolerantly(key, value, evaluators, metadata,
+                                                  fractional_hash)
         except Exception as exc:  # a compiler bug must not stop the source
             problems = [Problem(f"flags.{key}", f"cannot compile: {exc!r}")]
         else:
@@ -132,25 +154,30 @@ def build_full(env: str, raw_flags: Mapping[str, Any], meta: Mapping[str, str],
     evaluators = _evaluators(meta.get("evaluators"), previous.evaluators if previous else {},
                              rej)
     metadata = _metadata(meta.get("metadata"), previous.metadata if previous else {}, rej)
+    generation = _fractional_hash(meta.get("fractional_hash"), previous.fractional_hash
+                                  if previous else DEFAULT_FRACTIONAL_HASH, rej)
     same_context = previous is not None and canonical(dict(previous.evaluators)) == canonical(
         dict(evaluators)) and canonical(dict(previous.metadata)) == canonical(dict(metadata))
+    rehash = previous is not None and previous.fractional_hash is not generation
     flags: dict[str, Flag] = {}
     upserted: set[str] = set()
     for key, raw in raw_flags.items():
         old = prev_flags.get(key)
-        if same_context and old is not None and _same_raw(old, raw):
+        if same_context and old is not None and not (rehash and old.fractional) and _same_raw(
+                old, raw):
             flags[key] = old
             if old.problems:  # still the same invalid definition: still rejected
                 rej.add(key, [p for p in old.problems if not p.warning])
             continue
-        flag = _compile(key, raw, evaluators, metadata, old, rej)
+        flag = _compile(key, raw, evaluators, metadata, old, rej, generation)
         if flag is not None:
             flags[key] = flag
             if flag is not old:
                 upserted.add(key)
     version = int(meta.get("version", 0))
     fs = flag_set(flags, evaluators, metadata, version=version, epoch=meta.get("epoch", ""),
-                  updated_at=float(meta.get("updated_at", 0) or 0), rejected=_rejected(rej))
+                  updated_at=float(meta.get("updated_at", 0) or 0), rejected=_rejected(rej),
+                  fractional_hash=generation)
     change = Change(
         env=env, version=version, upserted=frozenset(upserted),
         deleted=frozenset(k for k in prev_flags if k not in flags),
@@ -182,18 +209,25 @@ def apply_change(current: FlagSet, env: str, version: int, after: Mapping[str, A
         evaluators = _evaluators(after["$evaluators"], current.evaluators, rej)
     if "metadata" in after:
         metadata = _metadata(after["metadata"], current.metadata, rej)
+    generation = current.fractional_hash
+    if "fractional_hash" in after:
+        generation = _fractional_hash(after["fractional_hash"], generation, rej)
 
     def compile_or_keep(key: str, raw: Any, evaluators: Mapping[str, Any],
-                        metadata: Mapping[str, Any], replaced: Flag | None) -> Flag | None:
-        return _compile(key, raw, evaluators, metadata, replaced, rej)
+                        metadata: Mapping[str, Any], replaced: Flag | None,
+                        fractional_hash: FractionalHash) -> Flag | None:
+        return _compile(key, raw, evaluators, metadata, replaced, rej, fractional_hash)
 
     applied = apply_after(current, after.get("flags") or {}, evaluators, metadata,
                           version=version, epoch=current.epoch,
                           updated_at=written_at or current.updated_at,
-                          compile_one=compile_or_keep)
+                          compile_one=compile_or_keep, fractional_hash=generation)
+    # A new hashing generation re-buckets users of every fractional flag: a reset, so streams
+    # send whole states (a rules ``put`` carries the generation; a ``patch`` cannot).
     change = Change(env=env, version=version, upserted=applied.upserted,
                     deleted=applied.deleted, evaluators_changed=bool(applied.evaluators_changed),
-                    metadata_changed=applied.metadata_changed, written_at=written_at)
+                    metadata_changed=applied.metadata_changed, written_at=written_at,
+                    reset=generation is not current.fractional_hash)
     # Rejections still standing: the previous ones this change did not touch, plus its own.
     now = _rejected(rej)
     settled = applied.upserted | applied.deleted

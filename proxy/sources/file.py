@@ -67,12 +67,15 @@ def keep_last_good(fs: FlagSet, previous: FlagSet | None) -> FlagSet:
     source does); only a flag without one is served as its error."""
     if previous is None or not fs.rejected:
         return fs
+    rehashed = previous.fractional_hash is not fs.fractional_hash
     kept = {k: previous.flags[k] for k in fs.rejected
-            if k in previous.flags and not previous.flags[k].problems}
+            if k in previous.flags and not previous.flags[k].problems
+            and not (rehashed and previous.flags[k].fractional)}  # compiled for other hashing
     if not kept:
         return fs
     return flag_set({**fs.flags, **kept}, fs.evaluators, fs.metadata, version=fs.version,
-                    epoch=fs.epoch, updated_at=fs.updated_at, rejected=fs.rejected)
+                    epoch=fs.epoch, updated_at=fs.updated_at, rejected=fs.rejected,
+                    fractional_hash=fs.fractional_hash)
 
 
 def report_rejected(env: str, where: str, fs: FlagSet) -> None:

@@ -117,6 +117,8 @@ def parse_snapshot(reply: Sequence[Any]) -> Snapshot:
 # KEYS: flags, meta, changes.
 # ARGV: expect_version ('' = any), new_epoch, author, message, maxlen, op ('' = derive),
 #       evaluators ('' = unchanged), metadata ('' = unchanged), n_upserts,
+#       fractional_hash ('' = unchanged; stored as is in meta, unset meaning v2; in the
+#       entry's before/after as a JSON string, DESIGN §9),
 #       then n_upserts pairs (key, json), then keys to delete.
 # Writes only what differs from the stored state, builds `before`/`after` from the stored
 # raw JSON by concatenation (cjson would reorder keys and turn [] into {}), bumps the
@@ -151,15 +153,19 @@ if not string.match(ARGV[5], '^%d+$') then
   return refuse('maxlen must be a non-negative integer, got ' .. ARGV[5])
 end
 local n_up = tonumber(ARGV[9])
-if not n_up or n_up < 0 or 9 + 2 * n_up > #ARGV then
+if not n_up or n_up < 0 or 10 + 2 * n_up > #ARGV then
   return refuse('bad upsert count ' .. tostring(ARGV[9]))
+end
+local new_hash = ARGV[10]
+if new_hash ~= '' and not string.match(new_hash, '^v%d+$') then
+  return refuse('fractional_hash must be v<number>, got ' .. new_hash)
 end
 if ARGV[1] ~= '' and tonumber(ARGV[1]) ~= current then
   return {'conflict', current, epoch or ''}
 end
 local before, after = {}, {}
 local up_pairs, del_keys = {}, {}
-local i = 10
+local i = 11
 for _ = 1, n_up do
   local k, v = ARGV[i], ARGV[i + 1]
   i = i + 2
@@ -197,6 +203,16 @@ for _, field in ipairs({{'evaluators', '$evaluators', 7}, {'metadata', 'metadata
       table.insert(meta_pairs, new)
       touched = touched + 1
     end
+  end
+end
+if new_hash ~= '' then
+  local old = redis.call('HGET', KEYS[2], 'fractional_hash') or 'v2'
+  if old ~= new_hash then
+    table.insert(b_parts, '"fractional_hash":' .. cjson.encode(old))
+    table.insert(a_parts, '"fractional_hash":"' .. new_hash .. '"')
+    table.insert(meta_pairs, 'fractional_hash')
+    table.insert(meta_pairs, new_hash)
+    touched = touched + 1
   end
 end
 if touched == 0 then

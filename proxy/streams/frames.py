@@ -34,8 +34,12 @@ def notification(state_id: str, at: float) -> bytes:
 
 
 def rules_put(flag_set: FlagSet) -> bytes:
+    """The whole state. ``fractional_hash`` (DESIGN §9) rides beside the flagd document, never
+    in it; a change of it is always sent as a ``put`` (it is a reset)."""
     data = orjson.dumps({"version": flag_set.version, "epoch": flag_set.epoch,
-                         "updated_at": flag_set.updated_at, "document": flag_set.to_document()})
+                         "updated_at": flag_set.updated_at,
+                         "fractional_hash": flag_set.fractional_hash.value,
+                         "document": flag_set.to_document()})
     return frame("put", flag_set.state_id, data)
 
 

@@ -78,7 +78,8 @@ def entry_from_record(record: ChangeRecord) -> Entry | None:
         deleted=tuple(sorted(k for k, v in flags.items() if v is None)),
         evaluators=record.after.get("$evaluators"),
         metadata=record.after.get("metadata"),
-        reset=False,
+        # a new hashing generation is replayed as a fresh put (only a put carries it)
+        reset="fractional_hash" in record.after,
         epoch=record.epoch,
         state_id=state_id(record.version, record.epoch, record.id),
     )

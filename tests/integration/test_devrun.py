@@ -43,7 +43,9 @@ def test_a_signal_stops_the_proxy_and_its_redis_server(tmp_path, stop):
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLAGEDGE_")}
     # Not from the repository: the demo flags are found next to the code, not in the cwd.
     with output.open("wb") as sink:
-        devrun = subprocess.Popen([sys.executable, "-m", "proxy.dev.devrun", "--port", str(port)],
+        # a free sync port too: 8015, make run's default, may be taken by another run
+        devrun = subprocess.Popen([sys.executable, "-m", "proxy.dev.devrun", "--port", str(port),
+                                   "--sync-port", str(free_port())],
                                   stdout=sink, stderr=subprocess.STDOUT, cwd=tmp_path, env=env)
     children: list[psutil.Process] = []
     try:

@@ -264,3 +264,23 @@ def test_keys_with_roles(redis_server):
                       "root": ["view", "propose", "approve", "kill", "manage"]}
     text = flagedge("keys", "list", url=url).stdout
     assert "ROLES" in text and "propose,approve" in text
+
+
+def test_switching_hashing_in_a_protected_environment_needs_break_glass(prod, tmp_path):
+    url, client = prod
+    r = flagedge("envs", "set", "prod", "--fractional-hash", "v3", "--yes", url=url)
+    assert r.returncode == 7 and "use --break-glass -m WHY" in r.stderr, r.stderr
+    assert version(client, "prod") == 1
+    r = flagedge("envs", "set", "prod", "--fractional-hash", "v3", "--yes", "--break-glass",
+                 "-m", "providers moved to 0.6", url=url)
+    assert r.returncode == 0, r.stderr
+    history = orjson.loads(flagedge("history", "--env", "prod", "--json", url=url).stdout)
+    assert (history[0]["fractional_hash"], history[0]["break_glass"]) == ("v3", True)
+    # a request in a v3 environment keeps its hashing: the applied change writes flags only
+    new = doc_file(tmp_path, "v2.json", {"a": {**ON, "targeting": {"fractional": [
+        ["on", 50], ["off", 50]]}}, "b": ON})
+    assert flagedge("propose", new, "--env", "prod", "-m", "half", url=url,
+                    author="ann").returncode == 0
+    assert flagedge("approve", "1", "--env", "prod", url=url, author="bob").returncode == 0
+    assert client.hget("flagedge:{prod}:meta", "fractional_hash") == b"v3"
+    assert version(client, "prod") == 3

@@ -17,11 +17,13 @@ def test_hadolint_passes():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_runs_as_non_root_and_exposes_8080():
+def test_runs_as_non_root_and_exposes_8080_and_the_sync_port():
     ins = instructions()
     users = [arg for word, arg in ins if word == "USER"]
     assert users and users[-1] not in ("root", "0"), users
-    assert ("EXPOSE", "8080") in ins
+    assert ("EXPOSE", "8080 8015") in ins
+    envs = " ".join(arg for word, arg in ins if word == "ENV")
+    assert "FLAGEDGE_SYNC_PORT=8015" in envs
 
 
 def test_healthcheck_probes_readyz():

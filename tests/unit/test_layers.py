@@ -55,11 +55,13 @@ ONLY_IMPORTED_BY = {
     "api": ("server", "ui"),
     "server": ("commands.serve",),
 }
-# "operator modules import only `base`/`jsvalue` (the compiler type only under TYPE_CHECKING)";
+# "operator modules import only `base`/`jsvalue` (the compiler type only under TYPE_CHECKING)"
+# (and `bucketing`: fractional's pure hashing functions, which import nothing of proxy);
 # one registry (`table.py`) imports them all.
 JSONLOGIC = "proxy.evaluation.jsonlogic"
-OPERATOR_IMPORTS = {f"{JSONLOGIC}.base", f"{JSONLOGIC}.jsvalue", "proxy.model"}
-NOT_OPERATORS = {"compiler", "table", "base", "jsvalue", "__init__"}
+OPERATOR_IMPORTS = {f"{JSONLOGIC}.base", f"{JSONLOGIC}.jsvalue", f"{JSONLOGIC}.bucketing",
+                    "proxy.model"}
+NOT_OPERATORS = {"compiler", "table", "base", "jsvalue", "bucketing", "__init__"}
 
 # "imports inside functions only in `commands/` (fast `--help`) and for optional extras".
 FUNCTION_IMPORTS_ALLOWED_IN = ("proxy.commands.", "proxy.cli")

@@ -48,7 +48,7 @@ from proxy.evaluation.jsonlogic.base import Compiled, Fn, Register
 from proxy.evaluation.jsonlogic.base import fn as as_fn
 from proxy.evaluation.jsonlogic.jsvalue import Const, JSThrow, to_string
 from proxy.evaluation.jsonlogic.table import ITERATORS, NEVER_FOLDED, OPERATORS
-from proxy.model import Problem
+from proxy.model import DEFAULT_FRACTIONAL_HASH, FractionalHash, Problem
 
 MAX_DEPTH = 64
 MAX_NODES = 100_000
@@ -76,6 +76,8 @@ class LogicCompiler:
     ``interpreted`` is set while compiling a subtree the reference interprets rather than
     compiles (below an ``if`` with fewer than three arguments).
     With ``trace`` set to a list, traced operators append what they decided (explain).
+    ``fractional_hash`` is the environment's hashing generation, which ``fractional`` is
+    compiled for; ``uses_fractional`` records that the rule has one.
     """
 
     def __init__(
@@ -85,10 +87,13 @@ class LogicCompiler:
         trace: list[str] | None = None,
         flag_key: str | None = None,
         expand_refs: bool = True,
+        fractional_hash: FractionalHash = DEFAULT_FRACTIONAL_HASH,
     ):
         self.evaluators: Mapping[str, Any] = evaluators or {}
         self.flag_key = flag_key  # known when compiling a flag: $flagd.flagKey is a constant
         self.expand_refs = expand_refs  # False: check $ref names only (validating $evaluators)
+        self.fractional_hash = fractional_hash
+        self.uses_fractional = False
         self.problems: list[Problem] = []
         self.refs: set[str] = set()
         self.uses_timestamp = False

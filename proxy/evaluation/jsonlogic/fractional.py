@@ -1,15 +1,26 @@
-"""flagd's ``fractional``: sticky percentage buckets by murmur3.
+"""flagd's ``fractional``: sticky percentage buckets by murmur3, in two hashing generations.
 
-``[bucketBy?, [variant, weight?], ...]``: the bucketing value is the first argument when it
-is a string (or an expression yielding one), else ``flagKey + targetingKey``; a missing or
-empty targetingKey gives null. hash = unsigned 32-bit murmur3 (seed 0) of the UTF-8 bytes;
-bucket = (hash * total) >> 32; the first variant whose cumulative weight exceeds the bucket
-wins. Weights default to 1, negative ones count as 0, a non-integer one makes the result
-null. Literal buckets are validated and precomputed at compile time; what is wrong with them
-is a warning (refused by push/validate) and evaluates to null, as in flagd's evaluators.
+``[bucketBy?, [variant, weight?], ...]``; bucket = (hash * total) >> 32, hash = unsigned 32-bit
+murmur3 (seed 0); the first variant whose cumulative weight exceeds the bucket wins. Weights
+default to 1 and negative ones count as 0. Literal buckets are validated and precomputed at
+compile time; what is wrong with them is a warning (refused by push/validate) and evaluates to
+null, as in flagd's evaluators. The environment's generation (``cc.fractional_hash``, DESIGN
+§9) decides what is hashed:
 
-Divergence, documented: flagd's JS evaluator hashes UTF-16 code units, so non-ASCII
-bucketing values land in other buckets there; we hash UTF-8 like flagd's Go evaluator.
+- v2 (flagd-core 4.0.1 in JS, the Python provider <= 0.5.2): the bucketing value is the first
+  argument when it is a string (or an expression yielding one), else ``flagKey +
+  targetingKey``; a missing or empty targetingKey gives null; the UTF-8 bytes are hashed. A
+  non-integer weight (``50.5``) makes the result null; ``50.0`` counts as 50.
+  Divergence, documented: flagd-core 4.0.1 (imurmurhash) feeds each UTF-16 code unit in as
+  one byte, so non-ASCII bucketing values land in other buckets there; we hash UTF-8 like
+  flagd's Go evaluator and the Python provider.
+- v3 (openfeature-flagd-core 2.x ``custom_ops.fractional``, the Python provider 0.6.x): the
+  canonical CBOR (cbor2, ``canonical=True``) of ``[flagKey, targetingKey]`` when the first
+  argument (evaluated) is a list, i.e. a bucket (targetingKey must be a non-empty string, else
+  null; flagKey "" where ``$flagd`` has none), else of the evaluated first argument whatever
+  its type (null gives null; floats without a fraction within [-2^63, 2^64-1] are encoded as
+  integers, recursively); a weight must be an integer (``50.0`` and booleans make the result
+  null); a total of 0 gives null; a bucket's variant may be any value.
 """
 
 from __future__ import annotations
@@ -18,66 +29,31 @@ from bisect import bisect_right
 from typing import TYPE_CHECKING, Any
 
 import mmh3
-import orjson
 
 from proxy.evaluation.jsonlogic.base import Builder
 from proxy.evaluation.jsonlogic.base import fn as as_fn
+from proxy.evaluation.jsonlogic.bucketing import (
+    MAX_TOTAL_WEIGHT,
+    TEXT_HEADS,
+    VARIANT_TYPES,
+    cbor_key,
+    decide_v3,
+    integer_weight,
+    pick,
+    pick_bytes,
+    runtime_buckets,
+    shorthand_key,
+    shorthand_prefix,
+    text_head,
+    v3_buckets,
+    v3_weight,
+)
 from proxy.evaluation.jsonlogic.jsvalue import MISSING, Const, to_string
+from proxy.model import FractionalHash
 
 if TYPE_CHECKING:
     from proxy.evaluation.jsonlogic.base import Compiled, Fn
     from proxy.evaluation.jsonlogic.compiler import LogicCompiler
-
-MAX_TOTAL_WEIGHT = 2**31 - 1
-_VARIANT_TYPES = (str, int, float, bool, type(None))
-
-
-def bucket_of(value: str, total: int) -> tuple[int, int]:
-    """(hash, bucket) of a bucketing value for a total weight."""
-    h = mmh3.hash(value, signed=False)
-    return h, (h * total) >> 32
-
-
-def pick(value: str, variants: list[Any], cum: list[int], total: int,
-         trace: list[str] | None = None) -> Any:
-    """The variant whose cumulative weight first exceeds the value's bucket."""
-    h, bucket = bucket_of(value, total)
-    i = bisect_right(cum, bucket)
-    out = variants[i] if i < len(variants) else None
-    if trace is not None:
-        trace.append(f"fractional bucket {bucket}/{total} hash={h} value={value!r} -> {orjson.dumps(out).decode()}")
-    return out
-
-
-def _integer_weight(w: Any) -> int | None:
-    if w.__class__ is int:
-        return w
-    if w.__class__ is float and w.is_integer():
-        return int(w)
-    return None
-
-
-def runtime_buckets(entries: Any) -> tuple[list[Any], list[int], int] | None:
-    """Validate evaluated buckets like flagd does at run time: (variants, cumulative, total)."""
-    variants: list[Any] = []
-    cum: list[int] = []
-    total = 0
-    for e in entries:
-        if e.__class__ is not list or not 1 <= len(e) <= 2 or e[0].__class__ not in _VARIANT_TYPES:
-            return None
-        w = 1
-        if len(e) == 2:
-            w = _integer_weight(e[1])
-            if w is None:
-                return None
-            w = max(0, w)
-        total += w
-        variants.append(e[0])
-        cum.append(total)
-    if total > MAX_TOTAL_WEIGHT:
-        return None
-    return variants, cum, total
-
 
 def bucketing_value(d: Any, by: Any, flag_key: str | None) -> str | None:
     """The string to hash: ``by`` when it is a string, else flagKey + targetingKey (null when
@@ -120,20 +96,22 @@ def _keyed(flag_key: str, by: str | None, variants: list[Any], cum: list[int], t
     return fractional_keyed
 
 
-def _check_bucket(cc: LogicCompiler, raw: Any, path: str) -> tuple[Any, int | None]:
-    """Compile one literal bucket; returns (compiled bucket, literal weight or None)."""
+def _check_bucket(cc: LogicCompiler, raw: Any, path: str,
+                  weight_of: Any = None) -> tuple[Any, int | None]:
+    """Compile one literal bucket; returns (compiled bucket, literal weight or None).
+    ``weight_of`` reads a literal weight (None: not an integer); v2's by default."""
     if raw.__class__ is dict and raw:
         return cc.compile(raw, path), None
     if raw.__class__ is not list or not 1 <= len(raw) <= 2:
         cc.warn(path, "a bucket is [variant] or [variant, weight]")
         return Const(None), None
     variant = cc.compile(raw[0], f"{path}[0]")
-    if variant.__class__ is Const and variant.value.__class__ not in _VARIANT_TYPES:  # type: ignore[union-attr]
+    if variant.__class__ is Const and variant.value.__class__ not in VARIANT_TYPES:  # type: ignore[union-attr]
         cc.warn(path, "variant must be a string, number, boolean or null")
     weight: Any = Const(1) if len(raw) == 1 else cc.compile(raw[1], f"{path}[1]")
     literal = None
     if weight.__class__ is Const:
-        literal = _integer_weight(weight.value)
+        literal = (weight_of or integer_weight)(weight.value)
         if literal is None:
             cc.warn(path, "weight must be an integer")
             literal = 0
@@ -149,6 +127,13 @@ def _null(d: Any) -> None:
 
 
 def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
+    cc.uses_fractional = True
+    if cc.fractional_hash is FractionalHash.V3:
+        return build_v3(cc, args, path)
+    return build_v2(cc, args, path)
+
+
+def build_v2(cc: LogicCompiler, args: Any, path: str) -> Compiled:
     # At the top level the flag key is known now; inside an iterator the reference reads the
     # element's $flagd (usually absent: null), so keep reading the data there.
     baked_key = cc.flag_key if cc.scope == 0 else None
@@ -238,6 +223,98 @@ def _computed_buckets(cc: LogicCompiler, baked_key: str | None, by_fn: Fn | None
         return pick(value, variants, cum, total, trace)
 
     return fractional_dynamic
+
+
+def build_v3(cc: LogicCompiler, args: Any, path: str) -> Compiled:
+    baked_key = cc.flag_key if cc.scope == 0 else None
+    if baked_key is None:
+        cc.needs_flagd = True
+    cc.reads_data(["targetingKey"])
+    if args.__class__ is not list or not args:
+        cc.warn(path, "fractional takes [bucketBy?, [variant, weight?], ...] with a bucket")
+        return _null
+    first: Any = args[0]
+    start = 0 if first.__class__ is list else 1
+    if first.__class__ is dict:
+        first = cc.compile(first, f"{path}[0]")
+        if first.__class__ is Const:
+            first = first.value
+    elif first is None:
+        cc.warn(f"{path}[0]", "the bucketBy value is null: fractional answers null")
+    if start == len(args):
+        cc.warn(path, "fractional needs at least one bucket")
+        return _null
+    compiled, all_literal = [], True
+    for i in range(start, len(args)):
+        bucket, weight = _check_bucket(cc, args[i], f"{path}[{i}]", v3_weight)
+        compiled.append(bucket)
+        all_literal = all_literal and weight is not None
+    if all_literal and all(b.__class__ is Const for b in compiled):
+        return _literal_v3(cc, baked_key, first, [b.value for b in compiled], start == 0)
+    fns = [as_fn(b) for b in compiled]
+    first_fn = first if callable(first) else (lambda d, v=first: v)
+    trace = cc.trace
+
+    def fractional_v3_dynamic(d: Any) -> Any:
+        by = first_fn(d)  # every argument first, as the reference evaluates them
+        entries = [f(d) for f in fns]
+        if start == 0:
+            return decide_v3(d, entries[0], entries[1:], baked_key, trace)
+        return decide_v3(d, by, entries, baked_key, trace)
+
+    return fractional_v3_dynamic
+
+
+def _literal_v3(cc: LogicCompiler, baked_key: str | None, first: Any, entries: list[Any],
+                first_is_bucket: bool) -> Compiled:
+    """Literal buckets (``entries``; the first argument's among them when it is a literal
+    bucket), validated once; the shorthand with a known flag key hashes a precomputed CBOR
+    prefix plus the targetingKey (the hot path)."""
+    trace = cc.trace
+    rest = entries[1:] if first_is_bucket else entries
+    if callable(first) or trace is not None:  # computed bucketBy (maybe a list), or explain
+        value = entries[0] if first_is_bucket else first
+        by = first if callable(first) else (lambda d: value)
+
+        def fractional_v3_by(d: Any) -> Any:
+            return decide_v3(d, by(d), rest, baked_key, trace)
+
+        return fractional_v3_by
+    shorthand = first_is_bucket or first.__class__ is list  # a folded list is a bucket too
+    table = v3_buckets(entries if first_is_bucket else [first, *rest] if shorthand else rest)
+    if table is None:
+        return Const(None)  # problems already reported (or a total of 0)
+    variants, cum, total = table
+    if not shorthand:  # a constant bucketing value: always the same bucket
+        key = None if first is None else cbor_key(first)
+        const = None if key is None else pick_bytes(key, variants, cum, total)
+        return lambda d: const
+    prefix = None if baked_key is None else shorthand_prefix(baked_key)
+    if prefix is None:
+        return lambda d: (None if (k := shorthand_key(d, baked_key)) is None
+                          else pick_bytes(k, variants, cum, total))
+    return _keyed_v3(prefix, variants, cum, total)
+
+
+def _keyed_v3(prefix: bytes, variants: list[Any], cum: list[int], total: int) -> Fn:
+    n = len(variants)
+    hash32 = mmh3.hash
+    heads = TEXT_HEADS
+
+    def fractional_v3_keyed(d: Any) -> Any:
+        tk = d.get("targetingKey") if d.__class__ is dict else None
+        if tk.__class__ is not str or not tk:
+            return None
+        try:
+            raw = tk.encode()
+        except UnicodeEncodeError:
+            return None
+        size = len(raw)
+        key = prefix + (heads[size] if size < 24 else text_head(size)) + raw
+        i = bisect_right(cum, (hash32(key, 0, False) * total) >> 32)
+        return variants[i] if i < n else None
+
+    return fractional_v3_keyed
 
 
 BUILDERS: dict[str, Builder] = {"fractional": build}

@@ -42,20 +42,11 @@ SKIPPED_TAGS = {
     "@fractional-v1": "legacy float bucketing of old flagd releases; flagedge never served it",
     "@deprecated": "superseded by @no-default-variant, whose rows contradict it (FLAG_NOT_FOUND vs DEFAULT)",
 }
-V3_REASON = ("@fractional-v3: the per-environment hashing generation comes with the flagd-sync "
-             "issue; flagedge hashes as @fractional-v2 until then")
-#: @fractional-v3 rows whose answer is the same under both hashing generations (no bucketing
-#: involved, or v2 lands in the same bucket by chance): run and asserted as usual, since a
-#: strict xfail would fail on them.
-V3_SAME_AS_V2 = {
-    "gherkin/targeting:Fractional operator invalid implicit inputs[1]",  # no targetingKey
-    "gherkin/targeting:Fractional operator[13]",
-    "gherkin/targeting:Fractional operator shorthand[6]",
-    "gherkin/targeting:Fractional operator with shared seed[9]",
-    "gherkin/targeting:Second fractional operator with shared seed[9]",
-    "gherkin/targeting:Fractional operator with string length boundaries[2]",
-    "gherkin/targeting:Fractional operator using implicit targeting key[1]",
-}
+#: Rows tagged @fractional-v3 run against a server of the same file declaring
+#: ``"$fractionalHash": "v3"`` (flagedge's v3 hashing, DESIGN §9); every other row against the
+#: file as it is (v2, the default).
+V3_TAG = "@fractional-v3"
+V3_PREFIX = "v3:"
 #: Rows where flagedge answers otherwise on purpose (docs/design-notes.md, "flagd testbed"):
 #: id -> (value, reason, error code) the SDK sees, and why.
 DECIDED = {
@@ -81,8 +72,6 @@ def _param(s: Scenario) -> object:
         (why for tag, why in SKIPPED_TAGS.items() if tag in s.tags), None)
     if skipped:
         marks.append(pytest.mark.skip(reason=skipped))
-    elif "@fractional-v3" in s.tags and s.id not in V3_SAME_AS_V2 and s.id not in DECIDED:
-        marks.append(pytest.mark.xfail(strict=True, reason=V3_REASON))
     return pytest.param(s, id=s.id, marks=marks)
 
 
@@ -156,7 +145,10 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str]
     started: dict[Path, Served] = {}
 
     def client_for(selector: str) -> httpx.Client:
-        path = files[selector]
+        if selector.startswith(V3_PREFIX):
+            path = declared_v3(files[selector.removeprefix(V3_PREFIX)], tmp)
+        else:
+            path = files[selector]
         if path not in started:
             started[path] = Served(path, tmp / f"serve-{len(started)}.log")
         return started[path].client
@@ -166,11 +158,27 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str]
         served.stop()
 
 
+def declared_v3(path: Path, tmp: Path) -> Path:
+    """A copy of a flag file declaring v3 hashing (written once per file)."""
+    out = tmp / f"v3-{path.parent.name}-{path.name}"
+    if not out.exists():
+        doc = orjson.loads(path.read_bytes())
+        doc["$fractionalHash"] = "v3"
+        out.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+    return out
+
+
+def _v3_servers(servers: Callable[[str], httpx.Client]) -> Callable[[str], httpx.Client]:
+    return lambda selector: servers(V3_PREFIX + selector)
+
+
 @pytest.mark.parametrize("scenario", [_param(s) for s in ALL])
 def test_scenario(scenario: Scenario, servers: Callable[[str], httpx.Client]) -> None:
     missing = unsupported(scenario)
     assert not missing, f"steps without an action: {missing}"
     evaluator = scenario.feature.startswith("evaluator/")
+    if V3_TAG in scenario.tags:
+        servers = _v3_servers(servers)
     world = World(servers, evaluator_suite=evaluator, selector="evaluator" if evaluator else "")
     decided = DECIDED.get(scenario.id)
     if decided is None:

@@ -196,10 +196,11 @@ async def test_cors_preflight_and_exposed_etag():
 async def test_metrics_count_exposures_requests_and_cache(edge):
     await bulk(edge, {"targetingKey": "u1"})
     etag = (await bulk(edge, {"targetingKey": "u1"})).headers["etag"]
-    await bulk(edge, {"targetingKey": "u1"}, headers={"If-None-Match": etag})  # 304: no exposures
+    # A 304 counts the results it confirms: the client shows them (DESIGN §11).
+    await bulk(edge, {"targetingKey": "u1"}, headers={"If-None-Match": etag})
     async with edge.client(None) as c:
         text = (await c.get("/metrics")).text
-    assert 'flagedge_evaluations_total{env="test",flag="bool-flag",reason="STATIC",variant="on"} 2.0' in text
+    assert 'flagedge_evaluations_total{env="test",flag="bool-flag",reason="STATIC",variant="on"} 3.0' in text
     assert 'flagedge_http_requests_total{route="/ofrep/v1/evaluate/flags",status="200"} 2.0' in text
     assert 'flagedge_http_requests_total{route="/ofrep/v1/evaluate/flags",status="304"} 1.0' in text
     assert 'flagedge_result_cache_lookups_total{outcome="hit"} 2.0' in text

@@ -65,7 +65,7 @@ def test_the_default_compiler_raises_on_a_bad_flag():
 
 
 def test_a_lenient_compiler_keeps_the_replaced_flag():
-    def keep_old(key, raw, evaluators, metadata, replaced):
+    def keep_old(key, raw, evaluators, metadata, replaced, fractional_hash):
         return replaced
 
     applied = _apply({"plain": _flag("off"), "new": _flag()}, compile_one=keep_old)

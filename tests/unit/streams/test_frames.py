@@ -58,14 +58,15 @@ def test_notification_is_ofreps_refetch_event_with_whole_seconds():
         + b'","lastModified":1700000000}\n\n')
 
 
-def test_rules_put_carries_the_version_epoch_time_and_whole_document():
+def test_rules_put_carries_the_version_epoch_time_hashing_and_whole_document():
+    """The hashing generation rides beside the flagd document, never inside it."""
     fs = compile_document({"flags": {"b": ON, "a": ON}, "metadata": {"team": "x"}},
                           version=2, epoch="e1", updated_at=1_700_000_002.5)
     fs = dataclasses.replace(fs, revision="1700000000002-0")
     assert fs.state_id == sid(2)
     assert rules_put(fs) == (
         b"event: put\n" + line(2)
-        + b'data: {"version":2,"epoch":"e1","updated_at":1700000002.5,'
+        + b'data: {"version":2,"epoch":"e1","updated_at":1700000002.5,"fractional_hash":"v2",'
         b'"document":{"flags":{"a":' + ON_JSON + b',"b":' + ON_JSON + b'},'
         b'"metadata":{"team":"x"}}}\n\n')
 

@@ -10,7 +10,7 @@ import pytest
 
 from proxy.evaluation.documents import compile_document, validate_document
 from proxy.evaluation.engine import evaluate
-from proxy.evaluation.jsonlogic.fractional import MAX_TOTAL_WEIGHT, bucket_of
+from proxy.evaluation.jsonlogic.bucketing import MAX_TOTAL_WEIGHT, bucket_of
 from proxy.model import Reason
 
 BOOL = {"on": True, "off": False}

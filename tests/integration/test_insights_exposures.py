@@ -1,0 +1,162 @@
+"""Insights exposures (DESIGN §11) across replicas and workers: two `flagedge serve`
+processes with two workers each, a known mix of requests (bulk, single, 304s, a provider's
+reported exposures), and the counts that `flagedge insights flags --json` reads back from
+Redis equal what was served, exactly; unique users within HyperLogLog error; Redis down
+during traffic slows and fails nothing, and the counts arrive after it returns."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+BULK = "/ofrep/v1/evaluate/flags"
+DOC = {"flags": {
+    "banner": {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "off",
+               "targeting": {"if": [{"==": [{"var": "plan"}, "pro"]}, "on", "off"]}},
+    "color": {"state": "ENABLED", "variants": {"red": "red", "blue": "blue"},
+              "defaultVariant": "red"},
+    "old": {"state": "DISABLED", "variants": {"on": True}, "defaultVariant": "on"},
+}}
+FAST = {"FLAGEDGE_INSIGHTS_FLUSH": "0.2"}
+
+
+def insights(redis_url: str, *args: str) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, "-m", "proxy", "insights", *args, "--env", "test",
+                          "--redis", redis_url, "--json"], capture_output=True, check=True)
+    return orjson.loads(out.stdout)
+
+
+def counted(report: dict[str, Any]) -> Counter:
+    return Counter({(row["flag"], v["variant"], reason): n
+                    for row in report["flags"] for v in row["variants"]
+                    for reason, n in v["by_reason"].items()})
+
+
+def test_counts_summed_over_replicas_and_workers_equal_what_was_served(proxy_factory,
+                                                                       redis_server):
+    a = proxy_factory(extra_args=["--workers", "2"], environ=FAST)
+    b = proxy_factory(extra_args=["--workers", "2"], environ=FAST)
+    a.push(DOC)
+    b.wait_version(1)
+    client_key, server_key = a.create_key("client"), a.create_key("server")
+    baseline = counted(insights(redis_server.url, "flags"))  # create_key's own probes
+    served: Counter = Counter()
+    users = set()
+    for i in range(120):
+        proxy = (a, b)[i % 2]
+        plan = "pro" if i % 3 == 0 else "free"
+        ctx = {"targetingKey": f"user-{i % 40}", "plan": plan}
+        users.add(ctx["targetingKey"])
+        with proxy.client(client_key) as c:
+            r = c.post(BULK, json={"context": ctx})
+            assert r.status_code == 200
+            served.update((f["key"], f.get("variant"), f["reason"]) for f in r.json()["flags"])
+            if i % 4 == 0:  # a 304 confirms the same results: counted again
+                again = c.post(BULK, json={"context": ctx},
+                               headers={"If-None-Match": r.headers["etag"]})
+                assert again.status_code == 304
+                served.update((f["key"], f.get("variant"), f["reason"])
+                              for f in r.json()["flags"])
+            if i % 5 == 0:
+                one = c.post(f"{BULK}/color", json={"context": ctx}).json()
+                served[("color", one["variant"], one["reason"])] += 1
+    with b.client(server_key) as c:  # a provider's in-process evaluations
+        r = c.post("/v1/exposures", json={"exposures": [
+            {"flag": "banner", "variant": "on", "reason": "TARGETING_MATCH", "count": 7},
+            {"flag": "deleted-meanwhile", "variant": "x", "reason": "STATIC", "count": 2}]})
+        assert r.status_code == 202 and r.json() == {"accepted": 7, "ignored": 2}
+    served[("banner", "on", "TARGETING_MATCH")] += 7
+    expected = baseline + Counter({(k, v or None, reason): n for (k, v, reason), n in served.items()})
+
+    def arrived() -> bool:
+        return counted(insights(redis_server.url, "flags")) == expected
+
+    wait_until(arrived, timeout=15, what="every exposure flushed to Redis")
+    report = insights(redis_server.url, "flags")
+    assert abs(report["unique_users"] - len(users)) <= max(1, len(users) // 50)
+    assert {row["flag"] for row in report["flags"]} == {"banner", "color", "old"}
+    assert all(row["last_evaluated"] for row in report["flags"])
+
+
+def test_redis_down_during_traffic_fails_nothing_and_the_counts_arrive_later(proxy_factory,
+                                                                               redis_server):
+    proxy = proxy_factory(environ=FAST)
+    proxy.push(DOC)
+    key = proxy.create_key("client")
+    baseline = counted(insights(redis_server.url, "flags"))
+    redis_server.kill()
+    with proxy.client(key) as c:
+        for i in range(50):
+            r = c.post(BULK, json={"context": {"targetingKey": f"u{i}", "plan": "pro"}})
+            assert r.status_code == 200  # the last good rules, from memory
+    redis_server.start()
+    expected = baseline + Counter({("banner", "on", "TARGETING_MATCH"): 50,
+                                   ("color", "red", "STATIC"): 50,
+                                   ("old", None, "DISABLED"): 50})
+    wait_until(lambda: counted(insights(redis_server.url, "flags")) == expected, timeout=20,
+               what="the held counts flushed after Redis returned")
+    assert insights(redis_server.url, "flags")["unique_users"] >= 48
+
+
+def test_stale_flags_and_partly_unknown_usage(proxy_factory, redis_server):
+    proxy = proxy_factory(environ=FAST)
+    proxy.push(DOC)
+    key = proxy.create_key("client")
+    with proxy.client(key) as c:
+        c.post(BULK, json={"context": {"targetingKey": "u1", "plan": "free"}})
+    wait_until(lambda: insights(redis_server.url, "flags")["flags"][0]["last_evaluated"],
+               timeout=10, what="a flush")
+    # Every flag was first served within the window: too young to call stale.
+    assert insights(redis_server.url, "stale", "--unused", "30d")["flags"] == []
+    # Pretend they were born long ago (what a 30-day-old deployment holds).
+    r = redis_server_client(redis_server)
+    for flag in DOC["flags"]:
+        r.hset("flagedge:{test}:born", flag, 1)
+    stale = {row["flag"]: row["reason"]
+             for row in insights(redis_server.url, "stale", "--unused", "30d")["flags"]}
+    # banner served only "off" (plan free), color only "red", old only as DISABLED.
+    assert set(stale) == {"banner", "color", "old"}
+    assert "only 'off'" in stale["banner"]
+    # A rules-stream consumer that reports nothing makes usage partly unknown.
+    server_key = proxy.create_key("server")
+    with proxy.client(server_key) as c, c.stream("GET", "/v1/stream/rules") as s:
+        next(s.iter_lines())
+        wait_until(lambda: insights(redis_server.url, "flags")["usage"] == "partly unknown",
+                   timeout=10, what="the consumer noted")
+    with proxy.client(server_key) as c:
+        c.post("/v1/exposures", json=[{"flag": "color", "variant": "red", "reason": "STATIC"}])
+    wait_until(lambda: insights(redis_server.url, "flags")["usage"] == "complete",
+               timeout=10, what="the consumer reporting")
+
+
+def redis_server_client(server) -> Any:
+    import redis
+
+    return redis.Redis.from_url(server.url)
+
+
+def test_a_flagd_sync_consumer_makes_usage_partly_unknown(proxy_factory, redis_server):
+    import grpc
+
+    from proxy.sync import sync_pb2, sync_pb2_grpc
+    from tests.integration.sync.conftest import start_sync_server
+
+    sync = start_sync_server(proxy_factory, DOC, extra_args=[])
+    sync.proxy.stop()  # restarted with a fast flush (start_sync_server takes no environ)
+    sync.proxy.environ.update(FAST)
+    sync.proxy.start()
+    assert insights(redis_server.url, "flags")["usage"] == "complete"
+    with grpc.insecure_channel(sync.target) as channel:
+        stub = sync_pb2_grpc.FlagSyncServiceStub(channel)
+        stub.FetchAllFlags(sync_pb2.FetchAllFlagsRequest(provider_id=sync.key), timeout=5)
+    wait_until(lambda: insights(redis_server.url, "flags")["usage"] == "partly unknown",
+               timeout=10, what="the sync consumer noted")
