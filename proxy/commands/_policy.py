@@ -17,9 +17,11 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                    help="approvals a change request needs (at least 1)")
     p.add_argument("--approvers", default=None, metavar="NAME,...",
                    help="only these people may approve (default: anyone but the author)")
+    c.add_author_argument(p, "who protects it (needs the manage role)")
     c.add_redis_arguments(p)
     p = sub.add_parser("unprotect", help="stop requiring approvals (pushes apply at once)")
     p.add_argument("env", metavar="ENV")
+    c.add_author_argument(p, "who unprotects it (needs the manage role)")
     c.add_redis_arguments(p)
 
 
@@ -31,7 +33,7 @@ def run(args: argparse.Namespace, client: Any) -> int:
     from proxy.storage.layout import check_env
 
     check_env(args.env)
-    review.check(may_manage(Actor.cli(c.default_author())))
+    review.check(may_manage(Actor.cli(c.author(args))))
     if args.action == "unprotect":
         policy.write(client, args.env, policy.Policy())
         print(f"{args.env} is not protected: pushes apply at once")

@@ -23,6 +23,10 @@ from tests.redis_server import wait_until
 pytestmark = pytest.mark.integration
 
 
+def publisher_history(url: str) -> list[dict]:
+    return orjson.loads(flagedge("history", "--env", "prod", "--json", url=url).stdout)
+
+
 @pytest.fixture
 def prod(redis_server, tmp_path):
     """`prod` at version 1 (flags a, b on), protected with 1 approval; yields (url, client)."""
@@ -233,6 +237,11 @@ def test_rollback_is_a_marked_kill_and_break_glass_is_marked(prod, tmp_path):
     assert "[kill]" in text and "[break-glass]" in text and '"incident 42"' in text
     assert flagedge("approve", "1", "--env", "prod", url=url, author="bob").returncode == 0
     assert stored_flag(client, "prod", "a") == OFF and version(client, "prod") == 4
+    r = flagedge("rollback", "--env", "prod", "--to", "1", "--break-glass", "-m", "sev1",
+                 url=url)
+    assert r.returncode == 0, r.stderr
+    newest = publisher_history(url)[0]
+    assert (newest["version"], newest["break_glass"], newest["kill"]) == (5, True, False)
 
 
 def test_unprotected_writes_are_not_marked(redis_server, tmp_path):
