@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from proxy.evaluation.documents import general_error, resolve
+from proxy.evaluation.flags import general_error, resolve
 from proxy.evaluation.jsonlogic.base import fn as as_fn
 from proxy.evaluation.jsonlogic.compiler import LogicCompiler, describe
 from proxy.evaluation.plan import Plan, plan_of, resolve_safely, unprecomputed

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 
-from proxy.evaluation.documents import general_error, resolve
+from proxy.evaluation.flags import general_error, resolve
 from proxy.evaluation.jsonlogic.compiler import describe
 from proxy.model import EvaluationResult, Flag, FlagSet, FlagState, Reason
 

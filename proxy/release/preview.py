@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 
-from proxy.evaluation.documents import compile_flag
 from proxy.evaluation.engine import evaluate
+from proxy.evaluation.flags import compile_flag
 from proxy.model import (
     DEFAULT_FRACTIONAL_HASH,
     ErrorCode,

@@ -17,13 +17,8 @@ from typing import Any
 
 import orjson
 
-from proxy.evaluation.documents import (
-    apply_after,
-    compile_flag_tolerantly,
-    error_flag,
-    flag_set,
-    validate_evaluators,
-)
+from proxy.evaluation.documents import apply_after, flag_set, validate_evaluators
+from proxy.evaluation.flags import compile_flag_tolerantly, error_flag
 from proxy.model import (
     DEFAULT_FRACTIONAL_HASH,
     Change,

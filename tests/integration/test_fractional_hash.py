@@ -289,3 +289,25 @@ def test_the_provider_follows_a_switch(proxy_server: ProxyServer) -> None:
         assert answers("by-email") == v3_answers("by-email")
     finally:
         api.shutdown()
+
+
+async def test_evaluated_streams_follow_a_switch(proxy_server: ProxyServer) -> None:
+    """A browser's evaluated stream gets its users' v3 buckets after the switch."""
+    from tests.integration.streams_support import Stream, b64_context, data
+
+    proxy_server.push(DOC)
+    key = proxy_server.create_key("client")
+    # a user whose "split" bucket moves between the generations
+    moved = next(i for i, (a, b) in enumerate(zip(v2_answers("split"), v3_answers("split"),
+                                                  strict=True)) if a != b)
+    user = USERS[moved]
+    async with httpx.AsyncClient(base_url=proxy_server.url,
+                                 timeout=httpx.Timeout(10, read=None)) as http, \
+            Stream(http, "/v1/stream/evaluated", key=key,
+                   params={"context": b64_context(user)}) as stream:
+        first = {i["key"]: i for i in data(await stream.next())["flags"]}
+        assert first["split"]["variant"] == v2_answers("split")[moved]
+        assert subprocess_set(proxy_server, "v3").returncode == 0
+        event = await stream.next()
+        items = {i["key"]: i for i in data(event)["flags"]}
+        assert items["split"]["variant"] == v3_answers("split")[moved]

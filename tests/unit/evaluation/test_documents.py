@@ -10,11 +10,11 @@ import pytest
 
 from proxy.evaluation.documents import (
     compile_document,
-    compile_flag,
     load_document,
     validate_document,
     validate_evaluators,
 )
+from proxy.evaluation.flags import compile_flag
 from proxy.model import FlagState, InvalidDocument, Problem, Reason, VariantType
 
 ROOT = Path(__file__).resolve().parents[3]
