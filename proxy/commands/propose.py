@@ -19,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--at", default=None, metavar="TIME",
                         help="apply no earlier than TIME (ISO 8601 with offset, or +DURATION); "
                              "stored as apply_at: the release worker applies it when due")
+    parser.add_argument("--supersedes", type=int, metavar="N", default=None,
+                        help="this request replaces open request N (an edit: N is cancelled, "
+                             "its approvals do not carry over)")
     c.add_author_argument(parser, "who proposes")
     parser.add_argument("--json", action="store_true", help="print the request object")
     c.add_redis_arguments(parser)
@@ -41,6 +44,10 @@ def _run(args: argparse.Namespace) -> int:
     client = c.client(args)
     apply_at = parse_time(args.at, review.redis_now(client, args.env)) if args.at else None
     state, plan = publisher.diff(client, args.env, new)
+    if args.supersedes is not None:  # before writing anything: it must exist and be open
+        _raw, old = review.get(client, args.env, args.supersedes)
+        if old.state != "open":
+            raise review.NotOpen(old)
     if plan.empty:
         print(f"nothing to propose: {args.env} at version {state.version} already has these "
               "rules")
@@ -49,9 +56,13 @@ def _run(args: argparse.Namespace) -> int:
     request = review.propose_plan(client, args.env, state, plan, actor=Actor.cli(c.author(args)),
                                   message=args.message, expires_in=expires_in,
                                   apply_at=apply_at)
+    if args.supersedes is not None:
+        review.supersede(client, args.env, args.supersedes, request, Actor.cli(c.author(args)))
     if args.json:
         c.print_json(request.to_json())
     else:
         print("\n".join(describe(plan, args.env)))
+        if args.supersedes is not None:
+            print(f"request {args.supersedes} superseded (cancelled)")
         print(f"request {request.id}")
     return c.OK

@@ -218,9 +218,16 @@ def reject(client: Any, env: str, request_id: int, actor: authz.Actor, why: str)
                   lambda r: authz.may_reject(actor, r.author))
 
 
-def cancel(client: Any, env: str, request_id: int, actor: authz.Actor) -> Request:
-    return _close(client, env, request_id, "cancelled", f"cancelled by {actor.name}",
+def cancel(client: Any, env: str, request_id: int, actor: authz.Actor,
+           reason: str = "") -> Request:
+    return _close(client, env, request_id, "cancelled", reason or f"cancelled by {actor.name}",
                   lambda r: authz.may_cancel(actor, r.author))
+
+
+def supersede(client: Any, env: str, old_id: int, new: Request, actor: authz.Actor) -> Request:
+    """Requests are immutable: an edit is a new request (``new``, already stored) that
+    cancels the one it replaces, whose approvals do not carry over."""
+    return cancel(client, env, old_id, actor, f"superseded by request {new.id}")
 
 
 def expire_due(client: Any, env: str) -> list[int]:

@@ -211,3 +211,20 @@ def test_release_control_on_a_redis_cluster(cluster):  # noqa: F811
         assert r.returncode == 0, r.stderr
         assert publisher.read_state(c, env).version == 2
         assert publisher.history(c, env)[0].approvers == ("bob",)
+
+
+def test_only_approvals_of_the_requests_content_count(client):
+    """The apply script counts an approval only when its content hash is the request's (an
+    approval given to other content, here written by hand, is not counted)."""
+    publisher.push(client, "prod", document({"a": ON}))
+    policy.write(client, "prod", policy.Policy(2))
+    request = review.propose(client, "prod", document({"a": OFF}), actor=Actor.cli("ann"),
+                             message="x")
+    stored = stored_request(client, "prod", request.id)
+    stored["approvals"] = [{"by": "carol", "at": 1.0, "content_hash": "sha256:other"},
+                           {"by": "ann", "at": 1.0, "content_hash": stored["content_hash"]}]
+    client.hset("flagedge:{prod}:requests", str(request.id), orjson.dumps(stored))
+    outcome = review.approve(client, "prod", request.id, Actor.cli("bob"))
+    assert (outcome.status, outcome.approvals, outcome.needed) == ("pending", 1, 2)
+    assert version(client, "prod") == 1
+    assert review.approve(client, "prod", request.id, Actor.cli("dave")).status == "applied"

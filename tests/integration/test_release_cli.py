@@ -293,3 +293,26 @@ def test_switching_hashing_in_a_protected_environment_needs_break_glass(prod, tm
     assert flagedge("approve", "1", "--env", "prod", url=url, author="bob").returncode == 0
     assert client.hget("flagedge:{prod}:meta", "fractional_hash") == b"v3"
     assert version(client, "prod") == 3
+
+
+def test_an_edit_is_a_new_request_that_needs_new_approvals(prod, tmp_path):
+    url, client = prod
+    assert flagedge("envs", "protect", "prod", "--approvals", "2", url=url).returncode == 0
+    first = doc_file(tmp_path, "v2.json", {"a": OFF, "b": ON})
+    flagedge("propose", first, "--env", "prod", "-m", "a off", url=url, author="ann")
+    assert flagedge("approve", "1", "--env", "prod", url=url, author="bob").returncode == 0
+    edited = doc_file(tmp_path, "v3.json", {"a": OFF, "b": OFF})
+    r = flagedge("propose", edited, "--env", "prod", "-m", "a and b off", "--supersedes", "1",
+                 url=url, author="ann")
+    assert r.returncode == 0 and r.stdout.endswith("request 1 superseded (cancelled)\n"
+                                                   "request 2\n"), r.stdout + r.stderr
+    old = stored_request(client, "prod", 1)
+    assert (old["state"], old["reason"]) == ("cancelled", "superseded by request 2")
+    assert stored_request(client, "prod", 2)["approvals"] == []
+    r = flagedge("approve", "2", "--env", "prod", url=url, author="bob")
+    assert r.returncode == 0 and "1 of 2 approvals" in r.stdout
+    r = flagedge("propose", edited, "--env", "prod", "-m", "x", "--supersedes", "1", url=url,
+                 author="ann")
+    assert r.returncode == 3 and "request 1 is cancelled" in r.stderr
+    assert len(client.hkeys("flagedge:{prod}:requests")) == 2  # nothing created
+    assert version(client, "prod") == 1
