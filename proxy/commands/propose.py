@@ -56,13 +56,19 @@ def _run(args: argparse.Namespace) -> int:
     request = review.propose_plan(client, args.env, state, plan, actor=Actor.cli(c.author(args)),
                                   message=args.message, expires_in=expires_in,
                                   apply_at=apply_at)
+    superseded = ""
     if args.supersedes is not None:
-        review.supersede(client, args.env, args.supersedes, request, Actor.cli(c.author(args)))
+        try:
+            review.supersede(client, args.env, args.supersedes, request,
+                             Actor.cli(c.author(args)))
+            superseded = f"request {args.supersedes} superseded (cancelled)"
+        except review.NotOpen as exc:  # closed meanwhile: the new request stands
+            superseded = f"request {args.supersedes} not superseded: {exc}"
     if args.json:
         c.print_json(request.to_json())
     else:
         print("\n".join(describe(plan, args.env)))
-        if args.supersedes is not None:
-            print(f"request {args.supersedes} superseded (cancelled)")
+        if superseded:
+            print(superseded)
         print(f"request {request.id}")
     return c.OK
