@@ -316,3 +316,30 @@ def test_an_edit_is_a_new_request_that_needs_new_approvals(prod, tmp_path):
     assert r.returncode == 3 and "request 1 is cancelled" in r.stderr
     assert len(client.hkeys("flagedge:{prod}:requests")) == 2  # nothing created
     assert version(client, "prod") == 1
+
+
+def test_at_is_stored_as_apply_at_and_an_approved_request_waits_for_it(prod, tmp_path):
+    """Applying due requests is the release worker's job (not built yet): approve keeps an
+    approved request open until its time, and applies it when approved again once due."""
+    url, client = prod
+    new = doc_file(tmp_path, "v2.json", {"a": OFF, "b": ON})
+    r = flagedge("propose", new, "--env", "prod", "-m", "later", "--at", "+2s", "--json",
+                 url=url, author="ann")
+    assert r.returncode == 0, r.stderr
+    proposed = orjson.loads(r.stdout)
+    assert proposed["apply_at"] == pytest.approx(proposed["created_at"] + 2, abs=0.01)
+    r = flagedge("approve", "1", "--env", "prod", url=url, author="bob")
+    assert r.returncode == 0 and "release worker" in r.stdout, r.stdout + r.stderr
+    stored = stored_request(client, "prod", 1)
+    assert stored["state"] == "open" and [a["by"] for a in stored["approvals"]] == ["bob"]
+    assert version(client, "prod") == 1
+
+    def redis_now() -> float:
+        seconds, micros = client.time()
+        return seconds + micros / 1e6
+
+    wait_until(lambda: redis_now() >= proposed["apply_at"], timeout=5, what="apply_at")
+    r = flagedge("approve", "1", "--env", "prod", url=url, author="bob")
+    assert r.returncode == 0 and "applied: prod version 2" in r.stdout, r.stdout + r.stderr
+    r = flagedge("propose", new, "--env", "prod", "-m", "x", "--at", "tomorrow", url=url)
+    assert r.returncode == 1 and "ISO 8601" in r.stderr
