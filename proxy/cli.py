@@ -22,6 +22,11 @@ COMMANDS = [
     "rollback",
     "envs",
     "keys",
+    "propose",
+    "requests",
+    "approve",
+    "reject",
+    "cancel",
     "insights",
 ]
 

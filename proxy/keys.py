@@ -30,6 +30,9 @@ KINDS = ("client", "server", "admin")  # least to most powerful
 _RANK = {kind: rank for rank, kind in enumerate(KINDS)}
 PREFIXES = {"client": "fe_client_", "server": "fe_server_", "admin": "fe_admin_"}
 EXPORT_FORMAT = 1
+# Roles of admin keys (DESIGN §10); a key's ``name`` is the person. What each role allows is
+# decided in one place, ``proxy.release.authorization``.
+ROLES = ("view", "propose", "approve", "kill", "manage")
 
 
 def hash_key(api_key: str) -> str:
@@ -59,6 +62,17 @@ class KeyRecord:
     name: str
     created_at: float
     rate_limit: float | None = None  # requests per second, per worker
+    # Admin keys only. None: a key created before roles existed (or without --roles): it holds
+    # every role, as admin keys always did (back-compatible). See :attr:`effective_roles`.
+    roles: tuple[str, ...] | None = None
+
+    @property
+    def effective_roles(self) -> frozenset[str]:
+        """The roles this key holds: its listed ones; every role for an admin key without a
+        list; none for client and server keys (they read flags, never write)."""
+        if self.kind != "admin":
+            return frozenset()
+        return frozenset(ROLES if self.roles is None else self.roles)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -66,6 +80,8 @@ class KeyRecord:
         }
         if self.rate_limit is not None:
             out["rate_limit"] = self.rate_limit
+        if self.roles is not None:
+            out["roles"] = list(self.roles)
         return out
 
     @classmethod
@@ -88,7 +104,31 @@ class KeyRecord:
             id=key_hash[:12], env=env, kind=kind, name=str(data.get("name", "")),
             created_at=float(data.get("created_at", 0.0)),
             rate_limit=float(rate) if rate is not None else None,
+            roles=_stored_roles(data.get("roles")),
         )
+
+
+def parse_roles(text: str) -> tuple[str, ...]:
+    """``"propose,approve"`` -> ``("approve", "propose")`` (sorted, distinct); raises
+    ValueError naming an unknown role. An empty list is refused: a key with no role can do
+    nothing an admin key is for (use a server key to read)."""
+    names = tuple(sorted({part.strip() for part in text.split(",") if part.strip()}))
+    unknown = [n for n in names if n not in ROLES]
+    if unknown:
+        raise ValueError(f"unknown role {unknown[0]!r}: use {', '.join(ROLES)}")
+    if not names:
+        raise ValueError(f"--roles needs at least one of {', '.join(ROLES)}")
+    return names
+
+
+def _stored_roles(raw: Any) -> tuple[str, ...] | None:
+    """A stored ``roles`` list; a role this flagedge does not know (a newer one) is dropped:
+    the key keeps the roles it can be checked for, never more."""
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not all(isinstance(r, str) for r in raw):
+        raise ValueError("key record roles must be a list of role names")
+    return tuple(sorted({r for r in raw if r in ROLES}))
 
 
 KeyCallback = Callable[[KeyRecord], None]

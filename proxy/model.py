@@ -295,6 +295,12 @@ class ChangeRecord:
     message: str
     before: Mapping[str, JSON] | None
     after: Mapping[str, JSON] | None
+    # Release control (DESIGN §10): the change request this write applied and whose
+    # approvals counted; or the mark of a direct write to a protected environment.
+    request: int | None = None
+    approvers: tuple[str, ...] = ()
+    kill: bool = False
+    break_glass: bool = False
 
     @property
     def readable(self) -> bool:

@@ -1,6 +1,7 @@
 """One module per ``flagedge`` command (serve, validate, push, diff, export, history,
-rollback, envs, keys), listed by ``proxy.cli``; ``_common.py`` holds the Redis arguments,
-the client, the exit codes and the error handling they share.
+rollback, envs, keys, propose, requests, approve, reject, cancel), listed by ``proxy.cli``;
+``_common.py`` holds the Redis arguments, the client, the exit codes and the error handling
+they share; ``_review.py`` what the change-request commands print.
 
 Each module exposes ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``, and
 imports what ``run`` needs inside ``run``, so ``flagedge --help`` stays fast.

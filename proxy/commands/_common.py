@@ -7,7 +7,9 @@ Exit codes (stable, for scripts):
   6 differences found (diff --exit-code)   8 written, but fewer replicas than
                                            --wait-replicas acknowledged it in time
   9 Redis holds a newer data layout (flagedge:layout) than this flagedge knows: upgrade
-  (7 is reserved for "approval required", DESIGN §10)
+  7 approval required: the environment is protected, use flagedge propose (DESIGN §10)
+  10 refused: not allowed (approving one's own request, not on the approvers' list, a
+     missing role); 3 also when a change request is no longer open or ended in conflict
 """
 
 from __future__ import annotations
@@ -21,15 +23,18 @@ from typing import Any
 import orjson
 
 OK, INVALID, USAGE, CONFLICT, REDIS, NOT_FOUND, DIFFERENT = 0, 1, 2, 3, 4, 5, 6
-NOT_REPLICATED = 8  # 7 is DESIGN §10's "approval required"
+NOT_REPLICATED = 8
 LAYOUT_TOO_NEW = 9
+APPROVAL_REQUIRED = 7  # DESIGN §10
+REFUSED = 10
 DEFAULT_WAIT_TIMEOUT_MS = 1000
 
 
 EXIT_CODES = ("exit codes: 0 ok, 1 invalid input, 2 usage error or unreadable file, "
               "3 version conflict, 4 Redis unreachable, 5 not found, "
-              "6 differences (diff --exit-code), 8 written but not on --wait-replicas replicas, "
-              "9 Redis layout newer than this flagedge")
+              "6 differences (diff --exit-code), 7 approval required (protected environment), "
+              "8 written but not on --wait-replicas replicas, "
+              "9 Redis layout newer than this flagedge, 10 refused (not allowed)")
 
 
 class UsageError(Exception):
@@ -109,6 +114,15 @@ def client(args: argparse.Namespace) -> Any:
     return redis_client
 
 
+def add_author_argument(parser: argparse.ArgumentParser, what: str = "who does it") -> None:
+    parser.add_argument("--author", default=None,
+                        help=f"{what} (default: $FLAGEDGE_AUTHOR or the login name)")
+
+
+def author(args: argparse.Namespace) -> str:
+    return str(args.author or default_author())
+
+
 def redis_url(args: argparse.Namespace) -> str:
     from proxy.storage.url import default_url, redact
 
@@ -130,11 +144,21 @@ def guarded(args: argparse.Namespace, body: Any) -> int:
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
     from proxy.model import InvalidDocument
-    from proxy.release.publisher import ConflictError, NotReplicated
+    from proxy.release.publisher import ApprovalRequired, ConflictError, NotReplicated
+    from proxy.release.review import NotOpen, Refused
     from proxy.storage.layout import LayoutTooNew
 
     try:
         return int(body())
+    except ApprovalRequired as exc:
+        err(f"{exc}; nothing was written")
+        return APPROVAL_REQUIRED
+    except Refused as exc:
+        err(f"refused: {exc}")
+        return REFUSED
+    except NotOpen as exc:
+        err(str(exc))
+        return CONFLICT
     except LayoutTooNew as exc:
         err(f"Redis at {redis_url(args)}: {exc}; nothing was read or written: upgrade "
             "flagedge")
@@ -167,3 +191,34 @@ def guarded(args: argparse.Namespace, body: Any) -> int:
     except OSError as exc:  # as `flagedge validate`: an unreadable file is exit 2
         err(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
         return USAGE
+
+
+def add_break_glass_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--break-glass", action="store_true",
+                        help="in a protected environment, write at once anyway (needs -m WHY; "
+                             "marked break_glass in the change log)")
+
+
+def release_guard(args: argparse.Namespace, client: Any, kind: str = "change",
+                  hint: str = "use flagedge propose") -> Any:
+    """How this CLI write passes release control (DESIGN §10), decided by
+    ``release.authorization`` for a CLI caller (every role): the ``guard`` for
+    ``publisher.write`` (``{}`` or the change entry's mark), or the Decision when the write
+    must become a request instead. Raises ApprovalRequired (exit 7) / Refused (exit 10)."""
+    from proxy.release import authorization as authz
+    from proxy.release.publisher import ApprovalRequired
+    from proxy.release.review import Refused
+    from proxy.storage import policy
+
+    current = policy.read(client, args.env)
+    decision = authz.write_route(
+        authz.Actor.cli(author(args)), current,
+        authz.WriteKind.KILL if kind == "kill" else authz.WriteKind.CHANGE,
+        break_glass=getattr(args, "break_glass", False), reason=args.message or "")
+    if decision.route is authz.Route.REQUEST:
+        return decision
+    if not decision:
+        if decision.reason == authz.APPROVAL_REQUIRED:
+            raise ApprovalRequired(args.env, current.approvals, hint)
+        raise Refused(decision.reason)
+    return {decision.mark.value: "1"} if decision.mark else {}

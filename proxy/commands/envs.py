@@ -1,4 +1,4 @@
-"""flagedge envs list|set|delete."""
+"""flagedge envs list|set|delete|protect|unprotect."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from proxy.commands import _common as c
+from proxy.commands import _policy
 
 if TYPE_CHECKING:
     from proxy.model import FractionalHash
 
-HELP = "list environments, change an environment's settings, or delete one"
+HELP = ("list environments, change an environment's settings, delete one, or protect one "
+        "(changes need approvals)")
 
 REBUCKETS = ("switching fractional hashing re-buckets users: every `fractional` rule of "
              "{env} puts a different share of them in each variant from the next version on "
@@ -38,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--author", default=None, help="who changes it (default: $FLAGEDGE_AUTHOR "
                    "or the login name)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    c.add_break_glass_argument(p)
     c.add_wait_arguments(p)
     c.add_redis_arguments(p)
     p = sub.add_parser("delete", help="delete an environment's flags, metadata and history")
@@ -45,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--yes", action="store_true", help="really delete (required)")
     c.add_wait_arguments(p)
     c.add_redis_arguments(p)
+    _policy.add_arguments(sub)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,6 +59,8 @@ def _run(args: argparse.Namespace) -> int:
     from proxy.release import publisher
 
     client = c.client(args)
+    if args.action in ("protect", "unprotect"):
+        return _policy.run(args, client)
     if args.action == "list":
         return _list(publisher.list_envs(client), args.json)
     from proxy.storage.layout import check_env
@@ -80,12 +86,14 @@ def _list(envs: list[dict[str, Any]], as_json: bool) -> int:
     elif not envs:
         print("no environments")
     else:
-        print(f"{'ENV':20}  {'VERSION':>7}  {'FLAGS':>5}  {'HASH':4}  {'UPDATED (UTC)':19}  BY")
+        print(f"{'ENV':20}  {'VERSION':>7}  {'FLAGS':>5}  {'HASH':4}  {'UPDATED (UTC)':19}  "
+              f"{'PROTECTED':9}  BY")
         for e in envs:
             when = (time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e["updated_at"]))
                     if e["updated_at"] else "-")
             print(f"{e['env']:20}  {e['version']:>7}  {e['flags']:>5}  "
-                  f"{e['fractional_hash']:4}  {when:19}  {e['updated_by']}")
+                  f"{e['fractional_hash']:4}  {when:19}  {_policy.protection(e['policy']):9}  "
+                  f"{e['updated_by']}")
     return c.OK
 
 
@@ -105,9 +113,11 @@ def _set(args: argparse.Namespace, client: Any) -> int:
         c.err(f"environment {args.env} hashes fractional {current.value}; "
               + REBUCKETS.format(env=args.env))
         return c.USAGE
+    guard = c.release_guard(args, client, hint="a change request cannot switch hashing "
+                            "yet: use --break-glass -m WHY")
     result = publisher.set_fractional_hash(
         client, args.env, wanted, expect_version=args.expect_version,
-        author=args.author or c.default_author(), message=args.message)
+        author=args.author or c.default_author(), message=args.message, guard=guard)
     code = _report_set(args, result.status, result.version, current, wanted)
     if result.status == "ok":
         c.wait_replicas(args, client)

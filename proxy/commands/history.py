@@ -41,6 +41,7 @@ def _run(args: argparse.Namespace) -> int:
             [f"fractional_hash={after['fractional_hash']}"] if "fractional_hash" in after else []
         ) + ([] if e.after else ["(unreadable)"])
         names = ", ".join(touched[:6]) + (f" +{len(touched) - 6}" if len(touched) > 6 else "")
+        marks = publisher.release_marks(e)
         print(f"{e.version:>7}  {when:19}  {e.author[:12]:12}  {e.op:7}  {names}"
-              + (f"  \"{e.message}\"" if e.message else ""))
+              + (f"  \"{e.message}\"" if e.message else "") + (f"  {marks}" if marks else ""))
     return c.OK

@@ -8,7 +8,7 @@ import sys
 import time
 
 from proxy.commands import _common as c
-from proxy.keys import KINDS
+from proxy.keys import KINDS, ROLES, KeyRecord
 
 HELP = "manage API keys (create prints the key once; Redis stores only its hash)"
 
@@ -21,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--name", required=True, help="who or what uses the key")
     p.add_argument("--rate-limit", type=float, metavar="RPS",
                    help="requests per second allowed (per proxy worker)")
+    p.add_argument("--roles", metavar="ROLE,...", default=None,
+                   help=f"admin keys: comma-separated roles ({', '.join(ROLES)}); "
+                        "default every role")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     c.add_wait_arguments(p)
     c.add_redis_arguments(p)
@@ -49,7 +52,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.action == "create":
         if args.rate_limit is not None and args.rate_limit <= 0:
             raise ValueError("--rate-limit must be a positive number")
-        api_key, rec = stored_keys.create(client, args.env, args.kind, args.name, args.rate_limit)
+        from proxy.keys import parse_roles
+
+        roles = parse_roles(args.roles) if args.roles is not None else None
+        api_key, rec = stored_keys.create(client, args.env, args.kind, args.name, args.rate_limit,
+                                          roles=roles)
         if args.json:
             c.print_json({"key": api_key, "id": rec.id, **rec.to_json()})
         else:
@@ -62,15 +69,18 @@ def _run(args: argparse.Namespace) -> int:
         records = stored_keys.list_keys(client, args.env)
         rows = sorted(records.values(), key=lambda r: (r.env, r.kind, r.name))
         if args.json:
-            c.print_json([{"id": r.id, **r.to_json()} for r in rows])
+            c.print_json([{"id": r.id, **r.to_json(), "roles": _roles(r)} for r in rows])
         elif not rows:
             print("no keys")
         else:
-            print(f"{'ID':12}  {'ENV':16}  {'KIND':6}  {'CREATED (UTC)':19}  {'RPS':>6}  NAME")
+            print(f"{'ID':12}  {'ENV':16}  {'KIND':6}  {'CREATED (UTC)':19}  {'RPS':>6}  "
+                  f"{'NAME':16}  ROLES")
             for r in rows:
                 when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.created_at))
                 rps = f"{r.rate_limit:g}" if r.rate_limit else "-"
-                print(f"{r.id:12}  {r.env:16}  {r.kind:6}  {when:19}  {rps:>6}  {r.name}")
+                roles = ",".join(_roles(r)) or "-"
+                print(f"{r.id:12}  {r.env:16}  {r.kind:6}  {when:19}  {rps:>6}  {r.name:16}  "
+                      f"{roles}")
         return c.OK
     if args.action == "revoke":
         rec = stored_keys.revoke(client, args.id)
@@ -83,6 +93,11 @@ def _run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.buffer.write(data)
     return c.OK
+
+
+def _roles(record: KeyRecord) -> list[str]:
+    """The roles a key holds, in ROLES order (an admin key created without --roles: all)."""
+    return [role for role in ROLES if role in record.effective_roles]
 
 
 def _write_private(path: str, data: bytes) -> None:

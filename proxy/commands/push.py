@@ -23,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sample", metavar="FILE", help="contexts for the rollout impact "
                         "(JSON lines); default 10,000 synthetic targeting keys")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    c.add_break_glass_argument(parser)
     c.add_wait_arguments(parser)
     c.add_redis_arguments(parser)
 
@@ -78,8 +79,10 @@ def _run(args: argparse.Namespace) -> int:
         else:
             print("dry run: nothing written")
         return c.OK
+    guard = c.release_guard(args, client)
     result = publisher.write(client, args.env, plan, expect_version=args.expect_version,
-                             author=args.author or c.default_author(), message=args.message)
+                             author=args.author or c.default_author(), message=args.message,
+                             guard=guard)
     out.update(status=result.status, version=result.version, epoch=result.epoch)
     if args.json:
         c.print_json(out)

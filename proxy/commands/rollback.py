@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from proxy.commands import _common as c
 
@@ -17,6 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--author", default=None, help="who rolls back")
     parser.add_argument("--dry-run", action="store_true", help="show the diff, write nothing")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--propose", action="store_true",
+                        help="create a change request for the rollback instead of writing it "
+                             "(in a protected environment a rollback is a kill operation, "
+                             "applied at once and marked kill)")
+    c.add_break_glass_argument(parser)
     c.add_wait_arguments(parser)
     c.add_redis_arguments(parser)
 
@@ -43,10 +49,14 @@ def _run(args: argparse.Namespace) -> int:
         else:
             print("dry run: nothing written")
         return c.OK
+    message = args.message or f"rollback to version {args.to}"
+    guard = c.release_guard(args, client, kind="kill")
+    if args.propose or not isinstance(guard, dict):
+        return _propose(args, client, state, plan, message)
     result = publisher.write(
         client, args.env, plan, expect_version=state.version,
-        author=args.author or c.default_author(),
-        message=args.message or f"rollback to version {args.to}", op="replace")
+        author=args.author or c.default_author(), message=message, op="replace",
+        guard=guard)
     if args.json:
         c.print_json({**out, "status": result.status, "version": result.version})
     elif result.status == "noop":
@@ -55,4 +65,21 @@ def _run(args: argparse.Namespace) -> int:
         print(f"rolled back {args.env}: version {result.version} equals version {args.to}")
     if result.status == "ok":
         c.wait_replicas(args, client)
+    return c.OK
+
+
+def _propose(args: argparse.Namespace, client: Any, state: Any, plan: Any, message: str) -> int:
+    """The rollback as a change request (``--propose``, or a caller without the kill role)."""
+    from proxy.release import review
+    from proxy.release.authorization import Actor
+
+    if plan.empty:
+        print(f"nothing to do: {args.env} already equals version {args.to}")
+        return c.OK
+    request = review.propose_plan(client, args.env, state, plan,
+                                  actor=Actor.cli(c.author(args)), message=message)
+    if args.json:
+        c.print_json({"status": "proposed", "request": request.to_json()})
+    else:
+        print(f"request {request.id}")
     return c.OK

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,8 @@ from proxy.model import (
     canonical,
 )
 from proxy.release.changeset import Document, Plan, make_plan
-from proxy.storage import changes, layout
+from proxy.storage import changes, layout, policy
+from proxy.storage import requests as stored_requests
 from proxy.storage.keys import ensure_secret
 from proxy.storage.replies import text
 
@@ -47,6 +49,15 @@ class ConflictError(Exception):
         self.env, self.expected, self.actual = env, expected, actual
         super().__init__(f"version conflict on environment {env}: expected version "
                          f"{expected}, Redis has {actual} (someone else pushed; re-run diff)")
+
+
+class ApprovalRequired(Exception):
+    """A direct write to a protected environment (DESIGN §10, exit 7): nothing written."""
+
+    def __init__(self, env: str, approvals: int, hint: str = "use flagedge propose"):
+        self.env, self.approvals = env, approvals
+        super().__init__(f"approval required: {hint} (environment {env} is protected: "
+                         f"changes need {approvals} approval{'s' if approvals != 1 else ''})")
 
 
 class HistoryTooShort(LookupError):
@@ -192,11 +203,39 @@ def check_generation(state: RemoteState, new: Document) -> None:
 def write(client: Any, env: str, plan: Plan, *, expect_version: int | None = None,
           author: str = "", message: str = "", op: str = "",
           maxlen: int = layout.DEFAULT_MAXLEN,
-          fractional_hash: FractionalHash | None = None) -> PushResult:
+          fractional_hash: FractionalHash | None = None,
+          guard: Mapping[str, str] | None = None) -> PushResult:
     """Apply a plan (and a new hashing generation, if given) in one Lua script. Only the
     plan's changes are sent; the script skips any that already hold, so a stale plan never
-    reverts someone else's other flags."""
+    reverts someone else's other flags.
+    ``guard`` (the CLI's writes, DESIGN §10): the same script refuses the write
+    (ApprovalRequired) where the environment is protected, unless ``guard`` holds a mark for
+    the change entry (``{"kill": "1"}``, ``{"break_glass": "1"}``), which lets it through."""
     layout.check_env(env)
+    args = write_args(plan, expect_version=expect_version, author=author, message=message,
+                      op=op, maxlen=maxlen, fractional_hash=fractional_hash)
+    if guard is not None:
+        reply = client.eval(stored_requests.GUARDED_WRITE_LUA, 4,
+                            *stored_requests.guarded_keys(env),
+                            *stored_requests.guarded_write_args(guard, bool(guard)), *args)
+        if text(reply[0]) == "approval_required":
+            raise ApprovalRequired(env, int(reply[1]))
+    else:
+        reply = client.eval(layout.WRITE_LUA, 3, *layout.env_keys(env), *args)
+    status, version, epoch = text(reply[0]), int(reply[1]), text(reply[2])
+    if status == "conflict":
+        raise ConflictError(env, expect_version or 0, version)
+    if status == "ok":
+        register_env(client, env)
+        return PushResult("ok", env, version, epoch, plan, text(reply[3]))
+    return PushResult("noop", env, version, epoch, plan)
+
+
+def write_args(plan: Plan, *, expect_version: int | None = None, author: str = "",
+               message: str = "", op: str = "", maxlen: int = layout.DEFAULT_MAXLEN,
+               fractional_hash: FractionalHash | None = None) -> list[Any]:
+    """WRITE_LUA's ARGV for a plan: the one place they are built (the apply script of
+    change requests runs the same write with them)."""
     upserts = plan.upserts()
     args: list[Any] = [
         "" if expect_version is None else str(expect_version),
@@ -209,14 +248,7 @@ def write(client: Any, env: str, plan: Plan, *, expect_version: int | None = Non
     for key, value in sorted(upserts.items()):
         args += [key, value]
     args += sorted(plan.removed)
-    reply = client.eval(layout.WRITE_LUA, 3, *layout.env_keys(env), *args)
-    status, version, epoch = text(reply[0]), int(reply[1]), text(reply[2])
-    if status == "conflict":
-        raise ConflictError(env, expect_version or 0, version)
-    if status == "ok":
-        register_env(client, env)
-        return PushResult("ok", env, version, epoch, plan, text(reply[3]))
-    return PushResult("noop", env, version, epoch, plan)
+    return args
 
 
 def push(client: Any, env: str, new: Document, *, expect_version: int | None = None,
@@ -230,7 +262,8 @@ def push(client: Any, env: str, new: Document, *, expect_version: int | None = N
 
 def set_fractional_hash(client: Any, env: str, generation: FractionalHash, *,
                         expect_version: int | None = None, author: str = "",
-                        message: str = "") -> PushResult:
+                        message: str = "", guard: Mapping[str, str] | None = None,
+                        ) -> PushResult:
     """Switch the environment's ``fractional`` hashing (DESIGN §9): a versioned change like a
     push (one script: meta field, version, change entry with ``fractional_hash`` before and
     after), which every replica and stream follows. It re-buckets users; the CLI asks first.
@@ -243,7 +276,7 @@ def set_fractional_hash(client: Any, env: str, generation: FractionalHash, *,
     empty = make_plan(state.document(), state.document())
     return write(client, env, empty, expect_version=expect_version, author=author,
                  message=message or f"fractional hashing {generation.value}",
-                 fractional_hash=generation)
+                 fractional_hash=generation, guard=guard)
 
 
 def register_env(client: Any, env: str) -> None:
@@ -275,6 +308,7 @@ def list_envs(client: Any) -> list[dict[str, Any]]:
             "updated_at": float(meta["updated_at"]) if "updated_at" in meta else None,
             "updated_by": meta.get("updated_by", ""),
             "fractional_hash": meta.get("fractional_hash") or DEFAULT_FRACTIONAL_HASH.value,
+            "policy": policy.read(client, env).to_json(),
         })
     return out
 
@@ -311,7 +345,23 @@ def history_json(record: ChangeRecord) -> dict[str, Any]:
         "metadata_changed": "metadata" in after, "id": record.id,
         "fractional_hash": after.get("fractional_hash"),
         "readable": record.readable,
+        "request": record.request, "approvers": list(record.approvers),
+        "kill": record.kill, "break_glass": record.break_glass,
     }
+
+
+def release_marks(record: ChangeRecord) -> str:
+    """How a write got past release control, for ``history``: ``[break-glass]``,
+    ``[kill]``, ``[request 4, approved by bob, cid]``; "" for an ordinary write."""
+    marks = []
+    if record.break_glass:
+        marks.append("break-glass")
+    if record.kill:
+        marks.append("kill")
+    if record.request is not None:
+        marks.append(f"request {record.request}" + (
+            f", approved by {', '.join(record.approvers)}" if record.approvers else ""))
+    return " ".join(f"[{m}]" for m in marks)
 
 
 def history(client: Any, env: str, limit: int | None = None) -> list[ChangeRecord]:

@@ -26,7 +26,7 @@ def _json_object(value: Any) -> Mapping[str, JSON] | None:
     return parsed if isinstance(parsed, dict) else None
 
 
-def _number(value: Any, kind: type[int] | type[float], default: int | float) -> Any:
+def _number(value: Any, kind: type[int] | type[float], default: int | float | None) -> Any:
     try:
         return kind(text(value)) if value not in (None, b"", "") else default
     except ValueError:
@@ -43,7 +43,22 @@ def parse(entry_id: Any, fields: Mapping[Any, Any]) -> ChangeRecord:
         at=_number(f.get("at"), float, 0.0), author=text(f.get("author") or ""),
         message=text(f.get("message") or ""), before=_json_object(f.get("before")),
         after=_json_object(f.get("after")),
+        request=_number(f.get("request"), int, None), approvers=_names(f.get("approvers")),
+        kill=_flag(f.get("kill")), break_glass=_flag(f.get("break_glass")),
     )
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    """The ``approvers`` field (a JSON list of names); unreadable reads as none."""
+    try:
+        names = orjson.loads(value) if value else []
+    except orjson.JSONDecodeError:
+        return ()
+    return tuple(n for n in names if isinstance(n, str)) if isinstance(names, list) else ()
+
+
+def _flag(value: Any) -> bool:
+    return text(value or "") == "1"
 
 
 def undo(document: Mapping[str, JSON], before: Mapping[str, JSON]) -> dict[str, JSON]:

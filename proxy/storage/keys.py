@@ -52,13 +52,17 @@ def _write(client: Any, op: str, key_hash: str, record: bytes = b"") -> bytes | 
 
 
 def create(client: Any, env: str, kind: str, name: str,
-           rate_limit: float | None = None) -> tuple[str, KeyRecord]:
-    """Create a key; returns (raw key, record). The raw key is not stored anywhere."""
+           rate_limit: float | None = None,
+           roles: tuple[str, ...] | None = None) -> tuple[str, KeyRecord]:
+    """Create a key; returns (raw key, record). The raw key is not stored anywhere.
+    ``roles`` only for admin keys (None: every role); ValueError otherwise."""
     layout.check_env(env)
+    if roles is not None and kind != "admin":
+        raise ValueError(f"roles are for admin keys; a {kind} key only reads flags")
     api_key = generate_key(kind)
     digest = hash_key(api_key)
     record = KeyRecord(id=digest[:12], env=env, kind=kind, name=name,
-                       created_at=round(time.time(), 3), rate_limit=rate_limit)
+                       created_at=round(time.time(), 3), rate_limit=rate_limit, roles=roles)
     ensure_secret(client)
     _write(client, "put", digest, orjson.dumps(record.to_json()))
     return api_key, record

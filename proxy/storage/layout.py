@@ -130,7 +130,10 @@ def parse_snapshot(reply: Sequence[Any]) -> Snapshot:
 # Returns {'ok', version, epoch, stream_id} | {'noop', version, epoch} |
 #         {'conflict', version, epoch}; a broken key or argument is an error reply.
 WRITE_CHUNK = 1000
-WRITE_LUA = """
+# The body takes `entry_extra`, more field/value pairs for the change entry (the release
+# side's marks: request, approvers, kill, break_glass; see storage/requests.py, which runs
+# this same body as a function): one entry format, one writer.
+WRITE_BODY = """
 local function refuse(msg) return redis.error_reply('flagedge write refused, nothing written: ' .. msg) end
 local raw_version = redis.call('HGET', KEYS[2], 'version')
 if raw_version and not string.match(raw_version, '^%d+$') then
@@ -243,9 +246,10 @@ redis.call('HSET', KEYS[2], 'version', version, 'updated_at', at, 'updated_by', 
   unpack(meta_pairs))
 local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*',
   'version', version, 'epoch', epoch, 'op', op, 'before', b_json, 'after', a_json,
-  'author', ARGV[3], 'message', ARGV[4], 'at', at)
+  'author', ARGV[3], 'message', ARGV[4], 'at', at, unpack(entry_extra))
 return {'ok', version, epoch, id}
 """.replace("'WRITE_CHUNK'", f"'{WRITE_CHUNK}'")
+WRITE_LUA = "local entry_extra = {}\n" + WRITE_BODY
 
 # KEYS: flags, meta, changes. Deletes the environment's data (one slot).
 DELETE_LUA = """

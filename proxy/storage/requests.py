@@ -1,0 +1,260 @@
+"""Change requests in Redis (DESIGN §10): key names and the Lua scripts that create them,
+move them between states, and apply them, each in the environment's ``{ENV}`` slot.
+
+- ``flagedge:{ENV}:requests`` HASH id -> the request's JSON object (``release/requests.py``
+  builds and reads it); ids from ``INCR flagedge:{ENV}:request_seq``.
+- A request's content never changes; its state, approvals and preview do, and only through
+  these scripts, each a compare-and-set on the stored JSON: the caller passes the JSON it
+  read and the JSON (or the JSON's head) to store instead, and the script refuses with
+  ``moved`` when the stored one is no longer what the caller read. Lua never rebuilds the
+  JSON (its cjson would turn ``1.0`` into ``1`` and ``[]`` into ``{}`` inside flag rules);
+  it reads it only for plain fields (state, author, approvals, times).
+- APPLY_LUA is the fence: state, expiry (Redis ``TIME``), approvals (policy read at apply
+  time), conflicts, then the change written by the very same body as every push
+  (``layout.WRITE_BODY``), all or nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from proxy.storage import layout
+from proxy.storage.policy import policy_key
+
+
+def requests_key(env: str) -> str:
+    return f"{layout.PREFIX}:{{{env}}}:requests"
+
+
+def request_seq_key(env: str) -> str:
+    return f"{layout.PREFIX}:{{{env}}}:request_seq"
+
+
+def apply_keys(env: str) -> list[str]:
+    """APPLY_LUA's KEYS: flags, meta, changes (as WRITE_LUA), requests, policy."""
+    return [*layout.env_keys(env), requests_key(env), policy_key(env)]
+
+
+# WRITE_BODY as a function: KEYS and ARGV are its parameters (shadowing the script's), and
+# its `return` returns from it.
+_WRITER = ("local function write_change(KEYS, ARGV, entry_extra)\n" + layout.WRITE_BODY
+           + "\nend\n")
+
+# KEYS: flags, meta, changes, policy. ARGV: 'protected' (a marked write: kill or
+# break-glass, allowed where the environment is protected) or 'unprotected' (refused there),
+# n_marks, n_marks pairs (field, value) for the change entry, then WRITE_LUA's ARGV.
+# A direct write checked against the policy in the same script as the write, so a policy set
+# a moment before is never missed. Returns {'approval_required', N} or WRITE_LUA's reply.
+GUARDED_WRITE_LUA = _WRITER + """
+local n = tonumber(ARGV[2])
+if not n or n < 0 or 2 + 2 * n > #ARGV then
+  return redis.error_reply('flagedge write refused, nothing written: bad mark count')
+end
+local needed = redis.call('HGET', KEYS[4], 'approvals')
+if ARGV[1] ~= 'protected' and needed and needed ~= '0' then
+  return {'approval_required', needed}
+end
+local marks, rest = {}, {}
+for i = 3, 2 + 2 * n do marks[#marks + 1] = ARGV[i] end
+for i = 3 + 2 * n, #ARGV do rest[#rest + 1] = ARGV[i] end
+return write_change({KEYS[1], KEYS[2], KEYS[3]}, rest, marks)
+"""
+
+
+def guarded_write_args(marks: Mapping[str, str], protected_ok: bool) -> list[str]:
+    """GUARDED_WRITE_LUA's ARGV before the write's own: the guard and the entry's marks."""
+    out = ["protected" if protected_ok else "unprotected", str(len(marks))]
+    for field, value in marks.items():
+        out += [field, value]
+    return out
+
+
+def guarded_keys(env: str) -> list[str]:
+    return [*layout.env_keys(env), policy_key(env)]
+
+
+# KEYS: requests, request_seq. ARGV: the request's JSON without its opening '{' and without
+# an id (the script prepends '{"id":N,'). Returns the new id.
+CREATE_LUA = """
+for i, want in ipairs({'hash', 'string'}) do
+  local kind = redis.call('TYPE', KEYS[i])['ok']
+  if kind ~= 'none' and kind ~= want then
+    return redis.error_reply('flagedge request refused: ' .. KEYS[i] .. ' is a ' .. kind)
+  end
+end
+local id = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], id, '{"id":' .. id .. ',' .. ARGV[1])
+return id
+"""
+
+# Shared by the scripts below: the stored request, compare-and-set against what the caller
+# read, and Redis' clock.
+_READ = """
+local raw = redis.call('HGET', KEYS[REQUESTS], ARGV[1])
+if not raw then return {'missing'} end
+if raw ~= ARGV[2] then return {'moved'} end
+local req = cjson.decode(raw)
+if req.state ~= 'open' then return {'closed', req.state} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local expired = type(req.expires_at) == 'number' and now >= req.expires_at
+"""
+
+# KEYS: requests. ARGV: id, the JSON read, the JSON to store, 'expire' | ''.
+# Moves an open request to another state (rejected, cancelled, expired). An 'expire' move
+# happens only when Redis' clock says the request is past its expiry; rejecting or
+# cancelling a request past its expiry is allowed (neither writes a rule).
+# Returns {'ok'} | {'missing'} | {'moved'} | {'closed', state} | {'not_due'}.
+TRANSITION_LUA = _READ.replace("KEYS[REQUESTS]", "KEYS[1]") + """
+if ARGV[4] == 'expire' and not expired then return {'not_due'} end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return {'ok'}
+"""
+
+# KEYS: flags, meta, changes, requests, policy.
+# ARGV: id, the JSON read, the JSON with the caller's approval added ('' = no approval: just
+#   try to apply), the applied JSON's head (no closing '}': the script appends
+#   ',"applied_version":N}'), the conflict JSON's head (',"reason":"..."}' appended), the
+#   expired JSON (whole), n_flags, n_flags pairs (key, its raw JSON at base_version, '' =
+#   absent), the evaluators map at base ('' = not compared whole: the request does not change
+#   it), n_refs, n_refs evaluator names the request's flags reference, the evaluators map at
+#   base holding those of them that existed ('{}' when none), the metadata at base, n_marks, n_marks pairs (change entry fields),
+#   then WRITE_LUA's ARGV for the change.
+# Returns {'applied', version, epoch, stream id} | {'pending', approvals, needed} |
+#   {'conflict', reason} | {'expired'} | {'not_due', apply_at} | {'missing'} | {'moved'} |
+#   {'closed', state}; a broken key or argument is an error reply, nothing written.
+APPLY_LUA = _WRITER + _READ.replace("KEYS[REQUESTS]", "KEYS[4]") + """
+if expired then
+  redis.call('HSET', KEYS[4], ARGV[1], ARGV[6])
+  return {'expired'}
+end
+if ARGV[3] ~= '' then req = cjson.decode(ARGV[3]) end
+-- The policy as it is now: N (unreadable counts as 1, never as none; a request needs at
+-- least one approval whatever N) and the approvers' list.
+local n_raw = redis.call('HGET', KEYS[5], 'approvals')
+local needed = 1
+if n_raw then
+  needed = tonumber(string.match(n_raw, '^%d+$') and n_raw or '1')
+  if needed < 1 then needed = 1 end
+end
+local allowed = nil
+local a_raw = redis.call('HGET', KEYS[5], 'approvers')
+if a_raw then
+  local ok, list = pcall(cjson.decode, a_raw)
+  allowed = {}
+  if ok and type(list) == 'table' then
+    for _, name in ipairs(list) do allowed[name] = true end
+  end
+end
+local by, seen = {}, {}
+for _, a in ipairs(req.approvals or {}) do
+  if a.content_hash == req.content_hash and a.by ~= req.author and not seen[a.by]
+     and (allowed == nil or allowed[a.by]) then
+    seen[a.by] = true
+    by[#by + 1] = a.by
+  end
+end
+if #by < needed then
+  if ARGV[3] ~= '' then redis.call('HSET', KEYS[4], ARGV[1], ARGV[3]) end
+  return {'pending', #by, needed}
+end
+if type(req.apply_at) == 'number' and now < req.apply_at then
+  if ARGV[3] ~= '' then redis.call('HSET', KEYS[4], ARGV[1], ARGV[3]) end
+  return {'not_due', tostring(req.apply_at)}
+end
+-- Conflicts: what the change touches or reads must be as it was at base_version.
+local function same(a, b)
+  if type(a) ~= type(b) then return false end
+  if type(a) ~= 'table' then return a == b end
+  for k, v in pairs(a) do if not same(v, b[k]) then return false end end
+  for k, _ in pairs(b) do if a[k] == nil then return false end end
+  return true
+end
+local moved = {}
+local i = 8
+for _ = 1, tonumber(ARGV[7]) do
+  local current = redis.call('HGET', KEYS[1], ARGV[i]) or ''
+  if current ~= ARGV[i + 1] then moved[#moved + 1] = 'flag ' .. ARGV[i] end
+  i = i + 2
+end
+local evaluators_now = redis.call('HGET', KEYS[2], 'evaluators') or '{}'
+if ARGV[i] ~= '' and evaluators_now ~= ARGV[i] then moved[#moved + 1] = '$evaluators' end
+local n_refs = tonumber(ARGV[i + 1])
+if n_refs > 0 then
+  local base = cjson.decode(ARGV[i + 2 + n_refs])
+  local readable, now_map = pcall(cjson.decode, evaluators_now)
+  readable = readable and type(now_map) == 'table'
+  for r = 1, n_refs do
+    local name = ARGV[i + 1 + r]
+    if not readable or not same(base[name], now_map[name]) then
+      moved[#moved + 1] = '$evaluators.' .. name
+    end
+  end
+end
+i = i + 3 + n_refs
+if (redis.call('HGET', KEYS[2], 'metadata') or '{}') ~= ARGV[i] then
+  moved[#moved + 1] = 'metadata'
+end
+if #moved > 0 then
+  local reason = 'moved since version ' .. tostring(req.base_version) .. ': '
+    .. table.concat(moved, ', ')
+  redis.call('HSET', KEYS[4], ARGV[1], ARGV[5] .. ',"reason":' .. cjson.encode(reason) .. '}')
+  return {'conflict', reason}
+end
+local n_marks = tonumber(ARGV[i + 1])
+local quoted = {}
+for _, name in ipairs(by) do quoted[#quoted + 1] = cjson.encode(name) end
+local marks = {'request', ARGV[1], 'approvers', '[' .. table.concat(quoted, ',') .. ']'}
+for m = i + 2, i + 1 + 2 * n_marks do marks[#marks + 1] = ARGV[m] end
+local wargv = {}
+for w = i + 2 + 2 * n_marks, #ARGV do wargv[#wargv + 1] = ARGV[w] end
+local res = write_change({KEYS[1], KEYS[2], KEYS[3]}, wargv, marks)
+if res.err then return res end
+if res[1] == 'conflict' then return redis.error_reply('flagedge apply: unexpected version check') end
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[4] .. ',"applied_version":' .. res[2] .. '}')
+return {'applied', res[2], res[3], res[4] or ''}
+"""
+
+
+# KEYS: requests (only to route the call to the environment's node in a Cluster).
+TIME_LUA = "return redis.call('TIME')"
+
+
+def redis_time(client: Any, env: str) -> float:
+    """Unix seconds by the clock of the Redis node holding ``env`` (the one the apply
+    script reads), to the millisecond."""
+    seconds, micros = client.eval(TIME_LUA, 1, requests_key(layout.check_env(env)))
+    return round(int(seconds) + int(micros) / 1e6, 3)
+
+
+def call_apply(client: Any, env: str, args: list[Any]) -> list[Any]:
+    return list(client.eval(APPLY_LUA, 5, *apply_keys(env), *args))
+
+
+def call_transition(client: Any, env: str, request_id: int, old: bytes, new: bytes,
+                    expire: bool = False) -> list[Any]:
+    return list(client.eval(TRANSITION_LUA, 1, requests_key(env), str(request_id), old, new,
+                            "expire" if expire else ""))
+
+
+def call_create(client: Any, env: str, body_without_id: bytes) -> int:
+    return int(client.eval(CREATE_LUA, 2, requests_key(env), request_seq_key(env),
+                           body_without_id))
+
+
+def read_raw(client: Any, env: str, request_id: int) -> bytes | None:
+    layout.check_env(env)
+    raw = client.hget(requests_key(env), str(request_id))
+    return bytes(raw) if raw is not None else None
+
+
+def read_all_raw(client: Any, env: str) -> dict[int, bytes]:
+    layout.check_env(env)
+    out: dict[int, bytes] = {}
+    for field, value in client.hgetall(requests_key(env)).items():
+        try:
+            out[int(field)] = bytes(value)
+        except ValueError:
+            continue  # not one of ours
+    return out
