@@ -4,23 +4,20 @@ proxy writes to Redis (DESIGN §11)."""
 from __future__ import annotations
 
 import argparse
-import re
 import time
 from typing import Any
 
 from proxy.commands import _common as c
 
 HELP = "exposures per flag and variant, unique users, stale flags, experiment results (DESIGN §11)"
-DURATION = re.compile(r"^(\d+)([smhd])$")
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
-
-
 def duration(value: str) -> float:
     """``30s``, ``5m``, ``24h``, ``30d`` -> seconds (an argparse type)."""
-    m = DURATION.match(value.strip())
-    if m is None or int(m.group(1)) == 0:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a duration like 30s, 5m, 24h or 30d")
-    return int(m.group(1)) * UNITS[m.group(2)]
+    from proxy.release.times import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
