@@ -91,7 +91,9 @@ class HotMetrics:
         self.in_flight = 0  # HTTP requests being handled (streams included)
         self.sse_connections: dict[str, int] = {}
         self.sse_events: dict[tuple[str, str], int] = {}  # (stream, outcome) -> count
-        # For insights (proxy.insights.exposures reads these through its Counts protocol).
+        # For insights (proxy.insights.exposures reads these through its Counts protocol);
+        # off where nothing flushes them (offline files, insights_flush = 0).
+        self.insights = True
         self.users: dict[str, set[str]] = {}  # env -> targetingKeys seen since the last flush
         self.usage: dict[str, dict[str, set[str]]] = {}  # env -> consumers/reporters key ids
         # (env, flag, revision) -> targetingKey -> variant: split assignments to record

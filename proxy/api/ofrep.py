@@ -80,6 +80,8 @@ class _Asgi:
 
 
 def _see_user(hot: HotMetrics, env: str, context: dict[str, Any]) -> None:
+    if not hot.insights:
+        return
     key = context.get("targetingKey")
     if key.__class__ is str and key:
         hot.see_user(env, key)
@@ -90,7 +92,7 @@ def _record_assignments(hot: HotMetrics, env: str, flag_set: FlagSet, context: d
     """Experiment split assignments among ``results`` (DESIGN §11). Recorded when evaluated:
     an answer from the result cache is the same user's same assignment."""
     key = context.get("targetingKey")
-    if key.__class__ is not str or not key:
+    if not hot.insights or key.__class__ is not str or not key:
         return
     for r in results:
         if r.assigned:

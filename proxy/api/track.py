@@ -52,6 +52,9 @@ class TrackApi:
         principal = self.auth.authorize(request, "client")
         if isinstance(principal, Response):
             return principal
+        if not self.hot.insights:
+            return errors.unavailable("tracking needs insights: a Redis source and "
+                                      "insights_flush > 0")
         wait = self._throttle(limit_key(request.scope))
         if wait:
             return errors.too_many_requests(wait)

@@ -136,6 +136,8 @@ def build_runtime(settings: Settings, store: Store | None = None,
         log.warning("offline mode (--flags) without --keys or --no-auth: every request is 401")
     cache = ResultCache(settings.cache_size, settings.cache_bytes)
     metrics = Metrics(store, settings.metrics_dir, MetricsAccess(settings.metrics_key))
+    # Insights collect only what a flush will write: not offline, not with flushing off.
+    metrics.hot.insights = settings.insights_flush > 0 and settings.flags is None
     metrics.hot.cache = cache
     metrics.hot.held["results"] = lambda: cache.bytes
     metrics.hot.held["semver"] = semver.cached_bytes
