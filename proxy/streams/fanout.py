@@ -38,6 +38,7 @@ from proxy.streams.frames import (
     StreamStats,
     count,
     diff_frames,
+    exposures_of,
     notification,
     rules_entry,
 )
@@ -115,8 +116,8 @@ class FanOut:
         self.max_per_address = max_per_address
         self.engine = engine
         self.render = render  # EvaluationResult -> OFREP item (the bulk endpoint's shape)
-        self.snapshots = Snapshots(store, render, engine[1])
         self.stats: Counters = stats if stats is not None else StreamStats()
+        self.snapshots = Snapshots(store, render, engine[1], self.stats)
         self.propagation = Propagation()
         self.rejected: dict[str, int] = {}  # cap -> connections refused
         self.history = history  # change-stream fallback for resume; None = ring only
@@ -429,9 +430,10 @@ class FanOut:
         # by every context: render it once per round. The result is kept in the value so its
         # id cannot be reused by another object during the round.
         rendered: dict[int, tuple[EvaluationResult, bytes]] = {}
+        results: dict[str, dict[str, EvaluationResult]] = {}  # per context: for exposures
 
-        def encode(k: str, context: dict[str, Any]) -> bytes:
-            result = evaluate(fs, k, context)
+        def encode(k: str, context: dict[str, Any], mine: dict[str, EvaluationResult]) -> bytes:
+            result = mine[k] = evaluate(fs, k, context)
             hit = rendered.get(id(result))
             if hit is None:
                 hit = rendered[id(result)] = (result, orjson.dumps(render(result, flags[k])))
@@ -451,10 +453,19 @@ class FanOut:
                 continue
             new = per_context.get(conn.ctx_key)
             if new is None:
-                new = {k: encode(k, conn.context) for k in keys if k in flags}
+                mine = results[conn.ctx_key] = {}
+                new = {k: encode(k, conn.context, mine) for k in keys if k in flags}
                 per_context[conn.ctx_key] = new
             conn.hold(change.version, fs.state_id)
+            patched = [k for k, item in new.items() if conn.results.get(k) != hash(item)]
             payload = diff_frames(conn.results, new, keys, fs.state_id)
-            if payload and conn.push(payload, written_at):
+            if not payload:
+                continue
+            if conn.push(payload, written_at):
                 sent += 1
+            if patched and not conn.needs_snapshot and not conn.closed:
+                # Sent or queued: what this client is shown anew (insights). A patch dropped
+                # for an owed snapshot is counted by that snapshot's put instead.
+                mine = results[conn.ctx_key]
+                self.stats.count_exposures(conn.env, exposures_of(mine[k] for k in patched))
         self.sent_directly(StreamKind.EVALUATED, sent, written_at)

@@ -9,7 +9,7 @@ from typing import Protocol
 
 import orjson
 
-from proxy.model import JSON, FlagSet
+from proxy.model import JSON, EvaluationResult, FlagSet
 from proxy.streams.history import Entry
 
 
@@ -96,12 +96,23 @@ def diff_frames(held: dict[str, int], new: dict[str, bytes], keys: Iterable[str]
 PROPAGATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
+Exposure = tuple[str, "str | None", str]  # flag, variant, reason ("ERROR" for an error)
+
+
+def exposures_of(results: Iterable[EvaluationResult]) -> tuple[Exposure, ...]:
+    return tuple((r.key, None, "ERROR") if r.error_code is not None
+                 else (r.key, r.variant, r.reason.value) for r in results)
+
+
 class Counters(Protocol):
     """Where streams count: open connections per stream, events per (stream, outcome).
     :class:`StreamStats`, or the API's hot metrics, which export them at scrape time."""
 
     sse_connections: dict[str, int]
     sse_events: dict[tuple[str, str], int]
+
+    def count_exposures(self, env: str, exposures: tuple[Exposure, ...]) -> None:
+        """Evaluations an evaluated stream delivered (insights, DESIGN §11)."""
 
 
 class StreamStats:
@@ -112,6 +123,12 @@ class StreamStats:
     def __init__(self) -> None:
         self.sse_connections: dict[str, int] = {}
         self.sse_events: dict[tuple[str, str], int] = {}  # (stream, outcome) -> count
+        self.exposures: dict[tuple[str, str, str | None, str], int] = {}
+
+    def count_exposures(self, env: str, exposures: tuple[Exposure, ...]) -> None:
+        for flag, variant, reason in exposures:
+            key = (env, flag, variant, reason)
+            self.exposures[key] = self.exposures.get(key, 0) + 1
 
 
 class Propagation:

@@ -21,7 +21,7 @@ from proxy.evaluation.engine import evaluate_all as engine_evaluate_all
 from proxy.model import EvaluationResult, Flag, FlagSet
 from proxy.store import Store
 from proxy.streams.connection import Connection, StreamKind
-from proxy.streams.frames import frame, notification, rules_put
+from proxy.streams.frames import Counters, exposures_of, frame, notification, rules_put
 
 EvaluateAll = Callable[[FlagSet, dict[str, Any]], list[EvaluationResult]]
 # EvaluationResult -> one OFREP item (the API passes the bulk endpoint's shape)
@@ -36,10 +36,12 @@ class Snapshots:
     """The newest state of an environment, per stream kind, for one connection."""
 
     def __init__(self, store: Store, render: Render = plain_render,
-                 evaluate_all: EvaluateAll = engine_evaluate_all):
+                 evaluate_all: EvaluateAll = engine_evaluate_all,
+                 stats: Counters | None = None):
         self.store = store
         self.render = render
         self.evaluate_all = evaluate_all
+        self.stats = stats  # counts the exposures of each put (insights)
         self._rules_cache: tuple[FlagSet, bytes] | None = None
 
     def snapshot(self, conn: Connection) -> bytes:
@@ -64,15 +66,19 @@ class Snapshots:
         self._rules_cache = (fs, payload)
         return payload
 
-    def evaluate_context(self, fs: FlagSet, context: dict[str, Any]) -> dict[str, bytes]:
-        """Flag key -> the encoded OFREP item of every flag of ``fs`` for ``context``, by key."""
+    def evaluate_context(self, fs: FlagSet, context: dict[str, Any],
+                         env: str | None = None) -> dict[str, bytes]:
+        """Flag key -> the encoded OFREP item of every flag of ``fs`` for ``context``, by key;
+        with ``env``, their exposures are counted (they are being delivered)."""
         flags, render = fs.flags, self.render
         results = sorted(self.evaluate_all(fs, context), key=lambda r: r.key)
+        if env is not None and self.stats is not None:
+            self.stats.count_exposures(env, exposures_of(results))
         return {r.key: orjson.dumps(render(r, flags.get(r.key))) for r in results}
 
     def evaluated_put(self, conn: Connection, fs: FlagSet) -> bytes:
         """The evaluated ``put`` for the connection's context; it now holds these results."""
-        items = self.evaluate_context(fs, conn.context)
+        items = self.evaluate_context(fs, conn.context, conn.env)
         conn.results = {k: hash(v) for k, v in items.items()}
         conn.hold(fs.version, fs.state_id)
         body = (b'{"flags":[' + b",".join(items.values()) + b'],"metadata":'

@@ -840,3 +840,19 @@ async def test_direct_writes_are_counted_once_each_across_slices(monkeypatch, se
     await until(lambda: fanout.stats.sse_events.get((kind.value, "sent"), 0) == sent + 21)
     counts = fanout.propagation.counts[kind.value]
     assert sum(counts) == 21 and all(c.queued == 0 for c in conns)
+
+
+async def test_evaluated_streams_count_what_they_deliver_as_exposures(setup):
+    """Insights (DESIGN §11): a put counts every flag's result, a patch only those it carries."""
+    _store, fanout, env = setup
+    conn = fanout.open("prod", StreamKind.EVALUATED, "k", {"targetingKey": "u1"})
+    await fanout.initial(conn, None)
+    assert fanout.stats.exposures == {("prod", "a", "on", "STATIC"): 1}
+    env.push({"b": False})
+    await drain(conn, 1)
+    env.push({"b": False, "a": True})  # nothing this user sees changes: no patch, no count
+    env.push({"a": False})
+    await drain(conn, 1)
+    assert fanout.stats.exposures == {("prod", "a", "on", "STATIC"): 1,
+                                      ("prod", "b", "off", "STATIC"): 1,
+                                      ("prod", "a", "off", "STATIC"): 1}
