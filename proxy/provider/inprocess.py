@@ -33,10 +33,12 @@ from openfeature.event import ProviderEventDetails
 from openfeature.exception import ErrorCode as OFErrorCode
 from openfeature.exception import GeneralError, ProviderFatalError
 from openfeature.flag_evaluation import FlagResolutionDetails
+from openfeature.hook import Hook
 from openfeature.provider import AbstractProvider, Metadata, ProviderStatus
 
 from proxy.evaluation.engine import evaluate
 from proxy.model import FlagSet
+from proxy.provider.exposures import EXPOSURES_PATH, ExposureCounts, report_every
 from proxy.provider.results import (
     BOOLEAN,
     FLOAT,
@@ -75,6 +77,7 @@ class _Run:
         self.rules = RulesState()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.task: asyncio.Task[None] | None = None
+        self.reporter: asyncio.Task[None] | None = None  # exposure reports
         self.retired = False  # written under the provider's _lock
 
 
@@ -91,9 +94,14 @@ class FlagedgeProvider(AbstractProvider):
         connect_timeout: float = 5.0,
         error_grace_period: float = 30.0,
         shutdown_timeout: float = 10.0,
+        report_exposures: float = 5.0,  # seconds between exposure reports (0: none)
     ) -> None:
         super().__init__()
         self._url = base_url.rstrip("/") + RULES_PATH
+        self._exposures_url = base_url.rstrip("/") + EXPOSURES_PATH
+        self._report_period = report_exposures
+        # Counts every evaluation this provider answers (insights, DESIGN §11).
+        self.exposures = ExposureCounts()
         self._api_key = api_key
         self._init_timeout = init_timeout
         self._backoff_initial = backoff_initial
@@ -114,6 +122,9 @@ class FlagedgeProvider(AbstractProvider):
     # -- lifecycle -------------------------------------------------------------------------
     def get_metadata(self) -> Metadata:
         return Metadata(name="flagedge")
+
+    def get_provider_hooks(self) -> list[Hook]:
+        return [self.exposures] if self._report_period > 0 else []
 
     @property
     def status(self) -> ProviderStatus:
@@ -221,11 +232,22 @@ class FlagedgeProvider(AbstractProvider):
         asyncio.set_event_loop(loop)
         try:
             run.task = loop.create_task(self._follow(run))
+            if self._report_period > 0:
+                run.reporter = loop.create_task(self._report(run))
             with contextlib.suppress(asyncio.CancelledError):
                 loop.run_until_complete(run.task)
+            if run.reporter is not None:  # its last report, then done
+                run.reporter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    loop.run_until_complete(run.reporter)
         finally:
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
+
+    async def _report(self, run: _Run) -> None:
+        auth = {"Authorization": f"Bearer {self._api_key}"}
+        async with httpx.AsyncClient(timeout=self._timeout, headers=auth) as client:
+            await report_every(self._report_period, client, self._exposures_url, self.exposures)
 
     async def _follow(self, run: _Run) -> None:
         attempt = 0

@@ -160,3 +160,31 @@ def test_a_flagd_sync_consumer_makes_usage_partly_unknown(proxy_factory, redis_s
         stub.FetchAllFlags(sync_pb2.FetchAllFlagsRequest(provider_id=sync.key), timeout=5)
     wait_until(lambda: insights(redis_server.url, "flags")["usage"] == "partly unknown",
                timeout=10, what="the sync consumer noted")
+
+
+def test_in_process_evaluations_are_reported_by_the_provider(proxy_factory, redis_server):
+    """FlagedgeProvider counts what it evaluates through its hook and reports it to
+    /v1/exposures; its key consumed rules and reported, so usage stays complete."""
+    from openfeature import api
+    from openfeature.evaluation_context import EvaluationContext
+
+    from proxy.provider import FlagedgeProvider
+
+    proxy = proxy_factory(environ=FAST)
+    proxy.push(DOC)
+    key = proxy.create_key("server")
+    baseline = counted(insights(redis_server.url, "flags"))
+    provider = FlagedgeProvider(proxy.url, key, report_exposures=0.2)
+    try:
+        api.set_provider_and_wait(provider, domain="insights-provider")
+        client = api.get_client("insights-provider")
+        for i in range(30):
+            plan = "pro" if i < 10 else "free"
+            client.get_boolean_value("banner", False, EvaluationContext(f"u{i}", {"plan": plan}))
+        client.get_string_value("color", "x")
+        wait_until(lambda: counted(insights(redis_server.url, "flags")) - baseline == Counter({
+            ("banner", "on", "TARGETING_MATCH"): 10, ("banner", "off", "TARGETING_MATCH"): 20,
+            ("color", "red", "STATIC"): 1}), timeout=15, what="the provider's report")
+        assert insights(redis_server.url, "flags")["usage"] == "complete"
+    finally:
+        api.shutdown()
