@@ -101,6 +101,9 @@ class HotMetrics:
         self._assignments_held = 0
         self.events: list[tuple[str, str, str, float | None]] = []  # env, event, tk, value
         self.dropped = {"users": 0, "assignments": 0, "events": 0}
+        # The insights flusher's counters (proxy.insights.exposures.Flusher.stats), summed
+        # over workers: flushes, their seconds, failures, events attributed/unattributed.
+        self.insights_stats: Callable[[], dict[str, float]] | None = None
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         key = (route, status)
@@ -265,7 +268,14 @@ class HotMetrics:
             "sse_connections": self.sse_connections,
             "sse_events": [[s, o, n] for (s, o), n in self.sse_events.items()],
             "held": {name: read() for name, read in self.held.items()},
+            "insights": self._insights_snapshot(),
         }
+
+    def _insights_snapshot(self) -> dict[str, float]:
+        out = dict(self.insights_stats()) if self.insights_stats else {}
+        for what, n in self.dropped.items():
+            out[f"dropped_{what}"] = out.get(f"dropped_{what}", 0) + n
+        return out
 
     def write_snapshot(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -286,7 +296,7 @@ def _merged(hot: HotMetrics, directory: Path | None) -> dict[str, Any]:
     now = time.time()
     out: dict[str, Any] = {"requests": {}, "durations": {}, "exposures": {}, "cache": [0, 0, 0],
                            "propagation": None, "sse_connections": {}, "sse_events": {},
-                           "held": {}}
+                           "held": {}, "insights": {}}
     for snap in snaps:
         for r, s, n in snap["requests"]:
             out["requests"][(r, s)] = out["requests"].get((r, s), 0) + n
@@ -305,6 +315,8 @@ def _merged(hot: HotMetrics, directory: Path | None) -> dict[str, Any]:
         out["cache"] = [a + b for a, b in zip(out["cache"], snap["cache"], strict=True)]
         for s, o, n in snap["sse_events"]:
             out["sse_events"][(s, o)] = out["sse_events"].get((s, o), 0) + n
+        for name, n in snap.get("insights", {}).items():
+            out["insights"][name] = out["insights"].get(name, 0) + n
         if now - snap["at"] <= LIVE_SNAPSHOT_S:
             for s, n in snap["sse_connections"].items():
                 out["sse_connections"][s] = out["sse_connections"].get(s, 0) + n
@@ -372,6 +384,7 @@ class FlagedgeCollector:
         for name, n in sorted(m["held"].items()):
             held.add_metric([name], n)
         yield held
+        yield from _insights_families(m["insights"])
         prop = _hist_family("flagedge_change_propagation_seconds",
                             "Time from the Redis write to the change being served", [])
         counts, total = m["propagation"]
@@ -427,6 +440,30 @@ class FlagedgeCollector:
             fs = self.store.get(env)
             held.add_metric([env], float(sum(1 for k in fs.rejected if k)) if fs else 0.0)
         yield held
+
+
+def _insights_families(stats: dict[str, float]) -> Iterator[Metric]:
+    """The insights flushes of every worker (DESIGN §11)."""
+    flushes = CounterMetricFamily("flagedge_insights_flushes", "Insights flushes to Redis",
+                                  labels=["outcome"])
+    flushes.add_metric(["ok"], stats.get("flushes", 0) - stats.get("failures", 0))
+    flushes.add_metric(["failed"], stats.get("failures", 0))
+    yield flushes
+    yield CounterMetricFamily("flagedge_insights_flush_seconds",
+                              "Time spent flushing insights (divide by flushes for the mean)",
+                              value=stats.get("flush_seconds", 0.0))
+    dropped = CounterMetricFamily("flagedge_insights_dropped",
+                                  "Insights dropped past their bounds while Redis was away",
+                                  labels=["what"])
+    for what in ("users", "assignments", "events"):
+        dropped.add_metric([what], stats.get(f"dropped_{what}", 0))
+    yield dropped
+    events = CounterMetricFamily("flagedge_insights_events",
+                                 "Tracked events attributed to an experiment assignment, or not",
+                                 labels=["outcome"])
+    events.add_metric(["attributed"], stats.get("attributed", 0))
+    events.add_metric(["unattributed"], stats.get("unattributed", 0))
+    yield events
 
 
 class MetricsAccess:

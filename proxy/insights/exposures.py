@@ -71,6 +71,8 @@ class Flusher:
         self.experiments = Experiments(client, store, self.retention_s)
         self.users_dropped = 0
         self.failures = 0
+        self.flushes = 0
+        self.flush_seconds = 0.0
         self.last_seconds = 0.0  # duration of the last flush
 
     async def flush(self) -> int:
@@ -80,12 +82,12 @@ class Flusher:
         deltas = self._deltas()
         self._hold(self.counts.take_users(), self.counts.take_usage())
         envs = set(deltas) | set(self._users) | set(self._usage) | set(self.store.envs())
-        written = 0
+        written, failed = 0, False
         for env in sorted(envs):
             try:
                 written += await self._flush_env(env, deltas.get(env, {}), now)
             except Exception as exc:  # Redis down or failing over: held for the next flush
-                self.failures += 1
+                failed = True
                 log.warning("insights flush of %s failed (%s); counts held for the next one",
                             env, type(exc).__name__)
         self.experiments.hold_assignments(self.counts.take_assignments())
@@ -93,11 +95,22 @@ class Flusher:
         try:
             await self.experiments.flush()
         except Exception as exc:  # held for the next flush
-            self.failures += 1
+            failed = True
             log.warning("insights flush of experiments failed (%s); held for the next one",
                         type(exc).__name__)
         self.last_seconds = time.perf_counter() - started
+        self.flushes += 1
+        self.failures += failed
+        self.flush_seconds += self.last_seconds
         return written
+
+    def stats(self) -> dict[str, float]:
+        """Counters for metrics (``flagedge_insights_*``)."""
+        ex = self.experiments
+        return {"flushes": self.flushes, "failures": self.failures,
+                "flush_seconds": self.flush_seconds, "attributed": ex.attributed,
+                "unattributed": ex.unattributed,
+                "dropped_users": self.users_dropped, "dropped_events": ex.dropped}
 
     def _deltas(self) -> dict[str, dict[ExposureKey, int]]:
         out: dict[str, dict[ExposureKey, int]] = {}

@@ -309,6 +309,7 @@ def _start_insights(rt: Runtime, settings: Settings) -> None:
         return
     client = async_client(settings.redis, cluster=settings.cluster)
     flusher = Flusher(client, rt.metrics.hot, rt.store, days=settings.insights_days)
+    rt.metrics.hot.insights_stats = flusher.stats
     rt.tasks.append(asyncio.create_task(flusher.run(settings.insights_flush),
                                         name="insights-flush"))
     rt.on_stopped.append(client.aclose)

@@ -6,6 +6,7 @@ during traffic slows and fails nothing, and the counts arrive after it returns."
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -98,6 +99,7 @@ def test_redis_down_during_traffic_fails_nothing_and_the_counts_arrive_later(pro
         for i in range(50):
             r = c.post(BULK, json={"context": {"targetingKey": f"u{i}", "plan": "pro"}})
             assert r.status_code == 200  # the last good rules, from memory
+    wait_until(lambda: flushes(proxy, "failed") >= 1, timeout=10, what="a flush failing")
     redis_server.start()
     expected = baseline + Counter({("banner", "on", "TARGETING_MATCH"): 50,
                                    ("color", "red", "STATIC"): 50,
@@ -105,6 +107,15 @@ def test_redis_down_during_traffic_fails_nothing_and_the_counts_arrive_later(pro
     wait_until(lambda: counted(insights(redis_server.url, "flags")) == expected, timeout=20,
                what="the held counts flushed after Redis returned")
     assert insights(redis_server.url, "flags")["unique_users"] >= 48
+    assert flushes(proxy, "ok") >= 1
+
+
+def flushes(proxy: Any, outcome: str) -> float:
+    with proxy.client(None) as c:
+        metrics = c.get("/metrics").text
+    found = re.search(r'^flagedge_insights_flushes_total\{outcome="%s"\} (\S+)$' % outcome,
+                      metrics, re.M)
+    return float(found.group(1)) if found else 0.0
 
 
 def test_stale_flags_and_partly_unknown_usage(proxy_factory, redis_server):
@@ -113,6 +124,7 @@ def test_stale_flags_and_partly_unknown_usage(proxy_factory, redis_server):
     key = proxy.create_key("client")
     with proxy.client(key) as c:
         c.post(BULK, json={"context": {"targetingKey": "u1", "plan": "free"}})
+        c.post(f"{BULK}/banner", json={"context": {"targetingKey": "u2", "plan": "pro"}})
     wait_until(lambda: insights(redis_server.url, "flags")["flags"][0]["last_evaluated"],
                timeout=10, what="a flush")
     # Every flag was first served within the window: too young to call stale.
@@ -123,9 +135,9 @@ def test_stale_flags_and_partly_unknown_usage(proxy_factory, redis_server):
         r.hset("flagedge:{test}:born", flag, 1)
     stale = {row["flag"]: row["reason"]
              for row in insights(redis_server.url, "stale", "--unused", "30d")["flags"]}
-    # banner served only "off" (plan free), color only "red", old only as DISABLED.
-    assert set(stale) == {"banner", "color", "old"}
-    assert "only 'off'" in stale["banner"]
+    # color served only "red", old only as DISABLED; banner served both: active.
+    assert set(stale) == {"color", "old"}
+    assert "only 'red'" in stale["color"]
     # A rules-stream consumer that reports nothing makes usage partly unknown.
     server_key = proxy.create_key("server")
     with proxy.client(server_key) as c, c.stream("GET", "/v1/stream/rules") as s:
@@ -188,3 +200,19 @@ def test_in_process_evaluations_are_reported_by_the_provider(proxy_factory, redi
         assert insights(redis_server.url, "flags")["usage"] == "complete"
     finally:
         api.shutdown()
+
+
+def test_track_from_a_flooding_address_is_throttled_while_others_are_served(proxy_factory):
+    proxy = proxy_factory(environ={"FLAGEDGE_TRACK_RATE": "2"},
+                          extra_args=["--trusted-proxies", "127.0.0.1"])
+    proxy.push(DOC)
+    key = proxy.create_key("client")
+    event = {"events": [{"event": "e", "targetingKey": "u"}]}
+    with proxy.client(key) as c:
+        flood = [c.post("/v1/track", json=event, headers={"X-Forwarded-For": "203.0.113.9"})
+                 for _ in range(20)]
+        other = c.post("/v1/track", json=event, headers={"X-Forwarded-For": "198.51.100.7"})
+    codes = [r.status_code for r in flood]
+    assert codes[:8] == [202] * 8 and 429 in codes  # a burst of 4x the rate, then refused
+    assert int(next(r for r in flood if r.status_code == 429).headers["Retry-After"]) >= 1
+    assert other.status_code == 202
