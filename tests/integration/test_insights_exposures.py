@@ -113,8 +113,8 @@ def test_redis_down_during_traffic_fails_nothing_and_the_counts_arrive_later(pro
 def flushes(proxy: Any, outcome: str) -> float:
     with proxy.client(None) as c:
         metrics = c.get("/metrics").text
-    found = re.search(r'^flagedge_insights_flushes_total\{outcome="%s"\} (\S+)$' % outcome,
-                      metrics, re.M)
+    pattern = r'^flagedge_insights_flushes_total\{outcome="' + outcome + r'"\} (\S+)$'
+    found = re.search(pattern, metrics, re.M)
     return float(found.group(1)) if found else 0.0
 
 
