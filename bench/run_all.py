@@ -49,6 +49,7 @@ QUICK: dict[str, list[str]] = {
     "unleash": ["--duration", "4", "--rounds", "2"],
     "sse": ["--clients", "1000"],
     "sync": ["--streams", "200", "--rounds", "2", "--pushes", "10"],
+    "insights": ["--duration", "4", "--rounds", "2"],
     "memory": ["--duration", "8", "--warmup", "3"],
     "resume_storm": ["--resumes", "300", "--rounds", "1"],
     "slowloris": ["--loris", "300", "--streams", "300", "--rounds", "2"],

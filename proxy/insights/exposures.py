@@ -69,6 +69,7 @@ class Flusher:
         self._usage: dict[str, dict[str, set[str]]] = {}
         self._born: dict[str, Any] = {}  # env -> the flag set whose flags were last marked
         self.experiments = Experiments(client, store, self.retention_s)
+        self._exposures_script = client.register_script(keys.EXPOSURES_LUA)
         self.users_dropped = 0
         self.failures = 0
         self.flushes = 0
@@ -142,7 +143,7 @@ class Flusher:
         if not deltas and not users and not usage and not born:
             return 0
         pipe = self.client.pipeline(transaction=False)
-        self._exposures(pipe, env, deltas, now)
+        await self._exposures(pipe, env, deltas, now)
         _users(pipe, env, users, now, self.retention_s)
         stamp = int(now)
         for kind, ids in usage.items():
@@ -162,21 +163,16 @@ class Flusher:
             self._born[env] = flag_set
         return len(deltas)
 
-    def _exposures(self, pipe: Any, env: str, deltas: Mapping[ExposureKey, int],
-                   now: float) -> None:
+    async def _exposures(self, pipe: Any, env: str, deltas: Mapping[ExposureKey, int],
+                         now: float) -> None:
         if not deltas:
             return
-        minute = keys.minute_key(env, keys.minute_of(now))
-        day = keys.day_key(env, keys.day_of(now))
-        flags = set()
+        args: list[Any] = [keys.MINUTE_KEYS_S, self.retention_s, int(now)]
         for (_env, flag, variant, reason), n in deltas.items():
-            field = keys.field(flag, variant, reason)
-            pipe.hincrby(minute, field, n)
-            pipe.hincrby(day, field, n)
-            flags.add(flag)
-        pipe.expire(minute, keys.MINUTE_KEYS_S)
-        pipe.expire(day, self.retention_s)
-        pipe.hset(keys.seen_key(env), mapping=dict.fromkeys(flags, int(now)))
+            args += (flag, keys.field(flag, variant, reason), n)
+        await self._exposures_script(
+            keys=[keys.minute_key(env, keys.minute_of(now)), keys.day_key(env, keys.day_of(now)),
+                  keys.seen_key(env)], args=args, client=pipe)
 
     async def run(self, period: float) -> None:
         """Flush every ``period`` seconds until cancelled; then once more (best effort)."""
