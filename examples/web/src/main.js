@@ -13,6 +13,7 @@
 //   cache    the provider's cacheMode (local-cache-first | network-first | disabled)
 import { OFREPWebProvider } from '@openfeature/ofrep-web-provider';
 import { OpenFeature, ProviderEvents } from '@openfeature/web-sdk';
+import { createTracker } from './track.js';
 
 // Which flags the page shows, by role: the keys of config/flags.json. The server (injected
 // config) or the query string (payments=, experiment=, greeting=, shipping=) may point a role
@@ -101,7 +102,7 @@ const GETTERS = {
 
 const $ = (id) => document.querySelector(`[data-testid="${id}"]`);
 
-const state = { renders: 0, changes: 0, cacheRefreshes: 0, status: 'NOT_READY', lastChanged: [], values: {} };
+const state = { renders: 0, changes: 0, cacheRefreshes: 0, status: 'NOT_READY', lastChanged: [], values: {}, tracked: 0 };
 window.flagedgeDemo = state; // read by the end-to-end tests and handy in the console
 
 function setStatus(status, message) {
@@ -217,6 +218,18 @@ async function main() {
     watchCacheWhileStale(client, cfg);
   });
   client.addHandler(ProviderEvents.Error, (d) => setStatus(client.providerStatus, d?.message));
+
+  // A purchase is the experiment's conversion: tracked to flagedge (POST /v1/track).
+  const tracker = createTracker({
+    baseUrl: cfg.baseUrl, key: cfg.key, flushMs: 250,
+    onSent: (accepted) => {
+      state.tracked += accepted;
+      $('tracked-count').textContent = String(state.tracked);
+    },
+  });
+  $('pay-button').addEventListener('click', () => {
+    tracker.track('purchase', { targetingKey: cfg.user }, { value: 42.5 });
+  });
 
   await OpenFeature.setContext({ targetingKey: cfg.user, ...cfg.context });
   try {
