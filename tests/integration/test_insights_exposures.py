@@ -76,6 +76,7 @@ def test_counts_summed_over_replicas_and_workers_equal_what_was_served(proxy_fac
             {"flag": "deleted-meanwhile", "variant": "x", "reason": "STATIC", "count": 2}]})
         assert r.status_code == 202 and r.json() == {"accepted": 7, "ignored": 2}
     served[("banner", "on", "TARGETING_MATCH")] += 7
+    served += evaluated_stream_exposures(a, client_key)
     expected = baseline + Counter({(k, v or None, reason): n for (k, v, reason), n in served.items()})
 
     def arrived() -> bool:
@@ -86,6 +87,42 @@ def test_counts_summed_over_replicas_and_workers_equal_what_was_served(proxy_fac
     assert abs(report["unique_users"] - len(users)) <= max(1, len(users) // 50)
     assert {row["flag"] for row in report["flags"]} == {"banner", "color", "old"}
     assert all(row["last_evaluated"] for row in report["flags"])
+
+
+def sse_events(lines: Any) -> Any:
+    """(event, data) of each SSE frame from an iterator of lines."""
+    event, data = "message", []
+    for line in lines:
+        if not line:
+            if data:
+                yield event, orjson.loads("\n".join(data))
+            event, data = "message", []
+        elif line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            data.append(line[6:])
+
+
+def evaluated_stream_exposures(proxy: Any, key: str) -> Counter:
+    """An evaluated stream's put (every flag) and, after a push, its patch (the flag that
+    changed for this user): what it delivered, as (flag, variant, reason) counts."""
+    import base64
+
+    ctx = base64.urlsafe_b64encode(orjson.dumps({"targetingKey": "s1", "plan": "pro"}))
+    got: Counter = Counter()
+    with proxy.client(key) as c, c.stream("GET", "/v1/stream/evaluated",
+                                         params={"context": ctx.decode().rstrip("=")}) as s:
+        frames = sse_events(s.iter_lines())
+        event, data = next(frames)
+        assert event == "put"
+        got.update((f["key"], f.get("variant"), f["reason"]) for f in data["flags"])
+        changed = {"flags": {**DOC["flags"], "color": {**DOC["flags"]["color"],
+                                                        "defaultVariant": "blue"}}}
+        proxy.push(changed)
+        event, data = next(f for f in frames if f[0] == "patch")
+        assert [f["key"] for f in data["flags"]] == ["color"]
+        got.update((f["key"], f.get("variant"), f["reason"]) for f in data["flags"])
+    return got
 
 
 def test_redis_down_during_traffic_fails_nothing_and_the_counts_arrive_later(proxy_factory,
