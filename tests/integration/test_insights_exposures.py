@@ -1,6 +1,6 @@
 """Insights exposures (DESIGN §11) across replicas and workers: two `flagedge serve`
-processes with two workers each, a known mix of requests (bulk, single, 304s, a provider's
-reported exposures), and the counts that `flagedge insights flags --json` reads back from
+processes with two workers each, a known mix of requests (bulk, single, 304s, an evaluated stream,
+a provider's reported exposures), and the counts that `flagedge insights flags --json` reads back from
 Redis equal what was served, exactly; unique users within HyperLogLog error; Redis down
 during traffic slows and fails nothing, and the counts arrive after it returns."""
 
