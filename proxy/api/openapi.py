@@ -240,6 +240,7 @@ def _flagedge_paths() -> dict[str, Any]:
                 {"in": "query", "name": "context", "required": False,
                  "schema": {"type": "string"}, "description": "base64url JSON object"}]),
         "/v1/stream/rules": _stream("The flagd document, pushed (server keys)", []),
+        **_insights_paths(),
         "/healthz": {"get": {"tags": ["ops"], "responses": {"200": _json("health", "Up")}}},
         "/readyz": health,
         "/metrics": {"get": {
@@ -249,6 +250,43 @@ def _flagedge_paths() -> dict[str, Any]:
             "responses": {"200": {"description": "Prometheus text format",
                                   "content": {"text/plain": {"schema": {"type": "string"}}}},
                           "401": _json("authError", "metrics_key missing or wrong")}}},
+    }
+
+
+def _object(description: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"type": "object"}}}}
+
+
+def _insights_paths() -> dict[str, Any]:
+    """Insights (DESIGN §11): exposures and tracking in, results out (admin keys)."""
+    def admin(summary: str, params: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"get": {"tags": ["flagedge insights"], "summary": summary, "parameters": params,
+                        "responses": {"200": _object("as `flagedge insights ... --json`"),
+                                      "400": _object("bad parameter"),
+                                      "404": _object("no such flag or not an experiment"),
+                                      **_AUTH_ERRORS}}}
+
+    def query(name: str, required: bool = False) -> dict[str, Any]:
+        return {"in": "query", "name": name, "required": required, "schema": {"type": "string"}}
+
+    return {
+        "/v1/exposures": {"post": {
+            "tags": ["flagedge insights"], "requestBody": {"content": {"application/json": {
+                "schema": {"type": ["object", "array"]}}}},
+            "summary": "In-process evaluations reported by a provider (server keys)",
+            "responses": {"202": _object("{accepted, ignored}"), "400": _object("bad report"),
+                          **_AUTH_ERRORS}}},
+        "/v1/track": {"post": {
+            "tags": ["flagedge insights"], "requestBody": {"content": {"application/json": {
+                "schema": {"type": ["object", "array"]}}}},
+            "summary": "Tracked events (OpenFeature track; client keys)",
+            "responses": {"202": _object("{accepted}"), "400": _object("bad events"),
+                          "503": _object("insights off (no Redis)"), **_AUTH_ERRORS}}},
+        "/v1/admin/insights/flags": admin("Exposures per flag and variant", [query("since")]),
+        "/v1/admin/insights/stale": admin("Stale flags", [query("unused")]),
+        "/v1/admin/insights/experiments/{key}": admin(
+            "An experiment's results", [_KEY_PARAM, query("event", True)]),
     }
 
 

@@ -62,27 +62,16 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _experiment(client: Any, args: argparse.Namespace, state: Any) -> int:
-    from proxy.evaluation.documents import compile_document
-    from proxy.insights import results, usage
-    from proxy.model import FractionalHash
+    from proxy.insights import usage
 
     doc = state.document().to_json()
     doc.pop("$fractionalHash", None)  # the environment's setting decides, as served
-    generation = FractionalHash.parse(state.meta.get("fractional_hash", "v2"))
-    flag = compile_document(doc, tolerant=True, fractional_hash=generation).flags.get(args.flag)
-    if flag is None:
-        c.err(f"flag {args.flag!r} not found in environment {args.env!r}")
-        return c.NOT_FOUND
-    if flag.experiment is None:
-        c.err(f"{args.flag!r} is not an experiment: it needs metadata kind \"experiment\" or "
-              "an experimentId, a fractional split, and no $flagd.timestamp")
-        return c.INVALID
-    control = str(flag.metadata.get("control") or flag.default_variant or next(iter(flag.variants)))
-    arms = usage.experiment_arms(client, args.env, args.flag, flag.experiment, args.event,
-                                 flag.variants)
-    weights = results.split_weights(flag.raw.get("targeting"), doc.get("$evaluators")) or {}
-    out = results.experiment_report(args.flag, args.event, flag.experiment, arms, control,
-                                    weights)
+    try:
+        out = usage.experiment_result(client, args.env, args.flag, args.event, doc,
+                                      state.meta.get("fractional_hash", "v2"))
+    except usage.NotAnExperiment as exc:
+        c.err(str(exc))
+        return c.NOT_FOUND if "not found" in str(exc) else c.INVALID
     if args.json:
         c.print_json(out)
         return c.OK

@@ -8,7 +8,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from proxy.evaluation.documents import compile_document
+from proxy.insights import results
 from proxy.insights.results import Arm
+from proxy.model import FractionalHash
 from proxy.storage import insights as keys
 from proxy.storage.replies import text
 
@@ -105,3 +108,28 @@ def experiment_arms(client: Any, env: str, flag: str, revision: str, event: str,
     converted = {text(k): int(v)
                  for k, v in client.hgetall(f"{base}:converted:{event}").items()}
     return [Arm(v, assigned.get(v, 0), converted.get(v, 0)) for v in variants]
+
+
+class NotAnExperiment(LookupError):
+    """The flag is missing, or is no experiment (the message says which and why)."""
+
+
+def experiment_result(client: Any, env: str, flag_key: str, event: str,
+                      document: Mapping[str, Any], fractional_hash: str) -> dict[str, Any]:
+    """``insights experiment --json`` of ``flag_key`` in ``env`` as stored (``document``,
+    the environment's hashing generation): its current revision's counts and statistics."""
+    generation = FractionalHash.parse(fractional_hash)
+    flag = compile_document(dict(document), tolerant=True,
+                            fractional_hash=generation).flags.get(flag_key)
+    if flag is None:
+        raise NotAnExperiment(f"flag {flag_key!r} not found in environment {env!r}")
+    if flag.experiment is None:
+        raise NotAnExperiment(
+            f"{flag_key!r} is not an experiment: it needs metadata kind \"experiment\" or an "
+            "experimentId, a fractional split, and no $flagd.timestamp")
+    control = str(flag.metadata.get("control") or flag.default_variant
+                  or next(iter(flag.variants)))
+    arms = experiment_arms(client, env, flag_key, flag.experiment, event, flag.variants)
+    weights = results.split_weights(flag.raw.get("targeting"),
+                                    document.get("$evaluators")) or {}
+    return results.experiment_report(flag_key, event, flag.experiment, arms, control, weights)

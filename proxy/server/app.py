@@ -32,6 +32,7 @@ from proxy.api.cache import ResultCache
 from proxy.api.exposures import ExposuresApi
 from proxy.api.fastpath import FastOfrep
 from proxy.api.health import Health
+from proxy.api.insights import InsightsApi
 from proxy.api.metrics import Metrics, MetricsAccess
 from proxy.api.ofrep import OfrepApi
 from proxy.api.openapi import OpenApi
@@ -343,7 +344,8 @@ def _surfaces(rt: Runtime) -> list[BaseRoute]:
     the demo page at /demo/ (serve --demo)."""
     exposures = ExposuresApi(rt.settings, rt.store, rt.auth, rt.metrics.hot)
     track = TrackApi(rt.settings, rt.auth, rt.metrics.hot)
-    return [*_streams(rt), *exposures.routes(), *track.routes(),
+    insights = InsightsApi(rt.settings, rt.auth, rt.keyring)
+    return [*_streams(rt), *exposures.routes(), *track.routes(), *insights.routes(),
             *(demo.mount(rt) if rt.settings.demo else [])]
 
 

@@ -253,3 +253,31 @@ def test_track_from_a_flooding_address_is_throttled_while_others_are_served(prox
     assert codes[:8] == [202] * 8 and 429 in codes  # a burst of 4x the rate, then refused
     assert int(next(r for r in flood if r.status_code == 429).headers["Retry-After"]) >= 1
     assert other.status_code == 202
+
+
+def test_the_admin_api_reads_the_same_insights_with_a_viewing_role(proxy_factory, redis_server):
+    proxy = proxy_factory(environ=FAST)
+    proxy.push(DOC)
+    client_key = proxy.create_key("client")
+    with proxy.client(client_key) as c:
+        c.post(BULK, json={"context": {"targetingKey": "u1", "plan": "pro"}})
+    wait_until(lambda: insights(redis_server.url, "flags")["flags"][0]["last_evaluated"],
+               timeout=10, what="a flush")
+    viewer = subprocess.run([sys.executable, "-m", "proxy", "keys", "create", "--env", "test",
+                             "--kind", "admin", "--name", "pm", "--roles", "view",
+                             "--redis", redis_server.url, "--json"],
+                            capture_output=True, check=True)
+    admin = orjson.loads(viewer.stdout)["key"]
+    wait_until(lambda: proxy.key_works(admin), timeout=10, what="the new key known")
+    with proxy.client(admin) as c:
+        flags = c.get("/v1/admin/insights/flags", params={"since": "1h"})
+        assert flags.status_code == 200, flags.text
+        cli = insights(redis_server.url, "flags", "--since", "1h")
+        assert counted(flags.json()) == counted(cli) and flags.json()["usage"] == cli["usage"]
+        assert c.get("/v1/admin/insights/stale").status_code == 200
+        bad = c.get("/v1/admin/insights/flags", params={"since": "forever"})
+        assert bad.status_code == 400 and "since" in bad.json()["errorDetails"]
+        not_exp = c.get("/v1/admin/insights/experiments/banner", params={"event": "buy"})
+        assert not_exp.status_code == 404 and "not an experiment" in not_exp.json()["errorDetails"]
+    with proxy.client(client_key) as c:  # a client key reads no insights
+        assert c.get("/v1/admin/insights/flags").status_code in (401, 403)

@@ -47,7 +47,7 @@ ALLOWED: dict[str, set[str]] = {
 # path (...) never does".
 STORAGE_USERS = {
     "streams": {"proxy.streams.history"},
-    "api": {"proxy.api.admin"},
+    "api": {"proxy.api.admin", "proxy.api.insights"},  # admin modules (DESIGN §1)
 }
 # "Nothing imports `api` but `server` and `ui`; nothing imports `server` but
 # `commands/serve.py`."
