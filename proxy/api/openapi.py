@@ -287,6 +287,12 @@ def _insights_paths() -> dict[str, Any]:
         "/v1/admin/insights/stale": admin("Stale flags", [query("unused")]),
         "/v1/admin/insights/experiments/{key}": admin(
             "An experiment's results", [_KEY_PARAM, query("event", True)]),
+        "/v1/admin/insights/live": {"get": {
+            "tags": ["flagedge insights"], "parameters": [query("minutes")],
+            "summary": "Per-minute exposures per flag and variant, pushed (SSE: put, minute)",
+            "responses": {"200": {"description": "text/event-stream",
+                                  "content": {"text/event-stream": {"schema": {
+                                      "type": "string"}}}}, **_AUTH_ERRORS}}},
     }
 
 

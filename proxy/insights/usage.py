@@ -133,3 +133,23 @@ def experiment_result(client: Any, env: str, flag_key: str, event: str,
     weights = results.split_weights(flag.raw.get("targeting"),
                                     document.get("$evaluators")) or {}
     return results.experiment_report(flag_key, event, flag.experiment, arms, control, weights)
+
+
+def minute_counts(client: Any, env: str, minutes: Iterable[str]
+                  ) -> dict[str, dict[str, dict[str, int]]]:
+    """minute -> flag -> variant ("" for none) -> exposures, for the UI's live view."""
+    minutes = list(minutes)
+    pipe = client.pipeline(transaction=False)
+    for minute in minutes:
+        pipe.hgetall(keys.minute_key(env, minute))
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for minute, reply in zip(minutes, pipe.execute(), strict=True):
+        per_flag: dict[str, dict[str, int]] = {}
+        for raw, n in reply.items():
+            parsed = keys.parse_field(raw)
+            if parsed is not None:
+                flag, variant, _reason = parsed
+                per_flag.setdefault(flag, {})
+                per_flag[flag][variant] = per_flag[flag].get(variant, 0) + int(n)
+        out[minute] = per_flag
+    return out

@@ -281,3 +281,43 @@ def test_the_admin_api_reads_the_same_insights_with_a_viewing_role(proxy_factory
         assert not_exp.status_code == 404 and "not an experiment" in not_exp.json()["errorDetails"]
     with proxy.client(client_key) as c:  # a client key reads no insights
         assert c.get("/v1/admin/insights/flags").status_code in (401, 403)
+
+
+def test_live_per_minute_counts_stream_to_the_ui(proxy_factory, redis_server):
+    proxy = proxy_factory(environ=FAST)
+    proxy.push(DOC)
+    client_key = proxy.create_key("client")
+    out = subprocess.run([sys.executable, "-m", "proxy", "keys", "create", "--env", "test",
+                          "--kind", "admin", "--name", "ui", "--roles", "view",
+                          "--redis", redis_server.url, "--json"], capture_output=True, check=True)
+    admin = orjson.loads(out.stdout)["key"]
+    wait_until(lambda: proxy.key_works(admin), timeout=10, what="the new key known")
+    # The key probes evaluate too: wait until what they counted is flushed (three reads
+    # alike, a flush period apart at least), so the stream's put holds all of it.
+    reads: list = []
+
+    def settled() -> bool:
+        reads.append(counted(insights(redis_server.url, "flags")))
+        return len(reads) >= 3 and reads[-1] == reads[-2] == reads[-3] and bool(reads[-1])
+
+    wait_until(settled, timeout=15, what="the probes' exposures flushed")
+
+    def red(minutes: dict) -> int:
+        return sum(per_flag.get("color", {}).get("red", 0) for per_flag in minutes.values())
+
+    with proxy.client(admin) as c, \
+            c.stream("GET", "/v1/admin/insights/live", params={"minutes": "5"}) as s:
+        assert s.status_code == 200 and s.headers["content-type"].startswith("text/event-stream")
+        frames = sse_events(s.iter_lines())
+        event, put = next(frames)
+        assert event == "put" and len(put["minutes"]) == 5
+        shown = dict(put["minutes"])
+        with proxy.client(client_key) as http:
+            for i in range(3):
+                http.post(f"{BULK}/color", json={"context": {"targetingKey": f"l{i}"}})
+        for event, data in frames:  # the stream's own minutes, updated as they come
+            assert event == "minute"
+            shown.update(data["minutes"])
+            if red(shown) >= red(put["minutes"]) + 3:
+                break
+        assert red(shown) == red(put["minutes"]) + 3
