@@ -292,7 +292,8 @@ def _insights_paths() -> dict[str, Any]:
             "summary": "Per-minute exposures per flag and variant, pushed (SSE: put, minute)",
             "responses": {"200": {"description": "text/event-stream",
                                   "content": {"text/event-stream": {"schema": {
-                                      "type": "string"}}}}, **_AUTH_ERRORS}}},
+                                      "type": "string"}}}},
+                          "400": _object("bad minutes"), **_AUTH_ERRORS}}},
     }
 
 

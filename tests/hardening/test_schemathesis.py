@@ -55,7 +55,8 @@ CONFORMANCE = [status_code_conformance, content_type_conformance, response_heade
 # a fraction of a second, so it gets fewer.
 EXAMPLES = {GenerationMode.POSITIVE: 450, GenerationMode.NEGATIVE: 250}
 STREAM_EXAMPLES = 30
-STREAM_PATHS = {"/ofrep/v1/events", "/v1/stream/evaluated", "/v1/stream/rules"}
+STREAM_PATHS = {"/ofrep/v1/events", "/v1/stream/evaluated", "/v1/stream/rules",
+                "/v1/admin/insights/live"}
 PLAIN_GET_EXAMPLES = 120
 BUDGET_S = 240.0  # the whole run, on 2 shared cores
 
