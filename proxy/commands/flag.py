@@ -76,35 +76,35 @@ def _run(args: argparse.Namespace) -> int:
     client = c.client(args)
     apply_at = parse_time(args.at, review.redis_now(client, args.env)) if args.at else None
     for _ in range(TRIES):
-        state, plan, warnings = edited(client, args.env, args.key, op)
+        state, plan, change = edited(client, args.env, args.key, op)
         if not args.json:
-            for warning in warnings:
-                c.err(f"warning: {warning}")
-        out: dict[str, Any] = {"env": args.env, "flag": args.key, "operation": op.describe(),
+            for warning in change.warnings:
+                print(f"flagedge: warning: {warning}", file=sys.stderr)
+        out: dict[str, Any] = {"env": args.env, "flag": args.key, "operation": change.summary,
                                "base_version": state.version, "diff": plan.to_json(),
-                               "warnings": warnings}
+                               "warnings": list(change.warnings)}
         if plan.empty:
             return _done(args, {**out, "status": "noop", "version": state.version},
-                         f"nothing to do: flag {args.key} already has {op.describe()} "
+                         f"nothing to do: flag {args.key} already has {change.summary} "
                          f"({args.env} stays at version {state.version})")
         if args.dry_run:
             return _dry_run(args, state, plan, out)
         if apply_at is not None:
-            return _propose(args, client, state, plan, out, op, apply_at)
+            return _propose(args, client, state, plan, out, change.summary, apply_at)
         try:
             guard = c.release_guard(args, client, kind="kill" if op.is_kill else "change")
             if not isinstance(guard, dict):
-                return _propose(args, client, state, plan, out, op, None)
+                return _propose(args, client, state, plan, out, change.summary, None)
             result = publisher.write(client, args.env, plan, expect_version=state.version,
-                                     author=c.author(args), message=_message(args, op),
-                                     guard=guard)
+                                     author=c.author(args),
+                                     message=_message(args, change.summary), guard=guard)
         except publisher.ApprovalRequired:  # protected: the request it would apply
-            return _propose(args, client, state, plan, out, op, None)
+            return _propose(args, client, state, plan, out, change.summary, None)
         except publisher.ConflictError:
             continue  # someone wrote between our read and our write: edit the new state
         out.update(status=result.status, version=result.version, marks=sorted(guard))
         how = f" [{', '.join(sorted(guard)).replace('_', '-')}]" if guard else ""
-        code = _done(args, out, f"flag {args.key}: {op.describe()}: {args.env} version "
+        code = _done(args, out, f"flag {args.key}: {change.summary}: {args.env} version "
                                 f"{result.version}{how}")
         c.wait_replicas(args, client)
         return code
@@ -112,8 +112,8 @@ def _run(args: argparse.Namespace) -> int:
                                   publisher.read_state(client, args.env).version)
 
 
-def edited(client: Any, env: str, key: str, op: Any) -> tuple[Any, Any, list[str]]:
-    """The environment as stored, the plan of the one-flag edit, its warnings. Raises
+def edited(client: Any, env: str, key: str, op: Any) -> tuple[Any, Any, Any]:
+    """The environment as stored, the plan of the one-flag edit, the edit. Raises
     LookupError (exit 5) for a missing environment or flag, ValueError (exit 1) for an
     edit that does not fit or a flag that would not validate."""
     import orjson
@@ -128,18 +128,19 @@ def edited(client: Any, env: str, key: str, op: Any) -> tuple[Any, Any, list[str
     if key not in current.flags:
         raise LookupError(f"flag {key} is not in environment {env} (version {state.version}): "
                           "add it with flagedge push")
-    flag, warnings = oneliners.edit(key, current.flags[key], op)
+    change = oneliners.edit(key, current.flags[key], op)
+    flag = change.flag
     # Validate the edited flag with the evaluators it may reference (not the other flags:
     # one broken elsewhere must not block a kill switch here).
     publisher.parse_document(orjson.dumps({"flags": {key: flag},
                                            "$evaluators": dict(current.evaluators)}),
                              source=f"flag {key}")
     new = Document({**current.flags, key: flag}, current.evaluators, current.metadata)
-    return state, make_plan(current, new), warnings
+    return state, make_plan(current, new), change
 
 
-def _message(args: argparse.Namespace, op: Any) -> str:
-    return args.message or f"flag {args.key}: {op.describe()}"
+def _message(args: argparse.Namespace, summary: str) -> str:
+    return args.message or f"flag {args.key}: {summary}"
 
 
 def _done(args: argparse.Namespace, out: dict[str, Any], line: str) -> int:
@@ -169,17 +170,18 @@ def _dry_run(args: argparse.Namespace, state: Any, plan: Any, out: dict[str, Any
 
 
 def _propose(args: argparse.Namespace, client: Any, state: Any, plan: Any,
-             out: dict[str, Any], op: Any, apply_at: float | None) -> int:
+             out: dict[str, Any], summary: str, apply_at: float | None) -> int:
     from proxy.release import review
     from proxy.release.authorization import Actor
     from proxy.release.times import iso
 
     request = review.propose_plan(client, args.env, state, plan,
-                                  actor=Actor.cli(c.author(args)), message=_message(args, op),
+                                  actor=Actor.cli(c.author(args)),
+                                  message=_message(args, summary),
                                   apply_at=apply_at)
     out.update(status="proposed", request=request.to_json())
     when = f", to apply at {iso(apply_at)} once approved" if apply_at is not None else ""
     if not args.json:
-        print(f"flag {args.key}: {op.describe()} needs approval in {args.env}{when}",
+        print(f"flag {args.key}: {summary} needs approval in {args.env}{when}",
               file=sys.stderr)
     return _done(args, out, f"request {request.id}")

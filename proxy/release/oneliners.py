@@ -48,12 +48,19 @@ class FlagOp:
         return self.kind
 
 
-def edit(key: str, flag: Any, op: FlagOp) -> tuple[dict[str, Any], list[str]]:
-    """The flag after ``op`` and warnings for the person (targeting replaced); raises
-    FlagEditError naming the flag and the variant when it does not fit."""
+@dataclass(frozen=True, slots=True)
+class Edit:
+    flag: dict[str, Any]  # the flag after the operation
+    summary: str  # "25% on", "default variant off", "disable"
+    warnings: tuple[str, ...] = ()  # for the person: targeting replaced
+
+
+def edit(key: str, flag: Any, op: FlagOp) -> Edit:
+    """The flag after ``op``; raises FlagEditError naming the flag and the variant when it
+    does not fit."""
     if not isinstance(flag, dict) or not isinstance(flag.get("variants"), dict):
         raise FlagEditError(f"flag {key} has no variants map: fix it with a push")
-    new, warnings = copy.deepcopy(flag), []
+    new, warnings = copy.deepcopy(flag), ()
     variants = sorted(flag["variants"])
     if op.kind == "enable":
         new["state"] = "ENABLED"
@@ -63,9 +70,10 @@ def edit(key: str, flag: Any, op: FlagOp) -> tuple[dict[str, Any], list[str]]:
         new["defaultVariant"] = _variant(key, op.variant, variants)
     elif op.kind == "percent":
         new["targeting"], warnings = _percent(key, flag, op, variants)
+        op = FlagOp("percent", new["targeting"]["fractional"][0][0], op.percent)
     else:
         raise FlagEditError(f"unknown flag operation {op.kind!r}")
-    return new, warnings
+    return Edit(new, op.describe(), tuple(warnings))
 
 
 def _variant(key: str, name: str | None, variants: list[str]) -> str:
@@ -97,7 +105,7 @@ def _percent(key: str, flag: dict[str, Any], op: FlagOp,
                             "another, or change the default with --default")
     warnings = []
     old = flag.get("targeting")
-    if old not in (None, {}):
+    if old not in (None, {}) and not (isinstance(old, dict) and list(old) == ["fractional"]):
         warnings.append(f"flag {key}: its previous targeting is replaced (the change log "
                         "keeps it; flagedge rollback restores it)")
     return {"fractional": [[target, op.percent], [default, 100 - op.percent]]}, warnings
