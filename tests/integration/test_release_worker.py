@@ -92,7 +92,7 @@ def test_applied_within_a_second_of_due_and_not_before(protected, proxy_factory)
 
 
 def test_three_serves_racing_apply_each_request_once(protected, proxy_factory):
-    url, client = protected
+    _url, client = protected
     proxies = [proxy_factory(extra_args=["--no-auth"], wait="readyz") for _ in range(3)]
     ids = schedule_in_process(client, [f"f{i}" for i in range(5)], redis_now(client) + 2)
     start_version, start_log = version(client, "test"), log_length(client, "test")
