@@ -127,12 +127,17 @@ def test_a_serve_down_at_the_due_time_applies_it_on_return(protected, proxy_fact
     assert history(url)[0]["applied_by"] == "scheduler"
 
 
-def test_no_release_worker_applies_nothing(protected, proxy_factory):
+def test_no_release_worker_applies_nothing(protected, proxy_factory, tmp_path):
     url, client = protected
     proxy_factory(extra_args=["--no-auth", "--no-release-worker"], wait="readyz")
     proxy_factory(extra_args=["--no-auth"], environ={"FLAGEDGE_RELEASE_WORKER": "false"},
                   wait="readyz")
-    request_id = schedule(url, "f0", "+1s")
+    r = flagedge("propose", doc_file(tmp_path, "v2.json", {"f0": OFF}), "--env", "test",
+                 "-m", "f0 off", "--at", "+4s", url=url, author="ann")
+    assert r.returncode == 0 and r.stdout.endswith("request 1\n"), r.stderr
+    a = flagedge("approve", "1", "--env", "test", url=url, author="bob")
+    assert a.returncode == 0 and "quorum met, due at" in a.stdout, (a.stdout, a.stderr)
+    request_id = 1
     apply_at = stored_request(client, "test", request_id)["apply_at"]
     wait_until(lambda: redis_now(client) > apply_at + 2, timeout=10, what="due time passed")
     assert stored_request(client, "test", request_id)["state"] == "open"
