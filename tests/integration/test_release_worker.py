@@ -64,7 +64,7 @@ def test_applied_within_a_second_of_due_and_not_before(protected, proxy_factory)
     proxy = proxy_factory(extra_args=["--no-auth"], wait="readyz")
     ofrep = proxy.client(None)
     try:
-        request_id = schedule(url, "f0", "+3s")
+        request_id = schedule(url, "f0", "+4s")
         apply_at = stored_request(client, "test", request_id)["apply_at"]
         served_before = []
 
@@ -113,7 +113,7 @@ def test_a_serve_down_at_the_due_time_applies_it_on_return(protected, proxy_fact
     proxy.stop()
     r = flagedge("flag", "f0", "--env", "test", "--disable", url=url, author="ann")
     assert r.returncode == 0 and "[kill]" in r.stdout, r.stderr  # version 2: f0 disabled
-    r = flagedge("rollback", "--env", "test", "--to", "1", "--at", "+2s", url=url, author="ann")
+    r = flagedge("rollback", "--env", "test", "--to", "1", "--at", "+4s", url=url, author="ann")
     assert r.returncode == 0 and r.stdout.strip().endswith("request 1"), r.stderr
     assert flagedge("approve", "1", "--env", "test", url=url, author="bob").returncode == 0
     apply_at = stored_request(client, "test", 1)["apply_at"]
