@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from redis.exceptions import ResponseError
+
 from proxy.release import review
 from proxy.release.requests import Request
 from proxy.storage import layout
@@ -78,7 +80,7 @@ class ReleaseWorker:
             except (review.NotOpen, LookupError):
                 stored.unschedule(self.client, env, request_id)  # closed or gone: tidy
                 continue
-            except (ValueError, RuntimeError) as exc:  # not a request; an error reply
+            except (ValueError, RuntimeError, ResponseError) as exc:  # a broken request/key
                 self._failing.add((env, request_id))
                 log.warning("release worker: request %s in %s not applied: %s",
                             request_id, env, exc)

@@ -72,3 +72,22 @@ def test_workers_racing_on_due_requests_write_each_once(redis_server):
     finally:
         for c in [*clients, setup]:
             c.close()
+
+
+def test_a_broken_scheduled_entry_does_not_stop_the_others(redis_server):
+    """Another tool's junk in the requests hash, indexed as due: the worker logs it, skips
+    it, and still applies the good request due with it."""
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        publisher.push(client, "race", Document({"f0": ON}))
+        client.hset("flagedge:{race}:requests", "99", "not json")
+        client.zadd("flagedge:{race}:schedule", {"99": 0})
+        good = scheduled(client, "f0", review.redis_now(client, "race") + 1)
+        worker = ReleaseWorker(client, envs=lambda: ["race"])
+        wait_until(lambda: (worker.tick() or True)
+                   and stored_request(client, "race", good)["state"] == "applied",
+                   timeout=10, interval=0.02, what="the good request applied")
+        assert version(client, "race") == 2
+        assert client.hget("flagedge:{race}:requests", "99") == b"not json"
+    finally:
+        client.close()
