@@ -20,6 +20,7 @@ COMMANDS = [
     "export",
     "history",
     "rollback",
+    "flag",
     "envs",
     "keys",
     "propose",

@@ -82,6 +82,9 @@ class Settings:
     insights_flush: float = 5.0  # seconds between exposure flushes to Redis (0: none)
     insights_days: int = 30  # days insights keep daily exposures and unique users
     track_rate: float = 5.0  # POST /v1/track requests/s per client address, per worker (0: none)
+    # Apply due scheduled change requests and expire overdue ones (DESIGN §10); every serve
+    # may run one (the apply script is the fence). Needs Redis write access; not offline.
+    release_worker: bool = True
     access_log: bool = True  # query strings are always redacted
     log_level: str = "info"
     graceful_timeout: float = 10.0

@@ -301,6 +301,9 @@ class ChangeRecord:
     approvers: tuple[str, ...] = ()
     kill: bool = False
     break_glass: bool = False
+    # Who wrote it when not the author: "scheduler" (the release worker applied a scheduled
+    # request on behalf of its author and approvers); "" when the author did.
+    applied_by: str = ""
 
     @property
     def readable(self) -> bool:

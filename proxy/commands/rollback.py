@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="create a change request for the rollback instead of writing it "
                              "(in a protected environment a rollback is a kill operation, "
                              "applied at once and marked kill)")
+    parser.add_argument("--at", default=None, metavar="TIME",
+                        help="a change request applied at TIME (ISO 8601 with offset, or "
+                             "+DURATION) by a release worker, once approved")
     c.add_break_glass_argument(parser)
     c.add_wait_arguments(parser)
     c.add_redis_arguments(parser)
@@ -36,6 +39,9 @@ def _run(args: argparse.Namespace) -> int:
     from proxy.release.changeset import describe
 
     client = c.client(args)
+    if args.at and args.break_glass:
+        raise c.UsageError("--at makes a change request; --break-glass writes at once: "
+                           "choose one")
     state, plan = publisher.rollback_plan(client, args.env, args.to)
     out: dict = {"env": args.env, "from_version": state.version, "to": args.to,
                  "diff": plan.to_json()}
@@ -50,6 +56,8 @@ def _run(args: argparse.Namespace) -> int:
             print("dry run: nothing written")
         return c.OK
     message = args.message or f"rollback to version {args.to}"
+    if args.at:
+        return _propose(args, client, state, plan, message)
     guard = c.release_guard(args, client, kind="kill")
     if args.propose or not isinstance(guard, dict):
         return _propose(args, client, state, plan, message)
@@ -72,12 +80,15 @@ def _propose(args: argparse.Namespace, client: Any, state: Any, plan: Any, messa
     """The rollback as a change request (``--propose``, or a caller without the kill role)."""
     from proxy.release import review
     from proxy.release.authorization import Actor
+    from proxy.release.times import parse_time
 
     if plan.empty:
         print(f"nothing to do: {args.env} already equals version {args.to}")
         return c.OK
+    apply_at = parse_time(args.at, review.redis_now(client, args.env)) if args.at else None
     request = review.propose_plan(client, args.env, state, plan,
-                                  actor=Actor.cli(c.author(args)), message=message)
+                                  actor=Actor.cli(c.author(args)), message=message,
+                                  apply_at=apply_at)
     if args.json:
         c.print_json({"status": "proposed", "request": request.to_json()})
     else:

@@ -91,6 +91,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--log-level", help="debug, info, warning, error (default info)")
     a("--no-access-log", dest="access_log", action="store_const", const=False,
       help="disable the (query-string-free) access log")
+    a("--no-release-worker", dest="release_worker", action="store_const", const=False,
+      help="do not apply scheduled change requests here (other serves, or none, do)")
     a("--demo", action="store_const", const=True,
       help="serve the demo page (examples/web, OFREP web provider) at /demo/")
 

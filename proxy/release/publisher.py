@@ -347,13 +347,17 @@ def history_json(record: ChangeRecord) -> dict[str, Any]:
         "readable": record.readable,
         "request": record.request, "approvers": list(record.approvers),
         "kill": record.kill, "break_glass": record.break_glass,
+        "applied_by": record.applied_by or None,
     }
 
 
 def release_marks(record: ChangeRecord) -> str:
     """How a write got past release control, for ``history``: ``[break-glass]``,
-    ``[kill]``, ``[request 4, approved by bob, cid]``; "" for an ordinary write."""
+    ``[kill]``, ``[request 4, approved by bob, cid]``, ``[scheduler on behalf of ann]``;
+    "" for an ordinary write."""
     marks = []
+    if record.applied_by:
+        marks.append(f"{record.applied_by} on behalf of {record.author}")
     if record.break_glass:
         marks.append("break-glass")
     if record.kill:

@@ -10,6 +10,7 @@ The apply script is the fence: two approvers reaching quorum at once write one v
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,7 +119,7 @@ def propose_plan(client: Any, env: str, state: publisher.RemoteState, plan: Plan
         created_at=now, expires_at=round(now + expires_in, 3), change=change,
         content_hash=content_hash(env, state.version, change), preview=preview(state, change),
         apply_at=apply_at)
-    request_id = stored.call_create(client, env, request.body_without_id())
+    request_id = stored.call_create(client, env, request.body_without_id(), apply_at)
     return request.replace(id=request_id)
 
 
@@ -128,10 +129,10 @@ def propose(client: Any, env: str, new: Document, **kwargs: Any) -> Request:
 
 
 def apply_args(raw: bytes, request: Request, approved: Request | None,
-               at_apply: dict[str, Any]) -> list[Any]:
+               at_apply: dict[str, Any], marks: Mapping[str, str] | None = None) -> list[Any]:
     """APPLY_LUA's ARGV (see its comment): candidates for each outcome (the applied one with
-    the preview ``at_apply``), what must not have moved since base_version, then the write
-    itself."""
+    the preview ``at_apply``), what must not have moved since base_version, the change
+    entry's extra ``marks`` (the release worker's ``applied_by``), then the write itself."""
     basis = (approved or request).replace(preview=at_apply)
     change = request.change
     before, reads = change["before"], change.get("reads") or {}
@@ -146,7 +147,9 @@ def apply_args(raw: bytes, request: Request, approved: Request | None,
     base_evaluators = reads.get("$evaluators") or {}
     names = referenced_evaluators(change, base_evaluators)
     args += [str(len(names)), *names, canonical(base_evaluators)]
-    args += [canonical(reads.get("metadata") or {}), "0"]
+    args += [canonical(reads.get("metadata") or {}), str(len(marks or {}))]
+    for field, value in (marks or {}).items():
+        args += [field, value]
     return args + publisher.write_args(plan_of(change), author=request.author,
                                        message=request.message)
 
@@ -166,6 +169,32 @@ def approve(client: Any, env: str, request_id: int, actor: authz.Actor) -> Outco
             approval = Approval(actor.name, redis_now(client, env), request.content_hash)
             approved = request.replace(approvals=(*request.approvals, approval), preview=now)
         reply = stored.call_apply(client, env, apply_args(raw, request, approved, now))
+        outcome = _outcome(client, env, request_id, reply)
+        if outcome is not None:
+            return outcome
+    raise RuntimeError(f"request {request_id} kept changing under us; try again")
+
+
+SCHEDULER = "scheduler"  # the change entry's applied_by when the release worker applied it
+
+
+def apply_scheduled(client: Any, env: str, request_id: int) -> Outcome | None:
+    """The release worker's try at a due request: apply it if the approvals (by the policy
+    as it is now) make the quorum. None: nothing to do now (no quorum yet: an approval
+    applies it, being past due). The apply script decides due-ness, quorum and conflicts
+    itself, so several workers racing here write it once. The change entry keeps the
+    request's author and approvers and adds ``applied_by: scheduler``."""
+    for _ in range(MAX_TRIES):
+        raw, request = get(client, env, request_id)
+        if request.state != "open":
+            raise NotOpen(request)
+        rules = policy.read(client, env)
+        if (request.expires_at > redis_now(client, env)
+                and len(request.valid_approvers(rules.approvers)) < max(1, rules.approvals)):
+            return None  # no quorum, not expired: skip the preview and the script
+        now = preview(publisher.read_state(client, env), dict(request.change))
+        reply = stored.call_apply(client, env, apply_args(raw, request, None, now,
+                                                          {"applied_by": SCHEDULER}))
         outcome = _outcome(client, env, request_id, reply)
         if outcome is not None:
             return outcome

@@ -44,11 +44,12 @@ from proxy.evaluation.jsonlogic import semver
 from proxy.evaluation.plan import memo_bytes
 from proxy.insights.exposures import Flusher
 from proxy.keys import KeyRing
+from proxy.release.worker import ReleaseWorker
 from proxy.server import connections, gcpolicy
 from proxy.sources.base import Source
 from proxy.sources.file import FileSource
 from proxy.sources.redis import RedisSource
-from proxy.storage.url import async_client
+from proxy.storage.url import async_client, sync_client
 from proxy.store import Store
 from proxy.streams.fanout import FanOut
 from proxy.streams.history import ChangeLog, RedisHistory
@@ -268,6 +269,7 @@ def _start(rt: Runtime, settings: Settings) -> None:
     if settings.metrics_dir is not None:
         rt.tasks.append(asyncio.create_task(_flush_metrics(rt), name="metrics-flush"))
     _start_insights(rt, settings)
+    _start_release_worker(rt, settings)
     gcpolicy.settle()  # what startup allocated stays out of every later pass
     if settings.gc_period > 0:  # collect on a clock, not inside requests (proxy/server/gcpolicy.py)
         rt.tasks.append(asyncio.create_task(
@@ -314,6 +316,21 @@ def _start_insights(rt: Runtime, settings: Settings) -> None:
     rt.tasks.append(asyncio.create_task(flusher.run(settings.insights_flush),
                                         name="insights-flush"))
     rt.on_stopped.append(client.aclose)
+
+
+def _start_release_worker(rt: Runtime, settings: Settings) -> None:
+    """Each worker process applies due change requests (DESIGN §10); not offline, not with
+    release_worker off."""
+    if not settings.release_worker or not any(isinstance(s, RedisSource) for s in rt.sources):
+        return
+    client = sync_client(settings.redis, cluster=settings.cluster, socket_connect_timeout=5,
+                         socket_timeout=10)
+    rt.tasks.append(asyncio.create_task(ReleaseWorker(client).run(), name="release-worker"))
+
+    async def close() -> None:
+        client.close()
+
+    rt.on_stopped.append(close)
 
 
 def _middleware(settings: Settings) -> list[Middleware]:

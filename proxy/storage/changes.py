@@ -45,6 +45,7 @@ def parse(entry_id: Any, fields: Mapping[Any, Any]) -> ChangeRecord:
         after=_json_object(f.get("after")),
         request=_number(f.get("request"), int, None), approvers=_names(f.get("approvers")),
         kill=_flag(f.get("kill")), break_glass=_flag(f.get("break_glass")),
+        applied_by=text(f.get("applied_by") or ""),
     )
 
 

@@ -31,6 +31,12 @@ def request_seq_key(env: str) -> str:
     return f"{layout.PREFIX}:{{{env}}}:request_seq"
 
 
+def schedule_key(env: str) -> str:
+    """ZSET request id -> apply_at: the release worker's index of scheduled requests (the
+    requests hash stays the truth; an id here whose request is closed is only tidied)."""
+    return f"{layout.PREFIX}:{{{env}}}:schedule"
+
+
 def apply_keys(env: str) -> list[str]:
     """APPLY_LUA's KEYS: flags, meta, changes (as WRITE_LUA), requests, policy."""
     return [*layout.env_keys(env), requests_key(env), policy_key(env)]
@@ -74,10 +80,12 @@ def guarded_keys(env: str) -> list[str]:
     return [*layout.env_keys(env), policy_key(env)]
 
 
-# KEYS: requests, request_seq. ARGV: the request's JSON without its opening '{' and without
-# an id (the script prepends '{"id":N,'). Returns the new id.
+# KEYS: requests, request_seq, schedule. ARGV: the request's JSON without its opening '{' and
+# without an id (the script prepends '{"id":N,'), its apply_at ('' = none: not scheduled).
+# A scheduled request enters the release worker's index in the same script, so no crash
+# between the two can leave it unscheduled. Returns the new id.
 CREATE_LUA = """
-for i, want in ipairs({'hash', 'string'}) do
+for i, want in ipairs({'hash', 'string', 'zset'}) do
   local kind = redis.call('TYPE', KEYS[i])['ok']
   if kind ~= 'none' and kind ~= want then
     return redis.error_reply('flagedge request refused: ' .. KEYS[i] .. ' is a ' .. kind)
@@ -85,7 +93,16 @@ for i, want in ipairs({'hash', 'string'}) do
 end
 local id = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[1], id, '{"id":' .. id .. ',' .. ARGV[1])
+if ARGV[2] ~= '' then redis.call('ZADD', KEYS[3], ARGV[2], id) end
 return id
+"""
+
+# KEYS: schedule. The ids of scheduled requests due by Redis' clock (the one the apply
+# script judges due-ness by), earliest first, at most ARGV[1] of them.
+DUE_LUA = """
+local t = redis.call('TIME')
+local now = string.format('%d.%06d', tonumber(t[1]), tonumber(t[2]))
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 """
 
 # Shared by the scripts below: the stored request, compare-and-set against what the caller
@@ -238,9 +255,32 @@ def call_transition(client: Any, env: str, request_id: int, old: bytes, new: byt
                             "expire" if expire else ""))
 
 
-def call_create(client: Any, env: str, body_without_id: bytes) -> int:
-    return int(client.eval(CREATE_LUA, 2, requests_key(env), request_seq_key(env),
-                           body_without_id))
+def call_create(client: Any, env: str, body_without_id: bytes,
+                apply_at: float | None = None) -> int:
+    return int(client.eval(CREATE_LUA, 3, requests_key(env), request_seq_key(env),
+                           schedule_key(env), body_without_id,
+                           "" if apply_at is None else repr(float(apply_at))))
+
+
+def due_ids(client: Any, env: str, limit: int = 100) -> list[int]:
+    """Scheduled requests whose apply_at has come (Redis' clock), earliest first."""
+    return [int(i) for i in client.eval(DUE_LUA, 1, schedule_key(layout.check_env(env)),
+                                        str(limit))]
+
+
+def scheduled(client: Any, env: str) -> dict[int, float]:
+    """The whole schedule index: id -> apply_at."""
+    return {int(i): float(s) for i, s in client.zrange(schedule_key(env), 0, -1,
+                                                       withscores=True)}
+
+
+def schedule(client: Any, env: str, request_id: int, apply_at: float) -> None:
+    """Index a scheduled request (one created before the index existed)."""
+    client.zadd(schedule_key(env), {str(request_id): apply_at}, nx=True)
+
+
+def unschedule(client: Any, env: str, request_id: int) -> None:
+    client.zrem(schedule_key(env), str(request_id))
 
 
 def read_raw(client: Any, env: str, request_id: int) -> bytes | None:
