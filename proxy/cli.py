@@ -27,6 +27,7 @@ COMMANDS = [
     "approve",
     "reject",
     "cancel",
+    "notify",
     "insights",
 ]
 

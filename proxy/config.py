@@ -82,6 +82,13 @@ class Settings:
     insights_flush: float = 5.0  # seconds between exposure flushes to Redis (0: none)
     insights_days: int = 30  # days insights keep daily exposures and unique users
     track_rate: float = 5.0  # POST /v1/track requests/s per client address, per worker (0: none)
+    # Webhook deliveries (DESIGN §10, release/notify.py): attempts before one is recorded as
+    # failed, and the first retry's delay in seconds (doubling each time, at most 10 minutes).
+    notify_attempts: int = 8
+    notify_backoff: float = 2.0
+    # Public base URL of this flagedge for links in notifications ('' = no link); messages link
+    # to {ui_url}/ui/... (the management UI of DESIGN §12).
+    ui_url: str = ""
     access_log: bool = True  # query strings are always redacted
     log_level: str = "info"
     graceful_timeout: float = 10.0
@@ -234,6 +241,10 @@ def validate(s: Settings) -> None:
         raise SettingsError("track_rate: must not be negative (0 turns the limit off)")
     if s.insights_days < 1:
         raise SettingsError("insights_days: must be at least 1")
+    if s.notify_attempts < 1 or s.notify_backoff < 0:
+        raise SettingsError("notify_attempts: must be at least 1; notify_backoff: not negative")
+    if s.ui_url and not s.ui_url.startswith(("http://", "https://")):
+        raise SettingsError(f"ui_url: {s.ui_url!r} is not an http(s) URL ('' for no links)")
     if s.stream_token_ttl < 60:
         raise SettingsError("stream_token_ttl: must be at least 60 seconds")
     _validate_connections(s)

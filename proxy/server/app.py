@@ -44,6 +44,7 @@ from proxy.evaluation.jsonlogic import semver
 from proxy.evaluation.plan import memo_bytes
 from proxy.insights.exposures import Flusher
 from proxy.keys import KeyRing
+from proxy.release.notify import Notifier, NotifyConfig
 from proxy.server import connections, gcpolicy
 from proxy.sources.base import Source
 from proxy.sources.file import FileSource
@@ -268,6 +269,7 @@ def _start(rt: Runtime, settings: Settings) -> None:
     if settings.metrics_dir is not None:
         rt.tasks.append(asyncio.create_task(_flush_metrics(rt), name="metrics-flush"))
     _start_insights(rt, settings)
+    _start_notifier(rt, settings)
     gcpolicy.settle()  # what startup allocated stays out of every later pass
     if settings.gc_period > 0:  # collect on a clock, not inside requests (proxy/server/gcpolicy.py)
         rt.tasks.append(asyncio.create_task(
@@ -313,6 +315,19 @@ def _start_insights(rt: Runtime, settings: Settings) -> None:
     rt.metrics.hot.insights_stats = flusher.stats
     rt.tasks.append(asyncio.create_task(flusher.run(settings.insights_flush),
                                         name="insights-flush"))
+    rt.on_stopped.append(client.aclose)
+
+
+def _start_notifier(rt: Runtime, settings: Settings) -> None:
+    """Each worker is a consumer delivering the outbox to webhooks (DESIGN §10); not
+    offline."""
+    if not any(isinstance(s, RedisSource) for s in rt.sources):
+        return
+    client = async_client(settings.redis, cluster=settings.cluster)
+    notifier = Notifier(client, NotifyConfig(attempts=settings.notify_attempts,
+                                             backoff=settings.notify_backoff,
+                                             ui_url=settings.ui_url))
+    rt.tasks.append(asyncio.create_task(notifier.run(), name="notify"))
     rt.on_stopped.append(client.aclose)
 
 
