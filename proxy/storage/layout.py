@@ -27,7 +27,9 @@ LAYOUT = f"{PREFIX}:layout"  # integer: the version of this layout; missing = 1 
 LAYOUT_VERSION = 1
 DEFAULT_MAXLEN = 10_000  # change stream cap (XADD MAXLEN ~)
 # The outbox (DESIGN §10) is capped by time, not by count nor by unacknowledged entries:
-# every XADD trims entries older than this (MINID ~), delivered or not.
+# every XADD trims entries older than this (exact MINID: each entry is trimmed once, by the
+# first write after it is due; '~' would keep whole radix nodes, i.e. up to ~100 entries of
+# any age), delivered or not.
 OUTBOX_RETENTION_MS = 7 * 86_400_000
 EVENTS_MAXLEN = 10_000
 
@@ -101,7 +103,7 @@ OUTBOX_ADD = """
 local function outbox_add(key, fields)
   local t = redis.call('TIME')
   local minid = tostring(tonumber(t[1]) * 1000 - tonumber('OUTBOX_RETENTION_MS')) .. '-0'
-  return redis.call('XADD', key, 'MINID', '~', minid, '*', unpack(fields))
+  return redis.call('XADD', key, 'MINID', minid, '*', unpack(fields))
 end
 local function outbox_checked(key)
   local kind = redis.call('TYPE', key)['ok']
