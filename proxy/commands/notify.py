@@ -74,6 +74,8 @@ def _run(args: argparse.Namespace) -> int:
         hooks = webhooks.list_webhooks(client, args.env)
         if args.json:
             c.print_json([h.public_json() for h in hooks])
+        if not hooks and not args.json:
+            print(f"no webhooks for {args.env}")
         for h in hooks if not args.json else []:
             private = " allow-private" if h.allow_private else ""
             print(f"{h.id}  {h.format:5}  {h.url}{private}  (added {_when(h.created_at)} "
@@ -82,6 +84,8 @@ def _run(args: argparse.Namespace) -> int:
     rows = webhooks.failed(client, args.env, max(1, args.limit))
     if args.json:
         c.print_json(rows)
+    if not rows and not args.json:
+        print(f"no failed deliveries for {args.env}")
     for r in rows if not args.json else []:
         print(f"{_when(float(r.get('at', 0)))}  {r.get('webhook')}  {r.get('type')}  "
               f"webhook-id {r.get('webhook_id')}  {r.get('attempts')} attempts: "
