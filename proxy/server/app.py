@@ -326,6 +326,7 @@ def _start_notifier(rt: Runtime, settings: Settings) -> None:
     client = async_client(settings.redis, cluster=settings.cluster)
     notifier = Notifier(client, NotifyConfig(attempts=settings.notify_attempts,
                                              backoff=settings.notify_backoff,
+                                             claim_idle=settings.notify_takeover,
                                              ui_url=settings.ui_url))
     rt.tasks.append(asyncio.create_task(notifier.run(), name="notify"))
     rt.on_stopped.append(client.aclose)

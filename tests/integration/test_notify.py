@@ -219,3 +219,31 @@ def test_two_serves_deliver_each_entry_once(proxy_factory, redis_server, receive
     assert sorted(g.json["data"]["version"] for g in got) == list(range(2, 22))
     consumers = client.xinfo_consumers("flagedge:{test}:outbox", "notify")
     assert len(consumers) == 2
+
+
+def test_a_dead_serves_entry_is_taken_over_with_the_same_webhook_id(proxy_factory,
+                                                                    redis_server, receiver,
+                                                                    tmp_path):
+    url = redis_server.url
+    push(tmp_path, url, {"a": ON}, "v1.json")
+    add_hook(url, receiver.url, "--secret", SECRET)
+    receiver.fail_first = 1
+    environ = {"FLAGEDGE_NOTIFY_BACKOFF": "2", "FLAGEDGE_NOTIFY_TAKEOVER": "1"}
+    first = proxy_factory(wait="readyz", environ=environ)
+    push(tmp_path, url, {"a": OFF}, "v2.json", "off")
+    client = rclient(redis_server)
+    wait_until(lambda: client.hvals("flagedge:{test}:deliveries"), timeout=15,
+               what="the first, failed attempt recorded")
+    first.kill()  # SIGKILL while the entry waits for its retry
+    owner = client.xinfo_consumers("flagedge:{test}:outbox", "notify")
+    assert [c["pending"] for c in owner] == [1]
+    proxy_factory(wait="readyz", environ=environ)
+    wait_until(lambda: receiver.accepted(), timeout=20, what="the entry delivered by the other")
+    attempts = receiver.all()
+    assert [a.status for a in attempts] == [500, 200]
+    assert attempts[0].webhook_id == attempts[1].webhook_id
+    assert attempts[0].body == attempts[1].body
+    wait_until(lambda: settled(client), timeout=10, what="the entry acknowledged")
+    consumers = {c["name"]: c["pending"] for c in
+                 client.xinfo_consumers("flagedge:{test}:outbox", "notify")}
+    assert len(consumers) == 2 and sum(consumers.values()) == 0
