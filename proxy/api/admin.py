@@ -14,7 +14,7 @@ from starlette.routing import Route
 from proxy.api import errors
 from proxy.api.auth import Authenticator
 from proxy.api.bulk_body import ofrep_item
-from proxy.api.context import BadContext, check_context, parse_request, read_body
+from proxy.api.context import BadContext, check_context, parse_request, request_body
 from proxy.config import Settings
 from proxy.evaluation.engine import explain
 from proxy.model import ErrorCode
@@ -40,8 +40,7 @@ class AdminApi:
         principal = self.auth.authorize(request, "server")
         if isinstance(principal, Response):
             return principal
-        body = await read_body(request.receive, self.settings.body_limit,
-                               request.headers.get("content-length"))
+        body = await request_body(request, self.settings.body_limit)
         if isinstance(body, Response):
             return body
         try:

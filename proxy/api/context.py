@@ -61,6 +61,11 @@ async def read_body(receive: Receive, limit: int, declared: bytes | str | None =
     return b"".join(chunks)
 
 
+async def request_body(request: Any, limit: int) -> bytes | Response:
+    """``read_body`` of a Starlette request (its declared length checked first)."""
+    return await read_body(request.receive, limit, request.headers.get("content-length"))
+
+
 def _json_content_type(value: bytes | str | None) -> bool:
     if value is None:
         return True  # bodiless calls and clients that send none: the JSON check decides

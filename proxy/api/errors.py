@@ -27,6 +27,12 @@ def ofrep_error(status: int, code: ErrorCode | str, details: str, *, key: str | 
     return json_response(body, status, headers)
 
 
+def parse_error(details: str) -> Response:
+    """400 ``{errorCode: PARSE_ERROR, errorDetails}``: a request body that is not what the
+    endpoint takes (the message names the JSON path)."""
+    return ofrep_error(400, "PARSE_ERROR", details)
+
+
 def unauthorized(details: str) -> Response:
     return ofrep_error(401, "UNAUTHORIZED", details, headers={"WWW-Authenticate": "Bearer"})
 

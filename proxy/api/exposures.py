@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from proxy.api import errors
 from proxy.api.auth import Authenticator
-from proxy.api.context import read_body
+from proxy.api.context import request_body
 from proxy.api.metrics import HotMetrics
 from proxy.config import Settings
 from proxy.model import Reason
@@ -47,15 +47,13 @@ class ExposuresApi:
         principal = self.auth.authorize(request, "server")
         if isinstance(principal, Response):
             return principal
-        body = await read_body(request.receive, self.settings.body_limit,
-                               request.headers.get("content-length"))
+        body = await request_body(request, self.settings.body_limit)
         if isinstance(body, Response):
             return body
         try:
             items = parse_report(body)
         except BadReport as exc:
-            return errors.json_response({"errorCode": "PARSE_ERROR", "errorDetails": str(exc)},
-                                        status=400)
+            return errors.parse_error(str(exc))
         flag_set = self.store.get(principal.env)
         known = flag_set.flags if flag_set is not None else {}
         accepted = ignored = 0

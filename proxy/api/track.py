@@ -26,7 +26,7 @@ from starlette.routing import Route
 from proxy.api import errors
 from proxy.api.auth import Authenticator, TokenBucket
 from proxy.api.client_address import limit_key
-from proxy.api.context import read_body
+from proxy.api.context import request_body
 from proxy.api.metrics import HotMetrics
 from proxy.config import Settings
 
@@ -58,15 +58,13 @@ class TrackApi:
         wait = self._throttle(limit_key(request.scope))
         if wait:
             return errors.too_many_requests(wait)
-        body = await read_body(request.receive, self.settings.body_limit,
-                               request.headers.get("content-length"))
+        body = await request_body(request, self.settings.body_limit)
         if isinstance(body, Response):
             return body
         try:
             events = parse_events(body)
         except BadEvents as exc:
-            return errors.json_response({"errorCode": "PARSE_ERROR", "errorDetails": str(exc)},
-                                        status=400)
+            return errors.parse_error(str(exc))
         accepted = sum(self.hot.track(principal.env, name, key, value)
                        for name, key, value in events)
         return errors.json_response({"accepted": accepted}, status=202)

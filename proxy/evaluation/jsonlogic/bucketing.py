@@ -52,22 +52,32 @@ def integer_weight(w: Any) -> int | None:
 
 def runtime_buckets(entries: Any) -> tuple[list[Any], list[int], int] | None:
     """Validate evaluated buckets like flagd does at run time: (variants, cumulative, total)."""
+    return _buckets(entries, integer_weight, VARIANT_TYPES, allow_zero=True)
+
+
+def _buckets(entries: Any, weight_of: Any, variant_types: Any, *, allow_zero: bool
+             ) -> tuple[list[Any], list[int], int] | None:
+    """(variants, cumulative weights, total) of ``[variant, weight?]`` buckets, or None for a
+    malformed one, a weight ``weight_of`` refuses, or a total out of range. ``variant_types``
+    None: any variant value."""
     variants: list[Any] = []
     cum: list[int] = []
     total = 0
     for e in entries:
-        if e.__class__ is not list or not 1 <= len(e) <= 2 or e[0].__class__ not in VARIANT_TYPES:
+        if e.__class__ is not list or not 1 <= len(e) <= 2:
+            return None
+        if variant_types is not None and e[0].__class__ not in variant_types:
             return None
         w = 1
         if len(e) == 2:
-            w = integer_weight(e[1])
+            w = weight_of(e[1])
             if w is None:
                 return None
             w = max(0, w)
         total += w
         variants.append(e[0])
         cum.append(total)
-    if total > MAX_TOTAL_WEIGHT:
+    if total > MAX_TOTAL_WEIGHT or (total <= 0 and not allow_zero):
         return None
     return variants, cum, total
 
@@ -130,24 +140,7 @@ def v3_buckets(entries: Any) -> tuple[list[Any], list[int], int] | None:
     """The reference's ``_parse_fraction`` over evaluated buckets: (variants, cumulative,
     total), or None when it answers null (a malformed bucket, a non-integer weight, a total
     of 0 or over 2^31-1)."""
-    variants: list[Any] = []
-    cum: list[int] = []
-    total = 0
-    for e in entries:
-        if e.__class__ is not list or not 1 <= len(e) <= 2:
-            return None
-        w = 1
-        if len(e) == 2:
-            w = v3_weight(e[1])
-            if w is None:
-                return None
-            w = max(0, w)
-        total += w
-        variants.append(e[0])
-        cum.append(total)
-    if total > MAX_TOTAL_WEIGHT or total <= 0:
-        return None
-    return variants, cum, total
+    return _buckets(entries, v3_weight, None, allow_zero=False)
 
 
 def pick_bytes(key: bytes, variants: list[Any], cum: list[int], total: int,
