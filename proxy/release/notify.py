@@ -92,11 +92,21 @@ class Notifier:
             await self.http.aclose()
 
     async def round(self) -> bool:
-        """One pass over every environment; True when it handled any entry."""
+        """One pass over every environment; True when it handled any entry. One
+        environment's failure (a broken key) does not hold up the others'."""
         busy = False
         for env in sorted(text(e) for e in await self.client.smembers(layout.ENVS)):
-            if layout.ENV_NAME.match(env):
+            if not layout.ENV_NAME.match(env):
+                continue
+            try:
                 busy = await self.env_round(env) or busy
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if "NOGROUP" in str(exc):  # the outbox was deleted: make the group again
+                    self._groups.discard(env)
+                else:
+                    log.exception("notify: delivering %s failed; retrying", env)
         return busy
 
     async def _ensure_group(self, env: str) -> None:

@@ -247,3 +247,17 @@ def test_a_dead_serves_entry_is_taken_over_with_the_same_webhook_id(proxy_factor
     consumers = {c["name"]: c["pending"] for c in
                  client.xinfo_consumers("flagedge:{test}:outbox", "notify")}
     assert len(consumers) == 2 and sum(consumers.values()) == 0
+
+
+def test_delivery_goes_on_after_the_outbox_is_deleted(proxy_factory, redis_server, receiver,
+                                                      tmp_path):
+    url = redis_server.url
+    push(tmp_path, url, {"a": ON}, "v1.json")
+    add_hook(url, receiver.url)
+    proxy_factory(wait="readyz")
+    push(tmp_path, url, {"a": OFF}, "v2.json")
+    wait_until(lambda: len(receiver.accepted()) == 1, timeout=15, what="the first delivery")
+    rclient(redis_server).delete("flagedge:{test}:outbox")  # its group goes with it
+    push(tmp_path, url, {"a": ON}, "v3.json")
+    wait_until(lambda: len(receiver.accepted()) == 2, timeout=15, what="the next delivery")
+    assert receiver.accepted()[1].json["data"]["version"] == 3
