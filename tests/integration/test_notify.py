@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from tests.integration.release_support import OFF, ON, doc_file, flagedge
+from tests.integration.test_sources_topologies import cluster  # noqa: F401 (fixture)
 from tests.integration.webhook_receiver import Receiver, verify
 from tests.redis_server import wait_until
 
@@ -261,3 +262,24 @@ def test_delivery_goes_on_after_the_outbox_is_deleted(proxy_factory, redis_serve
     push(tmp_path, url, {"a": ON}, "v3.json")
     wait_until(lambda: len(receiver.accepted()) == 2, timeout=15, what="the next delivery")
     assert receiver.accepted()[1].json["data"]["version"] == 3
+
+
+def test_delivery_on_a_redis_cluster(proxy_factory, cluster, receiver, tmp_path):  # noqa: F811
+    """Each environment's outbox, webhooks and retry state live in its own slot: a serve with
+    --cluster delivers both environments' entries (two environments, two slots)."""
+    url = cluster[0].url
+    envs = ("prod", "staging")
+    for env in envs:
+        r = flagedge("push", doc_file(tmp_path, f"{env}1.json", {"a": ON}), "--env", env,
+                     "--cluster", url=url)
+        assert r.returncode == 0, r.stderr
+        r = flagedge("notify", "add", receiver.url, "--env", env, "--allow-private",
+                     "--cluster", url=url)
+        assert r.returncode == 0, r.stderr
+    proxy_factory(redis=cluster[0], extra_args=["--cluster"], wait="readyz")
+    for env in envs:
+        r = flagedge("push", doc_file(tmp_path, f"{env}2.json", {"a": OFF}), "--env", env,
+                     "--cluster", url=url)
+        assert r.returncode == 0, r.stderr
+    wait_until(lambda: len(receiver.accepted()) == 2, timeout=20, what="both environments")
+    assert sorted(m.json["data"]["env"] for m in receiver.accepted()) == sorted(envs)
