@@ -90,6 +90,21 @@ class Notifier:
                     await asyncio.sleep(self.config.poll)
         finally:
             await self.http.aclose()
+            await self._leave()
+
+    async def _leave(self) -> None:
+        """On a graceful stop, leave each group this worker holds nothing in (each restart
+        is a new consumer name: without this, the groups' consumer lists only grow). One
+        with entries pending stays, so another worker can take them over."""
+        for env in self._groups:
+            key = layout.outbox_key(env)
+            try:
+                held = await self.client.xpending_range(key, stored.GROUP, "-", "+", 1,
+                                                        consumername=self.consumer)
+                if not held:
+                    await self.client.xgroup_delconsumer(key, stored.GROUP, self.consumer)
+            except Exception:  # Redis away at shutdown: the name stays, harmlessly
+                log.debug("notify: could not leave the group of %s", env, exc_info=True)
 
     async def round(self) -> bool:
         """One pass over every environment; True when it handled any entry. One

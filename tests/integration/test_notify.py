@@ -206,8 +206,7 @@ def test_two_serves_deliver_each_entry_once(proxy_factory, redis_server, receive
     url = redis_server.url
     push(tmp_path, url, {"a": ON}, "v0.json")
     add_hook(url, receiver.url, "--secret", SECRET)
-    for _ in range(2):
-        proxy_factory(wait="readyz")
+    serves = [proxy_factory(wait="readyz") for _ in range(2)]
     client = rclient(redis_server)
     for n in range(1, 21):
         push(tmp_path, url, {"a": ON if n % 2 == 0 else OFF, "n": {**ON, "metadata": {"n": n}}},
@@ -220,6 +219,8 @@ def test_two_serves_deliver_each_entry_once(proxy_factory, redis_server, receive
     assert sorted(g.json["data"]["version"] for g in got) == list(range(2, 22))
     consumers = client.xinfo_consumers("flagedge:{test}:outbox", "notify")
     assert len(consumers) == 2
+    assert serves[0].stop() == 0  # a graceful stop leaves the group (nothing pending)
+    assert len(client.xinfo_consumers("flagedge:{test}:outbox", "notify")) == 1
 
 
 def test_a_dead_serves_entry_is_taken_over_with_the_same_webhook_id(proxy_factory,
