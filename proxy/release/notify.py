@@ -16,6 +16,7 @@ webhooks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -90,7 +91,9 @@ class Notifier:
                     await asyncio.sleep(self.config.poll)
         finally:
             await self.http.aclose()
-            await self._leave()
+            with contextlib.suppress(TimeoutError):  # never hold up a shutdown for it
+                async with asyncio.timeout(2.0):
+                    await self._leave()
 
     async def _leave(self) -> None:
         """On a graceful stop, leave each group this worker holds nothing in (each restart
