@@ -28,6 +28,7 @@ COMMANDS = [
     "approve",
     "reject",
     "cancel",
+    "notify",
     "insights",
 ]
 

@@ -85,6 +85,16 @@ class Settings:
     # Apply due scheduled change requests and expire overdue ones (DESIGN §10); every serve
     # may run one (the apply script is the fence). Needs Redis write access; not offline.
     release_worker: bool = True
+    # Webhook deliveries (DESIGN §10, release/notify.py): attempts before one is recorded as
+    # failed, and the first retry's delay in seconds (doubling each time, at most 10 minutes).
+    notify_attempts: int = 8
+    notify_backoff: float = 2.0
+    # Seconds an outbox entry may sit with a delivery worker that shows no sign of life before
+    # another serve takes it over (a dead proxy's entries are delivered by the others).
+    notify_takeover: float = 60.0
+    # Public base URL of this flagedge for links in notifications ('' = no link); messages link
+    # to {ui_url}/ui/... (the management UI of DESIGN §12).
+    ui_url: str = ""
     access_log: bool = True  # query strings are always redacted
     log_level: str = "info"
     graceful_timeout: float = 10.0
@@ -237,6 +247,11 @@ def validate(s: Settings) -> None:
         raise SettingsError("track_rate: must not be negative (0 turns the limit off)")
     if s.insights_days < 1:
         raise SettingsError("insights_days: must be at least 1")
+    if s.notify_attempts < 1 or s.notify_backoff < 0 or s.notify_takeover <= 0:
+        raise SettingsError("notify_attempts: must be at least 1; notify_backoff: not "
+                            "negative; notify_takeover: positive seconds")
+    if s.ui_url and not s.ui_url.startswith(("http://", "https://")):
+        raise SettingsError(f"ui_url: {s.ui_url!r} is not an http(s) URL ('' for no links)")
     if s.stream_token_ttl < 60:
         raise SettingsError("stream_token_ttl: must be at least 60 seconds")
     _validate_connections(s)

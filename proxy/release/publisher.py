@@ -215,13 +215,13 @@ def write(client: Any, env: str, plan: Plan, *, expect_version: int | None = Non
     args = write_args(plan, expect_version=expect_version, author=author, message=message,
                       op=op, maxlen=maxlen, fractional_hash=fractional_hash)
     if guard is not None:
-        reply = client.eval(stored_requests.GUARDED_WRITE_LUA, 4,
+        reply = client.eval(stored_requests.GUARDED_WRITE_LUA, 5,
                             *stored_requests.guarded_keys(env),
                             *stored_requests.guarded_write_args(guard, bool(guard)), *args)
         if text(reply[0]) == "approval_required":
             raise ApprovalRequired(env, int(reply[1]))
     else:
-        reply = client.eval(layout.WRITE_LUA, 3, *layout.env_keys(env), *args)
+        reply = client.eval(layout.WRITE_LUA, 4, *layout.write_keys(env), *args)
     status, version, epoch = text(reply[0]), int(reply[1]), text(reply[2])
     if status == "conflict":
         raise ConflictError(env, expect_version or 0, version)

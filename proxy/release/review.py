@@ -119,7 +119,8 @@ def propose_plan(client: Any, env: str, state: publisher.RemoteState, plan: Plan
         created_at=now, expires_at=round(now + expires_in, 3), change=change,
         content_hash=content_hash(env, state.version, change), preview=preview(state, change),
         apply_at=apply_at)
-    request_id = stored.call_create(client, env, request.body_without_id(), apply_at)
+    request_id = stored.call_create(client, env, request.body_without_id(), actor.name,
+                                    apply_at)
     return request.replace(id=request_id)
 
 
@@ -222,7 +223,7 @@ def _outcome(client: Any, env: str, request_id: int, reply: list[Any]) -> Outcom
 
 
 def _close(client: Any, env: str, request_id: int, state: str, reason: str,
-           decide: Any) -> Request:
+           decide: Any, by: str) -> Request:
     """Move an open request to ``state`` (rejected, cancelled) after ``decide(request)``
     allowed it; returns the request as stored."""
     for _ in range(MAX_TRIES):
@@ -231,7 +232,8 @@ def _close(client: Any, env: str, request_id: int, state: str, reason: str,
             raise NotOpen(request)
         check(decide(request))
         closed = request.replace(state=state, reason=reason)
-        reply = stored.call_transition(client, env, request_id, raw, closed.dumps())
+        reply = stored.call_transition(client, env, request_id, raw, closed.dumps(),
+                                       by=by)
         status = text(reply[0])
         if status == "ok":
             return closed
@@ -244,13 +246,13 @@ def reject(client: Any, env: str, request_id: int, actor: authz.Actor, why: str)
     if not why.strip():
         raise ValueError("reject needs a reason: -m WHY")
     return _close(client, env, request_id, "rejected", f"rejected by {actor.name}: {why}",
-                  lambda r: authz.may_reject(actor, r.author))
+                  lambda r: authz.may_reject(actor, r.author), actor.name)
 
 
 def cancel(client: Any, env: str, request_id: int, actor: authz.Actor,
            reason: str = "") -> Request:
     return _close(client, env, request_id, "cancelled", reason or f"cancelled by {actor.name}",
-                  lambda r: authz.may_cancel(actor, r.author))
+                  lambda r: authz.may_cancel(actor, r.author), actor.name)
 
 
 def supersede(client: Any, env: str, old_id: int, new: Request, actor: authz.Actor) -> Request:

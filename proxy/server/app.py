@@ -45,6 +45,7 @@ from proxy.evaluation.plan import memo_bytes
 from proxy.insights.exposures import Flusher
 from proxy.keys import KeyRing
 from proxy.release.worker import ReleaseWorker
+from proxy.release.notify import Notifier, NotifyConfig
 from proxy.server import connections, gcpolicy
 from proxy.sources.base import Source
 from proxy.sources.file import FileSource
@@ -270,6 +271,7 @@ def _start(rt: Runtime, settings: Settings) -> None:
         rt.tasks.append(asyncio.create_task(_flush_metrics(rt), name="metrics-flush"))
     _start_insights(rt, settings)
     _start_release_worker(rt, settings)
+    _start_notifier(rt, settings)
     gcpolicy.settle()  # what startup allocated stays out of every later pass
     if settings.gc_period > 0:  # collect on a clock, not inside requests (proxy/server/gcpolicy.py)
         rt.tasks.append(asyncio.create_task(
@@ -331,6 +333,20 @@ def _start_release_worker(rt: Runtime, settings: Settings) -> None:
         client.close()
 
     rt.on_stopped.append(close)
+
+
+def _start_notifier(rt: Runtime, settings: Settings) -> None:
+    """Each worker is a consumer delivering the outbox to webhooks (DESIGN §10); not
+    offline."""
+    if not any(isinstance(s, RedisSource) for s in rt.sources):
+        return
+    client = async_client(settings.redis, cluster=settings.cluster)
+    notifier = Notifier(client, NotifyConfig(attempts=settings.notify_attempts,
+                                             backoff=settings.notify_backoff,
+                                             claim_idle=settings.notify_takeover,
+                                             ui_url=settings.ui_url))
+    rt.tasks.append(asyncio.create_task(notifier.run(), name="notify"))
+    rt.on_stopped.append(client.aclose)
 
 
 def _middleware(settings: Settings) -> list[Middleware]:

@@ -26,6 +26,11 @@ LAYOUT = f"{PREFIX}:layout"  # integer: the version of this layout; missing = 1 
 # older proxies and CLIs then refuse that Redis with a clear message instead of misreading it.
 LAYOUT_VERSION = 1
 DEFAULT_MAXLEN = 10_000  # change stream cap (XADD MAXLEN ~)
+# The outbox (DESIGN §10) is capped by time, not by count nor by unacknowledged entries:
+# every XADD trims entries older than this (exact MINID: each entry is trimmed once, by the
+# first write after it is due; '~' would keep whole radix nodes, i.e. up to ~100 entries of
+# any age), delivered or not.
+OUTBOX_RETENTION_MS = 7 * 86_400_000
 EVENTS_MAXLEN = 10_000
 
 # Environment names become part of a hash tag and of URLs: keep them boring.
@@ -76,8 +81,35 @@ def changes_key(env: str) -> str:
     return f"{PREFIX}:{{{env}}}:changes"
 
 
+def outbox_key(env: str) -> str:
+    """``flagedge:{ENV}:outbox`` STREAM: one entry per applied change and per request state
+    change, delivered to the environment's webhooks (DESIGN §10, release/notify.py)."""
+    return f"{PREFIX}:{{{env}}}:outbox"
+
+
 def env_keys(env: str) -> list[str]:
     return [flags_key(env), meta_key(env), changes_key(env)]
+
+
+def write_keys(env: str) -> list[str]:
+    """WRITE_LUA's KEYS: flags, meta, changes, outbox."""
+    return [*env_keys(env), outbox_key(env)]
+
+
+# Appends one entry to an outbox stream (its key, then field/value pairs), trimming what is
+# older than OUTBOX_RETENTION_MS by Redis' clock. Every script that changes an environment or
+# a request calls it in the same script as the change: all or nothing.
+OUTBOX_ADD = """
+local function outbox_add(key, fields)
+  local t = redis.call('TIME')
+  local minid = tostring(tonumber(t[1]) * 1000 - tonumber('OUTBOX_RETENTION_MS')) .. '-0'
+  return redis.call('XADD', key, 'MINID', minid, '*', unpack(fields))
+end
+local function outbox_checked(key)
+  local kind = redis.call('TYPE', key)['ok']
+  return kind == 'none' or kind == 'stream'
+end
+""".replace("'OUTBOX_RETENTION_MS'", f"'{OUTBOX_RETENTION_MS}'")
 
 
 def env_of_changes_key(key: str) -> str:
@@ -114,7 +146,7 @@ def parse_snapshot(reply: Sequence[Any]) -> Snapshot:
                     {text(meta[i]): text(meta[i + 1]) for i in range(0, len(meta), 2)},
                     text(last))
 
-# KEYS: flags, meta, changes.
+# KEYS: flags, meta, changes, outbox.
 # ARGV: expect_version ('' = any), new_epoch, author, message, maxlen, op ('' = derive),
 #       evaluators ('' = unchanged), metadata ('' = unchanged), n_upserts,
 #       fractional_hash ('' = unchanged; stored as is in meta, unset meaning v2; in the
@@ -122,7 +154,8 @@ def parse_snapshot(reply: Sequence[Any]) -> Snapshot:
 #       then n_upserts pairs (key, json), then keys to delete.
 # Writes only what differs from the stored state, builds `before`/`after` from the stored
 # raw JSON by concatenation (cjson would reorder keys and turn [] into {}), bumps the
-# version and appends the change entry: all or nothing, one slot, at any size.
+# version and appends the change entry, and the same entry (plus `type change` and the
+# change's stream id) to the outbox: all or nothing, one slot, at any size.
 # Redis does not roll a script back when it fails part-way, so the script reads and checks
 # everything that could make a write fail (key types, a non-integer version, arguments)
 # before its first write; the writes after that cannot fail. HSET/HDEL go in chunks of
@@ -148,6 +181,9 @@ end
 local changes_type = redis.call('TYPE', KEYS[3])['ok']
 if changes_type ~= 'none' and changes_type ~= 'stream' then
   return refuse(KEYS[3] .. ' is a ' .. changes_type .. ', not a stream')
+end
+if not outbox_checked(KEYS[4]) then
+  return refuse(KEYS[4] .. ' is not a stream')
 end
 if not string.match(ARGV[5], '^%d+$') then
   return refuse('maxlen must be a non-negative integer, got ' .. ARGV[5])
@@ -244,12 +280,14 @@ end
 local version = current + 1
 redis.call('HSET', KEYS[2], 'version', version, 'updated_at', at, 'updated_by', ARGV[3],
   unpack(meta_pairs))
-local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*',
-  'version', version, 'epoch', epoch, 'op', op, 'before', b_json, 'after', a_json,
-  'author', ARGV[3], 'message', ARGV[4], 'at', at, unpack(entry_extra))
+local entry = {'version', version, 'epoch', epoch, 'op', op, 'before', b_json,
+  'after', a_json, 'author', ARGV[3], 'message', ARGV[4], 'at', at}
+for _, v in ipairs(entry_extra) do entry[#entry + 1] = v end
+local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', unpack(entry))
+outbox_add(KEYS[4], {'type', 'change', 'change_id', id, unpack(entry)})
 return {'ok', version, epoch, id}
 """.replace("'WRITE_CHUNK'", f"'{WRITE_CHUNK}'")
-WRITE_LUA = "local entry_extra = {}\n" + WRITE_BODY
+WRITE_LUA = OUTBOX_ADD + "local entry_extra = {}\n" + WRITE_BODY
 
 # KEYS: flags, meta, changes. Deletes the environment's data (one slot).
 DELETE_LUA = """

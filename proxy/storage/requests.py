@@ -38,16 +38,16 @@ def schedule_key(env: str) -> str:
 
 
 def apply_keys(env: str) -> list[str]:
-    """APPLY_LUA's KEYS: flags, meta, changes (as WRITE_LUA), requests, policy."""
-    return [*layout.env_keys(env), requests_key(env), policy_key(env)]
+    """APPLY_LUA's KEYS: flags, meta, changes, outbox (as WRITE_LUA), requests, policy."""
+    return [*layout.write_keys(env), requests_key(env), policy_key(env)]
 
 
 # WRITE_BODY as a function: KEYS and ARGV are its parameters (shadowing the script's), and
 # its `return` returns from it.
-_WRITER = ("local function write_change(KEYS, ARGV, entry_extra)\n" + layout.WRITE_BODY
-           + "\nend\n")
+_WRITER = (layout.OUTBOX_ADD + "local function write_change(KEYS, ARGV, entry_extra)\n"
+           + layout.WRITE_BODY + "\nend\n")
 
-# KEYS: flags, meta, changes, policy. ARGV: 'protected' (a marked write: kill or
+# KEYS: flags, meta, changes, outbox, policy. ARGV: 'protected' (a marked write: kill or
 # break-glass, allowed where the environment is protected) or 'unprotected' (refused there),
 # n_marks, n_marks pairs (field, value) for the change entry, then WRITE_LUA's ARGV.
 # A direct write checked against the policy in the same script as the write, so a policy set
@@ -57,14 +57,14 @@ local n = tonumber(ARGV[2])
 if not n or n < 0 or 2 + 2 * n > #ARGV then
   return redis.error_reply('flagedge write refused, nothing written: bad mark count')
 end
-local needed = redis.call('HGET', KEYS[4], 'approvals')
+local needed = redis.call('HGET', KEYS[5], 'approvals')
 if ARGV[1] ~= 'protected' and needed and needed ~= '0' then
   return {'approval_required', needed}
 end
 local marks, rest = {}, {}
 for i = 3, 2 + 2 * n do marks[#marks + 1] = ARGV[i] end
 for i = 3 + 2 * n, #ARGV do rest[#rest + 1] = ARGV[i] end
-return write_change({KEYS[1], KEYS[2], KEYS[3]}, rest, marks)
+return write_change({KEYS[1], KEYS[2], KEYS[3], KEYS[4]}, rest, marks)
 """
 
 
@@ -77,23 +77,27 @@ def guarded_write_args(marks: Mapping[str, str], protected_ok: bool) -> list[str
 
 
 def guarded_keys(env: str) -> list[str]:
-    return [*layout.env_keys(env), policy_key(env)]
+    return [*layout.write_keys(env), policy_key(env)]
 
 
-# KEYS: requests, request_seq, schedule. ARGV: the request's JSON without its opening '{' and
-# without an id (the script prepends '{"id":N,'), its apply_at ('' = none: not scheduled).
-# A scheduled request enters the release worker's index in the same script, so no crash
-# between the two can leave it unscheduled. Returns the new id.
-CREATE_LUA = """
-for i, want in ipairs({'hash', 'string', 'zset'}) do
+# KEYS: requests, request_seq, schedule, outbox. ARGV: the request's JSON without its opening
+# '{' and without an id (the script prepends '{"id":N,'), its apply_at ('' = none: not
+# scheduled), the author. A scheduled request enters the release worker's index, and a
+# 'proposed' event the outbox, in the same script: no crash between them can lose either.
+# Returns the new id.
+CREATE_LUA = layout.OUTBOX_ADD + """
+for i, want in ipairs({'hash', 'string', 'zset', 'stream'}) do
   local kind = redis.call('TYPE', KEYS[i])['ok']
   if kind ~= 'none' and kind ~= want then
     return redis.error_reply('flagedge request refused: ' .. KEYS[i] .. ' is a ' .. kind)
   end
 end
 local id = redis.call('INCR', KEYS[2])
-redis.call('HSET', KEYS[1], id, '{"id":' .. id .. ',' .. ARGV[1])
+local body = '{"id":' .. id .. ',' .. ARGV[1]
+redis.call('HSET', KEYS[1], id, body)
 if ARGV[2] ~= '' then redis.call('ZADD', KEYS[3], ARGV[2], id) end
+outbox_add(KEYS[4], {'type', 'request', 'event', 'proposed', 'request', id, 'by', ARGV[3],
+  'body', body})
 return id
 """
 
@@ -118,18 +122,28 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local expired = type(req.expires_at) == 'number' and now >= req.expires_at
 """
 
-# KEYS: requests. ARGV: id, the JSON read, the JSON to store, 'expire' | ''.
-# Moves an open request to another state (rejected, cancelled, expired). An 'expire' move
+# KEYS: requests, outbox. ARGV: id, the JSON read, the JSON to store, 'expire' | '', who.
+# Moves an open request to another state (rejected, cancelled, expired), and tells the
+# outbox (event: the new state) in the same script. An 'expire' move
 # happens only when Redis' clock says the request is past its expiry; rejecting or
 # cancelling a request past its expiry is allowed (neither writes a rule).
 # Returns {'ok'} | {'missing'} | {'moved'} | {'closed', state} | {'not_due'}.
-TRANSITION_LUA = _READ.replace("KEYS[REQUESTS]", "KEYS[1]") + """
+TRANSITION_LUA = layout.OUTBOX_ADD + _READ.replace("KEYS[REQUESTS]", "KEYS[1]") + """
 if ARGV[4] == 'expire' and not expired then return {'not_due'} end
+local ok, new = pcall(cjson.decode, ARGV[3])
+if not ok or type(new) ~= 'table' or type(new.state) ~= 'string' then
+  return redis.error_reply('flagedge request refused: the new request is not JSON')
+end
+if not outbox_checked(KEYS[2]) then
+  return redis.error_reply('flagedge request refused: ' .. KEYS[2] .. ' is not a stream')
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+outbox_add(KEYS[2], {'type', 'request', 'event', new.state, 'request', ARGV[1],
+  'by', ARGV[5] or '', 'body', ARGV[3]})
 return {'ok'}
 """
 
-# KEYS: flags, meta, changes, requests, policy.
+# KEYS: flags, meta, changes, outbox, requests, policy.
 # ARGV: id, the JSON read, the JSON with the caller's approval added ('' = no approval: just
 #   try to apply), the applied JSON's head (no closing '}': the script appends
 #   ',"applied_version":N}'), the conflict JSON's head (',"reason":"..."}' appended), the
@@ -141,22 +155,39 @@ return {'ok'}
 # Returns {'applied', version, epoch, stream id} | {'pending', approvals, needed} |
 #   {'conflict', reason} | {'expired'} | {'not_due', apply_at} | {'missing'} | {'moved'} |
 #   {'closed', state}; a broken key or argument is an error reply, nothing written.
-APPLY_LUA = _WRITER + _READ.replace("KEYS[REQUESTS]", "KEYS[4]") + """
+# The outbox hears of it in the same script: the applied change (as every write: the change
+# entry, marked with the request and its approvers), or the event 'approved' (an approval
+# recorded, no quorum or not due yet), 'conflict' or 'expired', with the stored request.
+APPLY_LUA = _WRITER + _READ.replace("KEYS[REQUESTS]", "KEYS[5]") + """
+if not outbox_checked(KEYS[4]) then
+  return redis.error_reply('flagedge apply refused, nothing written: ' .. KEYS[4] .. ' is not a stream')
+end
+local function tell(event, body, by)
+  outbox_add(KEYS[4], {'type', 'request', 'event', event, 'request', ARGV[1], 'by', by,
+    'body', body})
+end
+-- The approval this call adds (its author), told to the outbox unless the request applies.
+local function approver()
+  if ARGV[3] == '' then return '' end
+  local list = cjson.decode(ARGV[3]).approvals or {}
+  return (list[#list] or {}).by or ''
+end
 if expired then
-  redis.call('HSET', KEYS[4], ARGV[1], ARGV[6])
+  redis.call('HSET', KEYS[5], ARGV[1], ARGV[6])
+  tell('expired', ARGV[6], '')
   return {'expired'}
 end
 if ARGV[3] ~= '' then req = cjson.decode(ARGV[3]) end
 -- The policy as it is now: N (unreadable counts as 1, never as none; a request needs at
 -- least one approval whatever N) and the approvers' list.
-local n_raw = redis.call('HGET', KEYS[5], 'approvals')
+local n_raw = redis.call('HGET', KEYS[6], 'approvals')
 local needed = 1
 if n_raw then
   needed = tonumber(string.match(n_raw, '^%d+$') and n_raw or '1')
   if needed < 1 then needed = 1 end
 end
 local allowed = nil
-local a_raw = redis.call('HGET', KEYS[5], 'approvers')
+local a_raw = redis.call('HGET', KEYS[6], 'approvers')
 if a_raw then
   local ok, list = pcall(cjson.decode, a_raw)
   allowed = {}
@@ -173,11 +204,17 @@ for _, a in ipairs(req.approvals or {}) do
   end
 end
 if #by < needed then
-  if ARGV[3] ~= '' then redis.call('HSET', KEYS[4], ARGV[1], ARGV[3]) end
+  if ARGV[3] ~= '' then
+    redis.call('HSET', KEYS[5], ARGV[1], ARGV[3])
+    tell('approved', ARGV[3], approver())
+  end
   return {'pending', #by, needed}
 end
 if type(req.apply_at) == 'number' and now < req.apply_at then
-  if ARGV[3] ~= '' then redis.call('HSET', KEYS[4], ARGV[1], ARGV[3]) end
+  if ARGV[3] ~= '' then
+    redis.call('HSET', KEYS[5], ARGV[1], ARGV[3])
+    tell('approved', ARGV[3], approver())
+  end
   return {'not_due', tostring(req.apply_at)}
 end
 -- Conflicts: what the change touches or reads must be as it was at base_version.
@@ -216,7 +253,9 @@ end
 if #moved > 0 then
   local reason = 'moved since version ' .. tostring(req.base_version) .. ': '
     .. table.concat(moved, ', ')
-  redis.call('HSET', KEYS[4], ARGV[1], ARGV[5] .. ',"reason":' .. cjson.encode(reason) .. '}')
+  local stored = ARGV[5] .. ',"reason":' .. cjson.encode(reason) .. '}'
+  redis.call('HSET', KEYS[5], ARGV[1], stored)
+  tell('conflict', stored, approver())
   return {'conflict', reason}
 end
 local n_marks = tonumber(ARGV[i + 1])
@@ -226,10 +265,10 @@ local marks = {'request', ARGV[1], 'approvers', '[' .. table.concat(quoted, ',')
 for m = i + 2, i + 1 + 2 * n_marks do marks[#marks + 1] = ARGV[m] end
 local wargv = {}
 for w = i + 2 + 2 * n_marks, #ARGV do wargv[#wargv + 1] = ARGV[w] end
-local res = write_change({KEYS[1], KEYS[2], KEYS[3]}, wargv, marks)
+local res = write_change({KEYS[1], KEYS[2], KEYS[3], KEYS[4]}, wargv, marks)
 if res.err then return res end
 if res[1] == 'conflict' then return redis.error_reply('flagedge apply: unexpected version check') end
-redis.call('HSET', KEYS[4], ARGV[1], ARGV[4] .. ',"applied_version":' .. res[2] .. '}')
+redis.call('HSET', KEYS[5], ARGV[1], ARGV[4] .. ',"applied_version":' .. res[2] .. '}')
 return {'applied', res[2], res[3], res[4] or ''}
 """
 
@@ -246,20 +285,20 @@ def redis_time(client: Any, env: str) -> float:
 
 
 def call_apply(client: Any, env: str, args: list[Any]) -> list[Any]:
-    return list(client.eval(APPLY_LUA, 5, *apply_keys(env), *args))
+    return list(client.eval(APPLY_LUA, 6, *apply_keys(env), *args))
 
 
 def call_transition(client: Any, env: str, request_id: int, old: bytes, new: bytes,
-                    expire: bool = False) -> list[Any]:
-    return list(client.eval(TRANSITION_LUA, 1, requests_key(env), str(request_id), old, new,
-                            "expire" if expire else ""))
+                    expire: bool = False, by: str = "") -> list[Any]:
+    return list(client.eval(TRANSITION_LUA, 2, requests_key(env), layout.outbox_key(env),
+                            str(request_id), old, new, "expire" if expire else "", by))
 
 
-def call_create(client: Any, env: str, body_without_id: bytes,
+def call_create(client: Any, env: str, body_without_id: bytes, author: str,
                 apply_at: float | None = None) -> int:
-    return int(client.eval(CREATE_LUA, 3, requests_key(env), request_seq_key(env),
-                           schedule_key(env), body_without_id,
-                           "" if apply_at is None else repr(float(apply_at))))
+    return int(client.eval(CREATE_LUA, 4, requests_key(env), request_seq_key(env),
+                           schedule_key(env), layout.outbox_key(env), body_without_id,
+                           "" if apply_at is None else repr(float(apply_at)), author))
 
 
 def due_ids(client: Any, env: str, limit: int = 100) -> list[int]:
