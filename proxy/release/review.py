@@ -190,8 +190,11 @@ def apply_scheduled(client: Any, env: str, request_id: int) -> Outcome | None:
         if request.state != "open":
             raise NotOpen(request)
         rules = policy.read(client, env)
+        # The apply script's rule: N approvals, at least one for a proposal, none for a
+        # change scheduled where N is 0 (checked again there, with the policy of that moment).
+        needed = rules.approvals if request.apply_at is not None else max(1, rules.approvals)
         if (request.expires_at > redis_now(client, env)
-                and len(request.valid_approvers(rules.approvers)) < max(1, rules.approvals)):
+                and len(request.valid_approvers(rules.approvers)) < needed):
             return None  # no quorum, not expired: skip the preview and the script
         now = preview(publisher.read_state(client, env), dict(request.change))
         reply = stored.call_apply(client, env, apply_args(raw, request, None, now,

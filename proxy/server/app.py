@@ -44,8 +44,8 @@ from proxy.evaluation.jsonlogic import semver
 from proxy.evaluation.plan import memo_bytes
 from proxy.insights.exposures import Flusher
 from proxy.keys import KeyRing
-from proxy.release.worker import ReleaseWorker
 from proxy.release.notify import Notifier, NotifyConfig
+from proxy.release.worker import ReleaseWorker
 from proxy.server import connections, gcpolicy
 from proxy.sources.base import Source
 from proxy.sources.file import FileSource

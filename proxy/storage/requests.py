@@ -178,14 +178,17 @@ if expired then
   return {'expired'}
 end
 if ARGV[3] ~= '' then req = cjson.decode(ARGV[3]) end
--- The policy as it is now: N (unreadable counts as 1, never as none; a request needs at
--- least one approval whatever N) and the approvers' list.
+-- The policy as it is now: N (unreadable counts as 1, never as none) and the approvers'
+-- list. A proposal asks for review, so it needs at least one approval whatever N; a change
+-- scheduled in an unprotected environment (N = 0: `flag --at`, `rollback --at`) needs none,
+-- as the same change made now would need none.
 local n_raw = redis.call('HGET', KEYS[6], 'approvals')
-local needed = 1
+local needed = 0
 if n_raw then
   needed = tonumber(string.match(n_raw, '^%d+$') and n_raw or '1')
-  if needed < 1 then needed = 1 end
 end
+local scheduled = req.apply_at ~= nil and req.apply_at ~= cjson.null
+if needed < 1 and not scheduled then needed = 1 end
 local allowed = nil
 local a_raw = redis.call('HGET', KEYS[6], 'approvers')
 if a_raw then

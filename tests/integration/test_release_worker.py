@@ -6,6 +6,8 @@ expire. Due-ness is judged by Redis' clock, so the tests read it too."""
 
 from __future__ import annotations
 
+import re
+
 import orjson
 import pytest
 import redis
@@ -181,3 +183,30 @@ def schedule_in_process(client: redis.Redis, keys: list[str], apply_at: float) -
         ids.append(request.id)
     assert redis_now(client) < apply_at, "the test machine is too slow to schedule in time"
     return ids
+
+
+def test_a_change_scheduled_where_no_approval_is_required_applies_when_due(redis_server,
+                                                                           proxy_factory,
+                                                                           tmp_path):
+    """Unprotected: `flag --at` needs no approval (the same change made now needs none),
+    while a plain `propose` there still waits for a reviewer."""
+    url = redis_server.url
+    assert flagedge("push", doc_file(tmp_path, "v1.json", {"f0": ON, "f1": ON}), "--env",
+                    "test", url=url).returncode == 0
+    proxy_factory(extra_args=["--no-auth"], wait="readyz")
+    r = flagedge("flag", "f0", "--env", "test", "--disable", "--at", "+2s", url=url,
+                 author="ann")
+    assert r.returncode == 0 and r.stdout.startswith("request "), (r.stdout, r.stderr)
+    request_id = int(r.stdout.split()[1])
+    p = flagedge("propose", doc_file(tmp_path, "v2.json", {"f0": ON, "f1": OFF}), "--env",
+                 "test", "-m", "review me", url=url, author="ann")
+    assert p.returncode == 0, p.stderr
+    proposed = int(re.search(r"^request (\d+)$", p.stdout, re.M).group(1))
+    client = redis.Redis.from_url(url)
+    try:
+        wait_until(lambda: stored_request(client, "test", request_id)["state"] == "applied",
+                   timeout=10, what="the scheduled change applied without approvals")
+        assert history(url)[0]["applied_by"] == "scheduler"
+        assert stored_request(client, "test", proposed)["state"] == "open"
+    finally:
+        client.close()
