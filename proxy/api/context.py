@@ -126,3 +126,25 @@ def check_context(context: dict[str, Any], max_depth: int, max_items: int) -> No
         if items > max_items:
             raise BadContext(ErrorCode.INVALID_CONTEXT,
                              f"context has more than {max_items} values")
+
+
+class BadBatch(ValueError):
+    """A batch body that is not what the endpoint takes; the message names the JSON path."""
+
+
+def json_batch(body: bytes, field: str, limit: int, *, nonempty: bool = False
+               ) -> tuple[list[Any], str]:
+    """The items of a JSON array body, or of ``{field: [...]}``, with the path they are at
+    (for messages); at most ``limit`` of them. Raises :class:`BadBatch`."""
+    try:
+        data: Any = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadBatch(f"body is not JSON: {exc}") from None
+    path = "$"
+    if isinstance(data, dict):
+        data, path = data.get(field), f"$.{field}"
+    if not isinstance(data, list) or (nonempty and not data):
+        raise BadBatch(f"{path}: expected {'a non-empty' if nonempty else 'an'} array of {field}")
+    if len(data) > limit:
+        raise BadBatch(f"{path}: at most {limit} {field} per request, got {len(data)}")
+    return data, path

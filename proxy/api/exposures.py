@@ -13,14 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from proxy.api import errors
 from proxy.api.auth import Authenticator
-from proxy.api.context import request_body
+from proxy.api.context import BadBatch, json_batch, request_body
 from proxy.api.metrics import HotMetrics
 from proxy.config import Settings
 from proxy.model import Reason
@@ -70,16 +69,9 @@ class ExposuresApi:
 def parse_report(body: bytes) -> list[Item]:
     """The report's items; ``BadReport`` names the first problem and its JSON path."""
     try:
-        data: Any = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadReport(f"body is not JSON: {exc}") from None
-    path = "$"
-    if isinstance(data, dict):
-        data, path = data.get("exposures"), "$.exposures"
-    if not isinstance(data, list):
-        raise BadReport(f"{path}: expected an array of exposures")
-    if len(data) > MAX_ITEMS:
-        raise BadReport(f"{path}: at most {MAX_ITEMS} items per report, got {len(data)}")
+        data, path = json_batch(body, "exposures", MAX_ITEMS)
+    except BadBatch as exc:
+        raise BadReport(str(exc)) from None
     return [_item(raw, f"{path}[{i}]") for i, raw in enumerate(data)]
 
 

@@ -18,7 +18,6 @@ import math
 import time
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -26,7 +25,7 @@ from starlette.routing import Route
 from proxy.api import errors
 from proxy.api.auth import Authenticator, TokenBucket
 from proxy.api.client_address import limit_key
-from proxy.api.context import request_body
+from proxy.api.context import BadBatch, json_batch, request_body
 from proxy.api.metrics import HotMetrics
 from proxy.config import Settings
 
@@ -84,16 +83,9 @@ class TrackApi:
 def parse_events(body: bytes) -> list[Event]:
     """(event, targetingKey, value) of each event; ``BadEvents`` names the first problem."""
     try:
-        data: Any = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadEvents(f"body is not JSON: {exc}") from None
-    path = "$"
-    if isinstance(data, dict):
-        data, path = data.get("events"), "$.events"
-    if not isinstance(data, list) or not data:
-        raise BadEvents(f"{path}: expected a non-empty array of events")
-    if len(data) > MAX_EVENTS:
-        raise BadEvents(f"{path}: at most {MAX_EVENTS} events per request, got {len(data)}")
+        data, path = json_batch(body, "events", MAX_EVENTS, nonempty=True)
+    except BadBatch as exc:
+        raise BadEvents(str(exc)) from None
     return [_event(raw, f"{path}[{i}]") for i, raw in enumerate(data)]
 
 
