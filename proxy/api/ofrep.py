@@ -6,7 +6,6 @@ compiled closures -> serialize once (``bulk_body``). No Redis round trip and no 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import quote
@@ -114,7 +113,6 @@ class OfrepApi:
         self.bodies = BulkBodies(metrics, settings.bodies_bytes)
         self._streams_memo: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
         self._flag_sets: dict[str, FlagSet] = {}  # the last published per environment
-        self._today = int(time.time() // 86_400)  # UTC day: raw-body aliases live within one
         store.subscribe(self._on_change)
 
     def _on_change(self, change: Change, flag_set: FlagSet) -> None:
@@ -262,10 +260,6 @@ class OfrepApi:
         # canonicalising it. The content type is part of the key (it decides a 400).
         raw_key = ((env, flag_set.state_id, flag_set.version, content_type, body)
                    if cacheable and len(body) <= MAX_CACHED_CONTEXT else None)
-        today = int(time.time() // 86_400)
-        if today != self._today:  # each alias is parsed once a day: the day's unique users
-            self._today = today
-            self.cache.drop_raw()
         entry = self.cache.get_raw(raw_key) if raw_key is not None else None
         if entry is not None:
             return entry

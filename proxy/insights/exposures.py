@@ -58,12 +58,18 @@ class Counts(Protocol):
 
 class Flusher:
     def __init__(self, client: Any, counts: Counts, store: Store, *, days: int,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time,
+                 on_new_day: Callable[[], None] | None = None):
         self.client = client
         self.counts = counts
         self.store = store
         self.retention_s = days * 86_400
         self.clock = clock
+        # Called at the first flush of each UTC day: the result cache drops its raw-body
+        # aliases (a request answered from one is never parsed, so its user would not be
+        # counted that day).
+        self.on_new_day = on_new_day
+        self._day = keys.day_of(clock())
         self._written: dict[ExposureKey, int] = {}  # cumulative counts already in Redis
         self._users: dict[str, set[str]] = {}  # seen, not yet written
         self._usage: dict[str, dict[str, set[str]]] = {}
@@ -80,6 +86,10 @@ class Flusher:
         """Write what changed; returns the exposure fields written (0 when Redis failed)."""
         started = time.perf_counter()
         now = self.clock()
+        if keys.day_of(now) != self._day:
+            self._day = keys.day_of(now)
+            if self.on_new_day is not None:
+                self.on_new_day()
         deltas = self._deltas()
         self._hold(self.counts.take_users(), self.counts.take_usage())
         envs = set(deltas) | set(self._users) | set(self._usage) | set(self.store.envs())

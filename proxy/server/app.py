@@ -313,7 +313,8 @@ def _start_insights(rt: Runtime, settings: Settings) -> None:
     if not settings.insights_flush or not any(isinstance(s, RedisSource) for s in rt.sources):
         return
     client = async_client(settings.redis, cluster=settings.cluster)
-    flusher = Flusher(client, rt.metrics.hot, rt.store, days=settings.insights_days)
+    flusher = Flusher(client, rt.metrics.hot, rt.store, days=settings.insights_days,
+                      on_new_day=rt.cache.drop_raw)
     rt.metrics.hot.insights_stats = flusher.stats
     rt.tasks.append(asyncio.create_task(flusher.run(settings.insights_flush),
                                         name="insights-flush"))

@@ -47,3 +47,24 @@ def test_users_held_between_flushes_are_bounded_and_drops_counted():
     hot.see_user("e", "u1")  # already held: not a drop
     assert len(hot.users["e"]) == MAX_USERS_PER_FLUSH and hot.dropped["users"] == 5
     assert len(hot.take_users()["e"]) == MAX_USERS_PER_FLUSH and hot.take_users() == {}
+
+
+async def test_the_first_flush_of_a_new_utc_day_calls_on_new_day():
+    """The result cache drops its raw-body aliases then, so every user is parsed (and
+    counted) at least once a day (docs/design-notes.md, Insights)."""
+    import redis.asyncio
+
+    from proxy.insights.exposures import Flusher
+    from proxy.store import Store
+
+    clock = [86_400 * 20_000 + 86_390.0]  # ten seconds before a UTC midnight
+    called: list[float] = []
+    unused = redis.asyncio.Redis(port=1)  # never connected: nothing to write here
+    flusher = Flusher(unused, HotMetrics(), Store(), days=1, clock=lambda: clock[0],
+                      on_new_day=lambda: called.append(clock[0]))
+    await flusher.flush()
+    assert called == []
+    clock[0] += 20  # past midnight
+    await flusher.flush()
+    await flusher.flush()
+    assert called == [clock[0]]
