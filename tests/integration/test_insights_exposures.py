@@ -89,6 +89,18 @@ def test_counts_summed_over_replicas_and_workers_equal_what_was_served(proxy_fac
     assert all(row["last_evaluated"] for row in report["flags"])
 
 
+def settle(redis_url: str) -> None:
+    """Wait until what was served is all flushed: three reads alike (each read is a CLI run,
+    longer than the tests' flush period) and not empty."""
+    reads: list = []
+
+    def settled() -> bool:
+        reads.append(counted(insights(redis_url, "flags")))
+        return len(reads) >= 3 and reads[-1] == reads[-2] == reads[-3] and bool(reads[-1])
+
+    wait_until(settled, timeout=15, what="the exposures served so far flushed")
+
+
 def sse_events(lines: Any) -> Any:
     """(event, data) of each SSE frame from an iterator of lines."""
     event, data = "message", []
@@ -269,6 +281,7 @@ def test_the_admin_api_reads_the_same_insights_with_a_viewing_role(proxy_factory
                             capture_output=True, check=True)
     admin = orjson.loads(viewer.stdout)["key"]
     wait_until(lambda: proxy.key_works(admin), timeout=10, what="the new key known")
+    settle(redis_server.url)  # key_works evaluates too: its counts must not land in between
     with proxy.client(admin) as c:
         flags = c.get("/v1/admin/insights/flags", params={"since": "1h"})
         assert flags.status_code == 200, flags.text
@@ -292,15 +305,7 @@ def test_live_per_minute_counts_stream_to_the_ui(proxy_factory, redis_server):
                           "--redis", redis_server.url, "--json"], capture_output=True, check=True)
     admin = orjson.loads(out.stdout)["key"]
     wait_until(lambda: proxy.key_works(admin), timeout=10, what="the new key known")
-    # The key probes evaluate too: wait until what they counted is flushed (three reads
-    # alike, a flush period apart at least), so the stream's put holds all of it.
-    reads: list = []
-
-    def settled() -> bool:
-        reads.append(counted(insights(redis_server.url, "flags")))
-        return len(reads) >= 3 and reads[-1] == reads[-2] == reads[-3] and bool(reads[-1])
-
-    wait_until(settled, timeout=15, what="the probes' exposures flushed")
+    settle(redis_server.url)  # so the stream's put holds all the probes counted
 
     def red(minutes: dict) -> int:
         return sum(per_flag.get("color", {}).get("red", 0) for per_flag in minutes.values())
