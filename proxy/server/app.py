@@ -326,8 +326,10 @@ def _start_release_worker(rt: Runtime, settings: Settings) -> None:
     release_worker off."""
     if not settings.release_worker or not any(isinstance(s, RedisSource) for s in rt.sources):
         return
-    client = sync_client(settings.redis, cluster=settings.cluster, socket_connect_timeout=5,
-                         socket_timeout=10)
+    # Short timeouts: a tick runs in a worker thread that a shutdown must wait for (the
+    # interpreter joins it), so a stalled Redis call must not hold a stop for long.
+    client = sync_client(settings.redis, cluster=settings.cluster, socket_connect_timeout=2,
+                         socket_timeout=3)
     rt.tasks.append(asyncio.create_task(ReleaseWorker(client).run(), name="release-worker"))
 
     async def close() -> None:
