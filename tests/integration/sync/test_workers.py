@@ -36,6 +36,17 @@ def _follow(channel: grpc.Channel, key: str, seen: list[Any]) -> None:
 def test_workers_share_the_sync_port_and_all_streams_follow(proxy_factory: ProxyFactory
                                                             ) -> None:
     sync = start_sync_server(proxy_factory, DOC, extra_args=["--workers", "2"])
+    assert sync.proxy.proc is not None
+    supervisor = psutil.Process(sync.proxy.proc.pid)
+
+    def listening() -> int:
+        """Worker processes listening on the sync port (the second may start later)."""
+        return sum(1 for w in supervisor.children(recursive=True)
+                   if any(c.status == psutil.CONN_LISTEN and c.laddr.port == sync.port
+                          for c in w.net_connections("tcp")))
+
+    # Else, on a loaded machine, every stream lands on the one worker already bound.
+    wait_until(lambda: listening() == 2, timeout=20, what="both workers bound to the sync port")
     # a subchannel pool of its own each: one TCP connection per channel, as separate
     # provider processes have (grpc shares one between equal channels of a process)
     channels = [grpc.insecure_channel(sync.target, options=[("grpc.use_local_subchannel_pool", 1)])
@@ -46,8 +57,7 @@ def test_workers_share_the_sync_port_and_all_streams_follow(proxy_factory: Proxy
             threading.Thread(target=_follow, args=(channel, sync.key, got), daemon=True).start()
         wait_until(lambda: all(seen), timeout=20, what="every stream's first document")
 
-        assert sync.proxy.proc is not None
-        workers = psutil.Process(sync.proxy.proc.pid).children(recursive=True)
+        workers = supervisor.children(recursive=True)
         per_worker = [sum(1 for c in w.net_connections("tcp")
                           if c.laddr and c.laddr.port == sync.port and c.raddr)
                       for w in workers]
