@@ -46,7 +46,7 @@ from proxy.insights.exposures import Flusher
 from proxy.keys import KeyRing
 from proxy.release.notify import Notifier, NotifyConfig
 from proxy.release.worker import ReleaseWorker
-from proxy.server import connections, gcpolicy
+from proxy.server import connections, gcpolicy, tasks
 from proxy.sources.base import Source
 from proxy.sources.file import FileSource
 from proxy.sources.redis import RedisSource
@@ -293,9 +293,7 @@ async def _stop(rt: Runtime, settings: Settings) -> None:
             result = hook()
             if asyncio.iscoroutine(result):
                 await result
-    for task in rt.tasks:
-        task.cancel()
-    await asyncio.gather(*rt.tasks, return_exceptions=True)
+    await tasks.cancel_all(rt.tasks)  # again and again: a cancel can be lost (server/tasks.py)
     rt.tasks.clear()
     for hook in rt.on_stopped:
         with contextlib.suppress(Exception):
