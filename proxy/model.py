@@ -6,6 +6,7 @@ objects and the API serialises them.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import time
 from collections.abc import Callable, Mapping
@@ -147,7 +148,10 @@ class Flag:
     raw: Mapping[str, JSON]
     rule: Rule | None = None  # None: no targeting, the result is static
     static_result: EvaluationResult | None = None  # precomputed for static and disabled flags
-    uses_timestamp: bool = False  # reads $flagd.timestamp: never serve it from a result cache
+    uses_timestamp: bool = False  # reads $flagd.timestamp (see ``boundaries``)
+    # The Unix seconds at which the result may change with no write: () when the rule does
+    # not read the clock, None when it reads it other than compared with literal numbers.
+    boundaries: tuple[int, ...] | None = ()
     refs: frozenset[str] = frozenset()  # $evaluators names used (recompile when they change)
     # Precomputed by the compiler so the hot path allocates no result objects:
     match_results: Mapping[str, EvaluationResult] = field(default_factory=dict)  # per variant
@@ -181,6 +185,10 @@ class FlagSet:
     epoch: str = ""
     updated_at: float = 0.0  # Unix seconds of the write that produced this version
     uses_timestamp: bool = False  # any flag reads $flagd.timestamp
+    #: When any flag's result may change with no write (Unix seconds, sorted: the union of
+    #: its evaluated flags'); () for none, None when some flag reads the clock otherwise than
+    #: compared with literal numbers (any second may change it: results are not cached).
+    boundaries: tuple[int, ...] | None = ()
     # Context attributes any flag's result can depend on, targetingKey always among them (a
     # bad one is an error for every flag); None when some flag's reads are unknown.
     reads: frozenset[str] | None = None
@@ -207,6 +215,26 @@ class FlagSet:
     def __post_init__(self) -> None:
         object.__setattr__(self, "state_id", state_id(self.version, self.epoch, self.revision))
 
+    def interval(self, now: float) -> int:
+        """Which stretch between two boundaries ``now`` falls in (0 before the first): results
+        cached, ETags and stream ids of one interval hold until the next boundary."""
+        return bisect.bisect_right(self.boundaries, now) if self.boundaries else 0
+
+    def next_boundary(self, now: float) -> int | None:
+        """The first boundary after ``now`` (None: no boundary is ahead, or unknown)."""
+        if not self.boundaries:
+            return None
+        i = bisect.bisect_right(self.boundaries, now)
+        return self.boundaries[i] if i < len(self.boundaries) else None
+
+    def stream_id(self, now: float) -> str:
+        """The id of this state on the events and evaluated streams at ``now``: the state id,
+        with the interval appended (``VERSION-TAG~I``) when results change at boundaries,
+        so that a client resuming across a boundary is told what changed (DESIGN §5)."""
+        if not self.boundaries:
+            return self.state_id
+        return f"{self.state_id}{BOUNDARY_SEP}{self.interval(now)}"
+
     def to_document(self) -> dict[str, JSON]:
         """The flagd flag-definition document for these rules (as written, key-sorted)."""
         doc: dict[str, JSON] = {"flags": {k: dict(self.flags[k].raw) for k in sorted(self.flags)}}
@@ -226,6 +254,17 @@ def state_id(version: int, epoch: str, revision: str) -> str:
     """
     tag = hashlib.blake2b(f"{epoch}\x00{revision}".encode(), digest_size=4).hexdigest()
     return f"{version}-{tag}"
+
+
+BOUNDARY_SEP = "~"
+
+
+def split_stream_id(raw: str) -> tuple[str, int | None]:
+    """A stream id's state id and interval (None: a plain state id, see FlagSet.stream_id)."""
+    state, sep, part = raw.partition(BOUNDARY_SEP)
+    if sep and part.isascii() and part.isdigit() and len(part) <= 9:
+        return state, int(part)
+    return raw, None
 
 
 def id_version(raw: str | None) -> int | None:

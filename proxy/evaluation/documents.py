@@ -253,9 +253,24 @@ def flag_set(flags: Mapping[str, Flag], evaluators: Mapping[str, Any],
     return FlagSet(flags=flags, evaluators=evaluators, metadata=metadata, version=version,
                    epoch=epoch, updated_at=updated_at,
                    uses_timestamp=any(f.uses_timestamp for f in flags.values()),
+                   boundaries=boundaries_of(flags.values()),
                    reads=reads_of(flags.values()), rejected=rejected or {},
                    fractional_hash=fractional_hash,
                    experiments=tuple(k for k, f in flags.items() if f.experiment))
+
+
+def boundaries_of(flags: Iterable[Flag]) -> tuple[int, ...] | None:
+    """When any of ``flags``' results may change with no write (sorted), or None when some
+    flag's may change at any time (a read of the clock other than a literal comparison).
+    Flags with a precomputed result (static, disabled, served as an error) never run."""
+    times: set[int] = set()
+    for flag in flags:
+        if flag.static_result is not None:
+            continue
+        if flag.boundaries is None:
+            return None
+        times.update(flag.boundaries)
+    return tuple(sorted(times))
 
 
 def reads_of(flags: Iterable[Flag]) -> frozenset[str] | None:

@@ -159,6 +159,7 @@ def build_flag(
         raw=raw,
         rule=None if compiled is None else as_fn(compiled),
         uses_timestamp=cc.uses_timestamp,
+        boundaries=cc.boundaries,
         refs=frozenset(cc.refs),
         match_results=matched,
         default_result=_default_result(key, variants, default, md),

@@ -41,6 +41,7 @@ Divergences, on purpose:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -52,6 +53,26 @@ from proxy.model import DEFAULT_FRACTIONAL_HASH, FractionalHash, Problem
 
 MAX_DEPTH = 64
 MAX_NODES = 100_000
+
+
+CLOCK_VAR = "$flagd.timestamp"
+CLOCK_PATH = ["$flagd", "timestamp"]
+# ``T OP clock`` is ``clock MIRRORED[OP] T``.
+MIRRORED = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
+
+
+def flips(op: str, threshold: float) -> set[int]:
+    """The integer seconds at which ``clock OP threshold`` may change its answer ($flagd.timestamp
+    is whole seconds): ``<`` and ``>=`` first differ at the first second not below the
+    threshold (``ceil``), ``<=`` and ``>`` at the first second above it (``floor + 1``);
+    (in)equality at both. A boundary is the first second of a new answer, never later."""
+    at = math.ceil(threshold)
+    after = math.floor(threshold) + 1
+    if op in ("<", ">="):
+        return {at}
+    if op in ("<=", ">"):
+        return {after}
+    return {at, after}
 
 
 def join(path: str, segment: str) -> str:
@@ -70,8 +91,10 @@ class LogicCompiler:
     """Compiles JsonLogic for one flag (or one evaluator), collecting problems.
 
     After compiling, ``refs`` holds the ``$evaluators`` names used, ``uses_timestamp`` says
-    whether a rule may read ``$flagd.timestamp``, ``needs_flagd`` whether it reads ``$flagd``
-    or the whole data at all (otherwise the engine can pass the request context unchanged).
+    whether a rule may read ``$flagd.timestamp``, ``boundaries`` the times its result may
+    change at (when every read of the clock is compared with a literal number), ``needs_flagd``
+    whether it reads ``$flagd`` or the whole data at all (otherwise the engine can pass the
+    request context unchanged).
     ``flag_key`` lets operators use the flag's key without reading ``$flagd`` at run time.
     ``interpreted`` is set while compiling a subtree the reference interprets rather than
     compiles (below an ``if`` with fewer than three arguments).
@@ -102,6 +125,13 @@ class LogicCompiler:
         self.problems: list[Problem] = []
         self.refs: set[str] = set()
         self.uses_timestamp = False
+        # Reads of $flagd.timestamp, and how many of them a comparison with a literal number
+        # accounted for (adding its ``thresholds``); ``clock_opaque``: the clock may be read
+        # another way (the whole data or $flagd, a computed name). See ``boundaries``.
+        self.clock_reads = 0
+        self.clock_compared = 0
+        self.clock_opaque = False
+        self.thresholds: set[int] = set()
         self.needs_flagd = False
         # Top-level context attributes the rule reads (``reads_unknown``: the whole data, or a
         # name known only at run time): results depend on nothing else (proxy.api.ofrep keys
@@ -171,18 +201,72 @@ class LogicCompiler:
         if parts is None:
             self.needs_flagd = True
             if self.scope == 0:
-                self.uses_timestamp = True
+                self.uses_timestamp = self.clock_opaque = True
                 self.reads_unknown = True
         elif parts and parts[0] == "$flagd":
             self.needs_flagd = True
             if self.scope == 0 and (len(parts) == 1 or parts[1] == "timestamp"):
                 self.uses_timestamp = True
                 self.reads_unknown = True
+                if parts == CLOCK_PATH:
+                    self.clock_reads += 1
+                else:
+                    self.clock_opaque = True
         elif self.scope == 0:  # inside an iterator a var reads the element, not the request
             if parts:
                 self.reads.add(parts[0])
             else:
                 self.reads_unknown = True
+
+    @property
+    def boundaries(self) -> tuple[int, ...] | None:
+        """The Unix seconds at which the rule's result may change with no write: () when it
+        never reads the clock, None when some read is not a comparison with a literal
+        number (then any second may change it)."""
+        if not self.uses_timestamp:
+            return ()
+        if self.clock_opaque or self.clock_compared != self.clock_reads:
+            return None
+        return tuple(sorted(self.thresholds))
+
+    def is_clock(self, node: Any) -> bool:
+        """``node`` is ``{"var": "$flagd.timestamp"}`` (or ``["$flagd.timestamp"]``), maybe
+        behind ``$ref``s: an operand whose comparison with a literal gives a boundary."""
+        seen: set[str] = set()
+        while node.__class__ is dict and len(node) == 1 and "$ref" in node:
+            name = node["$ref"]
+            if name.__class__ is not str or name in seen or name not in self.evaluators:
+                return False
+            seen.add(name)
+            node = self.evaluators[name]
+        if node.__class__ is not dict or len(node) != 1 or "var" not in node:
+            return False
+        key = node["var"]
+        if key.__class__ is list and len(key) == 1:
+            key = key[0]
+        return key == CLOCK_VAR
+
+    def compared_clock(self, op: str, args: list[Any], parts: list[Compiled]) -> None:
+        """A comparison ``op`` of ``args`` (compiled as ``parts``) was built: when it compares
+        the clock only with literal numbers, record its thresholds and count its reads of the
+        clock as accounted for (any other use leaves them unaccounted: ``boundaries`` None)."""
+        clocks = [self.is_clock(a) for a in args]
+        if self.scope or not any(clocks):
+            return
+        found: set[int] = set()
+        for i in range(len(args) - 1):
+            left, right = clocks[i], clocks[i + 1]
+            if left and right:
+                continue  # the clock with itself: no threshold
+            if not left and not right:
+                continue  # two other operands (a literal with a literal in a chain)
+            other = parts[i + 1] if left else parts[i]
+            value = other.value if other.__class__ is Const else None  # type: ignore[union-attr]
+            if value.__class__ not in (int, float) or not math.isfinite(value):
+                return  # compared with something not a literal number: unknown
+            found |= flips(op if left else MIRRORED.get(op, op), value)
+        self.clock_compared += sum(clocks)
+        self.thresholds |= found
 
     def records(self) -> bool:
         return self.recording > 0 and not self.interpreted

@@ -317,6 +317,7 @@ def _build_compare(op: str) -> Builder:
             return cc.problem(path, f"{op} takes at least 2 operands, got {len(args)}")
         record_self = cc.records()
         parts, writes = _compile_operands(cc, args, path)
+        cc.compared_clock(op, args, parts)  # a literal time threshold: a cache boundary
         cc.prev_writes += 1
         if cc.interpreted:  # the interpreter compares each pair of raw operands
             return _interpreted_chain(cc, path, parts, step)
