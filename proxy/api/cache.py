@@ -3,7 +3,10 @@
 An entry holds what the bulk endpoint needs to answer without evaluating: the response body
 without ``eventStreams`` (which is per key and added afterwards), the digest of the canonical
 flag results (the ETag's base) and the exposures to count. A new rules version simply misses
-(old entries age out of the LRU). Flag sets reading ``$flagd.timestamp`` are never cached.
+(old entries age out of the LRU). Flag sets whose rules compare ``$flagd.timestamp`` with
+literal times key their entries on the interval between two such times as well (the state
+part of the key is ``FlagSet.stream_id``): an entry is not found after the next boundary,
+and ages out like one of an old version. Other reads of the clock are never cached.
 In front of it, raw request bodies alias the entries they resolved to (``get_raw``), so a
 client repeating a context byte for byte skips the JSON parse and the canonical form.
 
@@ -147,6 +150,7 @@ class CachedResult:
         return etag
 
 
+# (env, state id (with the interval for time-stepped rules), version, canonical context)
 CacheKey = tuple[str, str, int, bytes]
 # (env, state id, version, content type, raw request body): an alias of a canonical entry.
 RawKey = tuple[str, str, int, bytes | None, bytes]

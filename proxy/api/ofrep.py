@@ -6,6 +6,7 @@ compiled closures -> serialize once (``bulk_body``). No Redis round trip and no 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import quote
@@ -253,12 +254,16 @@ class OfrepApi:
     def _entry(self, env: str, flag_set: FlagSet, body: bytes, content_type: bytes | None
                ) -> CachedResult | Response:
         """The cached or freshly evaluated result of one bulk request."""
-        cacheable = not flag_set.uses_timestamp
-        if not cacheable:
+        boundaries = flag_set.boundaries
+        cacheable = boundaries is not None
+        if not cacheable:  # the clock is read other than compared with literal times
             self.cache.bypassed += 1
+        # Rules with literal time thresholds: an entry holds within its interval only (the
+        # interval is part of its state, so an entry is never found after the next boundary).
+        state = flag_set.state_id if not boundaries else flag_set.stream_id(time.time())
         # Clients repeat a user's context byte for byte: a hit on the raw body skips parsing and
         # canonicalising it. The content type is part of the key (it decides a 400).
-        raw_key = ((env, flag_set.state_id, flag_set.version, content_type, body)
+        raw_key = ((env, state, flag_set.version, content_type, body)
                    if cacheable and len(body) <= MAX_CACHED_CONTEXT else None)
         entry = self.cache.get_raw(raw_key) if raw_key is not None else None
         if entry is not None:
@@ -279,11 +284,12 @@ class OfrepApi:
         if cacheable and len(canonical) > MAX_CACHED_CONTEXT:
             cacheable = False
             self.cache.bypassed += 1
-        cache_key = (env, flag_set.state_id, flag_set.version, canonical)
+        cache_key = (env, state, flag_set.version, canonical)
         entry = self.cache.get(cache_key) if cacheable else None
         if entry is None:
             entry = self._evaluate_all(env, flag_set, context)
-            if cacheable:
+            # (a boundary passed while evaluating: the results may be the next interval's)
+            if cacheable and (not boundaries or flag_set.stream_id(time.time()) == state):
                 self.cache.offer(cache_key, entry)  # on its second sight
         elif raw_key is not None and len(keyed) == len(context):
             # Seen twice: worth an alias (aliasing every never-repeated context would

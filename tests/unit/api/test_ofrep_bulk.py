@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import time
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from proxy.config import Settings
 from tests.unit.ofrep_app import DOC, ENV, App, publish
+from tests.waiting import until
 
 URL = "/ofrep/v1/evaluate/flags"
 
@@ -123,14 +125,61 @@ async def test_etag_includes_stream_token_window(edge):
 
 
 async def test_timestamp_rules_bypass_the_cache():
+    """A read of the clock other than a comparison with a literal time: any second may change
+    a result, so nothing is cached."""
     doc = {"flags": {"timed": {"state": "ENABLED", "variants": {"on": True, "off": False},
                                "defaultVariant": "off", "targeting": {
-                                   "if": [{">": [{"var": "$flagd.timestamp"}, 0]}, "on", "off"]}}}}
+                                   "if": [{">": [{"var": "$flagd.timestamp"}, {"var": "since"}]},
+                                          "on", "off"]}}}}
     edge = App(doc=doc)
     for _ in range(3):
-        r = await bulk(edge, {"targetingKey": "a"})
+        r = await bulk(edge, {"targetingKey": "a", "since": 0})
         assert r.json()["flags"][0]["value"] is True
     assert edge.runtime.cache.hits == 0 and edge.runtime.cache.bypassed == 3
+
+
+def _stepped(at: int) -> dict:
+    return {"flags": {"timed": {"state": "ENABLED", "variants": {"on": True, "off": False},
+                                "defaultVariant": "off", "targeting": {
+                                    "if": [{"<": [{"var": "$flagd.timestamp"}, at]},
+                                           "on", "off"]}}}}
+
+
+async def test_literal_time_thresholds_are_cached_within_their_interval():
+    """Entries are keyed on the interval: hits before the boundary, and after it the next
+    interval's result (a cached 'on' served on would never let 'off' through) with a new
+    ETag, without any write."""
+    boundary = int(time.time()) + 2
+    edge = App(doc=_stepped(boundary))
+    before = [await bulk(edge, {"targetingKey": "a"}) for _ in range(3)]
+    if time.time() < boundary:  # (a loaded machine may have crossed it already)
+        assert [r.json()["flags"][0]["value"] for r in before] == [True, True, True]
+        assert edge.runtime.cache.hits >= 1 and edge.runtime.cache.bypassed == 0
+
+    async def flipped():
+        r = await bulk(edge, {"targetingKey": "a"})
+        return r if r.json()["flags"][0]["value"] is False else None
+
+    after = await until(flipped, timeout=6, what="the result after the boundary")
+    assert time.time() >= boundary
+    assert after.headers["etag"] != before[0].headers["etag"]
+    assert edge.store.get(ENV).version == 1  # no write made it change
+    hits = edge.runtime.cache.hits
+    again = await bulk(edge, {"targetingKey": "a"})
+    assert again.json()["flags"][0]["value"] is False and edge.runtime.cache.hits == hits + 1
+
+
+async def test_an_entry_evaluated_across_a_boundary_is_not_kept(monkeypatch):
+    """The interval is read before and after evaluating: results that may be the next
+    interval's are not stored under the previous one."""
+    import proxy.api.ofrep as ofrep
+
+    edge = App(doc=_stepped(2_000_000_000))
+    clock = iter([1_999_999_999.9, 2_000_000_000.1] * 10)
+    monkeypatch.setattr(ofrep, "time", type("Clock", (), {"time": staticmethod(lambda: next(clock))}))
+    for _ in range(3):
+        await bulk(edge, {"targetingKey": "a"})
+    assert len(edge.runtime.cache) == 0 and edge.runtime.cache.hits == 0
 
 
 async def test_invalid_context_is_400_bulk_failure(edge):
