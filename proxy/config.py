@@ -77,6 +77,10 @@ class Settings:
     body_timeout: float = 30.0  # seconds to receive a whole request body after its head
     max_connections: int = 25_000  # open connections per worker (streams count; 503 beyond)
     sse_coalesce_ms: int = 100  # SSE changes within this window merge into one round
+    # At a time boundary of the rules (literal $flagd.timestamp thresholds), each events and
+    # evaluated stream is told within this many seconds (a random share each), so that every
+    # client does not re-fetch in the same instant.
+    boundary_jitter: float = 3.0
     sse_send_buffer: int = 65_536  # kernel send buffer per SSE stream, bytes (0: OS default)
     gc_period: float = 2.0  # seconds between garbage collections (0: CPython's own schedule)
     insights_flush: float = 5.0  # seconds between exposure flushes to Redis (0: none)

@@ -28,7 +28,7 @@ from proxy.api.tokens import StreamTokens
 from proxy.config import Settings
 from proxy.evaluation.engine import evaluate, evaluate_dynamic
 from proxy.evaluation.plan import derive_plan
-from proxy.model import Change, ErrorCode, EvaluationResult, FlagSet, id_version
+from proxy.model import Change, ErrorCode, EvaluationResult, FlagSet, id_version, split_stream_id
 from proxy.store import Store
 
 EVENTS_PATH = "/ofrep/v1/events"
@@ -332,6 +332,8 @@ class OfrepApi:
         """OFREP ADR-0008 re-fetch after a change notification: if the client names a rules
         state (or write time) we have not served yet, wait briefly for our store."""
         etag = _etag_param(params.get("flagConfigEtag") or params.get("sseEtag"))
+        if etag is not None:  # a notification sent at a time boundary names the interval too
+            etag = split_stream_id(etag)[0]
         wanted = id_version(etag)
         modified = _float_param(params.get("flagConfigLastModified")
                                 or params.get("sseLastModified"))

@@ -397,7 +397,8 @@ def _streams(rt: Runtime) -> list[BaseRoute]:
                     max_per_key=settings.sse_max_per_key,
                     max_total=settings.sse_max_connections,
                     max_per_address=settings.sse_max_per_address,
-                    coalesce_s=settings.sse_coalesce_ms / 1000)
+                    coalesce_s=settings.sse_coalesce_ms / 1000,
+                    boundary_jitter=settings.boundary_jitter)
     streams = StreamsApi(rt.store, rt.auth, fanout, settings=settings, keyring=rt.keyring,
                          metrics=rt.metrics)
     streams.start()

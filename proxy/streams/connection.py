@@ -50,7 +50,7 @@ class Connection:
     """One open stream: a bounded queue of encoded events and what the client holds."""
 
     __slots__ = ("_parked", "_queue", "_queued_bytes", "_waiter", "close_reason", "closed",
-                 "context", "ctx_key", "direct", "env", "key_id", "kind", "limits",
+                 "context", "ctx_key", "direct", "env", "interval", "key_id", "kind", "limits",
                  "needs_snapshot", "results", "snapshot_for", "state_id",
                  "stats", "version")
 
@@ -67,6 +67,9 @@ class Connection:
         self.ctx_key = ctx_key  # canonical context: connections sharing it share the work
         self.version = 0  # newest version queued or sent to this client
         self.state_id = ""  # ... and its state id (a reset of the same number is news)
+        # ... and the interval between time boundaries of that state it was told (events and
+        # evaluated streams of rules with literal $flagd.timestamp thresholds; else 0)
+        self.interval = 0
         # Evaluated stream: flag key -> hash of the OFREP item JSON the client holds. A hash,
         # not the bytes: orjson output keeps a ~4 KB buffer each, 20 flags x 10,000 clients.
         self.results: dict[str, int] = {}
@@ -84,9 +87,9 @@ class Connection:
         self.closed = False
         self.close_reason = ""
 
-    def hold(self, version: int, state_id: str) -> None:
-        """The client now has (or has queued) this state."""
-        self.version, self.state_id = version, state_id
+    def hold(self, version: int, state_id: str, interval: int = 0) -> None:
+        """The client now has (or has queued) this state (at this time interval)."""
+        self.version, self.state_id, self.interval = version, state_id, interval
 
     def push(self, payload: bytes, written_at: float | None) -> bool:
         """Never blocks. Over the bound, drop everything queued and owe a snapshot. True when

@@ -20,6 +20,7 @@ import asyncio
 import dataclasses
 import logging
 import math
+import random
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any
@@ -31,6 +32,7 @@ from proxy.evaluation.engine import evaluate_all as engine_evaluate_all
 from proxy.model import Change, EvaluationResult, FlagSet
 from proxy.store import Store
 from proxy.streams import resume
+from proxy.streams.boundaries import BOUNDARY_RECHECK_S, BOUNDARY_SLOT_S, BoundaryRound, timed_flags
 from proxy.streams.connection import CapExceeded, Connection, Limits, StreamKind
 from proxy.streams.frames import (
     Counters,
@@ -44,7 +46,7 @@ from proxy.streams.frames import (
 )
 from proxy.streams.history import ChangeLog, Entry, entry_from_change
 from proxy.streams.resume import History
-from proxy.streams.snapshots import EvaluateAll, Render, Snapshots, plain_render
+from proxy.streams.snapshots import Evaluate, EvaluateAll, Render, Snapshots, plain_render
 
 log = logging.getLogger("flagedge.fanout")
 
@@ -63,9 +65,6 @@ def merge_changes(changes: list[Change], fs: FlagSet) -> Change:
         deleted=frozenset(k for k in touched if k not in flags),
         evaluators_changed=any(c.evaluators_changed for c in changes),
         metadata_changed=any(c.metadata_changed for c in changes))
-
-
-Evaluate = Callable[[FlagSet, str, dict[str, Any]], EvaluationResult]
 
 
 # The fan-out holds the event loop for at most about this long before it lets requests run
@@ -100,7 +99,7 @@ class FanOut:
                  max_per_address: int = 100,
                  engine: tuple[Evaluate, EvaluateAll] = (engine_evaluate, engine_evaluate_all),
                  render: Render = plain_render, stats: Counters | None = None,
-                 history: History | None = None):
+                 history: History | None = None, boundary_jitter: float = 3.0):
         self.store = store
         self.changelog = changelog or ChangeLog()
         # Events (or bytes) queued per connection before it is owed a snapshot instead.
@@ -121,6 +120,10 @@ class FanOut:
         self.propagation = Propagation()
         self.rejected: dict[str, int] = {}  # cap -> connections refused
         self.history = history  # change-stream fallback for resume; None = ring only
+        # Seconds over which the streams of an environment are told of a time boundary
+        # (each its own random share: clients do not all re-fetch at once).
+        self.boundary_jitter = boundary_jitter
+        self._boundary_tasks: dict[str, asyncio.Task[None]] = {}  # one timer per environment
         # Made once and shared by every connection (a bound method per open would not be).
         self._snapshot_for = self.snapshots.snapshot
         self._conns: dict[str, dict[StreamKind, set[Connection]]] = {}
@@ -143,8 +146,9 @@ class FanOut:
             self._unsubscribe = None
         for conn in list(self.connections()):
             conn.close("shutdown")
-        tasks = list(self._tasks.values())
+        tasks = [*self._tasks.values(), *self._boundary_tasks.values()]
         self._tasks.clear()
+        self._boundary_tasks.clear()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -182,7 +186,7 @@ class FanOut:
                           limits=self.limits, stats=self.stats)
         fs = self.store.get(env)
         if fs is not None:
-            conn.hold(fs.version, fs.state_id)
+            conn.hold(fs.version, fs.state_id, fs.interval(time.time()))
         self._conns.setdefault(env, {}).setdefault(kind, set()).add(conn)
         self._by_key.setdefault(key_id, set()).add(conn)
         if address is not None:
@@ -287,6 +291,7 @@ class FanOut:
         if task is None or task.done():
             self._tasks[change.env] = loop.create_task(
                 self._run_env(change.env, inbox), name=f"fanout:{change.env}")
+        self._plan_boundaries(loop, change.env, flag_set)
 
     async def _run_env(self, env: str, inbox: asyncio.Queue[tuple[Change, FlagSet, Entry]]) -> None:
         loop = asyncio.get_running_loop()
@@ -377,9 +382,10 @@ class FanOut:
         began = _clock()
         events = by_kind.get(StreamKind.EVENTS)
         if events:
-            payload = notification(fs.state_id, fs.updated_at or change.written_at or time.time())
+            now = time.time()
+            payload = notification(fs.stream_id(now), fs.updated_at or change.written_at or now)
             began = yield from self._push_to(StreamKind.EVENTS, list(events), change, fs,
-                                             payload, None, began)
+                                             payload, None, began, fs.interval(now))
         rules = by_kind.get(StreamKind.RULES)
         if rules:
             if change.reset:
@@ -390,8 +396,8 @@ class FanOut:
                                      partial, began)
 
     def _push_to(self, kind: StreamKind, conns: list[Connection], change: Change, fs: FlagSet,
-                 payload: bytes, partial: Callable[[int], bytes] | None, began: float
-                 ) -> Generator[None, None, float]:
+                 payload: bytes, partial: Callable[[int], bytes] | None, began: float,
+                 interval: int = 0) -> Generator[None, None, float]:
         """One kind's connections; returns when its current slice began. What went straight
         to a socket is counted once per slice, not per connection (a tenth of the fan-out's
         time at 10,000 streams went to counting them one by one)."""
@@ -402,7 +408,7 @@ class FanOut:
                 continue
             # Opened during a merged round: only the versions after the one it holds.
             own = (partial(conn.version) or payload) if partial is not None else payload
-            conn.hold(version, state_id)
+            conn.hold(version, state_id, interval)
             if conn.push(own, written_at):
                 sent += 1
             if _clock() - began >= SLICE_S:
@@ -423,6 +429,10 @@ class FanOut:
         keys |= set(change.deleted)
         if everything:
             keys |= {k for c in conns for k in c.results}
+        if fs.boundaries:  # a client may still hold an earlier interval's results of these
+            keys |= timed_flags(fs)
+        now = time.time()
+        stream_id, interval = fs.stream_id(now), fs.interval(now)
         evaluate, _ = self.engine
         flags, render = fs.flags, self.render
         per_context: dict[str, dict[str, bytes]] = {}  # computed once per distinct context
@@ -456,9 +466,9 @@ class FanOut:
                 mine = results[conn.ctx_key] = {}
                 new = {k: encode(k, conn.context, mine) for k in keys if k in flags}
                 per_context[conn.ctx_key] = new
-            conn.hold(change.version, fs.state_id)
+            conn.hold(change.version, fs.state_id, interval)
             patched = [k for k, item in new.items() if conn.results.get(k) != hash(item)]
-            payload = diff_frames(conn.results, new, keys, fs.state_id)
+            payload = diff_frames(conn.results, new, keys, stream_id)
             if not payload:
                 continue
             if conn.push(payload, written_at):
@@ -469,3 +479,56 @@ class FanOut:
                 mine = results[conn.ctx_key]
                 self.stats.count_exposures(conn.env, exposures_of(mine[k] for k in patched))
         self.sent_directly(StreamKind.EVALUATED, sent, written_at)
+
+    # -- time boundaries --------------------------------------------------------------------
+    def _plan_boundaries(self, loop: asyncio.AbstractEventLoop, env: str, fs: FlagSet) -> None:
+        """The environment's one boundary timer, for its newest flag set: a write replaces it
+        (the change itself tells every stream the state and interval it brings), and a set
+        with no boundary ahead has none."""
+        task = self._boundary_tasks.pop(env, None)
+        if task is not None:
+            task.cancel()
+        if fs.next_boundary(time.time()) is not None:
+            self._boundary_tasks[env] = loop.create_task(
+                self._run_boundaries(env, fs), name=f"boundaries:{env}")
+
+    async def _run_boundaries(self, env: str, fs: FlagSet) -> None:
+        """Wait for each boundary of ``fs`` ahead, then tell the environment's streams."""
+        while (at := fs.next_boundary(time.time())) is not None:
+            await asyncio.sleep(min(max(0.0, at - time.time()), BOUNDARY_RECHECK_S))
+            if time.time() < at:
+                continue  # a recheck of the wall clock (or it was set back)
+            try:
+                await self._boundary_round(env, fs)
+            except Exception:  # a failed round must not stop the next boundaries
+                log.exception("boundary round failed", extra={"env": env})
+
+    async def _boundary_round(self, env: str, fs: FlagSet) -> None:
+        """Tell each events and evaluated stream still at ``fs`` that a boundary passed:
+        a ``refetchEvaluation`` / the patches of its context (or only the new id when nothing
+        changed for it), each at a random point within ``boundary_jitter`` seconds."""
+        by_kind = self._conns.get(env, {})
+        conns = [*by_kind.get(StreamKind.EVENTS, ()), *by_kind.get(StreamKind.EVALUATED, ())]
+        if not conns:
+            return
+        slots: dict[int, list[Connection]] = {}
+        for conn in conns:
+            slot = int(random.random() * self.boundary_jitter / BOUNDARY_SLOT_S)
+            slots.setdefault(slot, []).append(conn)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        told = BoundaryRound(fs, self.engine[0], self.render, self.stats)
+        for slot in sorted(slots):
+            wait = start + slot * BOUNDARY_SLOT_S - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            told.at(time.time())
+            began = _clock()
+            for conn in slots[slot]:
+                if _clock() - began >= SLICE_S:
+                    began = await yield_to_requests()
+                    told.at(time.time())
+                told.tell(conn)
+        for kind, sent in told.sent.items():
+            self.sent_directly(kind, sent, None)
+

@@ -17,9 +17,10 @@ module uses (:class:`Ring`, :class:`History`: ``ChangeLog`` and ``RedisHistory``
 
 from __future__ import annotations
 
+import time
 from typing import Protocol
 
-from proxy.model import FlagSet, id_version
+from proxy.model import FlagSet, id_version, split_stream_id
 from proxy.store import Store
 from proxy.streams.connection import Connection, StreamKind
 from proxy.streams.frames import diff_frames, id_only, notification, rules_entry
@@ -63,6 +64,8 @@ async def initial(conn: Connection, last_id: str | None, *, store: Store, ring: 
         return b""
     if conn.kind is StreamKind.EVALUATED:
         return _initial_evaluated(conn, fs, last_id, ring, snapshots)
+    if conn.kind is StreamKind.EVENTS and (fs.boundaries or _timed(last_id)):
+        return _initial_timed_events(conn, fs, last_id)
     if last_id is None:
         return id_only(fs.state_id) if conn.kind is StreamKind.EVENTS \
             else snapshots.rules_put(fs)
@@ -88,8 +91,32 @@ async def initial(conn: Connection, last_id: str | None, *, store: Store, ring: 
     return b"".join(rules_entry(e) for e in entries)
 
 
+def _timed(last_id: str | None) -> bool:
+    """``last_id`` names an interval between time boundaries (``VERSION-TAG~I``)."""
+    return last_id is not None and split_stream_id(last_id)[1] is not None
+
+
+def _initial_timed_events(conn: Connection, fs: FlagSet, last_id: str | None) -> bytes:
+    """Events stream, rules with time boundaries (now or at the held id): the id of the
+    current state and interval; one notification when the client held another (whatever
+    came between, one re-fetch brings it up to date)."""
+    now = time.time()
+    current = fs.stream_id(now)
+    conn.hold(fs.version, fs.state_id, fs.interval(now))
+    if last_id is None:
+        return id_only(current)
+    return b"" if last_id == current else notification(current, fs.updated_at)
+
+
 def _initial_evaluated(conn: Connection, fs: FlagSet, last_id: str | None, ring: Ring,
                        snapshots: Snapshots) -> bytes:
+    if fs.boundaries or _timed(last_id):
+        # What a client held at an earlier interval cannot be evaluated again (the rules read
+        # the clock): the same state and interval needs nothing, anything else a fresh put.
+        if last_id is None or last_id != fs.stream_id(time.time()):
+            return snapshots.evaluated_put(conn, fs)
+        conn.results = {k: hash(v) for k, v in snapshots.evaluate_context(fs, conn.context).items()}
+        return b""
     old = None
     if last_id is not None:
         old = fs if last_id == fs.state_id else ring.snapshot(conn.env, last_id)

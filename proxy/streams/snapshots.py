@@ -23,6 +23,7 @@ from proxy.store import Store
 from proxy.streams.connection import Connection, StreamKind
 from proxy.streams.frames import Counters, exposures_of, frame, notification, rules_put
 
+Evaluate = Callable[[FlagSet, str, dict[str, Any]], EvaluationResult]
 EvaluateAll = Callable[[FlagSet, dict[str, Any]], list[EvaluationResult]]
 # EvaluationResult -> one OFREP item (the API passes the bulk endpoint's shape)
 Render = Callable[[EvaluationResult, Flag | None], dict[str, Any]]
@@ -50,9 +51,10 @@ class Snapshots:
         fs = self.store.get(conn.env)
         if fs is None:
             return b""
-        conn.hold(fs.version, fs.state_id)
+        now = time.time()
+        conn.hold(fs.version, fs.state_id, fs.interval(now))
         if conn.kind is StreamKind.EVENTS:
-            return notification(fs.state_id, fs.updated_at or time.time())
+            return notification(fs.stream_id(now), fs.updated_at or now)
         if conn.kind is StreamKind.RULES:
             return self.rules_put(fs)
         return self.evaluated_put(conn, fs)
@@ -78,9 +80,10 @@ class Snapshots:
 
     def evaluated_put(self, conn: Connection, fs: FlagSet) -> bytes:
         """The evaluated ``put`` for the connection's context; it now holds these results."""
+        now = time.time()  # (before evaluating: a boundary passing meanwhile is told later)
         items = self.evaluate_context(fs, conn.context, conn.env)
         conn.results = {k: hash(v) for k, v in items.items()}
-        conn.hold(fs.version, fs.state_id)
+        conn.hold(fs.version, fs.state_id, fs.interval(now))
         body = (b'{"flags":[' + b",".join(items.values()) + b'],"metadata":'
                 + orjson.dumps(dict(fs.metadata)) + b"}")
-        return frame("put", fs.state_id, body)
+        return frame("put", fs.stream_id(now), body)

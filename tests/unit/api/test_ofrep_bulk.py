@@ -207,6 +207,16 @@ async def test_flag_config_etag_waits_for_the_store(edge):
     assert r.status_code == 200 and 0.4 <= loop.time() - start < 2.0
 
 
+async def test_a_boundary_notification_etag_does_not_wait(edge):
+    """A refetchEvaluation sent at a time boundary names the current state and interval
+    (``VERSION-TAG~I``): that state is served already, so the re-fetch answers at once."""
+    etag = edge.store.get(ENV).state_id + "~3"
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    r = await bulk(edge, {}, params={"flagConfigEtag": etag})
+    assert r.status_code == 200 and loop.time() - start < 0.3
+
+
 async def test_environment_binding(edge):
     publish(edge.store, {"flags": {"other-only": {"state": "ENABLED", "variants": {"x": 1},
                                                   "defaultVariant": "x"}}}, 1, env="other")
