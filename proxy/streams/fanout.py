@@ -531,4 +531,3 @@ class FanOut:
                 told.tell(conn)
         for kind, sent in told.sent.items():
             self.sent_directly(kind, sent, None)
-
