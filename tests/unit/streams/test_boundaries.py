@@ -58,7 +58,7 @@ async def next_frames(conn: Connection, timeout: float) -> list[dict[str, str]]:
 
 async def test_a_boundary_sends_a_refetch_and_the_patches_with_no_write(streams):
     store, fanout = streams
-    boundary = int(time.time()) + 2
+    boundary = int(time.time()) + 3
     fs = publish(store, stepped(boundary), 1)
     await until(lambda: ENV in fanout._boundary_tasks, what="the boundary timer")
     events = fanout.open(ENV, StreamKind.EVENTS, "k")
