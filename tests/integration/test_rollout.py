@@ -1,0 +1,231 @@
+"""`flagedge rollout` (DESIGN §10) end to end: real redis-server, real `flagedge serve`
+processes (release workers on), the CLI as a subprocess, OFREP single and bulk evaluation
+over HTTP. Steps a few seconds apart ramp with no write; pause freezes, abort restores; a
+protected environment turns the start into a request; after the last step exactly one
+cleanup version is written however many serves race on it."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import redis
+
+from proxy.release.rollout_rules import Rollout
+from tests.integration.release_support import OFF, doc_file, flagedge, stored_flag, version
+from tests.redis_server import wait_until
+
+pytestmark = pytest.mark.integration
+
+USERS = [f"user-{i}" for i in range(400)]
+SEGMENT = {"if": [{"in": [{"var": "targetingKey"}, ["user-1", "user-2"]]}, "on"]}
+TARGETED = {**OFF, "targeting": SEGMENT}
+
+
+@pytest.fixture
+def env(redis_server, tmp_path):
+    """`test` at version 1: flag r (on/off, default off, no targeting), t (a segment gets
+    on); (url, client)."""
+    url = redis_server.url
+    r = flagedge("push", doc_file(tmp_path, "v1.json", {"r": OFF, "t": TARGETED}), "--env",
+                 "test", url=url)
+    assert r.returncode == 0, r.stderr
+    client = redis.Redis.from_url(url)
+    yield url, client
+    client.close()
+
+
+def rollout(url: str, *args: str, author: str = "ann") -> Any:
+    return flagedge("rollout", *args, "--env", "test", url=url, author=author)
+
+
+def record(client: redis.Redis, key: str) -> Rollout | None:
+    raw = client.hget("flagedge:{test}:rollouts", key)
+    return None if raw is None else Rollout.from_json(raw)
+
+
+def on_users(http: httpx.Client, key: str) -> set[str]:
+    """The users served ``on``: even ones by single evaluation, odd ones by bulk."""
+    on = set()
+    for i, user in enumerate(USERS):
+        body = {"context": {"targetingKey": user}}
+        if i % 2 == 0:
+            r = http.post(f"/ofrep/v1/evaluate/flags/{key}", json=body)
+            assert r.status_code == 200, r.text
+            variant = r.json()["variant"]
+        else:
+            r = http.post("/ofrep/v1/evaluate/flags", json=body)
+            assert r.status_code == 200, r.text
+            variant = {f["key"]: f.get("variant") for f in r.json()["flags"]}[key]
+        if variant == "on":
+            on.add(user)
+    return on
+
+
+def sweep_in_step(http: httpx.Client, key: str, ramp: Rollout) -> tuple[int, set[str]]:
+    """(the step in force during the whole sweep, the users on), or (-2, users) when the
+    sweep straddled a boundary (its users still count for monotonicity)."""
+    before = time.time()
+    users = on_users(http, key)
+    step = ramp.step_at(before)
+    return (step if ramp.step_at(time.time()) == step else -2), users
+
+
+def within_error(count: int, percent: int, n: int = len(USERS)) -> bool:
+    sigma = math.sqrt(n * percent / 100 * (1 - percent / 100))
+    return abs(count - n * percent / 100) <= 5 * sigma + 1
+
+
+def test_a_rollout_ramps_by_itself_monotonically_and_is_cleaned_up(env, proxy_factory):
+    url, client = env
+    proxy = proxy_factory(extra_args=["--no-auth"], wait="readyz")
+    r = rollout(url, "r", "--variant", "on", "--steps", "20,50,100", "--every", "3s",
+                "--start", "+2s", "-m", "ship it")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("flag r: rollout of on: 20,50,100% every 3s from ")
+    assert r.stdout.rstrip().endswith("test version 2")
+    ramp = record(client, "r")
+    assert ramp is not None and (ramp.state, ramp.version, ramp.steps) == ("running", 2,
+                                                                           (20, 50, 100))
+    proxy.wait_version(2)
+    seen: dict[int, set[str]] = {}
+    previous: set[str] = set()
+    with proxy.client(None) as http:
+        while time.time() < ramp.end + 1:
+            step, users = sweep_in_step(http, "r", ramp)
+            assert previous <= users, "a user left the variant"
+            previous = users
+            if step != -2:
+                seen.setdefault(step, users)
+    assert set(seen) >= {-1, 0, 1}, f"no clean sweep in some step: {sorted(seen)}"
+    assert seen[-1] == set()
+    for step, percent in enumerate(ramp.steps[:2]):
+        assert within_error(len(seen[step]), percent), (percent, len(seen[step]))
+    wait_until(lambda: record(client, "r").state == "done", timeout=10,
+               what="the cleanup write")
+    assert version(client, "test") == 3
+    assert stored_flag(client, "test", "r") == {**OFF, "defaultVariant": "on"}
+    entry = orjson.loads(flagedge("history", "--env", "test", "--json", url=url).stdout)[0]
+    assert (entry["version"], entry["author"], entry["applied_by"]) == (3, "ann", "scheduler")
+    proxy.wait_version(3)
+    with proxy.client(None) as http:
+        assert on_users(http, "r") == set(USERS)
+
+
+def test_pause_freezes_and_abort_restores(env, proxy_factory):
+    url, client = env
+    proxy = proxy_factory(extra_args=["--no-auth"], wait="readyz")
+    r = rollout(url, "t", "--variant", "on", "--steps", "10,50,90", "--every", "2s",
+                "--json")
+    assert r.returncode == 0, r.stderr
+    ramp = Rollout.from_json(orjson.loads(r.stdout)["rollout"])
+    wait_until(lambda: ramp.step_at(time.time()) == 1, timeout=10, what="the second step")
+    r = rollout(url, "t", "--pause")
+    assert r.returncode == 0, r.stderr
+    assert "paused at 50%" in r.stdout
+    paused = stored_flag(client, "test", "t")
+    assert "$flagd" not in orjson.dumps(paused).decode()
+    status = orjson.loads(rollout(url, "t", "--status", "--json").stdout)
+    assert (status["state"], status["step"], status["percent"],
+            status["next_boundary"]) == ("paused", 2, 50, None)
+    proxy.wait_version(3)
+    with proxy.client(None) as http:
+        frozen = on_users(http, "t")
+        assert within_error(len(frozen - {"user-1", "user-2"}), 50, 398)
+        assert {"user-1", "user-2"} <= frozen  # the previous targeting still serves them
+        wait_until(lambda: time.time() > ramp.end + 1, timeout=10, what="past the last step")
+        assert on_users(http, "t") == frozen
+        assert rollout(url, "t", "--pause").returncode == 1  # not running any more
+        r = rollout(url, "t", "--abort")
+        assert r.returncode == 0, r.stderr
+        assert stored_flag(client, "test", "t") == TARGETED
+        assert record(client, "t").state == "aborted"
+        proxy.wait_version(4)
+        assert on_users(http, "t") == {"user-1", "user-2"}
+    assert version(client, "test") == 4  # no cleanup write for an aborted rollout
+
+
+def test_protected_start_is_a_request_and_pause_abort_are_kill_operations(env):
+    url, client = env
+    assert flagedge("envs", "protect", "test", "--approvals", "1", url=url).returncode == 0
+    r = rollout(url, "r", "--variant", "on", "--steps", "5,50", "--every", "1h")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "request 1\n"
+    assert version(client, "test") == 1 and record(client, "r") is None
+    request = orjson.loads(flagedge("requests", "show", "1", "--env", "test", "--json",
+                                    url=url).stdout)
+    assert request["change"]["rollouts"]["r"]["steps"] == [5, 50]
+    r = flagedge("approve", "1", "--env", "test", url=url, author="bob")
+    assert r.returncode == 0, r.stderr
+    ramp = record(client, "r")
+    assert (ramp.state, ramp.version, ramp.author) == ("running", 2, "ann")
+    assert "$flagd.timestamp" in orjson.dumps(stored_flag(client, "test", "r")).decode()
+    for op, state in (("--pause", "paused"), ("--abort", "aborted")):
+        r = rollout(url, "r", op, author="carl")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.rstrip().endswith("[kill]")
+        assert record(client, "r").state == state
+        entry = orjson.loads(flagedge("history", "--env", "test", "--json", url=url).stdout)[0]
+        assert (entry["kill"], entry["author"]) == (True, "carl")
+    assert stored_flag(client, "test", "r") == OFF
+
+
+def test_three_serves_write_one_cleanup_version(env, proxy_factory):
+    url, client = env
+    proxies = [proxy_factory(extra_args=["--no-auth"], wait="readyz") for _ in range(3)]
+    r = rollout(url, "r", "--variant", "on", "--steps", "30,60", "--every", "2s")
+    assert r.returncode == 0, r.stderr
+    ramp = record(client, "r")
+    wait_until(lambda: record(client, "r").state == "done", timeout=15,
+               what="the cleanup write")
+    for proxy in proxies:
+        proxy.wait_version(3)
+    # Every worker has ticked well past the boundary (at 0.2 s): still one cleanup version.
+    wait_until(lambda: time.time() > ramp.end + 2, timeout=10, what="more ticks")
+    assert version(client, "test") == 3
+    entries = orjson.loads(flagedge("history", "--env", "test", "--json", url=url).stdout)
+    assert [e["applied_by"] for e in entries[:2]] == ["scheduler", None]
+    assert sum(p.logs().count("rollout of r in test done") for p in proxies) == 1
+    # below 100 %: the last step's rule, without the timestamp chain
+    assert stored_flag(client, "test", "r") == {**OFF, "targeting": {"if": [
+        {"==": [{"fractional": [["in", 60], ["out", 40]]}, "in"]}, "on", None]}}
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (["r", "--variant", "blue", "--steps", "5,50", "--every", "1h"], 1,
+     "flag r has no variant 'blue'"),
+    (["r", "--variant", "on", "--steps", "50,5", "--every", "1h"], 1, "strictly increasing"),
+    (["r", "--variant", "on", "--steps", "5,500", "--every", "1h"], 1, "from 1 to 100"),
+    (["r", "--variant", "on", "--steps", "5,50", "--every", "0s"], 1, "invalid duration"),
+    (["r", "--variant", "on", "--steps", "5,50", "--every", "1h", "--start", "9am"], 1,
+     "invalid time"),
+    (["nope", "--variant", "on", "--steps", "5,50", "--every", "1h"], 5,
+     "flag nope is not in environment test"),
+    (["r", "--variant", "on", "--steps", "5,50"], 2, "needs --every"),
+    (["r", "--status", "--steps", "5"], 2, "--steps only go with starting"),
+    (["r", "--status"], 5, "flag r has no rollout"),
+    (["r", "--pause"], 5, "flag r has no rollout"),
+])
+def test_bad_input_is_refused_and_writes_nothing(env, args, code, message):
+    url, client = env
+    r = rollout(url, *args)
+    assert r.returncode == code, (r.stdout, r.stderr)
+    assert message in r.stderr
+    assert version(client, "test") == 1 and record(client, "r") is None
+
+
+def test_a_second_rollout_of_a_running_flag_is_refused(env):
+    url, client = env
+    start = ["r", "--variant", "on", "--steps", "5,50", "--every", "1h"]
+    assert rollout(url, *start).returncode == 0
+    r = rollout(url, *start)
+    assert r.returncode == 1 and "already in a running rollout" in r.stderr, r.stderr
+    assert version(client, "test") == 2
+    status = orjson.loads(rollout(url, "r", "--status", "--json").stdout)
+    assert (status["state"], status["step"], status["percent"], status["ramping"]) == (
+        "running", 1, 5, True)
+    assert status["next_boundary"] == status["ends"]
