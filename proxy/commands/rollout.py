@@ -115,8 +115,12 @@ def _status(args: argparse.Namespace, status: dict[str, Any]) -> int:
     print(f"rollout of {status['flag']} in {status['env']}: {status['state']}, variant "
           f"{status['variant']}, steps {steps}% every {status['every']}s from "
           f"{status['start_iso']}")
-    print(f"step {status['step']} of {len(status['steps'])}: {status['percent']}%"
-          + (f", next step at {status['next_boundary']}" if status["next_boundary"] else ""))
+    if status["step"] == 0:
+        print(f"not started: step 1 ({status['steps'][0]}%) at {status['start_iso']}")
+    else:
+        print(f"step {status['step']} of {len(status['steps'])}: {status['percent']}%"
+              + (f", next step at {status['next_boundary']}" if status["next_boundary"]
+                 else ""))
     if status["state"] == "running" and not status["ramping"]:
         print("warning: the flag no longer has this rollout's rule (another write replaced "
               "it)")

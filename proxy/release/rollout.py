@@ -13,6 +13,7 @@ by a ``kill`` holder, marked ``kill``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -80,8 +81,11 @@ def start(client: Any, env: str, key: str, *, variant: str, steps: tuple[int, ..
             raise RolloutError(f"flag {key} is already in a running rollout (of "
                                f"{current.variant}, started {iso(current.start)}): pause or "
                                "abort it first")
+        # "now" is rounded down so the first step is in force at once; a given start is
+        # rounded up (plan) so no step begins before the time asked for
         new = plan(key, flag, variant=variant, steps=steps, every=every,
-                   start=now if start_at is None else start_at, author=actor.name)
+                   start=math.floor(now) if start_at is None else start_at,
+                   author=actor.name)
         return started(flag, new), new, (f"rollout of {variant}: "
                                          f"{','.join(map(str, steps))}% every {new.every}s "
                                          f"from {iso(new.start)}")

@@ -229,3 +229,19 @@ def test_a_second_rollout_of_a_running_flag_is_refused(env):
     assert (status["state"], status["step"], status["percent"], status["ramping"]) == (
         "running", 1, 5, True)
     assert status["next_boundary"] == status["ends"]
+
+
+def test_started_now_the_first_step_is_in_force_at_once(env):
+    """The functions the admin API will call: a start without a time begins at once (its
+    start is rounded down, not up to the next second), and status says step 1."""
+    from proxy.release import review
+    from proxy.release import rollout as rollouts
+    from proxy.release.authorization import Actor
+
+    _url, client = env
+    written = rollouts.start(client, "test", "r", variant="on", steps=(5, 50), every=3600,
+                             actor=Actor.cli("ann"))
+    now = review.redis_now(client, "test")
+    assert written.status == "ok" and written.rollout.start <= now
+    status = rollouts.status(client, "test", "r")
+    assert (status["step"], status["percent"], status["version"]) == (1, 5, 2)

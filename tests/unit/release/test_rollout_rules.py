@@ -52,7 +52,7 @@ def test_the_rule_is_an_if_chain_on_the_timestamp_with_literal_thresholds() -> N
     assert rule["if"][2] == {"<": [ts, START + EVERY]}
     assert rule["if"][4] == {"<": [ts, START + 2 * EVERY]}
     assert len(rule["if"]) == 7
-    for step, percent in zip(rule["if"][3::2] + [rule["if"][6]], (5, 50, 100), strict=True):
+    for step, percent in zip([*rule["if"][3::2], rule["if"][6]], (5, 50, 100), strict=True):
         assert step == {"if": [{"==": [{"fractional": [["in", percent], ["out", 100 - percent]]},
                                        "in"]}, "on", PREVIOUS[1]]}
     assert all(isinstance(t, int) for t in (rule["if"][0]["<"][1], rule["if"][2]["<"][1]))
