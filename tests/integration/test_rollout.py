@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from proxy.release.rollout_rules import Rollout
-from tests.integration.release_support import OFF, doc_file, flagedge, stored_flag, version
+from tests.integration.release_support import OFF, flagedge, pushed, stored_flag, version
 from tests.redis_server import wait_until
 
 pytestmark = pytest.mark.integration
@@ -30,12 +30,9 @@ TARGETED = {**OFF, "targeting": SEGMENT}
 def env(redis_server, tmp_path):
     """`test` at version 1: flag r (on/off, default off, no targeting), t (a segment gets
     on); (url, client)."""
-    url = redis_server.url
-    r = flagedge("push", doc_file(tmp_path, "v1.json", {"r": OFF, "t": TARGETED}), "--env",
-                 "test", url=url)
-    assert r.returncode == 0, r.stderr
-    client = redis.Redis.from_url(url)
-    yield url, client
+    pushed(redis_server.url, tmp_path, {"r": OFF, "t": TARGETED})
+    client = redis.Redis.from_url(redis_server.url)
+    yield redis_server.url, client
     client.close()
 
 
