@@ -252,5 +252,7 @@ def _finish(client: Any, env: str, key: str, raw: bytes, rollout: Rollout) -> Fi
     if text(reply[0]) in ("moved", "conflict"):
         return Finished(key, "raced")
     result = publisher.write_result(client, env, plan_, reply, state.version)
+    if result.status != "ok":
+        return Finished(key, "raced")  # the rule already holds: not this worker's write
     return Finished(key, "done", result.version)
 

@@ -7,6 +7,7 @@ cleanup version is written however many serves race on it."""
 from __future__ import annotations
 
 import math
+import threading
 import time
 from typing import Any
 
@@ -15,7 +16,11 @@ import orjson
 import pytest
 import redis
 
+from proxy.release import review
+from proxy.release import rollout as rollouts
+from proxy.release.authorization import Actor
 from proxy.release.rollout_rules import Rollout
+from proxy.release.worker import ReleaseWorker
 from tests.integration.release_support import OFF, flagedge, pushed, stored_flag, version
 from tests.redis_server import wait_until
 
@@ -231,10 +236,6 @@ def test_a_second_rollout_of_a_running_flag_is_refused(env):
 def test_started_now_the_first_step_is_in_force_at_once(env):
     """The functions the admin API will call: a start without a time begins at once (its
     start is rounded down, not up to the next second), and status says step 1."""
-    from proxy.release import review
-    from proxy.release import rollout as rollouts
-    from proxy.release.authorization import Actor
-
     _url, client = env
     written = rollouts.start(client, "test", "r", variant="on", steps=(5, 50), every=3600,
                              actor=Actor.cli("ann"))
@@ -242,3 +243,41 @@ def test_started_now_the_first_step_is_in_force_at_once(env):
     assert written.status == "ok" and written.rollout.start <= now
     status = rollouts.status(client, "test", "r")
     assert (status["step"], status["percent"], status["version"]) == (1, 5, 2)
+
+
+def test_workers_racing_on_a_finished_rollout_write_one_version(env):
+    """The cleanup's fence, many times over: four release workers (own connections, as in
+    separate serves) released together on a rollout past its last step."""
+    url, client = env
+    clients = [redis.Redis.from_url(url) for _ in range(4)]
+    workers = [ReleaseWorker(c, envs=lambda: ["test"]) for c in clients]
+    try:
+        for _ in range(8):
+            before = version(client, "test")
+            past = review.redis_now(client, "test") - 120  # its last step began a minute ago
+            rollouts.start(client, "test", "r", variant="on", steps=(20, 70), every=60,
+                           start_at=past, actor=Actor.cli("ann"))
+            results = race(workers)
+            done = [f for found in results for f in found if f.status == "done"]
+            assert len(done) == 1 and version(client, "test") == before + 2, results
+            assert record(client, "r").state == "done"  # the next round wraps its rule
+    finally:
+        for c in clients:
+            c.close()
+
+
+def race(workers: list[ReleaseWorker]) -> list[list[rollouts.Finished]]:
+    """Every worker's cleanup pass, released together by a barrier."""
+    gate = threading.Barrier(len(workers))
+    results: list[list[rollouts.Finished]] = []
+
+    def one(worker: ReleaseWorker) -> None:
+        gate.wait()
+        results.append(worker.finish_rollouts("test"))
+
+    threads = [threading.Thread(target=one, args=(w,)) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return results
