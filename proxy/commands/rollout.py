@@ -57,6 +57,9 @@ def _check(args: argparse.Namespace) -> None:
                            "--pause, --abort)")
     if not starting and given:
         raise c.UsageError(f"{', '.join(given)} only go with starting a rollout")
+    if args.break_glass and not starting:
+        raise c.UsageError("--break-glass goes with starting a rollout (--pause and --abort "
+                           "are kill operations: applied at once anyway)")
     if args.break_glass and not args.message.strip():
         raise c.UsageError("--break-glass needs a reason: -m WHY")
 
@@ -115,7 +118,9 @@ def _status(args: argparse.Namespace, status: dict[str, Any]) -> int:
     print(f"rollout of {status['flag']} in {status['env']}: {status['state']}, variant "
           f"{status['variant']}, steps {steps}% every {status['every']}s from "
           f"{status['start_iso']}")
-    if status["step"] == 0:
+    if status["state"] == "aborted":
+        print("aborted: the previous targeting is back")
+    elif status["step"] == 0:
         print(f"not started: step 1 ({status['steps'][0]}%) at {status['start_iso']}")
     else:
         print(f"step {status['step']} of {len(status['steps'])}: {status['percent']}%"

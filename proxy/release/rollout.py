@@ -186,10 +186,14 @@ def _propose(client: Any, env: str, key: str, state: publisher.RemoteState, plan
     return Written("proposed", env, key, summary, record, request=request)
 
 
-def status(client: Any, env: str, key: str, now: float | None = None) -> dict[str, Any]:
+def status(client: Any, env: str, key: str, actor: authz.Actor | None = None,
+           now: float | None = None) -> dict[str, Any]:
     """The rollout of ``key`` as ``rollout --status --json`` prints it: its record, the
-    step in force (1-based; 0 before start) and its percentage, the next boundary (ISO),
-    and whether the flag still has the ramp (``ramping``). Raises LookupError."""
+    step in force (1-based; 0 before start or once aborted) and its percentage, the next
+    boundary (ISO), and whether the flag still has the ramp (``ramping``). Raises
+    LookupError; Refused when ``actor`` (if given) may not view."""
+    if actor is not None:
+        review.check(authz.may_view(actor))
     raw = stored.read(client, env, key)
     if raw is None:
         raise LookupError(f"flag {key} has no rollout in environment {env}")
@@ -224,16 +228,19 @@ def finish_due(client: Any, env: str) -> list[Finished]:
     """Write the static rule of every running rollout past its last boundary and mark it
     ``done``. Fenced by the record's compare-and-set and the version: with several workers,
     one writes, the others find the record moved."""
-    now = review.redis_now(client, env)
-    out = []
+    running = {}
     for key, raw in sorted(stored.read_all(client, env).items()):
         try:
             rollout = Rollout.from_json(raw)
         except ValueError:
             continue  # not ours
-        if rollout.state == "running" and now >= rollout.end:
-            out.append(_finish(client, env, key, raw, rollout))
-    return out
+        if rollout.state == "running":
+            running[key] = (raw, rollout)
+    if not running:
+        return []  # one HGETALL per tick where nothing runs
+    now = review.redis_now(client, env)
+    return [_finish(client, env, key, raw, rollout)
+            for key, (raw, rollout) in running.items() if now >= rollout.end]
 
 
 def _finish(client: Any, env: str, key: str, raw: bytes, rollout: Rollout) -> Finished:
