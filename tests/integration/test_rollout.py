@@ -149,6 +149,11 @@ def test_pause_freezes_and_abort_restores(env, proxy_factory):
         proxy.wait_version(4)
         assert on_users(http, "t") == {"user-1", "user-2"}
     assert version(client, "test") == 4  # no cleanup write for an aborted rollout
+    # every rollout write is an ordinary change: in the outbox, with its author
+    outbox = [fields for _id, fields in client.xrange("flagedge:{test}:outbox")
+              if fields[b"type"] == b"change"]
+    assert [(f[b"version"], f[b"author"]) for f in outbox] == [
+        (b"1", b"ci"), (b"2", b"ann"), (b"3", b"ann"), (b"4", b"ann")]
 
 
 def test_protected_start_is_a_request_and_pause_abort_are_kill_operations(env):
