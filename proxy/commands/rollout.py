@@ -100,6 +100,10 @@ def _written(args: argparse.Namespace, written: Any) -> int:
     elif written.status == "proposed":
         print(f"flagedge: {args.key}: {written.summary} needs approval in {args.env}",
               file=sys.stderr)
+        if getattr(args, "start", None) is None and not (args.pause or args.abort):
+            print("flagedge: warning: the steps' times are fixed now: approved later, the "
+                  "rollout starts further along (give --start a time after the approval)",
+                  file=sys.stderr)
         print(f"request {written.request.id}")
     elif written.status == "noop":
         print(f"nothing to do: flag {args.key} already has that rule")

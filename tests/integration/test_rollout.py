@@ -16,12 +16,15 @@ import orjson
 import pytest
 import redis
 
-from proxy.release import review
+from proxy.release import publisher, review
 from proxy.release import rollout as rollouts
 from proxy.release.authorization import Actor
+from proxy.release.changeset import Document, make_plan
 from proxy.release.rollout_rules import Rollout
 from proxy.release.worker import ReleaseWorker
-from tests.integration.release_support import OFF, flagedge, pushed, stored_flag, version
+from proxy.storage import rollouts as stored_rollouts
+from proxy.storage.requests import guarded_write_args
+from tests.integration.release_support import OFF, ON, flagedge, pushed, stored_flag, version
 from tests.redis_server import wait_until
 
 pytestmark = pytest.mark.integration
@@ -162,6 +165,7 @@ def test_protected_start_is_a_request_and_pause_abort_are_kill_operations(env):
     r = rollout(url, "r", "--variant", "on", "--steps", "5,50", "--every", "1h")
     assert r.returncode == 0, r.stderr
     assert r.stdout == "request 1\n"
+    assert "give --start a time after the approval" in r.stderr
     assert version(client, "test") == 1 and record(client, "r") is None
     request = orjson.loads(flagedge("requests", "show", "1", "--env", "test", "--json",
                                     url=url).stdout)
@@ -286,3 +290,17 @@ def race(workers: list[ReleaseWorker]) -> list[list[rollouts.Finished]]:
     for t in threads:
         t.join(30)
     return results
+
+
+def test_a_broken_rollouts_key_refuses_the_write_and_writes_nothing(env):
+    url, client = env
+    client.set("flagedge:{test}:rollouts", "not a hash")
+    r = rollout(url, "r", "--variant", "on", "--steps", "5,50", "--every", "1h")
+    assert r.returncode == 4, (r.stdout, r.stderr)
+    assert "wrong kind of value" in r.stderr  # the read before the script already fails
+    # the script checks the key itself before writing (a key broken between read and write)
+    plan = make_plan(Document({"r": OFF}, {}, {}), Document({"r": ON}, {}, {}))
+    args = guarded_write_args({}, False) + publisher.write_args(plan)
+    with pytest.raises(redis.ResponseError, match=r"nothing written.*rollouts is a string"):
+        stored_rollouts.call_write(client, "test", "r", None, b'{"state":"running"', args)
+    assert version(client, "test") == 1 and stored_flag(client, "test", "r") == OFF
