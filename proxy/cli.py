@@ -21,6 +21,7 @@ COMMANDS = [
     "history",
     "rollback",
     "flag",
+    "rollout",
     "envs",
     "keys",
     "propose",

@@ -1,5 +1,5 @@
 """One module per ``flagedge`` command (serve, validate, push, diff, export, history,
-rollback, envs, keys, propose, requests, approve, reject, cancel), listed by ``proxy.cli``;
+rollback, flag, rollout, envs, keys, propose, requests, approve, reject, cancel), listed by ``proxy.cli``;
 ``_common.py`` holds the Redis arguments, the client, the exit codes and the error handling
 they share; ``_review.py`` what the change-request commands print.
 

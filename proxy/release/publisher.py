@@ -218,10 +218,17 @@ def write(client: Any, env: str, plan: Plan, *, expect_version: int | None = Non
         reply = client.eval(stored_requests.GUARDED_WRITE_LUA, 5,
                             *stored_requests.guarded_keys(env),
                             *stored_requests.guarded_write_args(guard, bool(guard)), *args)
-        if text(reply[0]) == "approval_required":
-            raise ApprovalRequired(env, int(reply[1]))
     else:
         reply = client.eval(layout.WRITE_LUA, 4, *layout.write_keys(env), *args)
+    return write_result(client, env, plan, reply, expect_version)
+
+
+def write_result(client: Any, env: str, plan: Plan, reply: Any,
+                 expect_version: int | None) -> PushResult:
+    """WRITE_LUA's (or GUARDED_WRITE_LUA's) reply as a PushResult; raises ApprovalRequired
+    or ConflictError for the replies that wrote nothing."""
+    if text(reply[0]) == "approval_required":
+        raise ApprovalRequired(env, int(reply[1]))
     status, version, epoch = text(reply[0]), int(reply[1]), text(reply[2])
     if status == "conflict":
         raise ConflictError(env, expect_version or 0, version)

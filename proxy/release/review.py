@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from proxy.model import canonical
 from proxy.release import authorization as authz
 from proxy.release import publisher
@@ -106,14 +108,19 @@ def preview(state: publisher.RemoteState, change: dict[str, Any]) -> dict[str, A
 
 def propose_plan(client: Any, env: str, state: publisher.RemoteState, plan: Plan, *,
                  actor: authz.Actor, message: str, expires_in: float = DEFAULT_EXPIRY,
-                 apply_at: float | None = None) -> Request:
+                 apply_at: float | None = None,
+                 rollouts: Mapping[str, Any] | None = None) -> Request:
     """Store a new open request for ``plan`` (computed against ``state``); returns it with
-    its id. An empty plan is refused (ValueError): there is nothing to approve."""
+    its id. An empty plan is refused (ValueError): there is nothing to approve.
+    ``rollouts`` (flag -> rollout record, release/rollout.py): stored in the change, so
+    approved with it, and written by the apply script with the rule."""
     check(authz.may_propose(actor))
     if plan.empty:
         raise ValueError(f"nothing to propose: environment {env} already has these rules")
     now = redis_now(client, env)
     change = change_of(plan, state.document())
+    if rollouts:
+        change["rollouts"] = dict(rollouts)
     request = Request(
         id=0, state="open", base_version=state.version, author=actor.name, message=message,
         created_at=now, expires_at=round(now + expires_in, 3), change=change,
@@ -151,6 +158,10 @@ def apply_args(raw: bytes, request: Request, approved: Request | None,
     args += [canonical(reads.get("metadata") or {}), str(len(marks or {}))]
     for field, value in (marks or {}).items():
         args += [field, value]
+    rollouts = change.get("rollouts") or {}  # started by this request (release/rollout.py)
+    args.append(str(len(rollouts)))
+    for key, record in sorted(rollouts.items()):
+        args += [key, orjson.dumps(record)[:-1]]
     return args + publisher.write_args(plan_of(change), author=request.author,
                                        message=request.message)
 

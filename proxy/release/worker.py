@@ -1,5 +1,6 @@
-"""The release worker (DESIGN §10): applies scheduled change requests when due and expires
-overdue open ones. Every ``flagedge serve`` process runs one (``--no-release-worker`` /
+"""The release worker (DESIGN §10): applies scheduled change requests when due, expires
+overdue open ones, and writes the static rule of progressive rollouts past their last step
+(``rollout.finish_due``: a record compare-and-set, so several workers write it once). Every ``flagedge serve`` process runs one (``--no-release-worker`` /
 ``release_worker = false`` to opt out; never in offline file mode).
 
 How it finds work: a scheduled request is indexed, when it is created, in the sorted set
@@ -27,7 +28,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from proxy.release import review
+from proxy.release import review, rollout
 from proxy.release.requests import Request
 from proxy.storage import layout
 from proxy.storage import requests as stored
@@ -52,6 +53,7 @@ class ReleaseWorker:
         self.tick_s, self.sweep_s, self._clock = tick_s, sweep_s, clock
         self._next_sweep = 0.0  # sweep at the first tick: catch up after being down
         self._failing: set[tuple[str, int]] = set()  # logged once, retried at the next sweep
+        self._detached: set[tuple[str, str]] = set()  # rollouts whose ramp was replaced
 
     def _registered_envs(self) -> list[str]:
         return sorted(text(e) for e in self.client.smembers(layout.ENVS))
@@ -68,7 +70,22 @@ class ReleaseWorker:
             if sweep:
                 self.sweep(env)
             done += self.apply_due(env)
+            self.finish_rollouts(env)
         return done
+
+    def finish_rollouts(self, env: str) -> list[rollout.Finished]:
+        """The cleanup write of every rollout past its last boundary (release/rollout.py)."""
+        finished = rollout.finish_due(self.client, env)
+        for item in finished:
+            if item.status == "done":
+                log.info("release worker: rollout of %s in %s done as version %s",
+                         item.flag, env, item.version)
+            elif item.status == "detached" and (env, item.flag) not in self._detached:
+                self._detached.add((env, item.flag))  # logged once, until a restart
+                log.warning("release worker: rollout of %s in %s not finished: the flag no "
+                            "longer has its ramp (another write replaced it); nothing written",
+                            item.flag, env)
+        return finished
 
     def apply_due(self, env: str) -> list[review.Outcome]:
         done = []

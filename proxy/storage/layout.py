@@ -87,6 +87,12 @@ def outbox_key(env: str) -> str:
     return f"{PREFIX}:{{{env}}}:outbox"
 
 
+def rollouts_key(env: str) -> str:
+    """``flagedge:{ENV}:rollouts`` HASH flag -> the rollout's JSON (DESIGN §10,
+    release/rollout.py), written by the same script as the rule it describes."""
+    return f"{PREFIX}:{{{env}}}:rollouts"
+
+
 def env_keys(env: str) -> list[str]:
     return [flags_key(env), meta_key(env), changes_key(env)]
 

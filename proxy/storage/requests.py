@@ -38,8 +38,10 @@ def schedule_key(env: str) -> str:
 
 
 def apply_keys(env: str) -> list[str]:
-    """APPLY_LUA's KEYS: flags, meta, changes, outbox (as WRITE_LUA), requests, policy."""
-    return [*layout.write_keys(env), requests_key(env), policy_key(env)]
+    """APPLY_LUA's KEYS: flags, meta, changes, outbox (as WRITE_LUA), requests, policy,
+    rollouts."""
+    return [*layout.write_keys(env), requests_key(env), policy_key(env),
+            layout.rollouts_key(env)]
 
 
 # WRITE_BODY as a function: KEYS and ARGV are its parameters (shadowing the script's), and
@@ -52,7 +54,10 @@ _WRITER = (layout.OUTBOX_ADD + "local function write_change(KEYS, ARGV, entry_ex
 # n_marks, n_marks pairs (field, value) for the change entry, then WRITE_LUA's ARGV.
 # A direct write checked against the policy in the same script as the write, so a policy set
 # a moment before is never missed. Returns {'approval_required', N} or WRITE_LUA's reply.
-GUARDED_WRITE_LUA = _WRITER + """
+# The body is a function too (``guarded_write``), so the rollout script
+# (storage/rollouts.py) runs the very same guard and write with its own check around it.
+GUARDED_WRITER = _WRITER + """
+local function guarded_write(KEYS, ARGV)
 local n = tonumber(ARGV[2])
 if not n or n < 0 or 2 + 2 * n > #ARGV then
   return redis.error_reply('flagedge write refused, nothing written: bad mark count')
@@ -65,7 +70,9 @@ local marks, rest = {}, {}
 for i = 3, 2 + 2 * n do marks[#marks + 1] = ARGV[i] end
 for i = 3 + 2 * n, #ARGV do rest[#rest + 1] = ARGV[i] end
 return write_change({KEYS[1], KEYS[2], KEYS[3], KEYS[4]}, rest, marks)
+end
 """
+GUARDED_WRITE_LUA = GUARDED_WRITER + "return guarded_write(KEYS, ARGV)\n"
 
 
 def guarded_write_args(marks: Mapping[str, str], protected_ok: bool) -> list[str]:
@@ -143,7 +150,7 @@ outbox_add(KEYS[2], {'type', 'request', 'event', new.state, 'request', ARGV[1],
 return {'ok'}
 """
 
-# KEYS: flags, meta, changes, outbox, requests, policy.
+# KEYS: flags, meta, changes, outbox, requests, policy, rollouts.
 # ARGV: id, the JSON read, the JSON with the caller's approval added ('' = no approval: just
 #   try to apply), the applied JSON's head (no closing '}': the script appends
 #   ',"applied_version":N}'), the conflict JSON's head (',"reason":"..."}' appended), the
@@ -151,6 +158,8 @@ return {'ok'}
 #   absent), the evaluators map at base ('' = not compared whole: the request does not change
 #   it), n_refs, n_refs evaluator names the request's flags reference, the evaluators map at
 #   base holding those of them that existed ('{}' when none), the metadata at base, n_marks, n_marks pairs (change entry fields),
+#   n_rollouts, n_rollouts pairs (flag, its rollout JSON without the closing '}': a rollout
+#   started by the request, stored with ',"version":N}' appended when the change is written),
 #   then WRITE_LUA's ARGV for the change.
 # Returns {'applied', version, epoch, stream id} | {'pending', approvals, needed} |
 #   {'conflict', reason} | {'expired'} | {'not_due', apply_at} | {'missing'} | {'moved'} |
@@ -266,11 +275,22 @@ local quoted = {}
 for _, name in ipairs(by) do quoted[#quoted + 1] = cjson.encode(name) end
 local marks = {'request', ARGV[1], 'approvers', '[' .. table.concat(quoted, ',') .. ']'}
 for m = i + 2, i + 1 + 2 * n_marks do marks[#marks + 1] = ARGV[m] end
+local r0 = i + 2 + 2 * n_marks
+local n_rollouts = tonumber(ARGV[r0])
+local rollouts_type = redis.call('TYPE', KEYS[7])['ok']
+if n_rollouts > 0 and rollouts_type ~= 'none' and rollouts_type ~= 'hash' then
+  return redis.error_reply('flagedge apply refused, nothing written: ' .. KEYS[7] .. ' is not a hash')
+end
 local wargv = {}
-for w = i + 2 + 2 * n_marks, #ARGV do wargv[#wargv + 1] = ARGV[w] end
+for w = r0 + 1 + 2 * n_rollouts, #ARGV do wargv[#wargv + 1] = ARGV[w] end
 local res = write_change({KEYS[1], KEYS[2], KEYS[3], KEYS[4]}, wargv, marks)
 if res.err then return res end
 if res[1] == 'conflict' then return redis.error_reply('flagedge apply: unexpected version check') end
+if res[1] == 'ok' then
+  for r = r0 + 1, r0 + 2 * n_rollouts, 2 do
+    redis.call('HSET', KEYS[7], ARGV[r], ARGV[r + 1] .. ',"version":' .. res[2] .. '}')
+  end
+end
 redis.call('HSET', KEYS[5], ARGV[1], ARGV[4] .. ',"applied_version":' .. res[2] .. '}')
 return {'applied', res[2], res[3], res[4] or ''}
 """
@@ -288,7 +308,7 @@ def redis_time(client: Any, env: str) -> float:
 
 
 def call_apply(client: Any, env: str, args: list[Any]) -> list[Any]:
-    return list(client.eval(APPLY_LUA, 6, *apply_keys(env), *args))
+    return list(client.eval(APPLY_LUA, 7, *apply_keys(env), *args))
 
 
 def call_transition(client: Any, env: str, request_id: int, old: bytes, new: bytes,

@@ -44,3 +44,9 @@ def stored_request(client: Any, env: str, request_id: int) -> dict[str, Any]:
 def stored_flag(client: Any, env: str, key: str) -> Any:
     raw = client.hget(f"flagedge:{{{env}}}:flags", key)
     return None if raw is None else orjson.loads(raw)
+
+
+def pushed(url: str, tmp_path: Path, flags: dict[str, Any], env: str = "test") -> None:
+    """``flags`` pushed to ``env`` through the CLI (version 1 of a fresh environment)."""
+    r = flagedge("push", doc_file(tmp_path, f"{env}-v1.json", flags), "--env", env, url=url)
+    assert r.returncode == 0, r.stderr
