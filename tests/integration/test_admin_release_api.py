@@ -98,6 +98,10 @@ def test_protected_push_is_409_and_a_request_approved_by_another_key_is_served(
                       headers={"Authorization": f"Bearer {bob}"}).json()[0]
     assert (entry["version"], entry["author"], entry["request"], entry["approvers"]) == (
         applied_version, "ann", request_id, ["bob"])
+    # One audit line per write, naming the person and the key id, never the key.
+    logs = server.logs()
+    assert "admin write by ann" in logs and "admin write by bob" in logs
+    assert ann not in logs and bob not in logs
 
 
 def test_self_approval_is_403_even_with_the_approve_role(served_doc: ProxyServer) -> None:
@@ -218,3 +222,155 @@ def test_invalid_document_is_422_with_the_path_and_malformed_json_400(
         wrong = c.patch(f"{BASE}/flags/banner", json={"op": "default", "variant": "nope"})
         assert wrong.status_code == 422 and "no variant 'nope'" in wrong.json()["errorDetails"]
     assert (version(redis, ENV), log_length(redis, ENV)) == before
+
+
+def test_reject_needs_a_reason_and_cancel_is_the_authors(served_doc: ProxyServer) -> None:
+    server, redis = served_doc, served_doc.redis_client
+    protect(server)
+    ann = admin_key(server, "ann", "propose")
+    bob = admin_key(server, "bob", "approve")
+    change = {"change": {"flag": "banner", "op": "default", "variant": "on"}, "message": "m"}
+    with as_(server, ann) as c:
+        first = c.post(f"{BASE}/requests", json=change).json()["id"]
+        second = c.post(f"{BASE}/requests", json=change).json()["id"]
+    with as_(server, bob) as c:
+        assert c.post(f"{BASE}/requests/{first}/reject", json={}).status_code == 400
+        assert c.post(f"{BASE}/requests/{first}/cancel").status_code == 403  # not its author
+        rejected = c.post(f"{BASE}/requests/{first}/reject", json={"reason": "not now"})
+        assert rejected.status_code == 200, rejected.text
+        assert rejected.json()["reason"] == "rejected by bob: not now"
+        again = c.post(f"{BASE}/requests/{first}/approve")
+        assert again.status_code == 409 and again.json()["errorCode"] == "NOT_OPEN"
+    with as_(server, ann) as c:
+        assert c.post(f"{BASE}/requests/{second}/cancel").json()["state"] == "cancelled"
+        assert c.get(f"{BASE}/requests").json() == []  # open ones
+        states = {r["id"]: r["state"] for r in c.get(f"{BASE}/requests",
+                                                     params={"state": "all"}).json()}
+    assert states == {first: "rejected", second: "cancelled"}
+    assert stored_flag(redis, ENV, "banner") == OFF
+
+
+def test_kill_by_a_kill_key_applies_at_once_and_is_marked(served_doc: ProxyServer) -> None:
+    server, redis = served_doc, served_doc.redis_client
+    protect(server)
+    kim = admin_key(server, "kim", "kill")
+    pam = admin_key(server, "pam", "propose")
+    client_key = server.create_key("client")
+    with as_(server, pam) as c:  # without the kill role: the request it would apply
+        asked = c.patch(f"{BASE}/flags/checkout", json={"op": "disable", "message": "why"})
+        assert asked.status_code == 202, asked.text
+        assert asked.json()["status"] == "proposed"
+        assert asked.json()["request"]["author"] == "pam"
+    assert stored_flag(redis, ENV, "checkout")["state"] == "ENABLED"
+    with as_(server, kim) as c:
+        killed = c.patch(f"{BASE}/flags/checkout", json={"op": "disable", "message": "incident"})
+        assert killed.status_code == 200, killed.text
+        assert killed.json()["marks"] == ["kill"]
+        server.wait_version(killed.json()["version"])
+        assert served(server, client_key, "checkout") != ON["variants"]["on"]
+        entry = c.get(f"{BASE}/history").json()[0]
+        assert (entry["kill"], entry["author"], entry["message"]) == (True, "kim", "incident")
+        # Not a kill operation: kim holds no propose role.
+        other = c.patch(f"{BASE}/flags/banner", json={"op": "default", "variant": "on"})
+        assert other.status_code == 403 and "propose role" in other.json()["errorDetails"]
+
+
+def test_break_glass_needs_manage_and_a_message(served_doc: ProxyServer) -> None:
+    server, redis = served_doc, served_doc.redis_client
+    protect(server)
+    max_ = admin_key(server, "max", "manage")
+    pam = admin_key(server, "pam", "propose")
+    new_doc = {"document": {"flags": {"banner": ON, "checkout": ON}}, "break_glass": True}
+    before = version(redis, ENV)
+    with as_(server, pam) as c:
+        no = c.put(f"{BASE}/document", json={**new_doc, "message": "please"})
+        assert no.status_code == 403 and "manage role" in no.json()["errorDetails"]
+    with as_(server, max_) as c:
+        silent = c.put(f"{BASE}/document", json=new_doc)
+        assert silent.status_code == 403 and "needs a reason" in silent.json()["errorDetails"]
+        assert version(redis, ENV) == before
+        done = c.put(f"{BASE}/document", json={**new_doc, "message": "outage"})
+        assert done.status_code == 200, done.text
+        assert done.json()["marks"] == ["break_glass"]
+        entry = c.get(f"{BASE}/history").json()[0]
+    assert (entry["break_glass"], entry["author"], entry["message"]) == (True, "max", "outage")
+    assert stored_flag(redis, ENV, "banner") == ON
+
+
+def test_policy_and_webhooks_by_a_manage_key(served_doc: ProxyServer) -> None:
+    server = served_doc
+    max_ = admin_key(server, "max", "manage")
+    with as_(server, max_) as c:
+        assert c.get(f"{BASE}/policy").json() == {"protected": False, "approvals": 0,
+                                                  "approvers": []}
+        never = c.put(f"{BASE}/policy", json={"approvals": 2, "approvers": ["ann"]})
+        assert never.status_code == 422 and "never be met" in never.json()["errorDetails"]
+        set_ = c.put(f"{BASE}/policy", json={"approvals": 1, "approvers": ["bob", "ann"]})
+        assert set_.json() == {"protected": True, "approvals": 1, "approvers": ["ann", "bob"]}
+        assert c.get("/v1/admin/envs").json()["envs"][0]["policy"]["protected"] is True
+        unsafe = c.post(f"{BASE}/webhooks", json={"url": "http://127.0.0.1:9/hook"})
+        assert unsafe.status_code == 422 and "SSRF" in unsafe.json()["errorDetails"]
+        added = c.post(f"{BASE}/webhooks", json={"url": "http://127.0.0.1:9/hook",
+                                                 "allow_private": True, "format": "slack"})
+        assert added.status_code == 201, added.text
+        hook = added.json()
+        assert hook["secret"].startswith("whsec_") and hook["created_by"] == "max"
+        listed = c.get(f"{BASE}/webhooks").json()
+        assert [h["id"] for h in listed] == [hook["id"]]
+        assert "secret" not in listed[0]  # shown once, at creation
+        assert c.get(f"{BASE}/webhooks/failed").json() == []
+        assert c.delete(f"{BASE}/webhooks/{hook['id']}").status_code == 200
+        assert c.get(f"{BASE}/webhooks").json() == []
+        assert c.delete(f"{BASE}/webhooks/{hook['id']}").status_code == 404
+
+
+def test_keys_are_shown_once_and_a_revoked_key_is_refused_at_once(
+        served_doc: ProxyServer) -> None:
+    server = served_doc
+    max_ = admin_key(server, "max", "manage")
+    stored_keys.create(server.redis_client, "other", "admin", "otto")  # not listed here
+    with as_(server, max_) as c:
+        created = c.post("/v1/admin/keys", json={"kind": "admin", "name": "newbie",
+                                                 "roles": ["view"]})
+        assert created.status_code == 201, created.text
+        new_key, key_id = created.json()["key"], created.json()["id"]
+        assert new_key.startswith("fe_admin_") and created.json()["roles"] == ["view"]
+        listed = c.get("/v1/admin/keys").json()
+        assert {k["name"] for k in listed} == {"max", "newbie"}
+        assert all("key" not in k for k in listed)  # the secret never again
+        bad_role = c.post("/v1/admin/keys", json={"kind": "admin", "name": "x",
+                                                  "roles": ["boss"]})
+        assert bad_role.status_code == 422 and "boss" in bad_role.json()["errorDetails"]
+    wait_until(lambda: server.key_works(new_key), timeout=10, what="the new key")
+    with as_(server, new_key) as c:
+        assert c.get(f"{BASE}/document").status_code == 200
+    with as_(server, max_) as c:
+        assert c.delete(f"/v1/admin/keys/{key_id}").status_code == 200
+    with as_(server, new_key) as c:  # no waiting: this proxy forgot it with the answer
+        assert c.get(f"{BASE}/document").status_code == 401
+    with as_(server, max_) as c:
+        assert c.delete(f"/v1/admin/keys/{key_id}").status_code == 404
+
+
+def test_with_an_admin_port_the_routes_answer_there_and_not_on_the_main_port(
+        proxy_factory: Any) -> None:
+    from tests.redis_server import free_port
+
+    admin_port = free_port()
+    server = proxy_factory(extra_args=["--admin-port", str(admin_port)])
+    server.push(DOC, wait=False)  # the routes read Redis; the public /readyz lists no envs
+    vic = admin_key(server, "vic", "view")
+    headers = {"Authorization": f"Bearer {vic}"}
+    wait_until(lambda: _answers(f"http://127.0.0.1:{admin_port}/healthz"), timeout=10,
+               what="the admin port")
+    there = httpx.get(f"http://127.0.0.1:{admin_port}{BASE}/document", headers=headers)
+    assert there.status_code == 200 and "banner" in there.json()["flags"]
+    main = httpx.get(f"{server.url}{BASE}/document", headers=headers)
+    assert main.status_code == 404 and main.json()["errorCode"] == "NOT_FOUND"
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
