@@ -61,7 +61,7 @@ PLAIN_GET_EXAMPLES = 120
 # Release control (DESIGN §10): 23 operations, each a Redis round trip or a script (a preview
 # evaluates 10,000 contexts): fewer examples each, so the budget reaches every operation.
 RELEASE_PATHS = ("/v1/admin/envs", "/v1/admin/keys")
-RELEASE_EXAMPLES = 40
+RELEASE_EXAMPLES = 25
 BUDGET_S = 240.0  # the whole run, on 2 shared cores
 
 
