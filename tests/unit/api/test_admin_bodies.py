@@ -78,3 +78,16 @@ def test_release_failures_become_their_http_answers():
     assert status_and_body(failure(BadField("x: required"), "p"))[0] == 400
     assert status_and_body(failure(ValueError("no variant"), "p"))[0] == 422
     assert failure(RuntimeError("bug"), "p") is None  # not ours: a 500, logged
+
+
+def test_a_revoked_key_leaves_this_process_key_ring_with_the_answer():
+    from proxy.api.admin_calls import AdminCalls
+    from proxy.api.admin_keys import KeysApi
+    from proxy.config import Settings
+    from proxy.keys import KeyRecord, KeyRing
+
+    ring = KeyRing()
+    ring.replace_all({"a" * 64: KeyRecord("a" * 12, "prod", "admin", "ann", 0.0),
+                      "b" * 64: KeyRecord("b" * 12, "prod", "admin", "bob", 0.0)})
+    KeysApi(AdminCalls(Settings(), None, ring))._forget("a" * 12)  # type: ignore[arg-type]
+    assert ring.by_id("a" * 12) is None and ring.by_id("b" * 12) is not None
