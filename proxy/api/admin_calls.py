@@ -29,6 +29,7 @@ import orjson
 from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from proxy.api import errors
 from proxy.api.auth import Authenticator
@@ -45,8 +46,6 @@ from proxy.storage.url import sync_client
 log = logging.getLogger("flagedge.admin")
 
 Json = dict[str, Any]
-# A handler's work: given the Redis client, the JSON to answer (200) or a finished Response.
-Work = Callable[[Any], "Json | list[Any] | Response"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +55,33 @@ class Caller:
     env: str
     actor: Actor
     key_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Caller):
+    """One admin API request as its handler sees it, in a worker thread: the caller, the
+    request (path and query parameters, headers: plain data by now) and the JSON body (empty
+    for a route that takes none)."""
+
+    request: Request
+    body: Json
+
+    def param(self, name: str) -> Any:
+        return self.request.path_params[name]
+
+    def int_query(self, name: str, default: int, low: int, high: int) -> int:
+        """``?name=N`` within [low, high]; BadField (400) naming it otherwise."""
+        try:
+            value = int(self.request.query_params.get(name, default))
+        except ValueError:
+            raise BadField(f"{name}: expected an integer") from None
+        if not low <= value <= high:
+            raise BadField(f"{name}: {low} to {high}")
+        return value
+
+
+# A route's handler: given the Redis client and the call, the JSON to answer or a Response.
+Handler = Callable[[Any, Call], "Json | list[Any] | Response"]
 
 
 def admin_error(status: int, code: str, details: str, **extra: Any) -> Response:
@@ -153,20 +179,29 @@ class AdminCalls:
             client, self._client = self._client, None
             await asyncio.to_thread(client.close)
 
-    async def run(self, caller: Caller, work: Work, status: int = 200) -> Response:
-        """``work(client)`` in a worker thread (redis-py's sync client, release/'s code as
-        the CLI runs it); its JSON with ``status``, or the failure's answer."""
-        def call() -> Any:
-            return work(self._redis())
+    def route(self, path: str, handler: Handler, method: str, *, body: bool = False,
+              status: int = 200) -> Route:
+        """A route whose ``handler`` runs for an authenticated caller (with the JSON body
+        when ``body``) in a worker thread: redis-py's sync client, release/'s code as the CLI
+        runs it. Its JSON answers with ``status``; a failure with its HTTP answer."""
+        async def endpoint(request: Request) -> Response:
+            caller = self.caller(request)
+            if isinstance(caller, Response):
+                return caller
+            data = await self.body(request) if body else {}
+            if isinstance(data, Response):
+                return data
+            call = Call(caller.env, caller.actor, caller.key_id, request, data)
+            try:
+                out = await asyncio.to_thread(lambda: handler(self._redis(), call))
+            except Exception as exc:
+                answer = failure(exc, caller.env)
+                if answer is None:
+                    raise
+                return answer
+            return out if isinstance(out, Response) else errors.json_response(out, status)
 
-        try:
-            out = await asyncio.to_thread(call)
-        except Exception as exc:
-            answer = failure(exc, caller.env)
-            if answer is None:
-                raise
-            return answer
-        return out if isinstance(out, Response) else errors.json_response(out, status)
+        return Route(path, endpoint, methods=[method])
 
     def audit(self, caller: Caller, what: str, **fields: Any) -> None:
         """One log line per write: who (name and key id, never key material), where, what."""

@@ -14,11 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from proxy.api.admin_calls import AdminCalls, BadField, Caller, Json, field, requests_route
+from proxy.api.admin_calls import AdminCalls, BadField, Call, Json, field, requests_route
 from proxy.api.admin_release import marks, proposed, write_fields
 from proxy.release import authorization as authz
 from proxy.release import oneliners, publisher, review
@@ -32,66 +31,50 @@ class FlagsApi:
 
     def routes(self) -> list[Route]:
         path = "/v1/admin/envs/{env}/flags/{key:path}"
-        return [Route(path, self.flag, methods=["GET"]),
-                Route(path, self.edit, methods=["PATCH"])]
+        return [self.calls.route(path, self.flag, "GET"),
+                self.calls.route(path, self.edit, "PATCH", body=True)]
 
-    async def flag(self, request: Request) -> Response:
-        caller = self.calls.caller(request)
-        if isinstance(caller, Response):
-            return caller
-        key = request.path_params["key"]
+    def flag(self, client: Any, call: Call) -> Json:
+        key = call.param("key")
+        state = publisher.read_state(client, call.env)
+        raw = state.raw_flags.get(key)
+        if raw is None:
+            raise LookupError(f"flag {key} is not in environment {call.env}")
+        return {"env": call.env, "version": state.version, "key": key,
+                "flag": orjson.loads(raw)}
 
-        def work(client: Any) -> Json:
-            state = publisher.read_state(client, caller.env)
-            raw = state.raw_flags.get(key)
-            if raw is None:
-                raise LookupError(f"flag {key} is not in environment {caller.env}")
-            return {"env": caller.env, "version": state.version, "key": key,
-                    "flag": orjson.loads(raw)}
-
-        return await self.calls.run(caller, work)
-
-    async def edit(self, request: Request) -> Response:
-        caller = self.calls.caller(request)
-        if isinstance(caller, Response):
-            return caller
-        body = await self.calls.body(request)
-        if isinstance(body, Response):
-            return body
-        key = request.path_params["key"]
-        return await self.calls.run(caller, lambda client: self._edit(client, caller, key, body))
-
-    def _edit(self, client: Any, caller: Caller, key: str, body: Json) -> Json | Response:
-        op = operation(body)
-        message, glass = write_fields(body)
+    def edit(self, client: Any, call: Call) -> Json | Response:
+        key = call.param("key")
+        op = operation(call.body)
+        message, glass = write_fields(call.body)
         kind = authz.WriteKind.KILL if op.is_kill else authz.WriteKind.CHANGE
         for _ in range(TRIES):
-            state = publisher.read_state(client, caller.env)
+            state = publisher.read_state(client, call.env)
             plan, change = oneliners.plan_edit(state, key, op)
             message = message or f"flag {key}: {change.summary}"
-            out: Json = {"env": caller.env, "flag": key, "operation": change.summary,
+            out: Json = {"env": call.env, "flag": key, "operation": change.summary,
                          "base_version": state.version, "diff": plan.to_json(),
                          "warnings": list(change.warnings)}
             if plan.empty:
                 return {**out, "status": "noop", "version": state.version}
             try:
-                guard = review.write_guard(client, caller.env, caller.actor, kind,
+                guard = review.write_guard(client, call.env, call.actor, kind,
                                            break_glass=glass, reason=message,
-                                           hint=f"use {requests_route(caller.env)}")
+                                           hint=f"use {requests_route(call.env)}")
                 if not isinstance(guard, dict):
-                    return proposed(self.calls, client, caller, state, plan, message, out)
-                result = publisher.write(client, caller.env, plan, expect_version=state.version,
-                                         author=caller.actor.name, message=message, guard=guard)
+                    return proposed(self.calls, client, call, state, plan, message, out)
+                result = publisher.write(client, call.env, plan, expect_version=state.version,
+                                         author=call.actor.name, message=message, guard=guard)
             except publisher.ApprovalRequired:  # protected: the request it would apply
-                return proposed(self.calls, client, caller, state, plan, message, out)
+                return proposed(self.calls, client, call, state, plan, message, out)
             except publisher.ConflictError:
                 continue  # someone wrote between our read and our write: edit the new state
-            self.calls.audit(caller, f"flag {key} {change.summary}", version=result.version,
+            self.calls.audit(call, f"flag {key} {change.summary}", version=result.version,
                              marks=marks(guard))
             return {**out, "status": result.status, "version": result.version,
                     "marks": sorted(guard)}
-        raise publisher.ConflictError(caller.env, state.version,
-                                      publisher.read_state(client, caller.env).version)
+        raise publisher.ConflictError(call.env, state.version,
+                                      publisher.read_state(client, call.env).version)
 
 
 def operation(body: Json) -> oneliners.FlagOp:

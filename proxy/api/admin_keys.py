@@ -10,13 +10,14 @@ own environment (a key never sees or touches another environment's keys):
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from proxy.api.admin_calls import AdminCalls, BadField, Caller, Json, field
+from proxy.api.admin_calls import AdminCalls, BadField, Call, Json, field
 from proxy.keys import KINDS, ROLES, KeyRecord, parse_roles
 from proxy.release import review
 from proxy.release.authorization import may_manage
@@ -30,34 +31,20 @@ class KeysApi:
         self.calls = calls
 
     def routes(self) -> list[Route]:
-        return [Route(BASE, self.list, methods=["GET"]),
-                Route(BASE, self.create, methods=["POST"]),
-                Route(BASE + "/{id}", self.revoke, methods=["DELETE"])]
+        route = self.calls.route
+        revoke = route(BASE + "/{id}", self.revoke, "DELETE")
+        return [route(BASE, self.list, "GET"),
+                route(BASE, self.create, "POST", body=True, status=201),
+                Route(revoke.path, self._forgetting(revoke.endpoint), methods=["DELETE"])]
 
-    async def list(self, request: Request) -> Response:
-        caller = self.calls.caller(request)
-        if isinstance(caller, Response):
-            return caller
+    def list(self, client: Any, call: Call) -> list[Json]:
+        review.check(may_manage(call.actor, "list keys"))
+        rows = stored_keys.list_keys(client, call.env).values()
+        return [public(r) for r in sorted(rows, key=lambda r: (r.kind, r.name, r.id))]
 
-        def work(client: Any) -> list[Json]:
-            review.check(may_manage(caller.actor, "list keys"))
-            rows = stored_keys.list_keys(client, caller.env).values()
-            return [public(r) for r in sorted(rows, key=lambda r: (r.kind, r.name, r.id))]
-
-        return await self.calls.run(caller, work)
-
-    async def create(self, request: Request) -> Response:
-        caller = self.calls.caller(request)
-        if isinstance(caller, Response):
-            return caller
-        body = await self.calls.body(request)
-        if isinstance(body, Response):
-            return body
-        return await self.calls.run(caller, lambda client: self._create(client, caller, body),
-                                    status=201)
-
-    def _create(self, client: Any, caller: Caller, body: Json) -> Json:
-        review.check(may_manage(caller.actor, "create keys"))
+    def create(self, client: Any, call: Call) -> Json:
+        review.check(may_manage(call.actor, "create keys"))
+        body = call.body
         kind = field(body, "kind", str, required=True)
         if kind not in KINDS:
             raise BadField(f"kind: one of {', '.join(KINDS)}, not {kind!r}")
@@ -71,32 +58,33 @@ class KeysApi:
         if rate is not None and rate <= 0:
             raise ValueError("rate_limit: a positive number of requests per second")
         api_key, record = stored_keys.create(
-            client, caller.env, kind, name.strip(), float(rate) if rate is not None else None,
+            client, call.env, kind, name.strip(), float(rate) if rate is not None else None,
             roles=parse_roles(",".join(roles)) if roles is not None else None)
-        self.calls.audit(caller, "key created", id=record.id, kind=kind)
+        self.calls.audit(call, "key created", id=record.id, kind=kind)
         return {"key": api_key, **public(record)}
 
-    async def revoke(self, request: Request) -> Response:
-        caller = self.calls.caller(request)
-        if isinstance(caller, Response):
-            return caller
-        key_id = request.path_params["id"]
+    def revoke(self, client: Any, call: Call) -> Json:
+        review.check(may_manage(call.actor, "revoke keys"))
+        key_id = call.param("id")
+        # Only this environment's keys, by their exact id (no prefix guessing).
+        found = [h for h, r in stored_keys.list_keys(client, call.env).items()
+                 if r.id == key_id]
+        if not found:
+            raise LookupError(f"no key with id {key_id!r} in environment {call.env}")
+        record = stored_keys.revoke(client, found[0])
+        self.calls.audit(call, "key revoked", id=record.id)
+        return public(record)
 
-        def work(client: Any) -> Json:
-            review.check(may_manage(caller.actor, "revoke keys"))
-            # Only this environment's keys, by their exact id (no prefix guessing).
-            found = [h for h, r in stored_keys.list_keys(client, caller.env).items()
-                     if r.id == key_id]
-            if not found:
-                raise LookupError(f"no key with id {key_id!r} in environment {caller.env}")
-            record = stored_keys.revoke(client, found[0])
-            self.calls.audit(caller, "key revoked", id=record.id)
-            return public(record)
+    def _forgetting(self, endpoint: Callable[[Request], Awaitable[Response]]
+                    ) -> Callable[[Request], Awaitable[Response]]:
+        """After a revoke, on the event loop (the key ring's subscribers close streams)."""
+        async def revoke(request: Request) -> Response:
+            response = await endpoint(request)
+            if response.status_code == 200:
+                self._forget(request.path_params["id"])
+            return response
 
-        response = await self.calls.run(caller, work)
-        if response.status_code == 200:
-            self._forget(key_id)
-        return response
+        return revoke
 
     def _forget(self, key_id: str) -> None:
         """This process stops taking the key now; the others when the announcement reaches

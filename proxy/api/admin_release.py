@@ -22,12 +22,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from proxy.api import errors
-from proxy.api.admin_calls import AdminCalls, BadField, Caller, Json, field, requests_route
+from proxy.api.admin_calls import (
+    AdminCalls,
+    BadField,
+    Call,
+    Caller,
+    Json,
+    field,
+    requests_route,
+)
 from proxy.model import canonical
 from proxy.release import authorization as authz
 from proxy.release import publisher, review
@@ -44,170 +51,104 @@ class ReleaseApi:
         self.calls = calls
 
     def routes(self) -> list[Route]:
-        base = "/v1/admin/envs/{env}"
-        return [Route("/v1/admin/envs", self.envs, methods=["GET"]),
-                Route(f"{base}/document", self.document, methods=["GET"]),
-                Route(f"{base}/document", self.push, methods=["PUT"]),
-                Route(f"{base}/preview", self.preview, methods=["POST"]),
-                Route(f"{base}/history", self.history, methods=["GET"]),
-                Route(f"{base}/rollback", self.rollback, methods=["POST"]),
-                Route(f"{base}/policy", self.policy, methods=["GET"]),
-                Route(f"{base}/policy", self.set_policy, methods=["PUT"])]
+        base, route = "/v1/admin/envs/{env}", self.calls.route
+        return [route("/v1/admin/envs", self.envs, "GET"),
+                route(f"{base}/document", self.document, "GET"),
+                route(f"{base}/document", self.push, "PUT", body=True),
+                route(f"{base}/preview", self.preview, "POST", body=True),
+                route(f"{base}/history", self.history, "GET"),
+                route(f"{base}/rollback", self.rollback, "POST", body=True),
+                route(f"{base}/policy", self.policy, "GET"),
+                route(f"{base}/policy", self.set_policy, "PUT", body=True)]
 
-    async def envs(self, request: Request) -> Response:
-        caller = self.calls.caller(request)
-        if isinstance(caller, Response):
-            return caller
+    def envs(self, client: Any, call: Call) -> Json:
         # Every key is bound to one environment: it sees that one (and no other's name).
-        return await self.calls.run(caller, lambda client: {"envs": [
-            e for e in publisher.list_envs(client) if e["env"] == caller.env]})
+        return {"envs": [e for e in publisher.list_envs(client) if e["env"] == call.env]}
 
-    async def document(self, request: Request) -> Response:
-        caller = self.calls.caller(request)
-        if isinstance(caller, Response):
-            return caller
+    def document(self, client: Any, call: Call) -> Response:
+        state = publisher.read_state(client, call.env)
+        if not state.exists:
+            raise LookupError(f"environment {call.env} does not exist")
+        return Response(publisher.exported(state), media_type=errors.JSON_TYPE,
+                        headers={"ETag": etag(state.version)})
 
-        def work(client: Any) -> Response:
-            state = publisher.read_state(client, caller.env)
-            if not state.exists:
-                raise LookupError(f"environment {caller.env} does not exist")
-            return Response(publisher.exported(state), media_type=errors.JSON_TYPE,
-                            headers={"ETag": etag(state.version)})
+    def push(self, client: Any, call: Call) -> Response:
+        expect = if_match(call.request.headers.get("if-match"))
+        new = parsed_document(call.body)
+        message, glass = write_fields(call.body)
+        state, plan = publisher.diff(client, call.env, new)
+        if expect is not None and state.version != expect:
+            raise publisher.ConflictError(call.env, expect, state.version)
+        guard = direct_guard(client, call, authz.WriteKind.CHANGE, glass, message)
+        result = publisher.write(client, call.env, plan, expect_version=expect,
+                                 author=call.actor.name, message=message, guard=guard)
+        if result.status == "ok":
+            self.calls.audit(call, "push", version=result.version, marks=marks(guard))
+        out = {"env": call.env, "base_version": state.version, "diff": plan.to_json(),
+               "status": result.status, "version": result.version, "epoch": result.epoch,
+               "marks": sorted(guard)}
+        return errors.json_response(out, headers={"ETag": etag(result.version)})
 
-        return await self.calls.run(caller, work)
+    def preview(self, client: Any, call: Call) -> Json:
+        state, plan = publisher.diff(client, call.env, parsed_document(call.body))
+        impact = review.preview(state, change_of(plan, state.document()))["impact"]
+        return {"env": call.env, "base_version": state.version, "diff": plan.to_json(),
+                "impact": impact, "dry_run": True}
 
-    async def push(self, request: Request) -> Response:
-        caller = self.calls.caller(request)
-        if isinstance(caller, Response):
-            return caller
-        body = await self.calls.body(request)
-        if isinstance(body, Response):
-            return body
-        expect = if_match(request.headers.get("if-match"))
-        if isinstance(expect, Response):
-            return expect
+    def history(self, client: Any, call: Call) -> list[Json]:
+        limit = call.int_query("limit", DEFAULT_HISTORY, 0, MAX_HISTORY)  # 0: all kept
+        return [publisher.history_json(e)
+                for e in publisher.history(client, call.env, limit or MAX_HISTORY)]
 
-        def work(client: Any) -> Response:
-            new = parsed_document(body)
-            message, glass = write_fields(body)
-            state, plan = publisher.diff(client, caller.env, new)
-            if expect is not None and state.version != expect:
-                raise publisher.ConflictError(caller.env, expect, state.version)
-            guard = direct_guard(client, caller, authz.WriteKind.CHANGE, glass, message)
-            result = publisher.write(client, caller.env, plan, expect_version=expect,
-                                     author=caller.actor.name, message=message, guard=guard)
-            if result.status == "ok":
-                self.calls.audit(caller, "push", version=result.version, marks=marks(guard))
-            out = {"env": caller.env, "base_version": state.version, "diff": plan.to_json(),
-                   "status": result.status, "version": result.version, "epoch": result.epoch,
-                   "marks": sorted(guard)}
-            return errors.json_response(out, headers={"ETag": etag(result.version)})
+    def rollback(self, client: Any, call: Call) -> Response | Json:
+        version = field(call.body, "version", int, required=True)
+        message, glass = write_fields(call.body)
+        message = message or f"rollback to version {version}"
+        state, plan = publisher.rollback_plan(client, call.env, version)
+        out = {"env": call.env, "from_version": state.version, "to": version,
+               "diff": plan.to_json()}
+        if plan.empty:
+            return {**out, "status": "noop", "version": state.version}
+        guard = review.write_guard(client, call.env, call.actor, authz.WriteKind.KILL,
+                                   break_glass=glass, reason=message,
+                                   hint=f"use {requests_route(call.env)}")
+        if field(call.body, "propose", bool, False) or not isinstance(guard, dict):
+            return proposed(self.calls, client, call, state, plan, message, out)
+        result = publisher.write(client, call.env, plan, expect_version=state.version,
+                                 author=call.actor.name, message=message, op="replace",
+                                 guard=guard)
+        self.calls.audit(call, "rollback", to=version, version=result.version,
+                         marks=marks(guard))
+        return {**out, "status": result.status, "version": result.version,
+                "marks": sorted(guard)}
 
-        return await self.calls.run(caller, work)
+    def policy(self, client: Any, call: Call) -> Json:
+        return policy.read(client, call.env).to_json()
 
-    async def preview(self, request: Request) -> Response:
-        caller = self.calls.caller(request)
-        if isinstance(caller, Response):
-            return caller
-        body = await self.calls.body(request)
-        if isinstance(body, Response):
-            return body
-
-        def work(client: Any) -> Json:
-            state, plan = publisher.diff(client, caller.env, parsed_document(body))
-            impact = review.preview(state, change_of(plan, state.document()))["impact"]
-            return {"env": caller.env, "base_version": state.version, "diff": plan.to_json(),
-                    "impact": impact, "dry_run": True}
-
-        return await self.calls.run(caller, work)
-
-    async def history(self, request: Request) -> Response:
-        caller = self.calls.caller(request)
-        if isinstance(caller, Response):
-            return caller
-        try:
-            limit = int(request.query_params.get("limit", DEFAULT_HISTORY))
-        except ValueError:
-            return errors.parse_error("limit: expected an integer")
-        if not 0 <= limit <= MAX_HISTORY:
-            return errors.parse_error(f"limit: 0 (all kept, up to {MAX_HISTORY}) to "
-                                      f"{MAX_HISTORY}")
-        return await self.calls.run(caller, lambda client: [
-            publisher.history_json(e)
-            for e in publisher.history(client, caller.env, limit or MAX_HISTORY)])
-
-    async def rollback(self, request: Request) -> Response:
-        caller = self.calls.caller(request)
-        if isinstance(caller, Response):
-            return caller
-        body = await self.calls.body(request)
-        if isinstance(body, Response):
-            return body
-
-        def work(client: Any) -> Response | Json:
-            version = field(body, "version", int, required=True)
-            message, glass = write_fields(body)
-            message = message or f"rollback to version {version}"
-            state, plan = publisher.rollback_plan(client, caller.env, version)
-            out = {"env": caller.env, "from_version": state.version, "to": version,
-                   "diff": plan.to_json()}
-            if plan.empty:
-                return {**out, "status": "noop", "version": state.version}
-            guard = review.write_guard(client, caller.env, caller.actor, authz.WriteKind.KILL,
-                                       break_glass=glass, reason=message,
-                                       hint=f"use {requests_route(caller.env)}")
-            if field(body, "propose", bool, False) or not isinstance(guard, dict):
-                return proposed(self.calls, client, caller, state, plan, message, out)
-            result = publisher.write(client, caller.env, plan, expect_version=state.version,
-                                     author=caller.actor.name, message=message, op="replace",
-                                     guard=guard)
-            self.calls.audit(caller, "rollback", to=version, version=result.version,
-                             marks=marks(guard))
-            return {**out, "status": result.status, "version": result.version,
-                    "marks": sorted(guard)}
-
-        return await self.calls.run(caller, work)
-
-    async def policy(self, request: Request) -> Response:
-        caller = self.calls.caller(request)
-        if isinstance(caller, Response):
-            return caller
-        return await self.calls.run(caller,
-                                    lambda client: policy.read(client, caller.env).to_json())
-
-    async def set_policy(self, request: Request) -> Response:
-        caller = self.calls.caller(request)
-        if isinstance(caller, Response):
-            return caller
-        body = await self.calls.body(request)
-        if isinstance(body, Response):
-            return body
-
-        def work(client: Any) -> Json:
-            review.check(authz.may_manage(caller.actor))
-            wanted = requested_policy(body)
-            policy.write(client, caller.env, wanted)
-            self.calls.audit(caller, "policy", approvals=wanted.approvals,
-                             approvers=",".join(wanted.approvers) or None)
-            return wanted.to_json()
-
-        return await self.calls.run(caller, work)
+    def set_policy(self, client: Any, call: Call) -> Json:
+        review.check(authz.may_manage(call.actor))
+        wanted = requested_policy(call.body)
+        policy.write(client, call.env, wanted)
+        self.calls.audit(call, "policy", approvals=wanted.approvals,
+                         approvers=",".join(wanted.approvers) or None)
+        return wanted.to_json()
 
 
 def etag(version: int) -> str:
     return f'"{version}"'
 
 
-def if_match(header: str | None) -> int | Response | None:
-    """``If-Match: "N"`` (the document's ETag; a bare N too) -> N; absent -> None."""
+def if_match(header: str | None) -> int | None:
+    """``If-Match: "N"`` (the document's ETag; a bare N too) -> N; absent -> None; anything
+    else BadField (400)."""
     if header is None:
         return None
     value = header.strip()
     if value.startswith('"') and value.endswith('"') and len(value) >= 2:
         value = value[1:-1]
     if not value.isdigit():
-        return errors.parse_error(f'If-Match: expected the document\'s ETag ("N", a version),'
-                                  f" got {header!r}")
+        raise BadField(f'If-Match: expected the document\'s ETag ("N", a version), got '
+                       f"{header!r}")
     return int(value)
 
 

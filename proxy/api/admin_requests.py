@@ -17,12 +17,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from proxy.api import errors
-from proxy.api.admin_calls import AdminCalls, BadField, Caller, Json, admin_error, field
+from proxy.api.admin_calls import AdminCalls, BadField, Call, Json, admin_error, field
 from proxy.api.admin_flags import operation
 from proxy.api.admin_release import parsed_document
 from proxy.release import oneliners, publisher, review
@@ -37,107 +35,67 @@ class RequestsApi:
         self.calls = calls
 
     def routes(self) -> list[Route]:
-        one = BASE + "/{id:int}"
-        return [Route(BASE, self.list, methods=["GET"]),
-                Route(BASE, self.create, methods=["POST"]),
-                Route(one, self.one, methods=["GET"]),
-                Route(one + "/approve", self.approve, methods=["POST"]),
-                Route(one + "/reject", self.reject, methods=["POST"]),
-                Route(one + "/cancel", self.cancel, methods=["POST"])]
+        one, route = BASE + "/{id:int}", self.calls.route
+        return [route(BASE, self.list, "GET"),
+                route(BASE, self.create, "POST", body=True, status=201),
+                route(one, self.one, "GET"),
+                route(one + "/approve", self.approve, "POST"),
+                route(one + "/reject", self.reject, "POST", body=True),
+                route(one + "/cancel", self.cancel, "POST", body=True)]
 
-    async def list(self, request: Request) -> Response:
-        caller = self.calls.caller(request)
-        if isinstance(caller, Response):
-            return caller
-        state = request.query_params.get("state", "open")
+    def list(self, client: Any, call: Call) -> list[Json]:
+        state = call.request.query_params.get("state", "open")
         if state != "all" and state not in STATES:
-            return errors.parse_error(f"state: all or one of {', '.join(STATES)}")
-        return await self.calls.run(caller, lambda client: [
-            r.to_json() for r in review.list_requests(client, caller.env)
-            if state in ("all", r.state)])
+            raise BadField(f"state: all or one of {', '.join(STATES)}")
+        return [r.to_json() for r in review.list_requests(client, call.env)
+                if state in ("all", r.state)]
 
-    async def one(self, request: Request) -> Response:
-        caller = self.calls.caller(request)
-        if isinstance(caller, Response):
-            return caller
-        request_id = request.path_params["id"]
-        return await self.calls.run(
-            caller, lambda client: review.get(client, caller.env, request_id)[1].to_json())
+    def one(self, client: Any, call: Call) -> Json:
+        return review.get(client, call.env, call.param("id"))[1].to_json()
 
-    async def create(self, request: Request) -> Response:
-        caller = self.calls.caller(request)
-        if isinstance(caller, Response):
-            return caller
-        body = await self.calls.body(request)
-        if isinstance(body, Response):
-            return body
-        return await self.calls.run(caller, lambda client: self._create(client, caller, body),
-                                    status=201)
-
-    def _create(self, client: Any, caller: Caller, body: Json) -> Json:
-        message = field(body, "message", str, required=True)
+    def create(self, client: Any, call: Call) -> Json:
+        message = field(call.body, "message", str, required=True)
         if not message.strip():
             raise BadField("message: say what and why (approvers read it)")
-        expires = field(body, "expires", str)
-        at = field(body, "at", str)
-        apply_at = parse_time(at, review.redis_now(client, caller.env)) if at else None
-        state, plan = proposal(client, caller.env, body)
-        review.expire_due(client, caller.env)  # tidy: the release worker does this too
-        created = review.propose_plan(client, caller.env, state, plan, actor=caller.actor,
+        expires = field(call.body, "expires", str)
+        at = field(call.body, "at", str)
+        apply_at = parse_time(at, review.redis_now(client, call.env)) if at else None
+        state, plan = proposal(client, call.env, call.body)
+        review.expire_due(client, call.env)  # tidy: the release worker does this too
+        created = review.propose_plan(client, call.env, state, plan, actor=call.actor,
                                       message=message, apply_at=apply_at,
                                       expires_in=parse_duration(expires) if expires
                                       else DEFAULT_EXPIRY)
-        self.calls.audit(caller, "propose", request=created.id)
+        self.calls.audit(call, "propose", request=created.id)
         return created.to_json()
 
-    async def approve(self, request: Request) -> Response:
-        caller = self.calls.caller(request)
-        if isinstance(caller, Response):
-            return caller
-        request_id = request.path_params["id"]
+    def approve(self, client: Any, call: Call) -> Json | Response:
+        request_id = call.param("id")
+        outcome = review.approve(client, call.env, request_id, call.actor)
+        self.calls.audit(call, "approve", request=request_id, outcome=outcome.status,
+                         version=outcome.version)
+        out = {"status": outcome.status, "version": outcome.version,
+               "approvals": outcome.approvals, "needed": outcome.needed,
+               "reason": outcome.reason, "request": outcome.request.to_json()}
+        if outcome.status in ("conflict", "expired"):  # nothing written: say why
+            return admin_error(409, outcome.status.upper(),
+                               f"request {request_id} {outcome.status}, nothing written: "
+                               f"{outcome.reason}", **out)
+        return out
 
-        def work(client: Any) -> Json | Response:
-            outcome = review.approve(client, caller.env, request_id, caller.actor)
-            self.calls.audit(caller, "approve", request=request_id, outcome=outcome.status,
-                             version=outcome.version)
-            out = {"status": outcome.status, "version": outcome.version,
-                   "approvals": outcome.approvals, "needed": outcome.needed,
-                   "reason": outcome.reason, "request": outcome.request.to_json()}
-            if outcome.status in ("conflict", "expired"):  # nothing written: say why
-                return admin_error(409, outcome.status.upper(),
-                                   f"request {request_id} {outcome.status}, nothing written: "
-                                   f"{outcome.reason}", **out)
-            return out
+    def reject(self, client: Any, call: Call) -> Json:
+        reason = field(call.body, "reason", str, required=True)
+        if not reason.strip():
+            raise BadField("reason: say why it is rejected")
+        closed = review.reject(client, call.env, call.param("id"), call.actor, reason)
+        self.calls.audit(call, "reject", request=closed.id)
+        return closed.to_json()
 
-        return await self.calls.run(caller, work)
-
-    async def reject(self, request: Request) -> Response:
-        return await self._close(request, "reject")
-
-    async def cancel(self, request: Request) -> Response:
-        return await self._close(request, "cancel")
-
-    async def _close(self, request: Request, how: str) -> Response:
-        caller = self.calls.caller(request)
-        if isinstance(caller, Response):
-            return caller
-        body = await self.calls.body(request)
-        if isinstance(body, Response):
-            return body
-        request_id = request.path_params["id"]
-
-        def work(client: Any) -> Json:
-            reason = field(body, "reason", str, "", required=how == "reject")
-            if how == "reject":
-                if not reason.strip():
-                    raise BadField("reason: say why it is rejected")
-                closed = review.reject(client, caller.env, request_id, caller.actor, reason)
-            else:
-                closed = review.cancel(client, caller.env, request_id, caller.actor, reason)
-            self.calls.audit(caller, how, request=request_id)
-            return closed.to_json()
-
-        return await self.calls.run(caller, work)
+    def cancel(self, client: Any, call: Call) -> Json:
+        reason = field(call.body, "reason", str, "")
+        closed = review.cancel(client, call.env, call.param("id"), call.actor, reason)
+        self.calls.audit(call, "cancel", request=closed.id)
+        return closed.to_json()
 
 
 def proposal(client: Any, env: str, body: Json) -> tuple[publisher.RemoteState, Any]:

@@ -11,23 +11,15 @@ import httpx
 import pytest
 
 from proxy.storage import keys as stored_keys
+from tests.integration import release_support as rel
 from tests.integration.conftest import ProxyServer
-from tests.integration.release_support import (
-    OFF,
-    ON,
-    flagedge,
-    log_length,
-    stored_flag,
-    stored_request,
-    version,
-)
 from tests.redis_server import wait_until
 
 pytestmark = pytest.mark.integration
 
 ENV = "test"
 BASE = f"/v1/admin/envs/{ENV}"
-DOC = {"flags": {"banner": OFF, "checkout": ON}}
+DOC = {"flags": {"banner": rel.OFF, "checkout": rel.ON}}
 
 
 def admin_key(server: ProxyServer, name: str, *roles: str) -> str:
@@ -49,7 +41,7 @@ def served(server: ProxyServer, client_key: str, flag: str) -> Any:
 
 
 def protect(server: ProxyServer, approvals: int = 1) -> None:
-    out = flagedge("envs", "protect", ENV, "--approvals", str(approvals),
+    out = rel.flagedge("envs", "protect", ENV, "--approvals", str(approvals),
                    url=server.redis.url)
     assert out.returncode == 0, out.stderr
 
@@ -68,14 +60,15 @@ def test_protected_push_is_409_and_a_request_approved_by_another_key_is_served(
     bob = admin_key(server, "bob", "view", "approve")
     client_key = server.create_key("client")
     assert served(server, client_key, "banner") is False
-    before = (version(redis, ENV), log_length(redis, ENV))
-    new_doc = {"flags": {"banner": ON, "checkout": ON}}
+    before = (rel.version(redis, ENV), rel.log_length(redis, ENV))
+    new_doc = {"flags": {"banner": rel.ON, "checkout": rel.ON}}
     with as_(server, ann) as c:
         refused = c.put(f"{BASE}/document", json={"document": new_doc, "message": "go"})
         assert refused.status_code == 409, refused.text
         assert refused.json()["errorCode"] == "APPROVAL_REQUIRED"
         assert refused.json()["next"] == f"POST {BASE}/requests"
-        assert (version(redis, ENV), log_length(redis, ENV)) == before  # nothing written
+        # Nothing written:
+        assert (rel.version(redis, ENV), rel.log_length(redis, ENV)) == before
         created = c.post(f"{BASE}/requests", json={"document": new_doc, "message": "banner on"})
         assert created.status_code == 201, created.text
         request_id = created.json()["id"]
@@ -93,7 +86,7 @@ def test_protected_push_is_409_and_a_request_approved_by_another_key_is_served(
     wait_until(lambda: served(server, client_key, "banner") is True, timeout=1.0,
                what="the approved value served by OFREP")
     assert time.monotonic() - start <= 1.0
-    assert stored_request(redis, ENV, request_id)["state"] == "applied"
+    assert rel.stored_request(redis, ENV, request_id)["state"] == "applied"
     entry = httpx.get(f"{server.url}{BASE}/history", params={"limit": 1},
                       headers={"Authorization": f"Bearer {bob}"}).json()[0]
     assert (entry["version"], entry["author"], entry["request"], entry["approvers"]) == (
@@ -115,14 +108,14 @@ def test_self_approval_is_403_even_with_the_approve_role(served_doc: ProxyServer
         own = c.post(f"{BASE}/requests/{request_id}/approve")
     assert own.status_code == 403
     assert "may not approve it" in own.json()["errorDetails"]
-    assert stored_request(server.redis_client, ENV, request_id)["approvals"] == []
+    assert rel.stored_request(server.redis_client, ENV, request_id)["approvals"] == []
 
 
 def test_a_view_key_reads_everything_and_every_write_is_403_naming_the_role(
         served_doc: ProxyServer) -> None:
     server, redis = served_doc, served_doc.redis_client
     vic = admin_key(server, "vic", "view")
-    before = (version(redis, ENV), log_length(redis, ENV))
+    before = (rel.version(redis, ENV), rel.log_length(redis, ENV))
     with as_(server, vic) as c:
         doc = c.get(f"{BASE}/document")
         assert doc.status_code == 200 and doc.headers["etag"] == f'"{before[0]}"'
@@ -149,7 +142,7 @@ def test_a_view_key_reads_everything_and_every_write_is_403_naming_the_role(
             assert r.json()["errorCode"] == "FORBIDDEN"
             assert f"needs the {role} role" in r.json()["errorDetails"], (method, path)
         assert c.post(f"{BASE}/preview", json={"document": DOC}).status_code == 200
-    assert (version(redis, ENV), log_length(redis, ENV)) == before
+    assert (rel.version(redis, ENV), rel.log_length(redis, ENV)) == before
     assert redis.hlen(f"flagedge:{{{ENV}}}:requests") == 0
     assert redis.hgetall(f"flagedge:{{{ENV}}}:policy") == {}
 
@@ -179,11 +172,11 @@ def test_unprotected_push_with_if_match_preview_history_and_rollback(
     client_key = server.create_key("client")
     with as_(server, pat) as c:
         etag = c.get(f"{BASE}/document").headers["etag"]
-        new_doc = {"flags": {"banner": ON, "checkout": ON}}
+        new_doc = {"flags": {"banner": rel.ON, "checkout": rel.ON}}
         preview = c.post(f"{BASE}/preview", json={"document": new_doc}).json()
         assert list(preview["diff"]["changed"]) == ["banner"]
         assert [i["flag"] for i in preview["impact"]] == ["banner"]
-        assert version(redis, ENV) == int(etag.strip('"'))  # a preview writes nothing
+        assert rel.version(redis, ENV) == int(etag.strip('"'))  # a preview writes nothing
         stale = c.put(f"{BASE}/document", json={"document": new_doc},
                       headers={"If-Match": '"999"'})
         assert stale.status_code == 409 and stale.json()["errorCode"] == "CONFLICT"
@@ -206,8 +199,8 @@ def test_invalid_document_is_422_with_the_path_and_malformed_json_400(
         served_doc: ProxyServer) -> None:
     server, redis = served_doc, served_doc.redis_client
     pat = admin_key(server, "pat", "propose")
-    before = (version(redis, ENV), log_length(redis, ENV))
-    bad = {"flags": {"banner": {**ON, "defaultVariant": "nope"}}}
+    before = (rel.version(redis, ENV), rel.log_length(redis, ENV))
+    bad = {"flags": {"banner": {**rel.ON, "defaultVariant": "nope"}}}
     with as_(server, pat) as c:
         r = c.put(f"{BASE}/document", json={"document": bad})
         assert r.status_code == 422, r.text
@@ -221,7 +214,7 @@ def test_invalid_document_is_422_with_the_path_and_malformed_json_400(
         assert no_doc.status_code == 400 and "document" in no_doc.json()["errorDetails"]
         wrong = c.patch(f"{BASE}/flags/banner", json={"op": "default", "variant": "nope"})
         assert wrong.status_code == 422 and "no variant 'nope'" in wrong.json()["errorDetails"]
-    assert (version(redis, ENV), log_length(redis, ENV)) == before
+    assert (rel.version(redis, ENV), rel.log_length(redis, ENV)) == before
 
 
 def test_reject_needs_a_reason_and_cancel_is_the_authors(served_doc: ProxyServer) -> None:
@@ -247,7 +240,7 @@ def test_reject_needs_a_reason_and_cancel_is_the_authors(served_doc: ProxyServer
         states = {r["id"]: r["state"] for r in c.get(f"{BASE}/requests",
                                                      params={"state": "all"}).json()}
     assert states == {first: "rejected", second: "cancelled"}
-    assert stored_flag(redis, ENV, "banner") == OFF
+    assert rel.stored_flag(redis, ENV, "banner") == rel.OFF
 
 
 def test_kill_by_a_kill_key_applies_at_once_and_is_marked(served_doc: ProxyServer) -> None:
@@ -261,13 +254,13 @@ def test_kill_by_a_kill_key_applies_at_once_and_is_marked(served_doc: ProxyServe
         assert asked.status_code == 202, asked.text
         assert asked.json()["status"] == "proposed"
         assert asked.json()["request"]["author"] == "pam"
-    assert stored_flag(redis, ENV, "checkout")["state"] == "ENABLED"
+    assert rel.stored_flag(redis, ENV, "checkout")["state"] == "ENABLED"
     with as_(server, kim) as c:
         killed = c.patch(f"{BASE}/flags/checkout", json={"op": "disable", "message": "incident"})
         assert killed.status_code == 200, killed.text
         assert killed.json()["marks"] == ["kill"]
         server.wait_version(killed.json()["version"])
-        assert served(server, client_key, "checkout") != ON["variants"]["on"]
+        assert served(server, client_key, "checkout") != rel.ON["variants"]["on"]
         entry = c.get(f"{BASE}/history").json()[0]
         assert (entry["kill"], entry["author"], entry["message"]) == (True, "kim", "incident")
         # Not a kill operation: kim holds no propose role.
@@ -280,21 +273,22 @@ def test_break_glass_needs_manage_and_a_message(served_doc: ProxyServer) -> None
     protect(server)
     max_ = admin_key(server, "max", "manage")
     pam = admin_key(server, "pam", "propose")
-    new_doc = {"document": {"flags": {"banner": ON, "checkout": ON}}, "break_glass": True}
-    before = version(redis, ENV)
+    new_doc = {"document": {"flags": {"banner": rel.ON, "checkout": rel.ON}},
+               "break_glass": True}
+    before = rel.version(redis, ENV)
     with as_(server, pam) as c:
         no = c.put(f"{BASE}/document", json={**new_doc, "message": "please"})
         assert no.status_code == 403 and "manage role" in no.json()["errorDetails"]
     with as_(server, max_) as c:
         silent = c.put(f"{BASE}/document", json=new_doc)
         assert silent.status_code == 403 and "needs a reason" in silent.json()["errorDetails"]
-        assert version(redis, ENV) == before
+        assert rel.version(redis, ENV) == before
         done = c.put(f"{BASE}/document", json={**new_doc, "message": "outage"})
         assert done.status_code == 200, done.text
         assert done.json()["marks"] == ["break_glass"]
         entry = c.get(f"{BASE}/history").json()[0]
     assert (entry["break_glass"], entry["author"], entry["message"]) == (True, "max", "outage")
-    assert stored_flag(redis, ENV, "banner") == ON
+    assert rel.stored_flag(redis, ENV, "banner") == rel.ON
 
 
 def test_policy_and_webhooks_by_a_manage_key(served_doc: ProxyServer) -> None:
