@@ -127,20 +127,19 @@ class AdminCalls:
         self.settings, self.auth, self.keyring = settings, auth, keyring
         self._client: Any = None
 
-    def caller(self, request: Request, env: str | None = None) -> Caller | Response:
-        """The caller if it holds an admin key (any role: ``view`` reads) for ``env`` (by
-        default the path's ``{env}``; the key's own environment where the path names none);
-        else the refusal."""
+    def caller(self, request: Request) -> Caller | Response:
+        """The caller if it holds an admin key (any role: ``view`` reads) for the path's
+        ``{env}`` (its own environment where the path names none); else the refusal."""
         principal = self.auth.authorize(request, "admin")
         if isinstance(principal, Response):
             return principal
-        record = self.keyring.by_id(principal.key_id)
-        # None: --no-auth, where every caller is a trusted operator (as the CLI's).
-        actor = Actor.of_key(record) if record is not None else Actor.cli(principal.name)
+        actor = self._actor(principal.key_id, principal.name)
+        if actor is None:
+            return errors.unauthorized("unknown or revoked API key")
         decision = may_view(actor)
         if not decision:
             return errors.forbidden(decision.reason)
-        wanted = env or request.path_params.get("env") or principal.env
+        wanted = request.path_params.get("env") or principal.env
         if wanted != principal.env:
             return errors.forbidden(f"this key is for environment {principal.env}, not "
                                     f"{wanted}")
@@ -152,6 +151,14 @@ class AdminCalls:
         except ValueError as exc:
             return errors.ofrep_error(404, "NOT_FOUND", str(exc))
         return Caller(wanted, actor, principal.key_id)
+
+    def _actor(self, key_id: str, name: str) -> Actor | None:
+        """The key's name and roles; with --no-auth a trusted operator (as a CLI caller);
+        None for a key revoked since it was identified (never every role by default)."""
+        if self.auth.no_auth:
+            return Actor.cli(name)
+        record = self.keyring.by_id(key_id)
+        return Actor.of_key(record) if record is not None else None
 
     async def body(self, request: Request) -> Json | Response:
         """The request's JSON object (400 when it is not one)."""
@@ -192,8 +199,9 @@ class AdminCalls:
             if isinstance(data, Response):
                 return data
             call = Call(caller.env, caller.actor, caller.key_id, request, data)
+            client = self._redis()  # made here, on the loop: threads never race to make it
             try:
-                out = await asyncio.to_thread(lambda: handler(self._redis(), call))
+                out = await asyncio.to_thread(handler, client, call)
             except Exception as exc:
                 answer = failure(exc, caller.env)
                 if answer is None:

@@ -368,3 +368,13 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=1.0).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_no_auth_callers_are_trusted_operators(proxy_factory: Any) -> None:
+    server = proxy_factory(extra_args=["--no-auth"])
+    server.push(DOC)
+    with server.client() as c:
+        r = c.patch(f"{BASE}/flags/banner", json={"op": "default", "variant": "on"})
+        assert r.status_code == 200, r.text
+        assert c.get(f"{BASE}/history").json()[0]["author"] == "no-auth"
+        assert c.get("/v1/admin/envs/other/document").status_code == 403

@@ -91,3 +91,21 @@ def test_a_revoked_key_leaves_this_process_key_ring_with_the_answer():
                       "b" * 64: KeyRecord("b" * 12, "prod", "admin", "bob", 0.0)})
     KeysApi(AdminCalls(Settings(), None, ring))._forget("a" * 12)  # type: ignore[arg-type]
     assert ring.by_id("a" * 12) is None and ring.by_id("b" * 12) is not None
+
+
+def test_a_key_revoked_after_it_was_identified_gets_no_roles_not_every_role():
+    from proxy.api.admin_calls import AdminCalls
+    from proxy.api.auth import Authenticator
+    from proxy.api.tokens import StreamTokens
+    from proxy.config import Settings
+    from proxy.keys import KeyRecord, KeyRing
+
+    ring = KeyRing()
+    ring.replace_all({"a" * 64: KeyRecord("a" * 12, "prod", "admin", "ann", 0.0,
+                                          roles=("view",))})
+    calls = AdminCalls(Settings(), Authenticator(ring, StreamTokens(b"k" * 32)), ring)
+    assert calls._actor("a" * 12, "ann").roles == frozenset({"view"})
+    assert calls._actor("b" * 12, "bob") is None  # gone from the ring: refused (401)
+    trusting = AdminCalls(Settings(), Authenticator(ring, StreamTokens(b"k" * 32),
+                                                    no_auth=True), ring)
+    assert trusting._actor("no-auth", "no-auth").holds("manage")
