@@ -166,10 +166,13 @@ def test_generated_requests_never_5xx_and_4xx_have_ofrep_bodies(proxy_factory) -
     start = time.monotonic()
     deadline = start + BUDGET_S
     runs = [(op, mode, examples(op, n)) for op in operations for mode, n in EXAMPLES.items()]
-    for i, (op, mode, n) in enumerate(runs):
-        # Each run gets its share of what is left (at least half a second: one example), so a
-        # slow machine thins every operation out instead of never reaching the last ones.
-        share = max(0.5, (deadline - time.monotonic()) / (len(runs) - i))
+    wanted = sum(n for _op, _mode, n in runs)
+    for op, mode, n in runs:
+        # Each run gets its share of the time left, by its examples (at least half a second:
+        # one example), so a slow machine thins every operation out instead of never reaching
+        # the last ones; a run done early leaves its time to the others.
+        share = max(0.5, (deadline - time.monotonic()) * n / wanted)
+        wanted -= n
         run_operation(op, server, keys, mode, n, counts, failures, time.monotonic() + share)
     took = time.monotonic() - start
 
