@@ -1,7 +1,7 @@
 """``GET /openapi.json``: the API as served — OFREP's schema (open-feature/protocol
 ``service/openapi.yaml``) widened where flagedge is more permissive (reason DEFAULT/ERROR,
 nullable ``variant``, optional ``value``, optional ``targetingKey``), plus eventStreams,
-the stream, health, metrics and admin endpoints."""
+the stream, health, metrics and admin endpoints (release control's: ``openapi_admin``)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from proxy.api.admin import VERSION
 from proxy.api.errors import json_response
+from proxy.api.openapi_admin import ADMIN_ERROR, release_paths
 
 REF = "#/components/schemas/"
 
@@ -135,6 +136,7 @@ SCHEMAS: dict[str, Any] = {
         "path": {"type": "array", "items": {"type": "string"},
                  "description": "Rule path taken: if branches, fractional bucket/hash, $refs"},
         "context": _ref("context"), "flag": {"type": "object"}}},
+    "adminError": ADMIN_ERROR,
     "health": {"type": "object", "required": ["status"], "properties": {
         "status": {"type": "string", "enum": ["ok", "degraded", "unavailable"]},
         "reason": {"type": "string", "description": "A short fixed phrase ('redis "
@@ -241,6 +243,7 @@ def _flagedge_paths() -> dict[str, Any]:
                  "schema": {"type": "string"}, "description": "base64url JSON object"}]),
         "/v1/stream/rules": _stream("The flagd document, pushed (server keys)", []),
         **_insights_paths(),
+        **release_paths(_AUTH_ERRORS),
         "/healthz": {"get": {"tags": ["ops"], "responses": {"200": _json("health", "Up")}}},
         "/readyz": health,
         "/metrics": {"get": {

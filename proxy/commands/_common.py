@@ -201,24 +201,15 @@ def add_break_glass_argument(parser: argparse.ArgumentParser) -> None:
 
 def release_guard(args: argparse.Namespace, client: Any, kind: str = "change",
                   hint: str = "use flagedge propose") -> Any:
-    """How this CLI write passes release control (DESIGN §10), decided by
-    ``release.authorization`` for a CLI caller (every role): the ``guard`` for
-    ``publisher.write`` (``{}`` or the change entry's mark), or the Decision when the write
-    must become a request instead. Raises ApprovalRequired (exit 7) / Refused (exit 10)."""
+    """How this CLI write passes release control (DESIGN §10), decided for a CLI caller
+    (every role) by ``release.review.write_guard``: the ``guard`` for ``publisher.write``
+    (``{}`` or the change entry's mark), or the Decision when the write must become a request
+    instead. Raises ApprovalRequired (exit 7) / Refused (exit 10)."""
     from proxy.release import authorization as authz
-    from proxy.release.publisher import ApprovalRequired
-    from proxy.release.review import Refused
-    from proxy.storage import policy
+    from proxy.release import review
 
-    current = policy.read(client, args.env)
-    decision = authz.write_route(
-        authz.Actor.cli(author(args)), current,
+    return review.write_guard(
+        client, args.env, authz.Actor.cli(author(args)),
         authz.WriteKind.KILL if kind == "kill" else authz.WriteKind.CHANGE,
-        break_glass=getattr(args, "break_glass", False), reason=args.message or "")
-    if decision.route is authz.Route.REQUEST:
-        return decision
-    if not decision:
-        if decision.reason == authz.APPROVAL_REQUIRED:
-            raise ApprovalRequired(args.env, current.approvals, hint)
-        raise Refused(decision.reason)
-    return {decision.mark.value: "1"} if decision.mark else {}
+        break_glass=getattr(args, "break_glass", False), reason=args.message or "",
+        hint=hint)

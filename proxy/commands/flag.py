@@ -116,27 +116,11 @@ def edited(client: Any, env: str, key: str, op: Any) -> tuple[Any, Any, Any]:
     """The environment as stored, the plan of the one-flag edit, the edit. Raises
     LookupError (exit 5) for a missing environment or flag, ValueError (exit 1) for an
     edit that does not fit or a flag that would not validate."""
-    import orjson
-
     from proxy.release import oneliners, publisher
-    from proxy.release.changeset import Document, make_plan
 
     state = publisher.read_state(client, env)
-    if not state.exists:
-        raise LookupError(f"environment {env} does not exist in Redis")
-    current = state.document()
-    if key not in current.flags:
-        raise LookupError(f"flag {key} is not in environment {env} (version {state.version}): "
-                          "add it with flagedge push")
-    change = oneliners.edit(key, current.flags[key], op)
-    flag = change.flag
-    # Validate the edited flag with the evaluators it may reference (not the other flags:
-    # one broken elsewhere must not block a kill switch here).
-    publisher.parse_document(orjson.dumps({"flags": {key: flag},
-                                           "$evaluators": dict(current.evaluators)}),
-                             source=f"flag {key}")
-    new = Document({**current.flags, key: flag}, current.evaluators, current.metadata)
-    return state, make_plan(current, new), change
+    plan, change = oneliners.plan_edit(state, key, op)
+    return state, plan, change
 
 
 def _message(args: argparse.Namespace, summary: str) -> str:

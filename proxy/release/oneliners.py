@@ -1,7 +1,8 @@
 """One-line flag operations (DESIGN §10): ``flagedge flag KEY --env ENV (--default VARIANT |
 --enable | --disable | --percent N [--variant V])``, as pure edits of one flag's JSON. The
-command turns the edited flag into an ordinary plan and writes it through the push path
-(or a change request where the environment is protected).
+command (and the admin API) turn the edited flag into an ordinary plan (:func:`plan_edit`)
+and write it through the push path (or a change request where the environment is
+protected).
 
 What each does to the flag:
 
@@ -21,7 +22,15 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from proxy.release.changeset import Document, Plan, make_plan
+from proxy.release.publisher import parse_document
+
+if TYPE_CHECKING:
+    from proxy.release.publisher import RemoteState
 
 KINDS = ("default", "enable", "disable", "percent")
 
@@ -74,6 +83,26 @@ def edit(key: str, flag: Any, op: FlagOp) -> Edit:
     else:
         raise FlagEditError(f"unknown flag operation {op.kind!r}")
     return Edit(new, op.describe(), tuple(warnings))
+
+
+def plan_edit(state: RemoteState, key: str, op: FlagOp) -> tuple[Plan, Edit]:
+    """The plan of ``op`` on flag ``key`` of the stored ``state``, and the edit. Raises
+    LookupError for a missing environment or flag, FlagEditError for an edit that does not
+    fit, InvalidDocument for a flag that would not validate."""
+    if not state.exists:
+        raise LookupError(f"environment {state.env} does not exist in Redis")
+    current = state.document()
+    if key not in current.flags:
+        raise LookupError(f"flag {key} is not in environment {state.env} (version "
+                          f"{state.version}): add it with a push")
+    change = edit(key, current.flags[key], op)
+    # Validate the edited flag with the evaluators it may reference (not the other flags:
+    # one broken elsewhere must not block a kill switch here).
+    parse_document(orjson.dumps({"flags": {key: change.flag},
+                                 "$evaluators": dict(current.evaluators)}),
+                   source=f"flag {key}")
+    new = Document({**current.flags, key: change.flag}, current.evaluators, current.metadata)
+    return make_plan(current, new), change
 
 
 def _variant(key: str, name: str | None, variants: list[str]) -> str:

@@ -336,6 +336,11 @@ def export(client: Any, env: str) -> bytes:
     state = read_state(client, env)
     if not state.exists:
         raise LookupError(f"environment {env} does not exist in Redis")
+    return exported(state)
+
+
+def exported(state: RemoteState) -> bytes:
+    """``state`` as :func:`export` writes it (the admin API serves it with its version)."""
     doc = {"$schema": SCHEMA_URL, **state.document(strict=True).to_json()}
     if state.fractional_hash is not DEFAULT_FRACTIONAL_HASH:  # a file served as it is here
         doc[FRACTIONAL_HASH_KEY] = state.fractional_hash.value

@@ -76,6 +76,25 @@ def check(decision: authz.Decision) -> None:
         raise Refused(decision.reason)
 
 
+def write_guard(client: Any, env: str, actor: authz.Actor,
+                kind: authz.WriteKind = authz.WriteKind.CHANGE, *, break_glass: bool = False,
+                reason: str = "", hint: str = "use flagedge propose",
+                ) -> dict[str, str] | authz.Decision:
+    """How ``actor``'s write to ``env`` passes release control, by the policy as it is now:
+    the ``guard`` for ``publisher.write`` (``{}`` or the change entry's mark), or the
+    Decision when the write must become a request instead. Raises ApprovalRequired (``hint``
+    says where to propose: the CLI and the admin API name their own way) or Refused."""
+    current = policy.read(client, env)
+    decision = authz.write_route(actor, current, kind, break_glass=break_glass, reason=reason)
+    if decision.route is authz.Route.REQUEST:
+        return decision
+    if not decision:
+        if decision.reason == authz.APPROVAL_REQUIRED:
+            raise publisher.ApprovalRequired(env, current.approvals, hint)
+        raise Refused(decision.reason)
+    return {decision.mark.value: "1"} if decision.mark else {}
+
+
 def get(client: Any, env: str, request_id: int) -> tuple[bytes, Request]:
     raw = stored.read_raw(client, env, request_id)
     if raw is None:

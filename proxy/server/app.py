@@ -26,6 +26,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from proxy.api import demo, errors
 from proxy.api.admin import AdminApi
+from proxy.api.admin_calls import AdminCalls
+from proxy.api.admin_flags import FlagsApi
+from proxy.api.admin_keys import KeysApi
+from proxy.api.admin_release import ReleaseApi
+from proxy.api.admin_requests import RequestsApi
+from proxy.api.admin_webhooks import WebhooksApi
 from proxy.api.auth import Authenticator
 from proxy.api.bulk_body import ofrep_item
 from proxy.api.cache import ResultCache
@@ -181,6 +187,9 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
         rt.metrics.registry.register(  # type: ignore[arg-type]
             SyncCollector(rt.sync.stats, settings.metrics_dir))
     routes += _surfaces(rt)
+    release = _release_control(rt)
+    if not settings.admin_port:
+        routes += release
     routes += extra_routes or []
 
     app = FlagedgeApp(routes=routes, middleware=_middleware(settings),
@@ -188,7 +197,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
                     exception_handlers={404: _not_found, 405: _not_allowed,
                                         Exception: _internal_error})
     app.state.flagedge = rt
-    admin_app = _admin_app(rt, settings, start_sources) if settings.admin_port else None
+    admin_app = _admin_app(rt, settings, start_sources, release) if settings.admin_port else None
 
     def front(stack: ASGIApp) -> ASGIApp:
         # The OFREP evaluate fast path; it times every request (through the full stack
@@ -224,10 +233,11 @@ def _health(rt: Runtime, settings: Settings, start_sources: bool, *, public: boo
                   else access.allows)
 
 
-def _admin_app(rt: Runtime, settings: Settings, start_sources: bool) -> Starlette:
+def _admin_app(rt: Runtime, settings: Settings, start_sources: bool,
+               release: list[BaseRoute]) -> Starlette:
     health = _health(rt, settings, start_sources, public=False)
     return Starlette(routes=[Route("/metrics", rt.metrics.endpoint, methods=["GET"]),
-                             *health.routes()],
+                             *health.routes(), *release],
                      exception_handlers={404: _not_found, 405: _not_allowed,
                                          Exception: _internal_error})
 
@@ -381,6 +391,16 @@ def _surfaces(rt: Runtime) -> list[BaseRoute]:
     insights = InsightsApi(rt.settings, rt.auth, rt.keyring)
     return [*_streams(rt), *exposures.routes(), *track.routes(), *insights.routes(),
             *(demo.mount(rt) if rt.settings.demo else [])]
+
+
+def _release_control(rt: Runtime) -> list[BaseRoute]:
+    """The admin API's release-control routes (DESIGN §10): on ``admin_port`` when set, else
+    on the main port. Their Redis client is closed after the background tasks."""
+    calls = AdminCalls(rt.settings, rt.auth, rt.keyring)
+    rt.on_stopped.append(calls.close)
+    return [*ReleaseApi(calls).routes(), *FlagsApi(calls).routes(),
+            *RequestsApi(calls).routes(), *WebhooksApi(calls).routes(),
+            *KeysApi(calls).routes()]
 
 
 def _streams(rt: Runtime) -> list[BaseRoute]:
