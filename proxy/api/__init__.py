@@ -1,7 +1,7 @@
 """The HTTP surfaces (Starlette): OFREP evaluation (``ofrep.py``, and ``fastpath.py``, its
 routes without Starlette's per-request machinery), SSE streams (``streams.py``), operator
 endpoints (``admin.py``), release control over HTTP (``admin_release.py``,
-``admin_flags.py``, ``admin_requests.py``, ``admin_webhooks.py``, ``admin_keys.py``, sharing
+``admin_flags.py``, ``admin_requests.py``, ``admin_rollouts.py``, ``admin_webhooks.py``, ``admin_keys.py``, sharing
 ``admin_calls.py``; documented by ``openapi_admin.py``), ``health.py``, ``metrics.py``,
 ``openapi.py``, the demo page (``demo.py``); and what they share: ``auth.py`` (keys -> HTTP 401/403/429, rate limits),
 ``tokens.py`` (signed stream tokens), ``context.py`` (request bodies and contexts),

@@ -1,5 +1,5 @@
 """The admin API's release-control paths in ``/openapi.json`` (DESIGN §10; the handlers:
-``admin_release``, ``admin_flags``, ``admin_requests``, ``admin_webhooks``, ``admin_keys``).
+``admin_release``, ``admin_flags``, ``admin_requests``, ``admin_rollouts``, ``admin_webhooks``, ``admin_keys``).
 Every answer an operation can give is listed, so a client (and the schemathesis test) can
 rely on the document."""
 
@@ -132,6 +132,30 @@ def release_paths(auth_errors: dict[str, Any]) -> dict[str, Any]:
             {"200": _ok("applied or noop"), "202": _ok("{request}")},
             _body({"version": {"type": "integer", "minimum": 0}, "propose": {
                 "type": "boolean"}, **_WRITE}, ["version"]))},
+        f"{BASE}/rollouts": {"get": op("Every flag's progressive rollout (as --status)",
+                                       [_ENV], {"200": _ok("", "array")})},
+        f"{BASE}/rollouts/{{key}}": {
+            "get": op("One flag's rollout: state, step, percent, next boundary", [_ENV, _FLAG],
+                      {"200": _ok("the rollout's status")}),
+            "post": op("Start a progressive rollout: applied (200) or, where protected, the "
+                       "request it would apply (202)", [_ENV, _FLAG],
+                       {"200": _ok("{status, version, rollout}"), "202": _ok("{request}")},
+                       _body({"variant": {"type": "string"},
+                              "steps": {"type": "array", "items": {
+                                  "type": "integer", "minimum": 1, "maximum": 100}},
+                              "every": {"type": ["string", "integer"],
+                                        "description": "30s, 5m, 1h, 2d or seconds"},
+                              "start": {"type": "string", "description": "ISO 8601 with an "
+                                        "offset, or +DURATION (default: now)"}, **_WRITE},
+                             ["variant", "steps", "every"]))},
+        f"{BASE}/rollouts/{{key}}/pause": {"post": op(
+            "Freeze at the current step (a kill operation)", [_ENV, _FLAG],
+            {"200": _ok("{status, version, rollout}")}, _body(
+                {"message": _WRITE["message"]}, optional=True))},
+        f"{BASE}/rollouts/{{key}}/abort": {"post": op(
+            "Put the previous targeting back (a kill operation)", [_ENV, _FLAG],
+            {"200": _ok("{status, version, rollout}")}, _body(
+                {"message": _WRITE["message"]}, optional=True))},
         f"{BASE}/policy": {
             "get": op("Approvals needed and approvers", [_ENV], {"200": _ok("the policy")}),
             "put": op("Protect (approvals >= 1) or unprotect (0); manage", [_ENV],

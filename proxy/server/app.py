@@ -31,6 +31,7 @@ from proxy.api.admin_flags import FlagsApi
 from proxy.api.admin_keys import KeysApi
 from proxy.api.admin_release import ReleaseApi
 from proxy.api.admin_requests import RequestsApi
+from proxy.api.admin_rollouts import RolloutsApi
 from proxy.api.admin_webhooks import WebhooksApi
 from proxy.api.auth import Authenticator
 from proxy.api.bulk_body import ofrep_item
@@ -399,8 +400,8 @@ def _release_control(rt: Runtime) -> list[BaseRoute]:
     calls = AdminCalls(rt.settings, rt.auth, rt.keyring)
     rt.on_stopped.append(calls.close)
     return [*ReleaseApi(calls).routes(), *FlagsApi(calls).routes(),
-            *RequestsApi(calls).routes(), *WebhooksApi(calls).routes(),
-            *KeysApi(calls).routes()]
+            *RequestsApi(calls).routes(), *RolloutsApi(calls).routes(),
+            *WebhooksApi(calls).routes(), *KeysApi(calls).routes()]
 
 
 def _streams(rt: Runtime) -> list[BaseRoute]:

@@ -378,3 +378,58 @@ def test_no_auth_callers_are_trusted_operators(proxy_factory: Any) -> None:
         assert r.status_code == 200, r.text
         assert c.get(f"{BASE}/history").json()[0]["author"] == "no-auth"
         assert c.get("/v1/admin/envs/other/document").status_code == 403
+
+
+def test_rollouts_start_status_pause_and_abort_with_their_roles(served_doc: ProxyServer) -> None:
+    server, redis = served_doc, served_doc.redis_client
+    pam = admin_key(server, "pam", "view", "propose")
+    vic = admin_key(server, "vic", "view")
+    kim = admin_key(server, "kim", "view", "kill")
+    start = {"variant": "on", "steps": [10, 50, 100], "every": "1h", "message": "ramp"}
+    with as_(server, vic) as c:
+        refused = c.post(f"{BASE}/rollouts/banner", json=start)
+        assert refused.status_code == 403 and "propose role" in refused.json()["errorDetails"]
+    assert redis.hlen(f"flagedge:{{{ENV}}}:rollouts") == 0
+    with as_(server, pam) as c:
+        bad = c.post(f"{BASE}/rollouts/banner", json={**start, "steps": [50, 10]})
+        assert bad.status_code == 422, bad.text
+        assert c.post(f"{BASE}/rollouts/nope", json=start).status_code == 404
+        started = c.post(f"{BASE}/rollouts/banner", json=start)
+        assert started.status_code == 200, started.text
+        assert started.json()["status"] == "ok"
+        server.wait_version(started.json()["version"])
+        status = c.get(f"{BASE}/rollouts/banner").json()
+        assert (status["state"], status["step"], status["percent"]) == ("running", 1, 10)
+        assert [r["flag"] for r in c.get(f"{BASE}/rollouts").json()] == ["banner"]
+    protect(server)  # from here a pause or an abort applies at once only for a kill holder
+    with as_(server, pam) as c:
+        asked = c.post(f"{BASE}/rollouts/banner/pause", json={"message": "errors up"})
+        assert asked.status_code == 202, asked.text
+        assert c.get(f"{BASE}/rollouts/banner").json()["state"] == "running"
+    with as_(server, kim) as c:
+        paused = c.post(f"{BASE}/rollouts/banner/pause", json={"message": "errors up"})
+        assert paused.status_code == 200, paused.text
+        assert paused.json()["marks"] == ["kill"]
+        assert c.get(f"{BASE}/rollouts/banner").json()["state"] == "paused"
+        aborted = c.post(f"{BASE}/rollouts/banner/abort", json={})
+        assert aborted.status_code == 200, aborted.text
+        assert rel.stored_flag(redis, ENV, "banner").get("targeting") is None
+        entry = c.get(f"{BASE}/history").json()[0]
+        assert (entry["author"], entry["kill"]) == ("kim", True)
+
+
+def test_a_rollout_started_in_a_protected_environment_is_a_request(
+        served_doc: ProxyServer) -> None:
+    server, redis = served_doc, served_doc.redis_client
+    protect(server)
+    pam = admin_key(server, "pam", "propose")
+    version = rel.version(redis, ENV)
+    with as_(server, pam) as c:
+        asked = c.post(f"{BASE}/rollouts/banner", json={
+            "variant": "on", "steps": [10, 100], "every": 3600, "message": "ramp"})
+        assert asked.status_code == 202, asked.text
+        request = asked.json()["request"]
+        assert (request["state"], request["author"]) == ("open", "pam")
+    assert "targeting" not in rel.stored_flag(redis, ENV, "banner")
+    assert redis.hlen(f"flagedge:{{{ENV}}}:rollouts") == 0
+    assert rel.version(redis, ENV) == version

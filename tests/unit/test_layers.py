@@ -49,7 +49,7 @@ STORAGE_USERS = {
     "streams": {"proxy.streams.history"},
     "api": {"proxy.api.admin", "proxy.api.insights", "proxy.api.admin_calls",
             "proxy.api.admin_release", "proxy.api.admin_flags", "proxy.api.admin_requests",
-            "proxy.api.admin_webhooks", "proxy.api.admin_keys"},  # admin modules (DESIGN §1)
+            "proxy.api.admin_rollouts", "proxy.api.admin_webhooks", "proxy.api.admin_keys"},  # admin modules (DESIGN §1)
 }
 # "Nothing imports `api` but `server` and `ui`; nothing imports `server` but
 # `commands/serve.py`."

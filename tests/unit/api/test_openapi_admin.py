@@ -10,6 +10,7 @@ from proxy.api.admin_flags import FlagsApi
 from proxy.api.admin_keys import KeysApi
 from proxy.api.admin_release import ReleaseApi
 from proxy.api.admin_requests import RequestsApi
+from proxy.api.admin_rollouts import RolloutsApi
 from proxy.api.admin_webhooks import WebhooksApi
 from proxy.api.openapi import build_spec
 from proxy.config import Settings
@@ -19,7 +20,7 @@ from proxy.keys import KeyRing
 def served() -> set[str]:
     calls = AdminCalls(Settings(), None, KeyRing())  # type: ignore[arg-type]  # never called
     out = set()
-    for api in (ReleaseApi, FlagsApi, RequestsApi, WebhooksApi, KeysApi):
+    for api in (ReleaseApi, FlagsApi, RequestsApi, RolloutsApi, WebhooksApi, KeysApi):
         for route in api(calls).routes():
             path = re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path)  # {key:path} -> {key}
             out |= {f"{method} {path}" for method in route.methods or () if method != "HEAD"}
@@ -33,7 +34,7 @@ def documented() -> set[str]:
 
 def test_every_release_control_route_is_documented_and_nothing_else():
     routes = served()
-    assert len(routes) == 23
+    assert len(routes) == 28
     assert routes == documented()
 
 
