@@ -304,3 +304,63 @@ def test_a_broken_rollouts_key_refuses_the_write_and_writes_nothing(env):
     with pytest.raises(redis.ResponseError, match=r"nothing written.*rollouts is a string"):
         stored_rollouts.call_write(client, "test", "r", None, b'{"state":"running"', args)
     assert version(client, "test") == 1 and stored_flag(client, "test", "r") == OFF
+
+
+def in_first_step(flag: dict[str, Any], ramp: Rollout) -> str:
+    """A user the first step puts in the variant, by the real evaluator at that step's time."""
+    from unittest import mock
+
+    from proxy.evaluation import engine
+    from proxy.evaluation.documents import compile_document
+
+    flags = compile_document({"flags": {"r": flag}})
+    with mock.patch.object(engine, "time", mock.Mock(time=lambda: ramp.start + 1)):
+        return next(u for u in USERS if engine.evaluate(flags, "r", {"targetingKey": u})
+                    .variant == "on")
+
+
+async def test_a_step_reaches_streams_and_the_provider_with_no_write(env, proxy_factory):
+    """At the first step's boundary (no write: the rule ramps by itself) the events stream
+    tells the OFREP web flow to re-fetch, the evaluated stream patches the user's value and
+    FlagedgeProvider, evaluating in-process, serves the variant."""
+    from openfeature import api
+    from openfeature.evaluation_context import EvaluationContext
+
+    from proxy.provider import FlagedgeProvider
+    from tests.integration.streams_support import Stream, b64_context, data
+
+    url, client = env
+    proxy = proxy_factory(extra_args=["--no-auth"], wait="readyz")
+    r = rollout(url, "r", "--variant", "on", "--steps", "50,100", "--every", "8s",
+                "--start", "+6s")
+    assert r.returncode == 0, r.stderr
+    ramp = record(client, "r")
+    assert ramp is not None
+    proxy.wait_version(2)
+    user = in_first_step(stored_flag(client, "test", "r"), ramp)
+    api.set_provider_and_wait(FlagedgeProvider(proxy.url, "none", init_timeout=10.0),
+                              domain="rollout")
+    of = api.get_client("rollout")
+    ctx = EvaluationContext(targeting_key=user)
+    try:
+        async with httpx.AsyncClient(base_url=proxy.url,
+                                     timeout=httpx.Timeout(10, read=None)) as http, \
+                Stream(http, "/ofrep/v1/events") as events, \
+                Stream(http, "/v1/stream/evaluated",
+                       params={"context": b64_context({"targetingKey": user})}) as evaluated:
+            await events.next(data_only=False)
+            put = await evaluated.next()
+            assert time.time() < ramp.start, "too slow to see the rollout before its start"
+            assert {i["key"]: i["value"] for i in data(put)["flags"]}["r"] is False
+            assert of.get_boolean_value("r", False, ctx) is False
+            wait = ramp.start - time.time() + 3 + 1  # the default boundary_jitter, and 1 s
+            refetch = await events.next(timeout=wait)
+            assert data(refetch)["type"] == "refetchEvaluation"
+            patch = await evaluated.next(timeout=ramp.start + 4 - time.time())
+            assert patch.event == "patch"
+            assert {i["key"]: i["value"] for i in data(patch)["flags"]}["r"] is True
+            wait_until(lambda: of.get_boolean_value("r", False, ctx) is True, timeout=2,
+                       what="the provider serving the first step")
+            assert time.time() < ramp.boundary(1) and version(client, "test") == 2
+    finally:
+        api.shutdown()
