@@ -193,6 +193,14 @@ def guarded(args: argparse.Namespace, body: Any) -> int:
         return USAGE
 
 
+def add_write_arguments(parser: argparse.ArgumentParser) -> None:
+    """What every command that writes a version takes last: ``--break-glass``, the replica
+    wait and the Redis connection."""
+    add_break_glass_argument(parser)
+    add_wait_arguments(parser)
+    add_redis_arguments(parser)
+
+
 def add_break_glass_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--break-glass", action="store_true",
                         help="in a protected environment, write at once anyway (needs -m WHY; "

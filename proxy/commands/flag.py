@@ -39,9 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true",
                         help="print the diff and the rollout impact, write nothing")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
-    c.add_break_glass_argument(parser)
-    c.add_wait_arguments(parser)
-    c.add_redis_arguments(parser)
+    c.add_write_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -23,9 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sample", metavar="FILE", help="contexts for the rollout impact "
                         "(JSON lines); default 10,000 synthetic targeting keys")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
-    c.add_break_glass_argument(parser)
-    c.add_wait_arguments(parser)
-    c.add_redis_arguments(parser)
+    c.add_write_arguments(parser)
 
 
 def _progress(done: int, total: int) -> None:

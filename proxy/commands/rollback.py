@@ -25,9 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--at", default=None, metavar="TIME",
                         help="a change request applied at TIME (ISO 8601 with offset, or "
                              "+DURATION) by a release worker, once approved")
-    c.add_break_glass_argument(parser)
-    c.add_wait_arguments(parser)
-    c.add_redis_arguments(parser)
+    c.add_write_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -38,9 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--message", "-m", default="", help="why (change log, request)")
     c.add_author_argument(parser, "who changes it")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
-    c.add_break_glass_argument(parser)
-    c.add_wait_arguments(parser)
-    c.add_redis_arguments(parser)
+    c.add_write_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
