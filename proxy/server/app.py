@@ -188,9 +188,9 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
         rt.metrics.registry.register(  # type: ignore[arg-type]
             SyncCollector(rt.sync.stats, settings.metrics_dir))
     routes += _surfaces(rt)
-    release = _release_control(rt)
+    admin_routes = _admin_routes(rt)
     if not settings.admin_port:
-        routes += release
+        routes += admin_routes
     routes += extra_routes or []
 
     app = FlagedgeApp(routes=routes, middleware=_middleware(settings),
@@ -198,7 +198,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None,
                     exception_handlers={404: _not_found, 405: _not_allowed,
                                         Exception: _internal_error})
     app.state.flagedge = rt
-    admin_app = _admin_app(rt, settings, start_sources, release) if settings.admin_port else None
+    admin_app = _admin_app(rt, settings, start_sources, admin_routes) if settings.admin_port else None
 
     def front(stack: ASGIApp) -> ASGIApp:
         # The OFREP evaluate fast path; it times every request (through the full stack
@@ -235,10 +235,10 @@ def _health(rt: Runtime, settings: Settings, start_sources: bool, *, public: boo
 
 
 def _admin_app(rt: Runtime, settings: Settings, start_sources: bool,
-               release: list[BaseRoute]) -> Starlette:
+               routes: list[BaseRoute]) -> Starlette:
     health = _health(rt, settings, start_sources, public=False)
     return Starlette(routes=[Route("/metrics", rt.metrics.endpoint, methods=["GET"]),
-                             *health.routes(), *release],
+                             *health.routes(), *routes],
                      exception_handlers={404: _not_found, 405: _not_allowed,
                                          Exception: _internal_error})
 
@@ -389,17 +389,18 @@ def _surfaces(rt: Runtime) -> list[BaseRoute]:
     the demo page at /demo/ (serve --demo)."""
     exposures = ExposuresApi(rt.settings, rt.store, rt.auth, rt.metrics.hot)
     track = TrackApi(rt.settings, rt.auth, rt.metrics.hot)
-    insights = InsightsApi(rt.settings, rt.auth, rt.keyring)
-    return [*_streams(rt), *exposures.routes(), *track.routes(), *insights.routes(),
+    return [*_streams(rt), *exposures.routes(), *track.routes(),
             *(demo.mount(rt) if rt.settings.demo else [])]
 
 
-def _release_control(rt: Runtime) -> list[BaseRoute]:
-    """The admin API's release-control routes (DESIGN §10): on ``admin_port`` when set, else
-    on the main port. Their Redis client is closed after the background tasks."""
+def _admin_routes(rt: Runtime) -> list[BaseRoute]:
+    """The admin API's release-control (DESIGN §10) and insights (§11) routes: on
+    ``admin_port`` when set, else on the main port. The release routes' Redis client is
+    closed after the background tasks."""
     calls = AdminCalls(rt.settings, rt.auth, rt.keyring)
     rt.on_stopped.append(calls.close)
-    return [*ReleaseApi(calls).routes(), *FlagsApi(calls).routes(),
+    insights = InsightsApi(rt.settings, rt.auth, rt.keyring)
+    return [*insights.routes(), *ReleaseApi(calls).routes(), *FlagsApi(calls).routes(),
             *RequestsApi(calls).routes(), *RolloutsApi(calls).routes(),
             *WebhooksApi(calls).routes(), *KeysApi(calls).routes()]
 

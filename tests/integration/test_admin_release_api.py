@@ -346,7 +346,7 @@ def test_keys_are_shown_once_and_a_revoked_key_is_refused_at_once(
         assert c.delete(f"/v1/admin/keys/{key_id}").status_code == 404
 
 
-def test_with_an_admin_port_the_routes_answer_there_and_not_on_the_main_port(
+def test_with_an_admin_port_the_admin_routes_answer_there_and_not_on_the_main_port(
         proxy_factory: Any) -> None:
     from tests.redis_server import free_port
 
@@ -361,6 +361,11 @@ def test_with_an_admin_port_the_routes_answer_there_and_not_on_the_main_port(
     assert there.status_code == 200 and "banner" in there.json()["flags"]
     main = httpx.get(f"{server.url}{BASE}/document", headers=headers)
     assert main.status_code == 404 and main.json()["errorCode"] == "NOT_FOUND"
+    # insights are admin routes too: there, not on the main port
+    insights = "/v1/admin/insights/flags"
+    assert httpx.get(f"http://127.0.0.1:{admin_port}{insights}",
+                     headers=headers).status_code == 200
+    assert httpx.get(f"{server.url}{insights}", headers=headers).status_code == 404
 
 
 def _answers(url: str) -> bool:
