@@ -191,3 +191,26 @@ def test_is_ramping_tells_whether_the_flag_still_has_the_ramp() -> None:
     rollout = _rollout((5, 50))
     assert rr.is_ramping(rr.started(FLAG, rollout), rollout)
     assert not rr.is_ramping(FLAG, rollout) and not rr.is_ramping(None, rollout)
+
+
+@pytest.mark.parametrize("previous", PREVIOUS)
+def test_flagds_own_core_serves_every_user_what_flagedge_serves(previous: Any) -> None:
+    """The rule is flagd-native: openfeature-flagd-core 2.x (v3 hashing) gives each user the
+    variant flagedge's engine gives, inside a step, before the start and after the end."""
+    import copy
+
+    from openfeature.contrib.tools.flagd.core import FlagdCore
+    from openfeature.evaluation_context import EvaluationContext
+
+    flag = rr.started(FLAG if previous is None else {**FLAG, "targeting": previous},
+                      _rollout((30, 60, 100), previous))
+    core = FlagdCore()
+    core.set_flags(copy.deepcopy({"flags": {"f": flag}}))  # (it edits what it is given)
+    flagd_time = "openfeature.contrib.tools.flagd.core.targeting.targeting.time"
+    users = [f"user-{i}" for i in range(600)]
+    for when in (START - 1, START + 1, START + EVERY + 1, START + 3 * EVERY + 1):
+        ours = _variants_at(flag, when, users, FractionalHash.V3)
+        with mock.patch(flagd_time, mock.Mock(time=lambda when=when: when)):
+            theirs = {u: core.resolve_boolean_value("f", False, EvaluationContext(
+                targeting_key=u)).variant for u in users}
+        assert theirs == ours, when
