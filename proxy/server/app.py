@@ -63,6 +63,7 @@ from proxy.streams.fanout import FanOut
 from proxy.streams.history import ChangeLog, RedisHistory
 from proxy.sync.metrics import SyncCollector, SyncStats
 from proxy.sync.server import SyncServer
+from proxy.ui.routes import UiRoutes
 
 log = logging.getLogger("flagedge.app")
 
@@ -394,15 +395,17 @@ def _surfaces(rt: Runtime) -> list[BaseRoute]:
 
 
 def _admin_routes(rt: Runtime) -> list[BaseRoute]:
-    """The admin API's release-control (DESIGN §10) and insights (§11) routes: on
-    ``admin_port`` when set, else on the main port. The release routes' Redis client is
-    closed after the background tasks."""
+    """The admin API's release-control (DESIGN §10) and insights (§11) routes and the UI
+    (§12): on ``admin_port`` when set, else on the main port. Their Redis clients are closed
+    after the background tasks."""
     calls = AdminCalls(rt.settings, rt.auth, rt.keyring)
     rt.on_stopped.append(calls.close)
     insights = InsightsApi(rt.settings, rt.auth, rt.keyring)
+    ui = UiRoutes(rt.settings, rt.auth, rt.keyring, rt.store, rt.tokens)  # DESIGN §12
+    rt.on_stopped.append(ui.close)
     return [*insights.routes(), *ReleaseApi(calls).routes(), *FlagsApi(calls).routes(),
             *RequestsApi(calls).routes(), *RolloutsApi(calls).routes(),
-            *WebhooksApi(calls).routes(), *KeysApi(calls).routes()]
+            *WebhooksApi(calls).routes(), *KeysApi(calls).routes(), *ui.routes()]
 
 
 def _streams(rt: Runtime) -> list[BaseRoute]:

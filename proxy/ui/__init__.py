@@ -1,0 +1,1 @@
+"""The management UI at ``/ui/`` (DESIGN §12): server-rendered pages on the admin surface."""
