@@ -121,9 +121,10 @@ class UiRoutes:
         except (RedisError, OSError, LayoutTooNew) as exc:
             log.warning("ui: Redis unreadable (%s): showing what this proxy serves",
                         type(exc).__name__)
+            why = ("Redis holds a newer layout than this flagedge" if isinstance(exc, LayoutTooNew)
+                   else "Redis is unreachable")
             return views.read_served(self.store, env, views.CACHED,
-                                     "Redis is unreachable: read-only, showing what this proxy "
-                                     "last loaded.")
+                                     f"{why}: read-only, showing what this proxy last loaded.")
 
     # -- sign-in and sign-out ------------------------------------------------------------
     async def signin_form(self, request: Request) -> Response:

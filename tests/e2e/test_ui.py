@@ -137,6 +137,7 @@ def test_sign_in_shows_the_environment_and_the_pushed_flags(ui: UiStack, browser
     assert page.evaluate("() => document.activeElement.id") == "q"
     assert page.ui_errors == []  # under the real CSP: htmx loads and runs
     page.context.close()
+    assert ui.view_key not in ui.a.logs()
 
 
 def test_each_page_passes_axe_at_desktop_and_phone_width(ui: UiStack, browser: Any) -> None:
@@ -194,6 +195,27 @@ def test_signing_out_on_one_replica_ends_the_session_on_the_other(ui: UiStack,
     page.context.add_cookies([cookie])
     page.goto(ui.url("/ui/flags", ui.b))
     assert "/ui/signin" in page.url
+    page.context.close()
+
+
+def test_revoking_the_key_ends_its_sessions_on_every_replica(ui: UiStack,
+                                                              browser: Any) -> None:
+    raw, record = keys.create(ui.a.redis_client, ENV, "admin", "bob", roles=("view",))
+    wait_until(lambda: ui.a.key_works(raw) and ui.b.key_works(raw), timeout=10,
+               what="bob's key on both proxies")
+    page = new_page(browser)
+    sign_in(page, ui, raw, ui.a)
+    page.wait_for_url(ui.url("/ui/", ui.a))
+    keys.revoke(ui.a.redis_client, record.id)
+
+    def ended(proxy: ProxyServer) -> bool:
+        page.goto(ui.url("/ui/", proxy))
+        return "/ui/signin?notice=revoked" in page.url
+
+    cookie = next(c for c in page.context.cookies() if c["name"] == "flagedge_ui")
+    for proxy in (ui.b, ui.a):  # a refusal clears the cookie: replay it on the other replica
+        page.context.add_cookies([cookie])
+        wait_until(lambda p=proxy: ended(p), timeout=10, what="session ended by revocation")
     page.context.close()
 
 

@@ -100,3 +100,14 @@ async def test_pages_without_a_session_go_to_sign_in(tmp_path: Path) -> None:
         for path in ("/ui/", "/ui/flags"):
             answer = await client.get(path)
             assert answer.status_code == 303 and answer.headers["location"] == "/ui/signin"
+
+
+async def test_with_an_admin_port_the_ui_is_there_only(tmp_path: Path) -> None:
+    rules = tmp_path / "flags.json"
+    rules.write_text("{}")
+    app = App(Settings(env=ENV, flags=rules, admin_port=9091))
+    transport = httpx.ASGITransport(app=app.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://edge:9091") as admin:
+        assert (await admin.get("/ui/signin")).status_code == 200
+    async with httpx.AsyncClient(transport=transport, base_url="http://edge:8080") as main:
+        assert (await main.get("/ui/signin")).status_code == 404
