@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -85,6 +86,7 @@ class UiRoutes:
         self.templates.filters["matching"] = lambda rows, q: [r for r in rows if r.matches(q)]
         self.templates.filters["iso"] = iso
         self._client: Any = None
+        self._client_lock = threading.Lock()
         # Sessions signed out here: honoured even when Redis (or file mode) cannot tell us.
         self._revoked_here: dict[str, float] = {}
 
@@ -162,8 +164,9 @@ class UiRoutes:
         self._revoked_here[session.sid] = session.expires
         if self.settings.flags is None:
             try:
-                await asyncio.to_thread(revocations.revoke, self._redis(), session.sid,
-                                        session.ttl(time.time()))
+                ttl = session.ttl(time.time())
+                await asyncio.to_thread(lambda: revocations.revoke(self._redis(), session.sid,
+                                                                   ttl))
             except (RedisError, OSError) as exc:
                 # Signed out here; other replicas learn of it only through Redis.
                 log.warning("ui: sign-out of %s not recorded in Redis (%s): other replicas "
@@ -206,7 +209,7 @@ class UiRoutes:
         if self.settings.flags is not None:
             return False
         try:
-            return await asyncio.to_thread(revocations.is_revoked, self._redis(), sid)
+            return await asyncio.to_thread(lambda: revocations.is_revoked(self._redis(), sid))
         except (RedisError, OSError):
             # Redis down: the pages are read-only and show what this proxy serves; refusing
             # every session would leave a blank sign-in page instead (docs/design-notes.md).
@@ -240,14 +243,19 @@ class UiRoutes:
         return {name: values[0] for name, values in fields.items()}
 
     def _redis(self) -> Any:
-        if self._client is None:
-            self._client = sync_client(self.settings.redis, cluster=self.settings.cluster,
-                                       socket_connect_timeout=2, socket_timeout=5)
-        return self._client
+        """The blocking client, made on first use in a worker thread (a Cluster client
+        connects as it is made: not on the loop); the lock keeps two threads from making two.
+        Short timeouts: a page falls back to the served copy rather than hang."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = sync_client(self.settings.redis, cluster=self.settings.cluster,
+                                           socket_connect_timeout=2, socket_timeout=5)
+            return self._client
 
     async def close(self) -> None:
-        if self._client is not None:
+        with self._client_lock:
             client, self._client = self._client, None
+        if client is not None:
             await asyncio.to_thread(client.close)
 
     def _render(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
