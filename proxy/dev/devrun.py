@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, supervisor: Supervisor, redis_pid: int,
          redis_port: int) -> int:
-    """Seed Redis (demo flags, a client key), print how to call the proxy, run it."""
+    """Seed Redis (demo flags; a client, a server and an admin key), print how to call the
+    proxy and where the UI is, run it."""
     url = f"redis://127.0.0.1:{redis_port}/0"
     env = {**os.environ, "FLAGEDGE_REDIS_URL": url}
     pushed = _flagedge(["push", str(args.flags), "--env", ENV, "--redis", url,
@@ -133,21 +134,18 @@ def _run(args: argparse.Namespace, supervisor: Supervisor, redis_pid: int,
         return supervisor.exit_code()
     if pushed.returncode != 0:
         return _fail(f"pushing {args.flags}", pushed)
-    created = _flagedge(["keys", "create", "--env", ENV, "--kind", "client", "--name",
-                         "make-run-demo", "--redis", url], env)
-    if supervisor.stop_signal is not None:
-        return supervisor.exit_code()
-    found = re.search(r"fe_client_[A-Za-z0-9_\-]+", created.stdout)
-    if created.returncode != 0 or not found:
-        return _fail("creating a demo client key", created)
-    server = _flagedge(["keys", "create", "--env", ENV, "--kind", "server", "--name",
-                        "make-run-flagd-sync", "--redis", url], env)
-    if supervisor.stop_signal is not None:
-        return supervisor.exit_code()
-    server_key = re.search(r"fe_server_[A-Za-z0-9_\-]+", server.stdout)
-    if server.returncode != 0 or not server_key:
-        return _fail("creating a server key for flagd sync", server)
-    print(_banner(args, url, redis_pid, found.group(0), server_key.group(0)), flush=True)
+    keys = {}
+    for kind, name in (("client", "make-run-demo"), ("server", "make-run-flagd-sync"),
+                       ("admin", "make-run-admin")):  # an admin key holds every role
+        created = _flagedge(["keys", "create", "--env", ENV, "--kind", kind, "--name", name,
+                             "--redis", url], env)
+        if supervisor.stop_signal is not None:  # a Ctrl-C also reaches (and fails) the step
+            return supervisor.exit_code()
+        found = re.search(rf"fe_{kind}_[A-Za-z0-9_\-]+", created.stdout)
+        if created.returncode != 0 or not found:
+            return _fail(f"creating a {kind} key", created)
+        keys[kind] = found.group(0)
+    print(_banner(args, url, redis_pid, keys), flush=True)
     serve = supervisor.start([sys.executable, "-m", "proxy", "serve", "--redis", url,
                               "--env", ENV, "--port", str(args.port), "--cors-origins", "*",
                               "--sync-port", str(args.sync_port), "--demo"], env)
@@ -156,9 +154,9 @@ def _run(args: argparse.Namespace, supervisor: Supervisor, redis_pid: int,
     return supervisor.exit_code(serve.wait())
 
 
-def _banner(args: argparse.Namespace, url: str, redis_pid: int, api_key: str,
-            server_key: str) -> str:
+def _banner(args: argparse.Namespace, url: str, redis_pid: int, keys: dict[str, str]) -> str:
     base = f"http://localhost:{args.port}"
+    api_key, server_key, admin_key = keys["client"], keys["server"], keys["admin"]
     demo_note = ("" if (ROOT / "examples" / "web" / "dist" / "app.js").exists() else
                  "\n            (build it first: cd examples/web && npm ci && npm run build)")
     return f"""
@@ -173,6 +171,8 @@ flagedge dev server
 
   readiness {base}/readyz    metrics {base}/metrics    API {base}/openapi.json
   demo page {base}/demo/?key={api_key}&user=user-1{demo_note}
+  UI        {base}/ui/  (sign in with the admin key; it holds every role)
+  admin key {admin_key}
   flagd sync localhost:{args.sync_port} (gRPC; flagd in-process providers, e.g.
             FLAGD_RESOLVER=in-process FLAGD_PORT={args.sync_port} FLAGD_PROVIDER_ID={server_key})
 Ctrl-C stops the proxy and redis.

@@ -21,8 +21,8 @@ from tests.redis_server import free_port, wait_until
 pytestmark = pytest.mark.integration
 
 
-def printed_key(output: Path) -> str | None:
-    found = re.search(r"client key (fe_client_[A-Za-z0-9_\-]+)", output.read_text())
+def printed_key(output: Path, kind: str = "client") -> str | None:
+    found = re.search(rf"{kind} key (fe_{kind}_[A-Za-z0-9_\-]+)", output.read_text())
     return found.group(1) if found else None
 
 
@@ -52,6 +52,14 @@ def test_a_signal_stops_the_proxy_and_its_redis_server(tmp_path, stop):
         api_key = wait_until(lambda: printed_key(output), timeout=60,
                              what=f"make run's client key in {output}")
         wait_until(lambda: evaluates(port, api_key), timeout=30, what="OFREP answering")
+        # the UI's address and an admin key with every role, which the admin API accepts
+        assert f"http://localhost:{port}/ui/" in output.read_text()
+        admin = printed_key(output, "admin")
+        assert admin is not None
+        envs = httpx.get(f"http://127.0.0.1:{port}/v1/admin/envs",
+                         headers={"Authorization": f"Bearer {admin}"}, timeout=5)
+        assert envs.status_code == 200, envs.text
+        assert httpx.get(f"http://127.0.0.1:{port}/ui/signin", timeout=5).status_code == 200
         children = psutil.Process(devrun.pid).children(recursive=True)
         serve = [p for p in children if "serve" in p.cmdline()]
         redis = [p for p in children if p.name() == "redis-server"]
