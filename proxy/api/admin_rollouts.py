@@ -24,7 +24,6 @@ from proxy.api import errors
 from proxy.api.admin_calls import AdminCalls, BadField, Call, Json, field
 from proxy.api.admin_release import write_fields
 from proxy.release import review, rollout
-from proxy.release.rollout_rules import check_steps
 from proxy.release.times import parse_duration, parse_time
 from proxy.storage import rollouts as stored
 
@@ -58,11 +57,9 @@ class RolloutsApi:
         steps = field(body, "steps", list, required=True)
         if not all(isinstance(s, int) and not isinstance(s, bool) for s in steps):
             raise BadField("steps: expected a list of whole percentages")
-        check_steps(tuple(steps))
         every = field(body, "every", (str, int), required=True)
+        # (the steps' and the period's values are checked by release/, as for the CLI: 422)
         seconds = float(every) if isinstance(every, int) else parse_duration(every)
-        if seconds <= 0:
-            raise ValueError("every: a positive duration")
         start = field(body, "start", str)
         start_at = parse_time(start, review.redis_now(client, call.env)) if start else None
         message, glass = write_fields(body)

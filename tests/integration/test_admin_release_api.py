@@ -398,6 +398,8 @@ def test_rollouts_start_status_pause_and_abort_with_their_roles(served_doc: Prox
     with as_(server, pam) as c:
         bad = c.post(f"{BASE}/rollouts/banner", json={**start, "steps": [50, 10]})
         assert bad.status_code == 422, bad.text
+        never = c.post(f"{BASE}/rollouts/banner", json={**start, "every": 0})
+        assert never.status_code == 422 and "every" in never.json()["errorDetails"], never.text
         assert c.post(f"{BASE}/rollouts/nope", json=start).status_code == 404
         started = c.post(f"{BASE}/rollouts/banner", json=start)
         assert started.status_code == 200, started.text
