@@ -63,6 +63,7 @@ from proxy.streams.fanout import FanOut
 from proxy.streams.history import ChangeLog, RedisHistory
 from proxy.sync.metrics import SyncCollector, SyncStats
 from proxy.sync.server import SyncServer
+from proxy.ui.mount import mount as mount_ui
 from proxy.ui.routes import UiRoutes
 
 log = logging.getLogger("flagedge.app")
@@ -401,11 +402,11 @@ def _admin_routes(rt: Runtime) -> list[BaseRoute]:
     calls = AdminCalls(rt.settings, rt.auth, rt.keyring)
     rt.on_stopped.append(calls.close)
     insights = InsightsApi(rt.settings, rt.auth, rt.keyring)
-    ui = UiRoutes(rt.settings, rt.auth, rt.keyring, rt.store, rt.tokens)  # DESIGN §12
+    ui = UiRoutes(rt.settings, rt.auth, rt.keyring, rt.store, rt.tokens, calls)  # §12
     rt.on_stopped.append(ui.close)
     return [*insights.routes(), *ReleaseApi(calls).routes(), *FlagsApi(calls).routes(),
             *RequestsApi(calls).routes(), *RolloutsApi(calls).routes(),
-            *WebhooksApi(calls).routes(), *KeysApi(calls).routes(), *ui.routes()]
+            *WebhooksApi(calls).routes(), *KeysApi(calls).routes(), *mount_ui(ui)]
 
 
 def _streams(rt: Runtime) -> list[BaseRoute]:

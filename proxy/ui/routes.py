@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
+import orjson
 from jinja2 import Environment, PackageLoader, select_autoescape
 from redis.exceptions import RedisError
 from starlette.requests import Request
@@ -30,6 +31,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from proxy.api import errors
+from proxy.api.admin_calls import AdminCalls, Call, Handler, failure
 from proxy.api.auth import Authenticator, Principal
 from proxy.api.context import request_body
 from proxy.api.tokens import StreamTokens
@@ -72,14 +74,31 @@ class SignedIn:
     csrf: str
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What an action answered, for the page: the admin API's status and JSON (``data``), and
+    for a refusal its message in words (``error``: the 4xx/5xx body's ``errorDetails``) and
+    any problems with their JSON paths (a 422 ``INVALID_DOCUMENT``)."""
+
+    status: int
+    data: Any = None
+    error: str = ""
+    problems: tuple[dict[str, str], ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.status < 400
+
+
 class UiRoutes:
     """One per app: the key ring and authenticator (who signs in), the store (what the pages
     show when Redis cannot be read), the shared secret (``StreamTokens.secret``: Redis
     ``flagedge:secret`` or ``stream_secret``, the same on every replica)."""
 
     def __init__(self, settings: Settings, auth: Authenticator, keyring: KeyRing,
-                 store: Store, tokens: StreamTokens):
+                 store: Store, tokens: StreamTokens, calls: AdminCalls):
         self.settings, self.auth, self.keyring = settings, auth, keyring
+        self.calls = calls
         self.store, self.tokens = store, tokens
         self.templates = Environment(loader=PackageLoader("proxy.ui", "templates"),
                                      autoescape=select_autoescape(default=True))
@@ -233,6 +252,31 @@ class UiRoutes:
             return None
         return Actor.of_key(record)
 
+    # -- actions: the admin API's own handlers, as the signed-in key --------------------
+    async def act(self, who: SignedIn, handler: Handler, *, params: dict[str, str] | None = None,
+                  body: dict[str, Any] | None = None, query: str = "",
+                  headers: dict[str, str] | None = None) -> Outcome:
+        """Run an admin API handler (``proxy.api.admin_*``: release/ with the caller's Actor)
+        for the signed-in key, exactly as its route would for that key's Bearer token: same
+        authorization, same errors. ``params`` are the route's path parameters (``env`` is
+        the session's), ``query`` its query string, ``headers`` e.g. ``If-Match``."""
+        if self.settings.flags is not None:
+            return Outcome(503, error="This proxy serves a rules file (--flags): read-only.")
+        scope = {"type": "http", "method": "POST", "path": "/ui", "query_string":
+                 query.encode(), "headers": [(k.lower().encode(), v.encode())
+                                             for k, v in (headers or {}).items()],
+                 "path_params": {**(params or {}), "env": who.session.env}}
+        call = Call(who.session.env, who.actor, who.session.key_id, Request(scope), body or {})
+        client = self._redis()
+        try:
+            out = await asyncio.to_thread(handler, client, call)
+        except Exception as exc:
+            answer = failure(exc, who.session.env)
+            if answer is None:
+                raise
+            return outcome(answer)
+        return outcome(out) if isinstance(out, Response) else Outcome(200, out)
+
     # -- helpers -------------------------------------------------------------------------
     async def _form(self, request: Request) -> dict[str, str] | Response:
         """The urlencoded form (read once per request: Starlette caches the body)."""
@@ -286,6 +330,20 @@ class UiRoutes:
                     max_age: int) -> None:
         response.set_cookie(name, value, max_age=max_age, path="/ui", httponly=True,
                             samesite="strict", secure=request.url.scheme == "https")
+
+
+def outcome(response: Response) -> Outcome:
+    """An admin API Response (JSON) as an Outcome."""
+    try:
+        data = orjson.loads(bytes(response.body))
+    except orjson.JSONDecodeError:
+        data = None
+    if response.status_code < 400:
+        return Outcome(response.status_code, data)
+    details = data.get("errorDetails", "") if isinstance(data, dict) else ""
+    problems = tuple(data.get("problems", ())) if isinstance(data, dict) else ()
+    return Outcome(response.status_code, data, details or f"refused ({response.status_code})",
+                   problems)
 
 
 def _why(refusal: Response) -> str:

@@ -111,3 +111,16 @@ async def test_with_an_admin_port_the_ui_is_there_only(tmp_path: Path) -> None:
         assert (await admin.get("/ui/signin")).status_code == 200
     async with httpx.AsyncClient(transport=transport, base_url="http://edge:8080") as main:
         assert (await main.get("/ui/signin")).status_code == 404
+
+
+def test_an_admin_refusal_reads_as_words_and_paths() -> None:
+    from proxy.api import errors
+    from proxy.api.admin_calls import admin_error
+    from proxy.ui.routes import outcome
+
+    refused = outcome(admin_error(422, "INVALID_DOCUMENT", "1 problem",
+                                  problems=[{"path": "flags.a.state", "message": "bad"}]))
+    assert (refused.ok, refused.status, refused.error) == (False, 422, "1 problem")
+    assert refused.problems == ({"path": "flags.a.state", "message": "bad"},)
+    done = outcome(errors.json_response({"status": "written"}, 202))
+    assert (done.ok, done.data) == (True, {"status": "written"})
