@@ -36,7 +36,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,13 +46,14 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from proxy.model import Change, FlagSet
 from proxy.storage import insights, layout
 from proxy.storage.replies import text
 from proxy.storage.url import async_client
 from proxy.ui import sessions
-from proxy.ui.routes import COOKIE, UiRoutes
+from proxy.ui.routes import UiRoutes
 
 log = logging.getLogger("flagedge.ui")
 
@@ -66,6 +67,7 @@ RETRY_MS = 3000  # EventSource's reconnect delay after a stream ends (shutdown, 
 POLL_S = 1.0  # XREAD's block timeout: also how often the counts total is read
 READ_COUNT = 32  # outbox entries per XREAD
 BACKOFF_S = (1.0, 2.0, 5.0)  # a watcher's waits after consecutive Redis failures
+POSITION_WAIT_S = 2.0  # how long a first stream waits for its watcher to be positioned
 STOP_WAIT_S = 3.0  # close(): how long to wait for watchers (a lost cancel: their loop ends)
 
 # Today's exposure total for one environment (KEYS: the day hash). Read-only and O(fields)
@@ -167,6 +169,10 @@ class EnvWatcher:
     def __init__(self, channel: LiveChannel, env: str):
         self.channel, self.env = channel, env
         self.task: asyncio.Task[None] | None = None
+        # Set once the watcher knows where the outbox ends (or could not ask): a stream's
+        # first listener waits for it, so a write made after its stream opened is never
+        # taken for one from before.
+        self.positioned = asyncio.Event()
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self.run(),
@@ -187,6 +193,7 @@ class EnvWatcher:
                     newest = await client.xrevrange(outbox, count=1)
                     last_id = text(newest[0][0]) if newest else "0-0"
                     total = await self._counts_total(client)
+                    self.positioned.set()
                 reply = await client.xread({outbox: last_id}, count=READ_COUNT,
                                            block=int(POLL_S * 1000))
                 for _stream, entries in reply or ():
@@ -201,6 +208,7 @@ class EnvWatcher:
                     channel.note(env, COUNTS)
                 failures = 0
             except (RedisError, OSError) as exc:
+                self.positioned.set()  # the stream goes on without: rules changes still come
                 if failures == 0:
                     log.warning("ui live: watching %s failed (%s): retrying; rules changes "
                                 "still reach the pages", env, type(exc).__name__)
@@ -235,10 +243,17 @@ class LiveChannel:
             return Response("sign in first", 401, media_type="text/plain",
                             headers={"Cache-Control": "no-store"})
         listener = self.open(who.session)
-        return EventSourceResponse(self._frames(listener, request.cookies.get(COOKIE, "")),
-                                   ping=PING_S, sep="\n")
+        try:
+            watcher = self.watchers.get(listener.env)
+            if watcher is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(watcher.positioned.wait(), POSITION_WAIT_S)
+        except BaseException:
+            self.release(listener)
+            raise
+        return LiveResponse(self._frames(listener), lambda: self.release(listener))
 
-    async def _frames(self, listener: Listener, cookie: str) -> AsyncIterator[ServerSentEvent]:
+    async def _frames(self, listener: Listener) -> AsyncIterator[ServerSentEvent]:
         loop = asyncio.get_running_loop()
         last_sent: float | None = None
         try:
@@ -329,6 +344,21 @@ class LiveChannel:
         if client is not None:
             with contextlib.suppress(RedisError, OSError):
                 await client.aclose()
+
+
+class LiveResponse(EventSourceResponse):
+    """sse-starlette's stream (heartbeats, the end on shutdown, the client's disconnect) that
+    releases its listener however it ends, even before its generator ever ran."""
+
+    def __init__(self, frames: AsyncIterator[ServerSentEvent], on_end: Callable[[], None]):
+        super().__init__(frames, ping=PING_S, sep="\n")
+        self._on_end = on_end
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_end()
 
 
 def routes(ui: UiRoutes) -> list[BaseRoute]:
