@@ -5,7 +5,8 @@ appears without a reload"), against one real redis-server and two real `flagedge
   (environment page) written through replica b's admin API, and a change request created on
   b (the environment page's open-requests count), without the page navigating (a marker set
   on ``window`` survives) and with the search box keeping its focus and value;
-- over HTTP (httpx-sse): the stream says ``changed`` after a write; a session signed out on
+- over HTTP (httpx-sse): the stream says ``changed`` after a write and after insight counts
+  are flushed; a session signed out on
   the other replica gets no more events (its stream ends, a new one is 401); a stream ends
   promptly when its serve shuts down.
 """
@@ -236,7 +237,9 @@ def test_the_stream_says_changed_after_a_write_and_ends_when_its_serve_stops(
 
 
 async def stream_until_stop(live: LiveStack) -> None:
-    c = ProxyServer(live.redis, live.workdir / "c", env=ENV)
+    # Flushes its insight counts twice a second: a count made there shows soon.
+    c = ProxyServer(live.redis, live.workdir / "c", env=ENV,
+                    environ={"FLAGEDGE_INSIGHTS_FLUSH": "0.5"})
     c.start()
     try:
         await asyncio.to_thread(c.wait_version, 1)
@@ -249,6 +252,15 @@ async def stream_until_stop(live: LiveStack) -> None:
                     put_document, live, with_state(doc, "mobile-offline-mode", "DISABLED"))
                 event = await stream.next()
                 assert event.event == "changed" and data(event)["version"] >= version
+                # Evaluations there are counted, flushed to Redis, and the stream says so.
+                client_key = await asyncio.to_thread(c.create_key, "client")
+                evaluated = await client.post(
+                    f"{c.url}/ofrep/v1/evaluate/flags/new-checkout",
+                    json={"context": {"targetingKey": "user-1"}},
+                    headers={"Authorization": f"Bearer {client_key}"})
+                assert evaluated.status_code == 200, evaluated.text
+                while "counts" not in data(event)["what"]:
+                    event = await stream.next()
                 started = time.monotonic()
                 stopping = asyncio.create_task(asyncio.to_thread(c.stop))
                 await stream.wait_ended(timeout=5)
