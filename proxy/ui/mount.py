@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
+from proxy.ui import live
 from proxy.ui.routes import UiRoutes
 
 
 def mount(ui: UiRoutes) -> list[BaseRoute]:
-    return [*ui.routes()]
+    return [*ui.routes(),
+            *live.routes(ui)]  # GET /ui/events: the pages' live channel (SSE)

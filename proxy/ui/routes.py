@@ -18,6 +18,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -108,6 +109,8 @@ class UiRoutes:
         self._client_lock = threading.Lock()
         # Sessions signed out here: honoured even when Redis (or file mode) cannot tell us.
         self._revoked_here: dict[str, float] = {}
+        # What else closes with the UI on the app's shutdown (the live channel, ui/live.py).
+        self.on_close: list[Callable[[], Awaitable[None]]] = []
 
     def routes(self) -> list[BaseRoute]:
         return [Route("/ui", lambda _r: RedirectResponse("/ui/", 307), methods=["GET"]),
@@ -297,6 +300,8 @@ class UiRoutes:
             return self._client
 
     async def close(self) -> None:
+        for hook in self.on_close:
+            await hook()
         with self._client_lock:
             client, self._client = self._client, None
         if client is not None:

@@ -65,7 +65,13 @@ def read_live(client: Any, env: str) -> EnvView:
     return EnvView(env, LIVE, state.version if state.exists else None, rows,
                    updated_at=float(state.meta["updated_at"]) if "updated_at" in state.meta
                    else None, updated_by=state.meta.get("updated_by", ""),
-                   policy=policy.read(client, env), counts=counts(rows))
+                   policy=policy.read(client, env),
+                   counts={**counts(rows), "requests": open_requests(client, env)})
+
+
+def open_requests(client: Any, env: str) -> int:
+    """Change requests of ``env`` still open (awaiting approval or their apply time)."""
+    return sum(r.state == "open" for r in review.list_requests(client, env))
 
 
 def read_served(store: Store, env: str, source: str, problem: str) -> EnvView:
