@@ -6,8 +6,12 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
+from proxy.ui.history_page import HistoryPages
+from proxy.ui.requests_page import RequestsPages
 from proxy.ui.routes import UiRoutes
 
 
 def mount(ui: UiRoutes) -> list[BaseRoute]:
-    return [*ui.routes()]
+    return [*ui.routes(),
+            *RequestsPages(ui).routes(),
+            *HistoryPages(ui).routes()]
