@@ -55,6 +55,7 @@ class Step:
     text: str
     request: int | None = None
     entry: Mapping[str, Any] | None = None
+    timed: bool = True  # False: ``at`` only places it (no time is stored for it)
 
     @property
     def version(self) -> int | None:
@@ -91,7 +92,7 @@ def request_steps(request: Request) -> list[Step]:
         # No time is stored for these: listed just after the request's last known step.
         last = max([request.created_at, *(a.at for a in request.approvals)])
         steps.append(Step(request.state, last, "", f"request #{rid} {request.state}: "
-                          f"{request.reason or 'no reason given'}", rid))
+                          f"{request.reason or 'no reason given'}", rid, timed=False))
     return steps
 
 

@@ -328,8 +328,11 @@ def test_each_page_passes_axe_at_desktop_and_phone_width(stack: Stack, browser: 
     ann = page_as(browser, stack, "ann", axe=True)  # disabled controls with their reasons
     ann.goto(stack.url(f"/ui/requests/{request_id}"))
     axe_and_screenshots(ann, "request-own")
+    target = set_default_directly(stack, "off")  # a version a rollback would change to
+    set_default_directly(stack, "on")
     carl = page_as(browser, stack, "carl", axe=True)
-    carl.goto(stack.url("/ui/history?rollback=1#rollback"))
+    carl.goto(stack.url(f"/ui/history?rollback={target}#rollback"))
+    carl.wait_for_selector('[data-testid="rollback-diff"]')
     axe_and_screenshots(carl, "history-rollback")
     carl.context.close()
     ann.context.close()
