@@ -195,6 +195,7 @@ def test_bob_approves_anns_request_and_the_other_replica_serves_it(stack: Stack,
 
 def test_ann_cannot_approve_her_own_request_and_a_forged_post_is_403(stack: Stack,
                                                                       browser: Any) -> None:
+    set_default_directly(stack, "off")  # so that the proposal changes something
     request_id = stack.propose("on", "payments back on")
     before = stack.version()
     ann = page_as(browser, stack, "ann")
@@ -216,6 +217,7 @@ def test_ann_cannot_approve_her_own_request_and_a_forged_post_is_403(stack: Stac
 
 
 def test_reject_needs_a_reason_and_records_it(stack: Stack, browser: Any) -> None:
+    set_default_directly(stack, "off")
     request_id = stack.propose("on", "payments on again")
     bob = page_as(browser, stack, "bob")
     bob.goto(stack.url(f"/ui/requests/{request_id}"))
@@ -298,6 +300,7 @@ def test_a_view_key_sees_no_enabled_write_control(stack: Stack, browser: Any) ->
 
 
 def test_posts_without_the_csrf_token_are_refused(stack: Stack, browser: Any) -> None:
+    set_default_directly(stack, "on")
     request_id = stack.propose("off", "for the csrf test")
     before = stack.version()
     for who, path, form in (("bob", f"/ui/requests/{request_id}/approve", {}),
@@ -314,6 +317,7 @@ def test_posts_without_the_csrf_token_are_refused(stack: Stack, browser: Any) ->
 
 
 def test_each_page_passes_axe_at_desktop_and_phone_width(stack: Stack, browser: Any) -> None:
+    set_default_directly(stack, "on")
     request_id = stack.propose("off", "for the accessibility scan")
     bob = page_as(browser, stack, "bob", axe=True)
     bob.goto(stack.url("/ui/requests"))
