@@ -1,11 +1,18 @@
 """The pure helpers of the requests and history pages (proxy.ui.requests_page,
 proxy.ui.history_page): diffs in words, conflicts explained, which controls a key gets and
-why, the inbox order, the timeline's steps, and how a rollback would reach the environment."""
+why, the inbox order, the timeline's steps, and how a rollback would reach the environment;
+and, in process in file mode (no Redis), the pages read-only with the banner."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
+
+from proxy.config import Settings
 from proxy.release.authorization import Actor
 from proxy.release.changeset import Document, make_plan
 from proxy.release.requests import Approval, Request, change_of
@@ -20,6 +27,7 @@ from proxy.ui.requests_page import (
     needed_approvals,
     utc,
 )
+from tests.unit.ofrep_app import ENV, App
 
 ON = {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "on"}
 OFF = {**ON, "defaultVariant": "off"}
@@ -169,3 +177,33 @@ def test_how_a_rollback_would_reach_the_environment() -> None:
                                              "request": {"id": 3}}, 202)
     assert rollback_message({"to": 2, "status": "ok", "version": 9, "marks": ["kill"]},
                             200).endswith("version 9 (marked kill).")
+
+
+@pytest.mark.asyncio
+async def test_in_file_mode_the_pages_render_read_only_and_refuse_actions(
+        tmp_path: Path) -> None:
+    """No Redis (--flags): the pages render with the banner and say why there is nothing to
+    show; an action (with its CSRF token) is refused with the reason, not a blank page."""
+    rules = tmp_path / "flags.json"
+    rules.write_text("{}")
+    app = App(Settings(env=ENV, flags=rules))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app.app),
+                                 base_url="http://edge.example") as client:
+        form = await client.get("/ui/signin")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+        await client.post("/ui/signin", data={"key": app.keys["admin"], "csrf": csrf})
+        for path in ("/ui/requests", "/ui/history"):
+            page = await client.get(path)
+            assert page.status_code == 200, path
+            assert 'data-testid="readonly-banner"' in page.text
+            assert "rules file" in page.text and 'role="alert"' in page.text
+        history = await client.get("/ui/history")
+        assert 'data-testid="rollback-how"' in history.text
+        token = re.search(r'"X-CSRF-Token": "([^"]+)"', history.text).group(1)
+        refused = await client.post("/ui/requests/1/approve", headers={"X-CSRF-Token": token})
+        assert refused.status_code == 503 and "read-only" in refused.text
+        rollback = await client.post("/ui/history/rollback", data={"version": "1"},
+                                     headers={"X-CSRF-Token": token})
+        assert rollback.status_code == 503 and "read-only" in rollback.text
+        diff = await client.get("/ui/history/1/diff")
+        assert "keeps no history" in diff.text
