@@ -7,9 +7,13 @@ from __future__ import annotations
 from starlette.routing import BaseRoute
 
 from proxy.ui import live
+from proxy.ui.history_page import HistoryPages
+from proxy.ui.requests_page import RequestsPages
 from proxy.ui.routes import UiRoutes
 
 
 def mount(ui: UiRoutes) -> list[BaseRoute]:
     return [*ui.routes(),
-            *live.routes(ui)]  # GET /ui/events: the pages' live channel (SSE)
+            *live.routes(ui),  # GET /ui/events: the pages' live channel (SSE)
+            *RequestsPages(ui).routes(),
+            *HistoryPages(ui).routes()]

@@ -282,12 +282,19 @@ class UiRoutes:
 
     # -- helpers -------------------------------------------------------------------------
     async def _form(self, request: Request) -> dict[str, str] | Response:
-        """The urlencoded form (read once per request: Starlette caches the body)."""
+        """The urlencoded form, read from the body once per request and kept in the
+        request's state: ``request_body`` reads the ASGI stream itself (no Starlette cache),
+        so a second read (the CSRF check, then the action) would wait forever."""
+        kept = getattr(request.state, "ui_form", None)
+        if kept is not None:
+            return kept
         raw = await request_body(request, self.settings.body_limit)
         if isinstance(raw, Response):
             return raw
         fields = parse_qs(raw.decode("utf-8", errors="replace"), keep_blank_values=True)
-        return {name: values[0] for name, values in fields.items()}
+        form = {name: values[0] for name, values in fields.items()}
+        request.state.ui_form = form
+        return form
 
     def _redis(self) -> Any:
         """The blocking client, made on first use in a worker thread (a Cluster client
