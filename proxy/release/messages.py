@@ -14,7 +14,7 @@ The message (``format json``) follows Standard Webhooks' recommended shape::
 ``diff`` is what ``push --dry-run`` prints as JSON (added, changed, removed, ...);
 ``impact`` the rollout impact on synthetic contexts (a request's preview, recomputed at
 approval and apply; for a direct push, estimated by the delivering worker); ``url`` a link
-to the management UI, only when the ``ui_url`` setting is set (the UI is not built yet).
+to the management UI, only when the ``ui_url`` setting is set.
 ``format slack`` posts ``{"text": ...}``, a one-paragraph summary for an incoming webhook.
 """
 

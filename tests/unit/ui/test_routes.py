@@ -124,3 +124,20 @@ def test_an_admin_refusal_reads_as_words_and_paths() -> None:
     assert refused.problems == ({"path": "flags.a.state", "message": "bad"},)
     done = outcome(errors.json_response({"status": "written"}, 202))
     assert (done.ok, done.data) == (True, {"status": "written"})
+
+
+async def test_notification_links_lead_to_the_signed_in_environments_pages(
+        tmp_path: Path) -> None:
+    app = _app(tmp_path)
+    async with _client(app) as client:
+        assert (await client.get(f"/ui/envs/{ENV}/requests/7")).headers["location"] == (
+            "/ui/signin")  # not signed in: sign in first
+        await _sign_in(client, app.keys["admin"])
+        to_request = await client.get(f"/ui/envs/{ENV}/requests/7")
+        assert (to_request.status_code, to_request.headers["location"]) == (
+            303, "/ui/requests/7")
+        to_version = await client.get(f"/ui/envs/{ENV}/history", params={"version": "3"})
+        assert to_version.headers["location"] == "/ui/history#version-3"
+        other = await client.get("/ui/envs/prod/requests/7")
+        assert other.status_code == 403
+        assert f"This link is for environment prod; you are signed in to {ENV}" in other.text
