@@ -95,6 +95,9 @@ def resolve(flag: Flag, res: Any) -> EvaluationResult:
         r = flag.assigned_results.get(res)
         if r is not None:
             return r
+        # Marked, but the flag is no experiment after all (its rule reads the clock: a
+        # rollout over an experiment's split): the plain variant name.
+        res = str(res)
     name = res if res.__class__ is str else to_string(res)
     r = flag.match_results.get(name)
     if r is not None:

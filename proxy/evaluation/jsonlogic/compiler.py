@@ -121,6 +121,13 @@ class LogicCompiler:
         # An experiment flag: what ``fractional`` picks is marked (model.Assigned), so the
         # flag's result tells a split assignment from a variant a condition named.
         self.mark_assigned = mark_assigned
+        # Whether the node being compiled is the rule's outcome (the root, an if's branch, a
+        # $ref there) rather than an operand: only a split picked as the outcome is an
+        # assignment; a pick an operator consumes ({"==": [fractional, "in"]}) is a value.
+        # ``in_result``: for the next node compiled; ``result_here``: for the operator
+        # being built now (builders read it before compiling their own arguments).
+        self.in_result = True
+        self.result_here = True
         self.uses_fractional = False
         self.problems: list[Problem] = []
         self.refs: set[str] = set()
@@ -309,15 +316,20 @@ class LogicCompiler:
                 self.problem(path, f"rule is too large (more than {MAX_NODES} nodes)")
             return Const(None)
         c = node.__class__
-        if c is dict:
+        if c is not dict and c is not list:
+            return Const(node)
+        here, self.in_result = self.in_result, False  # its arguments are operands
+        self.result_here = here
+        try:
+            if c is list:
+                return self._array(node, path)
             before = self.prev_writes
             out = self._operation(node, path)
             if out.__class__ is Const:  # folded: no code, no `prev` in the reference either
                 self.prev_writes = before
             return out
-        if c is list:
-            return self._array(node, path)
-        return Const(node)
+        finally:
+            self.in_result = here
 
     def _enter(self, path: str) -> bool:
         self._depth += 1
@@ -428,6 +440,7 @@ class LogicCompiler:
             return self.problem(path, f"cyclic $ref: {cycle}")
         self.refs.add(name)
         self._ref_stack.append(name)
+        self.in_result = self.result_here  # the evaluator stands where the $ref does
         try:
             inner = self.compile(self.evaluators[name], f"$evaluators.{name}")
         finally:

@@ -128,9 +128,11 @@ def _null(d: Any) -> None:
 
 def build(cc: LogicCompiler, args: Any, path: str) -> Compiled:
     cc.uses_fractional = True
+    outcome = cc.result_here  # (read before compiling the arguments changes it)
     built = build_v3(cc, args, path) if cc.fractional_hash is FractionalHash.V3 else \
         build_v2(cc, args, path)
-    return _marked(built) if cc.mark_assigned else built
+    # Only a pick that is the rule's outcome is an assignment (an operand stays a string).
+    return _marked(built) if cc.mark_assigned and outcome else built
 
 
 def _marked(built: Compiled) -> Fn:

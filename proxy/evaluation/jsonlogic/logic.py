@@ -70,14 +70,19 @@ def build_if(cc: LogicCompiler, args: Any, path: str) -> Compiled:
 def _compile_if_args(cc: LogicCompiler, args: list[Any], path: str) -> list[Compiled]:
     n = len(args)
     before, was = cc.prev_writes, cc.interpreted
+    outcome = cc.result_here  # this if is the rule's outcome: so are its branches
     if n < 3:  # the reference interprets short ifs (and all below them) instead of compiling
         cc.interpreted = True
     try:
         # interpreted, only a 3-argument if prepares all its arguments up front
         compile_arg = cc.lazy if cc.interpreted and n != 3 else cc.compile
-        parts = [compile_arg(a, f"{path}[{i}]") for i, a in enumerate(args)]
+        parts = []
+        for i, a in enumerate(args):
+            cc.in_result = outcome and (i % 2 == 1 or (i == n - 1 and n % 2 == 1))
+            parts.append(compile_arg(a, f"{path}[{i}]"))
     finally:
         cc.interpreted = was
+        cc.in_result = False
     if n < 3:
         cc.prev_writes = before
     return parts

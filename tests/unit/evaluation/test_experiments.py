@@ -35,6 +35,39 @@ def test_only_users_the_split_chose_are_assigned():
     bulk = {r.key: r for r in evaluate_all(fs, {"targetingKey": "u1", "email": "u1@mail.test"})}
     assert bulk["ranking"].assigned and not bulk["rollout"].assigned  # not an experiment
     assert not bulk["stepped"].assigned  # time-stepped: not an experiment
+    assert bulk["stepped"].variant in ("a", "b") and bulk["stepped"].error_code is None
+
+
+def _as_plain_and_as_experiment(targeting: dict) -> tuple[dict, dict]:
+    """Each user's result with the flag plain and with the same flag (the same key: it is
+    part of the bucketing) an experiment."""
+    flag = {"state": "ENABLED", "defaultVariant": "x", "variants": {"x": 1, "y": 2, "a": 3,
+                                                                    "b": 4}, "targeting": targeting}
+    evaluators = {"split": {"fractional": [["a", 50], ["b", 50]]}}
+    users = [f"u{i}" for i in range(200)]
+    out = []
+    for meta in ({}, {"metadata": {"kind": "experiment"}}):
+        fs = compile_document({"$evaluators": evaluators, "flags": {"f": {**flag, **meta}}})
+        out.append({u: evaluate(fs, "f", {"targetingKey": u}) for u in users})
+    return out[0], out[1]
+
+
+def test_a_split_an_operator_consumes_is_a_value_not_an_assignment():
+    # The rollout's step shape: a pick compared with a name; before, the experiment's marked
+    # pick ("[object Object]" to the comparison) never equalled "a".
+    plain, exp = _as_plain_and_as_experiment(
+        {"if": [{"==": [{"fractional": [["a", 50], ["b", 50]]}, "a"]}, "x", "y"]})
+    assert {r.variant for r in plain.values()} == {"x", "y"}
+    assert {u: r.variant for u, r in exp.items()} == {u: r.variant for u, r in plain.items()}
+    assert not any(r.assigned for r in exp.values())
+
+
+def test_a_split_that_is_the_outcome_through_a_ref_is_an_assignment():
+    plain, exp = _as_plain_and_as_experiment({"if": [{"==": [{"var": "targetingKey"}, "u1"]},
+                                                     "x", {"$ref": "split"}]})
+    assert {u: r.variant for u, r in exp.items()} == {u: r.variant for u, r in plain.items()}
+    assert not exp["u1"].assigned
+    assert all(r.assigned for u, r in exp.items() if u != "u1")
 
 
 def test_the_revision_moves_with_the_split_not_with_descriptions():

@@ -66,6 +66,29 @@ def test_the_rule_validates_as_a_flagd_flag(generation: FractionalHash) -> None:
     assert compile_document(doc, fractional_hash=generation).flags["f"].uses_timestamp
 
 
+def test_a_rollout_over_an_experiments_split_serves_what_it_serves_over_a_plain_one() -> None:
+    # An experiment flag's split picks are marked as assignments; under the ramp's clock
+    # chain the flag is no experiment, and every user got an error ("[object Object]").
+    split = {"if": [{"$ref": "staff"}, "on", {"fractional": [["on", 30], ["off", 70]]}]}
+    flag = {**FLAG, "targeting": split}
+    rollout = rr.plan("f", flag, variant="on", steps=(10, 50, 100), every=EVERY, start=START)
+    for meta in ({}, {"metadata": {"kind": "experiment", "experimentId": "e-1"}}):
+        doc = {"$evaluators": {"staff": {"ends_with": [{"var": "targetingKey"}, "-7"]}},
+               "flags": {"f": {**rr.started(flag, rollout), **meta}}}
+        flags = compile_document(doc)
+        clock = mock.Mock(time=lambda: START + EVERY + 1)  # the second step, 50 %
+        with mock.patch.object(engine, "time", clock):
+            served = {u: engine.evaluate(flags, "f", {"targetingKey": u}) for u in USERS}
+        assert all(r.error_code is None for r in served.values()), meta
+        shares = sum(r.variant == "on" for r in served.values()) / len(USERS)
+        # 50 %: the previous split's "on" users are among them (the same bucketing key)
+        assert 0.45 < shares < 0.56, meta
+        if not meta:
+            plain = {u: r.variant for u, r in served.items()}
+        else:
+            assert {u: r.variant for u, r in served.items()} == plain
+
+
 def test_start_is_rounded_up_to_whole_seconds() -> None:
     rollout = rr.plan("f", FLAG, variant="on", steps=(50,), every=60, start=START + 0.2)
     assert rollout.start == START + 1
