@@ -63,15 +63,15 @@ def write_control(actor: authz.Actor, policy: Policy | None, kind: authz.WriteKi
 
 def flag_controls(actor: authz.Actor, policy: Policy | None, read_only: str = "",
                   rollout_state: str | None = None) -> dict[str, Control]:
-    """Every write control of the flag page, by name (``CHANGES`` and ``KILLS``); a rollout
-    control that does not fit the rollout's state is disabled saying so."""
+    """Every write control of the flag page, by name (``CHANGES`` and ``KILLS``); a pause or
+    an abort that does not fit the rollout's state is disabled saying so."""
     out = {name: write_control(actor, policy, authz.WriteKind.CHANGE, LABELS[name], read_only)
            for name in CHANGES}
     out.update({name: write_control(actor, policy, authz.WriteKind.KILL, LABELS[name],
                                     read_only) for name in KILLS})
-    unfit = {"rollout_start": "A rollout is running: pause or abort it first."
-             if rollout_state == "running" else "",
-             "rollout_pause": "" if rollout_state == "running" else "No rollout is running.",
+    # (a start while one runs is release/'s to refuse, with its reason: the start form is
+    # not reloaded as the rollout moves on, its buttons are)
+    unfit = {"rollout_pause": "" if rollout_state == "running" else "No rollout is running.",
              "rollout_abort": "" if rollout_state in ("running", "paused")
              else "No rollout is running or paused."}
     for name, why in unfit.items():
@@ -122,9 +122,12 @@ class DiffLine:
 
 def json_diff(live: Any, edited: Any) -> list[DiffLine]:
     """The edited flag's lines against live (unified, two lines of context); [] when the
-    two are the same JSON."""
-    lines = difflib.unified_diff(pretty(live).splitlines(), pretty(edited).splitlines(),
-                                 "live", "edited", n=2, lineterm="")
+    two are the same JSON. Keys sorted on both sides: moving a key is not a change."""
+    def lines_of(value: Any) -> list[str]:
+        return orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
+                            ).decode().splitlines()
+    lines = difflib.unified_diff(lines_of(live), lines_of(edited), "live", "edited", n=2,
+                                 lineterm="")
     kinds = {"+": "add", "-": "remove", "@": "hunk", " ": "same"}
     return [DiffLine(kinds.get(line[:1], "same"), line) for line in lines
             if not line.startswith(("+++", "---"))]
