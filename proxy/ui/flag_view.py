@@ -210,8 +210,12 @@ def written(status: int, data: Any, error: str = "", problems: tuple[Any, ...] =
     body = data if isinstance(data, dict) else {}
     if status == 409 and body.get("errorCode") == "CONFLICT":
         return Written("conflict", conflict_text(body.get("version"), base_version))
+    if status >= 400 and problems:  # (the error repeats them: list them once, with paths)
+        n = len(problems)
+        return Written("refused", f"Nothing was written: {n} problem{'s' if n != 1 else ''} "
+                                  "in the document.", problems=problems)
     if status >= 400:
-        return Written("refused", error or f"Refused ({status}).", problems=problems)
+        return Written("refused", error or f"Refused ({status}).")
     request = body.get("request") if "request" in body else body if "content_hash" in body \
         else None
     if isinstance(request, dict):

@@ -149,7 +149,10 @@ def test_answers_read_as_what_happened() -> None:
     assert written(200, {"status": "noop", "version": 8}).kind == "noop"
     problems = ({"path": "document: flags.a.defaultVariant", "message": "bad"},)
     refused = written(422, {}, "1 problem", problems)
-    assert (refused.kind, refused.text, refused.problems) == ("refused", "1 problem", problems)
+    assert (refused.kind, refused.text, refused.problems) == (
+        "refused", "Nothing was written: 1 problem in the document.", problems)
+    assert written(403, {}, "ann may not change this environment").text == (
+        "ann may not change this environment")
     assert problem_path(problems[0]["path"]) == "flags.a.defaultVariant"
     assert problem_path("document") == "(document)"
 
