@@ -268,7 +268,8 @@ def test_a_view_key_sees_every_write_control_disabled_and_forged_posts_are_refus
     assert not page.is_disabled('[data-testid="check"]')  # a check writes nothing
     # A forged POST (with the session's CSRF token) to every write route: 403, nothing done.
     before, token = stack.version(), csrf_of(page)
-    flag = orjson.dumps(stack.stored_flag("search-ranking")).decode()
+    flag = orjson.dumps({**stack.stored_flag("search-ranking"), "defaultVariant": "hybrid"}
+                        ).decode()
     forged = {"search-ranking/save": {"flag": flag, "base_version": str(before),
                                       "message": "forged"},
               "search-ranking/edit": {"op": "disable"}, "search-ranking/kill": {},
@@ -349,3 +350,23 @@ def test_the_flag_page_passes_axe_at_desktop_and_phone_width(stack: FlagStack,
     page = signed_in(browser, stack, stack.vic, "/ui/flags/search-ranking", axe=True)
     axe_and_screenshots(page, "flag-view-only")
     page.context.close()
+
+
+def test_with_redis_stopped_the_flag_page_is_read_only_with_every_control_disabled(
+        stack: FlagStack, browser: Any) -> None:
+    """Last: it stops Redis (and starts it again)."""
+    page = signed_in(browser, stack, stack.ann, "/ui/flags")
+    stack.redis.stop()
+    try:
+        answer = page.goto(stack.url("/ui/flags/welcome-banner"))
+        assert answer.status == 200
+        assert "Redis is unreachable" in page.text_content('[data-testid="readonly-banner"]')
+        controls = page.eval_on_selector_all("main button[data-testid]",
+                                             "bs => bs.map(b => [b.dataset.testid, b.disabled])")
+        assert len(controls) == 9 and all(disabled for _, disabled in controls), controls
+        assert "Read-only" in page.text_content('[data-testid="save-why"]')
+        page.goto(stack.url("/ui/flags"))
+        assert page.eval_on_selector_all('[data-testid="kill"]', "bs => bs.every(b => b.disabled)")
+    finally:
+        stack.redis.start()
+        page.context.close()
