@@ -9,6 +9,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from proxy.ui import live
+from proxy.ui.flag_page import FlagPage
 from proxy.ui.history_page import HistoryPages
 from proxy.ui.requests_page import RequestsPages
 from proxy.ui.routes import UiRoutes
@@ -19,7 +20,8 @@ def mount(ui: UiRoutes) -> list[BaseRoute]:
             *live.routes(ui),  # GET /ui/events: the pages' live channel (SSE)
             *RequestsPages(ui).routes(),
             *HistoryPages(ui).routes(),
-            *links(ui)]
+            *links(ui),
+            *FlagPage(ui).routes()]  # /ui/flags/{key}: a flag's page and its actions
 
 
 def links(ui: UiRoutes) -> list[BaseRoute]:
