@@ -3,9 +3,10 @@
 
 - ``GET /v1/admin/envs/{env}/requests?state=open|all|STATE`` (newest first), ``GET
   .../requests/{id}``: the §10 request object;
-- ``POST .../requests`` ``{document | change, message, at?, expires?}`` (``propose``): a
-  whole flagd document, or ``change``: one flag's one-line operation ``{flag, op, variant?,
-  percent?}``; 201 with the request;
+- ``POST .../requests`` ``{document | change, message, at?, expires?, base_version?}``
+  (``propose``): a whole flagd document, or ``change``: one flag's one-line operation
+  ``{flag, op, variant?, percent?}``; 201 with the request; 409 ``CONFLICT`` when
+  ``base_version`` (the version the caller edited) is no longer the live one;
 - ``POST .../requests/{id}/approve``: the approval, applied at once when it makes the quorum
   (``status`` applied | pending | not_due); 409 when the apply found a conflict or the
   request expired (nothing written);
@@ -60,7 +61,12 @@ class RequestsApi:
         expires = field(call.body, "expires", str)
         at = field(call.body, "at", str)
         apply_at = parse_time(at, review.redis_now(client, call.env)) if at else None
+        expected = field(call.body, "base_version", int)
         state, plan = proposal(client, call.env, call.body)
+        if expected is not None and expected != state.version:
+            # the caller edited an older version: this diff, against the newer one, would
+            # undo the write in between
+            raise publisher.ConflictError(call.env, expected, state.version)
         review.expire_due(client, call.env)  # tidy: the release worker does this too
         created = review.propose_plan(client, call.env, state, plan, actor=call.actor,
                                       message=message, apply_at=apply_at,

@@ -110,7 +110,8 @@ def release_paths(auth_errors: dict[str, Any]) -> dict[str, Any]:
                            "type": "object", "properties": {"flag": {"type": "string"},
                                                             **_FLAG_OP}},
                            "message": {"type": "string"}, "at": {"type": "string"},
-                           "expires": {"type": "string"}}, ["message"]))},
+                           "expires": {"type": "string"},
+                           "base_version": {"type": "integer"}}, ["message"]))},
         f"{BASE}/requests/{{id}}": {"get": op("One request", request,
                                               {"200": _ok("the request")})},
         f"{BASE}/requests/{{id}}/approve": {"post": op(

@@ -207,15 +207,11 @@ class FlagPage:
 
     async def _propose(self, who: SignedIn, document: dict[str, Any], message: str, base: int,
                        rules: policy.Policy) -> Response:
-        answer = await self.ui.act(who, self.requests.create,
-                                   body={"document": document, "message": message})
-        if answer.ok and answer.data["base_version"] != base:
-            # Another write landed between our read and the proposal, whose diff (against
-            # the newer version) would undo it: withdraw the request, say it was a conflict.
-            await self.ui.act(who, self.requests.cancel, params={"id": answer.data["id"]},
-                              body={"reason": "proposed from a stale page: withdrawn"})
+        answer = await self.ui.act(who, self.requests.create, body={
+            "document": document, "message": message, "base_version": base})
+        if answer.status == 409:  # another write landed since the page read its version
             return self._said(409, Written("conflict", conflict_text(
-                answer.data["base_version"], base)))
+                (answer.data or {}).get("version", base), base)))
         return self._answer(answer, approvals=rules.approvals, base=base)
 
     # -- one-line switches ---------------------------------------------------------------

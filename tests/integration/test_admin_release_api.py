@@ -243,6 +243,22 @@ def test_reject_needs_a_reason_and_cancel_is_the_authors(served_doc: ProxyServer
     assert rel.stored_flag(redis, ENV, "banner") == rel.OFF
 
 
+def test_a_proposal_from_a_stale_version_is_409_and_nothing_is_proposed(
+        served_doc: ProxyServer) -> None:
+    server = served_doc
+    protect(server)
+    ann = admin_key(server, "ann", "propose")
+    live = int(server.redis_client.hget(f"flagedge:{{{ENV}}}:meta", "version"))
+    change = {"change": {"flag": "banner", "op": "default", "variant": "on"}, "message": "m"}
+    with as_(server, ann) as c:
+        stale = c.post(f"{BASE}/requests", json={**change, "base_version": live - 1})
+        assert stale.status_code == 409, stale.text
+        assert (stale.json()["errorCode"], stale.json()["version"]) == ("CONFLICT", live)
+        assert c.get(f"{BASE}/requests", params={"state": "all"}).json() == []
+        current = c.post(f"{BASE}/requests", json={**change, "base_version": live})
+        assert current.status_code == 201 and current.json()["base_version"] == live
+
+
 def test_kill_by_a_kill_key_applies_at_once_and_is_marked(served_doc: ProxyServer) -> None:
     server, redis = served_doc, served_doc.redis_client
     protect(server)
