@@ -6,8 +6,12 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
+from proxy.ui.admin_pages import AdminPages
+from proxy.ui.insight_pages import InsightPages
 from proxy.ui.routes import UiRoutes
 
 
 def mount(ui: UiRoutes) -> list[BaseRoute]:
-    return [*ui.routes()]
+    return [*ui.routes(),
+            *InsightPages(ui).routes(),  # experiments, explain (the flags list's columns: views)
+            *AdminPages(ui).routes()]  # webhooks, keys
