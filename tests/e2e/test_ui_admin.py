@@ -122,6 +122,9 @@ def test_a_new_key_is_shown_once_works_and_stops_working_when_revoked(stack: Adm
     page.reload()
     assert page.query_selector(f'tr[data-key-id="{created}"]') is not None
     assert new_key not in page.content()
+    assert page.query_selector('[data-testid="new-key"]') is None  # nor a second one made
+    assert [r.name for r in keys.list_keys(stack.proxy.redis_client, ENV).values()
+            ].count("ops-bot") == 1
     assert new_key not in stack.proxy.logs()
     # Revoked from the page: it stops working at once.
     page.click(f'tr[data-key-id="{created}"] [data-testid="revoke-key"]')
