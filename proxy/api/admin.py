@@ -17,7 +17,7 @@ from proxy.api.bulk_body import ofrep_item
 from proxy.api.context import BadContext, check_context, parse_request, request_body
 from proxy.config import Settings
 from proxy.evaluation.engine import explain
-from proxy.model import ErrorCode
+from proxy.model import ErrorCode, FlagSet
 from proxy.store import Store
 
 try:
@@ -54,22 +54,12 @@ class AdminApi:
                 return errors.unavailable("no rules loaded yet")
             return errors.ofrep_error(404, ErrorCode.FLAG_NOT_FOUND, f"flag {key!r} not found",
                                       key=key)
-        result, path = explain(flag_set, key, context)
-        if result.error_code is ErrorCode.FLAG_NOT_FOUND:
+        answer = explanation(principal.env, flag_set, key, context)
+        if answer["result"].get("errorCode") == ErrorCode.FLAG_NOT_FOUND.value:
             return errors.ofrep_error(404, ErrorCode.FLAG_NOT_FOUND,
-                                      result.error_details or "flag not found", key=key)
-        flag = flag_set.flags.get(key)
-        body_out: dict[str, Any] = {
-            "env": principal.env,
-            "version": flag_set.version,
-            "fractionalHash": flag_set.fractional_hash.value,
-            "result": ofrep_item(result, flag),
-            "path": list(path),
-            "context": context,
-        }
-        if flag is not None:
-            body_out["flag"] = dict(flag.raw)
-        return errors.json_response(body_out)
+                                      answer["result"].get("errorDetails") or "flag not found",
+                                      key=key)
+        return errors.json_response(answer)
 
     async def envs(self, request: Request) -> Response:
         principal = self.auth.authorize(request, "server")
@@ -87,3 +77,22 @@ class AdminApi:
                         "connected": bool(status and status.connected),
                         "degraded": status.degraded_reason if status else None}
         return errors.json_response({"flagedge": VERSION, "envs": out})
+
+
+def explanation(env: str, flag_set: FlagSet, key: str, context: dict[str, Any]
+                ) -> dict[str, Any]:
+    """``POST /v1/explain``'s answer (the UI's explain page shows the same): the OFREP result,
+    the rule path taken, the context and the flag's definition."""
+    result, path = explain(flag_set, key, context)
+    flag = flag_set.flags.get(key)
+    out: dict[str, Any] = {
+        "env": env,
+        "version": flag_set.version,
+        "fractionalHash": flag_set.fractional_hash.value,
+        "result": ofrep_item(result, flag),
+        "path": list(path),
+        "context": context,
+    }
+    if flag is not None:
+        out["flag"] = dict(flag.raw)
+    return out

@@ -9,8 +9,10 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from proxy.ui import live
+from proxy.ui.admin_pages import AdminPages
 from proxy.ui.flag_page import FlagPage
 from proxy.ui.history_page import HistoryPages
+from proxy.ui.insight_pages import InsightPages
 from proxy.ui.requests_page import RequestsPages
 from proxy.ui.routes import UiRoutes
 
@@ -20,8 +22,10 @@ def mount(ui: UiRoutes) -> list[BaseRoute]:
             *live.routes(ui),  # GET /ui/events: the pages' live channel (SSE)
             *RequestsPages(ui).routes(),
             *HistoryPages(ui).routes(),
-            *links(ui),
-            *FlagPage(ui).routes()]  # /ui/flags/{key}: a flag's page and its actions
+            *FlagPage(ui).routes(),  # /ui/flags/{key}: a flag's page and its actions
+            *InsightPages(ui).routes(),  # experiments, explain (the flags list's columns: views)
+            *AdminPages(ui).routes(),  # webhooks, keys
+            *links(ui)]  # what notifications link to
 
 
 def links(ui: UiRoutes) -> list[BaseRoute]:

@@ -126,22 +126,25 @@ class UiRoutes:
         return await self._page(request, "env.html", "environment")
 
     async def flags_page(self, request: Request) -> Response:
-        return await self._page(request, "flags.html", "flags",
-                                query=request.query_params.get("q", "")[:200])
+        return await self._page(request, "flags.html", "flags", insights=True,
+                                query=request.query_params.get("q", "")[:200],
+                                stale_only=request.query_params.get("stale") == "1")
 
-    async def _page(self, request: Request, template: str, nav: str, **extra: Any) -> Response:
+    async def _page(self, request: Request, template: str, nav: str, *,
+                    insights: bool = False, **extra: Any) -> Response:
         who = await self._signed_in(request)
         if isinstance(who, Response):
             return who
-        view = await asyncio.to_thread(self._read, who.session.env)
+        view = await asyncio.to_thread(self._read, who.session.env, insights)
         return self._render(template, nav=nav, who=who, view=view, **extra)
 
-    def _read(self, env: str) -> views.EnvView:
+    def _read(self, env: str, insights: bool = False) -> views.EnvView:
+        """``insights``: with the flags list's insight columns (``proxy.ui.insight_pages``)."""
         if self.settings.flags is not None:
             return views.read_served(self.store, env, views.FILE,
                                      "This proxy serves a rules file (--flags): read-only.")
         try:
-            return views.read_live(self._redis(), env)
+            return views.read_live(self._redis(), env, insights=insights)
         except (RedisError, OSError, LayoutTooNew) as exc:
             log.warning("ui: Redis unreadable (%s): showing what this proxy serves",
                         type(exc).__name__)
@@ -290,6 +293,7 @@ class UiRoutes:
             return kept
         raw = await request_body(request, self.settings.body_limit)
         if isinstance(raw, Response):
+            request.state.ui_form = raw  # the refusal (too large), not a second read
             return raw
         fields = parse_qs(raw.decode("utf-8", errors="replace"), keep_blank_values=True)
         form = {name: values[0] for name, values in fields.items()}

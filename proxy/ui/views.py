@@ -7,8 +7,9 @@ Blocking: the Redis readers run in a worker thread (redis-py's sync client, as t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from proxy.model import VariantType
@@ -16,6 +17,7 @@ from proxy.release import publisher, review
 from proxy.release.rollout_rules import Rollout
 from proxy.storage import policy, rollouts
 from proxy.store import Store
+from proxy.ui.insight_pages import EnvInsight, FlagInsight, read_insights
 
 # Where a page's data came from: Redis (live, the admin API's view) or the proxy's own copy.
 LIVE, FILE, CACHED = "redis", "file", "cached"
@@ -29,6 +31,11 @@ class FlagRow:
     variants: tuple[str, ...]
     default: str | None
     rollout: str  # "" when none runs, else e.g. "running: 25 % (step 2 of 4)"
+    insight: FlagInsight | None = None  # None: not read (another page, or Redis unreadable)
+
+    @property
+    def stale(self) -> bool:
+        return self.insight is not None and self.insight.stale is not None
 
     def matches(self, query: str) -> bool:
         """The search filter: the query (case-insensitive) in the key, a variant or the type."""
@@ -48,25 +55,33 @@ class EnvView:
     policy: policy.Policy | None = None  # None: unknown (Redis not read)
     problem: str = ""  # why the page is read-only, for the banner
     counts: dict[str, int] = field(default_factory=dict)
+    insight: EnvInsight | None = None  # the flags list's insight columns (read_live(insights))
 
     @property
     def read_only(self) -> bool:
         return self.source != LIVE
 
 
-def read_live(client: Any, env: str) -> EnvView:
-    """The environment as Redis holds it (raises redis/OS errors when Redis is down)."""
+def read_live(client: Any, env: str, *, insights: bool = False) -> EnvView:
+    """The environment as Redis holds it (raises redis/OS errors when Redis is down);
+    ``insights``: with each flag's exposures, last evaluation and stale marker (the flags
+    list: ``proxy.ui.insight_pages``)."""
     state = publisher.read_state(client, env)
     doc = state.document()
     raw_rollouts = rollouts.read_all(client, env)
     now = review.redis_now(client, env) if raw_rollouts else 0.0
     running = {key: rollout_label(raw, now) for key, raw in raw_rollouts.items()}
     rows = flag_rows(doc.flags, running)
+    insight = read_insights(client, env, sorted(state.raw_flags), time.time()) \
+        if insights and state.exists else None
+    if insight is not None:
+        rows = tuple(replace(r, insight=insight.flags.get(r.key)) for r in rows)
     return EnvView(env, LIVE, state.version if state.exists else None, rows,
                    updated_at=float(state.meta["updated_at"]) if "updated_at" in state.meta
                    else None, updated_by=state.meta.get("updated_by", ""),
                    policy=policy.read(client, env),
-                   counts={**counts(rows), "requests": open_requests(client, env)})
+                   counts={**counts(rows), "requests": open_requests(client, env)},
+                   insight=insight)
 
 
 def open_requests(client: Any, env: str) -> int:
