@@ -5,7 +5,10 @@ adding and removing ``manage``.
 - ``POST`` ``{url, format?: json|slack, secret?, allow_private?}``: 201 with the webhook and
   its signing secret, shown this once (a new ``whsec_`` secret unless one is given); a URL
   to private or loopback addresses is refused (422) unless ``allow_private``;
-- ``DELETE .../webhooks/{id}``; ``GET .../webhooks/failed?limit=N``: deliveries given up.
+- ``DELETE .../webhooks/{id}``; ``GET .../webhooks/failed?limit=N``: deliveries given up;
+- ``POST .../webhooks/{id}/test`` (``manage``): a signed test message sent now; 200 with
+  ``{webhook, delivered, status, error, ms}`` whatever the receiver answered (nothing is
+  retried or stored).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 from starlette.routing import Route
 
 from proxy.api.admin_calls import AdminCalls, Call, Json, field
-from proxy.release import review, webhooks
+from proxy.release import review, webhook_test, webhooks
 from proxy.release.authorization import may_manage
 
 BASE = "/v1/admin/envs/{env}/webhooks"
@@ -31,7 +34,8 @@ class WebhooksApi:
         return [route(BASE, self.list, "GET"),
                 route(BASE, self.add, "POST", body=True, status=201),
                 route(BASE + "/failed", self.failed, "GET"),
-                route(BASE + "/{id}", self.remove, "DELETE")]
+                route(BASE + "/{id}", self.remove, "DELETE"),
+                route(BASE + "/{id}/test", self.test, "POST")]
 
     def list(self, client: Any, call: Call) -> list[Json]:
         return [h.public_json() for h in webhooks.list_webhooks(client, call.env)]
@@ -57,3 +61,11 @@ class WebhooksApi:
         webhooks.remove(client, call.env, hook_id)
         self.calls.audit(call, "webhook removed", id=hook_id)
         return {"id": hook_id, "removed": True}
+
+    def test(self, client: Any, call: Call) -> Json:
+        review.check(may_manage(call.actor, "send test deliveries"))
+        hook_id = call.param("id")
+        sent = webhook_test.send_test(client, call.env, hook_id, call.actor.name)
+        self.calls.audit(call, "webhook test delivery", id=hook_id, delivered=sent.delivered,
+                         status=sent.status)
+        return sent.to_json()

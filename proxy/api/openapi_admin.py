@@ -178,6 +178,9 @@ def release_paths(auth_errors: dict[str, Any]) -> dict[str, Any]:
             {"200": _ok("", "array")})},
         f"{BASE}/webhooks/{{id}}": {"delete": op("Remove a webhook; manage", [_ENV, _ID],
                                                  {"200": _ok("{id, removed}")})},
+        f"{BASE}/webhooks/{{id}}/test": {"post": op(
+            "Send a signed test message now; manage", [_ENV, _ID],
+            {"200": _ok("{webhook, delivered, status, error, ms}")})},
         "/v1/admin/keys": {
             "get": op("The environment's keys (no secrets); manage", [],
                       {"200": _ok("", "array")}),

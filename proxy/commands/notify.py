@@ -1,4 +1,4 @@
-"""flagedge notify add|list|remove|failed --env ENV: webhooks told of every change and
+"""flagedge notify add|list|remove|test|failed --env ENV: webhooks told of every change and
 request event of an environment (DESIGN §10; delivered by every `serve`)."""
 
 from __future__ import annotations
@@ -37,6 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     c.add_env_argument(p)
     c.add_author_argument(p, "who removes it (needs the manage role)")
     c.add_redis_arguments(p)
+    p = sub.add_parser("test", help="send a signed test message to a webhook now and say "
+                                    "what it answered (exit 1 unless 2xx)")
+    p.add_argument("id", metavar="ID", help="webhook id (wh_..., from notify list)")
+    c.add_env_argument(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    c.add_author_argument(p, "who sends it (needs the manage role)")
+    c.add_redis_arguments(p)
     p = sub.add_parser("failed", help="deliveries given up after their retries, newest first")
     c.add_env_argument(p)
     p.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
@@ -49,13 +56,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from proxy.release import review, webhooks
+    from proxy.release import review, webhook_test, webhooks
     from proxy.release.authorization import Actor, may_manage
     from proxy.storage.layout import check_env
 
     check_env(args.env)
     client = c.client(args)
-    if args.action in ("add", "remove"):
+    if args.action in ("add", "remove", "test"):
         review.check(may_manage(Actor.cli(c.author(args))))
     if args.action == "add":
         hook = webhooks.add(client, args.env, args.url, fmt=args.format, secret=args.secret,
@@ -70,6 +77,14 @@ def _run(args: argparse.Namespace) -> int:
         webhooks.remove(client, args.env, args.id)
         print(f"webhook {args.id} removed")
         return c.OK
+    if args.action == "test":
+        sent = webhook_test.send_test(client, args.env, args.id, c.author(args))
+        if args.json:
+            c.print_json(sent.to_json())
+        else:
+            said = "delivered" if sent.delivered else f"not delivered: {sent.error}"
+            print(f"test message to webhook {args.id}: {said} ({sent.ms:.0f} ms)")
+        return c.OK if sent.delivered else 1
     if args.action == "list":
         hooks = webhooks.list_webhooks(client, args.env)
         if args.json:

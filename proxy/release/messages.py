@@ -122,6 +122,8 @@ def _request_data(fields: Mapping[str, str], request: Request) -> dict[str, Any]
 def slack(message: Mapping[str, Any]) -> dict[str, Any]:
     """A Slack incoming-webhook body: one line of what happened, the diff in short."""
     data = message["data"]
+    if message["type"] == TEST:
+        return {"text": f"*{data['env']}* test delivery from flagedge, sent by {data['by']}"}
     diff = data.get("diff") or {}
     parts = [f"{name} {', '.join(diff[name])}" for name in ("added", "changed", "removed")
              if diff.get(name)]
@@ -140,6 +142,16 @@ def slack(message: Mapping[str, Any]) -> dict[str, Any]:
     if data.get("url"):
         text += f" <{data['url']}>"
     return {"text": text}
+
+
+TEST = "webhook.test"
+
+
+def test_message(env: str, hook_id: str, by: str, now: float) -> dict[str, Any]:
+    """What a test delivery sends (``flagedge notify test``, the UI's "Send test")."""
+    return {"type": TEST, "timestamp": _iso(now),
+            "data": {"env": env, "webhook": hook_id, "by": by,
+                     "message": "A test delivery from flagedge: nothing changed."}}
 
 
 def body(message: Mapping[str, Any], fmt: str) -> bytes:

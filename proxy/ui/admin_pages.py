@@ -5,6 +5,8 @@ and audit line):
 - ``GET /ui/webhooks``: the environment's webhooks and the deliveries given up
   (``WebhooksApi.list``, ``.failed``); ``POST /ui/webhooks`` adds one (``.add``: its signing
   secret is shown in that answer only); ``POST /ui/webhooks/{id}/remove`` (``.remove``);
+  ``POST /ui/webhooks/{id}/test`` sends it a signed test message now (``.test``) and shows
+  what the receiver answered;
 - ``GET /ui/keys``: the environment's keys with their roles (``KeysApi.list``);
   ``POST /ui/keys`` creates one (``.create``): the new key appears in that POST's answer page
   only (htmx swaps it into the page, so a reload GETs the list without it), never in a URL,
@@ -66,6 +68,7 @@ class AdminPages:
         return [Route("/ui/webhooks", self.webhooks_page, methods=["GET"]),
                 Route("/ui/webhooks", self.add_webhook, methods=["POST"]),
                 Route("/ui/webhooks/{id}/remove", self.remove_webhook, methods=["POST"]),
+                Route("/ui/webhooks/{id}/test", self.test_webhook, methods=["POST"]),
                 Route("/ui/keys", self.keys_page, methods=["GET"]),
                 Route("/ui/keys", self.create_key, methods=["POST"]),
                 Route("/ui/keys/{id}/revoke", self.revoke_key, methods=["POST"])]
@@ -106,8 +109,17 @@ class AdminPages:
                                  params={"id": request.path_params["id"]})
         return await self._webhooks(who, _shown(request, done), removed=request.path_params["id"])
 
+    async def test_webhook(self, request: Request) -> Response:
+        who = await self.ui._signed_in(request, need_csrf=True)
+        if isinstance(who, Response):
+            return who
+        done = await self.ui.act(who, self.webhooks.test,
+                                 params={"id": request.path_params["id"]})
+        return await self._webhooks(who, _shown(request, done),
+                                    tested=done.data if done.ok else None)
+
     async def _webhooks(self, who: SignedIn, done: Shown | None = None, *,
-                        created: Any = None, removed: str = "",
+                        created: Any = None, removed: str = "", tested: Any = None,
                         form: dict[str, str] | None = None) -> Response:
         view = await asyncio.to_thread(self.ui._read, who.session.env)
         hooks = await self.ui.act(who, self.webhooks.list)
@@ -115,9 +127,10 @@ class AdminPages:
         return self.ui._render(
             "webhooks.html", done.page_status if done is not None else 200, nav="webhooks",
             who=who, view=view, hooks=hooks, failed=failed, done=done, created=created,
-            removed=removed, form=form or {}, formats=FORMATS,
+            removed=removed, tested=tested, form=form or {}, formats=FORMATS,
             may_add=self._write_decision(who, view.read_only, "add webhooks"),
-            may_remove=self._write_decision(who, view.read_only, "remove webhooks"))
+            may_remove=self._write_decision(who, view.read_only, "remove webhooks"),
+            may_test=self._write_decision(who, view.read_only, "send test deliveries"))
 
     # -- keys ----------------------------------------------------------------------------
     async def keys_page(self, request: Request) -> Response:

@@ -20,6 +20,7 @@ from proxy.storage import keys
 from tests.e2e.conftest import FLAGS_FILE
 from tests.e2e.test_ui import axe_and_screenshots, new_page, sign_in
 from tests.integration.conftest import ProxyServer
+from tests.integration.webhook_receiver import Receiver, verify
 from tests.redis_server import RedisServer
 from tests.waiting import wait_until
 
@@ -94,6 +95,51 @@ def test_a_manage_key_adds_a_webhook_and_sees_it_listed(stack: AdminStack,
     axe_and_screenshots(page, "admin-webhooks")
     assert page.ui_errors == []
     page.context.close()
+
+
+def test_send_test_delivers_a_signed_message_and_shows_what_the_receiver_answered(
+        stack: AdminStack, browser: Any) -> None:
+    receiver = Receiver().start()
+    try:
+        added = stack.admin("GET", f"/v1/admin/envs/{ENV}/webhooks", stack.manage_key).json()
+        page = _signed_in(browser, stack, stack.manage_key)
+        page.goto(stack.url("/ui/webhooks"))
+        page.fill("#url", receiver.url)
+        page.check("#allow_private")
+        page.click('[data-testid="add-webhook"]')
+        page.wait_for_selector('[data-testid="webhook-created"]')
+        secret = page.text_content('[data-testid="webhook-secret"]')
+        (hook,) = [h for h in stack.admin("GET", f"/v1/admin/envs/{ENV}/webhooks",
+                                           stack.manage_key).json() if h not in added]
+        page.click(f'tr[data-webhook-id="{hook["id"]}"] [data-testid="test-webhook"]')
+        tested = page.locator('[data-testid="webhook-tested"]')
+        tested.wait_for()
+        assert tested.get_attribute("data-delivered") == "yes"
+        assert "delivered (HTTP 200)" in tested.text_content()
+        (got,) = receiver.all()
+        assert verify(secret, got.headers, got.body)
+        assert (got.json["type"], got.json["data"]["by"]) == ("webhook.test", "mia")
+        receiver.always_fail = True
+        page.click(f'tr[data-webhook-id="{hook["id"]}"] [data-testid="test-webhook"]')
+        page.wait_for_selector('[data-testid="webhook-tested"][data-delivered="no"]')
+        assert "not delivered: HTTP 500" in page.text_content('[data-testid="webhook-tested"]')
+        assert secret not in page.content()
+        page.context.close()
+        # A view key: the control is disabled with its reason, and a forged POST refused.
+        page = _signed_in(browser, stack, stack.view_key)
+        page.goto(stack.url("/ui/webhooks"))
+        reason = _disabled_with_reason(
+            page, f'tr[data-webhook-id="{hook["id"]}"] [data-testid="test-webhook"]',
+            "test-webhook-reason")
+        assert "needs the manage role" in reason
+        csrf = page.get_attribute('input[name="csrf"]', "value")
+        forged = page.request.post(stack.url(f"/ui/webhooks/{hook['id']}/test"),
+                                   form={"csrf": csrf}, max_redirects=0)
+        assert forged.status == 403
+        assert len(receiver.all()) == 2  # nothing sent for the view key
+        page.context.close()
+    finally:
+        receiver.stop()
 
 
 def test_a_new_key_is_shown_once_works_and_stops_working_when_revoked(stack: AdminStack,

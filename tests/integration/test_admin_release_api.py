@@ -13,6 +13,7 @@ import pytest
 from proxy.storage import keys as stored_keys
 from tests.integration import release_support as rel
 from tests.integration.conftest import ProxyServer
+from tests.integration.webhook_receiver import Receiver, verify
 from tests.redis_server import wait_until
 
 pytestmark = pytest.mark.integration
@@ -332,6 +333,40 @@ def test_policy_and_webhooks_by_a_manage_key(served_doc: ProxyServer) -> None:
         assert c.delete(f"{BASE}/webhooks/{hook['id']}").status_code == 200
         assert c.get(f"{BASE}/webhooks").json() == []
         assert c.delete(f"{BASE}/webhooks/{hook['id']}").status_code == 404
+
+
+@pytest.mark.parametrize("fmt", ["json", "slack"])
+def test_a_test_delivery_is_signed_and_reports_what_the_receiver_answered(
+        served_doc: ProxyServer, fmt: str) -> None:
+    server = served_doc
+    max_ = admin_key(server, "max", "manage")
+    vic = admin_key(server, "vic", "view")
+    receiver = Receiver().start()
+    try:
+        with as_(server, max_) as c:
+            hook = c.post(f"{BASE}/webhooks", json={"url": receiver.url, "format": fmt,
+                                                    "allow_private": True}).json()
+            sent = c.post(f"{BASE}/webhooks/{hook['id']}/test")
+            assert sent.status_code == 200, sent.text
+            assert (sent.json()["delivered"], sent.json()["status"]) == (True, 200)
+            (got,) = receiver.all()
+            assert verify(hook["secret"], got.headers, got.body)
+            text = got.json["text"] if fmt == "slack" else got.json["data"]["by"]
+            assert "max" in text
+            if fmt == "json":
+                assert got.json["type"] == "webhook.test"
+            receiver.always_fail = True
+            failed = c.post(f"{BASE}/webhooks/{hook['id']}/test").json()
+            assert (failed["delivered"], failed["status"], failed["error"]) == (
+                False, 500, "HTTP 500")
+            assert c.post(f"{BASE}/webhooks/wh_000000000000/test").status_code == 404
+            assert c.get(f"{BASE}/webhooks/failed").json() == []  # nothing stored
+        with as_(server, vic) as c:
+            refused = c.post(f"{BASE}/webhooks/{hook['id']}/test")
+            assert refused.status_code == 403 and "manage" in refused.json()["errorDetails"]
+        assert len(receiver.all()) == 2  # the view key's attempt sent nothing
+    finally:
+        receiver.stop()
 
 
 def test_keys_are_shown_once_and_a_revoked_key_is_refused_at_once(

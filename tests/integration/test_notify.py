@@ -284,3 +284,21 @@ def test_delivery_on_a_redis_cluster(proxy_factory, cluster, receiver, tmp_path)
         assert r.returncode == 0, r.stderr
     wait_until(lambda: len(receiver.accepted()) == 2, timeout=20, what="both environments")
     assert sorted(m.json["data"]["env"] for m in receiver.accepted()) == sorted(envs)
+
+
+def test_notify_test_sends_a_signed_message_and_fails_on_a_refusal(redis_server, receiver):
+    url = redis_server.url
+    hook = add_hook(url, receiver.url)
+    sent = flagedge("notify", "test", hook["id"], "--env", "test", "--json", url=url,
+                    author="ops")
+    assert sent.returncode == 0, sent.stderr
+    assert orjson.loads(sent.stdout)["delivered"] is True
+    (got,) = receiver.all()
+    assert verify(hook["secret"], got.headers, got.body)
+    assert (got.json["type"], got.json["data"]["by"]) == ("webhook.test", "ops")
+    receiver.always_fail = True
+    refused = flagedge("notify", "test", hook["id"], "--env", "test", url=url)
+    assert refused.returncode == 1
+    assert "not delivered: HTTP 500" in refused.stdout
+    unknown = flagedge("notify", "test", "wh_000000000000", "--env", "test", url=url)
+    assert unknown.returncode != 0 and "no webhook wh_000000000000" in unknown.stderr
