@@ -81,12 +81,12 @@ class KeysApi:
         async def revoke(request: Request) -> Response:
             response = await endpoint(request)
             if response.status_code == 200:
-                self._forget(request.path_params["id"])
+                self.forget(request.path_params["id"])
             return response
 
         return revoke
 
-    def _forget(self, key_id: str) -> None:
+    def forget(self, key_id: str) -> None:
         """This process stops taking the key now; the others when the announcement reaches
         them (their key rings follow ``flagedge:events``)."""
         ring = self.calls.keyring

@@ -81,18 +81,16 @@ class AdminPages:
 
     # -- webhooks ------------------------------------------------------------------------
     async def webhooks_page(self, request: Request) -> Response:
-        who = await self.ui._signed_in(request)
+        who = await self.ui.signed_in(request)
         if isinstance(who, Response):
             return who
         return await self._webhooks(who)
 
     async def add_webhook(self, request: Request) -> Response:
-        who = await self.ui._signed_in(request, need_csrf=True)
-        if isinstance(who, Response):
-            return who
-        form = await self.ui._form(request)
-        if isinstance(form, Response):  # too large
-            return form
+        posted = await self.ui.posted(request)
+        if isinstance(posted, Response):
+            return posted
+        who, form = posted
         body: dict[str, Any] = {"url": form.get("url", "").strip(),
                                 "format": form.get("format", "json"),
                                 "allow_private": form.get("allow_private") == "1"}
@@ -102,7 +100,7 @@ class AdminPages:
                                     form=form if not done.ok else None)
 
     async def remove_webhook(self, request: Request) -> Response:
-        who = await self.ui._signed_in(request, need_csrf=True)
+        who = await self.ui.signed_in(request, need_csrf=True)
         if isinstance(who, Response):
             return who
         done = await self.ui.act(who, self.webhooks.remove,
@@ -110,7 +108,7 @@ class AdminPages:
         return await self._webhooks(who, _shown(request, done), removed=request.path_params["id"])
 
     async def test_webhook(self, request: Request) -> Response:
-        who = await self.ui._signed_in(request, need_csrf=True)
+        who = await self.ui.signed_in(request, need_csrf=True)
         if isinstance(who, Response):
             return who
         done = await self.ui.act(who, self.webhooks.test,
@@ -121,10 +119,10 @@ class AdminPages:
     async def _webhooks(self, who: SignedIn, done: Shown | None = None, *,
                         created: Any = None, removed: str = "", tested: Any = None,
                         form: dict[str, str] | None = None) -> Response:
-        view = await asyncio.to_thread(self.ui._read, who.session.env)
+        view = await asyncio.to_thread(self.ui.read, who.session.env)
         hooks = await self.ui.act(who, self.webhooks.list)
         failed = await self.ui.act(who, self.webhooks.failed, query=f"limit={FAILED_SHOWN}")
-        return self.ui._render(
+        return self.ui.render(
             "webhooks.html", done.page_status if done is not None else 200, nav="webhooks",
             who=who, view=view, hooks=hooks, failed=failed, done=done, created=created,
             removed=removed, tested=tested, form=form or {}, formats=FORMATS,
@@ -134,18 +132,16 @@ class AdminPages:
 
     # -- keys ----------------------------------------------------------------------------
     async def keys_page(self, request: Request) -> Response:
-        who = await self.ui._signed_in(request)
+        who = await self.ui.signed_in(request)
         if isinstance(who, Response):
             return who
         return await self._keys(who)
 
     async def create_key(self, request: Request) -> Response:
-        who = await self.ui._signed_in(request, need_csrf=True)
-        if isinstance(who, Response):
-            return who
-        form = await self.ui._form(request)
-        if isinstance(form, Response):  # too large
-            return form
+        posted = await self.ui.posted(request)
+        if isinstance(posted, Response):
+            return posted
+        who, form = posted
         kind = form.get("kind", "admin")
         body: dict[str, Any] = {"kind": kind, "name": form.get("name", "")}
         if kind == "admin":  # roles are an admin key's; the handler refuses an empty list
@@ -156,7 +152,7 @@ class AdminPages:
                                 form=form if not done.ok else None)
 
     async def revoke_key(self, request: Request) -> Response:
-        who = await self.ui._signed_in(request, need_csrf=True)
+        who = await self.ui.signed_in(request, need_csrf=True)
         if isinstance(who, Response):
             return who
         key_id = request.path_params["id"]
@@ -164,15 +160,15 @@ class AdminPages:
         if done.ok:
             # As the DELETE route's _forgetting wrapper: this process stops taking it now
             # (on the event loop: the key ring's subscribers close the key's streams).
-            self.keys._forget(key_id)
+            self.keys.forget(key_id)
         return await self._keys(who, _shown(request, done), revoked=key_id)
 
     async def _keys(self, who: SignedIn, done: Shown | None = None, *,
                     created: Any = None, revoked: str = "",
                     form: dict[str, str] | None = None) -> Response:
-        view = await asyncio.to_thread(self.ui._read, who.session.env)
+        view = await asyncio.to_thread(self.ui.read, who.session.env)
         listed = await self.ui.act(who, self.keys.list)
-        return self.ui._render(
+        return self.ui.render(
             "keys.html", done.page_status if done is not None else 200, nav="keys", who=who,
             view=view, listed=listed, done=done, created=created, revoked=revoked,
             form=form or {"kind": "admin", "role-view": "1"}, kinds=KINDS, roles=ROLES,

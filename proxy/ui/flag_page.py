@@ -116,7 +116,7 @@ class FlagPage:
 
     # -- the page ------------------------------------------------------------------------
     async def page(self, request: Request) -> Response:
-        who = await self.ui._signed_in(request)
+        who = await self.ui.signed_in(request)
         if isinstance(who, Response):
             return who
         shown = await asyncio.to_thread(self._read, who.session.env,
@@ -124,7 +124,7 @@ class FlagPage:
         view = shown.view
         controls = flag_controls(who.actor, view.policy, view.problem if view.read_only else "",
                                  shown.rollout["state"] if shown.rollout else None)
-        return self.ui._render(
+        return self.ui.render(
             "flag.html", 200 if shown.flag is not None else 404, nav="flags", who=who,
             view=view, shown=shown, controls=controls, facts=facts(shown.flag),
             editor=pretty(shown.flag) if shown.flag is not None else "",
@@ -132,7 +132,7 @@ class FlagPage:
 
     def _read(self, env: str, key: str) -> FlagView:
         """Live from Redis, else what this proxy serves (read-only, with the banner)."""
-        view = self.ui._read(env)
+        view = self.ui.read(env)
         if not view.read_only:
             try:
                 return self._read_live(view, env, key)
@@ -147,7 +147,7 @@ class FlagPage:
         return FlagView(view, key, dict(flag.raw) if flag else None, view.version)
 
     def _read_live(self, view: views.EnvView, env: str, key: str) -> FlagView:
-        client = self.ui._redis()
+        client = self.ui.redis()
         state = publisher.read_state(client, env)
         flag = state.document().flags.get(key)
         try:
@@ -164,17 +164,17 @@ class FlagPage:
         who, form, key = got
         edited = parse_flag(form.get("flag", ""))
         if isinstance(edited, ParseError):
-            return self.ui._render("flag_check.html", 422, parse_error=edited)
+            return self.ui.render("flag_check.html", 422, parse_error=edited)
         live = await self._live(who.session.env)
         if isinstance(live, Written):
-            return self.ui._render("flag_check.html", 503, failed=live)
+            return self.ui.render("flag_check.html", 503, failed=live)
         answer = await self.ui.act(who, self.release.preview,
                                    body={"document": with_flag(live.document, key, edited)})
         if not answer.ok:
-            return self.ui._render("flag_check.html", answer.status, failed=said(answer))
+            return self.ui.render("flag_check.html", answer.status, failed=said(answer))
         impact = [{**i, "shifts": variant_shifts(i["transitions"])}
                   for i in answer.data["impact"]]
-        return self.ui._render(
+        return self.ui.render(
             "flag_check.html", diff=json_diff(live.document["flags"].get(key), edited),
             summary=answer.data["diff"]["changed"].get(key, []), impact=impact,
             live_version=answer.data["base_version"], base=_int(form.get("base_version")))
@@ -187,7 +187,7 @@ class FlagPage:
         who, form, key = got
         edited, base = parse_flag(form.get("flag", "")), _int(form.get("base_version"))
         if isinstance(edited, ParseError):
-            return self.ui._render("flag_result.html", 422, parse_error=edited)
+            return self.ui.render("flag_result.html", 422, parse_error=edited)
         if base is None:
             return self._said(400, Written("refused", "The form has no base version: reload "
                                                       "the page."))
@@ -235,9 +235,9 @@ class FlagPage:
         answer = await self.ui.act(who, self.flags.edit, params={"key": key},
                                    body={"op": "disable"})
         outcome = said(answer, approvals=await self._approvals(who, answer))
-        view = await asyncio.to_thread(self.ui._read, who.session.env)
+        view = await asyncio.to_thread(self.ui.read, who.session.env)
         row = next((r for r in view.flags if r.key == key), None)
-        response = self.ui._render("flag_list_row.html", answer.status if not answer.ok
+        response = self.ui.render("flag_list_row.html", answer.status if not answer.ok
                                    else 200, row=row, key=key, who=who, view=view,
                                    said=outcome, kill=kill_control(who, view))
         if answer.ok:
@@ -275,12 +275,10 @@ class FlagPage:
     # -- helpers -------------------------------------------------------------------------
     async def _acting(self, request: Request) -> tuple[SignedIn, dict[str, str], str] | Response:
         """The signed-in caller of a POST (its CSRF token checked), its form, the flag key."""
-        who = await self.ui._signed_in(request, need_csrf=True)
-        if isinstance(who, Response):
-            return who
-        form = await self.ui._form(request)
-        if isinstance(form, Response):
-            return form
+        posted = await self.ui.posted(request)
+        if isinstance(posted, Response):
+            return posted
+        who, form = posted
         return who, form, request.path_params["key"]
 
     async def _live(self, env: str) -> Live | Written:
@@ -288,7 +286,7 @@ class FlagPage:
             return Written("refused", "This proxy serves a rules file (--flags): read-only.")
 
         def read() -> Live:
-            client = self.ui._redis()
+            client = self.ui.redis()
             state = publisher.read_state(client, env)
             return Live(state.version, state.document().to_json(), policy.read(client, env))
         try:
@@ -301,7 +299,7 @@ class FlagPage:
         """The approvals a request just proposed needs (the policy as it is now)."""
         if not answer.ok or not isinstance(answer.data, dict) or not answer.data.get("request"):
             return 0
-        rules = await asyncio.to_thread(policy.read, self.ui._redis(), who.session.env)
+        rules = await asyncio.to_thread(policy.read, self.ui.redis(), who.session.env)
         return rules.approvals
 
     def _answer(self, answer: Outcome, *, approvals: int = 0, base: int | None = None,
@@ -315,7 +313,7 @@ class FlagPage:
         return response
 
     def _said(self, status: int, outcome: Written, new_base: int | None = None) -> HTMLResponse:
-        return self.ui._render("flag_result.html", status, said=outcome, new_base=new_base)
+        return self.ui.render("flag_result.html", status, said=outcome, new_base=new_base)
 
 
 def said(answer: Outcome, *, approvals: int = 0, base: int | None = None) -> Written:

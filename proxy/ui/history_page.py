@@ -163,19 +163,17 @@ class HistoryPages:
                 Route("/ui/history/rollback", self.rollback, methods=["POST"])]
 
     async def page(self, request: HttpRequest) -> Response:
-        who = await self.ui._signed_in(request)
+        who = await self.ui.signed_in(request)
         if isinstance(who, Response):
             return who
         wanted = request.query_params.get("rollback", "")
         return await self._page(who, int(wanted) if wanted.isdigit() else None)
 
     async def rollback(self, request: HttpRequest) -> Response:
-        who = await self.ui._signed_in(request, need_csrf=True)
-        if isinstance(who, Response):
-            return who
-        form = await self.ui._form(request)
-        if isinstance(form, Response):
-            return form
+        posted = await self.ui.posted(request)
+        if isinstance(posted, Response):
+            return posted
+        who, form = posted
         version = form.get("version", "")
         if not version.isdigit():
             return await self._page(who, None, Flash(False, "Which version? The form sent "
@@ -189,18 +187,18 @@ class HistoryPages:
 
     async def diff(self, request: HttpRequest) -> Response:
         """One version's diff (the change entry's before and after), for the timeline."""
-        who = await self.ui._signed_in(request)
+        who = await self.ui.signed_in(request)
         if isinstance(who, Response):
             return who
         version = request.path_params["version"]
         rows, error = await asyncio.to_thread(self._version_diff, who.session.env, version)
-        return self.ui._render("history_diff.html", rows=rows, error=error, version=version)
+        return self.ui.render("history_diff.html", rows=rows, error=error, version=version)
 
     def _version_diff(self, env: str, version: int) -> tuple[tuple[DiffRow, ...], str]:
         if self.ui.settings.flags is not None:
             return (), "This proxy serves a rules file: it keeps no history."
         try:
-            records = publisher.history(self.ui._redis(), env)
+            records = publisher.history(self.ui.redis(), env)
         except (RedisError, OSError, LayoutTooNew) as exc:
             return (), f"History unreadable now ({type(exc).__name__})."
         record = next((r for r in records if r.version == version), None)
@@ -212,7 +210,7 @@ class HistoryPages:
 
     async def _page(self, who: SignedIn, rollback_to: int | None, flash: Flash | None = None,
                     status: int = 200) -> Response:
-        view = await asyncio.to_thread(self.ui._read, who.session.env)
+        view = await asyncio.to_thread(self.ui.read, who.session.env)
         listed = await self.ui.act(who, self.release.history, query=f"limit={SHOWN_VERSIONS}")
         reqs = await self.ui.act(who, self.requests.list, query="state=all")
         requests = [Request.from_json(r) for r in (reqs.data or [])] if reqs.ok else []
@@ -222,7 +220,7 @@ class HistoryPages:
         if rollback_to is not None and how.allowed:
             confirm = await asyncio.to_thread(self._rollback_preview, who.session.env,
                                               rollback_to)
-        return self.ui._render(
+        return self.ui.render(
             "history.html", status, nav="history", who=who, view=view, steps=steps,
             error="" if listed.ok else listed.error, how=how, flash=flash,
             rollback_to=rollback_to, confirm=confirm,
@@ -233,7 +231,7 @@ class HistoryPages:
         """What rolling back to ``version`` changes now (``publisher.rollback_plan``, as the
         handler computes it), or why it cannot."""
         try:
-            _state, plan = publisher.rollback_plan(self.ui._redis(), env, version)
+            _state, plan = publisher.rollback_plan(self.ui.redis(), env, version)
         except LookupError as exc:  # beyond the change log, or no such version
             return (), str(exc.args[0]) if exc.args else str(exc)
         except InvalidDocument as exc:

@@ -176,12 +176,12 @@ class InsightPages:
                 Route("/ui/explain", self.explain, methods=["GET"])]
 
     async def experiments(self, request: Request) -> Response:
-        who = await self.ui._signed_in(request)
+        who = await self.ui.signed_in(request)
         if isinstance(who, Response):
             return who
-        view = await asyncio.to_thread(self.ui._read, who.session.env)
+        view = await asyncio.to_thread(self.ui.read, who.session.env)
         found, error = await self._experiments(who)
-        return self.ui._render("experiments.html", nav="experiments", who=who, view=view,
+        return self.ui.render("experiments.html", nav="experiments", who=who, view=view,
                                experiments=found, error=error)
 
     async def _experiments(self, who: SignedIn) -> tuple[list[Experiment], str]:
@@ -194,7 +194,7 @@ class InsightPages:
         if self.ui.settings.flags is not None:
             return shown, "Results need Redis (this proxy serves a rules file)."
         try:
-            client = await asyncio.to_thread(self.ui._redis)
+            client = await asyncio.to_thread(self.ui.redis)
             return [Experiment(e.key, e.revision, e.description, await asyncio.to_thread(
                 tracked_events, client, who.session.env, e.key, e.revision))
                 for e in shown], ""
@@ -202,12 +202,12 @@ class InsightPages:
             return shown, f"Redis is unreachable ({type(exc).__name__}): no results to show."
 
     async def experiment(self, request: Request) -> Response:
-        who = await self.ui._signed_in(request)
+        who = await self.ui.signed_in(request)
         if isinstance(who, Response):
             return who
         key = request.path_params["key"]
         event = request.query_params.get("event", "")[:200]
-        view = await asyncio.to_thread(self.ui._read, who.session.env)
+        view = await asyncio.to_thread(self.ui.read, who.session.env)
         report, error, status = None, "", 200
         if not event:
             error, status = "Choose the tracked event to read the results for.", 200
@@ -216,21 +216,21 @@ class InsightPages:
         else:
             try:
                 report = await asyncio.to_thread(
-                    lambda: experiment_report(self.ui._redis(), who.session.env, key, event))
+                    lambda: experiment_report(self.ui.redis(), who.session.env, key, event))
             except usage.NotAnExperiment as exc:
                 error, status = str(exc), 404
             except (RedisError, OSError, LayoutTooNew) as exc:
                 error, status = f"Redis is unreachable ({type(exc).__name__}).", 503
-        return self.ui._render("experiment.html", status, nav="experiments", who=who,
+        return self.ui.render("experiment.html", status, nav="experiments", who=who,
                                view=view, key=key, event=event, report=report, error=error)
 
     async def explain(self, request: Request) -> Response:
-        who = await self.ui._signed_in(request)
+        who = await self.ui.signed_in(request)
         if isinstance(who, Response):
             return who
         flag = request.query_params.get("flag", "")
         raw_context = request.query_params.get("context", "")
-        view = await asyncio.to_thread(self.ui._read, who.session.env)
+        view = await asyncio.to_thread(self.ui.read, who.session.env)
         flag_set = self.ui.store.get(who.session.env)
         answer, error = None, ""
         if flag_set is None:
@@ -243,7 +243,7 @@ class InsightPages:
                 answer = explanation(who.session.env, flag_set, flag, context)
                 if answer.get("result", {}).get("errorCode") == "FLAG_NOT_FOUND":
                     answer, error = None, f"No flag {flag!r} in {who.session.env}."
-        return self.ui._render("explain.html", 200, nav="explain", who=who, view=view,
+        return self.ui.render("explain.html", 200, nav="explain", who=who, view=view,
                                flags=sorted(flag_set.flags) if flag_set else [],
                                flag=flag, context=raw_context or '{"targetingKey": "user-1"}',
                                answer=answer, error=error)

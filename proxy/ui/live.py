@@ -238,7 +238,7 @@ class LiveChannel:
 
     # -- the stream ----------------------------------------------------------------------
     async def events(self, request: Request) -> Response:
-        who = await self.ui._signed_in(request)
+        who = await self.ui.signed_in(request)
         if isinstance(who, Response):  # no redirect: EventSource would loop on it
             return Response("sign in first", 401, media_type="text/plain",
                             headers={"Cache-Control": "no-store"})
@@ -277,16 +277,16 @@ class LiveChannel:
             self.release(listener)
 
     async def still_signed_in(self, session: sessions.Session) -> bool:
-        """As ``UiRoutes._signed_in`` decides it for a page: not expired, its key still there
+        """As ``UiRoutes.signed_in`` decides it for a page: not expired, its key still there
         (and of this environment), not signed out on any replica."""
         if session.expires <= time.time():
             return False
         record = self.ui.keyring.by_id(session.key_id)
-        if self.ui._actor(session.key_id, record.name if record else "") is None:
+        if self.ui.actor(session.key_id, record.name if record else "") is None:
             return False
         if record is not None and record.env != session.env:
             return False
-        return not await self.ui._is_revoked(session.sid)
+        return not await self.ui.is_revoked(session.sid)
 
     # -- listeners and watchers ----------------------------------------------------------
     def open(self, session: sessions.Session) -> Listener:

@@ -34,12 +34,12 @@ def links(ui: UiRoutes) -> list[BaseRoute]:
     signed-in environment (a session is bound to one); a session of another environment is
     told which one the link is for, never shown that environment's request N."""
     async def follow(r: Request, target: str) -> Response:
-        who = await ui._signed_in(r)
+        who = await ui.signed_in(r)
         if isinstance(who, Response):
             return who
         env = r.path_params["env"]
         if env != who.session.env:
-            return ui._refused(f"This link is for environment {env}; you are signed in to "
+            return ui.refused(f"This link is for environment {env}; you are signed in to "
                                f"{who.session.env}. Sign in with a key of {env}.")
         return RedirectResponse(target, 303)
 

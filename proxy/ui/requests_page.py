@@ -210,20 +210,20 @@ class RequestsPages:
                 Route(one + "/cancel", self.cancel, methods=["POST"])]
 
     async def inbox(self, request: HttpRequest) -> Response:
-        who = await self.ui._signed_in(request)
+        who = await self.ui.signed_in(request)
         if isinstance(who, Response):
             return who
-        view = await asyncio.to_thread(self.ui._read, who.session.env)
+        view = await asyncio.to_thread(self.ui.read, who.session.env)
         listed = await self.ui.act(who, self.requests.list, query="state=all")
         rows = inbox_order(_requests(listed)) if listed.ok else []
-        return self.ui._render("requests.html", nav="requests", who=who, view=view,
+        return self.ui.render("requests.html", nav="requests", who=who, view=view,
                                rows=rows, error="" if listed.ok else listed.error,
                                open_requests=sum(r.state == "open" for r in rows),
                                policy=view.policy,
                                needed_of=lambda r: needed_approvals(r, view.policy))
 
     async def detail(self, request: HttpRequest) -> Response:
-        who = await self.ui._signed_in(request)
+        who = await self.ui.signed_in(request)
         if isinstance(who, Response):
             return who
         return await self._detail(who, request.path_params["id"])
@@ -238,12 +238,10 @@ class RequestsPages:
         return await self._action(request, "cancel")
 
     async def _action(self, request: HttpRequest, name: str) -> Response:
-        who = await self.ui._signed_in(request, need_csrf=True)
-        if isinstance(who, Response):
-            return who
-        form = await self.ui._form(request)
-        if isinstance(form, Response):
-            return form
+        posted = await self.ui.posted(request)
+        if isinstance(posted, Response):
+            return posted
+        who, form = posted
         request_id = request.path_params["id"]
         params = {"id": request_id}
         if name == "approve":
@@ -260,10 +258,10 @@ class RequestsPages:
 
     async def _detail(self, who: SignedIn, request_id: int, flash: Flash | None = None,
                       status: int = 200) -> Response:
-        view = await asyncio.to_thread(self.ui._read, who.session.env)
+        view = await asyncio.to_thread(self.ui.read, who.session.env)
         got = await self.ui.act(who, self.requests.one, params={"id": request_id})
         if not got.ok:
-            return self.ui._render("request.html", got.status if got.status != 200 else 404,
+            return self.ui.render("request.html", got.status if got.status != 200 else 404,
                                    nav="requests", who=who, view=view, req=None,
                                    request_id=request_id, error=got.error, flash=flash)
         req = Request.from_json(got.data)
@@ -282,7 +280,7 @@ class RequestsPages:
             context["impact_error"] = "" if impact.ok else impact.error
         policy = view.policy
         read_only = view.problem if view.read_only else ""
-        return self.ui._render(
+        return self.ui.render(
             "request.html", status, nav="requests", who=who, view=view, flash=flash,
             request_id=request_id, error="", policy=policy,
             needed=needed_approvals(req, policy) if policy else None,

@@ -132,19 +132,19 @@ class UiRoutes:
 
     async def _page(self, request: Request, template: str, nav: str, *,
                     insights: bool = False, **extra: Any) -> Response:
-        who = await self._signed_in(request)
+        who = await self.signed_in(request)
         if isinstance(who, Response):
             return who
-        view = await asyncio.to_thread(self._read, who.session.env, insights)
-        return self._render(template, nav=nav, who=who, view=view, **extra)
+        view = await asyncio.to_thread(self.read, who.session.env, insights)
+        return self.render(template, nav=nav, who=who, view=view, **extra)
 
-    def _read(self, env: str, insights: bool = False) -> views.EnvView:
+    def read(self, env: str, insights: bool = False) -> views.EnvView:
         """``insights``: with the flags list's insight columns (``proxy.ui.insight_pages``)."""
         if self.settings.flags is not None:
             return views.read_served(self.store, env, views.FILE,
                                      "This proxy serves a rules file (--flags): read-only.")
         try:
-            return views.read_live(self._redis(), env, insights=insights)
+            return views.read_live(self.redis(), env, insights=insights)
         except (RedisError, OSError, LayoutTooNew) as exc:
             log.warning("ui: Redis unreadable (%s): showing what this proxy serves",
                         type(exc).__name__)
@@ -159,17 +159,17 @@ class UiRoutes:
         return self._signin_page(notice=notice)
 
     async def signin(self, request: Request) -> Response:
-        form = await self._form(request)
+        form = await self.form(request)
         if isinstance(form, Response):
             return form
         if not sessions.signin_ok(request.cookies.get(SIGNIN_COOKIE), self.tokens.secret,
                                   form.get("csrf")):
-            return self._refused("The sign-in form expired or did not come from this site: "
+            return self.refused("The sign-in form expired or did not come from this site: "
                                  "reload the page and try again.")
         principal = self._principal(form.get("key", "").strip())
         if isinstance(principal, Response):
             return self._signin_page(error=_why(principal), status=principal.status_code)
-        actor = self._actor(principal.key_id, principal.name)
+        actor = self.actor(principal.key_id, principal.name)
         if actor is None or not may_view(actor):
             return self._signin_page(error="This key holds no role that may use the UI.",
                                      status=403)
@@ -182,7 +182,7 @@ class UiRoutes:
         return response
 
     async def signout(self, request: Request) -> Response:
-        who = await self._signed_in(request, need_csrf=True)
+        who = await self.signed_in(request, need_csrf=True)
         if isinstance(who, Response):
             return who
         session = who.session
@@ -190,7 +190,7 @@ class UiRoutes:
         if self.settings.flags is None:
             try:
                 ttl = session.ttl(time.time())
-                await asyncio.to_thread(lambda: revocations.revoke(self._redis(), session.sid,
+                await asyncio.to_thread(lambda: revocations.revoke(self.redis(), session.sid,
                                                                    ttl))
             except (RedisError, OSError) as exc:
                 # Signed out here; other replicas learn of it only through Redis.
@@ -203,7 +203,15 @@ class UiRoutes:
         return response
 
     # -- who is calling ------------------------------------------------------------------
-    async def _signed_in(self, request: Request, *,
+    async def posted(self, request: Request) -> tuple[SignedIn, dict[str, str]] | Response:
+        """A write's caller (its CSRF token checked) and its form; else the refusal."""
+        who = await self.signed_in(request, need_csrf=True)
+        if isinstance(who, Response):
+            return who
+        form = await self.form(request)
+        return form if isinstance(form, Response) else (who, form)
+
+    async def signed_in(self, request: Request, *,
                          need_csrf: bool = False) -> SignedIn | Response:
         """The caller's live session, or the answer for one without: the sign-in page (a
         redirect) for a missing, expired, revoked one; 403 for a POST without its CSRF token."""
@@ -212,21 +220,21 @@ class UiRoutes:
         if session is None:
             return self._to_signin("expired" if COOKIE in request.cookies else "")
         record = self.keyring.by_id(session.key_id)
-        actor = self._actor(session.key_id, record.name if record else "")
+        actor = self.actor(session.key_id, record.name if record else "")
         if actor is None or (record is not None and record.env != session.env):
             return self._to_signin("revoked")
-        if await self._is_revoked(session.sid):
+        if await self.is_revoked(session.sid):
             return self._to_signin("expired")
         if need_csrf:
-            form = await self._form(request)
+            form = await self.form(request)
             presented = (request.headers.get(CSRF_HEADER) or
                          (form.get("csrf") if isinstance(form, dict) else None))
             if not sessions.csrf_ok(session, secret, presented):
-                return self._refused("This form's security token is missing or wrong: "
+                return self.refused("This form's security token is missing or wrong: "
                                      "reload the page and try again.")
         return SignedIn(session, actor, sessions.csrf_token(session, secret))
 
-    async def _is_revoked(self, sid: str) -> bool:
+    async def is_revoked(self, sid: str) -> bool:
         now = time.time()
         self._revoked_here = {s: exp for s, exp in self._revoked_here.items() if exp > now}
         if sid in self._revoked_here:
@@ -234,7 +242,7 @@ class UiRoutes:
         if self.settings.flags is not None:
             return False
         try:
-            return await asyncio.to_thread(lambda: revocations.is_revoked(self._redis(), sid))
+            return await asyncio.to_thread(lambda: revocations.is_revoked(self.redis(), sid))
         except (RedisError, OSError):
             # Redis down: the pages are read-only and show what this proxy serves; refusing
             # every session would leave a blank sign-in page instead (docs/design-notes.md).
@@ -248,7 +256,7 @@ class UiRoutes:
         return self.auth.authorize(None, "admin",
                                    headers={b"authorization": f"Bearer {key}".encode()})
 
-    def _actor(self, key_id: str, name: str) -> Actor | None:
+    def actor(self, key_id: str, name: str) -> Actor | None:
         """As the admin API decides it: the key's name and roles, a trusted operator with
         --no-auth, None for a key that is gone (revoked since)."""
         if self.auth.no_auth:
@@ -273,7 +281,7 @@ class UiRoutes:
                                              for k, v in (headers or {}).items()],
                  "path_params": {**(params or {}), "env": who.session.env}}
         call = Call(who.session.env, who.actor, who.session.key_id, Request(scope), body or {})
-        client = self._redis()
+        client = self.redis()
         try:
             out = await asyncio.to_thread(handler, client, call)
         except Exception as exc:
@@ -284,7 +292,7 @@ class UiRoutes:
         return outcome(out) if isinstance(out, Response) else Outcome(200, out)
 
     # -- helpers -------------------------------------------------------------------------
-    async def _form(self, request: Request) -> dict[str, str] | Response:
+    async def form(self, request: Request) -> dict[str, str] | Response:
         """The urlencoded form, read from the body once per request and kept in the
         request's state: ``request_body`` reads the ASGI stream itself (no Starlette cache),
         so a second read (the CSRF check, then the action) would wait forever."""
@@ -300,7 +308,7 @@ class UiRoutes:
         request.state.ui_form = form
         return form
 
-    def _redis(self) -> Any:
+    def redis(self) -> Any:
         """The blocking client, made on first use in a worker thread (a Cluster client
         connects as it is made: not on the loop); the lock keeps two threads from making two.
         Short timeouts: a page falls back to the served copy rather than hang."""
@@ -318,21 +326,21 @@ class UiRoutes:
         if client is not None:
             await asyncio.to_thread(client.close)
 
-    def _render(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    def render(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         html = self.templates.get_template(template).render(**context)
         return HTMLResponse(html, status, headers=SECURITY_HEADERS)
 
     def _signin_page(self, *, error: str = "", notice: str = "",
                      status: int = 200) -> Response:
         nonce = sessions.new_nonce()
-        response = self._render("signin.html", status, error=error, notice=notice,
+        response = self.render("signin.html", status, error=error, notice=notice,
                                 csrf=sessions.signin_token(nonce, self.tokens.secret))
         response.set_cookie(SIGNIN_COOKIE, nonce, max_age=SIGNIN_LIFETIME_S, path="/ui",
                             httponly=True, samesite="strict")
         return response
 
-    def _refused(self, reason: str) -> Response:
-        return self._render("refused.html", 403, reason=reason)
+    def refused(self, reason: str) -> Response:
+        return self.render("refused.html", 403, reason=reason)
 
     def _to_signin(self, notice: str) -> Response:
         response = RedirectResponse(f"/ui/signin?notice={notice}" if notice else "/ui/signin",
