@@ -89,7 +89,7 @@ def test_a_revoked_key_leaves_this_process_key_ring_with_the_answer():
     ring = KeyRing()
     ring.replace_all({"a" * 64: KeyRecord("a" * 12, "prod", "admin", "ann", 0.0),
                       "b" * 64: KeyRecord("b" * 12, "prod", "admin", "bob", 0.0)})
-    KeysApi(AdminCalls(Settings(), None, ring))._forget("a" * 12)  # type: ignore[arg-type]
+    KeysApi(AdminCalls(Settings(), None, ring)).forget("a" * 12)  # type: ignore[arg-type]
     assert ring.by_id("a" * 12) is None and ring.by_id("b" * 12) is not None
 
 
