@@ -20,6 +20,7 @@ import pytest
 from proxy.storage import keys
 from tests.e2e import setup_browser
 from tests.e2e.conftest import FLAGS_FILE
+from tests.e2e.ui_support import admin_keys, replicas
 from tests.integration.conftest import ProxyServer
 from tests.redis_server import RedisServer
 from tests.waiting import wait_until
@@ -46,26 +47,9 @@ class UiStack:
 
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory: pytest.TempPathFactory, demo_bundle: Path) -> Iterator[UiStack]:
-    workdir = tmp_path_factory.mktemp("ui")
-    redis = RedisServer(workdir / "redis").start()
-    a = ProxyServer(redis, workdir / "a", env=ENV)
-    b = ProxyServer(redis, workdir / "b", env=ENV)
-    try:
-        a.start()
-        b.start()
-        a.push(FLAGS_FILE.read_bytes())
-        b.wait_version(1)
-        raw, _ = keys.create(a.redis_client, ENV, "admin", "ann", roles=("view",))
-        for proxy in (a, b):  # both learn the key from flagedge:events
-            wait_until(lambda p=proxy: p.key_works(raw), timeout=10, what="key on proxy")
-        yield UiStack(redis, a, b, raw)
-    finally:
-        for proxy in (a, b):
-            try:
-                proxy.stop()
-            except Exception:
-                proxy.kill()
-        redis.stop()
+    with replicas(tmp_path_factory.mktemp("ui"), ENV) as (redis, (a, b)):
+        made = admin_keys([a, b], ENV, {"ann": ("view",)})
+        yield UiStack(redis, a, b, made["ann"])
 
 
 def new_page(browser: Any, *, axe: bool = False) -> Any:

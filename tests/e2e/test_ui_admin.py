@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from proxy.storage import keys
-from tests.e2e.conftest import FLAGS_FILE
 from tests.e2e.test_ui import axe_and_screenshots, new_page, sign_in
+from tests.e2e.ui_support import admin_keys, replicas
 from tests.integration.conftest import ProxyServer
 from tests.integration.webhook_receiver import Receiver, verify
 from tests.redis_server import RedisServer
@@ -47,23 +47,9 @@ class AdminStack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, demo_bundle: Path) -> Iterator[AdminStack]:
-    workdir = tmp_path_factory.mktemp("ui-admin")
-    redis = RedisServer(workdir / "redis").start()
-    proxy = ProxyServer(redis, workdir / "proxy", env=ENV)
-    try:
-        proxy.start()
-        proxy.push(FLAGS_FILE.read_bytes())
-        mia, _ = keys.create(proxy.redis_client, ENV, "admin", "mia", roles=("view", "manage"))
-        vic, _ = keys.create(proxy.redis_client, ENV, "admin", "vic", roles=("view",))
-        for raw in (mia, vic):
-            wait_until(lambda r=raw: proxy.key_works(r), timeout=10, what="key on the proxy")
-        yield AdminStack(redis, proxy, mia, vic)
-    finally:
-        try:
-            proxy.stop()
-        except Exception:
-            proxy.kill()
-        redis.stop()
+    with replicas(tmp_path_factory.mktemp("ui-admin"), ENV, ("proxy",)) as (redis, (proxy,)):
+        made = admin_keys([proxy], ENV, {"mia": ("view", "manage"), "vic": ("view",)})
+        yield AdminStack(redis, proxy, made["mia"], made["vic"])
 
 
 def _signed_in(browser: Any, stack: AdminStack, key: str, *, axe: bool = False) -> Any:

@@ -24,9 +24,10 @@ import pytest
 from proxy.release import publisher, review, rollout
 from proxy.release.authorization import Actor
 from proxy.release.times import iso
-from proxy.storage import keys, policy, rollouts
+from proxy.storage import policy, rollouts
 from tests.e2e.conftest import FLAGS_FILE
 from tests.e2e.test_ui import axe_and_screenshots, new_page, sign_in
+from tests.e2e.ui_support import admin_keys, replicas
 from tests.integration.conftest import ProxyServer
 from tests.redis_server import RedisServer
 from tests.waiting import wait_until
@@ -70,29 +71,15 @@ class FlagStack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, demo_bundle: Any) -> Iterator[FlagStack]:
-    workdir = tmp_path_factory.mktemp("ui-flag")
-    redis = RedisServer(workdir / "redis").start()
-    proxy = ProxyServer(redis, workdir / "proxy", env=ENV)
-    try:
-        proxy.start()
-        for env in (ENV, PROTECTED):
-            proxy.push(FLAGS_FILE.read_bytes(), env=env)
+    with replicas(tmp_path_factory.mktemp("ui-flag"), ENV, ("proxy",)) as (redis, (proxy,)):
+        proxy.push(FLAGS_FILE.read_bytes(), env=PROTECTED)
         policy.write(proxy.redis_client, PROTECTED, policy.Policy(1))
-        made = {name: keys.create(proxy.redis_client, env, "admin", name, roles=roles)[0]
-                for name, env, roles in (("ann", ENV, ("propose", "approve", "kill")),
-                                         ("vic", ENV, ("view",)),
-                                         ("pat", PROTECTED, ("propose",)),
-                                         ("kim", PROTECTED, ("propose", "kill")))}
-        for raw in made.values():  # the proxy learns keys from flagedge:events
-            wait_until(lambda r=raw: proxy.key_works(r), timeout=10, what="key on the proxy")
+        made = {**admin_keys([proxy], ENV, {"ann": ("propose", "approve", "kill"),
+                                            "vic": ("view",)}),
+                **admin_keys([proxy], PROTECTED, {"pat": ("propose",),
+                                                  "kim": ("propose", "kill")})}
         client_key = proxy.create_key("client", env=ENV, name="flag-page-client")
         yield FlagStack(redis, proxy, client_key=client_key, **made)
-    finally:
-        try:
-            proxy.stop()
-        except Exception:
-            proxy.kill()
-        redis.stop()
 
 
 def signed_in(browser: Any, stack: FlagStack, key: str, path: str, *, axe: bool = False) -> Any:

@@ -21,8 +21,8 @@ import pytest
 
 from proxy.storage import insights as stored
 from proxy.storage import keys
-from tests.e2e.conftest import FLAGS_FILE
 from tests.e2e.test_ui import axe_and_screenshots, flag_keys_shown, new_page, sign_in
+from tests.e2e.ui_support import replicas
 from tests.integration.conftest import ProxyServer
 from tests.redis_server import RedisServer
 from tests.waiting import wait_until
@@ -77,12 +77,8 @@ def _traffic(proxy: ProxyServer, client_key: str) -> None:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, demo_bundle: Path) -> Iterator[InsightStack]:
-    workdir = tmp_path_factory.mktemp("ui-insights")
-    redis = RedisServer(workdir / "redis").start()
-    proxy = ProxyServer(redis, workdir / "proxy", env=ENV, environ=FAST)
-    try:
-        proxy.start()
-        proxy.push(FLAGS_FILE.read_bytes())
+    with replicas(tmp_path_factory.mktemp("ui-insights"), ENV, ("proxy",),
+                  environ=FAST) as (redis, (proxy,)):
         # Keys are awaited on routes that evaluate nothing: only the traffic is counted.
         client_key, _ = keys.create(proxy.redis_client, ENV, "client", "shop")
         raw, _ = keys.create(proxy.redis_client, ENV, "admin", "pia", roles=("view",))
@@ -103,12 +99,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory, demo_bundle: Path) -> Iterat
         # A flag first served 40 days ago: old enough to be judged stale (insights stale).
         proxy.redis_client.hset(stored.born_key(ENV), OLD_FLAG, int(time.time()) - 40 * 86_400)
         yield stack
-    finally:
-        try:
-            proxy.stop()
-        except Exception:
-            proxy.kill()
-        redis.stop()
 
 
 def _page_numbers(page: Any) -> dict[str, dict[str, int]]:

@@ -25,9 +25,8 @@ from typing import Any
 import httpx
 import pytest
 
-from proxy.storage import keys
-from tests.e2e.conftest import FLAGS_FILE
 from tests.e2e.test_ui import new_page, sign_in
+from tests.e2e.ui_support import admin_keys, replicas
 from tests.integration.conftest import ProxyServer
 from tests.integration.streams_support import Stream, data
 from tests.redis_server import RedisServer
@@ -56,28 +55,9 @@ class LiveStack:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory, demo_bundle: Path) -> Iterator[LiveStack]:
     workdir = tmp_path_factory.mktemp("ui-live")
-    redis = RedisServer(workdir / "redis").start()
-    a = ProxyServer(redis, workdir / "a", env=ENV)
-    b = ProxyServer(redis, workdir / "b", env=ENV)
-    try:
-        a.start()
-        b.start()
-        a.push(FLAGS_FILE.read_bytes())
-        b.wait_version(1)
-        view, _ = keys.create(a.redis_client, ENV, "admin", "ann", roles=("view",))
-        admin, _ = keys.create(a.redis_client, ENV, "admin", "root", roles=ALL_ROLES)
-        for proxy in (a, b):  # both learn the keys from flagedge:events
-            for raw in (view, admin):
-                wait_until(lambda p=proxy, k=raw: p.key_works(k), timeout=10,
-                           what="key on proxy")
-        yield LiveStack(redis, a, b, view, admin, workdir)
-    finally:
-        for proxy in (a, b):
-            try:
-                proxy.stop()
-            except Exception:
-                proxy.kill()
-        redis.stop()
+    with replicas(workdir, ENV) as (redis, (a, b)):
+        made = admin_keys([a, b], ENV, {"ann": ("view",), "root": ALL_ROLES})
+        yield LiveStack(redis, a, b, made["ann"], made["root"], workdir)
 
 
 def document(stack: LiveStack) -> dict[str, Any]:

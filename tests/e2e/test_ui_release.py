@@ -27,13 +27,13 @@ import pytest
 from proxy.evaluation.documents import compile_document
 from proxy.evaluation.engine import evaluate
 from proxy.release import publisher
-from proxy.storage import keys, policy
+from proxy.storage import policy
 from tests.e2e.conftest import FLAGS_FILE
 from tests.e2e.pageutil import shown, wait_ready
 from tests.e2e.test_ui import axe_and_screenshots, new_page, sign_in
+from tests.e2e.ui_support import admin_keys, known_everywhere, replicas
 from tests.integration.conftest import ProxyServer
 from tests.redis_server import RedisServer
-from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.integration]
 
@@ -61,31 +61,13 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, demo_bundle: Path) -> Iterator[Stack]:
-    workdir = tmp_path_factory.mktemp("uirelease")
-    redis = RedisServer(workdir / "redis").start()
-    a = ProxyServer(redis, workdir / "a", env=ENV, extra_args=["--demo"])
-    b = ProxyServer(redis, workdir / "b", env=ENV)
-    try:
-        a.start()
-        b.start()
-        a.push(FLAGS_FILE.read_bytes())
-        b.wait_version(1)
+    with replicas(tmp_path_factory.mktemp("uirelease"), ENV,
+                  extra_args={"a": ["--demo"]}) as (redis, (a, b)):
         policy.write(a.redis_client, ENV, policy.Policy(1))
-        ann = keys.create(a.redis_client, ENV, "admin", "ann", roles=("propose",))[0]
-        bob = keys.create(a.redis_client, ENV, "admin", "bob", roles=("approve",))[0]
+        made = admin_keys([a, b], ENV, {"ann": ("propose",), "bob": ("approve",)})
         client_key = a.create_key("client", name="demo-page")
-        for proxy in (a, b):
-            for raw in (ann, bob, client_key):
-                wait_until(lambda p=proxy, k=raw: p.key_works(k), timeout=10,
-                           what="key on proxy")
-        yield Stack(redis, a, b, ann, bob, client_key)
-    finally:
-        for proxy in (a, b):
-            try:
-                proxy.stop()
-            except Exception:
-                proxy.kill()
-        redis.stop()
+        known_everywhere([a, b], [client_key])
+        yield Stack(redis, a, b, made["ann"], made["bob"], client_key)
 
 
 def flipped_user(before: dict[str, Any], after: dict[str, Any]) -> str:

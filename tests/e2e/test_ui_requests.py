@@ -28,9 +28,9 @@ import pytest
 from proxy.release import authorization as authz
 from proxy.release import publisher
 from proxy.release.changeset import Document, make_plan
-from proxy.storage import keys, policy
-from tests.e2e.conftest import FLAGS_FILE
+from proxy.storage import policy
 from tests.e2e.test_ui import axe_and_screenshots, new_page, sign_in
+from tests.e2e.ui_support import admin_keys, known_everywhere, replicas
 from tests.integration.conftest import ProxyServer
 from tests.redis_server import RedisServer
 from tests.waiting import wait_until
@@ -83,31 +83,12 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, demo_bundle: Path) -> Iterator[Stack]:
-    workdir = tmp_path_factory.mktemp("uireq")
-    redis = RedisServer(workdir / "redis").start()
-    a = ProxyServer(redis, workdir / "a", env=ENV)
-    b = ProxyServer(redis, workdir / "b", env=ENV)
-    try:
-        a.start()
-        b.start()
-        a.push(FLAGS_FILE.read_bytes())
-        b.wait_version(1)
-        made = {name: keys.create(a.redis_client, ENV, "admin", name, roles=roles)[0]
-                for name, roles in ROLES.items()}
+    with replicas(tmp_path_factory.mktemp("uireq"), ENV) as (redis, (a, b)):
+        made = admin_keys([a, b], ENV, ROLES)
         client_key = a.create_key("client", name="ofrep")
-        for proxy in (a, b):  # both learn the keys from flagedge:events
-            for raw in (*made.values(), client_key):
-                wait_until(lambda p=proxy, k=raw: p.key_works(k), timeout=10,
-                           what="key on proxy")
+        known_everywhere([a, b], [client_key])
         policy.write(a.redis_client, ENV, policy.Policy(1))
         yield Stack(redis, a, b, made, client_key)
-    finally:
-        for proxy in (a, b):
-            try:
-                proxy.stop()
-            except Exception:
-                proxy.kill()
-        redis.stop()
 
 
 def page_as(browser: Any, stack: Stack, who: str, *, axe: bool = False) -> Any:

@@ -1,0 +1,59 @@
+"""What every UI browser test module sets up: one real redis-server and one or more real
+`flagedge serve` replicas on it, config/flags.json pushed, and admin keys with roles that
+every replica knows before a test signs in with them."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+
+from proxy.storage import keys
+from tests.e2e.conftest import FLAGS_FILE
+from tests.integration.conftest import ProxyServer
+from tests.redis_server import RedisServer
+from tests.waiting import wait_until
+
+
+@contextlib.contextmanager
+def replicas(workdir: Path, env: str, names: Iterable[str] = ("a", "b"), *,
+             extra_args: Mapping[str, list[str]] | None = None,
+             environ: Mapping[str, str] | None = None,
+             ) -> Iterator[tuple[RedisServer, list[ProxyServer]]]:
+    """Redis and one serve per name (``extra_args[name]``: its own arguments), the demo
+    flags pushed to ``env`` and served by all; everything stopped afterwards."""
+    redis = RedisServer(workdir / "redis").start()
+    proxies = [ProxyServer(redis, workdir / name, env=env,
+                           extra_args=(extra_args or {}).get(name), environ=dict(environ or {}))
+               for name in names]
+    try:
+        for proxy in proxies:
+            proxy.start()
+        proxies[0].push(FLAGS_FILE.read_bytes())
+        for proxy in proxies[1:]:
+            proxy.wait_version(1)
+        yield redis, proxies
+    finally:
+        for proxy in proxies:
+            try:
+                proxy.stop()
+            except Exception:
+                proxy.kill()
+        redis.stop()
+
+
+def admin_keys(proxies: list[ProxyServer], env: str,
+               roles: Mapping[str, Iterable[str]]) -> dict[str, str]:
+    """An admin key per name with its roles, known to every replica; name -> raw key."""
+    made = {name: keys.create(proxies[0].redis_client, env, "admin", name,
+                              roles=tuple(held))[0] for name, held in roles.items()}
+    known_everywhere(proxies, made.values())
+    return made
+
+
+def known_everywhere(proxies: list[ProxyServer], raws: Iterable[str]) -> None:
+    """Wait until every replica takes every key (they learn keys from flagedge:events)."""
+    for proxy in proxies:
+        for raw in raws:
+            wait_until(lambda p=proxy, k=raw: p.key_works(k), timeout=10,
+                       what="key on proxy")
