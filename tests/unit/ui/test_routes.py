@@ -113,7 +113,7 @@ async def test_with_an_admin_port_the_ui_is_there_only(tmp_path: Path) -> None:
         assert (await main.get("/ui/signin")).status_code == 404
 
 
-def test_an_admin_refusal_reads_as_words_and_paths() -> None:
+async def test_an_admin_refusal_reads_as_words_and_paths() -> None:
     from proxy.api import errors
     from proxy.api.admin_calls import admin_error
     from proxy.ui.routes import outcome
