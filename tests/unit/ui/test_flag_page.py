@@ -7,11 +7,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import httpx
 import orjson
 import pytest
 
-from proxy.config import Settings
 from proxy.release.authorization import Actor
 from proxy.storage.policy import Policy
 from proxy.ui.flag_view import (
@@ -29,7 +27,7 @@ from proxy.ui.flag_view import (
     with_flag,
     written,
 )
-from tests.unit.ofrep_app import ENV, App
+from tests.unit.ui import inproc
 
 OPEN, PROTECTED = Policy(), Policy(2)
 
@@ -170,14 +168,9 @@ def test_the_edited_flag_replaces_only_its_key() -> None:
 @pytest.mark.asyncio
 async def test_in_file_mode_the_flag_page_is_read_only_and_writes_are_refused(
         tmp_path: Path) -> None:
-    rules = tmp_path / "flags.json"
-    rules.write_text("{}")
-    app = App(Settings(env=ENV, flags=rules))
-    transport = httpx.ASGITransport(app=app.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://edge") as client:
-        form = await client.get("/ui/signin")
-        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
-        await client.post("/ui/signin", data={"key": app.keys["admin"], "csrf": csrf})
+    app = inproc.file_mode_app(tmp_path)
+    async with inproc.client(app) as client:
+        await inproc.sign_in(client, app.keys["admin"])
         page = await client.get("/ui/flags/bool-flag")
         assert page.status_code == 200
         assert 'data-testid="readonly-banner"' in page.text

@@ -13,9 +13,9 @@ import httpx
 import orjson
 import pytest
 
-from proxy.config import Settings
 from proxy.ui.insight_pages import SPARK_H, FlagInsight, sparkline, variant_uses
-from tests.unit.ofrep_app import DOC, ENV, App
+from tests.unit.ofrep_app import DOC, App
+from tests.unit.ui import inproc
 
 EXPERIMENT_DOC: dict[str, Any] = {"flags": {**DOC["flags"], "checkout": {
     "state": "ENABLED", "defaultVariant": "control",
@@ -24,28 +24,8 @@ EXPERIMENT_DOC: dict[str, Any] = {"flags": {**DOC["flags"], "checkout": {
     "targeting": {"fractional": [["control", 50], ["treatment", 50]]}}}}
 
 
-def _app(tmp_path: Path, doc: dict[str, Any] = DOC) -> App:
-    rules = tmp_path / "flags.json"
-    rules.write_text("{}")
-    return App(Settings(env=ENV, flags=rules), doc=doc)
-
-
-def _client(app: App) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app.app),
-                             base_url="http://edge.example")
-
-
-def _csrf(page: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', page)
-    assert found, page
-    return found.group(1)
-
-
 async def _signed_in(client: httpx.AsyncClient, app: App) -> None:
-    form = await client.get("/ui/signin")
-    answer = await client.post("/ui/signin", data={"key": app.keys["admin"],
-                                                   "csrf": _csrf(form.text)})
-    assert answer.status_code == 303
+    assert (await inproc.sign_in(client, app.keys["admin"])).status_code == 303
 
 
 def _testid(page: str, name: str) -> str:
@@ -75,9 +55,9 @@ def test_the_text_alternative_says_the_numbers_drawn() -> None:
 
 @pytest.mark.asyncio
 async def test_explain_shows_what_the_explain_endpoint_answers(tmp_path: Path) -> None:
-    app = _app(tmp_path)
+    app = inproc.file_mode_app(tmp_path)
     context = {"targetingKey": "u1", "plan": "pro"}
-    async with _client(app) as client:
+    async with inproc.client(app) as client:
         await _signed_in(client, app)
         page = await client.get("/ui/explain", params={"flag": "string-flag",
                                                        "context": orjson.dumps(context).decode()})
@@ -101,8 +81,8 @@ async def test_explain_shows_what_the_explain_endpoint_answers(tmp_path: Path) -
 ])
 async def test_explain_says_why_it_cannot(tmp_path: Path, flag: str, context: str,
                                           error: str) -> None:
-    app = _app(tmp_path)
-    async with _client(app) as client:
+    app = inproc.file_mode_app(tmp_path)
+    async with inproc.client(app) as client:
         await _signed_in(client, app)
         page = await client.get("/ui/explain", params={"flag": flag, "context": context})
     assert error in _testid(page.text, "explain-error")
@@ -112,8 +92,8 @@ async def test_explain_says_why_it_cannot(tmp_path: Path, flag: str, context: st
 @pytest.mark.asyncio
 async def test_experiments_lists_the_served_experiments_and_needs_redis_for_results(
         tmp_path: Path) -> None:
-    app = _app(tmp_path, EXPERIMENT_DOC)
-    async with _client(app) as client:
+    app = inproc.file_mode_app(tmp_path, EXPERIMENT_DOC)
+    async with inproc.client(app) as client:
         await _signed_in(client, app)
         page = await client.get("/ui/experiments")
         results = await client.get("/ui/experiments/checkout", params={"event": "purchase"})
@@ -131,14 +111,14 @@ async def test_experiments_lists_the_served_experiments_and_needs_redis_for_resu
 ])
 async def test_admin_pages_in_file_mode_disable_writes_and_refuse_them(
         tmp_path: Path, path: str, post: dict[str, str], reason: str) -> None:
-    app = _app(tmp_path)
-    async with _client(app) as client:
+    app = inproc.file_mode_app(tmp_path)
+    async with inproc.client(app) as client:
         await _signed_in(client, app)
         page = await client.get(path)
         assert page.status_code == 200
         assert "Read-only" in _testid(page.text, reason)
         assert re.search(rf'disabled aria-describedby="{reason}"', page.text)
-        refused = await client.post(path, data={**post, "csrf": _csrf(page.text)})
+        refused = await client.post(path, data={**post, "csrf": inproc.csrf_in(page.text)})
         no_token = await client.post(path, data=post)
     assert refused.status_code == 503 and "read-only" in _testid(refused.text, "action-error")
     assert 'data-testid="new-key"' not in refused.text

@@ -9,10 +9,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from proxy.config import Settings
 from proxy.release.authorization import Actor
 from proxy.release.changeset import Document, make_plan
 from proxy.release.requests import Approval, Request, change_of
@@ -27,7 +25,7 @@ from proxy.ui.requests_page import (
     needed_approvals,
     utc,
 )
-from tests.unit.ofrep_app import ENV, App
+from tests.unit.ui import inproc
 
 ON = {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "on"}
 OFF = {**ON, "defaultVariant": "off"}
@@ -184,14 +182,9 @@ async def test_in_file_mode_the_pages_render_read_only_and_refuse_actions(
         tmp_path: Path) -> None:
     """No Redis (--flags): the pages render with the banner and say why there is nothing to
     show; an action (with its CSRF token) is refused with the reason, not a blank page."""
-    rules = tmp_path / "flags.json"
-    rules.write_text("{}")
-    app = App(Settings(env=ENV, flags=rules))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app.app),
-                                 base_url="http://edge.example") as client:
-        form = await client.get("/ui/signin")
-        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
-        await client.post("/ui/signin", data={"key": app.keys["admin"], "csrf": csrf})
+    app = inproc.file_mode_app(tmp_path)
+    async with inproc.client(app) as client:
+        await inproc.sign_in(client, app.keys["admin"])
         for path in ("/ui/requests", "/ui/history"):
             page = await client.get(path)
             assert page.status_code == 200, path

@@ -3,7 +3,6 @@ sign-in, the cookie's attributes, CSRF on every POST, sign-out, a revoked key, t
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import httpx
@@ -11,36 +10,15 @@ import pytest
 
 from proxy.config import Settings
 from tests.unit.ofrep_app import ENV, App
+from tests.unit.ui import inproc
 
 pytestmark = pytest.mark.asyncio
 
 
-def _app(tmp_path: Path) -> App:
-    rules = tmp_path / "flags.json"
-    rules.write_text("{}")
-    return App(Settings(env=ENV, flags=rules))
-
-
-def _client(app: App) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app.app),
-                             base_url="http://edge.example")
-
-
-def _csrf(html: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert found, html
-    return found.group(1)
-
-
-async def _sign_in(client: httpx.AsyncClient, key: str) -> httpx.Response:
-    form = await client.get("/ui/signin")
-    return await client.post("/ui/signin", data={"key": key, "csrf": _csrf(form.text)})
-
-
 async def test_sign_in_sets_a_strict_httponly_cookie_without_the_key(tmp_path: Path) -> None:
-    app = _app(tmp_path)
-    async with _client(app) as client:
-        answer = await _sign_in(client, app.keys["admin"])
+    app = inproc.file_mode_app(tmp_path)
+    async with inproc.client(app) as client:
+        answer = await inproc.sign_in(client, app.keys["admin"])
         assert answer.status_code == 303 and answer.headers["location"] == "/ui/"
         cookie = next(c for c in answer.headers.get_list("set-cookie")
                       if c.startswith("flagedge_ui="))
@@ -55,12 +33,12 @@ async def test_sign_in_sets_a_strict_httponly_cookie_without_the_key(tmp_path: P
 
 
 async def test_a_wrong_key_a_server_key_or_no_form_token_is_refused(tmp_path: Path) -> None:
-    app = _app(tmp_path)
-    async with _client(app) as client:
-        wrong = await _sign_in(client, "fe_admin_nope")
+    app = inproc.file_mode_app(tmp_path)
+    async with inproc.client(app) as client:
+        wrong = await inproc.sign_in(client, "fe_admin_nope")
         assert wrong.status_code == 401 and "not a valid admin key" in wrong.text
         assert "fe_admin_nope" not in wrong.text
-        server = await _sign_in(client, app.keys["server"])
+        server = await inproc.sign_in(client, app.keys["server"])
         assert server.status_code == 403
         forged = await client.post("/ui/signin", data={"key": app.keys["admin"]})
         assert forged.status_code == 403
@@ -68,15 +46,15 @@ async def test_a_wrong_key_a_server_key_or_no_form_token_is_refused(tmp_path: Pa
 
 
 async def test_signing_out_needs_the_csrf_token_and_ends_the_session(tmp_path: Path) -> None:
-    app = _app(tmp_path)
-    async with _client(app) as client:
-        await _sign_in(client, app.keys["admin"])
+    app = inproc.file_mode_app(tmp_path)
+    async with inproc.client(app) as client:
+        await inproc.sign_in(client, app.keys["admin"])
         page = await client.get("/ui/")
         cookie = client.cookies["flagedge_ui"]
         refused = await client.post("/ui/signout", data={})
         assert refused.status_code == 403
         assert (await client.get("/ui/")).status_code == 200  # still signed in
-        done = await client.post("/ui/signout", data={"csrf": _csrf(page.text)})
+        done = await client.post("/ui/signout", data={"csrf": inproc.csrf_in(page.text)})
         assert done.status_code == 303
         # The same cookie, replayed, no longer opens anything.
         client.cookies.set("flagedge_ui", cookie, path="/ui")
@@ -85,9 +63,9 @@ async def test_signing_out_needs_the_csrf_token_and_ends_the_session(tmp_path: P
 
 
 async def test_a_revoked_key_ends_its_sessions(tmp_path: Path) -> None:
-    app = _app(tmp_path)
-    async with _client(app) as client:
-        await _sign_in(client, app.keys["admin"])
+    app = inproc.file_mode_app(tmp_path)
+    async with inproc.client(app) as client:
+        await inproc.sign_in(client, app.keys["admin"])
         assert (await client.get("/ui/")).status_code == 200
         admin_hash = next(h for h, r in app.ring.records().items() if r.kind == "admin")
         app.ring.remove(admin_hash)
@@ -96,7 +74,7 @@ async def test_a_revoked_key_ends_its_sessions(tmp_path: Path) -> None:
 
 
 async def test_pages_without_a_session_go_to_sign_in(tmp_path: Path) -> None:
-    async with _client(_app(tmp_path)) as client:
+    async with inproc.client(inproc.file_mode_app(tmp_path)) as client:
         for path in ("/ui/", "/ui/flags"):
             answer = await client.get(path)
             assert answer.status_code == 303 and answer.headers["location"] == "/ui/signin"
@@ -128,11 +106,11 @@ async def test_an_admin_refusal_reads_as_words_and_paths() -> None:
 
 async def test_notification_links_lead_to_the_signed_in_environments_pages(
         tmp_path: Path) -> None:
-    app = _app(tmp_path)
-    async with _client(app) as client:
+    app = inproc.file_mode_app(tmp_path)
+    async with inproc.client(app) as client:
         assert (await client.get(f"/ui/envs/{ENV}/requests/7")).headers["location"] == (
             "/ui/signin")  # not signed in: sign in first
-        await _sign_in(client, app.keys["admin"])
+        await inproc.sign_in(client, app.keys["admin"])
         to_request = await client.get(f"/ui/envs/{ENV}/requests/7")
         assert (to_request.status_code, to_request.headers["location"]) == (
             303, "/ui/requests/7")
