@@ -123,7 +123,7 @@ class UiRoutes:
 
     # -- pages ---------------------------------------------------------------------------
     async def env_page(self, request: Request) -> Response:
-        return await self._page(request, "env.html", "environment")
+        return await self._page(request, "env.html", "environment", requests=True)
 
     async def flags_page(self, request: Request) -> Response:
         return await self._page(request, "flags.html", "flags", insights=True,
@@ -131,20 +131,21 @@ class UiRoutes:
                                 stale_only=request.query_params.get("stale") == "1")
 
     async def _page(self, request: Request, template: str, nav: str, *,
-                    insights: bool = False, **extra: Any) -> Response:
+                    insights: bool = False, requests: bool = False, **extra: Any) -> Response:
         who = await self.signed_in(request)
         if isinstance(who, Response):
             return who
-        view = await asyncio.to_thread(self.read, who.session.env, insights)
+        view = await asyncio.to_thread(self.read, who.session.env, insights, requests)
         return self.render(template, nav=nav, who=who, view=view, **extra)
 
-    def read(self, env: str, insights: bool = False) -> views.EnvView:
-        """``insights``: with the flags list's insight columns (``proxy.ui.insight_pages``)."""
+    def read(self, env: str, insights: bool = False, requests: bool = False) -> views.EnvView:
+        """``insights``: with the flags list's insight columns (``proxy.ui.insight_pages``);
+        ``requests``: with the count of open change requests (the environment page)."""
         if self.settings.flags is not None:
             return views.read_served(self.store, env, views.FILE,
                                      "This proxy serves a rules file (--flags): read-only.")
         try:
-            return views.read_live(self.redis(), env, insights=insights)
+            return views.read_live(self.redis(), env, insights=insights, requests=requests)
         except (RedisError, OSError, LayoutTooNew) as exc:
             log.warning("ui: Redis unreadable (%s): showing what this proxy serves",
                         type(exc).__name__)

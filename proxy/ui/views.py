@@ -62,10 +62,12 @@ class EnvView:
         return self.source != LIVE
 
 
-def read_live(client: Any, env: str, *, insights: bool = False) -> EnvView:
+def read_live(client: Any, env: str, *, insights: bool = False,
+              requests: bool = False) -> EnvView:
     """The environment as Redis holds it (raises redis/OS errors when Redis is down);
     ``insights``: with each flag's exposures, last evaluation and stale marker (the flags
-    list: ``proxy.ui.insight_pages``)."""
+    list: ``proxy.ui.insight_pages``); ``requests``: with ``counts["requests"]``, the open
+    change requests (the environment page: reading every request is not every page's)."""
     state = publisher.read_state(client, env)
     doc = state.document()
     raw_rollouts = rollouts.read_all(client, env)
@@ -80,7 +82,8 @@ def read_live(client: Any, env: str, *, insights: bool = False) -> EnvView:
                    updated_at=float(state.meta["updated_at"]) if "updated_at" in state.meta
                    else None, updated_by=state.meta.get("updated_by", ""),
                    policy=policy.read(client, env),
-                   counts={**counts(rows), "requests": open_requests(client, env)},
+                   counts={**counts(rows), **({"requests": open_requests(client, env)}
+                                              if requests else {})},
                    insight=insight)
 
 
