@@ -18,6 +18,8 @@ from typing import Any
 
 import orjson
 
+from tests.install_lock import install_lock
+
 HERE = Path(__file__).resolve().parent
 DRIVER = HERE / "driver.js"
 LOCK_FILES = ("package.json", "package-lock.json")
@@ -54,6 +56,13 @@ def install() -> Path:
     them with ``npm ci`` the first time (atomically: concurrent runs never see half a tree)."""
     _require("node")
     target = cache_root() / _lock_hash()
+    if (target / ".complete").exists():
+        return target
+    with install_lock("flagd-core-js"):
+        return _install_into(target)
+
+
+def _install_into(target: Path) -> Path:
     if (target / ".complete").exists():
         return target
     npm = _require("npm")

@@ -22,6 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.install_lock import install_lock
+
 ROOT = Path(__file__).resolve().parents[2]
 WEB_DIR = ROOT / "examples" / "web"
 DIST_DIR = WEB_DIR / "dist"
@@ -105,7 +107,8 @@ def ensure_bundle(force: bool = False) -> Path:
 
 
 def ensure_all() -> dict[str, Path]:
-    return {"chromium": ensure_chromium(), "bundle": ensure_bundle()}
+    with install_lock("e2e-setup"):
+        return {"chromium": ensure_chromium(), "bundle": ensure_bundle()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,7 @@ from typing import IO, Any
 
 import orjson
 
+from tests.install_lock import install_lock
 from tests.waiting import wait_until
 
 HERE = Path(__file__).resolve().parent
@@ -65,13 +66,18 @@ def python_provider(version: str) -> Path:
     pip resolves for it), created the first time."""
     # Built where it lives (a venv holds absolute paths), marked complete only at the end.
     target = CACHE / f"flagd-py-{version}"
+    with install_lock(f"flagd-py-{version}"):
+        _build_python_provider(target, version)
+    return target / "bin" / "python"
+
+
+def _build_python_provider(target: Path, version: str) -> None:
     if not (target / ".complete").exists():
         shutil.rmtree(target, ignore_errors=True)
         _run([sys.executable, "-m", "venv", str(target)])
         _run([str(target / "bin" / "python"), "-m", "pip", "install", "-q",
               "--disable-pip-version-check", f"openfeature-provider-flagd=={version}"])
         (target / ".complete").write_text("ok\n")
-    return target / "bin" / "python"
 
 
 def js_provider() -> Path:
@@ -86,7 +92,8 @@ def js_provider() -> Path:
         _run(["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"],
              cwd=work)
 
-    return _atomic_install(CACHE / f"flagd-js-{digest[:16]}", build)
+    with install_lock("flagd-js"):
+        return _atomic_install(CACHE / f"flagd-js-{digest[:16]}", build)
 
 
 class ProviderProcess:
