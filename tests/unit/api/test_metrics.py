@@ -33,3 +33,20 @@ def test_pending_entries_fold_once_past_the_bound_so_they_are_not_kept_alive():
     hot.count_entry(last)
     assert hot.exposures == {("e", "f", "on", "STATIC"): PENDING_FOLD + 2}
     assert [*hot.snapshot()["exposures"]] == [["e", "f", "on", "STATIC", PENDING_FOLD + 2]]
+
+
+def test_entries_served_different_numbers_of_times_in_one_batch_count_exactly():
+    """One fold tallies entries by how often each was served since the last: a slot two of
+    them share gets each one's count."""
+    hot = HotMetrics()
+    on, off = hot.exposure_slots("e", (("f", "on", "TARGETING_MATCH"),
+                                       ("f", "off", "TARGETING_MATCH")))
+    shared = hot.exposure_slots("e", (("g", "x", "STATIC"),))[0]
+    once, twice, thrice = (CachedResult(b"{", bytes(16), slots)
+                           for slots in ((on, shared), (off, shared), (on, shared)))
+    for entry, times in ((once, 1), (twice, 2), (thrice, 3)):
+        for _ in range(times):
+            hot.count_entry(entry)
+    assert hot.exposures == {("e", "f", "on", "TARGETING_MATCH"): 4,
+                             ("e", "f", "off", "TARGETING_MATCH"): 2,
+                             ("e", "g", "x", "STATIC"): 6}
