@@ -39,6 +39,8 @@ from urllib.parse import quote
 FLUSH_S = 0.2
 MAX_PENDING = 4096  # responses waiting for the flusher before it is woken early
 CHUNK = 128  # lines formatted per hold of the GIL
+MAX_KEPT = 4096  # formatted line ends kept (one per connection and route, cleared when full)
+MAX_KEPT_PATH = 256  # longer paths are formatted every time, never kept
 LOGGER = "flagedge.access"
 _SAFE_PATH = "/:@!$&'()*+,;=-._~%"
 
@@ -56,8 +58,12 @@ class AccessLogHandler(logging.Handler):
         # A deque: appended by the serving thread, popped by the flusher, without a lock.
         self._pending: deque[Response] = deque()
         self._lines: list[str] = []  # other records' lines, formatted when logged
+        # (client, method, path, version, status) -> the line after its time (``line``)
+        self._rests: dict[tuple[Any, str, str, str, bytes], str] = {}
         self._second = -1
         self._stamp = ""
+        self._ms = -1  # the millisecond ``_ms_stamp`` was formatted for
+        self._ms_stamp = ""
         self._pid = os.getpid()
         self._wake = threading.Event()
         self._closed = False
@@ -94,18 +100,36 @@ class AccessLogHandler(logging.Handler):
     # -- the flusher's side ----------------------------------------------------------------
     def line(self, response: Response) -> str:
         created, client, method, path, version, status = response
+        # Everything after the time is the same for every request of one kept-alive
+        # connection to one route: formatted once (bench/access_log.py: ~0.9 -> ~0.4 us a
+        # line, on the one core the worker shares with this thread).
+        key = (client, method, path, version, status)
+        rest = self._rests.get(key)
+        if rest is None:
+            rest = self._rest(client, method, path, version, status)
+            if len(path) <= MAX_KEPT_PATH:
+                if len(self._rests) >= MAX_KEPT:
+                    self._rests.clear()
+                self._rests[key] = rest
+        return self._time(created) + rest
+
+    def _rest(self, client: Any, method: str, path: str, version: str, status: bytes) -> str:
         if not (path.isascii() and path.isprintable()) or " " in path or '"' in path:
             path = quote(path, safe=_SAFE_PATH)
         peer = f"{client[0]}:{client[1]}" if client else "-"
-        return (f'{self._time(created)} INFO access [{self._pid}] {peer} '
+        return (f' INFO access [{self._pid}] {peer} '
                 f'"{method} {path} HTTP/{version}" {status.decode("ascii", "replace")}\n')
 
     def _time(self, created: float) -> str:
-        second = int(created)
+        ms = int(created * 1000)
+        if ms == self._ms:  # ~20 lines a millisecond at 20k requests/s
+            return self._ms_stamp
+        second, fraction = divmod(ms, 1000)
         if second != self._second:
             self._second = second
             self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-        return f"{self._stamp},{int((created - second) * 1000):03d}"
+        self._ms, self._ms_stamp = ms, f"{self._stamp},{fraction:03d}"
+        return self._ms_stamp
 
     def _write(self) -> None:
         queued = self._pending

@@ -53,6 +53,30 @@ def test_a_path_cannot_forge_a_line():
                           '1.2.3.4:5 "GET /%C3%A9 HTTP/1.1" 404', '- "GET /x HTTP/1.1" 200']
 
 
+def test_lines_formatted_once_per_connection_and_route_keep_each_requests_own_parts():
+    """The part of a line after its time is kept per (client, method, path, version,
+    status) and the time per millisecond: neither may leak into another request's line."""
+    handler = AccessLogHandler(io.StringIO())
+    at = 1_700_000_000.0
+    a, b = ("1.2.3.4", 5), ("1.2.3.4", 6)
+    got = [handler.line((at + dt, client, method, path, "1.1", status))
+           for dt, client, method, path, status in (
+               (0.0001, a, "POST", "/x", b"200"), (0.0002, a, "POST", "/x", b"200"),
+               (0.0011, b, "POST", "/x", b"200"), (0.0012, a, "POST", "/x", b"304"),
+               (1.0005, a, "GET", "/y", b"200"), (1.0006, a, "POST", "/x", b"200"))]
+    stamp = [g[:23] for g in got]
+    assert [s[-3:] for s in stamp] == ["000", "000", "001", "001", "000", "000"]
+    assert stamp[0][:19] != stamp[4][:19]  # the next second
+    assert [g.split(f"[{os.getpid()}] ", 1)[1] for g in got] == [
+        '1.2.3.4:5 "POST /x HTTP/1.1" 200\n', '1.2.3.4:5 "POST /x HTTP/1.1" 200\n',
+        '1.2.3.4:6 "POST /x HTTP/1.1" 200\n', '1.2.3.4:5 "POST /x HTTP/1.1" 304\n',
+        '1.2.3.4:5 "GET /y HTTP/1.1" 200\n', '1.2.3.4:5 "POST /x HTTP/1.1" 200\n']
+    long = "/" + "p" * access_log.MAX_KEPT_PATH
+    assert handler.line((at, a, "GET", long, "1.1", b"404")).endswith(f'"GET {long} HTTP/1.1" 404\n')
+    assert all(len(key[2]) <= access_log.MAX_KEPT_PATH for key in handler._rests)
+    handler.close()
+
+
 def test_a_server_error_wakes_the_writer_at_once():
     out = io.StringIO()
     handler = AccessLogHandler(out)
