@@ -49,7 +49,10 @@ def test_counts_summed_over_replicas_and_workers_equal_what_was_served(proxy_fac
     a.push(DOC)
     b.wait_version(1)
     client_key, server_key = a.create_key("client"), a.create_key("server")
-    baseline = counted(insights(redis_server.url, "flags"))  # create_key's own probes
+    # create_key's own probes (a bulk request each) are flushed on a worker's next tick:
+    # read them once they are all in, not while the second is on its way
+    settle(redis_server.url)
+    baseline = counted(insights(redis_server.url, "flags"))
     served: Counter = Counter()
     users = set()
     for i in range(120):
