@@ -101,10 +101,13 @@ class AccessLogHandler(logging.Handler):
     def line(self, response: Response) -> str:
         created, client, method, path, version, status = response
         # Everything after the time is the same for every request of one kept-alive
-        # connection to one route: formatted once (bench/access_log.py: ~0.9 -> ~0.4 us a
-        # line, on the one core the worker shares with this thread).
+        # connection to one route: formatted once (100,000 lines: ~1.0 -> ~0.46 us a line,
+        # on the one core the worker shares with this thread).
         key = (client, method, path, version, status)
-        rest = self._rests.get(key)
+        try:
+            rest = self._rests.get(key)
+        except TypeError:  # a client that is not a tuple (another server's scope): not kept
+            return self._time(created) + self._rest(client, method, path, version, status)
         if rest is None:
             rest = self._rest(client, method, path, version, status)
             if len(path) <= MAX_KEPT_PATH:

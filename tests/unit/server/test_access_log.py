@@ -74,6 +74,8 @@ def test_lines_formatted_once_per_connection_and_route_keep_each_requests_own_pa
     long = "/" + "p" * access_log.MAX_KEPT_PATH
     assert handler.line((at, a, "GET", long, "1.1", b"404")).endswith(f'"GET {long} HTTP/1.1" 404\n')
     assert all(len(key[2]) <= access_log.MAX_KEPT_PATH for key in handler._rests)
+    unhashable = handler.line((at, ["5.6.7.8", 9], "GET", "/z", "1.1", b"200"))
+    assert unhashable.endswith('5.6.7.8:9 "GET /z HTTP/1.1" 200\n')  # formatted, not kept
     handler.close()
 
 
