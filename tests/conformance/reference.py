@@ -11,14 +11,13 @@ import hashlib
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from tests.install_lock import install_lock
+from tests.install_lock import atomic_install
 
 HERE = Path(__file__).resolve().parent
 DRIVER = HERE / "driver.js"
@@ -55,20 +54,9 @@ def install() -> Path:
     """Return a directory whose node_modules hold the pinned reference packages, installing
     them with ``npm ci`` the first time (atomically: concurrent runs never see half a tree)."""
     _require("node")
-    target = cache_root() / _lock_hash()
-    if (target / ".complete").exists():
-        return target
-    with install_lock("flagd-core-js"):
-        return _install_into(target)
 
-
-def _install_into(target: Path) -> Path:
-    if (target / ".complete").exists():
-        return target
-    npm = _require("npm")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".install-", dir=target.parent))
-    try:
+    def build(work: Path) -> None:
+        npm = _require("npm")
         for name in LOCK_FILES:
             shutil.copy2(HERE / name, work / name)
         proc = subprocess.run(
@@ -80,17 +68,8 @@ def _install_into(target: Path) -> Path:
                 f"`npm ci` of {HERE / 'package.json'} failed (exit {proc.returncode}):\n"
                 f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
             )
-        (work / ".complete").write_text("ok\n")
-        try:
-            work.rename(target)
-        except OSError:
-            if not (target / ".complete").exists():  # lost a race to a broken tree: retry
-                shutil.rmtree(target, ignore_errors=True)
-                work.rename(target)
-    finally:
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
-    return target
+
+    return atomic_install(cache_root() / _lock_hash(), build, "flagd-core-js")
 
 
 def run_reference(requests: Sequence[dict[str, Any]], *, timeout: float = 300) -> list[dict[str, Any]]:

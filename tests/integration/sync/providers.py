@@ -13,14 +13,13 @@ import hashlib
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
-from tests.install_lock import install_lock
+from tests.install_lock import atomic_install, install_lock
 from tests.waiting import wait_until
 
 HERE = Path(__file__).resolve().parent
@@ -33,24 +32,6 @@ NPM_FILES = ("package.json", "package-lock.json")
 
 class ProviderUnavailable(RuntimeError):
     """The pinned provider could not be installed."""
-
-
-def _atomic_install(target: Path, build: Any) -> Path:
-    """``build(workdir)`` into a temporary folder renamed to ``target`` when complete, so a
-    half-installed tree is never used."""
-    if (target / ".complete").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".install-", dir=target.parent))
-    try:
-        build(work)
-        (work / ".complete").write_text("ok\n")
-        shutil.rmtree(target, ignore_errors=True)
-        work.rename(target)
-    finally:
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
-    return target
 
 
 def _run(cmd: list[str], cwd: Path | None = None) -> None:
@@ -92,8 +73,7 @@ def js_provider() -> Path:
         _run(["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"],
              cwd=work)
 
-    with install_lock("flagd-js"):
-        return _atomic_install(CACHE / f"flagd-js-{digest[:16]}", build)
+    return atomic_install(CACHE / f"flagd-js-{digest[:16]}", build, "flagd-js")
 
 
 class ProviderProcess:
