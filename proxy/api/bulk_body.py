@@ -108,12 +108,22 @@ class _Items:
         self.young[id(item[0])] = item
 
 
+def _changed_since(plan: Plan, token: object) -> frozenset[str] | None:
+    """The static keys changed since the ancestor plan ``token`` names, or None when it is
+    not among ``plan``'s remembered ancestors."""
+    lineage = plan.lineage
+    if lineage and lineage[0][0] is token:  # the usual case: one version back
+        return lineage[0][1]
+    return next((keys for t, keys in lineage if t is token), None)
+
+
 class _SetMemo:
     """Per flag set: its layout, what it was built from (to patch it for the next version:
     ``BulkBodies._derived_layout``) and bodies by outcome (the dynamic flags' fragments)."""
 
-    __slots__ = ("base", "bound", "bytes", "flag_set", "layout", "metadata", "plan_token",
-                 "runs", "static_at", "static_items", "vectors", "whole")
+    __slots__ = ("base", "bound", "bytes", "flag_set", "layout", "metadata",
+                 "metadata_digest", "plan_token", "runs", "static_at", "static_items", "vectors",
+                 "whole")
 
     def __init__(self, flag_set: FlagSet, base: _SetMemo | None = None):
         self.flag_set = flag_set
@@ -124,6 +134,7 @@ class _SetMemo:
         self.static_at: dict[str, tuple[int, int]] = {}  # static key -> (segment, part)
         self.static_items: list[_Item] = []  # in plan.static order
         self.metadata = b""
+        self.metadata_digest = 0
         self.bound = max(MIN_ITEMS_BOUND, 4 * len(flag_set.flags))
         # The memo's keys hold the fragments, so equal keys are equal bodies.
         self.vectors: OrderedDict[tuple[bytes, ...], CachedResult] = OrderedDict()
@@ -229,6 +240,8 @@ class BulkBodies:
         static = dict(zip(plan.static_keys, memo.static_items, strict=True))
         dynamic = {key: i for i, key in enumerate(plan.dynamic_keys)}
         memo.metadata = orjson.dumps(dict(flag_set.metadata), option=_SORT)
+        memo.metadata_digest = int.from_bytes(
+            hashlib.blake2b(memo.metadata, digest_size=16, person=b"metadata").digest())
         runs: list[list[bytes]] = []
         order: list[int] = []  # output order -> index in the plan's order, per dynamic flag
         run = [b'{"flags":[']
@@ -246,12 +259,9 @@ class BulkBodies:
         runs.append(run)
         memo.runs = runs
         memo.plan_token = plan.token
-        return self._layout_of(memo, picker(order), tuple(b"".join(r) for r in runs))
-
-    def _layout_of(self, memo: _SetMemo, order: Any, segments: tuple[bytes, ...]) -> Layout:
-        digest = sum(map(_DIGEST, memo.static_items)) + int.from_bytes(
-            hashlib.blake2b(memo.metadata, digest_size=16, person=b"metadata").digest())
-        return Layout(segments, order, tuple(map(_SLOT, memo.static_items)), digest)
+        return Layout(tuple(b"".join(r) for r in runs), picker(order),
+                      tuple(map(_SLOT, memo.static_items)),
+                      sum(map(_DIGEST, memo.static_items)) + memo.metadata_digest)
 
     def _derived_layout(self, env: str, flag_set: FlagSet, memo: _SetMemo, plan: Plan,
                         base: _SetMemo | None) -> Layout | None:
@@ -260,15 +270,18 @@ class BulkBodies:
         changed are serialised and their segments joined again), else None."""
         if base is None or base.layout is None or base.flag_set.metadata != flag_set.metadata:
             return None
-        changed = next((keys for token, keys in plan.lineage if token is base.plan_token), None)
+        changed = _changed_since(plan, base.plan_token)
         if changed is None:
             return None
         memo.metadata, memo.static_at, memo.plan_token = base.metadata, base.static_at, plan.token
+        memo.metadata_digest, memo.whole = base.metadata_digest, base.whole
         if not changed:  # only targeted flags changed: the same static parts
             memo.runs, memo.static_items = base.runs, base.static_items
             return base.layout
         items = self._env_items(env)
         runs, static_items = list(base.runs), list(base.static_items)
+        layout = base.layout
+        slots, digest = list(layout.slots), layout.digest
         where = plan.where()
         touched = set()
         for key in changed:
@@ -276,14 +289,16 @@ class BulkBodies:
             if segment not in touched:
                 runs[segment] = list(runs[segment])
                 touched.add(segment)
-            item = self._item(env, flag_set, items, memo.bound, plan.static[where[key][1]])
+            i = where[key][1]
+            item = self._item(env, flag_set, items, memo.bound, plan.static[i])
             runs[segment][part] = item[1]
-            static_items[where[key][1]] = item
+            digest += item[3] - static_items[i][3]  # the sum, patched (see BulkBodies)
+            static_items[i], slots[i] = item, item[2]
         memo.runs, memo.static_items = runs, static_items
-        segments = list(base.layout.segments)
+        segments = list(layout.segments)
         for segment in touched:
             segments[segment] = b"".join(runs[segment])
-        return self._layout_of(memo, base.layout.order, tuple(segments))
+        return Layout(tuple(segments), layout.order, tuple(slots), digest)
 
     def entry(self, env: str, flag_set: FlagSet, plan: Plan,
               dynamic: Sequence[EvaluationResult]) -> CachedResult:
@@ -308,10 +323,13 @@ class BulkBodies:
                 return known
         digest = body_digest(layout.digest + sum(map(_DIGEST, found)))
         slots = tuple(map(_SLOT, found))
-        if memo.whole is None:  # the first body tells how large this flag set's are
-            memo.whole = len(layout.join(fragments, b"")) <= WHOLE_BODY_MAX
+        whole = None
+        if memo.whole is None:  # the first body tells how large this flag set's are (its
+            whole = layout.join(fragments, b"")  # derived versions' keep the decision)
+            memo.whole = len(whole) <= WHOLE_BODY_MAX
         if memo.whole:
-            entry = CachedResult(layout.join(fragments, b""), digest, layout.slots + slots)
+            entry = CachedResult(whole or layout.join(fragments, b""), digest,
+                                 layout.slots + slots)
         else:
             own = sum(len(f[1]) + BYTES_OVERHEAD for f, r in zip(found, dynamic, strict=True)
                       if r.error_code is not None) if per_request else 0
