@@ -194,10 +194,12 @@ def _same_raw(flag: Flag, raw: Any) -> bool:
 
 
 def apply_change(current: FlagSet, env: str, version: int, after: Mapping[str, Any],
-                 written_at: float | None) -> tuple[FlagSet, Change, Rejections]:
+                 written_at: float | None, revision: str = ""
+                 ) -> tuple[FlagSet, Change, Rejections]:
     """Apply one change entry's ``after`` ({"flags": {key: flag | null}, "$evaluators"?,
     "metadata"?}) to the current snapshot. An invalid flag, evaluators or metadata keeps its
-    last good version and is reported."""
+    last good version and is reported. ``revision``: the new snapshot's (the Redis entry
+    id; "" for other sources)."""
     rej = Rejections(env)
     evaluators, metadata = current.evaluators, current.metadata
     if "$evaluators" in after:
@@ -231,5 +233,5 @@ def apply_change(current: FlagSet, env: str, version: int, after: Mapping[str, A
                                                          or "metadata" in after)):
             continue
         now[key] = problems
-    fs = dataclasses.replace(applied.flag_set, rejected=now)
+    fs = dataclasses.replace(applied.flag_set, rejected=now, revision=revision)
     return fs, change, rej

@@ -51,7 +51,7 @@ def build_in(cc: LogicCompiler, args: Any, path: str) -> Compiled:
         if b.__class__ is Const and a.__class__ is not Const:
             coll = b.value  # type: ignore[union-attr]
             fa = _fn(a)
-            if coll.__class__ is list and coll and all(x.__class__ is str for x in coll):
+            if coll.__class__ is list and coll and set(map(type, coll)) == {str}:
                 strings = frozenset(coll)
                 k = getattr(fa, "plain_key", None)
                 if k is not None:  # {"in": [{"var": k}, [...]]}: the lookup inline
