@@ -71,3 +71,40 @@ def test_a_lenient_compiler_keeps_the_replaced_flag():
     applied = _apply({"plain": _flag("off"), "new": _flag()}, compile_one=keep_old)
     assert applied.upserted == set() and "new" not in applied.flag_set.flags
     assert applied.flag_set.flags["plain"] is BASE.flags["plain"]
+
+
+def _derived(fs):
+    return (fs.uses_timestamp, fs.boundaries, fs.reads, fs.experiments)
+
+
+CHANGES = [  # one change each, applied in turn: (key, new definition)
+    ("plain", _flag("off")),  # a default variant: nothing derived moves
+    ("uses-e", _flag("on", {"if": [{"$ref": "e"}, "off", "on"]})),  # other outcomes, same reads
+    ("plain", _flag("on", {"if": [{"==": [{"var": "country"}, "DE"]}, "on", "off"]})),  # reads
+    ("plain", _flag("on", {"if": [{"==": [{"var": "country"}, "FR"]}, "on", "off"]})),
+    ("gone", _flag("on", {"if": [{">": [{"var": "$flagd.timestamp"}, 2000000000]},
+                                 "on", "off"]})),  # a boundary
+    ("gone", {**_flag("on", {"fractional": [["on", 50], ["off", 50]]}),
+              "metadata": {"kind": "experiment"}}),  # an experiment
+    ("gone", {**_flag("on", {"fractional": [["on", 10], ["off", 90]]}),
+              "metadata": {"kind": "experiment"}}),
+    ("gone", _flag("off")),  # static again
+    ("new", _flag()),  # added
+    ("new", None),  # deleted
+]
+
+
+def test_derived_parts_equal_a_fresh_computation_and_are_copied_when_nothing_moves():
+    """A change that leaves every flag's share of them alone keeps the previous set's derived
+    parts (the same objects: nothing computed over every flag); any other computes them
+    again. Either way they are what the whole document compiled afresh gives."""
+    fs, copied = BASE, []
+    for version, (key, raw) in enumerate(CHANGES, start=4):
+        new = apply_after(fs, {key: raw}, fs.evaluators, fs.metadata, version=version,
+                          epoch="ep", updated_at=10.0).flag_set
+        fresh = compile_document(new.to_document(), version=version, epoch="ep")
+        assert _derived(new) == _derived(fresh), (key, raw)
+        if new.reads is fs.reads and new.reads is not None:
+            copied.append(key)
+        fs = new
+    assert copied == ["plain", "uses-e", "plain", "gone"]
