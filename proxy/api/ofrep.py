@@ -6,6 +6,8 @@ compiled closures -> serialize once (``bulk_body``). No Redis round trip and no 
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -30,12 +32,14 @@ from proxy.evaluation.engine import evaluate, evaluate_dynamic
 from proxy.evaluation.plan import derive_plan
 from proxy.model import Change, ErrorCode, EvaluationResult, FlagSet, id_version, split_stream_id
 from proxy.store import Store
+from proxy.streams.fanout import yield_to_requests
 
 EVENTS_PATH = "/ofrep/v1/events"
 CATCH_UP_TIMEOUT = 0.5  # flagConfigEtag we have not served yet: wait this long for the store
 # Contexts larger than this are evaluated, not cached: they rarely repeat, and each would take
 # a large share of the cache's byte budget (``cache_bytes``).
 MAX_CACHED_CONTEXT = 4096
+REAP_SLICE_S = 0.0002  # retired cache entries freed per slice before requests go first
 _SORT = orjson.OPT_SORT_KEYS
 _NO_RULES = "no rules loaded yet: the rules source is not reachable (retry shortly)"
 _INVALID_RULES = "no rules loaded: the rules file is invalid (its problems are in the log)"
@@ -114,11 +118,15 @@ class OfrepApi:
         self.bodies = BulkBodies(metrics, settings.bodies_bytes)
         self._streams_memo: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
         self._flag_sets: dict[str, FlagSet] = {}  # the last published per environment
+        self._reaper: asyncio.Task[None] | None = None
         store.subscribe(self._on_change)
 
     def _on_change(self, change: Change, flag_set: FlagSet) -> None:
-        self.cache.drop_env(change.env)  # its entries can never hit again
-        if self.store.get(change.env) is None:  # the environment was removed
+        removed = self.store.get(change.env) is None
+        # Its older entries can never hit again: freed in slices, requests first.
+        self.cache.retire(change.env, None if removed else (flag_set.version, flag_set.state_id))
+        self._reap()
+        if removed:
             self.bodies.drop_env(change.env)
             self._flag_sets.pop(change.env, None)
             return
@@ -149,6 +157,22 @@ class OfrepApi:
                                                      "object"]},
             },
         })
+
+    def _reap(self) -> None:
+        """Free retired cache entries from a task of their own (at once outside a loop)."""
+        if self._reaper is not None and not self._reaper.done():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # published outside a loop (tools, tests)
+            while self.cache.reap(math.inf):
+                pass
+            return
+        self._reaper = loop.create_task(self._reap_slices(), name="cache-reaper")
+
+    async def _reap_slices(self) -> None:
+        while self.cache.reap(REAP_SLICE_S):
+            await yield_to_requests()
 
     # -- shared steps ----------------------------------------------------------------------
     async def _begin(self, headers: dict[bytes, bytes], receive: Receive

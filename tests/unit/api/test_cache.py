@@ -1,6 +1,6 @@
 """Bulk result cache: LRU bound, hit/miss accounting, per-env invalidation."""
 
-from proxy.api.cache import CachedResult, ResultCache
+from proxy.api.cache import REAP_SLICE, CachedResult, ResultCache
 
 
 def entry(n: int) -> CachedResult:
@@ -111,3 +111,55 @@ def test_the_doorkeeper_forgets_after_two_generations():
     for k in ("e", "f", "g"):  # "g" retires the generation holding "a"
         door.seen_before(k)
     assert not door.seen_before("a")
+
+
+def stepped(env: str, version: int, state: str, ctx: bytes) -> tuple[str, str, int, bytes]:
+    return (env, state, version, ctx)
+
+
+def reap_all(cache: ResultCache) -> int:
+    """Reap with no time budget (one slice per call) until done; the number of calls."""
+    calls = 1
+    while cache.reap(0.0):
+        calls += 1
+    return calls
+
+
+def test_a_retired_environment_keeps_its_live_state_and_frees_the_rest_in_slices():
+    cache = ResultCache(10_000)
+    for i in range(1000):  # version 1's entries and raw aliases
+        one = entry(i % 256)
+        cache.put(stepped("a", 1, "1-aaaa", b"%d" % i), one)
+        cache.put_raw(("a", "1-aaaa", 1, b"application/json", b"%d" % i), one)
+    other = entry(1)
+    cache.put(stepped("b", 1, "1-bbbb", b"x"), other)
+    cache.retire("a", (2, "2-cccc"))
+    new, later = entry(2), entry(3)  # the new version's, put after the change
+    cache.put(stepped("a", 2, "2-cccc", b"x"), new)
+    cache.put(stepped("a", 2, "2-cccc~1", b"y"), later)  # a later interval of that state
+    assert len(cache) == 1003  # nothing freed yet: that is the reaper's work
+    assert cache.reap(0.0) is True  # one slice: REAP_SLICE keys looked at, no more
+    assert len(cache) + len(cache._raw) >= 2003 - REAP_SLICE
+    assert reap_all(cache) >= 2003 // REAP_SLICE - 1
+    assert len(cache) == 3 and len(cache._raw) == 0
+    assert cache.get(stepped("a", 2, "2-cccc", b"x")) is new
+    assert cache.get(stepped("a", 2, "2-cccc~1", b"y")) is later
+    assert cache.get(stepped("b", 1, "1-bbbb", b"x")) is other
+    assert cache.reap(0.0) is False  # nothing left
+
+
+def test_a_retire_during_a_pass_takes_another_pass_and_a_removed_env_loses_everything():
+    cache = ResultCache(10_000)
+    for i in range(600):
+        cache.put(stepped("a", 1, "1-aaaa", b"%d" % i), entry(1))
+    cache.retire("a", (2, "2-cccc"))
+    assert cache.reap(0.0) is True  # one slice into the pass
+    cache.put(stepped("a", 2, "2-cccc", b"v2"), entry(2))  # live now, dead after the next
+    cache.retire("a", (3, "3-dddd"))
+    cache.put(stepped("a", 3, "3-dddd", b"v3"), entry(3))
+    reap_all(cache)
+    assert [k[3] for k in cache._entries] == [b"v3"]
+    cache.put(stepped("b", 1, "1-bbbb", b"x"), entry(4))
+    cache.retire("a", None)  # removed
+    reap_all(cache)
+    assert [k[0] for k in cache._entries] == ["b"]

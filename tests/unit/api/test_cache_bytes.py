@@ -101,8 +101,9 @@ def recount(cache: ResultCache) -> int:
 
 
 def test_accounting_stays_exact_through_any_mix_of_operations() -> None:
-    """Random puts, aliases (sharing entries or not), hits, replacements and env drops, with
-    both bounds in play: the running count always equals a recount, under the budget."""
+    """Random puts, aliases (sharing entries or not), hits, replacements, env drops and
+    retirements freed a slice at a time, with both bounds in play: the running count always
+    equals a recount, under the budget."""
     rnd = random.Random(20)
     cache = ResultCache(max_entries=60, max_bytes=256 * KB)
     recent: list[CachedResult] = []
@@ -118,8 +119,11 @@ def test_accounting_stays_exact_through_any_mix_of_operations() -> None:
             cache.put_raw(rkey(i, env, pad=rnd.choice((10, 2000, 4000))), rnd.choice(recent))
         elif op < 0.95:
             cache.get(ckey(i, env)) or cache.get_raw(rkey(i, env))
-        else:
+        elif op < 0.975:
             cache.drop_env(env)
+        else:  # a change: freed a slice at a time, the cache in use meanwhile
+            cache.retire(env, (rnd.choice((1, 2)), "epoch"))
+        cache.reap(0.0)
         assert cache.bytes == recount(cache) <= cache.max_bytes, step
         assert len(cache._entries) <= 60 and len(cache._raw) <= 60
     assert all(e.refs == 0 for e in recent if e not in cache._entries.values()

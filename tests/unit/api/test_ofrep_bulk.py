@@ -347,3 +347,22 @@ async def test_attributes_no_rule_reads_do_not_make_a_context_new(edge):
         deep = {"x": deep}
     refused = await bulk(edge, {"targetingKey": "u1", "plan": "pro", "unread": deep})
     assert refused.status_code == 400 and refused.json()["errorCode"] == "INVALID_CONTEXT"
+
+
+async def test_a_change_frees_the_previous_versions_entries_in_slices_after_it(edge):
+    """The entries a change makes dead are freed by a task, a slice at a time with requests
+    let in between (a synchronous drop of a full cache held the loop for 17 ms), and none
+    of them is ever served: the new version's answers come from the new rules."""
+    cache = edge.runtime.cache
+    async with edge.client() as c:
+        for i in range(300):
+            await c.post(URL, json={"context": {"targetingKey": f"u{i}"}})
+    held = len(cache)
+    assert held >= 300
+    doc = copy.deepcopy(DOC)
+    doc["flags"]["bool-flag"]["defaultVariant"] = "off"
+    publish(edge.store, doc, 2)
+    assert len(cache) == held  # not at once, in the publish
+    await until(lambda: len(cache) == 0, what="the old version's entries freed")
+    r = await bulk(edge, {"targetingKey": "u1"})
+    assert next(f for f in r.json()["flags"] if f["key"] == "bool-flag")["value"] is False
