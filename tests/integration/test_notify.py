@@ -302,3 +302,18 @@ def test_notify_test_sends_a_signed_message_and_fails_on_a_refusal(redis_server,
     assert "not delivered: HTTP 500" in refused.stdout
     unknown = flagedge("notify", "test", "wh_000000000000", "--env", "test", url=url)
     assert unknown.returncode != 0 and "no webhook wh_000000000000" in unknown.stderr
+
+
+def test_entries_of_an_environment_without_webhooks_are_acknowledged_in_batches(
+        proxy_factory, redis_server, tmp_path):
+    """Nothing to deliver: each batch read from the outbox is acknowledged with one XACK
+    (counted by Redis itself, scripts included), not a script per entry."""
+    url = redis_server.url
+    for n in range(6):  # written while no serve runs: one batch waits
+        push(tmp_path, url, {"a": ON if n % 2 else OFF}, f"v{n}.json")
+    client = rclient(redis_server)
+    client.config_resetstat()
+    proxy_factory(wait="readyz")
+    wait_until(lambda: settled(client), timeout=15, what="the outbox acknowledged")
+    acks = client.info("commandstats").get("cmdstat_xack", {}).get("calls", 0)
+    assert 1 <= acks <= 2
