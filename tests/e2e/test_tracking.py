@@ -21,7 +21,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.integration]
 def converted(stack: Stack) -> dict[str, int]:
     out = subprocess.run([sys.executable, "-m", "proxy", "insights", "experiment",
                           "search-ranking", "--event", "purchase", "--env", stack.env,
-                          "--redis", stack.redis.url, "--json"], capture_output=True, check=True)
+                          "--redis", stack.redis.url, "--json"], capture_output=True)
+    assert out.returncode == 0, f"exit {out.returncode}: {out.stderr.decode()[-2000:]}"
     return {v["variant"]: v["converted"] for v in orjson.loads(out.stdout)["variants"]}
 
 

@@ -17,6 +17,7 @@ import pytest
 from proxy.keys import hash_key
 from tests.hardening.conftest import BULK, ROOT, TwoEnvs, b64_context, env_doc
 from tests.integration.streams_support import Stream, vid
+from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -46,6 +47,16 @@ async def all_refused(client: httpx.AsyncClient, calls: list[tuple[str, str, dic
         assert time.monotonic() - start < DEADLINE_S, dict(zip([c[1] for c in calls], statuses,
                                                                strict=True))
         await asyncio.sleep(0.02)
+
+
+async def all_serve(client: httpx.AsyncClient, calls: list[tuple[str, str, dict]]) -> bool:
+    """Every call (a bulk evaluation) answers 200 with flags in it now: a worker that knows
+    the environment but holds no rules for it yet answers 200 with none."""
+    for method, url, kw in calls:
+        r = await client.request(method, url, **kw)
+        if r.status_code != 200 or not r.json().get("flags"):
+            return False
+    return True
 
 
 async def test_revoked_keys_stop_everywhere_within_a_second(two_envs: TwoEnvs) -> None:
@@ -123,6 +134,12 @@ async def test_revocation_reaches_every_worker_within_a_second(proxy_factory) ->
     server.push(env_doc("alpha"), env="alpha")
     key = server.create_key("client", env="alpha")
     async with httpx.AsyncClient(base_url=server.url, timeout=httpx.Timeout(10, read=None)) as c:
+        # Both workers serving the pushed environment first (a worker still catching up
+        # answers 503: a loaded CI machine showed it): ten answers in a row on new
+        # connections, which the kernel spreads over them.
+        hdr = {"Authorization": f"Bearer {key}", "Connection": "close"}
+        await until(lambda: all_serve(c, [("POST", BULK, {"json": {}, "headers": hdr})] * 10),
+                    timeout=10, what="both workers serving alpha")
         # Several connections, so both workers hold some of them (the kernel spreads accepts).
         streams = [Stream(c, f"/ofrep/v1/events?key={key}") for _ in range(8)]
         for st in streams:
@@ -136,7 +153,6 @@ async def test_revocation_reaches_every_worker_within_a_second(proxy_factory) ->
             for st in streams:
                 await st.wait_ended(timeout=max(0.05, DEADLINE_S - (time.monotonic() - start)))
             # A new connection per request, so both workers answer some of them.
-            hdr = {"Authorization": f"Bearer {key}", "Connection": "close"}
             await all_refused(c, [("POST", BULK, {"json": {}, "headers": hdr})] * 10)
         finally:
             for st in streams:
