@@ -39,7 +39,7 @@ CATCH_UP_TIMEOUT = 0.5  # flagConfigEtag we have not served yet: wait this long 
 # Contexts larger than this are evaluated, not cached: they rarely repeat, and each would take
 # a large share of the cache's byte budget (``cache_bytes``).
 MAX_CACHED_CONTEXT = 4096
-REAP_SLICE_S = 0.0002  # retired cache entries freed per slice before requests go first
+REAP_SLICE_S = 0.0002  # how long the cache's reaper runs before requests go first
 _SORT = orjson.OPT_SORT_KEYS
 _NO_RULES = "no rules loaded yet: the rules source is not reachable (retry shortly)"
 _INVALID_RULES = "no rules loaded: the rules file is invalid (its problems are in the log)"

@@ -160,9 +160,11 @@ class Notifier:
         if not entries:
             return False
         hooks = await self._webhooks(env)
-        if not hooks:  # nobody to deliver to: the batch acknowledged in one call, not one
-            await self.client.xack(key, stored.GROUP, *entries)  # script per entry (a
-            return False  # round trip per rule change, 7 % of the loop in a storm of them)
+        if not hooks:
+            # Nobody to deliver to: the batch acknowledged in one call, not a script per
+            # entry (a round trip per rule change: 7 % of the loop in a storm of them).
+            await self.client.xack(key, stored.GROUP, *entries)
+            return False
         new_work = False
         for entry_id, fields in sorted(entries.items(), key=lambda kv: _order(kv[0])):
             new_work = await self.handle(env, entry_id, fields, hooks) or new_work
