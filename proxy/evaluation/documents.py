@@ -249,7 +249,7 @@ def flag_set(flags: Mapping[str, Flag], evaluators: Mapping[str, Any],
              metadata: Mapping[str, Any], *, version: int, epoch: str,
              updated_at: float, rejected: Mapping[str, tuple[Problem, ...]] | None = None,
              fractional_hash: FractionalHash = DEFAULT_FRACTIONAL_HASH,
-             like: FlagSet | None = None) -> FlagSet:
+             like: FlagSet | None = None, revision: str = "") -> FlagSet:
     """A FlagSet of flags compiled for ``fractional_hash``, with what is derived of them.
     ``like``: a flag set whose derived parts are known to be these flags' too (see
     :func:`_same_derived`), copied rather than computed over every flag again."""
@@ -263,7 +263,7 @@ def flag_set(flags: Mapping[str, Flag], evaluators: Mapping[str, Any],
     return FlagSet(flags=flags, evaluators=evaluators, metadata=metadata, version=version,
                    epoch=epoch, updated_at=updated_at, uses_timestamp=uses_timestamp,
                    boundaries=boundaries, reads=reads, rejected=rejected or {},
-                   fractional_hash=fractional_hash, experiments=experiments)
+                   fractional_hash=fractional_hash, experiments=experiments, revision=revision)
 
 
 def _derived_part(flag: Flag) -> tuple[Any, ...]:

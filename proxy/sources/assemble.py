@@ -139,11 +139,12 @@ def _rejected(rej: Rejections) -> dict[str, tuple[Problem, ...]]:
 
 def build_full(env: str, raw_flags: Mapping[str, Any], meta: Mapping[str, str],
                previous: FlagSet | None, written_at: float | None = None,
-               ) -> tuple[FlagSet, Change, Rejections]:
+               revision: str = "") -> tuple[FlagSet, Change, Rejections]:
     """A complete snapshot from stored state (HGETALL flags + meta). Flags equal to the
     previous snapshot's (same JSON, same evaluators and metadata) are reused as they are.
     ``written_at`` is the write that triggered the reload, if one did (a reload on connect
-    has none: the stored ``updated_at`` may be hours old and is no propagation time)."""
+    has none: the stored ``updated_at`` may be hours old and is no propagation time).
+    ``revision``: the snapshot's (the newest change entry's id; "" for other sources)."""
     rej = Rejections(env)
     prev_flags: Mapping[str, Flag] = previous.flags if previous else {}
     evaluators = _evaluators(meta.get("evaluators"), previous.evaluators if previous else {},
@@ -172,7 +173,7 @@ def build_full(env: str, raw_flags: Mapping[str, Any], meta: Mapping[str, str],
     version = int(meta.get("version", 0))
     fs = flag_set(flags, evaluators, metadata, version=version, epoch=meta.get("epoch", ""),
                   updated_at=float(meta.get("updated_at", 0) or 0), rejected=_rejected(rej),
-                  fractional_hash=generation)
+                  fractional_hash=generation, revision=revision)
     change = Change(
         env=env, version=version, upserted=frozenset(upserted),
         deleted=frozenset(k for k in prev_flags if k not in flags),

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import secrets
 import time
@@ -238,8 +237,8 @@ class RedisSource:
             self._mark_stale(env, f"redis has version {version} of {env}, older than the "
                                   f"served {current.version}; keeping last good rules")
             return
-        fs, change, rej = build_full(env, raw_flags, meta_map, current, written_at)
-        fs = dataclasses.replace(fs, revision=self._last[env])  # the newest change entry's id
+        fs, change, rej = build_full(env, raw_flags, meta_map, current, written_at,
+                                     revision=self._last[env])  # the newest change entry's id
         was_stale = self._stale.pop(env, None)
         self.store.set_status(env, connected=True)
         if rej.problems:
