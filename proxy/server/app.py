@@ -71,6 +71,9 @@ log = logging.getLogger("flagedge.app")
 CORS_HEADERS = ["Content-Type", "Authorization", "X-API-Key", "If-None-Match", "Last-Event-ID"]
 CORS_MAX_AGE = 86_400
 METRICS_FLUSH_S = 1.0
+# Longest the port stays closed waiting for the first load (see _first_loads): past the
+# Redis connect timeout (2 s), so only a backend that hangs mid-load reaches it.
+FIRST_LOAD_WAIT_S = 5.0
 
 
 @dataclass
@@ -266,6 +269,7 @@ def _lifespan(rt: Runtime, settings: Settings
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         _start(rt, settings)
+        await _first_loads(rt.sources, FIRST_LOAD_WAIT_S)
         if rt.sync is not None:  # flagd sync beside HTTP; a port it cannot bind fails startup
             await rt.sync.start()
         try:
@@ -274,6 +278,23 @@ def _lifespan(rt: Runtime, settings: Settings
             await _stop(rt, settings)
 
     return lifespan
+
+
+async def _first_loads(sources: list[Source], limit_s: float) -> None:
+    """Return once every source has tried its first load (rules and keys in, or its fault
+    reported), or after ``limit_s``. uvicorn binds the port after the lifespan's startup, so
+    a client reconnecting to a restarted process (a browser's EventSource, a provider) finds
+    the rules there instead of a 503 "not loaded yet" for the few hundred ms a load takes.
+    A Redis that refuses settles at once (the bootstrap file, if any, loaded); the bound is
+    for one that neither answers nor refuses, which must not keep the port closed."""
+    waits = [source.settled.wait() for source in sources]
+    if not waits:
+        return
+    try:
+        await asyncio.wait_for(asyncio.gather(*waits), limit_s)
+    except TimeoutError:
+        log.warning("listening before the first load finished (%.0f s): requests get 503 "
+                    "until it does", limit_s)
 
 
 def _start(rt: Runtime, settings: Settings) -> None:

@@ -11,17 +11,22 @@ so ``run`` takes no ``apply`` callback.)
 
 from __future__ import annotations
 
+import asyncio
 import random
 from typing import Protocol, runtime_checkable
 
 
 @runtime_checkable
 class Source(Protocol):
-    """What the runtime uses of a source: ``ready`` for readiness, ``secret`` for stream
-    tokens, ``run``/``close`` in the lifespan; ``resync`` for a full reload."""
+    """What the runtime uses of a source: ``ready`` for readiness, ``settled`` before it
+    listens, ``secret`` for stream tokens, ``run``/``close`` in the lifespan; ``resync`` for
+    a full reload."""
 
     #: Rules loaded at least once (from the backend or a bootstrap file).
     ready: bool
+    #: Set once the first load was tried, whatever came of it: rules (and keys) in, or the
+    #: backend's fault reported. The server listens after it (``server/app.py``).
+    settled: asyncio.Event
     #: Bytes that sign stream tokens, shared by every replica (``flagedge:secret`` for Redis;
     #: a per-process random value offline). None until known.
     secret: bytes | None

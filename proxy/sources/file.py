@@ -108,6 +108,7 @@ class FileSource:
         self.path, self.store, self.env = Path(path), store, env
         self.debounce_ms = debounce_ms
         self.ready = False
+        self.settled = asyncio.Event()
         self.watching = False  # the file watch is armed
         # Stream tokens need a secret; offline there is no Redis to share one, so replicas
         # (or uvicorn workers) agree only when FLAGEDGE_SECRET is set.
@@ -154,6 +155,7 @@ class FileSource:
 
     async def run(self) -> None:
         self.reload()
+        self.settled.set()
         name = self.path.name
         while True:
             try:

@@ -50,6 +50,7 @@ class RedisSource:
         self.block_ms, self.backoff_cap, self.connect_timeout = block_ms, backoff_cap, connect_timeout
         self.keys_refresh = keys_refresh  # seconds between key re-reads; 0 = announcements only
         self.ready = False
+        self.settled = asyncio.Event()
         self.connected = False
         self.secret: bytes | None = None
         # flagedge:secret as it was before Redis lost its data: stream tokens signed with it
@@ -135,6 +136,7 @@ class RedisSource:
                       reason)
         self.store.refused = reason
         self.store.set_status("*", connected=True, degraded_reason=reason)  # for the metric
+        self.settled.set()
 
     def _on_down(self, exc: BaseException) -> None:
         self._failures += 1
@@ -152,6 +154,7 @@ class RedisSource:
                 BOOTSTRAP_EPOCH) else f"version {fs.version if fs else '?'}")
             self.store.set_status(env, connected=False, error=str(exc),
                                   degraded_reason=f"redis unreachable; serving {what}")
+        self.settled.set()  # the bootstrap file, if any, is loaded before anything awaits
 
     def _load_bootstrap(self) -> None:
         assert self.bootstrap is not None
@@ -218,6 +221,7 @@ class RedisSource:
                 self._unloaded.add(env)
                 self._node_down(env, exc)
         self.ready = True
+        self.settled.set()
         log.info("resync envs=%d keys=%d stale=%d took_ms=%.1f", len(self._last),
                  len(self.keyring), len(self._stale), (time.perf_counter() - started) * 1000)
 

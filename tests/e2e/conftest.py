@@ -10,10 +10,12 @@ every page land in ``tests/artifacts/e2e/`` whether the test passed or failed.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -105,14 +107,29 @@ def open_page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Callable
         page = context.new_page()
         console: list[str] = []
         requests: list[tuple[str, str]] = []  # full URLs carry keys/tokens: memory only
+        timeline: list[str] = []  # console and network in order, for a failure's message
+        opened_at = time.monotonic()
+
+        def note(line: str) -> None:
+            timeline.append(f"{time.monotonic() - opened_at:7.2f}s {line}")
+
+        def said(line: str) -> None:
+            console.append(line)
+            note(line)
+
         page.on("request", lambda r: requests.append((r.method, r.url)))
-        page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-        page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+        page.on("response", lambda r: note(f"{r.request.method} {urlsplit(r.url).path}"
+                                           f" -> {r.status}"))
+        page.on("requestfailed", lambda r: note(f"{r.method} {urlsplit(r.url).path} failed:"
+                                                f" {r.failure}"))
+        page.on("console", lambda m: said(f"{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: said(f"pageerror: {e}"))
         page.set_default_timeout(10_000)
         page.goto(url)
         page.flagedge_name = name or f"page{len(opened)}"  # type: ignore[attr-defined]
         page.flagedge_console = console  # type: ignore[attr-defined]
         page.flagedge_requests = requests  # type: ignore[attr-defined]
+        page.flagedge_timeline = timeline  # type: ignore[attr-defined]
         opened.append((context, page, console))
         return page
 

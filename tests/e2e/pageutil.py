@@ -47,6 +47,27 @@ def wait_ready(page: Any, timeout_ms: int = 10_000) -> None:
         " && window.flagedgeDemo.renders > 0", timeout=timeout_ms)
 
 
+def wait_shown(page: Any, condition: str, timeout_s: float, what: str) -> None:
+    """Wait for the JavaScript ``condition`` on the page; on a timeout, fail with what the
+    page went through (console, requests with their statuses, its own state), so a failure
+    in CI says which way the page went rather than only that it did not arrive."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(condition, timeout=timeout_s * 1000)
+    except PlaywrightTimeout:
+        raise AssertionError(f"{what}: not shown within {timeout_s:g} s\n"
+                             + page_story(page)) from None
+
+
+def page_story(page: Any, last: int = 60) -> str:
+    state = page.evaluate("""() => { const s = window.flagedgeDemo || {};
+        return {status: s.status, changes: s.changes, cacheRefreshes: s.cacheRefreshes,
+                renders: s.renders, values: s.values}; }""")
+    lines = page.flagedge_timeline[-last:]
+    return f"page state: {state}\nlast {len(lines)} events:\n  " + "\n  ".join(lines)
+
+
 def shown(page: Any) -> dict[str, dict[str, str]]:
     """role -> {key, value, variant, reason} as rendered in the flag table."""
     return page.evaluate("""() => Object.fromEntries(

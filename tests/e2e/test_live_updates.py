@@ -28,6 +28,7 @@ from tests.e2e.pageutil import (
     open_sse_connections,
     shown,
     wait_ready,
+    wait_shown,
 )
 from tests.integration.streams_support import state_id_in_redis
 from tests.redis_server import wait_until
@@ -114,9 +115,9 @@ def test_a_change_made_while_the_proxy_is_down_arrives_after_it_returns(
 
     # Nobody pushes again: the page learns of the change only through its reconnect
     # (Last-Event-ID resume on the stream, or the provider's re-fetch after an SSE error).
-    page.wait_for_function(
-        "() => document.querySelector('[data-testid=shipping-threshold]').textContent"
-        " === '75.5'", timeout=RESTART_DEADLINE_S * 1000)
+    wait_shown(page, "() => document.querySelector('[data-testid=shipping-threshold]')"
+               ".textContent === '75.5'", RESTART_DEADLINE_S,
+               "the change made while the proxy was down")
     assert page.evaluate("() => window.__sameDocument") == "yes"
     assert_page_matches_proxy(stack, page, user)
 

@@ -60,7 +60,8 @@ class ProxyServer:
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(self.command(), cwd=ROOT, env=env, stdout=self._log,
                                      stderr=subprocess.STDOUT)
-        self.wait_for(wait, timeout)
+        if wait:  # "": return at once (the caller watches the port itself)
+            self.wait_for(wait, timeout)
         return self
 
     def wait_for(self, what: str = "healthz", timeout: float = 20.0) -> None:

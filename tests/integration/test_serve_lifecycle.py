@@ -6,7 +6,9 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+from typing import Any
 
+import httpx
 import orjson
 import pytest
 
@@ -43,6 +45,42 @@ def test_a_crash_still_exits_non_zero(tmp_path):
              "--flags", str(flags)],
             cwd=ROOT, capture_output=True, timeout=60)
     assert proc.returncode not in (0, None), proc.stderr.decode(errors="replace")
+
+
+def _many_flags(n: int) -> dict[str, Any]:
+    rule = {"if": [{"in": [{"var": "country"}, ["DE", "FR", "NL"]]}, "on",
+                   {"fractional": [["on", 50], ["off", 50]]}]}
+    return {"flags": {f"flag-{i:03d}": {"state": "ENABLED", "defaultVariant": "off",
+                                        "variants": {"on": True, "off": False},
+                                        "targeting": rule} for i in range(n)}}
+
+
+def test_a_restarted_process_answers_with_its_rules_from_its_first_answer(proxy_factory):
+    """The port opens once the first load is done: a client reconnecting the moment a
+    restarted process listens (a browser's EventSource, a provider) gets the rules, not a
+    503 "not loaded yet". Thirty environments of 100 flags, loaded first (in name order),
+    make that load long enough that a port opened before it is answered 503 every time."""
+    server = proxy_factory(env="zz")
+    for i in range(30):
+        server.push(_many_flags(100), env=f"a{i:02d}")
+    server.push(DOC)
+    key = server.create_key("client")
+    server.stop()
+
+    server.start(wait="")
+    answer = wait_until(lambda: _bulk_once(server.url, key), timeout=30, interval=0.005,
+                        what="the restarted process to answer")
+    assert answer.status_code == 200, (answer.status_code, answer.text)
+    assert set(answer.json()["flags"][0]) >= {"key", "value"}
+    assert "resync envs=31" in server.logs()
+
+
+def _bulk_once(url: str, key: str) -> httpx.Response | None:
+    try:
+        return httpx.post(f"{url}/ofrep/v1/evaluate/flags", json={"context": {
+            "targetingKey": "u1"}}, headers={"Authorization": f"Bearer {key}"}, timeout=5)
+    except httpx.ConnectError:  # not listening yet
+        return None
 
 
 def _half_a_body(port: int, path: str, headers: str = "") -> None:

@@ -68,7 +68,9 @@ def client(redis_server: RedisServer) -> redis.Redis:
 async def test_push_reaches_the_store_with_write_time(redis_server, client):
     publisher.push(client, "prod", Document({"a": ON}))
     async with running(redis_server.url, client) as r:
-        await until(lambda: r.source.ready, what="initial load")
+        await asyncio.wait_for(r.source.settled.wait(), 10)
+        # Settled means loaded (the server opens its port then): rules and keys are in.
+        assert r.source.ready and r.source.connected
         assert r.version() == 1 and set(r.store.get("prod").flags) == {"a"}
         v = await asyncio.to_thread(r.push, {"flags": {"a": OFF, "b": ON}})
         await until(lambda: r.version() == v, what="push applied")
@@ -242,7 +244,9 @@ async def test_bootstrap_file_serves_until_redis_answers(tmp_path):
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
     async with running(url, client, bootstrap=boot, env="prod") as r:
-        await until(lambda: r.source.ready, what="bootstrap loaded")
+        # Redis refuses: settled at once, with the bootstrap file already served.
+        await asyncio.wait_for(r.source.settled.wait(), 10)
+        assert r.source.ready and not r.source.connected
         assert set(r.store.get("prod").flags) == {"boot"} and r.version() == 0
         assert "bootstrap" in r.store.degraded()["prod"]
         server = RedisServer(tmp_path / "redis", port=port).start()
