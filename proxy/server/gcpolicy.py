@@ -44,13 +44,19 @@ def automatic() -> None:
     gc.set_threshold(*gc.get_threshold()[:2], 100)
 
 
+def safety_net() -> None:
+    """The allocation thresholds between two ticks of the clock (see the module docstring);
+    in-process benchmarks set them too, to measure what the server runs."""
+    gc.set_threshold(SAFETY_NET, SAFETY_NET_YOUNG, SAFETY_NET_FULL)
+
+
 async def collect_on_clock(period: float, full_period: float = FULL_PERIOD_S) -> None:
     """Run until cancelled (a task): generations 0-1 every ``period`` seconds. Every
     ``full_period`` seconds, the whole heap too if the old generation has grown by a quarter
     since the last full pass (CPython's own rule: a full pass walks everything, so it waits
     until there is enough new to be worth it). The previous thresholds come back when it ends."""
     before = gc.get_threshold()
-    gc.set_threshold(SAFETY_NET, SAFETY_NET_YOUNG, SAFETY_NET_FULL)
+    safety_net()
     full_every = max(1, round(full_period / period))
     old_after_full = 0  # objects in generation 2 after the last full pass
     tick = 0
