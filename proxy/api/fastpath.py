@@ -69,7 +69,7 @@ class FastOfrep:
         hot.in_flight += 1
         try:
             if route is BULK_ROUTE:  # a raw ASGI handler
-                status = await self._bulk(scope, receive, send)
+                status = await self._bulk(scope, receive, send, direct=True)
             else:
                 response = await self._single(Request(scope, receive))
                 status = response.status_code

@@ -27,6 +27,7 @@ from proxy.api.cache import CachedResult, ResultCache
 from proxy.api.context import BadContext, check_context, parse_request, read_body
 from proxy.api.metrics import HotMetrics
 from proxy.api.tokens import StreamTokens
+from proxy.api.transport import send_ok
 from proxy.config import Settings
 from proxy.evaluation.engine import evaluate, evaluate_dynamic
 from proxy.evaluation.plan import derive_plan
@@ -239,14 +240,19 @@ class OfrepApi:
         return errors.JsonBytes(orjson.dumps(item))
 
     # -- POST /ofrep/v1/evaluate/flags ---------------------------------------------------
-    async def bulk(self, scope: Scope, receive: Receive, send: Send) -> int:
+    async def bulk(self, scope: Scope, receive: Receive, send: Send, direct: bool = False
+                   ) -> int:
         """A raw ASGI handler (the hot path: no Request or Response objects on success);
-        returns the status it sent."""
+        returns the status it sent. ``direct``: no middleware wraps ``send``, so a 200 may
+        be written to the connection at once (``transport.send_ok``)."""
         answer = await self._bulk(scope, receive, dict(scope["headers"]))
         if answer.__class__ is not tuple:
             await answer(scope, receive, send)  # type: ignore[operator]
             return answer.status_code  # type: ignore[union-attr]
         body, etag = answer  # type: ignore[misc]
+        if direct and send_ok(scope, b"content-length: %d\r\ncontent-type: application/json"
+                              b"\r\netag: %b\r\n" % (len(body), etag), body):
+            return 200
         await send({"type": "http.response.start", "status": 200, "headers": [
             (b"content-length", b"%d" % len(body)), (b"content-type", b"application/json"),
             (b"etag", etag)]})

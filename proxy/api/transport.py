@@ -8,8 +8,10 @@ side that consumes it, so the API never imports the server:
   streams cap their send buffers);
 - :func:`body_writer`: a started streamed body written without a trip through the
   middleware stack (the fan-out writes SSE events to idle streams directly).
+- :func:`send_ok`: a whole 200 response written as uvicorn's ``send`` would write it, without
+  the two ASGI messages (the bulk OFREP answer, from the fast path only).
 
-Under any other server the extension is absent and both return None.
+Under any other server the extension is absent: the readers return None or False.
 """
 
 from __future__ import annotations
@@ -106,3 +108,56 @@ class _LastChunk:
 
 
 _chunk = _LastChunk()
+
+
+def send_ok(scope: dict[str, Any], headers: bytes, body: bytes) -> bool:
+    """Write a complete ``200 OK`` response, ``headers`` (lines ending in CRLF; names in lower
+    case, values valid) and ``body``, as uvicorn's ``send`` writes a start message and one
+    final body message: its default headers (date, server) first, ``connection: close`` when
+    the connection will not be kept, the response marked complete, the protocol told.
+
+    Skipping the messages saves the per-header checks, lowercasing and joins that ``send``
+    does for every response, and two coroutine steps. Only for callers with no middleware
+    wrapping ``send`` between them and the server (the OFREP fast path). False, writing
+    nothing, whenever ``send`` would do more than write: a response already started, the
+    client gone, writes paused by flow control (``send`` waits), uvicorn's own access log
+    on, a HEAD request; the caller then sends as usual."""
+    cycle = _cycle(scope)
+    if (cycle is None or cycle.response_started or cycle.disconnected
+            or cycle.flow.write_paused or cycle.access_log or scope["method"] == "HEAD"):
+        return False
+    cycle.response_started = True
+    cycle.waiting_for_100_continue = False
+    close = b"" if cycle.keep_alive else b"connection: close\r\n"
+    transport = cycle.transport  # the protocol's gathering transport joins the two writes
+    transport.write(b"HTTP/1.1 200 OK\r\n" + _defaults(cycle.default_headers) + headers
+                    + close + b"\r\n")
+    transport.write(body)
+    cycle.response_complete = True
+    cycle.message_event.set()
+    if not cycle.keep_alive:
+        transport.close()
+    cycle.on_response()
+    return True
+
+
+class _DefaultHeaders:
+    """uvicorn's default headers formatted as ``send`` formats them, once per list: the
+    server puts a new list (a new date) in place every second. Holding the last list keeps
+    its id from being reused."""
+
+    __slots__ = ("formatted", "headers")
+
+    def __init__(self) -> None:
+        self.headers: list[tuple[bytes, bytes]] | None = None
+        self.formatted = b""
+
+    def __call__(self, headers: list[tuple[bytes, bytes]]) -> bytes:
+        if headers is not self.headers:
+            self.headers = headers
+            self.formatted = b"".join(b"%s: %s\r\n" % (name.lower(), value)
+                                      for name, value in headers)
+        return self.formatted
+
+
+_defaults = _DefaultHeaders()

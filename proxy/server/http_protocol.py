@@ -240,6 +240,9 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
             PROCESS.count("connection_limit")
             cycle.keep_alive = False
             app = _over_limit
+        # Here, not when the head arrives: a pipelined request's head arrives while the
+        # previous response is under way, and its task starts only once that one is done.
+        self.transport.hold_next(cycle.scope)  # type: ignore[attr-defined]  # its response head
         super()._start_asgi_task(cycle, app)
 
     def on_headers_complete(self) -> None:
@@ -256,7 +259,6 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is not None and cycle.scope is self.scope:
             self.scope.setdefault("extensions", {})[CYCLE_EXTENSION] = weakref.ref(cycle)
-        self.transport.hold_next(self.scope)  # type: ignore[attr-defined]  # the response head
 
     def on_response_complete(self) -> None:
         self.transport.flush()  # type: ignore[attr-defined]

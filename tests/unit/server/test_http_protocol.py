@@ -17,7 +17,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from proxy.api.transport import body_writer, connection_transport
+from proxy.api.transport import body_writer, connection_transport, send_ok
 from proxy.server.access_log import AccessLogHandler
 from proxy.server.http_protocol import GatheringHttpToolsProtocol
 from tests.waiting import until
@@ -340,3 +340,106 @@ async def test_an_interim_100_continue_goes_out_at_once_and_is_not_the_logged_he
         handler.close()
     assert transport.writes[1].startswith(b"HTTP/1.1 200 OK")
     assert out.getvalue().endswith('"POST /x HTTP/1.1" 200\n') and out.getvalue().count("\n") == 1
+
+
+async def test_pipelined_requests_are_each_recorded_to_the_access_log():
+    """The second request's head arrives while the first is answered; each response is
+    logged with its own request (the head to hold is chosen when a request's task starts)."""
+    proto, transport = connect(plain)
+    out = io.StringIO()
+    handler = AccessLogHandler(out)
+    try:
+        proto.data_received(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n"
+                            b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+        await until(lambda: len(transport.writes) == 2)
+        await ticks()
+    finally:
+        handler.close()
+    lines = out.getvalue().splitlines()
+    assert [line.split('"')[1] for line in lines] == ["GET /first HTTP/1.1",
+                                                      "GET /second HTTP/1.1"], lines
+
+
+HEADERS = b"content-length: 2\r\ncontent-type: application/json\r\netag: \"e\"\r\n"
+
+
+def answering(direct: bool, sent: list[bool] | None = None) -> Any:
+    """An app answering ``{}`` with HEADERS: through ``send_ok`` or, as the baseline,
+    through the two ASGI messages. ``sent`` collects what ``send_ok`` returned."""
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        if direct:
+            done = send_ok(scope, HEADERS, b"{}")
+            if sent is not None:
+                sent.append(done)
+            if done:
+                return
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-length", b"2"), (b"content-type", b"application/json"),
+            (b"etag", b'"e"')]})
+        await send({"type": "http.response.body", "body": b"{}"})
+    return app
+
+
+async def response_of(app: Any, request: bytes) -> tuple[list[bytes], RecordingTransport]:
+    proto, transport = connect(app)
+    proto.server_state.default_headers = [(b"Date", b"Mon, 07 Dec 2026 10:00:00 GMT"),
+                                          (b"server", b"flagedge")]
+    proto.data_received(request)
+    await until(lambda: proto.cycle is not None and proto.cycle.response_complete)
+    await ticks()
+    return transport.writes, transport
+
+
+async def test_send_ok_writes_exactly_what_send_would():
+    for request in (GET, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                    b"GET / HTTP/1.0\r\n\r\n"):
+        sent: list[bool] = []
+        direct, direct_transport = await response_of(answering(True, sent), request)
+        baseline, baseline_transport = await response_of(answering(False), request)
+        assert sent == [True]
+        assert direct == baseline and len(direct) == 1, (direct, baseline)
+        assert direct_transport.closing == baseline_transport.closing
+    assert b"\r\nconnection: close\r\n" in direct[0] and direct_transport.closing
+    assert direct[0].startswith(b"HTTP/1.1 200 OK\r\ndate: Mon, 07 Dec 2026 10:00:00 GMT\r\n")
+
+
+async def test_send_ok_leaves_the_next_request_on_the_connection_working():
+    proto, transport = connect(answering(True))
+    proto.data_received(GET + GET)  # pipelined: the second waits for the first to complete
+    await until(lambda: len(transport.writes) == 2)
+    assert transport.writes[0] == transport.writes[1] and not transport.closing
+
+
+async def test_send_ok_declines_when_send_would_wait_or_has_begun():
+    sent: list[bool] = []
+    proto, transport = connect(answering(True, sent))
+    proto.pause_writing()  # flow control: send() would wait for the buffer to drain
+    proto.data_received(GET)
+    await until(lambda: sent)
+    assert sent == [False] and proto.cycle is not None and not proto.cycle.response_complete
+    proto.resume_writing()
+    await until(lambda: proto.cycle.response_complete)  # answered through send()
+    assert transport.writes[-1].endswith(b"\r\n\r\n{}")
+
+    async def begun(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"2")]})
+        sent.append(send_ok(scope, HEADERS, b"{}"))
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    proto, transport = connect(begun)
+    proto.data_received(GET)
+    await until(lambda: len(sent) == 2)
+    assert sent[1] is False
+    for method in (b"HEAD",):
+        sent.clear()
+        proto, transport = connect(answering(True, sent))
+        proto.data_received(method + b" / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await until(lambda: sent)
+        assert sent == [False]
+
+
+def test_send_ok_declines_without_the_protocols_extension():
+    assert send_ok({"method": "POST", "extensions": {}}, HEADERS, b"{}") is False
