@@ -8,9 +8,11 @@ is under test. Real sockets and streams go through it in every integration test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import io
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
 from uvicorn.config import Config
@@ -307,6 +309,18 @@ async def test_a_finished_request_is_freed_without_the_garbage_collector():
         gc.enable()
 
 
+@contextlib.contextmanager
+def access_lines() -> Iterator[io.StringIO]:
+    """The access log, written to a string while the block runs (create it after
+    ``connect``: uvicorn's Config resets logging)."""
+    out = io.StringIO()
+    handler = AccessLogHandler(out)
+    try:
+        yield out
+    finally:
+        handler.close()
+
+
 async def test_each_response_head_is_recorded_to_the_access_log_with_its_status():
     async def missing(scope: Any, receive: Any, send: Any) -> None:
         await receive()
@@ -314,30 +328,22 @@ async def test_each_response_head_is_recorded_to_the_access_log_with_its_status(
                     "headers": [(b"content-length", b"0")]})
         await send({"type": "http.response.body", "body": b""})
 
-    proto, transport = connect(missing)  # (uvicorn's Config resets logging: handler after it)
-    out = io.StringIO()
-    handler = AccessLogHandler(out)
-    try:
+    proto, transport = connect(missing)
+    with access_lines() as out:
         proto.data_received(b"GET /nope?key=SECRET HTTP/1.1\r\nHost: x\r\n\r\n")
         await until(lambda: transport.writes)
-    finally:
-        handler.close()
     assert out.getvalue().endswith('127.0.0.1:50000 "GET /nope HTTP/1.1" 404\n')
 
 
 async def test_an_interim_100_continue_goes_out_at_once_and_is_not_the_logged_head():
     proto, transport = connect(plain)
-    out = io.StringIO()
-    handler = AccessLogHandler(out)
-    try:
+    with access_lines() as out:
         proto.data_received(b"POST /x HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
                             b"Content-Length: 2\r\n\r\n")
         await until(lambda: transport.writes)  # the app awaits the body: uvicorn says continue
         assert transport.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
         proto.data_received(b"{}")
         await until(lambda: len(transport.writes) == 2)
-    finally:
-        handler.close()
     assert transport.writes[1].startswith(b"HTTP/1.1 200 OK")
     assert out.getvalue().endswith('"POST /x HTTP/1.1" 200\n') and out.getvalue().count("\n") == 1
 
@@ -346,15 +352,11 @@ async def test_pipelined_requests_are_each_recorded_to_the_access_log():
     """The second request's head arrives while the first is answered; each response is
     logged with its own request (the head to hold is chosen when a request's task starts)."""
     proto, transport = connect(plain)
-    out = io.StringIO()
-    handler = AccessLogHandler(out)
-    try:
+    with access_lines() as out:
         proto.data_received(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n"
                             b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
         await until(lambda: len(transport.writes) == 2)
         await ticks()
-    finally:
-        handler.close()
     lines = out.getvalue().splitlines()
     assert [line.split('"')[1] for line in lines] == ["GET /first HTTP/1.1",
                                                       "GET /second HTTP/1.1"], lines
