@@ -20,7 +20,7 @@ import pytest
 from proxy.storage import keys
 from tests.e2e import setup_browser
 from tests.e2e.conftest import FLAGS_FILE
-from tests.e2e.ui_support import admin_keys, replicas
+from tests.e2e.ui_support import HTMX_DONE_LOG, admin_keys, replicas
 from tests.integration.conftest import ProxyServer
 from tests.redis_server import RedisServer
 from tests.waiting import wait_until
@@ -57,6 +57,7 @@ def new_page(browser: Any, *, axe: bool = False) -> Any:
     injected as an inline script; the other pages run under the UI's real CSP."""
     context = browser.new_context(viewport={"width": WIDTHS[0], "height": 900},
                                   bypass_csp=axe)
+    context.add_init_script(HTMX_DONE_LOG)
     page = context.new_page()
     page.set_default_timeout(10_000)
     errors: list[str] = []

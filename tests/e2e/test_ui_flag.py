@@ -27,7 +27,7 @@ from proxy.release.times import iso
 from proxy.storage import policy, rollouts
 from tests.e2e.conftest import FLAGS_FILE
 from tests.e2e.test_ui import axe_and_screenshots, new_page, sign_in
-from tests.e2e.ui_support import admin_keys, replicas
+from tests.e2e.ui_support import admin_keys, htmx_post, replicas
 from tests.integration.conftest import ProxyServer
 from tests.redis_server import RedisServer
 from tests.waiting import wait_until
@@ -95,15 +95,6 @@ def edit_json(page: Any, flag: dict[str, Any] | str) -> None:
               orjson.dumps(flag, option=orjson.OPT_INDENT_2).decode())
 
 
-def click_and_wait(page: Any, selector: str, path_end: str) -> Any:
-    """Click a control and wait for its htmx POST's answer (its status is returned)."""
-    with page.expect_response(lambda r: r.request.method == "POST"
-                              and r.url.endswith(path_end)) as answer:
-        page.click(selector)
-    page.wait_for_load_state()
-    return answer.value
-
-
 def csrf_of(page: Any) -> str:
     """The session's CSRF token, as htmx sends it (the body's hx-headers)."""
     return orjson.loads(page.get_attribute("body", "hx-headers"))["X-CSRF-Token"]
@@ -124,19 +115,19 @@ def test_the_editor_checks_refuses_bad_input_then_saves_what_ofrep_serves(
     assert orjson.loads(page.input_value("#flag-json")) == stack.stored_flag("new-checkout")
 
     edit_json(page, '{\n  "state": "ENABLED",\n  oops\n}')
-    assert click_and_wait(page, '[data-testid="check"]', "/check").status == 422
+    assert htmx_post(page, '[data-testid="check"]', "/check").status == 422
     assert page.text_content('[data-testid="parse-position"]') == "line 3, column 3"
 
     edit_json(page, {**NEW_CHECKOUT_ON, "defaultVariant": "maybe"})
-    assert click_and_wait(page, '[data-testid="check"]', "/check").status == 422
+    assert htmx_post(page, '[data-testid="check"]', "/check").status == 422
     paths = page.locator('#check-result [data-testid="problem-path"]').all_text_contents()
     assert paths == ["flags.new-checkout.defaultVariant"]
-    assert click_and_wait(page, '[data-testid="save"]', "/save").status == 422
+    assert htmx_post(page, '[data-testid="save"]', "/save").status == 422
     assert page.locator('#save-result [data-testid="problem-path"]').all_text_contents() == paths
     assert stack.version() == before  # nothing written
 
     edit_json(page, NEW_CHECKOUT_ON)
-    assert click_and_wait(page, '[data-testid="check"]', "/check").status == 200
+    assert htmx_post(page, '[data-testid="check"]', "/check").status == 200
     diff = page.text_content('[data-testid="diff"]')
     assert '+  "defaultVariant": "on"' in diff and '-  "defaultVariant": "off"' in diff
     summary = page.locator('[data-testid="diff-summary"] li').all_text_contents()
@@ -149,7 +140,7 @@ def test_the_editor_checks_refuses_bad_input_then_saves_what_ofrep_serves(
     assert stack.version() == before  # a check writes nothing
 
     page.fill("#message", "new checkout for everyone")
-    assert click_and_wait(page, '[data-testid="save"]', "/save").status == 200
+    assert htmx_post(page, '[data-testid="save"]', "/save").status == 200
     assert page.get_attribute('#save-result [data-testid="result"]', "data-kind") == "written"
     assert stack.version() == before + 1
     assert page.text_content('#save-result [data-testid="result"]').strip() == (
@@ -167,7 +158,7 @@ def test_the_editor_checks_refuses_bad_input_then_saves_what_ofrep_serves(
     doc["flags"]["legacy-search"]["defaultVariant"] = "on"
     stack.proxy.push(doc)
     edit_json(page, {**NEW_CHECKOUT_ON, "defaultVariant": "off"})
-    assert click_and_wait(page, '[data-testid="save"]', "/save").status == 409
+    assert htmx_post(page, '[data-testid="save"]', "/save").status == 409
     assert page.get_attribute('#save-result [data-testid="result"]', "data-kind") == "conflict"
     assert "Conflict: version" in page.text_content('#save-result [data-testid="result"]')
     assert stack.stored_flag("new-checkout") == NEW_CHECKOUT_ON
@@ -181,7 +172,7 @@ def test_the_kill_switch_on_the_flags_list_reaches_an_ofrep_client_within_a_seco
     assert stack.evaluate("payments-kill-switch")["value"] is True
     page = signed_in(browser, stack, stack.ann, "/ui/flags")
     row = 'tr[data-flag-key="payments-kill-switch"]'
-    answer = click_and_wait(page, f'{row} [data-testid="kill"]', "/payments-kill-switch/kill")
+    answer = htmx_post(page, f'{row} [data-testid="kill"]', "/payments-kill-switch/kill")
     assert answer.status == 200
     wait_until(lambda: stack.evaluate("payments-kill-switch").get("reason") == "DISABLED",
                timeout=KILL_DEADLINE_S, what="the kill switch served over OFREP")
@@ -205,7 +196,7 @@ def test_in_a_protected_environment_a_save_is_proposed_and_a_kill_holder_kills_a
         '[data-testid="save-why"]')
     edit_json(page, NEW_CHECKOUT_ON)
     page.fill("#message", "new checkout for everyone, please")
-    assert click_and_wait(page, '[data-testid="save"]', "/save").status == 200
+    assert htmx_post(page, '[data-testid="save"]', "/save").status == 200
     result = page.locator('#save-result [data-testid="result"]')
     assert result.get_attribute("data-kind") == "proposed"
     (proposed,) = review.list_requests(client, PROTECTED)
@@ -219,7 +210,7 @@ def test_in_a_protected_environment_a_save_is_proposed_and_a_kill_holder_kills_a
 
     # pat holds no kill role: the kill switch becomes a request too, and says so first.
     assert "becomes a change request" in page.text_content('[data-testid="disable-why"]')
-    assert click_and_wait(page, '[data-testid="disable"]', "/edit").status == 200
+    assert htmx_post(page, '[data-testid="disable"]', "/edit").status == 200
     assert page.get_attribute('#switch-result [data-testid="result"]', "data-kind") == "proposed"
     assert len(review.list_requests(client, PROTECTED)) == 2
     assert stack.stored_flag("new-checkout", PROTECTED)["state"] == "ENABLED"
@@ -228,7 +219,7 @@ def test_in_a_protected_environment_a_save_is_proposed_and_a_kill_holder_kills_a
     page = signed_in(browser, stack, stack.kim, "/ui/flags")
     assert "marked kill" in page.text_content('[data-testid="kill-why"]')
     row = 'tr[data-flag-key="payments-kill-switch"]'
-    assert click_and_wait(page, f'{row} [data-testid="kill"]', "/kill").status == 200
+    assert htmx_post(page, f'{row} [data-testid="kill"]', "/kill").status == 200
     assert " ".join(page.text_content('[data-testid="kill-said"]').split()) == (
         f"Kill switch of payments-kill-switch: Written as version {before + 1} (marked kill).")
     assert stack.stored_flag("payments-kill-switch", PROTECTED)["state"] == "DISABLED"
@@ -298,7 +289,7 @@ def test_a_rollout_started_in_the_ui_shows_its_steps(stack: FlagStack, browser: 
     page.select_option("#rollout-variant", "on")
     page.fill("#rollout-steps", "5,25,50,100")
     page.fill("#rollout-every", "1h")
-    assert click_and_wait(page, '[data-testid="rollout-start"]', "/rollout").status == 200
+    assert htmx_post(page, '[data-testid="rollout-start"]', "/rollout").status == 200
     assert page.get_attribute('#rollout-result [data-testid="result"]', "data-kind") == "written"
     page.wait_for_selector('[data-testid="rollout-step"]')
     steps = page.locator('[data-testid="rollout-step"]')
@@ -311,10 +302,10 @@ def test_a_rollout_started_in_the_ui_shows_its_steps(stack: FlagStack, browser: 
     assert times == [iso(stored["start"] + i * 3600) for i in range(4)]
     assert page.text_content('[data-testid="rollout-state"]') == "running"
 
-    assert click_and_wait(page, '[data-testid="rollout-pause"]', "/rollout/pause").status == 200
+    assert htmx_post(page, '[data-testid="rollout-pause"]', "/rollout/pause").status == 200
     page.wait_for_function("() => document.querySelector('[data-testid=rollout-state]')"
                            ".textContent === 'paused'")
-    assert click_and_wait(page, '[data-testid="rollout-abort"]', "/rollout/abort").status == 200
+    assert htmx_post(page, '[data-testid="rollout-abort"]', "/rollout/abort").status == 200
     page.wait_for_function("() => document.querySelector('[data-testid=rollout-state]')"
                            ".textContent === 'aborted'")
     stored = orjson.loads(rollouts.read(stack.redis_client, ENV, "mobile-offline-mode"))
@@ -328,10 +319,10 @@ def test_the_flag_page_passes_axe_at_desktop_and_phone_width(stack: FlagStack,
     axe_and_screenshots(page, "flag")
     flag = stack.stored_flag("search-ranking")
     edit_json(page, {**flag, "defaultVariant": "semantic", "targeting": {}})
-    assert click_and_wait(page, '[data-testid="check"]', "/check").status == 200
+    assert htmx_post(page, '[data-testid="check"]', "/check").status == 200
     axe_and_screenshots(page, "flag-checked")
     edit_json(page, {**flag, "defaultVariant": "nope"})
-    assert click_and_wait(page, '[data-testid="save"]', "/save").status == 422
+    assert htmx_post(page, '[data-testid="save"]', "/save").status == 422
     axe_and_screenshots(page, "flag-refused")
     page.goto(stack.url("/ui/flags"))
     axe_and_screenshots(page, "flags-kill")

@@ -31,7 +31,7 @@ from proxy.storage import policy
 from tests.e2e.conftest import FLAGS_FILE
 from tests.e2e.pageutil import shown, wait_ready
 from tests.e2e.test_ui import axe_and_screenshots, new_page, sign_in
-from tests.e2e.ui_support import admin_keys, known_everywhere, replicas
+from tests.e2e.ui_support import admin_keys, htmx_post, known_everywhere, replicas
 from tests.integration.conftest import ProxyServer
 from tests.redis_server import RedisServer
 
@@ -114,16 +114,12 @@ def test_ann_proposes_50_percent_bob_approves_live_and_the_demo_page_follows(
     ann.goto(stack.url(f"/ui/flags/{FLAG}"))
     assert ann.text_content('[data-testid="save"]') == "Propose"
     ann.fill("#flag-json", orjson.dumps(edited, option=orjson.OPT_INDENT_2).decode())
-    with ann.expect_response(lambda r: r.url.endswith("/check")) as checked:
-        ann.click('[data-testid="check"]')
-    assert checked.value.status == 200
+    assert htmx_post(ann, '[data-testid="check"]', "/check").status == 200
     changed = int(ann.text_content('[data-testid="impact-changed"]'))
     assert changed > 0  # some sampled users move: 25 % -> 50 %
     axe_and_screenshots(ann, "release-ann-check")
     ann.fill("#message", "new checkout to 50 %")
-    with ann.expect_response(lambda r: r.url.endswith("/save")) as saved:
-        ann.click('[data-testid="save"]')
-    assert saved.value.status == 200
+    assert htmx_post(ann, '[data-testid="save"]', "/save").status == 200
     link = ann.locator('[data-testid="request-link"]')
     request_id = int(link.get_attribute("href").rsplit("/", 1)[1])
     assert stack.version() == version  # proposed, nothing applied

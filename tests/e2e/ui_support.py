@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from proxy.storage import keys
 from tests.e2e.conftest import FLAGS_FILE
@@ -57,3 +58,25 @@ def known_everywhere(proxies: list[ProxyServer], raws: Iterable[str]) -> None:
         for raw in raws:
             wait_until(lambda p=proxy, k=raw: p.key_works(k), timeout=10,
                        what="key on proxy")
+
+
+# htmx fires htmx:afterRequest once it has swapped the answer in; Playwright's response event
+# comes before htmx has even seen the answer. Every UI page logs the requests htmx has
+# finished (new_page adds this to its context), so a test waits for the swap of its own
+# request instead of racing it (the page's other requests, reloads on flag-changed, finish
+# on their own schedule).
+HTMX_DONE_LOG = """window.__htmxDone = [];
+document.addEventListener('htmx:afterRequest', e => { window.__htmxDone.push(
+  e.detail.requestConfig.verb + ' ' + e.detail.pathInfo.requestPath); });"""
+
+
+def htmx_post(page: Any, selector: str, path_end: str) -> Any:
+    """Click a control, wait for its htmx POST's answer and for htmx to have swapped it into
+    the page; the answer (its status) is returned."""
+    done = page.evaluate("() => window.__htmxDone.length")
+    with page.expect_response(lambda r: r.request.method == "POST"
+                              and r.url.endswith(path_end)) as answer:
+        page.click(selector)
+    page.wait_for_function("([n, end]) => window.__htmxDone.slice(n).some("
+                           "p => p.startsWith('post ') && p.endsWith(end))", arg=[done, path_end])
+    return answer.value
