@@ -24,6 +24,10 @@ sends at most one event per ``COALESCE_S``. The response is sse-starlette's (the
 library): heartbeat comments every ``PING_S``, the end of the stream when uvicorn shuts down,
 the client's disconnect.
 
+A stream's first event says everything changed (``"opened": true``): a page is rendered
+before its stream opens, and a dropped stream reconnects seconds later; a write in either gap
+precedes what the watcher reads, so only that first re-fetch shows it.
+
 A stream needs a live session (no CSRF: a GET that changes nothing); without one it is 401,
 never the sign-in redirect (EventSource would follow it and retry forever). Before each event
 the session is checked again (expiry, key, revocation on any replica): a signed-out session's
@@ -108,6 +112,15 @@ class Pending:
             data["version"] = self.version
         self.kinds, self.version = set(), None
         return data
+
+
+def opened_event() -> ServerSentEvent:
+    """Every stream's first event: everything may have changed. The page was rendered before
+    its stream opened (and a dropped stream reconnects seconds later); what changed in that
+    gap came before the watcher's position, so no later event would tell it. One re-fetch
+    of the page's live regions per open is what never missing it costs."""
+    return ServerSentEvent(data=orjson.dumps({"what": list(KINDS), "opened": True}).decode(),
+                           event=EVENT)
 
 
 def send_at(last_sent: float | None, now: float, interval: float = COALESCE_S) -> float:
@@ -258,6 +271,7 @@ class LiveChannel:
         last_sent: float | None = None
         try:
             yield ServerSentEvent(retry=RETRY_MS)
+            yield opened_event()
             while not listener.closed:
                 left = listener.session.expires - time.time()
                 if left <= 0:

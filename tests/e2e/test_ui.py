@@ -191,15 +191,17 @@ def test_revoking_the_key_ends_its_sessions_on_every_replica(ui: UiStack,
     page = new_page(browser)
     sign_in(page, ui, raw, ui.a)
     page.wait_for_url(ui.url("/ui/", ui.a))
+    cookie = next(c for c in page.context.cookies() if c["name"] == "flagedge_ui")
     keys.revoke(ui.a.redis_client, record.id)
 
     def ended(proxy: ProxyServer) -> bool:
+        # A refusal clears the cookie (so may a page's own live re-fetch, answered after the
+        # revocation): each try replays it, on either replica.
+        page.context.add_cookies([cookie])
         page.goto(ui.url("/ui/", proxy))
         return "/ui/signin?notice=revoked" in page.url
 
-    cookie = next(c for c in page.context.cookies() if c["name"] == "flagedge_ui")
-    for proxy in (ui.b, ui.a):  # a refusal clears the cookie: replay it on the other replica
-        page.context.add_cookies([cookie])
+    for proxy in (ui.b, ui.a):
         wait_until(lambda p=proxy: ended(p), timeout=10, what="session ended by revocation")
     page.context.close()
 

@@ -5,6 +5,8 @@ appears without a reload"), against one real redis-server and two real `flagedge
   (environment page) written through replica b's admin API, and a change request created on
   b (the environment page's open-requests count), without the page navigating (a marker set
   on ``window`` survives) and with the search box keeping its focus and value;
+- a write made after the page was rendered but before its stream opened shows all the same
+  (the stream's first event, ``opened``);
 - over HTTP (httpx-sse): the stream says ``changed`` after a write and after insight counts
   are flushed; a session signed out on
   the other replica gets no more events (its stream ends, a new one is 401); a stream ends
@@ -25,6 +27,7 @@ from typing import Any
 import httpx
 import pytest
 
+from proxy.ui.live import KINDS
 from tests.e2e.test_ui import new_page, sign_in
 from tests.e2e.ui_support import admin_keys, replicas
 from tests.integration.conftest import ProxyServer
@@ -55,7 +58,9 @@ class LiveStack:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory, demo_bundle: Path) -> Iterator[LiveStack]:
     workdir = tmp_path_factory.mktemp("ui-live")
-    with replicas(workdir, ENV) as (redis, (a, b)):
+    # a and b flush no insight counts: a page's only events are the writes a test makes (and
+    # its stream's first), never a count moved by the set-up's probes.
+    with replicas(workdir, ENV, environ={"FLAGEDGE_INSIGHTS_FLUSH": "0"}) as (redis, (a, b)):
         made = admin_keys([a, b], ENV, {"ann": ("view",), "root": ALL_ROLES})
         yield LiveStack(redis, a, b, made["ann"], made["root"], workdir)
 
@@ -81,13 +86,15 @@ def with_state(doc: dict[str, Any], flag: str, state: str) -> dict[str, Any]:
     return {**doc, "flags": flags}
 
 
-def open_live_page(page: Any, url: str) -> None:
+def open_live_page(page: Any, url: str) -> str:
     """Go to ``url`` and wait until its live stream is accepted (the server holds its listener
-    before it answers), then mark the page: a reload or navigation would lose the marker."""
+    before it answers), then mark the page: a reload or navigation would lose the marker.
+    The page as it was rendered is returned."""
     with page.expect_response(lambda r: r.url.endswith("/ui/events")) as opened:
-        page.goto(url)
+        rendered = page.goto(url).text()
     assert opened.value.status == 200
     page.evaluate("() => { window.__marker = 1 }")
+    return rendered
 
 
 def not_reloaded(page: Any) -> bool:
@@ -149,6 +156,34 @@ def test_a_version_and_a_request_made_on_the_other_replica_show_on_the_env_page(
     page.context.close()
 
 
+def test_a_write_made_between_the_render_and_the_stream_shows_without_a_reload(
+        live: LiveStack, browser: Any) -> None:
+    """The page's stream is held back until a write has landed: what the watcher reads begins
+    after that write, so only the stream's first event (``opened``) brings it to the page."""
+    page = new_page(browser)
+    sign_in(page, live, live.view_key, live.a)
+    page.wait_for_url("**/ui/")
+    doc = document(live)
+    state = doc["flags"]["new-checkout"]["state"]
+    written: list[int] = []
+
+    def write_then_connect(route: Any) -> None:
+        if not written:
+            written.append(put_document(live, with_state(
+                doc, "new-checkout", "DISABLED" if state == "ENABLED" else "ENABLED")))
+            live.a.wait_version(written[0])  # a's rules moved before its stream's listener
+        route.continue_()
+
+    page.route("**/ui/events", write_then_connect)
+    rendered = open_live_page(page, live.url("/ui/"))
+    (version,) = written
+    assert f'data-testid="env-version">{version - 1}<' in rendered
+    page.wait_for_function("v => document.querySelector('[data-testid=env-version]')"
+                           ".textContent === String(v)", arg=version)
+    assert not_reloaded(page)
+    page.context.close()
+
+
 # -- over HTTP --------------------------------------------------------------------------------
 def _csrf(html: str) -> str:
     found = re.search(r'name="csrf" value="([^"]+)"', html)
@@ -183,6 +218,7 @@ async def signed_out_session(live: LiveStack) -> None:
         csrf = await http_sign_in(client, live.a, live.view_key)
         events_url = f"{live.a.url}/ui/events"
         async with Stream(client, events_url) as stream:
+            await took_the_opening_event(stream)
             doc = await asyncio.to_thread(document, live)
             version = await asyncio.to_thread(
                 put_document, live, with_state(doc, "welcome-banner", "DISABLED"))
@@ -202,6 +238,10 @@ async def signed_out_session(live: LiveStack) -> None:
         client.cookies.set("flagedge_ui", cookie)
         again = await client.get(events_url)
         assert again.status_code == 401 and "location" not in again.headers
+
+
+async def took_the_opening_event(stream: Stream) -> None:
+    assert data(await stream.next()) == {"what": list(KINDS), "opened": True}
 
 
 def _drain(stream: Stream) -> list[Any]:
@@ -227,6 +267,7 @@ async def stream_until_stop(live: LiveStack) -> None:
         async with httpx.AsyncClient(timeout=10) as client:
             await http_sign_in(client, c, live.view_key)
             async with Stream(client, f"{c.url}/ui/events") as stream:
+                await took_the_opening_event(stream)
                 doc = await asyncio.to_thread(document, live)
                 version = await asyncio.to_thread(
                     put_document, live, with_state(doc, "mobile-offline-mode", "DISABLED"))

@@ -22,6 +22,7 @@ from proxy.ui.live import (
     RULES,
     Listener,
     Pending,
+    opened_event,
     outbox_kind,
     send_at,
 )
@@ -90,3 +91,11 @@ async def test_the_stream_without_a_session_is_401_not_a_redirect(tmp_path: Path
         client.cookies.set("flagedge_ui", "x.y")
         forged = await client.get("/ui/events")
         assert forged.status_code == 401
+
+
+def test_a_stream_opens_with_an_event_that_says_everything_changed() -> None:
+    """What changed between a page's render and its stream's open precedes the watcher's
+    position: the first event makes the page re-fetch every live region."""
+    event = opened_event()
+    assert event.event == "changed"
+    assert orjson.loads(event.data) == {"what": list(KINDS), "opened": True}
