@@ -13,6 +13,8 @@ state the earlier ones left (each says which flags it uses). Screenshots land in
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -182,6 +184,43 @@ def test_the_kill_switch_on_the_flags_list_reaches_an_ofrep_client_within_a_seco
     assert (said.get_attribute("data-flag-key"), said.get_attribute("data-kind")) == (
         "payments-kill-switch", "written")
     assert stack.stored_flag("payments-kill-switch")["state"] == "DISABLED"
+    page.context.close()
+
+
+def test_a_list_reload_older_than_a_kill_never_puts_the_row_back(
+        stack: FlagStack, browser: Any) -> None:
+    """mobile-offline-mode in flagui. A live reload of the list is out (held at the network,
+    its answer read before the kill) when the kill is clicked: the kill drops it, and the row
+    stays as the kill's answer left it."""
+    page = signed_in(browser, stack, stack.ann, "/ui/flags")
+    page.wait_for_function("() => window.__htmxDone.some(p => p === 'get /ui/flags')")
+    reloads: list[tuple[Any, Any]] = []  # (route, the answer it got before the kill)
+
+    def hold_first_reload(route: Any) -> None:
+        if route.request.method == "GET" and route.request.headers.get("hx-request") \
+                and not reloads:
+            reloads.append((route, route.fetch()))
+        else:
+            route.continue_()
+
+    page.route("**/ui/flags*", hold_first_reload)
+    done = page.evaluate("() => window.__htmxDone.length")
+    page.evaluate("() => htmx.trigger('#flag-list', 'sse:changed')")  # as any live event does
+    deadline = time.monotonic() + 10
+    while not reloads and time.monotonic() < deadline:
+        page.wait_for_timeout(10)  # lets Playwright run the route handler
+    assert reloads, "the list's reload never reached the network"
+    row = 'tr[data-flag-key="mobile-offline-mode"]'
+    assert htmx_post(page, f'{row} [data-testid="kill"]', "/mobile-offline-mode/kill"
+                     ).status == 200
+    assert page.text_content(f'{row} [data-testid="row-state"]') == "disabled"
+    route, older = reloads[0]
+    with contextlib.suppress(Exception):  # aborted by the kill: nobody waits for it
+        route.fulfill(response=older)
+    page.wait_for_function("n => window.__htmxDone.slice(n).some(p => p === 'get /ui/flags')",
+                           arg=done)
+    assert page.text_content(f'{row} [data-testid="row-state"]') == "disabled"
+    assert stack.stored_flag("mobile-offline-mode")["state"] == "DISABLED"
     page.context.close()
 
 

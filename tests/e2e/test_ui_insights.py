@@ -22,7 +22,7 @@ import pytest
 from proxy.storage import insights as stored
 from proxy.storage import keys
 from tests.e2e.test_ui import axe_and_screenshots, flag_keys_shown, new_page, sign_in
-from tests.e2e.ui_support import replicas
+from tests.e2e.ui_support import live_reload, replicas
 from tests.integration.conftest import ProxyServer
 from tests.redis_server import RedisServer
 from tests.waiting import wait_until
@@ -169,6 +169,11 @@ def test_the_experiment_page_shows_what_insights_experiment_prints(stack: Insigh
     listed = page.eval_on_selector_all('[data-testid="experiment"]',
                                        "xs => xs.map(x => x.dataset.flagKey)")
     assert listed == [EXPERIMENT]
+    # What the reader is typing outlives a live reload of the list.
+    page.fill(f"#event-{EXPERIMENT}", "checkout-start")
+    live_reload(page, "#experiment-list", "/ui/experiments")
+    assert page.input_value(f"#event-{EXPERIMENT}") == "checkout-start"
+    page.fill(f"#event-{EXPERIMENT}", EVENT)
     axe_and_screenshots(page, "insights-experiments")
     page.click(f'[data-testid="experiment"] >> [data-testid="event-link"] >> text={EVENT}')
     page.wait_for_url(f"**/ui/experiments/{EXPERIMENT}?event={EVENT}")

@@ -30,7 +30,7 @@ from proxy.release import publisher
 from proxy.release.changeset import Document, make_plan
 from proxy.storage import policy
 from tests.e2e.test_ui import axe_and_screenshots, new_page, sign_in
-from tests.e2e.ui_support import admin_keys, known_everywhere, replicas
+from tests.e2e.ui_support import admin_keys, known_everywhere, live_reload, replicas
 from tests.integration.conftest import ProxyServer
 from tests.redis_server import RedisServer
 from tests.waiting import wait_until
@@ -168,6 +168,11 @@ def test_bob_approves_anns_request_and_the_other_replica_serves_it(stack: Stack,
     version_step = bob.locator(f'[data-testid="step"][data-version="{before + 1}"]')
     assert f"request #{request_id}, approved by bob" in version_step.inner_text()
     version_step.locator("summary").click()  # the diff loads lazily
+    assert "defaultVariant: \"on\" -> \"off\"" in version_step.locator(
+        '[data-testid="history-diff"]').inner_text()
+    # A live reload of the timeline (a change anywhere makes one) leaves the diff open.
+    live_reload(bob, "#history-timeline", "/ui/history")
+    assert version_step.locator("details").evaluate("d => d.open")
     assert "defaultVariant: \"on\" -> \"off\"" in version_step.locator(
         '[data-testid="history-diff"]').inner_text()
     assert bob.ui_errors == []  # under the real CSP

@@ -80,3 +80,12 @@ def htmx_post(page: Any, selector: str, path_end: str) -> Any:
     page.wait_for_function("([n, end]) => window.__htmxDone.slice(n).some("
                            "p => p.startsWith('post ') && p.endsWith(end))", arg=[done, path_end])
     return answer.value
+
+
+def live_reload(page: Any, region: str, path: str) -> None:
+    """Reload the live ``region`` as a ``changed`` event from the stream does, and wait until
+    htmx has swapped the answer of its ``GET path`` in."""
+    done = page.evaluate("() => window.__htmxDone.length")
+    page.evaluate("r => htmx.trigger(r, 'sse:changed')", region)
+    page.wait_for_function("([n, p]) => window.__htmxDone.slice(n).includes('get ' + p)",
+                           arg=[done, path])
