@@ -6,7 +6,8 @@ appears without a reload"), against one real redis-server and two real `flagedge
   b (the environment page's open-requests count), without the page navigating (a marker set
   on ``window`` survives) and with the search box keeping its focus and value;
 - a write made after the page was rendered but before its stream opened shows all the same
-  (the stream's first event, ``opened``);
+  (the stream's first event, ``opened``), and a change made while a reload is out shows
+  once that reload ends (the region's queued reload runs: it swaps its content, not itself);
 - over HTTP (httpx-sse): the stream says ``changed`` after a write and after insight counts
   are flushed; a session signed out on
   the other replica gets no more events (its stream ends, a new one is 401); a stream ends
@@ -180,6 +181,46 @@ def test_a_write_made_between_the_render_and_the_stream_shows_without_a_reload(
     assert f'data-testid="env-version">{version - 1}<' in rendered
     page.wait_for_function("v => document.querySelector('[data-testid=env-version]')"
                            ".textContent === String(v)", arg=version)
+    assert not_reloaded(page)
+    page.context.close()
+
+
+def test_a_change_made_while_a_reload_is_out_shows_once_that_reload_ends(
+        live: LiveStack, browser: Any) -> None:
+    """The environment page's reload is held at the network with an answer read before a
+    change request is made; the request's event (its only one: no rules change, no counts on
+    these replicas) asks for another reload meanwhile, which htmx queues behind the first.
+    Once the held answer is swapped in, the queued reload must still run."""
+    page = new_page(browser)
+    sign_in(page, live, live.view_key, live.a)
+    page.wait_for_url("**/ui/")
+    open_live_page(page, live.url("/ui/"))
+    page.wait_for_function("() => window.__htmxDone.includes('get /ui/')")  # the opening one
+    held: list[tuple[Any, Any]] = []  # (route, the answer it got before the write)
+
+    def hold_first_reload(route: Any) -> None:
+        if route.request.headers.get("hx-request") and not held:
+            held.append((route, route.fetch()))
+        else:
+            route.continue_()
+
+    page.route("**/ui/", hold_first_reload)
+    page.evaluate("() => htmx.trigger('#env-live', 'sse:changed')")
+    deadline = time.monotonic() + 10
+    while not held and time.monotonic() < deadline:
+        page.wait_for_timeout(10)  # lets Playwright run the route handler
+    assert held, "the reload never reached the network"
+    requests = int(page.text_content('[data-testid="env-requests"]'))
+    seen = page.evaluate("() => window.__sseChanged")
+    with live.b.client(live.admin_key) as c:
+        created = c.post(f"{BASE}/requests", json={
+            "change": {"flag": "welcome-banner", "op": "disable"}, "message": "queued"})
+    assert created.status_code == 201, created.text
+    page.wait_for_function("n => window.__sseChanged > n", arg=seen)  # queued behind it
+    route, older = held[0]
+    route.fulfill(response=older)
+    page.wait_for_function("n => document.querySelector('[data-testid=env-requests]')"
+                           ".textContent === String(n)", arg=requests + 1)
     assert not_reloaded(page)
     page.context.close()
 

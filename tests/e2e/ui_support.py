@@ -64,10 +64,11 @@ def known_everywhere(proxies: list[ProxyServer], raws: Iterable[str]) -> None:
 # comes before htmx has even seen the answer. Every UI page logs the requests htmx has
 # finished (new_page adds this to its context), so a test waits for the swap of its own
 # request instead of racing it (the page's other requests, reloads on flag-changed, finish
-# on their own schedule).
-HTMX_DONE_LOG = """window.__htmxDone = [];
+# on their own schedule). It counts the live regions' ``sse:changed`` triggers too.
+HTMX_DONE_LOG = """window.__htmxDone = []; window.__sseChanged = 0;
 document.addEventListener('htmx:afterRequest', e => { window.__htmxDone.push(
-  e.detail.requestConfig.verb + ' ' + e.detail.pathInfo.requestPath); });"""
+  e.detail.requestConfig.verb + ' ' + e.detail.pathInfo.requestPath); });
+document.addEventListener('sse:changed', () => { window.__sseChanged += 1; });"""
 
 
 def htmx_post(page: Any, selector: str, path_end: str) -> Any:
