@@ -13,8 +13,6 @@ state the earlier ones left (each says which flags it uses). Screenshots land in
 
 from __future__ import annotations
 
-import contextlib
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +27,7 @@ from proxy.release.times import iso
 from proxy.storage import policy, rollouts
 from tests.e2e.conftest import FLAGS_FILE
 from tests.e2e.test_ui import axe_and_screenshots, new_page, sign_in
-from tests.e2e.ui_support import admin_keys, htmx_post, replicas
+from tests.e2e.ui_support import HeldReload, admin_keys, htmx_post, replicas
 from tests.integration.conftest import ProxyServer
 from tests.redis_server import RedisServer
 from tests.waiting import wait_until
@@ -194,29 +192,14 @@ def test_a_list_reload_older_than_a_kill_never_puts_the_row_back(
     stays as the kill's answer left it."""
     page = signed_in(browser, stack, stack.ann, "/ui/flags")
     page.wait_for_function("() => window.__htmxDone.some(p => p === 'get /ui/flags')")
-    reloads: list[tuple[Any, Any]] = []  # (route, the answer it got before the kill)
-
-    def hold_first_reload(route: Any) -> None:
-        if route.request.method == "GET" and route.request.headers.get("hx-request") \
-                and not reloads:
-            reloads.append((route, route.fetch()))
-        else:
-            route.continue_()
-
-    page.route("**/ui/flags*", hold_first_reload)
+    reload = HeldReload(page, "**/ui/flags*")
     done = page.evaluate("() => window.__htmxDone.length")
-    page.evaluate("() => htmx.trigger('#flag-list', 'sse:changed')")  # as any live event does
-    deadline = time.monotonic() + 10
-    while not reloads and time.monotonic() < deadline:
-        page.wait_for_timeout(10)  # lets Playwright run the route handler
-    assert reloads, "the list's reload never reached the network"
+    reload.start("#flag-list")
     row = 'tr[data-flag-key="mobile-offline-mode"]'
     assert htmx_post(page, f'{row} [data-testid="kill"]', "/mobile-offline-mode/kill"
                      ).status == 200
     assert page.text_content(f'{row} [data-testid="row-state"]') == "disabled"
-    route, older = reloads[0]
-    with contextlib.suppress(Exception):  # aborted by the kill: nobody waits for it
-        route.fulfill(response=older)
+    reload.release()  # the kill aborted it: its older answer goes nowhere
     page.wait_for_function("n => window.__htmxDone.slice(n).some(p => p === 'get /ui/flags')",
                            arg=done)
     assert page.text_content(f'{row} [data-testid="row-state"]') == "disabled"

@@ -30,7 +30,7 @@ import pytest
 
 from proxy.ui.live import KINDS
 from tests.e2e.test_ui import new_page, sign_in
-from tests.e2e.ui_support import admin_keys, replicas
+from tests.e2e.ui_support import HeldReload, admin_keys, replicas
 from tests.integration.conftest import ProxyServer
 from tests.integration.streams_support import Stream, data
 from tests.redis_server import RedisServer
@@ -196,20 +196,8 @@ def test_a_change_made_while_a_reload_is_out_shows_once_that_reload_ends(
     page.wait_for_url("**/ui/")
     open_live_page(page, live.url("/ui/"))
     page.wait_for_function("() => window.__htmxDone.includes('get /ui/')")  # the opening one
-    held: list[tuple[Any, Any]] = []  # (route, the answer it got before the write)
-
-    def hold_first_reload(route: Any) -> None:
-        if route.request.headers.get("hx-request") and not held:
-            held.append((route, route.fetch()))
-        else:
-            route.continue_()
-
-    page.route("**/ui/", hold_first_reload)
-    page.evaluate("() => htmx.trigger('#env-live', 'sse:changed')")
-    deadline = time.monotonic() + 10
-    while not held and time.monotonic() < deadline:
-        page.wait_for_timeout(10)  # lets Playwright run the route handler
-    assert held, "the reload never reached the network"
+    reload = HeldReload(page, "**/ui/")
+    reload.start("#env-live")
     requests = int(page.text_content('[data-testid="env-requests"]'))
     seen = page.evaluate("() => window.__sseChanged")
     with live.b.client(live.admin_key) as c:
@@ -217,8 +205,7 @@ def test_a_change_made_while_a_reload_is_out_shows_once_that_reload_ends(
             "change": {"flag": "welcome-banner", "op": "disable"}, "message": "queued"})
     assert created.status_code == 201, created.text
     page.wait_for_function("n => window.__sseChanged > n", arg=seen)  # queued behind it
-    route, older = held[0]
-    route.fulfill(response=older)
+    reload.release()
     page.wait_for_function("n => document.querySelector('[data-testid=env-requests]')"
                            ".textContent === String(n)", arg=requests + 1)
     assert not_reloaded(page)

@@ -5,9 +5,12 @@ every replica knows before a test signs in with them."""
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+from playwright.sync_api import Error as PlaywrightError
 
 from proxy.storage import keys
 from tests.e2e.conftest import FLAGS_FILE
@@ -90,3 +93,35 @@ def live_reload(page: Any, region: str, path: str) -> None:
     page.evaluate("r => htmx.trigger(r, 'sse:changed')", region)
     page.wait_for_function("([n, p]) => window.__htmxDone.slice(n).includes('get ' + p)",
                            arg=[done, path])
+
+
+class HeldReload:
+    """A live region's reload held at the network: ``start`` asks ``region`` to reload (as a
+    ``changed`` event does) and waits until its htmx GET, matched by the route ``pattern``, is
+    out; its answer is read from the server at once, so it shows the state before whatever
+    the test does next. ``release`` lets that older answer through. Other requests pass."""
+
+    def __init__(self, page: Any, pattern: str):
+        self.page = page
+        self.held: list[tuple[Any, Any]] = []  # (route, the answer read when it was held)
+        page.route(pattern, self._route)
+
+    def _route(self, route: Any) -> None:
+        request = route.request
+        if request.method == "GET" and request.headers.get("hx-request") and not self.held:
+            self.held.append((route, route.fetch()))
+        else:
+            route.continue_()
+
+    def start(self, region: str, timeout_s: float = 10.0) -> None:
+        self.page.evaluate("r => htmx.trigger(r, 'sse:changed')", region)
+        deadline = time.monotonic() + timeout_s
+        while not self.held and time.monotonic() < deadline:
+            self.page.wait_for_timeout(10)  # lets Playwright run the route handler
+        assert self.held, f"{region}'s reload never reached the network"
+
+    def release(self) -> None:
+        route, older = self.held[0]
+        # The page may have aborted it meanwhile (hx-sync): nobody waits for its answer then.
+        with contextlib.suppress(PlaywrightError):
+            route.fulfill(response=older)
