@@ -34,6 +34,14 @@ async def until(predicate: Callable[[], Any], timeout: float = 10.0, what: str =
     return await waiting.until(predicate, timeout, what, interval)
 
 
+async def replicated(writer: Any, timeout: float = 30.0) -> None:
+    """Until the replica acknowledges every write ``writer`` made. Each ``WAIT`` blocks at most
+    half a second, well inside redis-py's 5 s socket timeout (a ``WAIT 1 5000`` raced it,
+    and a replica slow to answer on a loaded machine failed the test at exactly 5 s)."""
+    await until(lambda: writer.execute_command("WAIT", 1, 500) >= 1, timeout,
+                "the replica acknowledging the writes")
+
+
 def metric(text: str, name: str, **labels: str) -> float | None:
     """Sum of a Prometheus sample's values matching ``labels``; None when absent."""
     total, seen = 0.0, False

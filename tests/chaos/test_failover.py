@@ -24,7 +24,7 @@ from proxy.release import publisher
 from proxy.release.changeset import Document
 from proxy.storage import keys
 from proxy.storage.url import sync_client
-from tests.chaos.conftest import Load, Recorder, ready_state, until
+from tests.chaos.conftest import Load, Recorder, ready_state, replicated, until
 from tests.integration.streams_support import Stream
 from tests.redis_server import RedisServer, free_port, redis_server_binary, wait_until
 
@@ -119,7 +119,7 @@ async def test_sentinel_failover_mid_run(sentinel_set, proxy_factory, http):
     raw, _ = keys.create(writer, "test", "client", "chaos")
     skey, _ = keys.create(writer, "test", "server", "chaos")
     # Both copies hold everything before the master dies (replication is asynchronous).
-    assert writer.execute_command("WAIT", 1, 5000) == 1
+    await replicated(writer)
     writer.close()
 
     server = proxy_factory(redis=None, extra_args=["--redis", s.url], wait="readyz")

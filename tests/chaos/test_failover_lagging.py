@@ -27,7 +27,7 @@ from proxy.release import publisher
 from proxy.release.changeset import Document
 from proxy.storage import keys
 from proxy.storage.url import sync_client
-from tests.chaos.conftest import until
+from tests.chaos.conftest import replicated, until
 from tests.chaos.test_failover import flag_doc, push_when_possible, sentinel_set  # noqa: F401
 from tests.integration.streams_support import Stream, b64_context, data
 
@@ -45,7 +45,7 @@ async def test_failover_to_a_lagging_replica_reaches_every_client(sentinel_set, 
         publisher.push(writer, "test", Document.from_json(flag_doc(n)), author="chaos")
     ckey, _ = keys.create(writer, "test", "client", "chaos")
     skey, _ = keys.create(writer, "test", "server", "chaos")
-    assert writer.execute_command("WAIT", 1, 5000) == 1  # the replica holds version 2
+    await replicated(writer)  # the replica holds version 2
     server = proxy_factory(redis=None, extra_args=["--redis", s.url], wait="readyz")
     provider = FlagedgeProvider(server.url, skey, init_timeout=10.0, backoff_initial=0.05,
                                 backoff_max=0.5)
