@@ -5,6 +5,7 @@ the stream refused (401, never a redirect) without a session."""
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import httpx
@@ -99,3 +100,15 @@ def test_a_stream_opens_with_an_event_that_says_everything_changed() -> None:
     event = opened_event()
     assert event.event == "changed"
     assert orjson.loads(event.data) == {"what": list(KINDS), "opened": True}
+
+
+def test_every_live_region_is_the_macros_which_swaps_its_content_not_itself() -> None:
+    """A region written by hand could swap itself again (outerHTML), and htmx would drop the
+    reload it queued meanwhile: live regions come from live_macros.html only."""
+    templates = Path(__file__).resolve().parents[3] / "proxy" / "ui" / "templates"
+    tag = re.compile(r'<\w[^>]*hx-trigger="sse:')  # an element's, not a comment's
+    by_hand = [t.name for t in templates.glob("*.html")
+               if t.name != "live_macros.html" and tag.search(t.read_text())]
+    assert by_hand == []
+    uses = [t.name for t in templates.glob("*.html") if "{% call live_region(" in t.read_text()]
+    assert len(uses) >= 9  # every page with a live region (flag.html holds two)
