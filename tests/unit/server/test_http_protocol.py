@@ -20,6 +20,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from proxy.api.transport import body_writer, connection_transport, send_ok
+from proxy.server import http_protocol
 from proxy.server.access_log import AccessLogHandler
 from proxy.server.http_protocol import GatheringHttpToolsProtocol
 from tests.waiting import until
@@ -146,20 +147,50 @@ async def test_close_sends_what_was_gathered_first():
     assert transport.events[0] == "write" and transport.writes[0].endswith(b"{}")
 
 
-async def test_only_the_head_is_held_and_it_counts_in_the_write_buffer_size():
+async def test_a_response_is_held_until_the_tick_ends_and_counts_in_the_write_buffer_size():
     proto, transport = connect(plain)
-    proto.transport.write(b"straight")  # no request head pending: not held
+    proto.transport.write(b"straight")  # no response under way: not held
     assert transport.writes == [b"straight"]
-    proto.transport.hold_next({})
-    proto.transport.write(b"abc")
-    assert proto.transport.get_write_buffer_size() == 3 and transport.writes == [b"straight"]
-    await until(lambda: transport.writes == [b"straight", b"abc"])  # the tick ended
-    assert proto.transport.get_write_buffer_size() == 0
     proto.transport.hold_next({})
     proto.transport.write(b"head")
     proto.transport.write(b"body")
     proto.transport.write(b"more")
-    assert transport.writes[2:] == [b"headbody", b"more"]
+    assert proto.transport.get_write_buffer_size() == 12 and transport.writes == [b"straight"]
+    await until(lambda: len(transport.writes) == 2)  # the tick ended
+    assert transport.writes[1] == b"headbodymore"
+    assert proto.transport.get_write_buffer_size() == 0
+    proto.transport.write(b"later")  # a streamed body's next chunk: straight out
+    assert transport.writes[2] == b"later"
+
+
+async def test_a_large_response_is_not_copied_while_it_is_held():
+    proto, transport = connect(plain)
+    proto.transport.hold_next({})
+    proto.transport.write(b"head")
+    body = b"x" * http_protocol.MAX_HELD
+    proto.transport.write(body)
+    assert transport.writes == [b"head" + body]  # at once, head first
+    proto.transport.write(b"tail")
+    assert transport.writes[1] == b"tail"
+
+
+async def test_the_ticks_responses_leave_together_after_every_handler_ran():
+    """Writes wait for the end of the loop tick, so the responses of the requests one tick
+    ran go out back to back: on loopback, each response written while the client sleeps
+    pays for waking it (bench/unleash.py, new users: ~20 -> ~8 us of system CPU a request)."""
+    seen: list[int] = []
+    connections: list[RecordingTransport] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await plain(scope, receive, send)
+        seen.append(sum(len(t.writes) for t in connections))  # written so far, all connections
+
+    protos = [connect(app) for _ in range(3)]
+    connections.extend(t for _, t in protos)
+    for proto, _ in protos:
+        proto.data_received(GET)
+    await until(lambda: all(len(t.writes) == 1 for t in connections))
+    assert seen == [0, 0, 0]
 
 
 async def test_the_endpoint_finds_its_connections_transport_in_the_scope():
