@@ -1,23 +1,26 @@
-"""One ``send(2)`` per HTTP response, at the end of the event-loop tick: uvicorn's httptools
-protocol with its writes gathered.
+"""One ``send(2)`` per HTTP response, the responses of a batch back to back: uvicorn's
+httptools protocol with its writes gathered.
 
 uvicorn writes a response's status line + headers and then its body with two
 ``transport.write`` calls, so every response costs two syscalls and two TCP segments
 (TCP_NODELAY is on). Profiled under ``bench/ofrep_http.py`` those two writes were about a fifth
 of the worker's CPU. Here a response's writes are held from its head on and leave together
-when the loop tick ends (a ``call_soon`` scheduled by the head), or when the connection
-closes, an interim ``100 Continue`` must go out, or 64 KB are held; a streamed body's later
-writes (SSE events) go straight through. Order and flow control are unchanged.
+with the other responses of its batch (:class:`Batch`: the requests whose tasks one turn of
+the loop started); earlier when the connection closes, an interim ``100 Continue`` must go
+out, or 64 KB are held. A streamed body's later writes (SSE events) go straight through.
+Order and flow control are unchanged.
 
-Why the end of the tick and not the end of the response: the requests that arrived together
-run in one tick, and their responses now leave back to back instead of one per handler,
-spread over the tick. Each ``send`` to a client that sleeps waiting for it pays for waking it
-up; on loopback that is this process's CPU (profiled under wrk, new users: ~15 % of the
-worker in ``sock_def_readable``'s wake-up). Sent together, the first wakes the client and the
-rest find it awake: bulk OFREP with new users went from ~20 to ~8 us of system CPU a request
-and from 9.2k to 11.6k req/s (same-run A/B, three alternations; p99 6.8 -> 4.9 ms). A
-response waits at most for the handlers that run after it in its tick (tens of microseconds
-each under load, when ticks hold several); at low load a tick holds one and nothing waits.
+Why the batch and not each response as it completes: each ``send`` to a client that sleeps
+waiting for it pays for waking it up; on loopback that is this process's CPU (profiled under
+wrk, new users: ~15 % of the worker in ``sock_def_readable``'s wake-up). Sent back to back,
+the first wakes the client and the rest find it awake: bulk OFREP with new users went from
+~20 to ~8 us of system CPU a request and from 9.2k to 11.6k req/s (same-run A/B, three
+alternations; p99 6.8 -> 4.9 ms). A response waits at most for the handlers after it in its
+batch (tens of microseconds each under load); at low load a batch is one request and nothing
+waits. The batch leaves when its last request is answered, not on the loop's next turn: that
+turn runs its due timers first, and in rule-change storms the fan-out's 100 us slices made
+every response wait for one (bench/soak.py, p99 storm/quiet: 1.23x on the next turn, 1.07x at
+the batch's end, one run each).
 
 It also puts the request's cycle in ``scope["extensions"]["flagedge.cycle"]``
 (:data:`proxy.api.transport.CYCLE_EXTENSION`), read only through that module's readers, on the
@@ -70,16 +73,50 @@ _OVER_LIMIT_BODY = orjson.dumps({"errorCode": "GENERAL",
                                  "errorDetails": "this server holds its maximum of connections"})
 
 
+class Batch:
+    """One event loop's responses held to leave together, and its request tasks that are
+    scheduled but have not started: the rest of the batch that arrived with them.
+
+    The held responses are sent (:meth:`flush`) when the last request of the batch completes
+    its response (``waiting`` is 0), or else at the latest by a ``call_soon`` scheduled by the
+    first one held (a request that awaits something, a streamed response): that one runs on
+    the loop's next turn, after its due timers, so the batch's end is the usual moment. (Only
+    the ``call_soon``: the responses waited for the fan-out's next 100 us slice in storms.)"""
+
+    __slots__ = ("_held", "_scheduled", "loop", "waiting")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.waiting = 0
+        self._held: list[GatheringTransport] = []
+        self._scheduled = False
+
+    def hold(self, transport: GatheringTransport) -> None:
+        self._held.append(transport)
+        if not self._scheduled:
+            self._scheduled = True
+            self.loop.call_soon(self._turn_ended)
+
+    def _turn_ended(self) -> None:
+        self._scheduled = False
+        self.flush()
+
+    def flush(self) -> None:
+        held, self._held = self._held, []
+        for transport in held:
+            transport.flush()  # (nothing, when it was flushed on its own: a close)
+
+
 class GatheringTransport(TransportWrapper):
     """Wraps a transport: after :meth:`hold_next`, the next write (a response's head) and
     those after it are held and joined, and :meth:`flush` sends them in one write at the end
     of the loop tick (or earlier: close, an interim 100, ``MAX_HELD``)."""
 
-    __slots__ = ("_held", "_hold", "_loop", "_scope", "_transport")
+    __slots__ = ("_batch", "_held", "_hold", "_scope", "_transport")
 
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
+    def __init__(self, transport: asyncio.Transport, batch: Batch):
         self._transport = transport
-        self._loop = loop
+        self._batch = batch
         self._held: bytes | None = None
         self._hold = False
         self._scope: dict[str, Any] | None = None  # the request whose head is awaited
@@ -111,9 +148,9 @@ class GatheringTransport(TransportWrapper):
             self._transport.write(data)
             return
         held = self._held
-        if held is None:  # a head: held until the tick ends (one flush per holding)
+        if held is None:  # a head: held with the batch's others
             self._held = bytes(data)
-            self._loop.call_soon(self.flush)
+            self._batch.hold(self)
         elif len(held) + len(data) > MAX_HELD:
             self._held = None
             self._transport.write(held + data)
@@ -184,6 +221,18 @@ def read_deadlines(loop: asyncio.AbstractEventLoop) -> ReadDeadlines:
     return _deadlines
 
 
+_batch: Batch | None = None
+
+
+def batch_of(loop: asyncio.AbstractEventLoop) -> Batch:
+    """This loop's batch (one serving loop per process; a new loop, as in tests, gets its
+    own)."""
+    global _batch
+    if _batch is None or _batch.loop is not loop:
+        _batch = Batch(loop)
+    return _batch
+
+
 async def _over_limit(_scope: Scope, _receive: Receive, send: Send) -> None:
     """The answer to every request of a connection beyond ``max_connections`` (uvicorn closes
     the connection after it: the cycle is not kept alive)."""
@@ -201,9 +250,11 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
     _refuse = False  # came in beyond max_connections
     _via_proxy = False  # the peer is a trusted proxy
     _deadlines: ReadDeadlines | None = None
+    _batch: Batch
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(GatheringTransport(transport, self.loop))  # type: ignore[arg-type]
+        self._batch = batch_of(self.loop)
+        super().connection_made(GatheringTransport(transport, self._batch))  # type: ignore[arg-type]
         PROCESS.open += 1
         limits = PROCESS.limits
         self._refuse = len(self.connections) > limits.max_connections
@@ -263,7 +314,19 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
         # Here, not when the head arrives: a pipelined request's head arrives while the
         # previous response is under way, and its task starts only once that one is done.
         self.transport.hold_next(cycle.scope)  # type: ignore[attr-defined]  # its response head
-        super()._start_asgi_task(cycle, app)
+        batch = self._batch
+        batch.waiting += 1
+
+        async def started(scope: Scope, receive: Receive, send: Send) -> None:
+            batch.waiting -= 1
+            await app(scope, receive, send)
+
+        super()._start_asgi_task(cycle, started)
+
+    def on_response_complete(self) -> None:
+        if self._batch.waiting == 0:  # the last of its batch: they all leave now
+            self._batch.flush()
+        super().on_response_complete()
 
     def on_headers_complete(self) -> None:
         self._read(BODY, PROCESS.limits.body_timeout)
