@@ -60,6 +60,34 @@ async def test_a_complete_request_is_not_reading(limits):
     assert proto.reading == http_protocol.IDLE and proto not in proto._deadlines.reading
 
 
+async def test_a_kept_alive_connection_idle_past_the_keep_alive_timeout_closes_quietly(limits):
+    """uvicorn's keep-alive timeout, kept as a deadline swept with the others (no timer armed
+    and cancelled per request): no 408, nothing counted as refused."""
+    proto, transport = connect(plain)
+    proto.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    await until(lambda: proto.cycle.response_complete)
+    assert proto.reading == http_protocol.KEPT and proto.timeout_keep_alive_task is None
+    assert proto.read_deadline == pytest.approx(proto.loop.time() + proto.timeout_keep_alive,
+                                                abs=1.0)
+    proto.data_received(b"GET / HTTP/1.1\r\n")  # the next request begins: its head's deadline
+    assert proto.reading == http_protocol.HEADERS
+    proto.data_received(b"Host: x\r\n\r\n")
+    await until(lambda: proto.reading == http_protocol.KEPT)
+    n = len(transport.writes)
+    proto.read_deadline = 0.0
+    proto._deadlines._sweep()
+    assert transport.closing and len(transport.writes) == n and PROCESS.refused == {}
+
+
+async def test_a_connection_answered_before_its_body_is_kept_alive_once_the_body_is_in(limits):
+    proto, _transport = connect(answer_without_reading)
+    proto.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n{")
+    await until(lambda: proto.cycle.response_complete)
+    assert proto.reading == http_protocol.BODY  # still the body's deadline
+    proto.data_received(b"}\n")
+    assert proto.reading == http_protocol.KEPT  # then the idle one, not none at all
+
+
 async def test_overdue_connections_close_a_slice_per_loop_turn(limits):
     protos = [connect(plain) for _ in range(http_protocol.CLOSE_SLICE * 3 + 1)]
     deadlines = protos[0][0]._deadlines
