@@ -80,9 +80,9 @@ class Batch:
 
     The held responses are sent (:meth:`flush`) when the last request of the batch completes
     its response (``waiting`` is 0), or else at the latest by a ``call_soon`` scheduled by the
-    first one held (a request that awaits something, a streamed response): that one runs on
-    the loop's next turn, after its due timers, so the batch's end is the usual moment. (Only
-    the ``call_soon``: the responses waited for the fan-out's next 100 us slice in storms.)"""
+    first one held (a request that awaits something, a streamed response). That one runs on
+    the loop's next turn, after its due timers; with it alone, responses waited for the
+    fan-out's next 100 us slice in rule-change storms."""
 
     __slots__ = ("_held", "_scheduled", "loop", "waiting")
 
@@ -110,8 +110,8 @@ class Batch:
 
 class GatheringTransport(TransportWrapper):
     """Wraps a transport: after :meth:`hold_next`, the next write (a response's head) and
-    those after it are held and joined, and :meth:`flush` sends them in one write at the end
-    of the loop tick (or earlier: close, an interim 100, ``MAX_HELD``)."""
+    those after it are held and joined, and :meth:`flush` sends them in one write when its
+    :class:`Batch` leaves (or earlier: close, an interim 100, ``MAX_HELD``)."""
 
     __slots__ = ("_batch", "_held", "_hold", "_scope", "_transport")
 
