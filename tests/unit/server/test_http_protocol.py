@@ -177,7 +177,7 @@ async def test_a_large_response_is_not_copied_while_it_is_held():
 async def test_the_responses_of_a_batch_leave_together_when_its_last_one_is_answered():
     """Requests that arrived together are answered back to back, when the last of them has
     its response: on loopback, each response written while the client sleeps pays for
-    waking it (bench/unleash.py, new users: ~20 -> ~8 us of system CPU a request). Not on
+    waking it (under wrk, new users: ~20 -> ~8 us of system CPU a request). Not on
     the loop's next turn: its due timers (the fan-out's slices) would come first."""
     seen: list[int] = []
     connections: list[RecordingTransport] = []
