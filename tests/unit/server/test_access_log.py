@@ -1,6 +1,6 @@
 """The access log: our protocol records each response's head (time, client, method, path,
-version, status) and a background thread writes them as lines, query strings never in them,
-off the request path, errors and exit never held back."""
+version, status) as a line and a background thread writes the lines, query strings never in
+them, off the request path, errors and exit never held back."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_a_line_names_the_worker_and_never_the_query_string():
     out = io.StringIO()
     handler = AccessLogHandler(out)
     handler.response(scope("/ofrep/v1/events"), b"200")
-    assert out.getvalue() == ""  # nothing formatted or written on the request path
+    assert out.getvalue() == ""  # nothing written on the request path
     handler.flush()
     line = out.getvalue()
     assert "SECRET" not in line and "key=K" not in line
