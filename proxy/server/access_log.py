@@ -61,8 +61,10 @@ class AccessLogHandler(logging.Handler):
         super().__init__()
         global SINK
         self.stream = stream if stream is not None else sys.stdout
-        # Appended by the serving thread; the flusher swaps in a new list (no lock: a line
-        # appended to the old one as it is swapped is written with it).
+        # Appended by the serving thread; the flusher takes what is there with a copy and a
+        # delete of the same slice (each one step under the GIL, no lock): a line appended
+        # meanwhile stays for the next write. (Swapping in a new list lost a line appended to
+        # the old one by a serving thread that had read it before the swap.)
         self._pending: list[str] = []
         self._lines: list[str] = []  # other records' lines, formatted when logged
         # (client, method, path, version, status) -> the line after its time (``line``)
@@ -146,7 +148,10 @@ class AccessLogHandler(logging.Handler):
 
     # -- the flusher's side ----------------------------------------------------------------
     def _write(self) -> None:
-        pending, self._pending = self._pending, []
+        queued = self._pending
+        n = len(queued)
+        pending = queued[:n]
+        del queued[:n]
         lines, self._lines = self._lines, []
         try:
             if lines:

@@ -119,3 +119,20 @@ def test_other_records_on_its_logger_are_lines_too():
     log.info("hello %s", "there")
     handler.close()
     assert lines(out) == ["hello there"]
+
+
+def test_a_line_made_while_the_flusher_writes_is_not_lost():
+    """The flusher may run while the serving thread is making a line (between its look at
+    the pending lines and its append): that line is written by the next flush."""
+
+    class FlushedMidLine(AccessLogHandler):
+        def line(self, *parts: Any) -> str:
+            text = super().line(*parts)
+            self.flush()  # the flusher's turn, in the middle of response()
+            return text
+
+    out = io.StringIO()
+    handler = FlushedMidLine(out)
+    handler.response(scope("/x"), b"200")
+    handler.close()
+    assert lines(out) == ['1.2.3.4:5 "GET /x HTTP/1.1" 200']
