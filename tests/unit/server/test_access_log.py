@@ -59,7 +59,7 @@ def test_lines_formatted_once_per_connection_and_route_keep_each_requests_own_pa
     handler = AccessLogHandler(io.StringIO())
     at = 1_700_000_000.0
     a, b = ("1.2.3.4", 5), ("1.2.3.4", 6)
-    got = [handler.line((at + dt, client, method, path, "1.1", status))
+    got = [handler.line(at + dt, client, method, path, "1.1", status)
            for dt, client, method, path, status in (
                (0.0001, a, "POST", "/x", b"200"), (0.0002, a, "POST", "/x", b"200"),
                (0.0011, b, "POST", "/x", b"200"), (0.0012, a, "POST", "/x", b"304"),
@@ -72,9 +72,9 @@ def test_lines_formatted_once_per_connection_and_route_keep_each_requests_own_pa
         '1.2.3.4:6 "POST /x HTTP/1.1" 200\n', '1.2.3.4:5 "POST /x HTTP/1.1" 304\n',
         '1.2.3.4:5 "GET /y HTTP/1.1" 200\n', '1.2.3.4:5 "POST /x HTTP/1.1" 200\n']
     long = "/" + "p" * access_log.MAX_KEPT_PATH
-    assert handler.line((at, a, "GET", long, "1.1", b"404")).endswith(f'"GET {long} HTTP/1.1" 404\n')
+    assert handler.line(at, a, "GET", long, "1.1", b"404").endswith(f'"GET {long} HTTP/1.1" 404\n')
     assert all(len(key[2]) <= access_log.MAX_KEPT_PATH for key in handler._rests)
-    unhashable = handler.line((at, ["5.6.7.8", 9], "GET", "/z", "1.1", b"200"))
+    unhashable = handler.line(at, ["5.6.7.8", 9], "GET", "/z", "1.1", b"200")
     assert unhashable.endswith('5.6.7.8:9 "GET /z HTTP/1.1" 200\n')  # formatted, not kept
     handler.close()
 
