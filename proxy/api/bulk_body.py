@@ -7,6 +7,8 @@ bulk body is a join of bytes serialised the first time a result is seen. Two mem
   recompiles only the flags it touches and the others keep their Flag objects, hence their
   results, so a new version serialises only what changed. (Serialising every flag again on
   each version cost ~50 us for 50 flags, on nearly every bulk request at 100 changes/s.)
+  What changed is looked up by content before it is serialised: a flag toggled back, a
+  default switched back, gives new result objects with an item already made.
   Generational: when the young dict outgrows its bound it becomes the old one and lookups
   promote from there, so results of replaced flags are gone two generations later.
 - per flag set and environment: its layout (``Layout``: the static flags' items joined once,
@@ -88,12 +90,47 @@ def body_digest(total: int) -> bytes:
     return (total & DIGEST_MASK).to_bytes(16)
 
 
+def _value_key(value: Any, flag: Flag | None) -> Any:
+    """What a result's value puts on the wire, as a key: exact about types (``True``, ``1``
+    and ``1.0`` are equal in Python, not in JSON; an integer of a float flag is sent as a
+    float; ``0.0`` and ``-0.0`` differ)."""
+    c = value.__class__
+    if c is bool or c is str or value is None:
+        return c, value
+    if c is int:
+        return c, value, _is_float_flag(flag)
+    if c is float:
+        return c, value.hex()
+    return orjson.dumps(value, option=_SORT)  # an object or array
+
+
+def wire_key(result: EvaluationResult, flag: Flag | None) -> tuple[Any, ...]:
+    """Equal for two error-free results exactly when their OFREP items are the same bytes
+    (and their exposures count in the same series)."""
+    metadata = result.metadata
+    return (result.key, result.reason, result.variant, _value_key(result.value, flag),
+            orjson.dumps(metadata, option=_SORT) if metadata else b"")
+
+
+# (an item's JSON, its exposure slot, its digest): what ``_Item`` holds beyond its result.
+_Wire = tuple[bytes, int, int]
+
+
 class _Items:
-    __slots__ = ("old", "young")
+    """One environment's serialised results, by result object (``young``/``old``, the hot
+    path) and by content (``by_wire``/``old_wire``). A change recompiles the flags it
+    touches into new result objects, but their content often comes back: a flag toggled off
+    and on again, a default switched back. Those are found by content and not serialised
+    again (under ``bench/bulk_churn.py`` that serialisation and its digest were most of what
+    patching a version's layout cost a request)."""
+
+    __slots__ = ("by_wire", "old", "old_wire", "young")
 
     def __init__(self) -> None:
         self.young: dict[int, _Item] = {}
         self.old: dict[int, _Item] = {}
+        self.by_wire: dict[tuple[Any, ...], _Wire] = {}
+        self.old_wire: dict[tuple[Any, ...], _Wire] = {}
 
     def promote(self, result: EvaluationResult, bound: int) -> _Item | None:
         """After a miss in ``young`` (looked up inline by the caller: it is the hot path)."""
@@ -106,6 +143,19 @@ class _Items:
         if len(self.young) >= bound:
             self.old, self.young = self.young, {}
         self.young[id(item[0])] = item
+
+    def wire(self, key: tuple[Any, ...], bound: int) -> _Wire | None:
+        hit = self.by_wire.get(key)
+        if hit is None:
+            hit = self.old_wire.get(key)
+            if hit is not None:
+                self.put_wire(key, hit, bound)
+        return hit
+
+    def put_wire(self, key: tuple[Any, ...], wire: _Wire, bound: int) -> None:
+        if len(self.by_wire) >= bound:
+            self.old_wire, self.by_wire = self.by_wire, {}
+        self.by_wire[key] = wire
 
 
 def _changed_since(plan: Plan, token: object) -> frozenset[str] | None:
@@ -219,16 +269,26 @@ class BulkBodies:
 
     def _item(self, env: str, flag_set: FlagSet, items: _Items, bound: int,
               result: EvaluationResult) -> _Item:
-        """One result's item, serialised on first sight (an error: every time, never kept)."""
+        """One result's item, serialised on first sight of its content (an error: every
+        time, never kept)."""
         hit = items.young.get(id(result)) or items.promote(result, bound)
-        if hit is None:
-            key, variant, reason = exposure(result)
-            fragment = orjson.dumps(ofrep_item(result, flag_set.flags.get(key)), option=_SORT)
-            hit = (result, fragment, self.hot.exposure_slot(env, key, variant, reason),
-                   item_digest(fragment))
-            if result.error_code is None:
-                items.put(hit, bound)
+        if hit is not None:
+            return hit
+        flag = flag_set.flags.get(result.key)
+        if result.error_code is not None:
+            return (result, *self._serialised(env, result, flag))
+        key = wire_key(result, flag)
+        wire = items.wire(key, bound)
+        if wire is None or not self.hot.slot_live(wire[1]):  # (a flag deleted, then re-created)
+            wire = self._serialised(env, result, flag)
+            items.put_wire(key, wire, bound)
+        hit = (result, *wire)
+        items.put(hit, bound)
         return hit
+
+    def _serialised(self, env: str, result: EvaluationResult, flag: Flag | None) -> _Wire:
+        fragment = orjson.dumps(ofrep_item(result, flag), option=_SORT)
+        return fragment, self.hot.exposure_slot(env, *exposure(result)), item_digest(fragment)
 
     def _layout(self, env: str, flag_set: FlagSet, memo: _SetMemo, plan: Plan) -> Layout:
         base, memo.base = memo.base, None

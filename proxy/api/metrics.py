@@ -135,6 +135,10 @@ class HotMetrics:
             self._slot_counts.append(0)
         return slot
 
+    def slot_live(self, slot: int) -> bool:
+        """False once ``prune`` unlisted it (a flag created again gets a fresh slot)."""
+        return self._slot_keys[slot] is not None
+
     @property
     def exposures(self) -> dict[tuple[str, str, str, str], int]:
         self.fold()

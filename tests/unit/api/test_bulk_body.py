@@ -95,13 +95,65 @@ def test_the_memo_stays_bounded_under_endless_changes(monkeypatch: pytest.Monkey
     serialised.clear()
     bound = max(16, 4 * len(DOC["flags"]))
     for n in range(500):
-        fs = toggle(fs, f"f{n % 2}", n % 4 < 2)  # f2..f9 never change
+        # f2..f9 never change; f0 and f1 get a value never seen before each time
+        raw = {"state": "ENABLED", "variants": {"v": f"value {n}"}, "defaultVariant": "v"}
+        fs, _change, _rej = apply_change(fs, "e", fs.version + 1,
+                                         {"flags": {f"f{n % 2}": raw}}, None)
         body(bodies, fs, FREE)
         items = bodies._items["e"]
         assert len(items.young) <= bound and len(items.old) <= bound
+        assert len(items.by_wire) <= bound and len(items.old_wire) <= bound
     # Results in use survive the generations (f2..f9's from the start): one serialisation
     # per change, no more.
     assert len(serialised) == 500
+
+
+def test_a_result_that_comes_back_is_not_serialised_again(serialised: list[str]) -> None:
+    """A change recompiles its flag into new result objects; when their content was served
+    before (a flag toggled off and on again), its JSON is reused, not made again."""
+    bodies = BulkBodies(HotMetrics())
+    fs = compile_document(DOC, version=1, epoch="x")
+    body(bodies, fs, FREE)
+    fs = toggle(fs, "f3", False)
+    body(bodies, fs, FREE)
+    serialised.clear()
+    back = toggle(fs, "f3", True)
+    assert back.flags["f3"].default_result is not compile_document(DOC).flags["f3"].default_result
+    got = body(bodies, back, FREE)
+    assert serialised == []
+    assert got == fresh(back, FREE)
+
+
+@pytest.mark.parametrize("variants", [
+    [{"a": 1, "b": 2.5}, {"a": 1, "b": 2}, {"a": 1.0, "b": 2}],  # a float flag's 1 is 1.0
+    [{"a": True, "b": False}, {"a": 1, "b": 0}],  # True == 1 in Python, not in JSON
+    [{"a": 0.0, "b": 1.0}, {"a": -0.0, "b": 1.0}],  # 0.0 == -0.0
+    [{"a": {"x": 1}, "b": {}}, {"a": {"x": 1.0}, "b": {}}, {"a": {"x": True}, "b": {}}],
+])
+def test_results_equal_in_python_but_not_on_the_wire_are_told_apart(
+        variants: list[dict[str, Any]]) -> None:
+    bodies = BulkBodies(HotMetrics())
+    fs = compile_document({"flags": {"n": {"state": "ENABLED", "variants": variants[0],
+                                           "defaultVariant": "a"}}}, version=1, epoch="x")
+    for version in (*variants, *variants):
+        raw = {"state": "ENABLED", "variants": version, "defaultVariant": "a"}
+        fs, _change, _rej = apply_change(fs, "e", fs.version + 1, {"flags": {"n": raw}}, None)
+        assert body(bodies, fs, FREE) == fresh(fs, FREE)
+
+
+def test_a_flag_deleted_and_created_again_counts_its_exposures() -> None:
+    """Metrics drop a deleted flag's series; created again, it counts in a new one, even
+    when its results are found by content."""
+    hot = HotMetrics()
+    bodies = BulkBodies(hot)
+    fs = compile_document(DOC, version=1, epoch="x")
+    hot.count_entry(bodies.body("e", fs, evaluate_all(fs, FREE)))
+    without, _change, _rej = apply_change(fs, "e", 2, {"flags": {"f3": None}}, None)
+    hot.prune("e", keep=without.flags)
+    again = toggle(without, "f3", True)
+    hot.count_entry(bodies.body("e", again, evaluate_all(again, FREE)))
+    assert hot.exposures[("e", "f3", "on", "DEFAULT")] == 1
+    assert hot.exposures[("e", "f2", "on", "DEFAULT")] == 2
 
 
 def test_error_results_are_built_per_request_and_never_kept() -> None:
