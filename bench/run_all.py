@@ -45,7 +45,7 @@ QUICK: dict[str, list[str]] = {
     "bulk_churn": ["--n", "500", "--runs", "1"],
     "propagation": ["--n", "200", "--rounds", "4"],
     "ofrep_http": ["--duration", "4", "--rounds", "2", "--warmup", "1"],
-    "access_log": ["--duration", "4", "--rounds", "2"],
+    "access_log": ["--duration", "4", "--rounds", "2", "--pairs", "2"],
     "unleash": ["--duration", "4", "--rounds", "2"],
     "sse": ["--clients", "1000"],
     "sync": ["--streams", "200", "--rounds", "2", "--pushes", "10"],
