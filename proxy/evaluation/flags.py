@@ -264,6 +264,31 @@ def _with_static_result(flag: Flag, compiled: Compiled | None, path: str, proble
     return flag
 
 
+def keep_results(flag: Flag, previous: Flag | None) -> Flag:
+    """``flag``, just built to replace ``previous``, holding ``previous``'s precomputed result
+    objects where they are the same results: same key, variants and metadata (compared in
+    their stored form: ``1``, ``1.0`` and ``true`` differ), the same default or static
+    outcome. An edit to a rule or a default then leaves the other results the very objects
+    the bulk bodies already serialised (``proxy.api.bulk_body`` finds items by object first).
+    Set on the new flag, which nobody else holds yet."""
+    if (previous is None or previous.key != flag.key or previous.problems
+            or canonical(previous.variants) != canonical(flag.variants)
+            or canonical(previous.metadata) != canonical(flag.metadata)):
+        return flag
+    kept = {"match_results": previous.match_results}
+    if previous.default_variant == flag.default_variant:
+        kept["default_result"] = previous.default_result
+    old, new = previous.static_result, flag.static_result
+    if (old is not None and new is not None and (old.reason, old.variant, old.error_code)
+            == (new.reason, new.variant, new.error_code) and new.error_code is None):
+        kept["static_result"] = old
+    if previous.assigned_results and flag.assigned_results:
+        kept["assigned_results"] = previous.assigned_results
+    for name, value in kept.items():
+        object.__setattr__(flag, name, value)
+    return flag
+
+
 def compile_flag(key: str, raw_flag: Any, evaluators: Mapping[str, Any] | None, set_metadata: Mapping[str, Any] | None,
                  fractional_hash: FractionalHash = DEFAULT_FRACTIONAL_HASH) -> Flag:
     """Compile one flag; raises InvalidDocument (paths ``flags.<key>....``)."""

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from proxy.evaluation.documents import apply_after, flag_set, validate_evaluators
-from proxy.evaluation.flags import compile_flag_tolerantly, error_flag
+from proxy.evaluation.flags import compile_flag_tolerantly, error_flag, keep_results
 from proxy.model import (
     DEFAULT_FRACTIONAL_HASH,
     Change,
@@ -123,7 +123,7 @@ def _compile(key: str, raw: Any, evaluators: Mapping[str, Any], metadata: Mappin
                     log.warning("flag env=%s flag=%s path=%s: %s (served as flagd evaluates it)",
                                 rej.env, key, p.path, p.message)
             if not problems:
-                return flag
+                return keep_results(flag, fallback)
     rej.add(key, problems)
     if fallback is not None and not fallback.problems:
         return fallback

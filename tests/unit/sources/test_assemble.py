@@ -72,3 +72,35 @@ def test_invalid_metadata_keeps_previous_metadata():
     fs, _c, _r = build_full("prod", {"a": canonical(ON)}, meta(1, metadata={"team": "x"}), None)
     fs2, change, rej = apply_change(fs, "prod", 2, {"flags": {}, "metadata": {"t": [1]}}, None)
     assert dict(fs2.metadata) == {"team": "x"} and rej.count == 1 and not change.metadata_changed
+
+
+TARGETED = {**ON, "targeting": {"if": [{"==": [{"var": "plan"}, "pro"]}, "on", None]}}
+
+
+def changed(fs, key: str, raw: dict):
+    new, _change, _rej = apply_change(fs, "prod", fs.version + 1, {"flags": {key: raw}}, None)
+    return new.flags[key], fs.flags[key]
+
+
+def test_a_recompiled_flag_keeps_the_result_objects_that_did_not_change():
+    """The bulk bodies serialise a result once per object: an edit to a rule or a default
+    keeps the results it does not change the same objects."""
+    fs, _c, _r = build_full("prod", {"t": canonical(TARGETED), "s": canonical(ON)}, meta(1),
+                            None)
+    new, old = changed(fs, "t", {**TARGETED, "defaultVariant": "off"})
+    assert new is not old and new.match_results is old.match_results
+    assert new.default_result is not old.default_result
+    assert (new.default_result.variant, new.default_result.value) == ("off", False)
+    new, old = changed(fs, "t", {**TARGETED, "targeting": {"if": [True, "off", None]}})
+    assert new.static_result is not None and new.match_results is old.match_results
+    new, old = changed(fs, "s", {**ON, "metadata": {"owner": "a"}})  # not the same results
+    assert new.static_result is not old.static_result
+    assert new.match_results["on"].metadata == {"owner": "a"}
+
+
+def test_results_equal_in_python_but_not_in_json_are_not_kept():
+    number = {"state": "ENABLED", "variants": {"one": 1, "two": 2}, "defaultVariant": "one"}
+    fs, _c, _r = build_full("prod", {"n": canonical(number)}, meta(1), None)
+    new, old = changed(fs, "n", {**number, "variants": {"one": 1.0, "two": 2}})
+    assert new.static_result is not old.static_result and new.static_result.value == 1.0
+    assert new.match_results is not old.match_results
