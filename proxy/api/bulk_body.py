@@ -116,46 +116,43 @@ def wire_key(result: EvaluationResult, flag: Flag | None) -> tuple[Any, ...]:
 _Wire = tuple[bytes, int, int]
 
 
-class _Items:
-    """One environment's serialised results, by result object (``young``/``old``, the hot
-    path) and by content (``by_wire``/``old_wire``). A change recompiles the flags it
-    touches into new result objects, but their content often comes back: a flag toggled off
-    and on again, a default switched back. Those are found by content and not serialised
-    again (under ``bench/bulk_churn.py`` that serialisation and its digest were most of what
-    patching a version's layout cost a request)."""
+class _Generations:
+    """A memo bounded by generations: when ``young`` outgrows the bound it becomes ``old``,
+    and what is found in ``old`` moves back to ``young`` (still in use), so what nothing
+    asked for is gone two generations later."""
 
-    __slots__ = ("by_wire", "old", "old_wire", "young")
+    __slots__ = ("old", "young")
 
     def __init__(self) -> None:
-        self.young: dict[int, _Item] = {}
-        self.old: dict[int, _Item] = {}
-        self.by_wire: dict[tuple[Any, ...], _Wire] = {}
-        self.old_wire: dict[tuple[Any, ...], _Wire] = {}
+        self.young: dict[Any, Any] = {}
+        self.old: dict[Any, Any] = {}
 
-    def promote(self, result: EvaluationResult, bound: int) -> _Item | None:
-        """After a miss in ``young`` (looked up inline by the caller: it is the hot path)."""
-        hit = self.old.get(id(result))
+    def promote(self, key: Any, bound: int) -> Any:
+        """After a miss in ``young`` (looked up inline by callers on hot paths)."""
+        hit = self.old.get(key)
         if hit is not None:
-            self.put(hit, bound)  # still in use
+            self.put(key, hit, bound)
         return hit
 
-    def put(self, item: _Item, bound: int) -> None:
+    def put(self, key: Any, value: Any, bound: int) -> None:
         if len(self.young) >= bound:
             self.old, self.young = self.young, {}
-        self.young[id(item[0])] = item
+        self.young[key] = value
 
-    def wire(self, key: tuple[Any, ...], bound: int) -> _Wire | None:
-        hit = self.by_wire.get(key)
-        if hit is None:
-            hit = self.old_wire.get(key)
-            if hit is not None:
-                self.put_wire(key, hit, bound)
-        return hit
 
-    def put_wire(self, key: tuple[Any, ...], wire: _Wire, bound: int) -> None:
-        if len(self.by_wire) >= bound:
-            self.old_wire, self.by_wire = self.by_wire, {}
-        self.by_wire[key] = wire
+class _Items:
+    """One environment's serialised results, by result object (``by_id``: id -> ``_Item``,
+    the hot path) and by content (``by_wire``: ``wire_key`` -> ``_Wire``). A change
+    recompiles the flags it touches into new result objects, but their content often comes
+    back: a flag toggled off and on again, a default switched back. Those are found by
+    content and not serialised again (under ``bench/bulk_churn.py`` that serialisation and
+    its digest were most of what patching a version's layout cost a request)."""
+
+    __slots__ = ("by_id", "by_wire")
+
+    def __init__(self) -> None:
+        self.by_id = _Generations()  # (holding the result keeps its id from being reused)
+        self.by_wire = _Generations()
 
 
 def _changed_since(plan: Plan, token: object) -> frozenset[str] | None:
@@ -271,19 +268,21 @@ class BulkBodies:
               result: EvaluationResult) -> _Item:
         """One result's item, serialised on first sight of its content (an error: every
         time, never kept)."""
-        hit = items.young.get(id(result)) or items.promote(result, bound)
+        by_id = items.by_id
+        hit = by_id.young.get(id(result)) or by_id.promote(id(result), bound)
         if hit is not None:
             return hit
         flag = flag_set.flags.get(result.key)
         if result.error_code is not None:
             return (result, *self._serialised(env, result, flag))
         key = wire_key(result, flag)
-        wire = items.wire(key, bound)
+        by_wire = items.by_wire
+        wire = by_wire.young.get(key) or by_wire.promote(key, bound)
         if wire is None or not self.hot.slot_live(wire[1]):  # (a flag deleted, then re-created)
             wire = self._serialised(env, result, flag)
-            items.put_wire(key, wire, bound)
+            by_wire.put(key, wire, bound)
         hit = (result, *wire)
-        items.put(hit, bound)
+        by_id.put(id(result), hit, bound)
         return hit
 
     def _serialised(self, env: str, result: EvaluationResult, flag: Flag | None) -> _Wire:
@@ -370,7 +369,7 @@ class BulkBodies:
             layout = memo.layout = self._layout(env, flag_set, memo, plan)
         items = self._env_items(env)
         per_request = False  # an error result: built per request, so neither memo keeps it
-        found = tuple(map(items.young.get, map(id, dynamic)))  # one pass in C
+        found = tuple(map(items.by_id.young.get, map(id, dynamic)))  # one pass in C
         if None in found:  # results not seen lately (a new version's), or errors
             found = tuple(f if f is not None else self._item(env, flag_set, items, memo.bound, r)
                           for f, r in zip(found, dynamic, strict=True))

@@ -101,8 +101,8 @@ def test_the_memo_stays_bounded_under_endless_changes(monkeypatch: pytest.Monkey
                                          {"flags": {f"f{n % 2}": raw}}, None)
         body(bodies, fs, FREE)
         items = bodies._items["e"]
-        assert len(items.young) <= bound and len(items.old) <= bound
-        assert len(items.by_wire) <= bound and len(items.old_wire) <= bound
+        for memo in (items.by_id, items.by_wire):
+            assert len(memo.young) <= bound and len(memo.old) <= bound
     # Results in use survive the generations (f2..f9's from the start): one serialisation
     # per change, no more.
     assert len(serialised) == 500
@@ -165,7 +165,8 @@ def test_error_results_are_built_per_request_and_never_kept() -> None:
     entry = bodies.body("e", fs, results)
     assert b'"errorCode"' in entry.body_prefix
     assert not bodies._sets["e"].vectors  # a body with an error is not memoised...
-    kept = {id(i[0]) for gen in (bodies._items["e"].young, bodies._items["e"].old)
+    by_id = bodies._items["e"].by_id
+    kept = {id(i[0]) for gen in (by_id.young, by_id.old)
             for i in gen.values()}
     assert {id(r) for r in results if r.error_code is None} == kept  # ...nor its error item
 
