@@ -171,6 +171,11 @@ class Flag:
     # decides them, so a changed split starts a new analysis); None otherwise.
     experiment: str | None = None
     assigned_results: Mapping[str, EvaluationResult] = field(default_factory=dict)
+    # Default and static results of this flag's earlier versions (same variants and
+    # metadata), by (reason, variant): a flag switched back to an outcome it had gets that
+    # very object again (``proxy.evaluation.flags.keep_results``). At most a few per variant.
+    earlier: Mapping[tuple[Reason, str | None], EvaluationResult] = field(
+        default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -265,23 +265,28 @@ def _with_static_result(flag: Flag, compiled: Compiled | None, path: str, proble
 
 
 def keep_results(flag: Flag, previous: Flag | None) -> Flag:
-    """``flag``, just built to replace ``previous``, holding ``previous``'s precomputed result
-    objects where they are the same results: same key, variants and metadata (compared in
-    their stored form: ``1``, ``1.0`` and ``true`` differ), the same default or static
-    outcome. An edit to a rule or a default then leaves the other results the very objects
-    the bulk bodies already serialised (``proxy.api.bulk_body`` finds items by object first).
-    Set on the new flag, which nobody else holds yet."""
+    """``flag``, just built to replace ``previous``, holding the result objects of
+    ``previous`` and of its earlier versions where they are the same results: same key,
+    variants and metadata (compared in their stored form: ``1``, ``1.0`` and ``true``
+    differ), the same outcome (reason and variant). An edit to a rule or a default leaves
+    the other results the very objects the bulk bodies already serialised, and a flag
+    switched back (a kill switch toggled off and on, a default rolled back) gets its earlier
+    default or static result again (``proxy.api.bulk_body`` finds items by object first: one
+    dict lookup instead of building a key of the result's content). Set on the new flag,
+    which nobody else holds yet."""
     if (previous is None or previous.key != flag.key or previous.problems
             or canonical(previous.variants) != canonical(flag.variants)
             or canonical(previous.metadata) != canonical(flag.metadata)):
         return flag
-    kept = {"match_results": previous.match_results}
-    if previous.default_variant == flag.default_variant:
-        kept["default_result"] = previous.default_result
-    old, new = previous.static_result, flag.static_result
-    if (old is not None and new is not None and (old.reason, old.variant, old.error_code)
-            == (new.reason, new.variant, new.error_code) and new.error_code is None):
-        kept["static_result"] = old
+    earlier = dict(previous.earlier)  # (bounded: two reasons per variant, and DISABLED)
+    for result in (previous.default_result, previous.static_result):
+        if result is not None and result.error_code is None:
+            earlier[(result.reason, result.variant)] = result
+    kept: dict[str, Any] = {"match_results": previous.match_results, "earlier": earlier}
+    for name in ("default_result", "static_result"):
+        new = getattr(flag, name)
+        if new is not None and new.error_code is None:
+            kept[name] = earlier.get((new.reason, new.variant), new)
     if previous.assigned_results and flag.assigned_results:
         kept["assigned_results"] = previous.assigned_results
     for name, value in kept.items():

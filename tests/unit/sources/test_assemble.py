@@ -104,3 +104,39 @@ def test_results_equal_in_python_but_not_in_json_are_not_kept():
     new, old = changed(fs, "n", {**number, "variants": {"one": 1.0, "two": 2}})
     assert new.static_result is not old.static_result and new.static_result.value == 1.0
     assert new.match_results is not old.match_results
+
+
+def switched(fs, key: str, raws: list[dict]):
+    """``fs`` after writing ``raws`` to ``key`` one version after another."""
+    for raw in raws:
+        fs, _change, _rej = apply_change(fs, "prod", fs.version + 1, {"flags": {key: raw}}, None)
+    return fs
+
+
+def test_a_flag_switched_back_gets_its_earlier_results_again():
+    """A kill switch toggled off and on, a default rolled back: the result objects of two
+    versions back come back (the bulk bodies then find their items by object)."""
+    fs, _c, _r = build_full("prod", {"s": canonical(ON), "t": canonical(TARGETED)}, meta(1),
+                            None)
+    first = fs.flags["s"].static_result
+    fs = switched(fs, "s", [{**ON, "defaultVariant": "off"}, ON])
+    assert fs.flags["s"].static_result is first
+    fs = switched(fs, "s", [{**ON, "state": "DISABLED"}])
+    disabled = fs.flags["s"].static_result
+    fs = switched(fs, "s", [ON, {**ON, "state": "DISABLED"}])
+    assert fs.flags["s"].static_result is disabled and disabled.variant is None
+    default = fs.flags["t"].default_result
+    fs = switched(fs, "t", [{**TARGETED, "defaultVariant": "off"}, TARGETED])
+    assert fs.flags["t"].default_result is default and default.variant == "on"
+
+
+def test_earlier_results_are_not_kept_across_other_variants_or_metadata():
+    fs, _c, _r = build_full("prod", {"s": canonical(ON)}, meta(1), None)
+    first = fs.flags["s"].static_result
+    fs = switched(fs, "s", [{**ON, "variants": {"on": False, "off": True}}, ON])
+    assert fs.flags["s"].static_result is not first  # (the version between had other values)
+    assert fs.flags["s"].static_result.value is True
+    first = fs.flags["s"].static_result
+    fs = switched(fs, "s", [{**ON, "metadata": {"owner": "a"}}, ON])
+    assert fs.flags["s"].static_result is not first and fs.flags["s"].static_result == first
+    assert len(fs.flags["s"].earlier) <= 1
