@@ -200,7 +200,10 @@ def entry_bytes(key: Any, n_results: int) -> int:
     """Approximate heap bytes of one memo entry: the dict's slot, the key (a typed value or a
     tuple of them, its strings included: it keeps them alive) and the results' tuple."""
     if key.__class__ is tuple:
-        size = 56 + 8 * len(key) + sum(len(v) + 49 for v in key if v.__class__ is str)
+        size = 56 + 8 * len(key)
+        for v in key:  # (a loop: a generator costs more than the sum of a few attributes)
+            if v.__class__ is str:
+                size += len(v) + 49
     else:
         size = len(key) + 49 if key.__class__ is str else 32
     return size + 64 + 56 + 8 * n_results
@@ -211,7 +214,8 @@ class Group:
     attributes -> the flags' results (a tuple, in the group's order)."""
 
     __slots__ = ("attrs", "flags", "hits", "key_of", "misses", "old", "old_bytes", "parent",
-                 "reads", "share", "skip", "stale", "steps", "young", "young_bytes")
+                 "reads", "share", "skip", "stale", "stale_steps", "steps", "young",
+                 "young_bytes")
 
     def __init__(self, reads: frozenset[str] | None, flags: list[Flag]):
         self.reads = reads
@@ -232,6 +236,7 @@ class Group:
         # flags changed since: its memo answers for the others (``patched``).
         self.parent: Group | None = None
         self.stale: tuple[int, ...] = ()
+        self.stale_steps: tuple[Step, ...] = ()  # their steps (``patched`` runs them)
 
     def derive(self, changed: dict[int, Flag]) -> Group:
         """This group with the flags at ``changed``'s indices replaced. Its memo starts empty
@@ -245,7 +250,8 @@ class Group:
         group.share = self.share
         if self.skip == 0:
             group.parent, group.stale = self, tuple(sorted(changed))
-        self.parent, self.stale = None, ()
+            group.stale_steps = tuple(group.steps[i] for i in group.stale)
+        self.parent, self.stale, self.stale_steps = None, (), ()
         return group
 
     def patched(self, key: Any, context: Mapping[str, Any], scratch: _Scratch
@@ -258,12 +264,14 @@ class Group:
         hit = parent.young.get(key) or parent.old.get(key)
         if hit is None:
             return None
-        stale = self.stale
         fresh: list[EvaluationResult] = []
-        if not run_flags([self.steps[i] for i in stale], context, scratch, fresh):
+        if not run_flags(self.stale_steps, context, scratch, fresh):
             return None
+        if len(fresh) == 1:  # one flag changed: the usual case
+            i = self.stale[0]
+            return (*hit[:i], fresh[0], *hit[i + 1:])
         results = list(hit)
-        for i, result in zip(stale, fresh, strict=True):
+        for i, result in zip(self.stale, fresh, strict=True):
             results[i] = result
         return tuple(results)
 
