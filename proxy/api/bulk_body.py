@@ -157,36 +157,46 @@ class _Items:
 
 def _changed_since(plan: Plan, token: object) -> frozenset[str] | None:
     """The static keys changed since the ancestor plan ``token`` names, or None when it is
-    not among ``plan``'s remembered ancestors."""
-    lineage = plan.lineage
-    if lineage and lineage[0][0] is token:  # the usual case: one version back
-        return lineage[0][1]
-    return next((keys for t, keys in lineage if t is token), None)
+    not among ``plan``'s remembered ancestors (``BulkBodies._derived`` looks one version
+    back, the usual case, inline)."""
+    return next((keys for t, keys in plan.lineage if t is token), None)
+
+
+class _Shape:
+    """What a flag set's layout shares with the layouts of the versions derived from it (the
+    same flags in the same order): where each static item sits, the metadata, the items'
+    memo bound, and whether entries hold whole bodies (decided by the first body)."""
+
+    __slots__ = ("bound", "metadata", "metadata_digest", "static_at", "whole")
+
+    def __init__(self, flag_set: FlagSet) -> None:
+        self.bound = max(MIN_ITEMS_BOUND, 4 * len(flag_set.flags))
+        self.metadata = orjson.dumps(dict(flag_set.metadata), option=_SORT)
+        self.metadata_digest = int.from_bytes(
+            hashlib.blake2b(self.metadata, digest_size=16, person=b"metadata").digest())
+        # static key -> (segment, part, index in plan.static)
+        self.static_at: dict[str, tuple[int, int, int]] = {}
+        self.whole: bool | None = None  # entries hold whole bodies (small ones), else spliced
 
 
 class _SetMemo:
     """Per flag set: its layout, what it was built from (to patch it for the next version:
-    ``BulkBodies._derived_layout``) and bodies by outcome (the dynamic flags' fragments)."""
+    ``BulkBodies._derived``) and bodies by outcome (the dynamic flags' fragments)."""
 
-    __slots__ = ("base", "bound", "bytes", "flag_set", "layout", "metadata",
-                 "metadata_digest", "plan_token", "runs", "static_at", "static_items", "vectors",
-                 "whole")
+    __slots__ = ("bytes", "flag_set", "layout", "plan_token", "runs", "shape", "static_items",
+                 "vectors")
 
-    def __init__(self, flag_set: FlagSet, base: _SetMemo | None = None):
+    def __init__(self, flag_set: FlagSet, layout: Layout, shape: _Shape, plan_token: object,
+                 runs: list[list[bytes]], static_items: list[_Item]):
         self.flag_set = flag_set
-        self.base = base  # the previous flag set's memo, until this one's layout is built
-        self.layout: Layout | None = None
-        self.plan_token: object = None  # the plan the layout was built for
-        self.runs: list[list[bytes]] = []  # each segment's parts
-        self.static_at: dict[str, tuple[int, int]] = {}  # static key -> (segment, part)
-        self.static_items: list[_Item] = []  # in plan.static order
-        self.metadata = b""
-        self.metadata_digest = 0
-        self.bound = max(MIN_ITEMS_BOUND, 4 * len(flag_set.flags))
+        self.layout = layout
+        self.shape = shape
+        self.plan_token = plan_token  # the plan the layout was built for
+        self.runs = runs  # each segment's parts
+        self.static_items = static_items  # in plan.static order
         # The memo's keys hold the fragments, so equal keys are equal bodies.
         self.vectors: OrderedDict[tuple[bytes, ...], CachedResult] = OrderedDict()
         self.bytes = 0  # accounted bytes of ``vectors``
-        self.whole: bool | None = None  # entries hold whole bodies (small ones), else spliced
 
 
 def vector_bytes(entry: CachedResult, key: tuple[bytes, ...]) -> int:
@@ -248,14 +258,18 @@ class BulkBodies:
         memo.bytes -= size
         self.bytes -= size
 
-    def _memo(self, env: str, flag_set: FlagSet) -> _SetMemo:
+    def _memo(self, env: str, flag_set: FlagSet, plan: Plan) -> _SetMemo:
+        """``flag_set``'s memo, made on its first body: its layout patched from the previous
+        flag set's when ``plan`` derives from the plan that one was built for, else built."""
         memo = self._sets.get(env)
-        if memo is None or memo.flag_set is not flag_set:
-            self._forget_bodies(env)  # an older flag set's: never asked for again
-            base = None
-            if memo is not None and memo.layout is not None:
-                base, memo.vectors, memo.bytes = memo, OrderedDict(), 0  # its layout only
-            memo = self._sets[env] = _SetMemo(flag_set, base)
+        if memo is not None and memo.flag_set is flag_set:
+            return memo
+        if memo is not None:  # an older flag set's bodies: never asked for again
+            self.bytes -= memo.bytes
+            memo = self._derived(env, flag_set, plan, memo)
+        if memo is None:
+            memo = self._built(env, flag_set, plan)
+        self._sets[env] = memo
         return memo
 
     def _env_items(self, env: str) -> _Items:
@@ -285,22 +299,31 @@ class BulkBodies:
         by_id.put(id(result), hit, bound)
         return hit
 
+    def _fill(self, env: str, flag_set: FlagSet, items: _Items, bound: int,
+              found: tuple[_Item | None, ...], dynamic: Sequence[EvaluationResult]
+              ) -> tuple[tuple[_Item, ...], bool]:
+        """``found`` with the items not found by object filled in, and whether one is an
+        error (never kept by the memos: always among those not found)."""
+        filled = list(found)
+        errors = False
+        for n, hit in enumerate(found):
+            if hit is None:
+                result = dynamic[n]
+                filled[n] = self._item(env, flag_set, items, bound, result)
+                errors = errors or result.error_code is not None
+        return tuple(filled), errors  # type: ignore[arg-type]
+
     def _serialised(self, env: str, result: EvaluationResult, flag: Flag | None) -> _Wire:
         fragment = orjson.dumps(ofrep_item(result, flag), option=_SORT)
         return fragment, self.hot.exposure_slot(env, *exposure(result)), item_digest(fragment)
 
-    def _layout(self, env: str, flag_set: FlagSet, memo: _SetMemo, plan: Plan) -> Layout:
-        base, memo.base = memo.base, None
-        derived = self._derived_layout(env, flag_set, memo, plan, base)
-        if derived is not None:
-            return derived
+    def _built(self, env: str, flag_set: FlagSet, plan: Plan) -> _SetMemo:
         items = self._env_items(env)
-        memo.static_items = [self._item(env, flag_set, items, memo.bound, r) for r in plan.static]
-        static = dict(zip(plan.static_keys, memo.static_items, strict=True))
+        shape = _Shape(flag_set)
+        static_items = [self._item(env, flag_set, items, shape.bound, r) for r in plan.static]
+        static = {key: (i, item) for i, (key, item)
+                  in enumerate(zip(plan.static_keys, static_items, strict=True))}
         dynamic = {key: i for i, key in enumerate(plan.dynamic_keys)}
-        memo.metadata = orjson.dumps(dict(flag_set.metadata), option=_SORT)
-        memo.metadata_digest = int.from_bytes(
-            hashlib.blake2b(memo.metadata, digest_size=16, person=b"metadata").digest())
         runs: list[list[bytes]] = []
         order: list[int] = []  # output order -> index in the plan's order, per dynamic flag
         run = [b'{"flags":[']
@@ -312,90 +335,90 @@ class BulkBodies:
                 order.append(dynamic[key])
                 run = []
             else:
-                memo.static_at[key] = (len(runs), len(run))
-                run.append(static[key][1])
-        run.append(b'],"metadata":' + memo.metadata)
+                i, item = static[key]
+                shape.static_at[key] = (len(runs), len(run), i)
+                run.append(item[1])
+        run.append(b'],"metadata":' + shape.metadata)
         runs.append(run)
-        memo.runs = runs
-        memo.plan_token = plan.token
-        return Layout(tuple(b"".join(r) for r in runs), picker(order),
-                      tuple(map(_SLOT, memo.static_items)),
-                      sum(map(_DIGEST, memo.static_items)) + memo.metadata_digest)
+        layout = Layout(tuple(b"".join(r) for r in runs), picker(order),
+                        tuple(map(_SLOT, static_items)),
+                        sum(map(_DIGEST, static_items)) + shape.metadata_digest)
+        return _SetMemo(flag_set, layout, shape, plan.token, runs, static_items)
 
-    def _derived_layout(self, env: str, flag_set: FlagSet, memo: _SetMemo, plan: Plan,
-                        base: _SetMemo | None) -> Layout | None:
-        """The layout of the previous flag set's memo patched, when ``plan`` derives from the
-        plan it was built for (the same flags in the same order: only the static items that
-        changed are serialised and their segments joined again), else None."""
-        if base is None or base.layout is None or base.flag_set.metadata != flag_set.metadata:
+    def _derived(self, env: str, flag_set: FlagSet, plan: Plan, base: _SetMemo
+                 ) -> _SetMemo | None:
+        """The memo of ``flag_set`` with ``base``'s layout patched, when ``plan`` derives from
+        the plan ``base`` was built for (the same flags in the same order: only the static
+        items that changed are looked up and their segments joined again), else None."""
+        lineage = plan.lineage
+        if lineage and lineage[0][0] is base.plan_token:  # the usual case: one version back
+            changed: frozenset[str] | None = lineage[0][1]
+        else:
+            changed = _changed_since(plan, base.plan_token)
+        if changed is None or base.flag_set.metadata != flag_set.metadata:
             return None
-        changed = _changed_since(plan, base.plan_token)
-        if changed is None:
-            return None
-        memo.metadata, memo.static_at, memo.plan_token = base.metadata, base.static_at, plan.token
-        memo.metadata_digest, memo.whole = base.metadata_digest, base.whole
         if not changed:  # only targeted flags changed: the same static parts
-            memo.runs, memo.static_items = base.runs, base.static_items
-            return base.layout
+            return _SetMemo(flag_set, base.layout, base.shape, plan.token, base.runs,
+                            base.static_items)
+        shape, layout = base.shape, base.layout
         items = self._env_items(env)
-        runs, static_items = list(base.runs), list(base.static_items)
-        layout = base.layout
+        runs, static_items = base.runs.copy(), base.static_items.copy()
         slots, digest = list(layout.slots), layout.digest
-        where = plan.where()
-        touched = set()
+        touched: dict[int, list[bytes]] = {}  # segment -> its parts, copied to be patched
         for key in changed:
-            segment, part = memo.static_at[key]
-            if segment not in touched:
-                runs[segment] = list(runs[segment])
-                touched.add(segment)
-            i = where[key][1]
-            item = self._item(env, flag_set, items, memo.bound, plan.static[i])
-            runs[segment][part] = item[1]
+            segment, part, i = shape.static_at[key]
+            run = touched.get(segment)
+            if run is None:
+                run = touched[segment] = runs[segment] = runs[segment].copy()
+            item = self._item(env, flag_set, items, shape.bound, plan.static[i])
+            run[part] = item[1]
             digest += item[3] - static_items[i][3]  # the sum, patched (see BulkBodies)
             static_items[i], slots[i] = item, item[2]
-        memo.runs, memo.static_items = runs, static_items
-        segments = list(layout.segments)
-        for segment in touched:
-            segments[segment] = b"".join(runs[segment])
-        return Layout(tuple(segments), layout.order, tuple(slots), digest)
+        layout = layout.patched({segment: b"".join(run) for segment, run in touched.items()},
+                                tuple(slots), digest)
+        return _SetMemo(flag_set, layout, shape, plan.token, runs, static_items)
 
     def entry(self, env: str, flag_set: FlagSet, plan: Plan,
               dynamic: Sequence[EvaluationResult]) -> CachedResult:
         """The result of a bulk evaluation: ``plan``'s dynamic results (plan order) spliced
         into the flag set's layout; bodies with the same outcome are built once."""
-        memo = self._memo(env, flag_set)
+        memo = self._memo(env, flag_set, plan)
         layout = memo.layout
-        if layout is None:
-            layout = memo.layout = self._layout(env, flag_set, memo, plan)
         items = self._env_items(env)
         per_request = False  # an error result: built per request, so neither memo keeps it
         found = tuple(map(items.by_id.young.get, map(id, dynamic)))  # one pass in C
         if None in found:  # results not seen lately (a new version's), or errors
-            found = tuple(f if f is not None else self._item(env, flag_set, items, memo.bound, r)
-                          for f, r in zip(found, dynamic, strict=True))
-            per_request = any(r.error_code is not None for r in dynamic)
+            found, per_request = self._fill(env, flag_set, items, memo.shape.bound, found,
+                                            dynamic)
         fragments = layout.order(tuple(map(_FRAG, found)))  # output order
         if not per_request:
             known = memo.vectors.get(fragments)
             if known is not None:
                 memo.vectors.move_to_end(fragments)
                 return known
-        digest = body_digest(layout.digest + sum(map(_DIGEST, found)))
-        slots = tuple(map(_SLOT, found))
-        whole = None
-        if memo.whole is None:  # the first body tells how large this flag set's are (its
-            whole = layout.join(fragments, b"")  # derived versions' keep the decision)
-            memo.whole = len(whole) <= WHOLE_BODY_MAX
-        if memo.whole:
-            entry = CachedResult(whole or layout.join(fragments, b""), digest,
-                                 layout.slots + slots)
-        else:
-            own = sum(len(f[1]) + BYTES_OVERHEAD for f, r in zip(found, dynamic, strict=True)
-                      if r.error_code is not None) if per_request else 0
-            entry = CachedResult.spliced(layout, fragments, digest, slots, own)
+        entry = self._new_entry(memo, layout, found, fragments, dynamic, per_request)
         if not per_request:
             self._remember(memo, fragments, entry)
         return entry
+
+    @staticmethod
+    def _new_entry(memo: _SetMemo, layout: Layout, found: tuple[_Item, ...],
+                   fragments: tuple[bytes, ...], dynamic: Sequence[EvaluationResult],
+                   per_request: bool) -> CachedResult:
+        """The entry of an outcome not memoised: its body (whole or spliced), digest and
+        exposure slots."""
+        digest = body_digest(layout.digest + sum(map(_DIGEST, found)))
+        shape = memo.shape
+        whole = None
+        if shape.whole is None:  # the first body tells how large this flag set's are (its
+            whole = layout.join(fragments, b"")  # derived versions' keep the decision)
+            shape.whole = len(whole) <= WHOLE_BODY_MAX
+        if shape.whole:
+            return CachedResult(whole or layout.join(fragments, b""), digest,
+                                layout.slots + tuple(map(_SLOT, found)))
+        own = sum(len(f[1]) + BYTES_OVERHEAD for f, r in zip(found, dynamic, strict=True)
+                  if r.error_code is not None) if per_request else 0
+        return CachedResult.spliced(layout, fragments, digest, tuple(map(_SLOT, found)), own)
 
     def body(self, env: str, flag_set: FlagSet, results: list[EvaluationResult]) -> CachedResult:
         """The body of ``evaluate_all(flag_set, ...)``'s results, document order (without

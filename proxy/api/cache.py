@@ -73,6 +73,20 @@ class Layout:
         self.template: list[bytes] = [b""] * (2 * len(segments))
         self.template[0::2] = segments
 
+    def patched(self, segments: dict[int, bytes], slots: tuple[int, ...], digest: int
+                ) -> Layout:
+        """This layout with the segments at ``segments``' indices replaced (a new version
+        that changed some static flags: the same shape, so the template is copied, not
+        built again)."""
+        layout = Layout.__new__(Layout)
+        parts = list(self.segments)
+        template = self.template.copy()
+        for i, segment in segments.items():
+            parts[i] = template[2 * i] = segment
+        layout.segments, layout.order, layout.slots = tuple(parts), self.order, slots
+        layout.digest, layout.pending, layout.template = digest, 0, template
+        return layout
+
     def join(self, fragments: tuple[bytes, ...], tail: bytes) -> bytes:
         parts = self.template.copy()
         parts[1:-1:2] = fragments
