@@ -98,6 +98,11 @@ class Bench:
         for k in range(n):
             if churn:
                 self.change()  # not timed: the Redis source's work, not the request's
+                # The loop runs what the change scheduled before the next request, as the
+                # server's does between two events (the streams' fan-out, the result cache's
+                # reaper). Never yielding here, the fan-out's queue kept every version alive
+                # and the reaper never ran: 148 -> 771 MB of RSS over 36,000 changes.
+                await asyncio.sleep(0)
             r = request(self.bodies[k % len(self.bodies)], self.key)
             t0 = time.perf_counter()
             status = await self.api.bulk(r.scope, r.receive, _discard)  # a raw ASGI handler
