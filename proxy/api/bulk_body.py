@@ -238,10 +238,8 @@ class BulkBodies:
             self.bytes -= memo.bytes
 
     def _remember(self, memo: _SetMemo, vector: tuple[bytes, ...], entry: CachedResult) -> None:
-        size = entry.nbytes + VECTOR_OVERHEAD  # (vector_bytes, inline: once per new body)
-        if entry.fragments is not vector:
-            size += POINTER * len(vector) + TUPLE_OVERHEAD
-        if size * MAX_ITEM_SHARE > self.max_bytes:
+        size = vector_bytes(entry, vector)
+        if size > self.max_bytes // MAX_ITEM_SHARE:
             return
         memo.vectors[vector] = entry
         memo.bytes += size
