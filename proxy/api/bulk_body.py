@@ -259,14 +259,18 @@ class BulkBodies:
         self.bytes -= size
 
     def _memo(self, env: str, flag_set: FlagSet, plan: Plan) -> _SetMemo:
-        """``flag_set``'s memo, made on its first body: its layout patched from the previous
-        flag set's when ``plan`` derives from the plan that one was built for, else built."""
+        """``flag_set``'s memo, made on its first body: the previous flag set's, its layout
+        patched when ``plan`` derives from the plan that one was built for (taken over whole
+        when only targeted flags changed), else built."""
         memo = self._sets.get(env)
         if memo is not None and memo.flag_set is flag_set:
             return memo
-        if memo is not None:  # an older flag set's bodies: never asked for again
-            self.bytes -= memo.bytes
-            memo = self._derived(env, flag_set, plan, memo)
+        if memo is not None:
+            derived = self._derived(env, flag_set, plan, memo)
+            if derived is memo:  # the same layout: its bodies are this flag set's too
+                return memo
+            self.bytes -= memo.bytes  # an older flag set's bodies: never asked for again
+            memo = derived
         if memo is None:
             memo = self._built(env, flag_set, plan)
         self._sets[env] = memo
@@ -349,7 +353,8 @@ class BulkBodies:
                  ) -> _SetMemo | None:
         """The memo of ``flag_set`` with ``base``'s layout patched, when ``plan`` derives from
         the plan ``base`` was built for (the same flags in the same order: only the static
-        items that changed are looked up and their segments joined again), else None."""
+        items that changed are looked up and their segments joined again; ``base`` itself,
+        now ``flag_set``'s, when none did), else None."""
         lineage = plan.lineage
         if lineage and lineage[0][0] is base.plan_token:  # the usual case: one version back
             changed: frozenset[str] | None = lineage[0][1]
@@ -357,9 +362,10 @@ class BulkBodies:
             changed = _changed_since(plan, base.plan_token)
         if changed is None or base.flag_set.metadata != flag_set.metadata:
             return None
-        if not changed:  # only targeted flags changed: the same static parts
-            return _SetMemo(flag_set, base.layout, base.shape, plan.token, base.runs,
-                            base.static_items)
+        if not changed:  # only targeted flags changed: the same static parts, so the same
+            # body for the same outcome (items, digest and slots all follow from the content)
+            base.flag_set, base.plan_token = flag_set, plan.token
+            return base
         shape, layout = base.shape, base.layout
         items = self._env_items(env)
         runs, static_items = base.runs.copy(), base.static_items.copy()

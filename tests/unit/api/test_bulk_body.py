@@ -260,3 +260,18 @@ async def test_the_endpoint_derives_each_new_versions_plan_at_publish() -> None:
         got = await client.post("/ofrep/v1/evaluate/flags", json={"context": FREE})
     want = BulkBodies(HotMetrics()).body(ENV, new, evaluate_all(new, FREE))
     assert got.content.startswith(want.body_prefix + b',"eventStreams":')
+
+
+def test_a_change_to_targeted_flags_only_keeps_the_bodies_it_did_not_change() -> None:
+    """The same static parts give the same body for the same outcome: the previous flag
+    set's memo is taken over, its bodies with it, not built again."""
+    bodies = BulkBodies(HotMetrics())
+    fs = compile_document(DOC, version=1, epoch="x")
+    before = bodies.body("e", fs, evaluate_all(fs, PRO))
+    new = toggle(fs, "f0", False)  # a pro user still matches its rule: the same outcome
+    derive_plan(fs, new)
+    after = bodies.body("e", new, evaluate_all(new, PRO))
+    assert after is before
+    assert after.body_prefix == fresh(new, PRO)
+    changed = bodies.body("e", new, evaluate_all(new, FREE))  # the default, now "off"
+    assert changed.body_prefix == fresh(new, FREE) != body(bodies, fs, FREE)
