@@ -278,7 +278,7 @@ def keep_results(flag: Flag, previous: Flag | None) -> Flag:
             or canonical(previous.variants) != canonical(flag.variants)
             or canonical(previous.metadata) != canonical(flag.metadata)):
         return flag
-    earlier = dict(previous.earlier)  # (bounded: two reasons per variant, and DISABLED)
+    earlier = dict(previous.earlier)  # (bounded: a few reasons per variant, and DISABLED)
     for result in (previous.default_result, previous.static_result):
         if result is not None and result.error_code is None:
             earlier[(result.reason, result.variant)] = result
