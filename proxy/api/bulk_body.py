@@ -157,9 +157,16 @@ class _Items:
 
 def _changed_since(plan: Plan, token: object) -> frozenset[str] | None:
     """The static keys changed since the ancestor plan ``token`` names, or None when it is
-    not among ``plan``'s remembered ancestors (``BulkBodies._derived`` looks one version
-    back, the usual case, inline)."""
-    return next((keys for t, keys in plan.lineage if t is token), None)
+    not among ``plan``'s remembered ancestors."""
+    lineage = plan.lineage
+    if lineage and lineage[0][0] is token:  # the usual case: one version back
+        return lineage[0][1]
+    return next((keys for t, keys in lineage if t is token), None)
+
+
+def _items_bound(flag_set: FlagSet) -> int:
+    """Serialised results per generation of an environment's item memos."""
+    return max(MIN_ITEMS_BOUND, 4 * len(flag_set.flags))
 
 
 class _Shape:
@@ -170,7 +177,7 @@ class _Shape:
     __slots__ = ("bound", "metadata", "metadata_digest", "static_at", "whole")
 
     def __init__(self, flag_set: FlagSet) -> None:
-        self.bound = max(MIN_ITEMS_BOUND, 4 * len(flag_set.flags))
+        self.bound = _items_bound(flag_set)
         self.metadata = orjson.dumps(dict(flag_set.metadata), option=_SORT)
         self.metadata_digest = int.from_bytes(
             hashlib.blake2b(self.metadata, digest_size=16, person=b"metadata").digest())
@@ -270,7 +277,7 @@ class BulkBodies:
             if derived is memo:  # the same layout: its bodies are this flag set's too
                 return memo
             self.bytes -= memo.bytes  # an older flag set's bodies: never asked for again
-            memo = derived
+            memo = derived  # (replaced in ``_sets`` below)
         if memo is None:
             memo = self._built(env, flag_set, plan)
         self._sets[env] = memo
@@ -355,11 +362,7 @@ class BulkBodies:
         the plan ``base`` was built for (the same flags in the same order: only the static
         items that changed are looked up and their segments joined again; ``base`` itself,
         now ``flag_set``'s, when none did), else None."""
-        lineage = plan.lineage
-        if lineage and lineage[0][0] is base.plan_token:  # the usual case: one version back
-            changed: frozenset[str] | None = lineage[0][1]
-        else:
-            changed = _changed_since(plan, base.plan_token)
+        changed = _changed_since(plan, base.plan_token)
         if changed is None or base.flag_set.metadata != flag_set.metadata:
             return None
         if not changed:  # only targeted flags changed: the same static parts, so the same
@@ -402,19 +405,18 @@ class BulkBodies:
             if known is not None:
                 memo.vectors.move_to_end(fragments)
                 return known
-        entry = self._new_entry(memo, layout, found, fragments, dynamic, per_request)
+        entry = self._new_entry(memo.shape, layout, found, fragments, dynamic, per_request)
         if not per_request:
             self._remember(memo, fragments, entry)
         return entry
 
     @staticmethod
-    def _new_entry(memo: _SetMemo, layout: Layout, found: tuple[_Item, ...],
+    def _new_entry(shape: _Shape, layout: Layout, found: tuple[_Item, ...],
                    fragments: tuple[bytes, ...], dynamic: Sequence[EvaluationResult],
                    per_request: bool) -> CachedResult:
         """The entry of an outcome not memoised: its body (whole or spliced), digest and
         exposure slots."""
         digest = body_digest(layout.digest + sum(map(_DIGEST, found)))
-        shape = memo.shape
         whole = None
         if shape.whole is None:  # the first body tells how large this flag set's are (its
             whole = layout.join(fragments, b"")  # derived versions' keep the decision)
@@ -439,7 +441,7 @@ class BulkBodies:
                 ) -> CachedResult:
         """Any results (an INVALID_CONTEXT error for every flag...): built per request."""
         items = self._env_items(env)
-        bound = max(MIN_ITEMS_BOUND, 4 * len(flag_set.flags))
+        bound = _items_bound(flag_set)
         found = [self._item(env, flag_set, items, bound, r)
                  for r in sorted(results, key=lambda r: r.key)]
         metadata = orjson.dumps(dict(flag_set.metadata), option=_SORT)
