@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import time
 from typing import Any
 
 import httpx
@@ -25,6 +26,21 @@ DOC: dict[str, Any] = {
                   "defaultVariant": "red"},
     }
 }
+
+
+# The server's default boundary_jitter: it tells each stream of a time boundary at a random
+# point within this many seconds of the boundary, by its own clock.
+BOUNDARY_JITTER_S = 3.0
+# What a client may see on top of that on a loaded machine: a suite on 2 cores saw one
+# notification arrive more than a second past the jitter. The tests wait this long so that
+# they fail on a lost notification, not a late one; the spread within the jitter is
+# checked in process (tests/unit/streams/test_boundaries.py).
+BOUNDARY_SLACK_S = 15.0
+
+
+def until_told(boundary: float) -> float:
+    """Seconds from now to wait for the notification of the boundary at ``boundary``."""
+    return boundary + BOUNDARY_JITTER_S + BOUNDARY_SLACK_S - time.time()
 
 
 def doc_with(**flags: Any) -> dict[str, Any]:

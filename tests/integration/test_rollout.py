@@ -327,7 +327,7 @@ async def test_a_step_reaches_streams_and_the_provider_with_no_write(env, proxy_
     from openfeature.evaluation_context import EvaluationContext
 
     from proxy.provider import FlagedgeProvider
-    from tests.integration.streams_support import Stream, b64_context, data
+    from tests.integration.streams_support import Stream, b64_context, data, until_told
 
     url, client = env
     proxy = proxy_factory(extra_args=["--no-auth"], wait="readyz")
@@ -353,10 +353,9 @@ async def test_a_step_reaches_streams_and_the_provider_with_no_write(env, proxy_
             assert time.time() < ramp.start, "too slow to see the rollout before its start"
             assert {i["key"]: i["value"] for i in data(put)["flags"]}["r"] is False
             assert of.get_boolean_value("r", False, ctx) is False
-            wait = ramp.start - time.time() + 3 + 1  # the default boundary_jitter, and 1 s
-            refetch = await events.next(timeout=wait)
+            refetch = await events.next(timeout=until_told(ramp.start))
             assert data(refetch)["type"] == "refetchEvaluation"
-            patch = await evaluated.next(timeout=ramp.start + 4 - time.time())
+            patch = await evaluated.next(timeout=until_told(ramp.start))
             assert patch.event == "patch"
             assert {i["key"]: i["value"] for i in data(patch)["flags"]}["r"] is True
             wait_until(lambda: of.get_boolean_value("r", False, ctx) is True, timeout=2,
