@@ -14,13 +14,16 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from proxy.model import Change, FlagSet
+from proxy.model import Change, FlagSet, id_version, split_stream_id
 
 log = logging.getLogger("flagedge.store")
 
 
 Subscriber = Callable[[Change, FlagSet], None]
 RECENT_STATES = 64  # state ids remembered per environment (OFREP catch-up: "did we serve it?")
+# How long a client naming a state we have not reached (a faster replica served it) waits
+# for it: replicas of one Redis follow a write within milliseconds of each other.
+CATCH_UP_S = 0.5
 
 
 @dataclass(slots=True)
@@ -135,9 +138,23 @@ class Store:
             return True
         return await self._wait(env, version, timeout)
 
-    async def wait_for_change(self, env: str, timeout: float) -> bool:
-        """Wait for the next publish of ``env``, whatever its version."""
-        return await self._wait(env, -1, timeout)
+    async def catch_up(self, env: str, state_id: str, timeout: float = CATCH_UP_S) -> None:
+        """Wait at most ``timeout`` when a client names a state of ``env`` (a stream id, a
+        notification's etag) that a faster replica served and this store has not yet: a
+        newer version, or another write of a recent one (a re-publish or a failover that
+        replica followed first). What we publish next is then what it announced. No wait
+        for a state we hold or held, an id that is no state, or a bare number (older
+        servers' ids) or state older than the last RECENT_STATES: nothing tells those apart."""
+        current = self._sets.get(env)
+        state = split_stream_id(state_id)[0]  # a time interval is not a state
+        wanted = id_version(state)
+        if current is None or wanted is None or state == current.state_id:
+            return
+        if wanted > current.version:
+            await self._wait(env, wanted, timeout)
+        elif ("-" in state and wanted > current.version - RECENT_STATES
+              and not self.has_served(env, state)):
+            await self._wait(env, -1, timeout)
 
     async def _wait(self, env: str, version: int, timeout: float) -> bool:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -31,12 +31,11 @@ from proxy.api.transport import send_ok
 from proxy.config import Settings
 from proxy.evaluation.engine import evaluate, evaluate_dynamic
 from proxy.evaluation.plan import derive_plan
-from proxy.model import Change, ErrorCode, EvaluationResult, FlagSet, id_version, split_stream_id
-from proxy.store import Store
+from proxy.model import Change, ErrorCode, EvaluationResult, FlagSet, id_version
+from proxy.store import CATCH_UP_S, Store
 from proxy.streams.fanout import yield_to_requests
 
 EVENTS_PATH = "/ofrep/v1/events"
-CATCH_UP_TIMEOUT = 0.5  # flagConfigEtag we have not served yet: wait this long for the store
 # Contexts larger than this are evaluated, not cached: they rarely repeat, and each would take
 # a large share of the cache's byte budget (``cache_bytes``).
 MAX_CACHED_CONTEXT = 4096
@@ -362,18 +361,11 @@ class OfrepApi:
         """OFREP ADR-0008 re-fetch after a change notification: if the client names a rules
         state (or write time) we have not served yet, wait briefly for our store."""
         etag = _etag_param(params.get("flagConfigEtag") or params.get("sseEtag"))
-        if etag is not None:  # a notification sent at a time boundary names the interval too
-            etag = split_stream_id(etag)[0]
-        wanted = id_version(etag)
         modified = _float_param(params.get("flagConfigLastModified")
                                 or params.get("sseLastModified"))
-        if etag is None or wanted is None:
+        if etag is None or id_version(etag) is None:
             if modified is not None and flag_set.updated_at and modified > flag_set.updated_at:
-                await self.store.wait_for_version(env, flag_set.version + 1, CATCH_UP_TIMEOUT)
-        elif wanted > flag_set.version:
-            await self.store.wait_for_version(env, wanted, CATCH_UP_TIMEOUT)
-        elif etag != flag_set.state_id and "-" in etag and not self.store.has_served(env, etag):
-            # A state of another epoch or write (a faster replica followed a re-publish or a
-            # failover before us): what we publish next is what it announced.
-            await self.store.wait_for_change(env, CATCH_UP_TIMEOUT)
+                await self.store.wait_for_version(env, flag_set.version + 1, CATCH_UP_S)
+        else:
+            await self.store.catch_up(env, etag)
         return self.store.get(env) or flag_set

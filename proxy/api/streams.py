@@ -186,6 +186,11 @@ class StreamsApi:
                                          self._max_items)
             except BadContext as exc:
                 return errors.ofrep_error(400, exc.code, exc.details)
+        last_id = last_event_id(request) if request.method != "HEAD" else None
+        if last_id is not None:
+            # A faster replica sent it a state we have not reached: wait briefly, so that
+            # the resume neither tells an older state again nor then the one it holds.
+            await self.store.catch_up(principal.env, last_id)
         try:
             conn = self.fanout.open(principal.env, kind, principal.key_id, context,
                                     limit_key(request.scope))
@@ -197,7 +202,7 @@ class StreamsApi:
         if request.method == "HEAD":  # headers only (released when sent): nothing to replay
             return StreamResponse(self.fanout, conn, b"", self._send_buffer)
         try:
-            first = await self.fanout.initial(conn, last_event_id(request))
+            first = await self.fanout.initial(conn, last_id)
         except BaseException:
             self.fanout.release(conn)
             raise

@@ -194,6 +194,26 @@ async def test_a_resume_on_another_replica_replays_exactly_the_missed_versions(r
                 assert [id_version(e.id) for e in got] == missed
 
 
+async def test_a_stream_resumed_on_a_replica_behind_it_tells_no_version_twice(replicas):
+    """A client told of a change by a fast replica reconnects to the slow one before it has
+    that change (a rolling restart does this): the slow one waits for it (<= 0.5 s) and then
+    resumes, rather than tell its older state at once and the client's own one after it."""
+    r = replicas
+    async with httpx.AsyncClient(timeout=5.0) as http, \
+            Stream(http, f"{r.other.url}/ofrep/v1/events", key=r.ckey) as fast:
+        await fast.next(data_only=False)
+        for n in (301, 302, 303):
+            version = await asyncio.to_thread(r.other.push, doc(n), wait=False)
+            held = (await fast.next()).id
+            assert id_version(held) == version
+            async with Stream(http, f"{r.slow.url}/ofrep/v1/events", key=r.ckey,
+                              last_event_id=held) as resumed:
+                newer = await asyncio.to_thread(r.other.push, doc(n + 50), wait=False)
+                assert id_version((await fast.next()).id) == newer
+                told = await resumed.next()
+                assert id_version(told.id) == newer, (told.id, held)
+
+
 async def test_a_revocation_closes_streams_on_every_replica_and_worker(replicas):
     r = replicas
     key = client_key_everywhere(r)

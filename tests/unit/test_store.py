@@ -80,3 +80,46 @@ async def test_wait_for_version_wakes_on_publish_and_times_out_otherwise():
     assert await asyncio.wait_for(waiter, 1)
     assert not await store.wait_for_version("prod", 9, timeout=0.01)
     assert store._waiters["prod"] == []  # no leaked waiters
+
+
+def written(version: int, revision: str) -> FlagSet:
+    return FlagSet(flags={}, version=version, epoch="e1", revision=revision)
+
+
+async def caught_up(store: Store, state_id: str, publish: FlagSet | None) -> bool:
+    """Whether ``catch_up`` waited for ``publish`` (published while it waits) to return."""
+    waiter = asyncio.create_task(store.catch_up("prod", state_id, timeout=5))
+    await asyncio.sleep(0)
+    if waiter.done():
+        return False  # it did not wait
+    assert publish is not None, "waited for a state it should not wait for"
+    store.publish("prod", publish, Change(env="prod", version=publish.version))
+    await asyncio.wait_for(waiter, 1)
+    return True
+
+
+@pytest.mark.asyncio
+async def test_catch_up_waits_for_a_state_a_faster_replica_served():
+    store = Store()
+    store.publish("prod", written(2, "r2"), Change(env="prod", version=2))
+    ahead = written(3, "r3")
+    assert await caught_up(store, ahead.state_id, ahead)  # a newer version
+    assert await caught_up(store, f"{written(4, 'r4').state_id}~1", written(4, "r4"))  # timed
+    other = written(4, "failover")  # another write of the version we hold
+    assert await caught_up(store, other.state_id, other)
+
+
+@pytest.mark.asyncio
+async def test_catch_up_returns_at_once_for_states_it_cannot_reach_or_holds():
+    store = Store()
+    current = written(100, "r100")
+    store.publish("prod", written(99, "r99"), Change(env="prod", version=99))
+    store.publish("prod", current, Change(env="prod", version=100))
+    for held in (current.state_id, f"{current.state_id}~2",  # what it serves
+                 written(99, "r99").state_id,  # served here before
+                 "100", "99",  # a bare number (older servers): no state to compare
+                 written(10, "old").state_id,  # older than the states remembered
+                 "not-an-id"):
+        assert not await caught_up(store, held, None), held
+    assert not await caught_up(Store(), current.state_id, None)  # nothing served yet
+    assert store._waiters.get("prod", []) == []
