@@ -34,8 +34,8 @@ BOUNDARY_JITTER_S = 3.0
 # What a client may see on top of that on a loaded machine: a suite on 2 cores once had no
 # notification within a second past the jitter (not reproduced alone or beside the browser
 # tests: 0.4-2.6 s). The tests wait this long so that they fail on a lost notification, not
-# a late one; the spread within the jitter is
-# checked in process (tests/unit/streams/test_boundaries.py).
+# a late one; the spread within the jitter is checked in process
+# (tests/unit/streams/test_boundaries.py).
 BOUNDARY_SLACK_S = 15.0
 
 
