@@ -20,7 +20,7 @@ log = logging.getLogger("flagedge.store")
 
 
 Subscriber = Callable[[Change, FlagSet], None]
-RECENT_STATES = 64  # state ids remembered per environment (OFREP catch-up: "did we serve it?")
+RECENT_STATES = 64  # (version, state id) published, per environment (catch_up: "is it ours?")
 # How long a client naming a state we have not reached (a faster replica served it) waits
 # for it: replicas of one Redis follow a write within milliseconds of each other.
 CATCH_UP_S = 0.5
@@ -44,7 +44,7 @@ class Store:
         self._sets: dict[str, FlagSet] = {}
         self._subscribers: list[Subscriber] = []
         self._waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
-        self._recent: dict[str, deque[str]] = {}
+        self._recent: dict[str, deque[tuple[int, str]]] = {}
         self.status: dict[str, SourceStatus] = {}
         self.rejected_total = 0  # flags or documents refused by validation
         # Why the source refuses its backing store (a Redis layout newer than this code):
@@ -85,7 +85,7 @@ class Store:
         recent = self._recent.get(env)
         if recent is None:
             recent = self._recent[env] = deque(maxlen=RECENT_STATES)
-        recent.append(flag_set.state_id)
+        recent.append((flag_set.version, flag_set.state_id))
         for subscriber in list(self._subscribers):
             try:
                 subscriber(change, flag_set)
@@ -127,10 +127,6 @@ class Store:
 
         return unsubscribe
 
-    def has_served(self, env: str, state_id: str) -> bool:
-        """``state_id`` is one of the recent states of ``env`` published here."""
-        return state_id in self._recent.get(env, ())
-
     async def wait_for_version(self, env: str, version: int, timeout: float) -> bool:
         """Wait until ``env`` reaches ``version`` (OFREP flagConfigEtag catch-up)."""
         current = self._sets.get(env)
@@ -142,9 +138,11 @@ class Store:
         """Wait at most ``timeout`` when a client names a state of ``env`` (a stream id, a
         notification's etag) that a faster replica served and this store has not yet: a
         newer version, or another write of a recent one (a re-publish or a failover that
-        replica followed first). What we publish next is then what it announced. No wait
-        for a state we hold or held, an id that is no state, or a bare number (older
-        servers' ids) or state older than the last RECENT_STATES: nothing tells those apart."""
+        replica followed first: we published that version, never this state of it). What we
+        publish next is then what it announced. No wait for a state we hold or held, an id
+        that is no state, a bare number (older servers' ids), or a version we did not
+        publish (before a restart, or older than the last RECENT_STATES): nothing tells
+        another write of those apart, and a resuming client must not wait for nothing."""
         current = self._sets.get(env)
         state = split_stream_id(state_id)[0]  # a time interval is not a state
         wanted = id_version(state)
@@ -152,8 +150,7 @@ class Store:
             return
         if wanted > current.version:
             await self._wait(env, wanted, timeout)
-        elif ("-" in state and wanted > current.version - RECENT_STATES
-              and not self.has_served(env, state)):
+        elif "-" in state and _another_write(self._recent.get(env, ()), wanted, state):
             await self._wait(env, -1, timeout)
 
     async def _wait(self, env: str, version: int, timeout: float) -> bool:
@@ -176,3 +173,13 @@ class Store:
 
     def versions(self) -> Iterable[tuple[str, int]]:
         return ((env, fs.version) for env, fs in self._sets.items())
+
+
+def _another_write(recent: Iterable[tuple[int, str]], version: int, state: str) -> bool:
+    """We published ``version`` (as one state or several: a reset) and never ``state``."""
+    known = False
+    for v, served in recent:
+        if served == state:
+            return False
+        known = known or v == version
+    return known

@@ -123,3 +123,9 @@ async def test_catch_up_returns_at_once_for_states_it_cannot_reach_or_holds():
         assert not await caught_up(store, held, None), held
     assert not await caught_up(Store(), current.state_id, None)  # nothing served yet
     assert store._waiters.get("prod", []) == []
+    # Restarted: version 99 was served by the process before this one, which alone could
+    # tell whether a state of it is another write; a resuming client must not wait.
+    restarted = Store()
+    restarted.publish("prod", current, Change(env="prod", version=100, reset=True))
+    assert not await caught_up(restarted, written(99, "r99").state_id, None)
+    assert not await caught_up(restarted, written(98, "r98").state_id, None)
