@@ -146,9 +146,9 @@ class Store:
         current = self._sets.get(env)
         state = split_stream_id(state_id)[0]  # a time interval is not a state
         wanted = id_version(state)
-        if current is None or wanted is None or state == current.state_id:
+        if wanted is None or (current is not None and state == current.state_id):
             return
-        if wanted > current.version:
+        if current is None or wanted > current.version:  # (None: no rules here yet)
             await self._wait(env, wanted, timeout)
         elif "-" in state and _another_write(self._recent.get(env, ()), wanted, state):
             await self._wait(env, -1, timeout)
