@@ -164,6 +164,14 @@ def _changed_since(plan: Plan, token: object) -> frozenset[str] | None:
     return next((keys for t, keys in lineage if t is token), None)
 
 
+def _metadata(flag_set: FlagSet) -> tuple[bytes, int]:
+    """The body's ``metadata`` part and its share of the digest: one form for the memoised
+    and the generic bodies, whose ETags must agree for equal bodies."""
+    metadata = orjson.dumps(dict(flag_set.metadata), option=_SORT)
+    return metadata, int.from_bytes(
+        hashlib.blake2b(metadata, digest_size=16, person=b"metadata").digest())
+
+
 def _items_bound(flag_set: FlagSet) -> int:
     """Serialised results per generation of an environment's item memos."""
     return max(MIN_ITEMS_BOUND, 4 * len(flag_set.flags))
@@ -178,9 +186,7 @@ class _Shape:
 
     def __init__(self, flag_set: FlagSet) -> None:
         self.bound = _items_bound(flag_set)
-        self.metadata = orjson.dumps(dict(flag_set.metadata), option=_SORT)
-        self.metadata_digest = int.from_bytes(
-            hashlib.blake2b(self.metadata, digest_size=16, person=b"metadata").digest())
+        self.metadata, self.metadata_digest = _metadata(flag_set)
         # static key -> (segment, part, index in plan.static)
         self.static_at: dict[str, tuple[int, int, int]] = {}
         self.whole: bool | None = None  # entries hold whole bodies (small ones), else spliced
@@ -444,9 +450,8 @@ class BulkBodies:
         bound = _items_bound(flag_set)
         found = [self._item(env, flag_set, items, bound, r)
                  for r in sorted(results, key=lambda r: r.key)]
-        metadata = orjson.dumps(dict(flag_set.metadata), option=_SORT)
+        metadata, metadata_digest = _metadata(flag_set)
         body = (b'{"flags":[' + b",".join(map(_FRAG, found)) + b'],"metadata":' + metadata)
-        digest = sum(map(_DIGEST, found)) + int.from_bytes(
-            hashlib.blake2b(metadata, digest_size=16, person=b"metadata").digest())
+        digest = sum(map(_DIGEST, found)) + metadata_digest
         return CachedResult(body_prefix=body, digest=body_digest(digest),
                             exposures=tuple(map(_SLOT, found)))
