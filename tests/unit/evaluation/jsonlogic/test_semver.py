@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxy.evaluation.jsonlogic import semver
 from proxy.evaluation.jsonlogic.compiler import apply, compile_logic
@@ -108,20 +110,33 @@ def test_literal_arguments_are_validated(logic: Any, message: str) -> None:
     assert any(message in p.message for p in cc.problems), cc.problems
 
 
-def test_context_versions_are_cached() -> None:
-    semver.cached_parse.cache_clear()
+def test_context_versions_are_cached(monkeypatch: pytest.MonkeyPatch) -> None:
+    semver.clear_cache()
     logic = {"sem_ver": [{"var": "v"}, ">=", "1.0.0"]}
     compiled, _ = compile_logic(logic)
+    parsed: list[str] = []
+    real = semver._parse
+    monkeypatch.setattr(semver, "_parse", lambda raw: parsed.append(raw) or real(raw))
     for _ in range(5):
         assert compiled({"v": "3.1.4"}) is True  # type: ignore[operator]
-    info = semver.cached_parse.cache_info()
-    assert info.hits >= 4 and info.misses <= 2
+    assert parsed == ["3.1.4"]  # parsed once, then answered from the cache
+    assert semver.is_cached("3.1.4")
+
+
+def test_the_cache_is_bounded_and_emptied_when_full() -> None:
+    semver.clear_cache()
+    for i in range(semver.CACHED_VERSIONS):
+        assert semver.parse_version(f"1.{i}.0") == (1, i, 0, None)
+    assert semver.cached_count() == semver.CACHED_VERSIONS
+    assert semver.parse_version("2.0.0") == (2, 0, 0, None)  # one more: the cache starts over
+    assert semver.cached_count() == 1 and semver.is_cached("2.0.0")
+    assert semver.parse_version("1.7.0") == (1, 7, 0, None)  # still parsed right
 
 
 def test_long_context_strings_are_parsed_but_never_cached() -> None:
     """An adversary's 60 KB "versions" would otherwise hold 4,096 x 60 KB in the cache."""
     compiled, _ = compile_logic({"sem_ver": [{"var": "v"}, ">=", "1.0.0"]})
-    semver.cached_parse.cache_clear()  # the literal target was parsed once, at compile time
+    semver.clear_cache()  # the literal target was parsed once, at compile time
     cap = semver.MAX_CACHED_VERSION
     long_ok = "2.0.0-" + "a" * (cap * 2)  # a valid prerelease, just long
     for i in range(semver.CACHED_VERSIONS + 10):
@@ -129,11 +144,11 @@ def test_long_context_strings_are_parsed_but_never_cached() -> None:
         assert parse_version(f"v{i}" + "7" * 60_000) is None  # the generic path
         assert compiled({"v": long_ok}) is True  # type: ignore[operator]
     assert parse_version(long_ok) == (2, 0, 0, "a" * (cap * 2))
-    assert semver.cached_parse.cache_info().currsize == 0
+    assert semver.cached_count() == 0
     assert semver.cached_bytes() == 0
     for i in range(10):
         assert compiled({"v": f"1.{i}.0"}) is True  # type: ignore[operator]
-    assert semver.cached_parse.cache_info().currsize == 10  # short ones are still cached
+    assert semver.cached_count() == 10  # short ones are still cached
     assert semver.cached_bytes() == 10 * (2 * cap + semver.SEMVER_ENTRY_BYTES)
 
 
@@ -150,6 +165,14 @@ def test_the_plain_form_parses_as_the_general_path_does(text: str) -> None:
                                   "1_0.2.3", "9007199254740992.0.0"])
 def test_near_plain_strings_are_refused_as_before(text: str) -> None:
     assert semver._parse(text) is None
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.text(alphabet="0123456789٣", max_size=17), min_size=1, max_size=4))
+def test_the_plain_path_agrees_with_the_general_one_on_any_digits_and_dots(parts: list[str]) -> None:
+    """A leading "v" skips the plain path, so the general one parses the same digits alone."""
+    text = ".".join(parts)
+    assert semver._parse(text) == semver._parse("v" + text)
 
 
 def test_sixteen_digits_still_reach_the_safe_integer_check() -> None:
