@@ -92,6 +92,9 @@ def _if_one(c: Compiled, t: Compiled, other: Compiled) -> Fn:
     cf = _fn(c)
     if t.__class__ is Const and other.__class__ is Const:
         tv, ev = t.value, other.value  # type: ignore[union-attr]
+        andor = getattr(cf, "andor", None)
+        if andor is not None:  # {"if": [{"or"/"and": [a, b]}, "on", "off"]}: one call, not two
+            return _if_andor(*andor, tv, ev)
 
         def if_cc(d: Any) -> Any:
             v = cf(d)
@@ -105,6 +108,27 @@ def _if_one(c: Compiled, t: Compiled, other: Compiled) -> Fn:
         return tf(d) if (v is True or (v is not False and truthy(v))) else ef(d)
 
     return if1
+
+
+def _if_andor(is_or: bool, f0: Fn, f1: Fn, tv: Any, ev: Any) -> Fn:
+    """``_if_one`` of constants over a two-operand or/and, the operator inline (``_or``)."""
+    if is_or:
+
+        def if_or2(d: Any) -> Any:
+            v = f0(d)
+            if not (v is True or (v is not False and v is not None and truthy(v))):
+                v = f1(d)
+            return tv if (v is True or (v is not False and truthy(v))) else ev
+
+        return if_or2
+
+    def if_and2(d: Any) -> Any:
+        v = f0(d)
+        if not (v is False or v is None or (v is not True and not truthy(v))):
+            v = f1(d)
+        return tv if (v is True or (v is not False and truthy(v))) else ev
+
+    return if_and2
 
 
 def _if_chain(pairs: list[tuple[Compiled, Compiled]], other: Compiled) -> Fn:
@@ -165,6 +189,7 @@ def _or(fns: list[Fn]) -> Fn:
                 return v
             return f1(d)
 
+        or2.andor = (True, f0, f1)  # type: ignore[attr-defined]  # lets an if inline it
         return or2
 
     def or_n(d: Any) -> Any:
@@ -188,6 +213,7 @@ def _and(fns: list[Fn]) -> Fn:
                 return v
             return f1(d)
 
+        and2.andor = (False, f0, f1)  # type: ignore[attr-defined]  # lets an if inline it
         return and2
 
     def and_n(d: Any) -> Any:
@@ -374,6 +400,16 @@ def _compiled_pair(cc: LogicCompiler, op: str, step: Any, path: str, parts: list
                 return step(a, bv)[0]  # type: ignore[no-any-return]
 
             cmp2 = cmp_str
+            k = getattr(fa, "plain_key", None)
+            if k is not None:  # {"==": [{"var": k}, "literal"]}: the lookup inline too
+
+                def cmp_var_str(d: Any) -> bool:
+                    a = d.get(k) if d.__class__ is dict else fa(d)
+                    if a.__class__ is str:
+                        return (a == bv) is equal
+                    return step(a, bv)[0]  # type: ignore[no-any-return]
+
+                cmp2 = cmp_var_str
     else:
         cmp2 = lambda d: step(fa(d), fb(d))[0]  # noqa: E731
     if all(_is_const(p) for p in parts):

@@ -160,3 +160,34 @@ LOAD_PROBLEMS = [
 def test_wrong_arguments_are_problems_at_load(logic: Any, message: str) -> None:
     _, cc = compile_logic(logic)
     assert any(message in p.message for p in cc.problems), cc.problems
+
+
+# The commonest shapes run as one closure each (logic.py: ``_if_andor``, ``cmp_var_str``);
+# they must answer as the operators composed do.
+VALUES = [*sorted(DATA), "missing"]
+
+
+@pytest.mark.parametrize("op", ["and", "or"])
+def test_an_if_over_a_two_operand_and_or_answers_as_the_two_composed(op: str) -> None:
+    def rule(x: str, y: str) -> dict[str, Any]:
+        return {"if": [{op: [{"var": x}, {"var": y}]}, "T", "F"]}
+
+    compiled, _ = compile_logic(rule("t", "f"))
+    assert compiled.__name__ == f"if_{op}2"  # type: ignore[union-attr]  # the inlined form
+    for x in VALUES:
+        for y in VALUES:
+            inner = apply({op: [{"var": x}, {"var": y}]}, DATA)
+            expected = apply({"if": [{"var": "v"}, "T", "F"]}, {"v": inner})
+            assert apply(rule(x, y), DATA) == expected, (x, y)
+
+
+@pytest.mark.parametrize("op", ["==", "===", "!=", "!=="])
+def test_a_var_against_a_string_literal_answers_as_the_interpreter(op: str) -> None:
+    compiled, _ = compile_logic({op: [{"var": "s"}, "abc"]})
+    assert compiled.__name__ == "cmp_var_str"  # type: ignore[union-attr]  # the inlined form
+    for key in VALUES:
+        for literal in ["abc", "7", "0", "", "1", "gold", "true", "null"]:
+            rule = {op: [{"var": key}, literal]}
+            interpreted = apply({"if": [True, rule]}, DATA)  # (a short if: interpreted)
+            assert same(apply(rule, DATA), interpreted), (key, literal)
+            assert same(apply(rule, [DATA]), apply({"if": [True, rule]}, [DATA]))  # not a dict
