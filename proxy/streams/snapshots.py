@@ -33,6 +33,36 @@ def plain_render(result: EvaluationResult, _flag: Flag | None) -> dict[str, Any]
     return result.to_ofrep()
 
 
+# Encoded items a Snapshots keeps per generation (it holds one or two). A flag set's static
+# flags and each targeting outcome are result objects shared by every context, so an
+# environment of a few hundred flags has a few hundred or thousand of them.
+RENDERED_BOUND = 4096
+
+
+class _Rendered:
+    """Encoded OFREP items by result object: ``id(result) -> (result, bytes)``. Holding the
+    result keeps its id from being reused. Bounded by generations: when ``young`` fills it
+    becomes ``old``, and what is found in ``old`` moves back, so an item nothing asks for is
+    gone two generations later (results built per request, errors among them, pass through)."""
+
+    __slots__ = ("old", "young")
+
+    def __init__(self) -> None:
+        self.young: dict[int, tuple[EvaluationResult, bytes]] = {}
+        self.old: dict[int, tuple[EvaluationResult, bytes]] = {}
+
+    def encoded(self, result: EvaluationResult, flag: Flag | None, render: Render) -> bytes:
+        key = id(result)
+        hit = self.young.get(key)
+        if hit is not None:
+            return hit[1]
+        hit = self.old.get(key) or (result, orjson.dumps(render(result, flag)))
+        if len(self.young) >= RENDERED_BOUND:
+            self.old, self.young = self.young, {}
+        self.young[key] = hit
+        return hit[1]
+
+
 class Snapshots:
     """The newest state of an environment, per stream kind, for one connection."""
 
@@ -44,6 +74,7 @@ class Snapshots:
         self.evaluate_all = evaluate_all
         self.stats = stats  # counts the exposures of each put (insights)
         self._rules_cache: tuple[FlagSet, bytes] | None = None
+        self._rendered = _Rendered()  # (a stream opening renders ~all flags: ~1 us each)
 
     def snapshot(self, conn: Connection) -> bytes:
         """The connection's snapshot (b"" when its environment has no rules); the connection
@@ -76,7 +107,8 @@ class Snapshots:
         results = sorted(self.evaluate_all(fs, context), key=lambda r: r.key)
         if env is not None and self.stats is not None:
             self.stats.count_exposures(env, exposures_of(results))
-        return {r.key: orjson.dumps(render(r, flags.get(r.key))) for r in results}
+        encoded = self._rendered.encoded
+        return {r.key: encoded(r, flags.get(r.key), render) for r in results}
 
     def evaluated_put(self, conn: Connection, fs: FlagSet) -> bytes:
         """The evaluated ``put`` for the connection's context; it now holds these results."""

@@ -5,9 +5,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import orjson
+
 from proxy.evaluation.documents import compile_document
-from proxy.model import Change, EvaluationResult, Flag
+from proxy.model import Change, EvaluationResult, Flag, Reason
 from proxy.store import Store
+from proxy.streams import snapshots as snapshots_module
 from proxy.streams.connection import Connection, Limits, StreamKind
 from proxy.streams.frames import StreamStats, notification, rules_put
 from proxy.streams.snapshots import Snapshots
@@ -70,3 +73,49 @@ def test_items_come_from_the_given_render():
     assert fs is not None
     assert Snapshots(store, render).evaluate_context(fs, {}) == \
         {"color": b'{"key":"color","has_flag":true}'}
+
+
+def counting_render() -> tuple[list[str], Any]:
+    calls: list[str] = []
+
+    def render(result: EvaluationResult, _flag: Flag | None) -> dict[str, Any]:
+        calls.append(result.key)
+        return result.to_ofrep()
+
+    return calls, render
+
+
+TARGETED = {"flags": {**DOC["flags"], "beta": {
+    "state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "off",
+    "targeting": {"if": [{"==": [{"var": "plan"}, "pro"]}, "on", "off"]}}}}
+
+
+def test_a_result_shared_by_contexts_is_encoded_once_for_every_stream():
+    # A stream opening encodes every flag's item: the static flags' and each targeting
+    # outcome's results are shared objects, so they are rendered once, not once per stream.
+    calls, render = counting_render()
+    store = Store()
+    store.publish("prod", compile_document(TARGETED, version=1, epoch="e1"),
+                  Change(env="prod", version=1, reset=True))
+    fs = store.get("prod")
+    assert fs is not None
+    snapshots = Snapshots(store, render)
+    first = {plan: snapshots.evaluate_context(fs, {"plan": plan}) for plan in ("pro", "free")}
+    again = {plan: snapshots.evaluate_context(fs, {"plan": plan, "n": n})
+             for n in range(50) for plan in ("pro", "free")}
+    assert sorted(calls) == ["beta", "beta", "color"]  # beta's on and off, color's one result
+    assert again == first and first["pro"]["beta"] != first["free"]["beta"]
+    assert first["pro"]["beta"] == (b'{"key":"beta","reason":"TARGETING_MATCH","variant":"on",'
+                                      b'"value":true,"metadata":{}}')
+
+
+def test_results_built_per_request_pass_through_a_bounded_memo(monkeypatch: Any):
+    monkeypatch.setattr(snapshots_module, "RENDERED_BOUND", 10)
+    calls, render = counting_render()
+    rendered = snapshots_module._Rendered()
+    results = [EvaluationResult(f"f{i}", Reason.STATIC, "on", True) for i in range(100)]
+    for r in results:
+        assert rendered.encoded(r, None, render) == orjson.dumps(r.to_ofrep())
+    assert len(calls) == 100 and len(rendered.young) + len(rendered.old) <= 20
+    rendered.encoded(results[-1], None, render)  # still held: not rendered again
+    assert len(calls) == 100
