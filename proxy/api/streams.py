@@ -49,7 +49,7 @@ from proxy.keys import KeyRecord, KeyRing
 from proxy.model import ErrorCode, FlagSet
 from proxy.store import Store
 from proxy.streams.connection import CapExceeded, Connection, StreamKind
-from proxy.streams.fanout import FanOut
+from proxy.streams.fanout import FanOut, yield_to_requests
 from proxy.streams.frames import PING, PROPAGATION_BUCKETS
 
 log = logging.getLogger("flagedge.streams")
@@ -202,6 +202,9 @@ class StreamsApi:
         if request.method == "HEAD":  # headers only (released when sent): nothing to replay
             return StreamResponse(self.fanout, conn, b"", self._send_buffer)
         try:
+            # What it is owed is computed after the requests that arrived meanwhile: a wave
+            # of (re)connecting streams must not hold up evaluations (bench/resume_storm.py).
+            await yield_to_requests()
             first = await self.fanout.initial(conn, last_id)
         except BaseException:
             self.fanout.release(conn)

@@ -269,7 +269,8 @@ class FanOut:
     # -- first events: snapshot or resume ---------------------------------------------------
     async def initial(self, conn: Connection, last_id: str | None) -> bytes:
         """What a new connection gets before its queue (see :func:`proxy.streams.resume.initial`).
-        Must run right after :meth:`open`."""
+        Runs right after :meth:`open` (a change published in between costs the connection a
+        snapshot in place of a replay)."""
         return await resume.initial(conn, last_id, store=self.store, ring=self.changelog,
                                     history=self.history, snapshots=self.snapshots)
 

@@ -57,7 +57,8 @@ async def initial(conn: Connection, last_id: str | None, *, store: Store, ring: 
     with ``Last-Event-ID`` (a state id), exactly the versions it missed (ring, then Redis),
     or a fresh ``put`` when they cannot be replayed: the id is not a state this history
     passed through (another epoch, another write of that number, a bare number from an
-    older server). Must run right after ``FanOut.open``."""
+    older server). Runs right after ``FanOut.open``; when the store has moved on since, the
+    connection is owed a snapshot (its queue delivers it) and nothing is replayed here."""
     fs = store.get(conn.env)
     if fs is None or fs.state_id != conn.state_id:
         conn.needs_snapshot = fs is not None  # store moved between open and here
