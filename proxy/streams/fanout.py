@@ -435,20 +435,15 @@ class FanOut:
         now = time.time()
         stream_id, interval = fs.stream_id(now), fs.interval(now)
         evaluate, _ = self.engine
-        flags, render = fs.flags, self.render
+        flags, encoded = fs.flags, self.snapshots.encoded
         per_context: dict[str, dict[str, bytes]] = {}  # computed once per distinct context
-        # Static flags and each targeting outcome return a precomputed result object shared
-        # by every context: render it once per round. The result is kept in the value so its
-        # id cannot be reused by another object during the round.
-        rendered: dict[int, tuple[EvaluationResult, bytes]] = {}
         results: dict[str, dict[str, EvaluationResult]] = {}  # per context: for exposures
 
         def encode(k: str, context: dict[str, Any], mine: dict[str, EvaluationResult]) -> bytes:
+            # Static flags and each targeting outcome return a precomputed result object
+            # shared by every context: encoded once, for every round and stream (Snapshots).
             result = mine[k] = evaluate(fs, k, context)
-            hit = rendered.get(id(result))
-            if hit is None:
-                hit = rendered[id(result)] = (result, orjson.dumps(render(result, flags[k])))
-            return hit[1]
+            return encoded(result, flags[k])
 
         written_at, sent = change.written_at, 0
         began = _clock()

@@ -99,6 +99,10 @@ class Snapshots:
         self._rules_cache = (fs, payload)
         return payload
 
+    def encoded(self, result: EvaluationResult, flag: Flag | None) -> bytes:
+        """``result``'s OFREP item as JSON, encoded once while the result is in use."""
+        return self._rendered.encoded(result, flag, self.render)
+
     def evaluate_context(self, fs: FlagSet, context: dict[str, Any],
                          env: str | None = None) -> dict[str, bytes]:
         """Flag key -> the encoded OFREP item of every flag of ``fs`` for ``context``, by key;
