@@ -226,13 +226,17 @@ class Clients:
     def _requests(self, w: int) -> list[bytes]:
         out = []
         for i in range(200):  # the cycle each loop walks through
-            body = orjson.dumps({"context": {"targetingKey": f"client-{w}-{i % 100}",
-                                             "plan": "pro" if i % 2 else "free"}})
             path = "/ofrep/v1/evaluate/flags" if i % 2 else f"/ofrep/v1/evaluate/flags/f{i % FLAGS}"
-            out.append(f"POST {path} HTTP/1.1\r\nHost: soak\r\nAuthorization: Bearer {self.key}"
-                       f"\r\nContent-Type: application/json\r\nContent-Length: {len(body)}"
-                       "\r\n\r\n".encode() + body)
+            out.append(self.post(path, {"targetingKey": f"client-{w}-{i % 100}",
+                                        "plan": "pro" if i % 2 else "free"}))
         return out
+
+    def post(self, path: str, context: dict[str, Any]) -> bytes:
+        """One pre-built OFREP evaluation request for ``context``."""
+        body = orjson.dumps({"context": context})
+        return (f"POST {path} HTTP/1.1\r\nHost: soak\r\nAuthorization: Bearer {self.key}"
+                f"\r\nContent-Type: application/json\r\nContent-Length: {len(body)}"
+                "\r\n\r\n".encode() + body)
 
     async def _loop(self, w: int) -> None:
         loop = asyncio.get_running_loop()
